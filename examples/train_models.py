@@ -1,0 +1,216 @@
+"""Train the three Fashion-MNIST models shipped in ``tropref/assets/``.
+
+Usage::
+
+    python examples/train_models.py                 # all three, default epochs
+    python examples/train_models.py --models lenet5 --epochs 3
+    python examples/train_models.py --data /path/to/fashion-mnist --out /tmp/models
+
+Needs PyTorch (``pip install torch``) and the Fashion-MNIST IDX files (Debian package
+``dataset-fashion-mnist``). Fixed seeds, one CPU thread, Adam, no data augmentation, inputs
+scaled to ``[0, 1]`` with no other normalisation. Writes, per model, ``<name>.npz`` with the
+``state_dict`` tensors as float32 arrays in PyTorch layouts (``Linear.weight`` is
+``(out, in)``, ``Conv2d.weight`` is OIHW; BatchNorm keeps ``weight``, ``bias``,
+``running_mean``, ``running_var``) plus ``__arch__``, a JSON string describing the layers
+in order; and one ``models.json`` with the architectures, the training settings and the test
+accuracy each model reached (on the full 10,000-image test split and on the shipped subset
+of its first 2,000 images). Also writes that subset, ``fashion_mnist_test_2000.npz``.
+
+The architecture description is a list of layers, each a dict with ``kind`` in
+``linear``, ``conv2d``, ``batchnorm2d``, ``relu``, ``maxpool2d``, ``flatten``, its
+``name`` (the key prefix in the ``.npz``) for layers with weights, and its hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tropref.data import load_fashion_mnist, to_float  # noqa: E402
+
+SEED = 0
+
+ARCHS = {
+    # LeNet-300-100 (LeCun et al. 1998), the network of Neuron Merging's Fashion-MNIST table.
+    "lenet300": [
+        {"kind": "flatten"},
+        {"kind": "linear", "name": "fc1", "in_features": 784, "out_features": 300},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc2", "in_features": 300, "out_features": 100},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc3", "in_features": 100, "out_features": 10},
+    ],
+    # LeNet-5 with ReLU and max pooling (28x28 input, so conv1 pads by 2).
+    "lenet5": [
+        {"kind": "conv2d", "name": "conv1", "in_channels": 1, "out_channels": 6,
+         "kernel_size": 5, "stride": 1, "padding": 2},
+        {"kind": "relu"},
+        {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
+        {"kind": "conv2d", "name": "conv2", "in_channels": 6, "out_channels": 16,
+         "kernel_size": 5, "stride": 1, "padding": 0},
+        {"kind": "relu"},
+        {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
+        {"kind": "flatten"},
+        {"kind": "linear", "name": "fc1", "in_features": 400, "out_features": 120},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc2", "in_features": 120, "out_features": 84},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc3", "in_features": 84, "out_features": 10},
+    ],
+    # A small VGG-style net: two blocks of (conv3x3 + BN + ReLU) x 2 + max pool, then three
+    # dense layers.
+    "vgg_small": [
+        {"kind": "conv2d", "name": "conv1", "in_channels": 1, "out_channels": 16,
+         "kernel_size": 3, "stride": 1, "padding": 1},
+        {"kind": "batchnorm2d", "name": "bn1", "num_features": 16, "eps": 1e-5},
+        {"kind": "relu"},
+        {"kind": "conv2d", "name": "conv2", "in_channels": 16, "out_channels": 16,
+         "kernel_size": 3, "stride": 1, "padding": 1},
+        {"kind": "batchnorm2d", "name": "bn2", "num_features": 16, "eps": 1e-5},
+        {"kind": "relu"},
+        {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
+        {"kind": "conv2d", "name": "conv3", "in_channels": 16, "out_channels": 32,
+         "kernel_size": 3, "stride": 1, "padding": 1},
+        {"kind": "batchnorm2d", "name": "bn3", "num_features": 32, "eps": 1e-5},
+        {"kind": "relu"},
+        {"kind": "conv2d", "name": "conv4", "in_channels": 32, "out_channels": 32,
+         "kernel_size": 3, "stride": 1, "padding": 1},
+        {"kind": "batchnorm2d", "name": "bn4", "num_features": 32, "eps": 1e-5},
+        {"kind": "relu"},
+        {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
+        {"kind": "flatten"},
+        {"kind": "linear", "name": "fc1", "in_features": 1568, "out_features": 256},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc2", "in_features": 256, "out_features": 128},
+        {"kind": "relu"},
+        {"kind": "linear", "name": "fc3", "in_features": 128, "out_features": 10},
+    ],
+}
+
+EPOCHS = {"lenet300": 30, "lenet5": 6, "vgg_small": 3}
+
+
+def build_torch(arch):
+    """A ``torch.nn.Sequential`` for an architecture description (names as in the .npz)."""
+    import torch.nn as nn
+
+    layers = OrderedDict()
+    for i, spec in enumerate(arch):
+        kind = spec["kind"]
+        name = spec.get("name", f"{kind}{i}")
+        if kind == "linear":
+            layers[name] = nn.Linear(spec["in_features"], spec["out_features"])
+        elif kind == "conv2d":
+            layers[name] = nn.Conv2d(spec["in_channels"], spec["out_channels"],
+                                     spec["kernel_size"], stride=spec["stride"],
+                                     padding=spec["padding"])
+        elif kind == "batchnorm2d":
+            layers[name] = nn.BatchNorm2d(spec["num_features"], eps=spec["eps"])
+        elif kind == "relu":
+            layers[name] = nn.ReLU()
+        elif kind == "maxpool2d":
+            layers[name] = nn.MaxPool2d(spec["kernel_size"], stride=spec["stride"])
+        elif kind == "flatten":
+            layers[name] = nn.Flatten()
+        else:
+            raise ValueError(f"unknown layer kind {kind!r}")
+    return nn.Sequential(layers)
+
+
+def accuracy(model, x, y, batch=1000):
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+def train(name, epochs, xtr, ytr, xte, yte, log=print):
+    import torch
+
+    torch.manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)
+    model = build_torch(ARCHS[name])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xtr), generator=gen)
+        for i in range(0, len(xtr), 128):
+            idx = perm[i:i + 128]
+            opt.zero_grad()
+            loss = loss_fn(model(xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+        log(f"  {name} epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}, "
+            f"test acc {accuracy(model, xte, yte):.4f} ({time.perf_counter() - t0:.0f} s)")
+    return model, time.perf_counter() - t0
+
+
+def main(argv=None):
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    ap.add_argument("--epochs", type=int, default=None, help="override the default epochs")
+    ap.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
+    ap.add_argument("--out", default=str(ROOT / "tropref" / "assets"))
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr_img, tr_lab = load_fashion_mnist("train", args.data)
+    te_img, te_lab = load_fashion_mnist("test", args.data)
+    np.savez_compressed(out / "fashion_mnist_test_2000.npz",
+                        images=te_img[:2000], labels=te_lab[:2000].astype(np.int64))
+    xtr, ytr = torch.from_numpy(to_float(tr_img)), torch.from_numpy(tr_lab)
+    xte, yte = torch.from_numpy(to_float(te_img)), torch.from_numpy(te_lab)
+
+    meta_path = out / "models.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    for name in args.models:
+        epochs = args.epochs or EPOCHS[name]
+        print(f"training {name} for {epochs} epochs")
+        model, seconds = train(name, epochs, xtr, ytr, xte, yte)
+        model.eval()
+        arrays = {k: v.detach().cpu().numpy().astype(np.float32)
+                  for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        arch = ARCHS[name]
+        arrays["__arch__"] = np.array(json.dumps(arch))
+        np.savez_compressed(out / f"{name}.npz", **arrays)
+        acc_full = accuracy(model, xte, yte)
+        acc_sub = accuracy(model, xte[:2000], yte[:2000])
+        n_params = sum(int(p.numel()) for p in model.parameters())
+        meta[name] = {
+            "file": f"{name}.npz",
+            "input_shape": [1, 28, 28],
+            "input_scaling": "uint8 / 255, no other normalisation",
+            "architecture": arch,
+            "parameters": n_params,
+            "test_accuracy": round(acc_full, 4),
+            "test_accuracy_first_2000": round(acc_sub, 4),
+            "training": {"epochs": epochs, "optimizer": "Adam(lr=1e-3)", "batch_size": 128,
+                         "seed": SEED, "threads": 1, "seconds": round(seconds, 1),
+                         "torch": torch.__version__},
+        }
+        print(f"{name}: {n_params} parameters, test accuracy {acc_full:.4f} "
+              f"(first 2000: {acc_sub:.4f}), {seconds:.0f} s")
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
