@@ -1,0 +1,310 @@
+"""Tests of tropref.cluster: weighted K-means (direct and Gram modes) and Weiszfeld."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tropref import cluster
+from tropref.cluster import kmeans, weiszfeld
+
+MODES = ["direct", "gram"]
+INITS = ["k-means||", "k-means++"]
+
+
+def _sq_objective(X, w, labels, C):
+    return float(np.sum(w * np.sum((X - C[labels]) ** 2, axis=1)))
+
+
+def _objective(X, w, labels, C):
+    return float(np.sum(w * np.linalg.norm(X - C[labels], axis=1)))
+
+
+def _reference_lloyd(X, w, C, max_iter=1000):
+    """Plain weighted Lloyd in NumPy from centres C, to a fixed point."""
+    labels = None
+    for _ in range(max_iter):
+        new = np.argmin(((X[:, None, :] - C[None, :, :]) ** 2).sum(-1), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(C.shape[0]):
+            if np.any(labels == c):
+                C[c] = np.average(X[labels == c], axis=0, weights=w[labels == c])
+    return labels, C
+
+
+def _blobs(rng, k=5, per=8, d=4, spread=0.01):
+    centres = rng.standard_normal((k, d)) * 10
+    truth = np.repeat(np.arange(k), per)
+    X = centres[truth] + spread * rng.standard_normal((k * per, d))
+    return X, truth
+
+
+def _same_partition(a, b):
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+# ------------------------------------------------------------------------ K-means
+
+
+@settings(max_examples=15)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(2, 30),
+    d=st.integers(1, 5),
+    kfrac=st.floats(0.0, 1.0),
+    mode=st.sampled_from(MODES),
+    init=st.sampled_from(INITS),
+)
+def test_objective_not_worse_than_reference_lloyd(backend, seed, n, d, kfrac, mode, init):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w = rng.uniform(0.1, 3.0, n)
+    k = 1 + int(kfrac * (n - 1))
+    res = kmeans(backend.asarray(X), k, weights=backend.asarray(w), n_init=1, tol=0.0,
+                 seed=seed, init=init, _mode=mode)
+    # the same seeds, drawn the same way, then a plain NumPy Lloyd
+    P = cluster._Points(backend.xp, backend.asarray(X), w, mode == "gram", 64 * 2**20)
+    idx = cluster._seed_indices(P, k, init, np.random.default_rng(seed))
+    labels, C = _reference_lloyd(X, w, X[idx].copy())
+    assert res.objective <= _sq_objective(X, w, labels, C) * (1 + 1e-9) + 1e-12
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_blobs_recovered(backend, init):
+    rng = np.random.default_rng(3)
+    X, truth = _blobs(rng)
+    w = rng.uniform(0.5, 2.0, X.shape[0])
+    res = kmeans(backend.asarray(X), 5, weights=backend.asarray(w), seed=7, init=init)
+    assert _same_partition(backend.numpy(res.labels), truth)
+    assert res.labels.dtype == backend.xp.int64 and res.labels.shape == (X.shape[0],)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_objective_and_centres_recomputed(backend, mode):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 7))
+    w = rng.uniform(0.1, 5.0, 60)
+    res = kmeans(backend.asarray(X), 6, weights=backend.asarray(w), seed=2, _mode=mode)
+    labels, C = backend.numpy(res.labels), backend.numpy(res.centers)
+    for c in range(6):
+        np.testing.assert_allclose(C[c], np.average(X[labels == c], axis=0, weights=w[labels == c]),
+                                   rtol=1e-10, atol=1e-12)
+    assert res.objective == pytest.approx(_sq_objective(X, w, labels, C), rel=1e-12)
+    assert res.seed == 2 and 1 <= res.n_iter <= 300
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("k", [4, 6, 12])
+def test_duplicates_every_cluster_non_empty(backend, mode, k):
+    base = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])
+    X = np.repeat(base, 3, axis=0)  # 12 points, 4 distinct
+    res = kmeans(backend.asarray(X), k, seed=0, _mode=mode)
+    labels = backend.numpy(res.labels)
+    assert np.bincount(labels, minlength=k).min() >= 1 and labels.max() < k
+    assert res.objective == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_k_equals_n_and_k_equals_one(backend, mode):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((9, 4))
+    w = rng.uniform(0.2, 4.0, 9)
+    res = kmeans(backend.asarray(X), 9, weights=backend.asarray(w), seed=1, _mode=mode)
+    assert sorted(backend.numpy(res.labels).tolist()) == list(range(9))
+    assert res.objective == 0.0
+    res = kmeans(backend.asarray(X), 1, weights=backend.asarray(w), seed=1, _mode=mode)
+    assert np.all(backend.numpy(res.labels) == 0)
+    np.testing.assert_allclose(backend.numpy(res.centers)[0], np.average(X, axis=0, weights=w), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("init", INITS)
+def test_same_seed_same_labels_on_every_backend(all_backends, mode, init):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((80, 12))
+    w = rng.uniform(0.5, 2.0, 80)
+    results = [kmeans(b.asarray(X), 9, weights=b.asarray(w), seed=123, init=init, _mode=mode)
+               for b in all_backends]
+    ref = all_backends[0].numpy(results[0].labels)
+    for b, r in zip(all_backends, results):
+        np.testing.assert_array_equal(b.numpy(r.labels), ref)
+        np.testing.assert_allclose(b.numpy(r.centers), all_backends[0].numpy(results[0].centers), rtol=1e-10)
+    # an unseeded run reports the seed that reproduces it
+    r1 = kmeans(all_backends[0].asarray(X), 9, _mode=mode)
+    r2 = kmeans(all_backends[0].asarray(X), 9, seed=r1.seed, _mode=mode)
+    np.testing.assert_array_equal(r1.labels, r2.labels)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", MODES)
+def test_dtypes(backend, dtype, mode):
+    rng = np.random.default_rng(2)
+    X, truth = _blobs(rng, k=4, per=10, d=6)
+    res = kmeans(backend.asarray(X, dtype), 4, weights=backend.asarray(np.ones(40), dtype), seed=0, _mode=mode)
+    assert res.centers.dtype == getattr(backend.xp, dtype)
+    assert res.centers.shape == (4, 6)
+    assert _same_partition(backend.numpy(res.labels), truth)
+    labels, C = backend.numpy(res.labels), backend.numpy(res.centers).astype(np.float64)
+    assert res.objective == pytest.approx(_sq_objective(X, np.ones(40), labels, C), rel=1e-4)
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("shape", [(30, 50), (50, 8), (40, 40)])
+def test_gram_mode_equals_direct_mode(backend, init, shape):
+    rng = np.random.default_rng(shape[0])
+    X = rng.standard_normal(shape)
+    w = rng.uniform(0.5, 2.0, shape[0])
+    kw = dict(weights=backend.asarray(w), seed=4, init=init, n_init=2)
+    g = kmeans(backend.asarray(X), 7, _mode="gram", **kw)
+    dr = kmeans(backend.asarray(X), 7, _mode="direct", **kw)
+    np.testing.assert_array_equal(backend.numpy(g.labels), backend.numpy(dr.labels))
+    np.testing.assert_allclose(backend.numpy(g.centers), backend.numpy(dr.centers), rtol=1e-9, atol=1e-12)
+    assert g.objective == pytest.approx(dr.objective, rel=1e-10)
+    assert g.n_iter == dr.n_iter
+
+
+def test_mode_rule_and_chunking(backend):
+    assert cluster._choose_gram(4096, 25089, 410, 3, 300, "k-means||")
+    assert not cluster._choose_gram(5000, 100, 50, 3, 300, "k-means||")  # G would exceed X
+    assert not cluster._choose_gram(4096, 4097, 2, 1, 300, "k-means||")  # k tiny: G not worth it
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((70, 9))
+    for mode in MODES:
+        a = kmeans(backend.asarray(X), 8, seed=3, _mode=mode)
+        b = kmeans(backend.asarray(X), 8, seed=3, _mode=mode, max_bytes=300)  # many tiny chunks
+        np.testing.assert_array_equal(backend.numpy(a.labels), backend.numpy(b.labels))
+        assert a.objective == pytest.approx(b.objective, rel=1e-12)
+
+
+def test_seeding_quality_close_to_sklearn():
+    sklearn = pytest.importorskip("sklearn.cluster")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 30))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ours = kmeans(X, 40, seed=0, n_init=1).objective
+    theirs = sklearn.KMeans(40, n_init=1, random_state=0).fit(X).inertia_
+    assert ours <= 1.02 * theirs
+
+
+# ---------------------------------------------------------------------- Weiszfeld
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weiszfeld_never_increases(backend, dtype):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 5))
+    w = rng.uniform(0.2, 3.0, 50)
+    start = kmeans(backend.asarray(X, dtype), 6, weights=backend.asarray(w, dtype), seed=0)
+    labels0 = backend.numpy(start.labels)
+    C0 = np.stack([np.average(X[labels0 == c], axis=0, weights=w[labels0 == c]) for c in range(6)])
+    previous = _objective(X, w, labels0, C0) * (1 + 1e-6)
+    for it in range(1, 12):
+        r = weiszfeld(backend.asarray(X, dtype), start.labels, 6, weights=backend.asarray(w, dtype),
+                      max_iter=it, tol=0.0)
+        assert r.objective <= previous
+        previous = r.objective
+        labels, C = backend.numpy(r.labels), backend.numpy(r.centers).astype(np.float64)
+        assert np.bincount(labels, minlength=6).min() >= 1
+        assert r.objective == pytest.approx(_objective(X, w, labels, C), rel=1e-5)
+        assert r.seed == -1 and r.centers.dtype == getattr(backend.xp, dtype)
+
+
+def _scipy_median(X, w):
+    f = lambda c: float(np.sum(w * np.linalg.norm(X - c, axis=1)))  # noqa: E731
+    best = scipy.optimize.minimize(f, np.average(X, axis=0, weights=w), method="Nelder-Mead",
+                                   options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000))
+    return best.x, best.fun
+
+
+@pytest.mark.parametrize("case", ["spread", "coincident"])
+def test_weiszfeld_matches_scipy(backend, case):
+    rng = np.random.default_rng(6)
+    if case == "spread":
+        X = rng.standard_normal((9, 3))
+        w = rng.uniform(0.5, 2.0, 9)
+    else:  # the median sits on a heavy data point: the guarded step must reach it
+        X = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        w = np.array([5.0, 1.0, 1.0, 1.0])
+    r = weiszfeld(backend.asarray(X), backend.asarray(np.zeros(len(X), np.int64)), 1,
+                  weights=backend.asarray(w), max_iter=3000, tol=0.0)
+    c, fun = _scipy_median(X, w)
+    assert r.objective <= fun + 1e-9
+    np.testing.assert_allclose(backend.numpy(r.centers)[0], c, atol=1e-4)
+    # two well-separated clusters: one median each
+    X2 = np.concatenate([X, X + 100.0])
+    w2 = np.concatenate([w, w[::-1]])
+    start = backend.asarray(np.repeat([0, 1], len(X)))
+    r2 = weiszfeld(backend.asarray(X2), start, 2, weights=backend.asarray(w2), max_iter=3000, tol=0.0)
+    _, fun_b = _scipy_median(X + 100.0, w[::-1])
+    assert r2.objective <= fun + fun_b + 1e-8
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_name_the_argument(backend):
+    xp = backend.xp
+    X = backend.asarray(np.random.default_rng(0).standard_normal((6, 3)))
+    bad = [
+        (dict(X=backend.asarray(np.ones(6))), ValueError, "`X`"),
+        (dict(X=backend.asarray(np.ones((6, 3), np.int64))), TypeError, "`X`"),
+        (dict(X=backend.asarray(np.full((6, 3), np.nan))), ValueError, "`X`"),
+        (dict(k=0), ValueError, "`k`"),
+        (dict(k=7), ValueError, "`k`"),
+        (dict(k=2.0), TypeError, "`k`"),
+        (dict(k=True), TypeError, "`k`"),
+        (dict(weights=backend.asarray(np.ones(5))), ValueError, "`weights`"),
+        (dict(weights=backend.asarray(-np.ones(6))), ValueError, "`weights`"),
+        (dict(weights=backend.asarray(np.array([1, 1, np.inf, 1, 1, 1.0]))), ValueError, "`weights`"),
+        (dict(weights=backend.asarray(np.ones(6, np.int64))), TypeError, "`weights`"),
+        (dict(weights=[1.0] * 6), TypeError, "`weights`"),
+        (dict(init="random"), ValueError, "`init`"),
+        (dict(n_init=0), ValueError, "`n_init`"),
+        (dict(max_iter=0), ValueError, "`max_iter`"),
+        (dict(tol=-1.0), ValueError, "`tol`"),
+        (dict(seed=-3), ValueError, "`seed`"),
+    ]
+    for change, exc, name in bad:
+        args = dict(X=X, k=2)
+        args.update(change)
+        with pytest.raises(exc, match=name):
+            kmeans(args.pop("X"), args.pop("k"), **args)
+    labels = backend.asarray(np.zeros(6, np.int64))
+    with pytest.raises(ValueError, match="`labels`"):
+        weiszfeld(X, backend.asarray(np.full(6, 2, np.int64)), 2)
+    with pytest.raises(ValueError, match="`labels`"):
+        weiszfeld(X, backend.asarray(np.zeros(5, np.int64)), 2)
+    with pytest.raises(TypeError, match="`labels`"):
+        weiszfeld(X, backend.asarray(np.zeros(6)), 2)
+    with pytest.raises(ValueError, match="`k`"):
+        weiszfeld(X, labels, 0)
+    with pytest.raises(ValueError, match="`max_iter`"):
+        weiszfeld(X, labels, 1, max_iter=0)
+    assert xp is not None
+
+
+def test_mixed_namespaces_rejected():
+    import array_api_strict as xps
+
+    X = np.zeros((4, 2))
+    with pytest.raises(TypeError, match="`X`"):
+        kmeans(X, 2, weights=xps.ones(4, dtype=xps.float64))
+
+
+def test_inputs_not_modified(backend):
+    rng = np.random.default_rng(9)
+    X, w = rng.standard_normal((40, 6)), rng.uniform(0.5, 2.0, 40)
+    Xb, wb = backend.asarray(X), backend.asarray(w)
+    for mode in MODES:
+        res = kmeans(Xb, 5, weights=wb, seed=0, _mode=mode)
+    labels_before = backend.numpy(res.labels).copy()
+    weiszfeld(Xb, res.labels, 5, weights=wb)
+    np.testing.assert_array_equal(backend.numpy(Xb), X)
+    np.testing.assert_array_equal(backend.numpy(wb), w)
+    np.testing.assert_array_equal(backend.numpy(res.labels), labels_before)

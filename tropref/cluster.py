@@ -1,0 +1,708 @@
+"""Weighted K-means and its Weiszfeld refinement, written once against the array API.
+
+Public functions
+----------------
+kmeans(X, k, ...)
+    Weighted K-means: k-means‖ (default) or k-means++ seeding, Lloyd iterations, restarts.
+weiszfeld(X, labels, k, ...)
+    Alternating minimisation of the *unsquared* weighted objective, from a partition.
+KMeansResult
+    What both return.
+
+TropNNC clusters the directions of a layer's neurons, weighted by their masses: ``X`` is
+``(n, d)`` with one neuron per row and ``n`` at most a few thousand, while ``d`` (the
+fan-in) is often larger than ``n``. Two representations of the point set follow:
+
+- *direct*: distances ``‖x_i − c‖² = ‖x_i‖² − 2 x_i·c + ‖c‖²`` from one ``(n × d)(d × k)``
+  product per Lloyd iteration, computed in row chunks so that no ``n × k`` (let alone
+  ``n × k × d``) temporary exceeds ``max_bytes``;
+- *Gram*: with ``G = X Xᵀ`` computed once, every centre is ``c = Aᵀ X`` for a weight
+  matrix ``A`` (``n × k``), and ``‖x_i − c‖² = G_ii − 2 (G A)_ic + (Aᵀ G A)_cc``: one
+  ``(n × n)(n × k)`` product per iteration, distances between data points (all that
+  seeding needs) are read from ``G`` without any product, and the centres are formed once.
+
+Randomness is drawn on the host from ``numpy.random.default_rng(seed)``; only indices and
+probabilities cross to the device, so a seed gives the same labels on every backend.
+Host round trips are limited to ``(n,)``-sized vectors (labels, distances) and scalars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ._array import Array, chunk_rows, check_finite, device, namespace, resolve_seed, take_rows, to_numpy
+
+__all__ = ["KMeansResult", "kmeans", "weiszfeld"]
+
+_INITS = ("k-means||", "k-means++")
+_ROUNDS = 5  # k-means‖ rounds (Bahmani et al. use 5 with ℓ = 2k)
+_OVERSAMPLING = 2.0  # ℓ / k
+_ASSUMED_ITERS = 20  # Lloyd iterations assumed when choosing the mode
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """Result of :func:`kmeans` or :func:`weiszfeld`.
+
+    Attributes
+    ----------
+    labels : array, shape (n,), int64
+        Cluster of every point, on the device of ``X``. When ``n >= k`` every cluster
+        ``0 .. k-1`` is non-empty.
+    centers : array, shape (k, d)
+        Centres, in the dtype and on the device of ``X``: the weighted means of the
+        clusters (``kmeans``) or their approximate weighted geometric medians
+        (``weiszfeld``).
+    objective : float
+        ``Σ_i w_i ‖x_i − c_{l_i}‖²`` for ``kmeans``, ``Σ_i w_i ‖x_i − c_{l_i}‖`` (unsquared)
+        for ``weiszfeld``, computed from the returned labels and centres.
+    n_iter : int
+        Iterations run (of the best restart for ``kmeans``).
+    seed : int
+        The seed used (drawn from OS entropy when ``seed=None`` was given); ``-1`` for
+        ``weiszfeld``, which draws nothing.
+    """
+
+    labels: Array
+    centers: Array
+    objective: float
+    n_iter: int
+    seed: int
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"`{name}` must be in {rng}, got {value}")
+    return int(value)
+
+
+def _check_tol(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be finite and non-negative, got {value}")
+    return float(value)
+
+
+def _check_points(xp: Any, X: Array, weights: Array | None) -> np.ndarray:
+    """Validate ``X`` (and ``weights``); return the weights on the host as float64."""
+    if X.ndim != 2:
+        raise ValueError(f"`X` must be 2-D (n points × d features), got shape {tuple(X.shape)}")
+    n, d = X.shape
+    if n < 1 or d < 1:
+        raise ValueError(f"`X` must have at least one row and one column, got shape {tuple(X.shape)}")
+    if not xp.isdtype(X.dtype, "real floating"):
+        raise TypeError(f"`X` must have a real floating dtype (float32 or float64), got {X.dtype}")
+    check_finite(xp, X=X)
+    if weights is None:
+        return np.ones(n)
+    if tuple(weights.shape) != (n,):
+        raise ValueError(f"`weights` must have shape ({n},) to match `X`, got {tuple(weights.shape)}")
+    if not xp.isdtype(weights.dtype, "real floating"):
+        raise TypeError(f"`weights` must have a real floating dtype, got {weights.dtype}")
+    w = to_numpy(weights).astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("`weights` contains NaN or infinite values")
+    if not np.all(w > 0):
+        raise ValueError("`weights` must be strictly positive")
+    return w
+
+
+# ------------------------------------------------------------------------- point sets
+
+
+class _Points:
+    """The weighted point set, in direct or Gram representation (see the module notes).
+
+    A *state* (a set of ``k`` centres) is ``C`` (``k × d``) in direct mode and a pair of
+    host arrays ``(owner, coef)`` in Gram mode, meaning ``A[i, owner[i]] = coef[i]``
+    (every other entry zero) and centres ``Aᵀ X``. Both the seeds (one point per centre)
+    and the weighted means of a partition have that form.
+    """
+
+    def __init__(self, xp: Any, X: Array, w: np.ndarray, gram: bool, max_bytes: int):
+        self.xp, self.X, self.w, self.gram = xp, X, w, gram
+        self.n, self.d = (int(s) for s in X.shape)
+        self.dtype, self.dev = X.dtype, device(X)
+        self.itemsize = 4 if X.dtype == xp.float32 else 8
+        self.max_bytes = max_bytes
+        if gram:
+            # X @ X.T lets NumPy use SYRK (half the flops of a general product).
+            self.G = X @ X.T
+            flat = xp.reshape(self.G, (-1,))
+            diag = xp.arange(self.n, dtype=xp.int64, device=self.dev) * (self.n + 1)
+            self.sqn = xp.take(flat, diag)  # G_ii, so that d(x_i, x_i) is exactly 0
+        else:
+            self.sqn = xp.concat(
+                [xp.sum(X[s:e, ...] * X[s:e, ...], axis=1) for s, e in self.chunks(self.d * 2)]
+            )
+
+    # -- small helpers
+    def chunks(self, row_elems: int, n_rows: int | None = None):
+        n_rows = self.n if n_rows is None else n_rows
+        starts = chunk_rows(n_rows, row_elems * self.itemsize, self.max_bytes)
+        return [(s, min(s + starts.step, n_rows)) for s in starts]
+
+    def dev_array(self, host: np.ndarray, dtype: Any = None) -> Array:
+        return self.xp.asarray(host, dtype=self.dtype if dtype is None else dtype, device=self.dev)
+
+    def onehot(self, labels: np.ndarray, k: int, coef: np.ndarray | None = None) -> Array:
+        """``(len(labels), k)`` matrix with ``coef[j]`` (or 1) at ``(j, labels[j])``."""
+        xp = self.xp
+        lab = self.dev_array(labels, xp.int64)
+        M = xp.astype(lab[:, None] == xp.arange(k, dtype=xp.int64, device=self.dev)[None, :], self.dtype)
+        return M if coef is None else M * self.dev_array(coef)[:, None]
+
+    def mean_state(self, labels: np.ndarray, k: int) -> Any:
+        """Weighted means of a partition: ``c = Σ_{i∈c} (w_i / W_c) x_i``.
+
+        Normalising the weights before the product keeps a singleton's centre exactly
+        equal to its point (coefficient 1.0), so ``k == n`` gives objective 0 exactly.
+        """
+        W = np.bincount(labels, weights=self.w, minlength=k)
+        coef = self.w / W[labels]
+        if self.gram:
+            return (labels, coef)
+        return self.centres_of(labels, coef, k)
+
+    def centres_of(self, owner: np.ndarray, coef: np.ndarray, k: int) -> Array:
+        C = None
+        for s, e in self.chunks(2 * k):
+            part = self.onehot(owner[s:e], k, coef[s:e]).T @ self.X[s:e, ...]
+            C = part if C is None else C + part
+        return C
+
+    def seed_state(self, idx: np.ndarray) -> Any:
+        if not self.gram:
+            return take_rows(self.xp, self.X, idx)
+        owner, coef = np.zeros(self.n, np.int64), np.zeros(self.n)
+        owner[idx], coef[idx] = np.arange(idx.size), 1.0
+        return (owner, coef)
+
+    def centres(self, state: Any, k: int) -> Array:
+        return self.centres_of(*state, k) if self.gram else state
+
+    # -- distances between data points (seeding)
+    def sqdist_rows(self, idx: np.ndarray) -> Array:
+        """``(len(idx), n)`` squared distances from the points ``idx`` to every point."""
+        xp = self.xp
+        ip = take_rows(xp, self.G, idx) if self.gram else take_rows(xp, self.X, idx) @ self.X.T
+        sq = take_rows(xp, self.sqn, idx)
+        return xp.clip(sq[:, None] + self.sqn[None, :] - 2.0 * ip, min=0.0)
+
+    # -- Lloyd steps
+    def _pick(self, M: Array, owner: np.ndarray, k: int) -> np.ndarray:
+        """``M[i, owner[i]]`` for every row of ``M`` (chunked), on the host."""
+        out = []
+        for s, e in self.chunks(2 * k, M.shape[0]):
+            out.append(to_numpy(self.xp.sum(M[s:e, ...] * self.onehot(owner[s:e], k), axis=1)))
+        return np.concatenate(out).astype(np.float64)
+
+    def assign(self, state: Any, k: int) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Nearest centre of every point, its squared distance, and what ``shift`` needs."""
+        xp = self.xp
+        if self.gram:
+            owner, coef = state
+            GA = self.G @ self.onehot(owner, k, coef)
+            q_host = np.bincount(owner, weights=coef * self._pick(GA, owner, k), minlength=k)
+            q = self.dev_array(q_host)  # ‖c‖² = a_cᵀ G a_c
+            blocks = ((GA[s:e, ...], s, e) for s, e in self.chunks(3 * k))
+        else:
+            C = state
+            q = xp.sum(C * C, axis=1)
+            blocks = ((self.X[s:e, ...] @ C.T, s, e) for s, e in self.chunks(3 * k))
+        labels, dmin = [], []
+        for P, s, e in blocks:
+            # ‖x_i‖² is constant along the row: leave it out of the argmin
+            score = q[None, :] - 2.0 * P
+            labels.append(to_numpy(xp.argmin(score, axis=1)))
+            dmin.append(to_numpy(self.sqn[s:e, ...] + xp.min(score, axis=1)))
+        aux = (GA, q_host) if self.gram else None
+        d2 = np.maximum(np.concatenate(dmin).astype(np.float64), 0.0)
+        return np.concatenate(labels).astype(np.int64), d2, aux
+
+    def shift(self, old: Any, old_aux: Any, new: Any, new_aux: Any, k: int) -> float:
+        """``Σ_c ‖c_new − c_old‖²`` (Gram: ``q_new + q_old − 2 a_oldᵀ G a_new``)."""
+        if not self.gram:
+            return float(self.xp.sum((new - old) ** 2))
+        owner, coef = old
+        GA_new, q_new = new_aux
+        cross = np.bincount(owner, weights=coef * self._pick(GA_new, owner, k), minlength=k)
+        return float(np.sum(q_new + old_aux[1] - 2.0 * cross))
+
+    def objective(self, labels: np.ndarray, C: Array, squared: bool = True) -> np.ndarray:
+        """Per-point ``‖x_i − c_{l_i}‖²`` (or unsquared), from differences (no cancellation)."""
+        xp = self.xp
+        out = []
+        for s, e in self.chunks(2 * self.d):
+            diff = take_rows(xp, C, labels[s:e]) - self.X[s:e, ...]
+            out.append(to_numpy(xp.sum(diff * diff, axis=1)))
+        d2 = np.concatenate(out).astype(np.float64)
+        return d2 if squared else np.sqrt(d2)
+
+    def gram_objective(self, state: Any, k: int) -> float:
+        """``Σ_i w_i G_ii − Σ_c W_c ‖c‖²`` for a mean state (one product, no centres)."""
+        owner, coef = state
+        GA = self.G @ self.onehot(owner, k, coef)
+        q = np.bincount(owner, weights=coef * self._pick(GA, owner, k), minlength=k)
+        W = np.bincount(owner, weights=self.w, minlength=k)
+        return float(self.w @ to_numpy(self.sqn).astype(np.float64) - W @ q)
+
+
+# -------------------------------------------------------------------------- seeding
+
+
+def _kmeanspp(xp: Any, sqdist: Callable[[np.ndarray], Array], wc: np.ndarray, k: int,
+              rng: np.random.Generator, P: _Points) -> np.ndarray:
+    """Greedy weighted D² sampling of ``k`` distinct points among ``m`` (local indices).
+
+    Each step draws ``2 + ⌊ln k⌋`` trial points with probability ``∝ w_j D(x_j)²`` (``D``
+    the distance to the nearest centre so far) and keeps the one that lowers
+    ``Σ_j w_j D(x_j)²`` most, as scikit-learn does. ``sqdist(t)`` returns the
+    ``(len(t), m)`` squared distances from the points ``t``.
+    """
+    m = wc.shape[0]
+    n_trials = 2 + int(math.log(k))
+    chosen = np.empty(k, np.int64)
+    taken = np.zeros(m, bool)
+    chosen[0] = rng.choice(m, p=wc / wc.sum())
+    taken[chosen[0]] = True
+    d2 = sqdist(chosen[:1])[0, :]
+    wc_dev = P.dev_array(wc)
+    for i in range(1, k):
+        pot = wc * to_numpy(d2).astype(np.float64)
+        pot[taken] = 0.0  # rounding may leave a chosen point a tiny distance from itself
+        total = pot.sum()
+        if total > 0:
+            trials = rng.choice(m, size=n_trials, p=pot / total)
+        else:  # every remaining point duplicates a centre: any one will do
+            trials = rng.choice(np.flatnonzero(~taken), size=1)
+        D = xp.minimum(d2[None, :], sqdist(trials))
+        best = int(np.argmin(to_numpy(D @ wc_dev)))
+        chosen[i] = trials[best]
+        taken[chosen[i]] = True
+        d2 = D[best, :]
+    return chosen
+
+
+def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means‖ seeding (Bahmani et al. 2012): indices of ``k`` distinct points."""
+    n, w, xp = P.n, P.w, P.xp
+    d2 = np.full(n, np.inf)
+    near = np.zeros(n, np.int64)
+    is_cand = np.zeros(n, bool)
+
+    def add(new: np.ndarray) -> None:
+        for s, e in P.chunks(3 * n, new.size):
+            D = P.sqdist_rows(new[s:e])
+            dmin = to_numpy(xp.min(D, axis=0)).astype(np.float64)
+            arg = to_numpy(xp.argmin(D, axis=0))
+            better = dmin < d2
+            d2[better], near[better] = dmin[better], new[s:e][arg[better]]
+        is_cand[new], d2[new], near[new] = True, 0.0, new
+
+    add(np.array([rng.choice(n, p=w / w.sum())]))
+    ell = _OVERSAMPLING * k
+    for _ in range(_ROUNDS):
+        pot = w * d2
+        phi = pot.sum()
+        if not phi > 0:
+            break
+        new = np.flatnonzero(rng.random(n) < np.minimum(1.0, ell * pot / phi))
+        if new.size:
+            add(new)
+    missing = k - int(is_cand.sum())
+    if missing > 0:  # few distinct points (or bad luck): top up, still by D² where possible
+        rest = np.flatnonzero(~is_cand)
+        pot = w[rest] * d2[rest]
+        p = pot / pot.sum() if np.count_nonzero(pot) >= missing else None
+        add(np.sort(rng.choice(rest, size=missing, replace=False, p=p)))
+    cand = np.flatnonzero(is_cand)
+    if cand.size == k:
+        return cand
+    local = np.empty(n, np.int64)
+    local[cand] = np.arange(cand.size)
+    wc = np.bincount(local[near], weights=w, minlength=cand.size)  # weight each attracts
+    cand_dev = P.dev_array(cand, xp.int64)
+    sq_c = xp.take(P.sqn, cand_dev)
+    if P.gram:
+        def sqdist(t: np.ndarray) -> Array:
+            ip = xp.take(take_rows(xp, P.G, cand[t]), cand_dev, axis=1)
+            return xp.clip(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, min=0.0)
+    else:
+        Xc = xp.take(P.X, cand_dev, axis=0)
+        Gc = Xc @ Xc.T
+        del Xc
+
+        def sqdist(t: np.ndarray) -> Array:
+            ip = take_rows(xp, Gc, t)
+            return xp.clip(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, min=0.0)
+    return cand[_kmeanspp(xp, sqdist, wc, k, rng, P)]
+
+
+def _seed_indices(P: _Points, k: int, init: str, rng: np.random.Generator) -> np.ndarray:
+    if init == "k-means||":
+        return _kmeans_parallel(P, k, rng)
+    return _kmeanspp(P.xp, P.sqdist_rows, P.w, k, rng, P)
+
+
+# ---------------------------------------------------------------------------- Lloyd
+
+
+def _repair(labels: np.ndarray, dist: np.ndarray, k: int) -> np.ndarray:
+    """Give every empty cluster the farthest point of a cluster that has more than one.
+
+    Moving a point out of a cluster of two or more and into an empty one (whose centre
+    becomes that point) never raises the objective, and it works with duplicated points,
+    where re-seeding at a far point alone would leave ties that empty the cluster again.
+    """
+    counts = np.bincount(labels, minlength=k)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return labels
+    labels = labels.copy()
+    order = np.argsort(-dist, kind="stable")
+    pos = 0
+    for c in empty:
+        while counts[labels[order[pos]]] <= 1:
+            pos += 1
+        j = order[pos]
+        counts[labels[j]] -= 1
+        labels[j], counts[c] = c, 1
+    return labels
+
+
+def _lloyd(P: _Points, state: Any, k: int, max_iter: int, tol: float):
+    """Lloyd iterations from ``state``; returns (final mean state, labels, n_iter)."""
+    prev = prev_aux = prev_labels = None
+    for it in range(1, max_iter + 1):
+        labels, d2, aux = P.assign(state, k)
+        labels = _repair(labels, d2, k)
+        if prev_labels is not None:
+            if np.array_equal(labels, prev_labels):
+                return state, labels, it  # state already holds the means of `labels`
+            if P.shift(prev, prev_aux, state, aux, k) <= tol:
+                break
+        prev, prev_aux, prev_labels = state, aux, labels
+        state = P.mean_state(labels, k)
+    else:
+        return state, labels, max_iter
+    return P.mean_state(labels, k), labels, it
+
+
+def _choose_gram(n: int, d: int, k: int, n_init: int, max_iter: int, init: str) -> bool:
+    """Gram mode iff ``n <= d`` and a multiply-add count predicts it cheaper.
+
+    ``n <= d`` keeps ``G`` (``n × n``) no larger than ``X`` and each Gram iteration
+    (``n² k``) no dearer than a direct one (``n k d`` for distances, as much again for the
+    centres). ``G`` itself costs ``n² d`` once for all restarts, against a direct seeding
+    of about ``ℓ·rounds·n d + m² d`` (k-means‖, ``m`` candidates) or ``(2 + ln k) k n d``
+    (k-means++) per restart. With ``T = min(max_iter, 20)`` assumed iterations, Gram wins
+    unless ``k`` is a small fraction of ``n``.
+    """
+    if n > d:
+        return False
+    T = min(max_iter, _ASSUMED_ITERS)
+    if init == "k-means||":
+        m = min(n, int(_ROUNDS * _OVERSAMPLING * k) + 1)
+        seeding = _ROUNDS * _OVERSAMPLING * k * n * d + m * m * d
+    else:
+        seeding = (2 + math.log(k)) * k * n * d
+    direct = n_init * (seeding + T * 2 * n * k * d)
+    gram = n * n * d + n_init * T * n * n * k + k * n * d
+    return gram < direct
+
+
+def kmeans(
+    X: Array,
+    k: int,
+    *,
+    weights: Array | None = None,
+    n_init: int = 3,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    init: str = "k-means||",
+    seed: int | None = None,
+    max_bytes: int = 64 * 2**20,
+    _mode: str | None = None,
+) -> KMeansResult:
+    r"""Weighted K-means: k-means‖ or k-means++ seeding, Lloyd iterations, restarts.
+
+    Minimises the weighted within-cluster sum of squares
+
+    .. math:: \phi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert^2
+
+    by Lloyd's alternation: assign every point to its nearest centre, then move every
+    centre to the weighted mean :math:`c = \sum_{i \in c} w_i x_i / \sum_{i \in c} w_i` of
+    its cluster. Neither step raises :math:`\phi`. Iterations stop when the labels repeat,
+    when :math:`\sum_c \lVert c^{new} - c^{old} \rVert^2 \le` ``tol`` times the mean
+    per-feature variance of ``X`` (scikit-learn's rule), or after ``max_iter``; the
+    returned centres are always the weighted means of the returned labels. An empty
+    cluster receives the farthest point of a cluster with two or more, so every cluster
+    is non-empty (duplicated points included).
+
+    Seeding (``init``):
+
+    - ``"k-means++"``: :math:`c_1` drawn with probability :math:`\propto w_i`, then each
+      next centre by weighted :math:`D^2` sampling, :math:`P(x_i) \propto w_i D(x_i)^2`
+      with :math:`D` the distance to the nearest chosen centre, keeping the best of
+      :math:`2 + \lfloor \ln k \rfloor` draws (greedy k-means++, as in scikit-learn).
+    - ``"k-means||"`` (Bahmani et al. 2012): from one centre drawn :math:`\propto w_i`,
+      5 rounds each keep every point independently with probability
+      :math:`\min(1, \ell\, w_i D(x_i)^2 / \sum_j w_j D(x_j)^2)`, :math:`\ell = 2k`,
+      each round's distances in one batched product; every candidate is weighted by the
+      total weight of the points nearest to it, and greedy weighted k-means++ on the
+      candidates picks the ``k`` seeds.
+
+    Two representations of the same computation (results agree to rounding):
+    *direct* (one ``X Cᵀ`` product per iteration, in row chunks) and *Gram*, with
+    :math:`G = X X^T` formed once: a centre is :math:`c = A^T X` for a weight matrix
+    :math:`A` (:math:`A_{ic} = w_i / W_c` on the cluster), so
+
+    .. math:: \lVert x_i - c \rVert^2 = G_{ii} - 2 (G A)_{ic} + (A^T G A)_{cc},
+
+    one :math:`(n \times n)(n \times k)` product per iteration, distances between points
+    read from :math:`G`, centres formed once at the end. Gram mode is chosen when
+    ``n <= d`` and a flop count predicts it cheaper (usually unless ``k`` is a small
+    fraction of ``n``).
+
+    Parameters
+    ----------
+    X : array, shape (n, d)
+        Points, real floating (float32 or float64), finite. Not modified.
+    k : int
+        Number of clusters, ``1 <= k <= n``.
+    weights : array, shape (n,), optional
+        Positive finite weights :math:`w_i` (all ones by default).
+    n_init : int
+        Restarts from independent seedings; the lowest objective wins.
+    max_iter : int
+        Lloyd iterations per restart, at most.
+    tol : float
+        Convergence threshold on the squared centre shift, relative to the mean
+        per-feature variance of ``X``.
+    init : {"k-means||", "k-means++"}
+        Seeding.
+    seed : int or None
+        Seed of the host generator ``numpy.random.default_rng``; ``None`` draws one,
+        reported in the result.
+    max_bytes : int
+        Size above which distance temporaries are computed in row chunks.
+
+    Returns
+    -------
+    KMeansResult
+        Labels, centres (weighted means of the clusters), :math:`\phi`, iterations of the
+        best restart, seed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.cluster import kmeans
+    >>> X = np.array([[0.0, 0.0], [0.0, 0.1], [5.0, 5.0], [5.0, 5.1]])
+    >>> res = kmeans(X, 2, seed=0)
+    >>> bool(res.labels[0] == res.labels[1] != res.labels[2] == res.labels[3])
+    True
+    >>> round(res.objective, 6)
+    0.01
+    """
+    xp = namespace(X=X, weights=weights)
+    w = _check_points(xp, X, weights)
+    n, d = (int(s) for s in X.shape)
+    k = _check_int("k", k, 1, n)
+    n_init = _check_int("n_init", n_init, 1)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    tol = _check_tol("tol", tol)
+    max_bytes = _check_int("max_bytes", max_bytes, 1)
+    if init not in _INITS:
+        raise ValueError(f"`init` must be one of {_INITS}, got {init!r}")
+    seed = resolve_seed(seed)
+    rng = np.random.default_rng(seed)
+    if _mode is None:
+        gram = _choose_gram(n, d, k, n_init, max_iter, init)
+    elif _mode in ("gram", "direct"):
+        gram = _mode == "gram"
+    else:
+        raise ValueError(f"`_mode` must be 'gram', 'direct' or None, got {_mode!r}")
+
+    P = _Points(xp, X, w, gram, max_bytes)
+    mean = xp.mean(X, axis=0)
+    sqn_host = to_numpy(P.sqn).astype(np.float64)
+    variance = max(float(sqn_host.mean()) - float(xp.sum(mean * mean)), 0.0) / d
+    tol_abs = tol * variance
+
+    best = None
+    for _ in range(n_init):
+        state = P.seed_state(_seed_indices(P, k, init, rng))
+        state, labels, n_iter = _lloyd(P, state, k, max_iter, tol_abs)
+        if n_init == 1:
+            obj = 0.0
+        elif gram:
+            obj = P.gram_objective(state, k)
+        else:
+            obj = float(P.w @ P.objective(labels, state))
+        if best is None or obj < best[0]:
+            best = (obj, state, labels, n_iter)
+    _, state, labels, n_iter = best
+    C = P.centres(state, k)
+    objective = math.fsum(P.w * P.objective(labels, C))
+    return KMeansResult(P.dev_array(labels, xp.int64), C, objective, n_iter, seed)
+
+
+# ------------------------------------------------------------------------ Weiszfeld
+
+
+def _cluster_sums(terms: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Correctly rounded per-cluster sums (``math.fsum``), so comparisons are exact."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(k + 1))
+    t = terms[order]
+    return np.array([math.fsum(t[bounds[c]:bounds[c + 1]]) for c in range(k)])
+
+
+def weiszfeld(
+    X: Array,
+    labels: Array,
+    k: int,
+    *,
+    weights: Array | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    max_bytes: int = 64 * 2**20,
+) -> KMeansResult:
+    r"""Lower the unsquared weighted objective from a partition by Weiszfeld steps.
+
+    TropNNC's certificate is the unsquared residual
+
+    .. math:: \psi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert,
+
+    which K-means (squared distances) does not minimise. Starting from the weighted means
+    of the partition ``labels``, each iteration
+
+    1. moves every centre by one weighted Weiszfeld step toward the weighted geometric
+       median of its cluster,
+       :math:`c \leftarrow \sum_{i \in c} \frac{w_i x_i}{\lVert x_i - c \rVert} \big/
+       \sum_{i \in c} \frac{w_i}{\lVert x_i - c \rVert}`, with Vardi and Zhang's guard
+       when :math:`c` coincides with points of total weight :math:`\eta`: with
+       :math:`R = \sum_{x_i \ne c} w_i (x_i - c)/\lVert x_i - c \rVert`, :math:`c` stays if
+       :math:`\lVert R \rVert \le \eta` (it is the median), else
+       :math:`c \leftarrow (1 - \eta/\lVert R \rVert) T + (\eta/\lVert R \rVert) c` with
+       :math:`T` the step over the other points;
+    2. reassigns every point to its nearest centre.
+
+    Both steps can only lower :math:`\psi` in exact arithmetic; to make that hold in
+    floating point too, a centre's move is kept only if its cluster's (correctly rounded)
+    sum strictly decreases, a point moves only to a strictly nearer centre, and
+    :math:`\psi` is summed with ``math.fsum``. Empty clusters take the farthest point of
+    a cluster with two or more. Stops when :math:`\psi` falls by at most ``tol`` times
+    itself in an iteration, or after ``max_iter`` iterations.
+
+    Parameters
+    ----------
+    X : array, shape (n, d)
+        Points, real floating, finite. Not modified.
+    labels : array, shape (n,), integer
+        Starting partition (e.g. :func:`kmeans` labels), values in ``[0, k)``.
+    k : int
+        Number of clusters, ``1 <= k <= n``.
+    weights : array, shape (n,), optional
+        Positive finite weights (all ones by default).
+    max_iter : int
+        Iterations (one Weiszfeld step and one reassignment each), at most.
+    tol : float
+        Relative decrease of :math:`\psi` under which the iterations stop.
+    max_bytes : int
+        Size above which temporaries are computed in row chunks.
+
+    Returns
+    -------
+    KMeansResult
+        Labels, centres (approximate weighted geometric medians), :math:`\psi` (unsquared),
+        iterations, and ``seed = -1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.cluster import weiszfeld
+    >>> X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [10.0, 10.0]])
+    >>> w = np.array([3.0, 1.0, 1.0, 1.0])
+    >>> res = weiszfeld(X, np.zeros(4, dtype=np.int64), 1, weights=w, max_iter=200, tol=0.0)
+    >>> bool(np.allclose(res.centers, [[0.0, 0.0]], atol=1e-9))  # the weighted median, not the mean
+    True
+    >>> round(res.objective, 6)  # 1 + 1 + 10·√2
+    16.142136
+    """
+    xp = namespace(X=X, labels=labels, weights=weights)
+    w = _check_points(xp, X, weights)
+    n = int(X.shape[0])
+    k = _check_int("k", k, 1, n)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    tol = _check_tol("tol", tol)
+    max_bytes = _check_int("max_bytes", max_bytes, 1)
+    if tuple(labels.shape) != (n,):
+        raise ValueError(f"`labels` must have shape ({n},) to match `X`, got {tuple(labels.shape)}")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"`labels` must have an integer dtype, got {labels.dtype}")
+    L = to_numpy(labels).astype(np.int64)
+    if L.min() < 0 or L.max() >= k:
+        raise ValueError(f"`labels` must lie in [0, {k}), got values in [{L.min()}, {L.max()}]")
+
+    P = _Points(xp, X, w, False, max_bytes)
+    C = P.mean_state(L, k)
+    d = P.objective(L, C, squared=False)
+    if np.bincount(L, minlength=k).min() == 0:
+        L = _repair(L, d, k)
+        C = P.mean_state(L, k)
+        d = P.objective(L, C, squared=False)
+    # points closer than this to their centre count as coinciding with it (1/d overflows)
+    tiny = float(np.finfo(np.float32 if P.itemsize == 4 else np.float64).eps) * max(
+        float(np.sqrt(to_numpy(P.sqn).max())), 1.0
+    )
+    obj = math.fsum(w * d)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        # 1. Weiszfeld step (Vardi-Zhang), accepted per cluster only if it helps
+        coinc = d <= tiny
+        inv = np.where(coinc, 0.0, w / np.where(coinc, 1.0, d))
+        s = np.bincount(L, weights=inv, minlength=k)
+        eta = np.bincount(L, weights=np.where(coinc, w, 0.0), minlength=k)
+        S = P.centres_of(L, inv, k)  # Σ_{i∈c} (w_i / d_i) x_i
+        R = S - P.dev_array(s)[:, None] * C
+        r = to_numpy(xp.sqrt(xp.sum(R * R, axis=1))).astype(np.float64)
+        moving = (s > 0) & (r > eta)
+        ratio = np.where(moving, eta / np.where(moving, r, 1.0), 0.0)
+        alpha = np.where(moving, (1.0 - ratio) / np.where(s > 0, s, 1.0), 0.0)  # on S
+        beta = np.where(moving, ratio, 1.0)  # on C
+        C_new = P.dev_array(alpha)[:, None] * S + P.dev_array(beta)[:, None] * C
+        d_new = P.objective(L, C_new, squared=False)
+        keep = _cluster_sums(w * d_new, L, k) < _cluster_sums(w * d, L, k)
+        C = xp.where(P.dev_array(keep, xp.bool)[:, None], C_new, C)
+        d = np.where(keep[L], d_new, d)
+        # 2. reassignment, to strictly nearer centres only
+        cand, _, _ = P.assign(C, k)
+        d_cand = P.objective(cand, C, squared=False)
+        move = (cand != L) & (d_cand < d)
+        L, d = np.where(move, cand, L), np.where(move, d_cand, d)
+        if np.bincount(L, minlength=k).min() == 0:
+            L2 = _repair(L, d, k)
+            moved = np.flatnonzero(L2 != L)
+            src = np.arange(k)
+            src[L2[moved]] = k + np.arange(moved.size)  # empty cluster c takes point j
+            C = xp.take(xp.concat([C, take_rows(xp, X, moved)]), P.dev_array(src, xp.int64), axis=0)
+            L, d = L2, np.where(L2 != L, 0.0, d)
+        new_obj = math.fsum(w * d)
+        done = obj - new_obj <= tol * obj
+        obj = new_obj
+        if done:
+            break
+    return KMeansResult(P.dev_array(L, xp.int64), C, obj, n_iter, -1)
