@@ -1,0 +1,180 @@
+"""compress_layer as an API: shapes, fold/offset semantics, backends, seeds, dtypes, immutability."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import tropref
+from tropref.methods import METHODS
+
+
+def dense_layer(seed=0, n=12, d=5, m=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(m, n)), rng.normal(size=m)
+
+
+def test_result_shapes_dense(backend):
+    W, b, V, c = (backend.asarray(t) for t in dense_layer())
+    res = tropref.compress_layer(W, b, 4, W_next=V, b_next=c, seed=0)
+    assert isinstance(res, tropref.LayerCompression)
+    assert res.W.shape == (4, 5) and res.b.shape == (4,)
+    assert res.W_next.shape == (3, 4) and res.b_next.shape == (3,)
+    assert res.assignment.shape == (12,) and res.fold.shape == (12, 4) and res.offset.shape == (12,)
+    assert res.certificate.shape == (3,)
+    assert res.zonotope_bound is None and res.method == "tropnnc" and res.seed == 0
+    for a in (res.W, res.b, res.W_next, res.b_next, res.fold, res.certificate):
+        assert type(a) is type(W) and a.dtype == W.dtype
+        assert tropref._array.device(a) == backend.device
+
+
+def test_result_shapes_convolution(backend):
+    rng = np.random.default_rng(1)
+    W, b = backend.asarray(rng.normal(size=(8, 3, 3, 3))), backend.asarray(rng.normal(size=8))
+    V = backend.asarray(rng.normal(size=(6, 8, 3, 3)))
+    res = tropref.compress_layer(W, b, 5, W_next=V, seed=0)
+    assert res.W.shape == (5, 3, 3, 3) and res.W_next.shape == (6, 5, 3, 3) and res.b_next.shape == (6,)
+
+
+def test_next_layer_is_rebuilt_from_fold_and_offset():
+    """W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c] and b_next_new = b_next + W_next @ offset."""
+    W, b, V, c = dense_layer(seed=3)
+    W[2], b[2] = 0.0, 1.5  # a constant unit gives a non-zero offset
+    res = tropref.compress_layer(W, b, 5, W_next=V, b_next=c, seed=0)
+    fold, offset = np.asarray(res.fold), np.asarray(res.offset)
+    np.testing.assert_allclose(np.asarray(res.W_next), V @ fold, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.b_next), c + V @ offset, atol=1e-12)
+    assert offset[2] == 1.5 and np.all(np.delete(offset, 2) == 0)
+
+
+def test_fold_rows_point_at_the_assignment():
+    W, b, V, _ = dense_layer(seed=4)
+    res = tropref.compress_layer(W, b, 6, W_next=V, seed=1)
+    fold, assignment = np.asarray(res.fold), np.asarray(res.assignment)
+    assert set(assignment) == set(range(6))  # every kept unit receives somebody
+    for j, c in enumerate(assignment):
+        assert fold[j, c] > 0 and np.count_nonzero(fold[j]) == 1
+
+
+def test_clustering_objective_equals_sum_of_certificates_with_l1_masses():
+    """With out_norm='l1', Σ_i certificate_i = Σ_j m_j ‖ŵ_j − ŵ_C‖, the clustering's objective."""
+    W, b, V, _ = dense_layer(seed=5, n=20, m=4)
+    res = tropref.compress_layer(W, b, 7, W_next=V, seed=2, out_norm="l1")
+    objective = sum(run["certificate_objective"] for run in res.info["clustering"])
+    assert np.isclose(float(np.sum(res.certificate)), objective, rtol=1e-10)
+
+
+def test_weiszfeld_refinement_lowers_the_certificate_objective():
+    W, b, V, _ = dense_layer(seed=6, n=40, d=6, m=5)
+    plain = tropref.compress_layer(W, b, 8, W_next=V, seed=3)
+    refined = tropref.compress_layer(W, b, 8, W_next=V, seed=3, refine="weiszfeld")
+    run = refined.info["clustering"][0]
+    assert run["certificate_objective"] <= run["certificate_objective_before_refine"] + 1e-12
+    assert np.sum(refined.certificate) <= np.sum(plain.certificate) + 1e-12
+
+
+def test_same_seed_same_result_on_every_backend(all_backends):
+    W, b, V, c = dense_layer(seed=7, n=30, d=6, m=4)
+    results = [
+        tropref.compress_layer(*(be.asarray(t) for t in (W, b)), 9, W_next=be.asarray(V), b_next=be.asarray(c), seed=11)
+        for be in all_backends
+    ]
+    reference = results[0]
+    for be, res in zip(all_backends, results):
+        np.testing.assert_array_equal(be.numpy(res.assignment), np.asarray(reference.assignment))
+        np.testing.assert_allclose(be.numpy(res.W), np.asarray(reference.W), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(be.numpy(res.certificate), np.asarray(reference.certificate), rtol=1e-10)
+
+
+def test_unseeded_runs_record_a_seed_that_reproduces_them():
+    W, b, V, _ = dense_layer(seed=8, n=30)
+    first = tropref.compress_layer(W, b, 6, W_next=V)
+    again = tropref.compress_layer(W, b, 6, W_next=V, seed=first.seed)
+    np.testing.assert_array_equal(np.asarray(first.assignment), np.asarray(again.assignment))
+
+
+@pytest.mark.parametrize("method", ["tropnnc", "neural_path_kmeans"])
+def test_inputs_are_never_modified(backend, method):
+    host = dense_layer(seed=9)
+    arrays = [backend.asarray(t) for t in host]
+    tropref.compress_layer(arrays[0], arrays[1], 4, W_next=arrays[2], b_next=arrays[3], method=method, seed=0)
+    for before, after in zip(host, arrays):
+        np.testing.assert_array_equal(before, backend.numpy(after))
+
+
+def test_result_is_immutable():
+    W, b, V, _ = dense_layer()
+    res = tropref.compress_layer(W, b, 4, W_next=V, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.W = W
+    with pytest.raises(TypeError):
+        res.info["extra"] = 1
+
+
+def test_float32_results_stay_float32_and_certified(backend):
+    W, b, V, c = dense_layer(seed=10, n=16, d=6, m=3)
+    arrays = [backend.asarray(t, dtype="float32") for t in (W, b, V, c)]
+    res = tropref.compress_layer(arrays[0], arrays[1], 5, W_next=arrays[2], b_next=arrays[3], seed=0)
+    assert res.W.dtype == backend.xp.float32 and res.certificate.dtype == backend.xp.float32
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)) * 10
+    ref = np.maximum(X @ W.T + b, 0) @ V.T + c
+    new = np.maximum(X @ backend.numpy(res.W).T.astype(np.float64) + backend.numpy(res.b), 0) @ backend.numpy(res.W_next).T + backend.numpy(res.b_next)
+    ratio = np.max(np.abs(ref - new) / np.sqrt(np.sum(X**2, 1) + 1)[:, None], axis=0)
+    assert np.all(ratio <= backend.numpy(res.certificate) * (1 + 1e-4) + 1e-4)
+
+
+def test_no_bias_layer_stays_without_bias():
+    W, _, V, _ = dense_layer()
+    res = tropref.compress_layer(W, None, 4, W_next=V, seed=0)
+    assert res.b is None and res.W.shape == (4, 5)
+
+
+def test_fewer_units_than_k_when_exactly_removable():
+    W, b, V, _ = dense_layer(n=6)
+    W[:4], b[:4] = 0.0, -1.0  # four dead units
+    res = tropref.compress_layer(W, b, 5, W_next=V, seed=0)
+    assert res.k == 2
+    assert list(np.asarray(res.assignment)[:4]) == [-1] * 4
+
+
+def test_all_units_removable_keeps_one_silent_unit():
+    W = np.zeros((3, 2))
+    res = tropref.compress_layer(W, np.zeros(3), 2, W_next=np.ones((1, 3)), seed=0)
+    assert res.k == 1 and np.all(np.asarray(res.W) == 0) and np.all(np.asarray(res.W_next) == 0)
+    assert float(res.certificate[0]) == 0.0
+
+
+def test_single_output_clusters_respect_signs():
+    rng = np.random.default_rng(12)
+    W, b = rng.normal(size=(20, 3)), rng.normal(size=20)
+    c = rng.normal(size=(1, 20))
+    res = tropref.compress_layer(W, b, 6, W_next=c, seed=0)
+    assignment, new_c = np.asarray(res.assignment), np.asarray(res.W_next)[0]
+    for j, cluster in enumerate(assignment):
+        assert np.sign(c[0, j]) == np.sign(new_c[cluster])
+    # the merged unit keeps the cluster's |c|-mass: output weight ±Σ|c_j|
+    for cluster in range(res.k):
+        members = assignment == cluster
+        assert np.isclose(abs(new_c[cluster]), np.abs(c[0, members]).sum())
+
+
+def test_single_output_k_smaller_than_sign_groups_drops_the_lighter_group():
+    W = np.array([[1.0, 0.0], [0.0, 1.0]])
+    res = tropref.compress_layer(W, None, 1, W_next=np.array([[5.0, -1.0]]), seed=0)
+    assert list(np.asarray(res.assignment)) == [0, -1]
+    assert np.isclose(float(res.zonotope_bound[1]), 1.0)  # H(Q, {0}) <= ‖g‖ = 1
+
+
+def test_method_registry_lists_the_core_methods():
+    assert {"tropnnc", "zonotope_kmeans", "neural_path_kmeans"} <= set(METHODS)
+
+
+def test_flatten_blocks_round_trip_shapes():
+    rng = np.random.default_rng(13)
+    W, b = rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4)
+    V = rng.normal(size=(10, 4, 25))
+    res = tropref.compress_layer(W, b, 2, W_next=V, seed=0)
+    assert res.W_next.shape == (10, 2, 25)

@@ -1,0 +1,125 @@
+"""Bad input gets a clear error that names the argument."""
+
+from __future__ import annotations
+
+import array_api_strict
+import numpy as np
+import pytest
+
+import tropref
+
+
+@pytest.fixture
+def layer():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(6, 4)), rng.normal(size=6), rng.normal(size=(3, 6)), rng.normal(size=3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["W", "b", "W_next", "b_next"])
+def test_non_finite_values_are_named(layer, bad, name):
+    arrays = dict(zip(["W", "b", "W_next", "b_next"], (a.copy() for a in layer)))
+    arrays[name].flat[0] = bad
+    with pytest.raises(ValueError, match=f"`{name}` contains NaN or infinite"):
+        tropref.compress_layer(arrays["W"], arrays["b"], 2, W_next=arrays["W_next"], b_next=arrays["b_next"])
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(W=np.ones((6,))), "`W` must be"),
+        (dict(W=np.ones((6, 2, 3))), "`W` must be"),
+        (dict(W=np.ones((0, 4))), "`W` must have at least one unit"),
+        (dict(b=np.ones(5)), "`b` must have shape"),
+        (dict(W_next=np.ones((3, 5))), "`W_next` must have the 6 units"),
+        (dict(W_next=np.ones((3,))), "`W_next` must have the 6 units"),
+        (dict(b_next=np.ones(2)), "`b_next` must have shape"),
+        (dict(data=np.ones((5, 3))), "`data` must hold sample inputs"),
+    ],
+)
+def test_wrong_shapes_are_named(layer, change, match):
+    args = dict(W=layer[0], b=layer[1], W_next=layer[2], b_next=layer[3], data=None)
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        tropref.compress_layer(args["W"], args["b"], 2, W_next=args["W_next"], b_next=args["b_next"], data=args["data"])
+
+
+def test_b_next_without_w_next(layer):
+    with pytest.raises(ValueError, match="`b_next` was given without `W_next`"):
+        tropref.compress_layer(layer[0], layer[1], 2, b_next=layer[3])
+
+
+@pytest.mark.parametrize("k", [0, -1, 7, 100])
+def test_k_out_of_range(layer, k):
+    with pytest.raises(ValueError, match=r"`k` must satisfy 1 <= k <= n = 6"):
+        tropref.compress_layer(layer[0], layer[1], k)
+
+
+@pytest.mark.parametrize("k", [2.0, "2", True, None])
+def test_k_not_an_integer(layer, k):
+    with pytest.raises(TypeError, match="`k` must be an integer"):
+        tropref.compress_layer(layer[0], layer[1], k)
+
+
+def test_numpy_integer_k_is_accepted(layer):
+    assert tropref.compress_layer(layer[0], layer[1], np.int64(3), seed=0).k == 3
+
+
+@pytest.mark.parametrize("name", ["W", "b", "W_next", "b_next"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, bool, np.complex128])
+def test_non_real_floating_dtypes_are_named(layer, name, dtype):
+    arrays = dict(zip(["W", "b", "W_next", "b_next"], layer))
+    arrays[name] = arrays[name].astype(dtype)
+    with pytest.raises(TypeError, match=f"`{name}` must have a real floating dtype"):
+        tropref.compress_layer(arrays["W"], arrays["b"], 2, W_next=arrays["W_next"], b_next=arrays["b_next"])
+
+
+def test_mixed_float_dtypes_are_named(layer):
+    with pytest.raises(TypeError, match="`W_next` has dtype float32"):
+        tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2].astype(np.float32))
+
+
+def test_non_arrays_are_named(layer):
+    with pytest.raises(TypeError, match="`W` must be an array, got list"):
+        tropref.compress_layer(layer[0].tolist(), layer[1], 2)
+    with pytest.raises(TypeError, match="`W` must have a real floating dtype"):
+        tropref.compress_layer(np.array([["a", "b"]]), None, 1)
+
+
+def test_mixed_namespaces_are_named(layer):
+    with pytest.raises(TypeError, match="different array libraries"):
+        tropref.compress_layer(layer[0], array_api_strict.asarray(layer[1]), 2)
+
+
+def test_mixed_devices_are_named(layer):
+    W = array_api_strict.asarray(layer[0])
+    b = array_api_strict.asarray(layer[1], device=array_api_strict.Device("device1"))
+    with pytest.raises(ValueError, match="`b` is on device"):
+        tropref.compress_layer(W, b, 2)
+
+
+def test_unknown_method(layer):
+    with pytest.raises(ValueError, match="unknown `method` 'kmeans'"):
+        tropref.compress_layer(layer[0], layer[1], 2, method="kmeans")
+
+
+def test_unknown_option(layer):
+    with pytest.raises(TypeError, match="bogus"):
+        tropref.compress_layer(layer[0], layer[1], 2, bogus=1)
+
+
+@pytest.mark.parametrize("option, value", [("objective", "points"), ("refine", "lloyd"), ("out_norm", "l3")])
+def test_bad_tropnnc_options(layer, option, value):
+    with pytest.raises(ValueError, match=f"unknown `{option}`"):
+        tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], **{option: value})
+
+
+def test_zonotope_kmeans_needs_a_single_output(layer):
+    with pytest.raises(ValueError, match="'zonotope_kmeans' is for a single output"):
+        tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], method="zonotope_kmeans")
+
+
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError), ("0", TypeError)])
+def test_bad_seed(layer, seed, error):
+    with pytest.raises(error, match="`seed`"):
+        tropref.compress_layer(layer[0], layer[1], 2, seed=seed)

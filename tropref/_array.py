@@ -1,0 +1,160 @@
+"""Array-API plumbing shared by the core: namespaces, devices, dtypes, validation, host RNG.
+
+Everything in the core is written against the Python array API standard. The rules kept
+here, once, so that the numerical modules need not repeat them:
+
+- one namespace per public call, taken from the user's arrays (``array_namespace``);
+- every array created carries the dtype and device of the inputs explicitly;
+- no data-dependent output shapes on the device: selections are decided on the host from
+  small index arrays and applied with ``xp.take``;
+- randomness is drawn on the host from ``numpy.random.default_rng(seed)`` and moved to the
+  device, so one seed gives the same result on every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device as _device, to_device as _to_device
+
+Array = Any
+"""Any array of a namespace that follows the array API standard."""
+
+__all__ = [
+    "Array",
+    "namespace",
+    "device",
+    "check_floating",
+    "check_finite",
+    "to_numpy",
+    "asarray_like",
+    "take_rows",
+    "make_rng",
+    "resolve_seed",
+    "chunk_rows",
+    "relu",
+]
+
+device = _device
+
+
+def namespace(**arrays: Array | None) -> Any:
+    """Common array namespace of the named arrays (``None`` entries are skipped).
+
+    Raises ``TypeError`` naming the arguments when they come from different libraries and
+    ``ValueError`` when they live on different devices.
+    """
+    given = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in given.items():
+        if isinstance(a, (list, tuple, int, float, complex, bool)) or not hasattr(a, "shape"):
+            raise TypeError(f"`{name}` must be an array, got {type(a).__name__}")
+    try:
+        xp = array_namespace(*given.values())
+    except TypeError as exc:
+        kinds = ", ".join(f"`{n}`: {type(a).__module__}.{type(a).__name__}" for n, a in given.items())
+        raise TypeError(f"arrays come from different array libraries ({kinds})") from exc
+    devices = {name: _device(a) for name, a in given.items()}
+    first_name, first_dev = next(iter(devices.items()))
+    for name, dev in devices.items():
+        if dev != first_dev:
+            raise ValueError(
+                f"`{name}` is on device {dev!r} but `{first_name}` is on {first_dev!r}; "
+                "move them to one device"
+            )
+    return xp
+
+
+def check_floating(xp: Any, dtype: Any = None, **arrays: Array | None) -> Any:
+    """Check that the named arrays share one real floating dtype and return it.
+
+    ``TypeError`` names the first argument with an integer, boolean, complex or
+    mismatched dtype. If ``dtype`` is given, every array must have it.
+    """
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if not xp.isdtype(a.dtype, "real floating"):
+            raise TypeError(
+                f"`{name}` must have a real floating dtype (float32 or float64), got {a.dtype}"
+            )
+        if dtype is None:
+            dtype, first = a.dtype, name
+        elif a.dtype != dtype:
+            raise TypeError(
+                f"`{name}` has dtype {a.dtype} but the other arrays have {dtype}; "
+                "cast them to one floating dtype"
+            )
+    return dtype
+
+
+def check_finite(xp: Any, **arrays: Array | None) -> None:
+    """Raise ``ValueError`` naming the first array that holds NaN or infinity."""
+    for name, a in arrays.items():
+        if a is not None and not bool(xp.all(xp.isfinite(a))):
+            raise ValueError(f"`{name}` contains NaN or infinite values")
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """Copy an array of any supported namespace to a NumPy array on the host."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(_to_device(x, "cpu"))
+    except (ValueError, TypeError, AttributeError, NotImplementedError):
+        pass
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    # array-api-strict and other libraries that speak DLPack or the buffer protocol
+    xp = array_namespace(x)
+    try:
+        cpu = xp.__array_namespace_info__().default_device()
+        x = _to_device(x, cpu)
+    except Exception:  # noqa: BLE001 - best effort; np.asarray below gives the real error
+        pass
+    return np.asarray(x)
+
+
+def asarray_like(values: Any, xp: Any, like: Array, dtype: Any = None) -> Array:
+    """Move host values to the namespace and device of ``like`` (dtype of ``like`` by default)."""
+    return xp.asarray(values, dtype=like.dtype if dtype is None else dtype, device=_device(like))
+
+
+def take_rows(xp: Any, x: Array, host_index: np.ndarray, axis: int = 0) -> Array:
+    """``x`` restricted to the positions ``host_index`` (a host integer array) along ``axis``."""
+    idx = xp.asarray(np.asarray(host_index, dtype=np.int64), device=_device(x))
+    return xp.take(x, idx, axis=axis)
+
+
+def resolve_seed(seed: int | np.integer | None) -> int:
+    """A concrete integer seed: ``seed`` itself, or a fresh one drawn from OS entropy.
+
+    Recording the concrete seed in every result makes an unseeded run reproducible.
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an integer or None, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"`seed` must be non-negative, got {seed}")
+    return int(seed)
+
+
+def make_rng(seed: int | np.integer | None) -> np.random.Generator:
+    """Host random generator for ``seed`` (see :func:`resolve_seed`)."""
+    return np.random.default_rng(resolve_seed(seed))
+
+
+def chunk_rows(n_rows: int, row_bytes: int, max_bytes: int = 64 * 2**20) -> range:
+    """Start offsets of row chunks whose temporaries stay below ``max_bytes``.
+
+    Used wherever an ``n x k`` (or larger) temporary would otherwise be built at once.
+    """
+    step = max(1, int(max_bytes // max(int(row_bytes), 1)))
+    return range(0, n_rows, step)
+
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)`` elementwise, with the zero made on ``x``'s device and dtype."""
+    xp = array_namespace(x)
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=_device(x)))

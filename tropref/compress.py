@@ -1,0 +1,338 @@
+"""``compress_layer``: one ReLU layer compressed to ``k`` units, with an error certificate.
+
+The call reads top to bottom:
+
+1. validate the arrays (namespace, device, dtype, shapes, finiteness) and ``k``;
+2. put the layer in canonical form: unit input vectors ``A`` ``(n, p)`` and outgoing
+   weights ``V`` ``(m, n, s)`` (:mod:`tropref.tropical`);
+3. the exact pre-pass: dead units, constant units and units the next layer never reads are
+   removed without error (constants folded into the next bias);
+4. the method merges the remaining units into ``k`` (:mod:`tropref.methods`);
+5. the next layer is rewritten from the fold matrix, and the certificate is computed from
+   the per-unit residuals the proofs use (``docs/theory.md``, Proposition F).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from operator import index
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._array import (
+    Array,
+    asarray_like,
+    check_finite,
+    check_floating,
+    device,
+    make_rng,
+    namespace,
+    relu,
+    resolve_seed,
+    take_rows,
+    to_numpy,
+)
+from .methods import METHODS
+from .methods.base import LayerProblem, Merge
+from .tropical import neuron_vectors, outgoing_weights
+
+__all__ = ["compress_layer", "LayerCompression"]
+
+
+@dataclass(frozen=True)
+class LayerCompression:
+    """The result of :func:`compress_layer`. Immutable; arrays are in the input's namespace.
+
+    Attributes
+    ----------
+    W, b : arrays
+        The compressed layer, ``k'`` units on axis 0 (``k' <= k``; fewer when exactly
+        removable units left fewer than ``k``). ``b`` is None when the input had no bias.
+    W_next, b_next : arrays or None
+        The next layer rewritten for the kept units (same layout as given), when ``W_next``
+        was given. ``b_next`` is always returned then (zeros plus folded constants if the
+        input had none).
+    assignment : array of int64, shape (n,)
+        Kept unit that each original unit folds into, ``-1`` when it folds into none
+        (removed exactly, or dropped by a pruning method).
+    fold : array, shape (n, k')
+        Original activations ``a ≈ fold @ ã + offset``, ``ã`` the kept units' activations.
+    offset : array, shape (n,)
+        ``relu(b_j)`` for constant units folded into the next bias, else 0.
+    certificate : array or None
+        ``|Δ v_i(x)| <= certificate[i] * ‖(x, 1)‖`` for every input ``x`` and every output
+        ``i`` of the next layer's pre-activation (of every original unit when ``W_next`` is
+        None). None for methods whose fold is not a single non-negative scale per unit.
+    zonotope_bound : array, shape (2,), or None
+        Single-output sign-split methods: upper bounds on ``H(P, P̃)`` and ``H(Q, Q̃)`` of the
+        clustered units' zonotopes.
+    method : str
+    seed : int
+        The concrete seed used (drawn from the OS when ``seed=None`` was given).
+    info : mapping
+        What the method and the pre-pass did (clustering iterations and objective, units
+        removed exactly, ...).
+    """
+
+    W: Array
+    b: Array | None
+    W_next: Array | None
+    b_next: Array | None
+    assignment: Array
+    fold: Array
+    offset: Array
+    certificate: Array | None
+    zonotope_bound: Array | None
+    method: str
+    seed: int
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+    @property
+    def k(self) -> int:
+        """Number of units kept."""
+        return int(self.W.shape[0])
+
+
+def compress_layer(
+    W: Array,
+    b: Array | None,
+    k: int,
+    *,
+    W_next: Array | None = None,
+    b_next: Array | None = None,
+    method: str = "tropnnc",
+    seed: int | None = None,
+    data: Array | None = None,
+    fold_constants: bool = True,
+    **options: Any,
+) -> LayerCompression:
+    """Compress a dense or convolutional ReLU layer to ``k`` units, data-free.
+
+    The layer ``x ↦ relu(W x + b)`` is read by a next layer ``W_next``. Writing unit ``j``
+    as ``w_j = (W[j], b[j]) = α_j ŵ_j`` (``α_j = ‖w_j‖``), a method partitions the units
+    into ``k`` clusters and replaces each cluster ``C`` by one unit ``w̃_C = α̃_C ŵ_C``
+    whose outgoing weights are ``Σ_{j∈C} W_next[:, j] α_j / α̃_C``. By positive
+    homogeneity and the 1-Lipschitz ReLU, for every input ``x`` and output ``i``
+    (Proposition F in ``docs/theory.md``)::
+
+        |Δ v_i(x)| <= ‖(x, 1)‖ · Σ_j |W_next[i, j]| α_j ‖ŵ_j − ŵ_{C(j)}‖ = ‖(x, 1)‖ · certificate[i].
+
+    With ``method="tropnnc"`` and a single output, clusters respect the sign of the
+    outgoing weight and keep each cluster's summed zonotope generator, and the
+    certificate is the (smaller) zonotope bound ``H(P, P̃) + H(Q, Q̃)`` of Corollary D.
+
+    Parameters
+    ----------
+    W : array, shape (n, d) or (n, C, kh, kw)
+        Weights with the units on axis 0 (PyTorch layouts: ``Linear.weight``, ``Conv2d.weight``).
+    b : array, shape (n,), or None
+        Biases.
+    k : int
+        Units to keep, ``1 <= k <= n``.
+    W_next : array, shape (m, n), (m, n, kh, kw) or (m, n, s), optional
+        The next layer's weights, units on axis 1: dense, convolution, or the ``s`` columns
+        each channel owns after a flatten. For a channels-first flatten,
+        ``W_dense.reshape(m, n, s)``; for a channels-last flatten (h, w, c order),
+        ``W_dense.reshape(m, s, n).transpose(0, 2, 1)`` (and the inverse reshapes to go
+        back). ``None`` takes the next layer as the identity: the certificate is then per
+        original unit.
+    b_next : array, shape (m,), optional
+        The next layer's bias.
+    method : str
+        ``"tropnnc"`` (default), ``"zonotope_kmeans"``, ``"neural_path_kmeans"`` or a
+        baseline; ``tropref.methods.METHODS`` lists them all.
+    seed : int, optional
+        Seed of every random choice. The same seed gives the same result on every backend.
+    data : array, shape (N, d) or (N, C, kh, kw), optional
+        Sample inputs (input patches for a convolution), for data-driven methods only.
+    fold_constants : bool
+        Fold constant units (zero weights, non-zero bias) into ``b_next``. Pass False when
+        the next layer is a zero-padded convolution, where that fold is not exact at the
+        borders: constant units are then treated as ordinary units.
+    **options
+        Method options, e.g. for ``"tropnnc"``: ``objective`` (``"generators"`` or
+        ``"directions"``), ``refine`` (``None`` or ``"weiszfeld"``), ``out_norm``,
+        ``n_init``, ``max_iter``, ``tol``, ``init``.
+
+    Returns
+    -------
+    LayerCompression
+
+    Notes
+    -----
+    The next bias absorbs ``Σ_s W_next[:, j, s] offset[j]``: exact for a dense next layer
+    and after a flatten; for a next convolution only without zero padding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tropref
+    >>> rng = np.random.default_rng(0)
+    >>> W, b, V = rng.normal(size=(8, 5)), rng.normal(size=8), rng.normal(size=(3, 8))
+    >>> res = tropref.compress_layer(W, b, 4, W_next=V, seed=0)
+    >>> res.W.shape, res.W_next.shape, res.certificate.shape
+    ((4, 5), (3, 4), (3,))
+    >>> x = rng.normal(size=5)
+    >>> exact = V @ np.maximum(W @ x + b, 0)
+    >>> approx = res.W_next @ np.maximum(res.W @ x + res.b, 0) + res.b_next
+    >>> bool(np.all(np.abs(exact - approx) <= res.certificate * np.linalg.norm(np.append(x, 1))))
+    True
+    """
+    xp = namespace(W=W, b=b, W_next=W_next, b_next=b_next, data=data)
+    check_floating(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
+    n = _check_shapes(W, b, W_next, b_next, data)
+    check_finite(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
+    k = _check_k(k, n)
+    if method not in METHODS:
+        raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
+    seed = resolve_seed(seed)
+
+    A = neuron_vectors(W, b)
+    V = _identity_outgoing(xp, A) if W_next is None else outgoing_weights(W_next)
+    U = None if data is None else _with_ones(xp, xp.reshape(data, (data.shape[0], -1)))
+
+    kept, constant, removed = _prepass(xp, A, V, fold_constants)
+    if kept.size:
+        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U)
+        merge = METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
+    else:  # every unit is removable exactly: keep one silent unit so that the layer exists
+        merge = Merge(
+            assignment=xp.zeros((0,), dtype=xp.int64, device=device(A)),
+            fold=xp.zeros((0, 1), dtype=A.dtype, device=device(A)),
+            inputs=xp.zeros((1, A.shape[1]), dtype=A.dtype, device=device(A)),
+        )
+
+    fold, assignment = _embed(xp, merge, kept, n)
+    bias = A[:, -1]
+    offset = xp.where(asarray_like(constant, xp, A, dtype=xp.bool), relu(bias), xp.zeros_like(bias))
+    k_new = merge.inputs.shape[0]
+    W_new = xp.reshape(merge.inputs[:, :-1], (k_new, *W.shape[1:]))
+    b_new = None if b is None else merge.inputs[:, -1]
+
+    W_next_new = b_next_new = None
+    if W_next is not None:
+        # (m, s, n) @ (n, k') -> (m, s, k'): W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c]
+        V_new = xp.permute_dims(xp.matmul(xp.permute_dims(V, (0, 2, 1)), fold), (0, 2, 1))
+        W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
+        base = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A)) if b_next is None else b_next
+        b_next_new = base + xp.matmul(xp.sum(V, axis=2), offset)
+
+    certificate = None
+    if merge.single_fold:
+        residual = _unit_residuals(xp, A, fold, assignment, merge.inputs, exact=removed)
+        certificate = xp.matmul(xp.sum(xp.abs(V), axis=2), residual)
+        if merge.zonotope_bound is not None:
+            certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
+
+    info = dict(merge.info)
+    info["removed_exactly"] = {
+        "dead_or_silent": int(np.count_nonzero(removed & ~constant)),
+        "constant": int(np.count_nonzero(constant)),
+    }
+    return LayerCompression(
+        W=W_new,
+        b=b_new,
+        W_next=W_next_new,
+        b_next=b_next_new,
+        assignment=assignment,
+        fold=fold,
+        offset=offset,
+        certificate=certificate,
+        zonotope_bound=merge.zonotope_bound,
+        method=method,
+        seed=seed,
+        info=info,
+    )
+
+
+def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array | None, data: Array | None) -> int:
+    if W.ndim not in (2, 4):
+        raise ValueError(f"`W` must be (n, d) for a dense layer or (n, C, kh, kw) for a convolution, got shape {W.shape}")
+    n = int(W.shape[0])
+    if n == 0 or any(int(s) == 0 for s in W.shape):
+        raise ValueError(f"`W` must have at least one unit and one input, got shape {W.shape}")
+    if b is not None and tuple(b.shape) != (n,):
+        raise ValueError(f"`b` must have shape ({n},) to match `W` {tuple(W.shape)}, got {tuple(b.shape)}")
+    if W_next is None and b_next is not None:
+        raise ValueError("`b_next` was given without `W_next`")
+    if W_next is not None:
+        if W_next.ndim not in (2, 3, 4) or int(W_next.shape[1]) != n:
+            raise ValueError(
+                f"`W_next` must have the {n} units of `W` on axis 1: (m, {n}), (m, {n}, s) or "
+                f"(m, {n}, kh, kw), got shape {tuple(W_next.shape)}"
+            )
+        if any(int(s) == 0 for s in W_next.shape):
+            raise ValueError(f"`W_next` has an empty axis: {tuple(W_next.shape)}")
+        if b_next is not None and tuple(b_next.shape) != (int(W_next.shape[0]),):
+            raise ValueError(f"`b_next` must have shape ({W_next.shape[0]},) to match `W_next`, got {tuple(b_next.shape)}")
+    if data is not None and (data.ndim != W.ndim or tuple(data.shape[1:]) != tuple(W.shape[1:])):
+        raise ValueError(
+            f"`data` must hold sample inputs of shape (N, {', '.join(str(s) for s in W.shape[1:])}), "
+            f"got {tuple(data.shape)}"
+        )
+    return n
+
+
+def _check_k(k: Any, n: int) -> int:
+    if isinstance(k, (bool, np.bool_)):
+        raise TypeError("`k` must be an integer, got bool")
+    try:
+        k = index(k)
+    except TypeError:
+        raise TypeError(f"`k` must be an integer, got {type(k).__name__}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"`k` must satisfy 1 <= k <= n = {n}, got {k}")
+    return k
+
+
+def _identity_outgoing(xp: Any, A: Array) -> Array:
+    n = A.shape[0]
+    return xp.reshape(xp.eye(n, dtype=A.dtype, device=device(A)), (n, n, 1))
+
+
+def _with_ones(xp: Any, X: Array) -> Array:
+    return xp.concat([X, xp.ones((X.shape[0], 1), dtype=X.dtype, device=device(X))], axis=1)
+
+
+def _prepass(xp: Any, A: Array, V: Array, fold_constants: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Host decision of which units are removed exactly (``docs/theory.md``, section 3).
+
+    Returns the indices of the units left to the method, and boolean masks of the constant
+    units (folded into the next bias) and of every removed unit.
+    """
+    weights_zero = to_numpy(xp.all(A[:, :-1] == 0, axis=1))
+    bias = to_numpy(A[:, -1])
+    silent = to_numpy(xp.all(V == 0, axis=(0, 2)))
+    dead = weights_zero & (bias <= 0)  # relu(b) = 0 for every input: nothing to fold
+    constant = weights_zero & (bias > 0) & ~silent & fold_constants
+    removed = dead | constant | silent
+    return np.flatnonzero(~removed), constant, removed
+
+
+def _embed(xp: Any, merge: Merge, kept: np.ndarray, n: int) -> tuple[Array, Array]:
+    """Fold matrix and assignment of all ``n`` units from the method's result on ``kept``."""
+    fold_kept = merge.fold
+    # Rows of removed units point at an appended zero row: a gather, not a scatter.
+    padded = xp.concat([fold_kept, xp.zeros((1, fold_kept.shape[1]), dtype=fold_kept.dtype, device=device(fold_kept))])
+    rows = np.full(n, kept.size, dtype=np.int64)
+    rows[kept] = np.arange(kept.size)
+    assignment = np.full(n, -1, dtype=np.int64)
+    assignment[kept] = to_numpy(merge.assignment)
+    return take_rows(xp, padded, rows), xp.asarray(assignment, dtype=xp.int64, device=device(fold_kept))
+
+
+def _unit_residuals(xp: Any, A: Array, fold: Array, assignment: Array, inputs: Array, exact: np.ndarray) -> Array:
+    """``r_j = ‖w_j − f_j w̃_{c(j)}‖``, the per-unit error of Proposition F.
+
+    ``|relu(w_j · u) − f_j relu(w̃ · u)| <= r_j ‖u‖`` for ``f_j >= 0``. Units removed
+    exactly (dead, constant) have ``r_j = 0``; dropped units (``f_j = 0``) have ``‖w_j‖``.
+    """
+    scale = xp.sum(fold, axis=1)
+    target = xp.take(inputs, xp.where(assignment < 0, xp.zeros_like(assignment), assignment), axis=0)
+    r = xp.linalg.vector_norm(A - scale[:, None] * target, axis=1)
+    return xp.where(asarray_like(exact, xp, A, dtype=xp.bool), xp.zeros_like(r), r)

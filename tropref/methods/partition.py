@@ -1,0 +1,126 @@
+"""Pieces shared by the clustering methods: sign groups, budget split, one-hot sums, assembly.
+
+Kept apart so that ``tropnnc.py`` and ``predecessor.py`` read as the mathematics they
+implement, not as bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._array import Array, device, take_rows, to_numpy
+from ..cluster import kmeans
+from .base import LayerProblem
+
+__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "assemble"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """A group's share of the merge: local labels (host), kept inputs and per-unit scales.
+
+    ``labels`` is None for a group that gets no kept unit (all its units dropped).
+    """
+
+    labels: np.ndarray | None
+    inputs: Array | None
+    scale: Array | None
+
+
+def unit_groups(problem: LayerProblem) -> list[np.ndarray]:
+    """Host index arrays of the groups clustered separately.
+
+    Single output: the units read with a positive weight, then those with a negative one
+    (the zonotopes ``P`` and ``Q``). Several outputs: one group of all units.
+    """
+    if not problem.single_output:
+        return [np.arange(problem.n)]
+    c = to_numpy(problem.outgoing[0, :, 0])
+    return [np.flatnonzero(c > 0), np.flatnonzero(c < 0)]
+
+
+def distinct_rows(X: Array) -> int:
+    """Number of distinct rows of ``X`` (on the host).
+
+    Used for single-output layers only, to never give a sign group more clusters than it
+    has distinct points: the surplus goes to the other group, where it still helps.
+    """
+    host = to_numpy(X)
+    scale = float(np.max(np.abs(host))) if host.size else 0.0
+    # Parallel units normalised to one direction differ in the last bits: compare at a
+    # relative precision of 1e-9, far above rounding and far below meaningful differences.
+    return int(np.unique(np.round(host / (scale or 1.0), 9), axis=0).shape[0])
+
+
+def allocate(k: int, sizes: list[int], masses: list[float]) -> list[int]:
+    """Split ``k`` kept units among groups, proportionally to their masses (D'Hondt).
+
+    Every non-empty group gets at least one unit while ``k`` allows; when ``k`` is smaller
+    than the number of non-empty groups, the heaviest groups get one each and the others
+    none. A group never gets more units than it has. This rule is a tropref choice
+    (``docs/theory.md``, "Budget split between P and Q").
+    """
+    order = sorted((g for g in range(len(sizes)) if sizes[g] > 0), key=lambda g: -masses[g])
+    alloc = [0] * len(sizes)
+    for g in order[:k]:
+        alloc[g] = 1
+    for _ in range(k - sum(alloc)):
+        open_groups = [g for g in order if alloc[g] < sizes[g]]
+        if not open_groups:
+            break
+        g = max(open_groups, key=lambda g: masses[g] / (alloc[g] + 1))
+        alloc[g] += 1
+    return alloc
+
+
+def one_hot(xp: Any, labels: np.ndarray, k: int, like: Array) -> Array:
+    """``H[j, c] = 1`` if ``labels[j] == c`` (0 for ``labels[j] = -1``), shape ``(n, k)``."""
+    lab = xp.asarray(np.asarray(labels, dtype=np.int64), device=device(like))
+    cols = xp.arange(k, dtype=xp.int64, device=device(like))
+    return xp.astype(lab[:, None] == cols[None, :], like.dtype)
+
+
+def cluster_labels(
+    X: Array, k: int, weights: Array | None, rng: np.random.Generator, **kmeans_options: Any
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Host labels of a K-means partition of the rows of ``X`` into ``k`` clusters.
+
+    ``k = n`` needs no clustering: each unit is its own cluster, which makes keeping all
+    units exact by construction. The seed of the run is drawn from ``rng``.
+    """
+    n = int(X.shape[0])
+    if k == n:
+        return np.arange(n), {"n_iter": 0, "objective": 0.0}
+    res = kmeans(X, k, weights=weights, seed=int(rng.integers(2**31 - 1)), **kmeans_options)
+    return to_numpy(res.labels).astype(np.int64), {
+        "n_iter": res.n_iter,
+        "objective": float(res.objective),
+        "seed": res.seed,
+    }
+
+
+def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like: Array) -> tuple[Array, Array, Array]:
+    """Assignment ``(n,)``, fold ``(n, k)`` and kept inputs ``(k, p)`` from the groups' parts.
+
+    Kept units are numbered group after group; the units' rows go back to their original
+    order through one gather.
+    """
+    labels = np.full(n, -1, dtype=np.int64)
+    scales, inputs, start = [], [], 0
+    for idx, part in zip(groups, parts):
+        if part.labels is None:
+            scales.append(xp.zeros((idx.size,), dtype=like.dtype, device=device(like)))
+            continue
+        labels[idx] = part.labels + start
+        start += int(part.inputs.shape[0])
+        scales.append(part.scale)
+        inputs.append(part.inputs)
+    order = np.concatenate(groups)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    scale = take_rows(xp, xp.concat(scales), inverse)
+    fold = one_hot(xp, labels, start, like) * scale[:, None]
+    return xp.asarray(labels, dtype=xp.int64, device=device(like)), fold, xp.concat(inputs, axis=0)
