@@ -1,0 +1,866 @@
+"""``compress_network``: a whole feed-forward chain compressed front to back, with a report.
+
+The walk (``docs/networks.md`` says it with pictures):
+
+1. **Fold BatchNorm into its layer.** A BatchNorm reached from a dense or convolutional layer
+   through dropout, identity or max pooling only (so before the ReLU) is a per-channel
+   affine map of the pre-activations: ``W <- s W``, ``b <- s b + t``. Exact at inference.
+   Through a max pooling this needs ``s >= 0`` (``max`` commutes with non-negative scales).
+2. **Find the hidden layers.** A dense or convolutional layer is a hidden ReLU layer when a
+   ReLU follows it before the next dense/convolutional layer, with only dropout, identity
+   and max pooling in between (``relu`` commutes with ``max``). Its units are its output
+   channels. The last such layer (the classifier) has no ReLU and is never compressed.
+3. **Compress front to back.** For hidden layer ``l`` with next layer ``l + 1``, the ops
+   between its ReLU and layer ``l + 1`` (max/avg pooling, flatten of either order, dropout,
+   a BatchNorm after the ReLU) are carried through: the next layer's weights are read per
+   unit as ``compress_layer`` expects (``(m, n)``, ``(m, n, kh, kw)``, or the ``(m, n, s)``
+   column blocks after a flatten), a BatchNorm after the ReLU is folded into the next
+   layer, and :func:`tropref.compress_layer` rewrites the next layer's inputs. Layer
+   ``l + 1`` is then compressed in turn, from its rewritten weights.
+4. **Certify.** Every layer certificate bounds the change of the next layer's
+   pre-activations by ``β_i ‖(patch, 1)‖``. The network certificate composes them
+   (``docs/theory.md``, "Whole networks"): see :func:`network_certificate`.
+
+Exactness rules kept by the walk:
+
+- constants (units with zero weights) are folded into the next bias only where that is
+  exact: not into a zero-padded convolution and not through a zero-padded average pooling
+  that counts the padding (``fold_constants=False`` there);
+- a BatchNorm after the ReLU folds exactly into a dense or unpadded convolution. Before a
+  zero-padded convolution its shift ``t`` is not a bias (the padding is not shifted): it is
+  kept as a BatchNorm of scale 1 on the kept channels, with shifts ``t̃`` fitted by least
+  squares to the next layer's kernels; the fit's residual ``R`` goes into the next bias
+  (exact away from the borders) and ``Σ |R|``, an input-independent bound of the border
+  error, is added to the layer certificate. With nothing merged, the BatchNorm is kept as is.
+- max pooling commutes with a fold only when every unit folds into one kept unit with a
+  non-negative scale; for methods that fold otherwise, the layer certificate is dropped
+  (None) when a max pooling sits between the layers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, to_numpy
+from .budget import Budget, allocate_budget
+from .network import (
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Network,
+    ReLU,
+    apply_layer,
+    conv_patches,
+    count_macs,
+    count_params,
+    interval_bounds,
+    layer_macs,
+    layer_params,
+    layer_shapes,
+    map_arrays,
+    max_patch_norm,
+    network_namespace,
+)
+
+__all__ = [
+    "compress_network",
+    "LayerReport",
+    "NetworkReport",
+    "hidden_layers",
+    "network_certificate",
+]
+
+_PASSIVE = (Dropout, Identity)
+
+
+@dataclass(frozen=True)
+class _Folded(Identity):
+    """Placeholder for a BatchNorm folded into the next layer during the walk (removed at the end)."""
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One dense or convolutional layer in a :class:`NetworkReport`.
+
+    Attributes
+    ----------
+    index : int
+        Position of the layer in the network given to :func:`compress_network`.
+    name : str
+        The layer's name (or ``"<index>:<Type>"``).
+    kind : str
+        ``"Dense"`` or ``"Conv2d"``.
+    status : str
+        ``"compressed"``, ``"kept"`` (k = n asked), ``"skipped"`` (in ``skip``),
+        ``"classifier"`` (the last layer) or ``"not a ReLU layer: <why>"``.
+    width_before, width_after : int
+        Units (output channels) before and after.
+    params_before, params_after : int
+        Parameters of this layer (its own weights and bias; BatchNorms folded into it are
+        counted in the network totals only).
+    macs_before, macs_after : int or None
+        Multiply-accumulates of this layer per sample (None: unknown input size).
+    certificate : float or None
+        ``max_i β_i``: the change of the next layer's pre-activations is at most
+        ``β_i ‖(patch, 1)‖``. None when the method gives no certificate.
+    bound : float or None
+        This layer's share of the network certificate (largest over outputs).
+    time_s : float
+        Seconds spent compressing this layer.
+    info : mapping
+        What ``compress_layer`` reported (method facts, units removed exactly, ...).
+    """
+
+    index: int
+    name: str
+    kind: str
+    status: str
+    width_before: int
+    width_after: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    certificate: float | None = None
+    bound: float | None = None
+    time_s: float = 0.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+
+@dataclass(frozen=True)
+class NetworkReport:
+    """What :func:`compress_network` did, layer by layer, and what it certifies.
+
+    Attributes
+    ----------
+    layers : tuple of LayerReport
+        Every dense and convolutional layer, in order.
+    method : str
+    seed : int
+        The concrete seed (per-layer seeds are derived from it).
+    keep : str
+        The ``keep`` rule as given (fraction, mapping or budget).
+    params_before, params_after : int
+        Parameters of the whole network (BatchNorms folded away count in ``before`` only).
+    macs_before, macs_after : int or None
+        Multiply-accumulates per sample.
+    certificate : float or None
+        Network-level bound on ``max_i |f_i(x) - f̃_i(x)|`` for every input ``x`` in
+        ``input_domain`` (None without an input domain or when a layer gives no
+        certificate). Composed layer by layer, so loose for deep networks.
+    certificate_per_output : numpy array or None
+        The bound for each output.
+    measured_error : float or None
+        ``max |f(x) - f̃(x)|`` over the inputs given.
+    input_domain : str
+        The inputs the certificate holds for.
+    time_s : float
+        Total seconds.
+    """
+
+    layers: tuple[LayerReport, ...]
+    method: str
+    seed: int
+    keep: str
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    certificate: float | None
+    certificate_per_output: np.ndarray | None
+    measured_error: float | None
+    input_domain: str
+    time_s: float
+
+    def table(self) -> str:
+        """A plain-text table of the layers and the totals."""
+        head = f"{'layer':<24} {'kind':<7} {'width':>11} {'params':>19} {'MACs':>23} {'certificate':>11} {'time s':>7}"
+        rows = [head, "-" * len(head)]
+        for r in self.layers:
+            macs = "-" if r.macs_before is None else f"{r.macs_before}->{r.macs_after}"
+            cert = "-" if r.certificate is None else f"{r.certificate:.3g}"
+            status = "" if r.status in ("compressed",) else f"  [{r.status}]"
+            rows.append(
+                f"{r.name[:24]:<24} {r.kind:<7} {f'{r.width_before}->{r.width_after}':>11} "
+                f"{f'{r.params_before}->{r.params_after}':>19} {macs:>23} {cert:>11} {r.time_s:>7.2f}{status}"
+            )
+        rows.append("-" * len(head))
+        ratio = self.params_after / max(self.params_before, 1)
+        rows.append(f"parameters {self.params_before} -> {self.params_after} ({ratio:.1%})")
+        if self.macs_before:
+            rows.append(f"MACs       {self.macs_before} -> {self.macs_after} ({self.macs_after / self.macs_before:.1%})")
+        if self.certificate is not None:
+            rows.append(f"network certificate max|Δf| <= {self.certificate:.4g} on {self.input_domain} (composed per layer; loose for deep nets)")
+        if self.measured_error is not None:
+            rows.append(f"measured max|Δf| = {self.measured_error:.4g} on the inputs given")
+        rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
+        return "\n".join(rows)
+
+    __str__ = table
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@dataclass(frozen=True)
+class _Hidden:
+    """A hidden ReLU layer ``i`` of the working network and what lies up to the next one."""
+
+    i: int
+    j: int  # the next dense/conv layer
+    path: tuple[int, ...]  # layers strictly between i and j
+    bn: int | None  # a BatchNorm after the ReLU, if any
+    flatten: int | None
+    maxpool: bool
+    padded_avg: bool  # a zero-padded average pooling counting the padding, after the ReLU
+
+
+def _linear_indices(net: Network) -> list[int]:
+    return [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+
+
+def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
+    """The hidden-layer structure between linear layers ``i`` and ``j``, or why there is none."""
+    seen_relu = False
+    bn = flatten = None
+    maxpool = padded_avg = False
+    path = tuple(range(i + 1, j))
+    for p in path:
+        layer = net.layers[p]
+        if isinstance(layer, _PASSIVE):
+            continue
+        if isinstance(layer, ReLU):
+            if bn is not None:
+                return f"a ReLU follows the BatchNorm {net.label(bn)}"
+            seen_relu = True
+        elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
+            if bn is not None and bool(np.any(to_numpy(net.layers[bn].scale) < 0)):
+                return f"the BatchNorm {net.label(bn)} has negative scales and a max pooling follows it"
+            maxpool = True
+        elif isinstance(layer, AvgPool2d):
+            if not seen_relu:
+                return f"average pooling {net.label(p)} before the ReLU"
+            padded_avg = padded_avg or (layer.padded and layer.count_include_pad)
+        elif isinstance(layer, Flatten):
+            if not seen_relu:
+                return f"Flatten {net.label(p)} before the ReLU"
+            flatten = p
+        elif isinstance(layer, BatchNorm):
+            if not seen_relu:
+                return f"BatchNorm {net.label(p)} before the ReLU could not be folded into the layer"
+            if bn is not None:
+                return f"two BatchNorms after the ReLU ({net.label(bn)}, {net.label(p)})"
+            bn = p
+        else:  # pragma: no cover - every layer type is listed above
+            return f"{net.label(p)} between it and the next layer"
+    if not seen_relu:
+        return "no ReLU after it"
+    if isinstance(net.layers[i], Conv2d) and isinstance(net.layers[j], Dense) and flatten is None:
+        return f"no Flatten between the convolution and {net.label(j)}"
+    if bn is not None and padded_avg:
+        # the shift would have to pass a padded average: not a per-channel constant any more
+        return f"the BatchNorm {net.label(bn)} is followed by a zero-padded average pooling counting the padding"
+    return _Hidden(i, j, path, bn, flatten, maxpool, padded_avg)
+
+
+def hidden_layers(net: Network) -> dict[int, "_Hidden | str"]:
+    """For every dense/conv layer but the last: its hidden-layer structure or why it has none."""
+    lin = _linear_indices(net)
+    return {i: _analyse(net, i, j) for i, j in zip(lin[:-1], lin[1:])}
+
+
+# --------------------------------------------------------------------------- BatchNorm folding
+
+
+def _fold_pre_relu_bn(net: Network) -> tuple[Network, list[int]]:
+    """Fold every BatchNorm that acts on a dense/conv layer's pre-activations into it.
+
+    Returns the new network and, for each of its layers, the index in ``net``.
+    """
+    layers = list(net.layers)
+    origin = list(range(len(layers)))
+    out: list = []
+    out_origin: list[int] = []
+    last_linear: int | None = None  # index in `out` of the layer BN can fold into
+    through_max = False
+    for idx, layer in zip(origin, layers):
+        if isinstance(layer, (Dense, Conv2d)):
+            last_linear, through_max = len(out), False
+        elif isinstance(layer, BatchNorm) and last_linear is not None:
+            lin = out[last_linear]
+            scale, shift = layer.scale, layer.shift
+            ok = layer.channels == lin.units and (not through_max or bool(np.all(to_numpy(scale) >= 0)))
+            if ok:
+                out[last_linear] = _scale_units(lin, scale, shift)
+                continue
+            last_linear = None
+        elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
+            through_max = True
+        elif not isinstance(layer, _PASSIVE):
+            last_linear = None
+        out.append(layer)
+        out_origin.append(idx)
+    return net.replace_layers(out), out_origin
+
+
+def _scale_units(layer: Dense | Conv2d, scale: Array, shift: Array) -> Dense | Conv2d:
+    xp = namespace(W=layer.W)
+    shape = (-1,) + (1,) * (layer.W.ndim - 1)
+    b = shift if layer.b is None else layer.b * scale + shift
+    return replace(layer, W=layer.W * xp.reshape(scale, shape), b=b)
+
+
+# --------------------------------------------------------------------------- the next layer's view
+
+
+def _next_view(net: Network, h: _Hidden, n: int) -> tuple[Array, Callable[[Array], Array]]:
+    """The next layer's weights with the units of layer ``h.i`` on axis 1, and the map back."""
+    xp = network_namespace(net)
+    nxt = net.layers[h.j]
+    W = nxt.W
+    if isinstance(nxt, Conv2d) or h.flatten is None:
+        return W, lambda V: V
+    m, d = int(W.shape[0]), int(W.shape[1])
+    if d % n:
+        raise ValueError(f"{net.label(h.j)} has {d} inputs, not a multiple of the {n} channels of {net.label(h.i)}")
+    s = d // n
+    if net.layers[h.flatten].order == "channels_first":
+        return xp.reshape(W, (m, n, s)), lambda V: xp.reshape(V, (m, -1))
+    view = xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
+    return view, lambda V: xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m, -1))
+
+
+def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after_flatten: bool) -> Array:
+    """A per-channel (or, after a flatten, per-feature) vector laid out like ``W_view[0]``."""
+    n = int(W_view.shape[1])
+    extra = tuple(int(s) for s in W_view.shape[2:])
+    if after_flatten and W_view.ndim == 3:
+        s = extra[0]
+        if flatten_order == "channels_first":
+            return xp.reshape(v, (n, s))
+        return xp.permute_dims(xp.reshape(v, (s, n)), (1, 0))
+    return xp.reshape(v, (n,) + (1,) * len(extra))
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def _k_rule(keep: Any, net: Network, work: Network, origin: list[int], targets: list[int]) -> dict[int, int]:
+    """Units to keep per compressible layer (work indices) from a fraction or a mapping."""
+    widths = {i: work.layers[i].units for i in targets}
+    if isinstance(keep, Mapping):
+        by_name = {getattr(net.layers[o], "name", None): o for o in range(len(net.layers))}
+        to_work = {o: w for w, o in enumerate(origin)}
+        ks = dict(widths)
+        for key, value in keep.items():
+            o = by_name.get(key) if isinstance(key, str) else key
+            if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or o not in to_work or not 0 <= o < len(net.layers):
+                raise ValueError(f"`keep` names layer {key!r}, which is not a layer of the network")
+            w = to_work[int(o)]
+            if w not in widths:
+                raise ValueError(f"`keep` names {net.label(int(o))}, which is not a compressible hidden layer")
+            ks[w] = _k_of(value, widths[w], f"keep[{key!r}]")
+        return ks
+    q = _fraction(keep, "keep")
+    return {i: max(1, min(n, int(math.floor(q * n + 0.5)))) for i, n in widths.items()}
+
+
+def _fraction(q: Any, what: str) -> float:
+    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}")
+    q = float(q)
+    if not 0 < q <= 1:
+        raise ValueError(f"`{what}` must be a fraction in (0, 1], got {q}")
+    return q
+
+
+def _k_of(value: Any, n: int, what: str) -> int:
+    if isinstance(value, (float, np.floating)):
+        return max(1, min(n, int(math.floor(_fraction(value, what) * n + 0.5))))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
+        raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
+    return int(value)
+
+
+def _layer_seed(seed: int, i: int) -> int:
+    return int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+    if isinstance(layer, Dense):
+        return x
+    xp = namespace(x=x)
+    p = conv_patches(layer, x)
+    if p.shape[0] > max_patches:
+        idx = np.sort(rng.choice(int(p.shape[0]), size=max_patches, replace=False))
+        p = xp.take(p, xp.asarray(idx, dtype=xp.int64, device=device(p)), axis=0)
+    return p
+
+
+def _single_nonneg(fold: Array) -> bool:
+    f = to_numpy(fold)
+    return bool(np.all(f >= 0) and np.all(np.count_nonzero(f, axis=1) <= 1))
+
+
+def _is_identity(res: Any, n: int) -> bool:
+    if res.k != n:
+        return False
+    f = to_numpy(res.fold)
+    return bool(np.array_equal(f, np.eye(n, dtype=f.dtype)) and not np.any(to_numpy(res.offset)))
+
+
+def _compress_one(
+    work: Network,
+    new: list,
+    h: _Hidden,
+    k: int,
+    *,
+    method: str,
+    seed: int,
+    data: Array | None,
+    max_patches: int,
+    options: dict[str, Any],
+) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
+    """Compress hidden layer ``h.i`` of ``new`` (list of layers, edited in place) to ``k``.
+
+    Returns the layer certificate (largest entry), the per-output certificate, info, and the
+    width after.
+    """
+    from .compress import compress_layer  # late: the core imports this module's package
+
+    xp = network_namespace(work)
+    layer, nxt = new[h.i], new[h.j]
+    n = layer.units
+    net_now = work.replace_layers(new)
+    W_view, back = _next_view(net_now, h, n)
+    b_next = nxt.b
+    bn = new[h.bn] if h.bn is not None else None
+    after_flatten = h.bn is not None and h.flatten is not None and h.flatten < h.bn
+    keep_bn = _keeps_bn(net_now, h)
+    if bn is not None:
+        scale = _per_unit(xp, bn.scale, W_view, _order(new, h), after_flatten)
+        shift = _per_unit(xp, bn.shift, W_view, _order(new, h), after_flatten)
+        shift_contrib = W_view * shift[None, ...]  # (m, n, ...): what the shift feeds the next layer
+        W_view = W_view * scale[None, ...]
+        if not keep_bn:  # exact: the next layer reads s a + t; t becomes bias
+            total = xp.sum(xp.reshape(shift_contrib, (shift_contrib.shape[0], -1)), axis=1)
+            b_next = total if b_next is None else b_next + total
+    fold_constants = not ((isinstance(nxt, Conv2d) and nxt.padded) or h.padded_avg)
+    patches = None
+    if data is not None:
+        patches = _sample_patches(layer, data, make_rng(seed), max_patches)
+    res = compress_layer(
+        layer.W,
+        layer.b,
+        k,
+        W_next=W_view,
+        b_next=b_next,
+        method=method,
+        seed=seed,
+        data=patches,
+        fold_constants=fold_constants,
+        **options,
+    )
+    info = dict(res.info)
+    cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
+    if h.maxpool and cert is not None and not _single_nonneg(res.fold):
+        cert = None
+        info["certificate_dropped"] = "the fold does not commute with max pooling"
+
+    W_next_new, b_next_new = res.W_next, res.b_next
+    if keep_bn:
+        if _is_identity(res, n):  # nothing merged: keep the BatchNorm and the next layer as they were
+            W_next_new = None
+        else:
+            W_next_new, b_next_new, new_bn, border = _refit_shift(xp, res, shift_contrib, bn, b_next_new)
+            new[h.bn] = new_bn
+            info["bn_border_bound"] = float(np.max(border)) if border.size else 0.0
+            if cert is not None:
+                cert = cert + border
+    elif bn is not None:
+        new[h.bn] = _Folded(name=bn.name)  # folded into the next layer; removed at the end
+
+    new[h.i] = replace(layer, W=res.W, b=res.b)
+    if W_next_new is not None:
+        new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
+    cmax = None if cert is None else (float(np.max(cert)) if cert.size else 0.0)
+    return cmax, cert, info, res.k
+
+
+def _keeps_bn(net: Network, h: _Hidden) -> bool:
+    nxt = net.layers[h.j]
+    return h.bn is not None and isinstance(nxt, Conv2d) and nxt.padded
+
+
+def _amplifications(work: Network, hidden: Mapping[int, _Hidden]) -> dict[int, float]:
+    """Largest output change per unit change of the next layer's pre-activations."""
+    try:
+        shapes = layer_shapes(work)
+    except ValueError:
+        return {}
+    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
+    return {i: float(np.max(_carry_bound(host, h.j, np.ones(work.layers[h.j].units), shapes))) for i, h in hidden.items()}
+
+
+def _order(layers: list, h: _Hidden) -> str | None:
+    return None if h.flatten is None else layers[h.flatten].order
+
+
+def _refit_shift(xp: Any, res: Any, shift_contrib: Array, bn: BatchNorm, b_next: Array) -> tuple[Array, Array, BatchNorm, np.ndarray]:
+    """Kept channels' BatchNorm shifts ``t̃`` before a zero-padded convolution.
+
+    The next convolution read the constant maps ``t_j`` of the original channels through
+    kernels ``W[:, j]``; it now reads ``t̃_c`` through the rewritten kernels ``W̃[:, c]``.
+    ``t̃`` minimises ``‖Σ_j W[:, j] t_j − Σ_c W̃[:, c] t̃_c‖`` (least squares, on the host);
+    the residual kernel ``R`` adds ``Σ R`` to the bias (exact in the interior) and at most
+    ``Σ |R|`` at the borders, returned as the per-output border bound.
+    """
+    target = to_numpy(xp.sum(shift_contrib, axis=1)).astype(np.float64)  # (m, kh, kw)
+    Wn = to_numpy(res.W_next).astype(np.float64)  # (m, k', kh, kw)
+    m, kp = Wn.shape[:2]
+    A = np.moveaxis(Wn, 1, -1).reshape(-1, kp)
+    t_new, *_ = np.linalg.lstsq(A, target.reshape(-1), rcond=None)
+    R = (target.reshape(-1) - A @ t_new).reshape(m, -1)
+    like = res.W
+    b_new = b_next + asarray_like(R.sum(axis=1), xp, like)
+    ones = xp.ones((kp,), dtype=like.dtype, device=device(like))
+    new_bn = BatchNorm(
+        mean=xp.zeros((kp,), dtype=like.dtype, device=device(like)),
+        var=ones,
+        weight=ones,
+        bias=asarray_like(t_new, xp, like),
+        eps=0.0,
+        name=bn.name,
+    )
+    return res.W_next, b_new, new_bn, np.abs(R).sum(axis=1)
+
+
+def compress_network(
+    net: Network,
+    keep: float | Mapping[Any, Any] | Budget = 0.5,
+    *,
+    method: str = "tropnnc",
+    seed: int | None = None,
+    skip: Sequence[int | str] = (),
+    data: Array | None = None,
+    inputs: Array | None = None,
+    input_radius: float | None = None,
+    max_patches: int = 4096,
+    progress: bool | Callable[[str], None] = False,
+    **options: Any,
+) -> tuple[Network, NetworkReport]:
+    """Compress every hidden ReLU layer of a feed-forward chain, front to back.
+
+    Each hidden layer ``l`` is compressed with :func:`tropref.compress_layer`, which merges
+    its units (output channels) and rewrites the inputs of the next dense/conv layer
+    through whatever lies between them (BatchNorm, pooling, flatten, dropout). The next
+    layer is then compressed from its rewritten weights. The last layer (classifier) has no
+    ReLU and is left alone. The input network is not modified.
+
+    Parameters
+    ----------
+    net : Network
+        The network (:mod:`tropref.network`); adapters build one from PyTorch or Keras.
+    keep : float, mapping or Budget
+        - a fraction ``q`` in (0, 1]: every hidden layer keeps ``max(1, round(q n))`` units;
+        - a mapping from layer (index in ``net`` or name) to ``k`` (an int, or a fraction);
+          layers not named are not compressed;
+        - a :class:`tropref.Budget` (units, parameters or MACs as a fraction of the whole
+          network's): widths are allocated non-uniformly from the layers' certificates,
+          see :func:`tropref.budget.allocate_budget`. The budget is met.
+    method : str
+        Any method of :func:`tropref.compress_layer`.
+    seed : int, optional
+        Seed; layer ``l`` uses a seed derived from ``(seed, l)``.
+    skip : sequence of int or str
+        Layers (index in ``net`` or name) to leave uncompressed.
+    data : array, optional
+        Sample inputs of the network (``(N, d)`` or NCHW), for data-driven methods: each
+        layer receives the inputs it sees in the partly compressed network (up to
+        ``max_patches`` random input patches for a convolution).
+    inputs : array, optional
+        Inputs on which to measure the error (default: ``data``). Their elementwise range
+        is also the input domain of the network certificate, unless ``input_radius`` is set.
+    input_radius : float, optional
+        Certify over ``{x : |x_i| <= r}`` (and, for the first layer, ``‖x‖ <= r``).
+    progress : bool or callable
+        Print one line per layer to stderr (``True``) or pass it to a callable. Silent by
+        default.
+    **options
+        Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
+
+    Returns
+    -------
+    network : Network
+        The compressed network; BatchNorms are folded away where exact.
+    report : NetworkReport
+        Per-layer widths, parameters, MACs, certificates and times; the network
+        certificate and the measured error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> rng = np.random.default_rng(0)
+    >>> W1 = rng.normal(size=(6, 3))
+    >>> net = Network([Dense(np.concatenate([W1, 2 * W1]), np.zeros(12)), ReLU(), Dense(rng.normal(size=(2, 12)))])
+    >>> small, report = compress_network(net, keep=0.5, seed=0, inputs=rng.normal(size=(50, 3)))
+    >>> small[0].W.shape
+    (6, 3)
+    >>> report.measured_error < 1e-9
+    True
+    """
+    t0 = time.perf_counter()
+    if not isinstance(net, Network):
+        raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
+    seed = resolve_seed(seed)
+    say = _progress(progress)
+    xp = network_namespace(net)
+    if inputs is None:
+        inputs = data
+
+    work, origin = _fold_pre_relu_bn(net)
+    structure = hidden_layers(work)
+    skipped = _resolve_layers(net, skip, "skip")
+    compressible = [i for i, h in structure.items() if isinstance(h, _Hidden) and origin[i] not in skipped]
+
+    if isinstance(keep, Budget):
+        ks = allocate_budget(
+            work,
+            keep,
+            {i: structure[i] for i in compressible},
+            reference=net,
+            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options),
+            folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])},
+            amplification=_amplifications(work, {i: structure[i] for i in compressible}),
+        )
+    else:
+        ks = _k_rule(keep, net, work, origin, compressible)
+
+    new = list(work.layers)
+    layer_info: dict[int, dict[str, Any]] = {}
+    cur_x, pos = data, 0  # data propagated through the compressed prefix: input of layer `pos`
+    todo = [i for i in compressible if ks.get(i, work.layers[i].units) < work.layers[i].units]
+    for count, i in enumerate(todo, 1):
+        h = structure[i]
+        if cur_x is not None:
+            cur_x = _advance(new, cur_x, pos, i)
+            pos = i
+        t1 = time.perf_counter()
+        cmax, cvec, info, width = _compress_one(
+            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches, options=options
+        )
+        layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
+        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cmax}, {layer_info[i]['time']:.2f} s")
+
+    result = work.replace_layers(new)
+    per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+    measured = None
+    if inputs is not None:
+        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - result(inputs)))))
+
+    reports = _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks)
+    final = result.replace_layers([l for l in result.layers if not isinstance(l, _Folded)])
+    report = NetworkReport(
+        layers=tuple(reports),
+        method=method,
+        seed=seed,
+        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
+        params_before=count_params(net),
+        params_after=count_params(result),
+        macs_before=count_macs(net),
+        macs_after=count_macs(result),
+        certificate=None if per_output is None else float(np.max(per_output)),
+        certificate_per_output=per_output,
+        measured_error=measured,
+        input_domain=domain,
+        time_s=time.perf_counter() - t0,
+    )
+    return final, report
+
+
+def _advance(layers: list, x: Array, start: int, stop: int) -> Array:
+    xp = namespace(x=x)
+    for p in range(start, stop):
+        x = apply_layer(layers[p], x, xp)
+    return x
+
+
+def _progress(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+    if callable(progress):
+        return progress
+    if progress:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return lambda line: None
+
+
+def _resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
+    if isinstance(keys, (str, int)):
+        keys = [keys]
+    names = {getattr(l, "name", None): i for i, l in enumerate(net.layers)}
+    out = set()
+    for key in keys:
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(f"`{what}` names layer {key!r}, which is not in the network")
+            out.add(names[key])
+        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool) and -len(net.layers) <= key < len(net.layers):
+            out.add(int(key) % len(net.layers))
+        else:
+            raise ValueError(f"`{what}` holds {key!r}, not a layer index or name of the network")
+    return out
+
+
+def _probe(work: Network, h: _Hidden, k: int, method: str, seed: int, options: dict[str, Any]) -> np.ndarray | None:
+    """The certificate of layer ``h.i`` compressed alone to ``k`` units (for budgets)."""
+    new = list(work.layers)
+    _, cvec, _, _ = _compress_one(work, new, h, k, method=method, seed=seed, data=None, max_patches=0, options=options)
+    return cvec
+
+
+# --------------------------------------------------------------------------- certificate
+
+
+def _input_box(net: Network, inputs: Array | None, input_radius: float | None) -> tuple[np.ndarray, np.ndarray, str] | None:
+    if input_radius is not None:
+        r = float(input_radius)
+        if not r >= 0:
+            raise ValueError(f"`input_radius` must be a non-negative number, got {input_radius!r}")
+        if net.input_shape is None and inputs is None:
+            raise ValueError("`input_radius` needs the network's `input_shape` (or `inputs`)")
+        shape = net.input_shape if net.input_shape is not None else tuple(inputs.shape[1:])
+        return np.full(shape, -r), np.full(shape, r), f"the inputs with |x_i| <= {r:g} and ‖x‖ <= {r:g}"
+    if inputs is None:
+        return None
+    x = to_numpy(inputs).astype(np.float64)
+    return x.min(axis=0), x.max(axis=0), f"the box spanned by the {x.shape[0]} inputs given"
+
+
+def network_certificate(
+    work: Network,
+    compressed: Network,
+    layer_certificates: Mapping[int, np.ndarray | None],
+    structure: Mapping[int, Any],
+    *,
+    inputs: Array | None = None,
+    input_radius: float | None = None,
+) -> tuple[np.ndarray | None, dict[int, float], str]:
+    """Compose per-layer certificates into a bound on the change of the network's outputs.
+
+    Telescoping over the layers compressed, ``f̃ − f = Σ_l (g_l − g_{l−1})`` where ``g_l``
+    has layers ``≤ l`` compressed and the rest original. ``g_l`` and ``g_{l−1}`` differ
+    only in the next layer's pre-activations, by at most ``β_l ρ_l`` per channel, where
+    ``ρ_l`` is the largest ``‖(patch, 1)‖`` of layer ``l``'s input in the *compressed*
+    prefix over the input domain (from interval bounds). That change is carried to the
+    outputs through the *original* remaining layers with per-channel bounds: ReLU, pooling
+    and dropout keep them, BatchNorm multiplies by ``|scale|``, a dense layer by ``|W|``,
+    a convolution by ``Σ_{kh,kw} |W|``. Loose for deep networks (each ``|W|`` is an
+    operator-norm-like worst case); the report shows the measured error beside it.
+
+    Returns the per-output bound (None when it is not available), each layer's share (its
+    largest entry) and a description of the input domain.
+    """
+    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
+    box = _input_box(work, inputs, input_radius)
+    if box is None:
+        return None, {}, "no input domain (pass `inputs` or `input_radius`)"
+    lo, hi, domain = box
+    if not layer_certificates:
+        out_shape = layer_shapes(host, lo.shape)[-1]
+        return np.zeros(int(np.prod(out_shape))), {}, domain
+    if any(v is None for v in layer_certificates.values()):
+        return None, {}, domain
+    comp = map_arrays(compressed, lambda a: to_numpy(a).astype(np.float64))
+    boxes = interval_bounds(comp, lo, hi)
+    shapes = layer_shapes(host, lo.shape)
+    total = None
+    shares = {}
+    for i, beta in sorted(layer_certificates.items()):
+        b_lo, b_hi = boxes[i]
+        rho = max_patch_norm(comp.layers[i], np.maximum(np.abs(b_lo), np.abs(b_hi)))
+        if input_radius is not None and all(isinstance(l, (Dropout, Identity)) for l in comp.layers[:i]):
+            rho = min(rho, math.sqrt(float(input_radius) ** 2 + 1.0))
+        e = _carry_bound(host, structure[i].j, beta * rho, shapes)
+        shares[i] = float(np.max(e))
+        total = e if total is None else total + e
+    return total, shares, domain
+
+
+def _carry_bound(net: Network, j: int, e: np.ndarray, shapes: list) -> np.ndarray:
+    """Bound on the outputs' change from a per-channel bound ``e`` on layer ``j``'s output."""
+    for p in range(j + 1, len(net.layers)):
+        layer = net.layers[p]
+        if isinstance(layer, Dense):
+            e = np.abs(layer.W) @ e
+        elif isinstance(layer, Conv2d):
+            e = np.abs(layer.W).sum(axis=(2, 3)) @ e
+        elif isinstance(layer, BatchNorm):
+            e = np.abs(layer.scale) * e
+        elif isinstance(layer, Flatten) and len(shapes[p]) == 3:
+            s = int(shapes[p][1] * shapes[p][2])
+            e = np.repeat(e, s) if layer.order == "channels_first" else np.tile(e, s)
+    if len(shapes[-1]) == 3:  # a convolutional output: every position has the channel's bound
+        e = np.repeat(e, int(shapes[-1][1] * shapes[-1][2]))
+    return e
+
+
+def _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks) -> list[LayerReport]:
+    try:
+        shapes_w = layer_shapes(work)
+        shapes_r = layer_shapes(result)
+    except ValueError:
+        shapes_w = shapes_r = [None] * (len(work.layers) + 1)
+    lin = _linear_indices(work)
+    out = []
+    for i in lin:
+        before, after = work.layers[i], result.layers[i]
+        orig = net.layers[origin[i]]
+        h = structure.get(i, "classifier")
+        if i in layer_info:
+            status = "compressed"
+        elif i == lin[-1]:
+            status = "classifier"
+        elif origin[i] in skipped:
+            status = "skipped"
+        elif isinstance(h, str):
+            status = f"not a ReLU layer: {h}"
+        else:
+            status = "kept"
+        li = layer_info.get(i, {})
+        out.append(
+            LayerReport(
+                index=origin[i],
+                name=getattr(orig, "name", None) or f"{origin[i]}:{type(orig).__name__}",
+                kind=type(before).__name__,
+                status=status,
+                width_before=before.units,
+                width_after=after.units,
+                params_before=layer_params(orig),
+                params_after=layer_params(after),
+                macs_before=layer_macs(before, shapes_w[i + 1]),
+                macs_after=layer_macs(after, shapes_r[i + 1]),
+                certificate=li.get("certificate"),
+                bound=bounds.get(i),
+                time_s=li.get("time", 0.0),
+                info=li.get("info", {}),
+            )
+        )
+    return out
