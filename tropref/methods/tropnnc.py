@@ -95,9 +95,10 @@ def tropnnc(
     >>> import numpy as np
     >>> import tropref
     >>> W = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])   # units 0 and 1 are parallel
-    >>> res = tropref.compress_layer(W, None, 2, W_next=np.array([[1.0, -3.0, 2.0]]), seed=0)
-    >>> float(res.certificate[0])                                # merging them is exact
-    0.0
+    >>> V = np.array([[1.0, -3.0, 2.0], [0.5, 1.0, -1.0]])   # read with either sign
+    >>> res = tropref.compress_layer(W, None, 2, W_next=V, seed=0)
+    >>> res.assignment.tolist(), res.certificate.tolist()    # merging them is exact
+    ([0, 0, 1], [0.0, 0.0])
     """
     if objective is not None and objective not in _OBJECTIVES:
         raise ValueError(f"unknown `objective` {objective!r}; choose one of {_OBJECTIVES}")
