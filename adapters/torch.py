@@ -1,0 +1,401 @@
+"""PyTorch adapter: ``nn.Module`` chains to :class:`tropref.network.Network` and back.
+
+- :func:`from_torch` reads an ``nn.Sequential`` (nested too) or any ``nn.Module`` whose
+  forward is a chain, traced with ``torch.fx``: ``Linear``, ``Conv2d`` (``groups=1``,
+  zero padding), ``BatchNorm1d``/``BatchNorm2d`` (running statistics, i.e. eval-mode
+  semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
+  ``AvgPool2d`` (also their functional forms), ``Flatten`` (also ``torch.flatten(x, 1)``,
+  ``x.view(x.size(0), -1)``), ``Dropout``, ``Identity``. Anything else, and graphs that are
+  not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
+- :func:`to_torch` builds a new ``nn.Sequential`` of plain layers (state_dict round trips).
+- :func:`compress` does both around :func:`tropref.compress_network`.
+
+The weights are copied to NumPy arrays: the model given is never modified.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import numpy as np
+
+from tropref.network import (
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Network,
+    ReLU,
+    with_flatten_order,
+)
+from tropref.network_compression import NetworkReport, compress_network
+
+__all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
+
+SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity"
+
+
+def _torch() -> Any:
+    import torch  # the adapter's only framework import: the core never imports torch
+
+    return torch
+
+
+def _np(t: Any, dtype: Any) -> np.ndarray | None:
+    if t is None:
+        return None
+    return t.detach().cpu().numpy().astype(dtype, copy=True)
+
+
+def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
+    """A batch of inputs (tensor or array) as a NumPy array for the core, or None."""
+    if x is None:
+        return None
+    torch = _torch()
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy().astype(dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _convert_module(name: str, m: Any, dtype: Any) -> list:
+    nn = _torch().nn
+    if isinstance(m, nn.Linear):
+        return [Dense(_np(m.weight, dtype), _np(m.bias, dtype), name=name)]
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={m.groups}) is not supported")
+        if m.padding_mode != "zeros":
+            raise ValueError(f"layer {name!r}: padding_mode={m.padding_mode!r} is not supported (only zero padding)")
+        kh, kw = m.kernel_size
+        if isinstance(m.padding, str):
+            if m.padding == "valid":
+                pad = (0, 0, 0, 0)
+            else:  # "same" (stride 1): PyTorch puts the odd extra pixel at the end
+                th, tw = m.dilation[0] * (kh - 1), m.dilation[1] * (kw - 1)
+                pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            ph, pw = _pair(m.padding)
+            pad = (ph, ph, pw, pw)
+        return [Conv2d(_np(m.weight, dtype), _np(m.bias, dtype), stride=_pair(m.stride), padding=pad, dilation=_pair(m.dilation), name=name)]
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if m.running_mean is None:
+            raise ValueError(f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported")
+        return [BatchNorm(_np(m.running_mean, dtype), _np(m.running_var, dtype), _np(m.weight, dtype), _np(m.bias, dtype), eps=m.eps, name=name)]
+    if isinstance(m, nn.ReLU):
+        return [ReLU(name=name)]
+    if isinstance(m, nn.MaxPool2d):
+        if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+            raise ValueError(f"layer {name!r}: MaxPool2d with dilation, ceil_mode or return_indices is not supported")
+        return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name)]
+    if isinstance(m, nn.AvgPool2d):
+        if m.ceil_mode or m.divisor_override is not None:
+            raise ValueError(f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported")
+        return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise ValueError(f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)")
+        return [Flatten("channels_first", name=name)]
+    if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)):
+        return [Dropout(float(m.p), name=name)]
+    if isinstance(m, nn.Identity):
+        return [Identity(name=name)]
+    raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
+
+
+def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, **kw: Any) -> MaxPool2d:
+    k = _pair(kernel)
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else _pair(stride)
+    ph, pw = _pair(padding)
+    return cls(k, s, (ph, ph, pw, pw), name=name, **kw)
+
+
+def _arg(node: Any, pos: int, key: str, default: Any) -> Any:
+    if len(node.args) > pos:
+        return node.args[pos]
+    return node.kwargs.get(key, default)
+
+
+def _node_inputs(node: Any) -> list:
+    fx = _torch().fx
+    found: list = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n))
+    return found
+
+
+def _convert_function(node: Any, dtype: Any) -> list | None:
+    """A functional call or tensor method as layers; None for shape bookkeeping (``size``)."""
+    torch = _torch()
+    F = torch.nn.functional
+    name, target = node.name, node.target
+    if node.op == "call_method":
+        if target in ("relu", "relu_"):
+            return [ReLU(name=name)]
+        if target == "size":
+            return None
+        if target in ("flatten",):
+            if _arg(node, 1, "start_dim", 0) == 1 and _arg(node, 2, "end_dim", -1) == -1:
+                return [Flatten(name=name)]
+        if target in ("view", "reshape") and _flat_shape(node):
+            return [Flatten(name=name)]
+        if target in ("contiguous",):
+            return [Identity(name=name)]
+        raise ValueError(f"node {name!r} (tensor method .{target}) is not supported by tropref")
+    if target in (F.relu, torch.relu, torch.relu_):
+        return [ReLU(name=name)]
+    if target is torch.flatten:
+        if _arg(node, 1, "start_dim", 0) == 1 and _arg(node, 2, "end_dim", -1) == -1:
+            return [Flatten(name=name)]
+        raise ValueError(f"node {name!r}: torch.flatten must flatten from dim 1 to -1")
+    if target in (F.max_pool2d,):
+        if _arg(node, 4, "dilation", 1) not in (1, (1, 1)) or _arg(node, 5, "ceil_mode", False) or _arg(node, 6, "return_indices", False):
+            raise ValueError(f"node {name!r}: max_pool2d with dilation, ceil_mode or return_indices is not supported")
+        return [_pool(MaxPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name)]
+    if target in (F.avg_pool2d,):
+        if _arg(node, 4, "ceil_mode", False) or _arg(node, 6, "divisor_override", None) is not None:
+            raise ValueError(f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported")
+        return [_pool(AvgPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name,
+                      count_include_pad=bool(_arg(node, 5, "count_include_pad", True)))]
+    if target in (F.dropout, F.dropout2d):
+        return [Dropout(float(_arg(node, 1, "p", 0.5)), name=name)]
+    what = getattr(target, "__name__", str(target))
+    if target in (operator.add, operator.iadd, torch.add, torch.cat, torch.stack, operator.mul, torch.mul):
+        raise ValueError(f"node {name!r} ({what}) combines several tensors: the model is not a chain (residual or concatenation), which tropref refuses")
+    raise ValueError(f"node {name!r} (function {what}) is not supported by tropref")
+
+
+def _flat_shape(node: Any) -> bool:
+    """``x.view(x.size(0), -1)``, ``x.view(-1, d)`` or ``x.reshape(...)`` of the same forms."""
+    shape = node.args[1:]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if len(shape) != 2:
+        return False
+    first, second = shape
+    fx = _torch().fx
+    first_ok = first == -1 or (isinstance(first, fx.Node) and first.op == "call_method" and first.target == "size" and _arg(first, 1, "dim", None) == 0)
+    return bool(first_ok and (isinstance(second, int)))
+
+
+def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: Any = np.float32) -> Network:
+    """The network description of a PyTorch chain model (weights copied to NumPy ``dtype``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An ``nn.Sequential`` (nested allowed) or a module whose ``forward`` is a chain.
+    input_shape : sequence of int, optional
+        One sample's shape, ``(d,)`` or ``(C, H, W)``: needed to count a convolution's MACs.
+    dtype : NumPy dtype
+        dtype of the copied weights.
+
+    Raises
+    ------
+    ValueError
+        Naming the first unsupported layer, or the node where the graph stops being a chain.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> net = from_torch(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
+    >>> [type(l).__name__ for l in net]
+    ['Dense', 'ReLU', 'Dense']
+    """
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # noqa: BLE001 - tracing errors come in many types
+        raise ValueError(f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential") from exc
+    layers: list = []
+    cur = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if cur is not None:
+                raise ValueError(f"input {node.name!r}: the model has several inputs; tropref needs a chain with one input")
+            cur = node
+            continue
+        if node.op == "get_attr":
+            raise ValueError(f"node {node.name!r} reads the parameter {node.target!r} directly: not a chain of layers")
+        if node.op == "output":
+            if node.args[0] is not cur:
+                raise ValueError(f"the output is {node.args[0]!r}, not the end of one chain of layers")
+            break
+        if node.op == "call_method" and node.target == "size":
+            continue  # shape bookkeeping for view/reshape, checked there
+        ins = [n for n in _node_inputs(node) if not (n.op == "call_method" and n.target == "size")]
+        if ins != [cur]:
+            others = ", ".join(repr(n.name) for n in ins if n is not cur) or "nothing"
+            raise ValueError(f"node {node.name!r} reads {others} besides the previous layer's output: the model is not a chain "
+                             "(residual additions, concatenations and branches are refused)")
+        users = [u for u in cur.users if not (u.op == "call_method" and u.target == "size")]
+        if len(users) > 1:
+            raise ValueError(f"the output of {cur.name!r} is used by {len(users)} nodes ({', '.join(u.name for u in users)}): "
+                             "the model branches, which tropref refuses")
+        if node.op == "call_module":
+            layers += _convert_module(str(node.target), model.get_submodule(node.target), dtype)
+        else:
+            converted = _convert_function(node, dtype)
+            layers += converted or []
+        cur = node
+    return Network(tuple(layers), None if input_shape is None else tuple(int(s) for s in input_shape))
+
+
+# --------------------------------------------------------------------------- import
+
+
+def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
+    """A new ``nn.Sequential`` of plain PyTorch layers computing ``net`` (in eval mode).
+
+    Channels-last flattens are turned into PyTorch's channels-first order by permuting the
+    next dense layer's columns; asymmetric padding becomes an ``nn.ZeroPad2d`` (or, for max
+    pooling, an ``nn.ConstantPad2d`` of ``-inf``) before the layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> m = to_torch(Network([Dense(np.ones((2, 3))), ReLU()]))
+    >>> m
+    Sequential(
+      (0): Linear(in_features=3, out_features=2, bias=False)
+      (1): ReLU()
+    )
+    """
+    torch = _torch()
+    nn = torch.nn
+    dtype = dtype or torch.float32
+    if any(isinstance(l, Flatten) and l.order == "channels_last" for l in net.layers):
+        net = with_flatten_order(net, "channels_first")
+
+    def t(a: Any) -> Any:
+        from tropref._array import to_numpy
+
+        return torch.as_tensor(np.array(to_numpy(a)), dtype=dtype, device=device)
+
+    rank4 = net.input_shape is not None and len(net.input_shape) == 3
+    if net.input_shape is None:
+        first = next((l for l in net.layers if not isinstance(l, (Dropout, Identity, ReLU, BatchNorm))), None)
+        rank4 = isinstance(first, (Conv2d, MaxPool2d, Flatten))
+    mods: list = []
+    with torch.no_grad():
+        for layer in net.layers:
+            if isinstance(layer, Dense):
+                m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None)
+                m.weight.copy_(t(layer.W))
+                if layer.b is not None:
+                    m.bias.copy_(t(layer.b))
+                mods.append(m)
+            elif isinstance(layer, Conv2d):
+                top, bottom, left, right = layer.padding
+                sym = top == bottom and left == right
+                if not sym:
+                    mods.append(nn.ZeroPad2d((left, right, top, bottom)))
+                O, C, kh, kw = (int(s) for s in layer.W.shape)
+                m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None)
+                m.weight.copy_(t(layer.W))
+                if layer.b is not None:
+                    m.bias.copy_(t(layer.b))
+                mods.append(m)
+                rank4 = True
+            elif isinstance(layer, BatchNorm):
+                m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps)
+                m.running_mean.copy_(t(layer.mean))
+                m.running_var.copy_(t(layer.var))
+                if layer.weight is not None:
+                    m.weight.copy_(t(layer.weight))
+                if layer.bias is not None:
+                    m.bias.copy_(t(layer.bias))
+                mods.append(m)
+            elif isinstance(layer, ReLU):
+                mods.append(nn.ReLU())
+            elif isinstance(layer, MaxPool2d):
+                mods += _torch_pool(nn, layer)
+                rank4 = True
+            elif isinstance(layer, Flatten):
+                mods.append(nn.Flatten())
+                rank4 = False
+            elif isinstance(layer, Dropout):
+                mods.append(nn.Dropout(layer.rate))
+            else:
+                mods.append(nn.Identity())
+    model = nn.Sequential(*mods)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _torch_pool(nn: Any, layer: MaxPool2d) -> list:
+    top, bottom, left, right = layer.padding
+    sym = top == bottom and left == right and 2 * top <= layer.kernel[0] and 2 * left <= layer.kernel[1]
+    is_avg = isinstance(layer, AvgPool2d)
+    pre: list = []
+    if layer.padded and not sym:
+        if is_avg and not layer.count_include_pad:
+            raise ValueError(f"AvgPool2d {layer.name!r}: asymmetric padding without counting it has no PyTorch layer")
+        pre = [nn.ConstantPad2d((left, right, top, bottom), 0.0 if is_avg else float("-inf"))]
+    pad = (top, left) if sym else 0
+    if is_avg:
+        return pre + [nn.AvgPool2d(layer.kernel, layer.stride, pad, count_include_pad=layer.count_include_pad)]
+    return pre + [nn.MaxPool2d(layer.kernel, layer.stride, pad)]
+
+
+# --------------------------------------------------------------------------- one call
+
+
+def compress(
+    model: Any,
+    keep: Any = 0.5,
+    method: str = "tropnnc",
+    seed: int | None = 0,
+    *,
+    input_shape: Sequence[int] | None = None,
+    inputs: Any = None,
+    data: Any = None,
+    dtype: Any = np.float64,
+    **options: Any,
+) -> tuple[Any, NetworkReport]:
+    """Compress a PyTorch chain model; returns a new ``nn.Sequential`` and the report.
+
+    The model is read with :func:`from_torch` (weights copied, in ``dtype`` for the
+    computation), compressed by :func:`tropref.compress_network` with ``keep``, ``method``,
+    ``seed`` and every other option (``skip``, ``input_radius``, ``progress``, ``data``,
+    method options...), and written back with :func:`to_torch` in the model's own dtype and
+    device. ``inputs`` (a tensor or array, NCHW) are used to measure the error and as the
+    certificate's input domain; their shape gives ``input_shape`` when it is not passed.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    >>> small, report = compress(model, keep=0.5, inputs=torch.randn(32, 4))
+    >>> small[0].out_features
+    8
+    """
+    torch = _torch()
+    if inputs is not None and input_shape is None:
+        input_shape = tuple(inputs.shape[1:])
+    if data is not None and input_shape is None:
+        input_shape = tuple(data.shape[1:])
+    net = from_torch(model, input_shape=input_shape, dtype=dtype)
+    new, report = compress_network(
+        net, keep, method=method, seed=seed, inputs=to_numpy_input(inputs, dtype), data=to_numpy_input(data, dtype), **options
+    )
+    params = list(model.parameters())
+    out_dtype = params[0].dtype if params else torch.float32
+    out_device = params[0].device if params else None
+    return to_torch(new, dtype=out_dtype, device=out_device), report
