@@ -1,0 +1,228 @@
+"""The ``tropref`` command line.
+
+::
+
+    tropref models                                  # the shipped Fashion-MNIST models
+    tropref demo [--out DIR]                        # the main job, about two minutes
+    tropref compress MODEL [--method M] [--keep Q] [--layers G] [--out FILE.npz]
+    tropref sweep --model MODEL [--methods ...] [--fractions ...] [--layers ...] [--seeds ...] [--out DIR]
+
+``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``), a ``.npz``
+model file in the shipped format, or a whole PyTorch model saved with ``torch.save``
+(``.pt``/``.pth``, read through ``tropref.adapters.torch``; needs PyTorch). Evaluation uses
+Fashion-MNIST's test split when the IDX files are found (``--data`` or the Debian package
+``dataset-fashion-mnist``), else the 2,000 test images shipped with tropref (``--subset``
+forces them). Options of a method: ``--option tropnnc.refine=weiszfeld`` (repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``method.key=value`` (or ``key=value`` for every method) into per-method dicts."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise SystemExit(f"tropref: --option must look like method.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        if "." in key:
+            method, key = key.split(".", 1)
+            targets = [method]
+        else:
+            targets = list(methods or ["*"])
+        for m in targets:
+            out.setdefault(m, {})[key] = _parse_value(value)
+    return out
+
+
+def _load(model: str) -> tuple[Any, dict[str, Any]]:
+    from .experiments import load_model
+
+    path = Path(model)
+    if path.suffix in (".pt", ".pth"):
+        try:
+            import torch
+        except ImportError:
+            raise SystemExit("tropref: reading a .pt model needs PyTorch (pip install torch)") from None
+        from tropref.adapters.torch import from_torch
+
+        module = torch.load(path, weights_only=False, map_location="cpu")
+        net = from_torch(module, input_shape=(1, 28, 28))
+        return net, {"name": path.stem}
+    try:
+        return load_model(model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+
+
+def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    from .data import load_test, load_test_subset, to_float
+
+    if args.subset:
+        x, y = load_test_subset()
+        return to_float(x), y, "test[:2000]"
+    try:
+        x, y, name = load_test(args.data)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    return to_float(x), y, name
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .experiments import shipped_models
+
+    print(f"{'model':<10} {'parameters':>10} {'test accuracy':>14}  layers")
+    for name, meta in shipped_models().items():
+        kinds = [l["kind"] for l in meta["architecture"] if l["kind"] in ("linear", "conv2d")]
+        desc = ", ".join(f"{kinds.count(k)} {k}" for k in ("conv2d", "linear") if k in kinds)
+        print(f"{name:<10} {meta['parameters']:>10,} {100 * meta['test_accuracy']:>13.2f}%  {desc}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments import demo
+
+    t0 = time.perf_counter()
+    demo(out_dir=args.out, progress=not args.no_progress)
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .experiments import _compress_network, keep_rule, predict, save_model
+
+    net, meta = _load(args.model)
+    x, y, test_name = _test_data(args)
+    x = x.astype(np.asarray(next(l.W for l in net.layers if hasattr(l, "W"))).dtype)
+    calibration = None
+    if args.method == "thinet":
+        from .data import load_fashion_mnist, to_float
+
+        try:
+            tr, _ = load_fashion_mnist("train", args.data)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"tropref: 'thinet' needs training images as calibration data. {exc}") from None
+        pick = np.sort(np.random.default_rng(0).choice(len(tr), size=args.calibration, replace=False))
+        calibration = to_float(tr[pick]).astype(x.dtype)
+    try:
+        keep = keep_rule(net, args.keep, args.layers)
+    except (ValueError, NotImplementedError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    box = np.stack([x.min(axis=0), x.max(axis=0)])
+    opts = _options(args.option, [args.method]).get(args.method, {})
+    small, report = _compress_network()(
+        net, keep, method=args.method, seed=args.seed, data=calibration, inputs=box,
+        progress=not args.no_progress, **opts,
+    )
+    before, after = predict(net, x), predict(small, x)
+    print(report.table())
+    print(f"measured max|Δ logits| on {test_name}: {float(np.max(np.abs(before - after))):.4g}")
+    print(
+        f"test accuracy on {test_name} ({len(y)} images): "
+        f"{100 * np.mean(before.argmax(1) == y):.2f}% -> {100 * np.mean(after.argmax(1) == y):.2f}%"
+    )
+    if args.out:
+        path = save_model(small, args.out, {"compressed_from": meta.get("name"), "method": args.method,
+                                            "keep": args.keep, "layers": args.layers, "seed": report.seed})
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import sweep, write_report
+
+    net, meta = _load(args.model)
+    try:
+        result = sweep(
+            net,
+            methods=args.methods,
+            fractions=args.fractions,
+            layers=args.layers,
+            seeds=args.seeds,
+            data_path=args.data,
+            subset=args.subset,
+            n_calibration=args.calibration,
+            options=_options(args.option, args.methods),
+            progress=not args.no_progress,
+            name=meta.get("name"),
+        )
+    except (ValueError, FileNotFoundError, NotImplementedError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    result["command"] = "tropref " + " ".join(args.argv)
+    paths = write_report(result, args.out, stem=args.stem, png=not args.no_plot)
+    print(Path(paths["md"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .experiments import LAYER_GROUPS
+    from .methods import METHODS
+
+    p = argparse.ArgumentParser(prog="tropref", description="TropNNC: data-free structured compression of ReLU networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: the Debian package's)")
+        q.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images")
+        q.add_argument("--calibration", type=int, default=1000, help="training images given to data-driven methods (thinet)")
+        q.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
+        q.add_argument("--no-progress", action="store_true")
+
+    q = sub.add_parser("models", help="list the shipped models")
+    q.set_defaults(fn=cmd_models)
+
+    q = sub.add_parser("demo", help="compress the shipped models with TropNNC and two baselines")
+    q.add_argument("--out", default="tropref-demo", help="folder for demo.md, demo.json, demo.png")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(fn=cmd_demo)
+
+    q = sub.add_parser("compress", help="compress one model and report layer by layer")
+    q.add_argument("model", help="shipped name, .npz model file, or torch.save'd .pt model")
+    q.add_argument("--method", default="tropnnc", choices=sorted(METHODS))
+    q.add_argument("--keep", type=float, default=0.5, help="kept fraction of units (default 0.5)")
+    q.add_argument("--layers", default="all", choices=LAYER_GROUPS)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default=None, help="write the compressed model to this .npz")
+    data_args(q)
+    q.set_defaults(fn=cmd_compress)
+
+    q = sub.add_parser("sweep", help="methods x kept fractions x layer groups x seeds, with report and plot")
+    q.add_argument("--model", required=True)
+    q.add_argument("--methods", nargs="+", default=["tropnnc", "l1", "neuron_merging"], choices=sorted(METHODS))
+    q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    q.add_argument("--layers", nargs="+", default=["dense"], choices=LAYER_GROUPS)
+    q.add_argument("--seeds", nargs="+", type=int, default=[0])
+    q.add_argument("--out", default="results", help="folder for <stem>.json, .md, .png")
+    q.add_argument("--stem", default=None, help="file name stem (default: <model>_<layers>)")
+    q.add_argument("--no-plot", action="store_true")
+    data_args(q)
+    q.set_defaults(fn=cmd_sweep)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

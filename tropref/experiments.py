@@ -1,0 +1,816 @@
+"""Experiments: shipped models, sweeps of methods × kept fractions × layers, reports, plots.
+
+Functions
+---------
+shipped_models
+    The Fashion-MNIST models in ``tropref/assets/`` and the test accuracy each reached.
+load_model, save_model
+    A model as a :class:`tropref.network.Network`, from a shipped name or a ``.npz`` file
+    (``state_dict`` arrays in PyTorch layouts plus an ``__arch__`` JSON string, the format of
+    ``examples/train_models.py``), and back.
+accuracy
+    Top-1 accuracy of a network on images and labels.
+keep_rule
+    The ``keep`` argument of :func:`tropref.compress_network` for a kept fraction and a
+    layer group (``"dense"``, ``"conv"``, ``"all"``, or ``"nonuniform"``).
+sweep
+    Compress a model with several methods at several kept fractions (several seeds where a
+    method is random), without fine-tuning, and evaluate each result.
+summarize, markdown, plot, write_report
+    Mean ± std over seeds, a Markdown table, PNG plots of accuracy against kept fraction,
+    parameters and MACs, and all of them written to a folder together with the raw JSON.
+demo
+    The main job: the shipped models at a few fractions with TropNNC and two baselines.
+
+A sweep works on any :class:`~tropref.network.Network` and any test arrays, so a user's own
+model (through ``tropref.adapters``) and data (CIFAR-10, ImageNet, preprocessed as the model
+expects) go through the same code; :func:`load_cifar10` reads the CIFAR-10 Python batches.
+Nothing here is run on CIFAR or ImageNet on the project's machines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .data import assets_dir, load_fashion_mnist, load_test, to_float
+from .network import (
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    Network,
+    ReLU,
+    count_macs,
+    count_params,
+    forward,
+)
+
+__all__ = [
+    "DETERMINISTIC",
+    "LAYER_GROUPS",
+    "NEURON_MERGING_PUBLISHED",
+    "shipped_models",
+    "load_model",
+    "save_model",
+    "accuracy",
+    "hidden_layer_names",
+    "keep_rule",
+    "sweep",
+    "summarize",
+    "markdown",
+    "plot",
+    "write_report",
+    "load_cifar10",
+    "demo",
+]
+
+DETERMINISTIC = frozenset({"l1", "cup", "neuron_merging"})
+"""Methods whose result does not depend on the seed: run once per configuration."""
+
+LAYER_GROUPS = ("dense", "conv", "all", "nonuniform")
+
+NEURON_MERGING_PUBLISHED = {
+    "source": "Kim et al., NeurIPS 2020, LeNet-300-100 on Fashion-MNIST, no fine-tuning",
+    "baseline_accuracy": 0.8980,
+    "merge": {0.5: 0.8869, 0.4: 0.8692, 0.3: 0.8275, 0.2: 0.8002},
+    "prune": {0.5: 0.8840, 0.4: 0.8517, 0.3: 0.7126, 0.2: 0.6676},
+}
+"""The published anchor (``docs/theory.md``, section 4); their own trained network."""
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def shipped_models() -> dict[str, dict[str, Any]]:
+    """Architecture, parameters, training settings and test accuracy of the shipped models."""
+    return json.loads((assets_dir() / "models.json").read_text())
+
+
+def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray], input_shape: Sequence[int] | None, dtype: Any) -> Network:
+    def get(name: str, what: str) -> np.ndarray:
+        key = f"{name}.{what}"
+        if key not in arrays:
+            raise ValueError(f"model file has no array {key!r} for layer {name!r}")
+        return np.asarray(arrays[key], dtype=dtype)
+
+    layers = []
+    for spec in arch:
+        kind, name = spec["kind"], spec.get("name")
+        if kind == "linear":
+            layers.append(Dense(get(name, "weight"), get(name, "bias"), name=name))
+        elif kind == "conv2d":
+            layers.append(
+                Conv2d(get(name, "weight"), get(name, "bias"), stride=spec.get("stride", 1),
+                       padding=spec.get("padding", 0), name=name)
+            )
+        elif kind == "batchnorm2d":
+            layers.append(
+                BatchNorm(get(name, "running_mean"), get(name, "running_var"), get(name, "weight"),
+                          get(name, "bias"), eps=spec.get("eps", 1e-5), name=name)
+            )
+        elif kind == "relu":
+            layers.append(ReLU(name=name))
+        elif kind == "maxpool2d":
+            layers.append(MaxPool2d(spec["kernel_size"], spec.get("stride"), name=name))
+        elif kind == "flatten":
+            layers.append(Flatten(spec.get("order", "channels_first"), name=name))
+        else:
+            raise ValueError(f"model file: unknown layer kind {kind!r}")
+    return Network(layers, None if input_shape is None else tuple(input_shape))
+
+
+def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Network, dict[str, Any]]:
+    """A shipped model by name (``"lenet300"``, ``"lenet5"``, ``"vgg_small"``) or a ``.npz`` file.
+
+    Returns
+    -------
+    network : Network
+        NumPy arrays of ``dtype``, input shape ``(1, 28, 28)`` for the shipped models.
+    meta : dict
+        The model's entry of ``models.json`` (test accuracy, training) or, for a file, its
+        ``__meta__`` JSON when present; always with ``name`` and ``architecture``.
+    """
+    models = shipped_models()
+    if isinstance(model, str) and model in models:
+        meta = dict(models[model])
+        path = assets_dir() / meta["file"]
+        meta["name"] = model
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"`model` {str(model)!r} is neither a shipped model ({', '.join(sorted(models))}) "
+                "nor a .npz file"
+            )
+        meta = {"name": path.stem}
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if "__arch__" not in arrays:
+        raise ValueError(f"`model`: {str(path)!r} has no '__arch__' entry describing its layers")
+    arch = json.loads(str(arrays.pop("__arch__")))
+    if "__meta__" in arrays:
+        meta = {**json.loads(str(arrays.pop("__meta__"))), **meta}
+    meta["architecture"] = arch
+    input_shape = meta.get("input_shape", [1, 28, 28])
+    return _network_from_arrays(arch, arrays, input_shape, dtype), meta
+
+
+def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a network of dense, conv, BatchNorm, ReLU, max-pool and flatten layers as ``.npz``.
+
+    The format of the shipped models (readable by :func:`load_model` and by a few lines of
+    PyTorch: see ``examples/train_models.py``'s ``build_torch``). Layers without a name get
+    ``layer<i>``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    arch = []
+    from ._array import to_numpy
+    from .network import Dropout, Identity
+
+    for i, layer in enumerate(net.layers):
+        name = getattr(layer, "name", None) or f"layer{i}"
+        if isinstance(layer, Dense):
+            W = to_numpy(layer.W)
+            arch.append({"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])})
+            arrays[f"{name}.weight"] = W
+            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
+        elif isinstance(layer, Conv2d):
+            W = to_numpy(layer.W)
+            t, b_, l_, r_ = layer.padding
+            if not (t == b_ == l_ == r_) or layer.dilation != (1, 1) or layer.stride[0] != layer.stride[1] or W.shape[2] != W.shape[3]:
+                raise ValueError(f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride")
+            arch.append({"kind": "conv2d", "name": name, "in_channels": int(W.shape[1]), "out_channels": int(W.shape[0]),
+                         "kernel_size": int(W.shape[2]), "stride": int(layer.stride[0]), "padding": int(t)})
+            arrays[f"{name}.weight"] = W
+            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
+        elif isinstance(layer, BatchNorm):
+            c = layer.channels
+            mean = to_numpy(layer.mean)
+            arch.append({"kind": "batchnorm2d", "name": name, "num_features": c, "eps": layer.eps})
+            arrays[f"{name}.running_mean"] = mean
+            arrays[f"{name}.running_var"] = to_numpy(layer.var)
+            arrays[f"{name}.weight"] = np.ones(c, mean.dtype) if layer.weight is None else to_numpy(layer.weight)
+            arrays[f"{name}.bias"] = np.zeros(c, mean.dtype) if layer.bias is None else to_numpy(layer.bias)
+        elif isinstance(layer, ReLU):
+            arch.append({"kind": "relu"})
+        elif isinstance(layer, MaxPool2d) and type(layer) is MaxPool2d and not layer.padded and layer.kernel[0] == layer.kernel[1] and layer.stride[0] == layer.stride[1]:
+            arch.append({"kind": "maxpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
+        elif isinstance(layer, Flatten):
+            arch.append({"kind": "flatten", "order": layer.order})
+        elif isinstance(layer, (Dropout, Identity)):
+            continue  # the identity at inference
+        else:
+            raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
+    arrays["__arch__"] = np.array(json.dumps(arch))
+    meta = dict(meta or {})
+    if net.input_shape is not None:
+        meta.setdefault("input_shape", list(net.input_shape))
+    arrays["__meta__"] = np.array(json.dumps(meta, default=str))
+    path = Path(path)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def _conv_host(layer: Conv2d, x: np.ndarray) -> np.ndarray:
+    """A convolution as one im2col GEMM on NumPy (channels-last columns, then one matmul)."""
+    W = np.asarray(layer.W)
+    t, b, l, r = layer.padding
+    xh = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if any(layer.padding) else x
+    xh = np.ascontiguousarray(np.moveaxis(xh, 1, 3))  # (N, H, W, C)
+    N, H, Wd, C = xh.shape
+    O, _, kh, kw = W.shape
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (Wd - dw * (kw - 1) - 1) // sw + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"Conv2d {layer.name!r}: kernel larger than the padded input {(H, Wd)}")
+    cols = np.empty((N, Ho, Wo, kh, kw, C), dtype=np.result_type(xh, W))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
+    out = cols.reshape(-1, kh * kw * C) @ np.transpose(W, (2, 3, 1, 0)).reshape(kh * kw * C, O)
+    out = np.moveaxis(out.reshape(N, Ho, Wo, O), 3, 1)
+    return out if layer.b is None else out + np.asarray(layer.b).reshape(1, -1, 1, 1)
+
+
+def _maxpool_host(layer: MaxPool2d, x: np.ndarray) -> np.ndarray | None:
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    if type(layer) is not MaxPool2d or layer.padded or (kh, kw) != (sh, sw):
+        return None
+    N, C, H, W = x.shape
+    Ho, Wo = H // kh, W // kw
+    return x[:, :, : Ho * kh, : Wo * kw].reshape(N, C, Ho, kh, Wo, kw).max(axis=(3, 5))
+
+
+def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
+    """``net(x)`` on NumPy arrays, faster than the reference forward pass for convolutions.
+
+    Convolutions run as one im2col GEMM each and non-overlapping max pooling as a reshape;
+    every other layer goes through :func:`tropref.network.apply_layer`, so the result equals
+    :func:`tropref.network.forward` up to rounding (tested).
+    """
+    from .network import apply_layer
+
+    outs = []
+    for start in range(0, max(len(x), 1), chunk):
+        y = np.asarray(x[start:start + chunk])
+        for layer in net.layers:
+            if isinstance(layer, Conv2d) and isinstance(layer.W, np.ndarray) and y.ndim == 4:
+                y = _conv_host(layer, y)
+                continue
+            if isinstance(layer, MaxPool2d) and y.ndim == 4:
+                z = _maxpool_host(layer, y)
+                if z is not None:
+                    y = z
+                    continue
+            y = np.asarray(apply_layer(layer, y))
+        outs.append(y)
+    return np.concatenate(outs, axis=0)
+
+
+def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
+    """Top-1 accuracy of ``net`` on ``images`` (already preprocessed) and integer ``labels``."""
+    labels = np.asarray(labels)
+    if len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"`images` ({len(images)}) and `labels` ({len(labels)}) must be non-empty and of one length")
+    return float(np.mean(np.argmax(predict(net, images, batch), axis=1) == labels))
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
+    """Compressible layers by kind: every dense or conv layer but the last (the classifier).
+
+    Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
+    """
+    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    out: dict[str, list[Any]] = {"dense": [], "conv": []}
+    for i in linear[:-1]:
+        layer = net.layers[i]
+        key = layer.name if layer.name else i
+        out["dense" if isinstance(layer, Dense) else "conv"].append(key)
+    return out
+
+
+def keep_rule(net: Network, fraction: float, layers: str = "all") -> Any:
+    """The ``keep`` argument of ``compress_network`` for a kept fraction and a layer group.
+
+    ``"dense"`` / ``"conv"``: that fraction of the units of every hidden dense / conv layer,
+    the others untouched; ``"all"``: every hidden layer; ``"nonuniform"``: a
+    ``tropref.Budget`` keeping that fraction of the hidden units of the whole network,
+    distributed over the layers from their certificates.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < float(fraction) <= 1:
+        raise ValueError(f"`fraction` must lie in (0, 1], got {fraction!r}")
+    if layers not in LAYER_GROUPS:
+        raise ValueError(f"`layers` must be one of {LAYER_GROUPS}, got {layers!r}")
+    fraction = float(fraction)
+    if layers == "all":
+        return fraction
+    if layers == "nonuniform":
+        try:
+            from .budget import Budget
+        except ImportError as exc:  # pragma: no cover - depends on the core's progress
+            raise NotImplementedError("`layers='nonuniform'` needs tropref.budget.Budget") from exc
+        return Budget(units=fraction)
+    names = hidden_layer_names(net)[layers]
+    if not names:
+        raise ValueError(f"`layers`={layers!r}: the network has no hidden {layers} layer")
+    return {name: fraction for name in names}
+
+
+def _compress_network() -> Callable[..., Any]:
+    try:
+        from . import compress_network  # type: ignore[attr-defined]
+    except ImportError:
+        from .network_compression import compress_network
+    return compress_network
+
+
+class _Progress:
+    """A one-line text progress bar on stderr (no dependency)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 24
+        fill = int(width * self.done / max(self.total, 1))
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        sys.stderr.write(
+            f"\r[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+            f"{elapsed:5.0f} s (eta {eta:4.0f} s) {label[:40]:<40}"
+        )
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def sweep(
+    model: str | os.PathLike | Network,
+    *,
+    methods: Sequence[str] = ("tropnnc", "l1", "neuron_merging"),
+    fractions: Sequence[float] = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05),
+    layers: Sequence[str] | str = ("dense",),
+    seeds: Sequence[int] = (0,),
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    calibration: np.ndarray | None = None,
+    data_path: str | os.PathLike | None = None,
+    subset: bool = False,
+    n_calibration: int = 1000,
+    n_error: int = 1000,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Compress ``model`` with every method × kept fraction × layer group × seed; evaluate.
+
+    No fine-tuning. Methods in :data:`DETERMINISTIC` run once per configuration (with the
+    first seed); the others once per seed.
+
+    Parameters
+    ----------
+    model : str, path or Network
+        A shipped model's name, a ``.npz`` model file, or a :class:`~tropref.network.Network`
+        (a user's PyTorch or Keras model through ``tropref.adapters``).
+    methods : sequence of str
+        Names accepted by ``compress_layer(method=...)``.
+    fractions : sequence of float
+        Kept fractions of units in (0, 1].
+    layers : str or sequence of str
+        Layer groups among ``"dense"``, ``"conv"``, ``"all"``, ``"nonuniform"``.
+    seeds : sequence of int
+    test : (images, labels), optional
+        Preprocessed test inputs and labels. Default: Fashion-MNIST's test split from
+        ``data_path`` (or the Debian package), else the shipped 2,000-image subset.
+    calibration : array, optional
+        Network inputs for data-driven methods (ThiNet). Default: ``n_calibration`` training
+        images of Fashion-MNIST (drawn with seed 0), needed only when such a method is asked.
+    data_path : path, optional
+        Folder with the Fashion-MNIST IDX files.
+    subset : bool
+        Evaluate on the shipped subset even when the full test split is available (fast).
+    n_error : int
+        The measured error ``max |f(x) - f̃(x)|`` (logits) is taken over the first ``n_error``
+        test inputs. The network certificate holds on the box spanned elementwise by all the
+        test inputs.
+    options : mapping, optional
+        Per-method options, e.g. ``{"tropnnc": {"refine": "weiszfeld"}}``.
+
+    Returns
+    -------
+    dict
+        ``config``, ``model`` (name, parameters, MACs, accuracy before compression, test
+        set), ``records`` (one per run: method, layers, fraction, seed, accuracy, params,
+        MACs, certificate, measured error, seconds).
+    """
+    t_start = time.perf_counter()
+    if isinstance(layers, str):
+        layers = (layers,)
+    if not methods or not fractions or not layers or not seeds:
+        raise ValueError("`methods`, `fractions`, `layers` and `seeds` must be non-empty")
+    from .methods import METHODS
+
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r} in `methods`; choose from {sorted(METHODS)}")
+    for g in layers:
+        if g not in LAYER_GROUPS:
+            raise ValueError(f"`layers` must be among {LAYER_GROUPS}, got {g!r}")
+    for q in fractions:
+        if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < float(q) <= 1:
+            raise ValueError(f"`fractions` must lie in (0, 1], got {q!r}")
+    options = dict(options or {})
+
+    if isinstance(model, Network):
+        net, meta = model, {"name": name or "network"}
+    else:
+        net, meta = load_model(model)
+    model_name = name or meta.get("name", "model")
+
+    if test is None:
+        if subset:
+            from .data import load_test_subset
+
+            images, labels = load_test_subset()
+            test_name = "test[:2000]"
+        else:
+            images, labels, test_name = load_test(data_path)
+        x_test, y_test = to_float(images), labels
+    else:
+        x_test, y_test = test
+        test_name = "user test set"
+    x_test = np.asarray(x_test, dtype=_dtype(net))
+    x_err = x_test[:n_error]
+    # the certificate holds on the box spanned elementwise by the test inputs: compress_network
+    # takes the elementwise range of `inputs`, so two corner samples describe the box exactly
+    box = np.stack([x_test.min(axis=0), x_test.max(axis=0)])
+
+    data_driven = [m for m in methods if m == "thinet"]
+    if data_driven and calibration is None:
+        try:
+            tr_img, _ = load_fashion_mnist("train", data_path)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"method(s) {data_driven} need calibration data (`calibration`, or the Fashion-MNIST "
+                f"training split). {exc}"
+            ) from None
+        pick = np.sort(np.random.default_rng(0).choice(len(tr_img), size=n_calibration, replace=False))
+        calibration = to_float(tr_img[pick])
+    if calibration is not None:
+        calibration = np.asarray(calibration, dtype=_dtype(net))
+
+    base_out = predict(net, x_test)
+    base_acc = float(np.mean(np.argmax(base_out, axis=1) == y_test))
+    base_err_out = base_out[:n_error]
+    runs = [
+        (m, g, float(q), s)
+        for g in layers
+        for q in fractions
+        for m in methods
+        for s in (seeds[:1] if m in DETERMINISTIC else seeds)
+    ]
+    bar = _Progress(len(runs), progress)
+    compress_network = _compress_network()
+    records = []
+    for method, group, q, seed in runs:
+        keep = keep_rule(net, q, group)
+        t0 = time.perf_counter()
+        small, report = compress_network(
+            net, keep, method=method, seed=int(seed),
+            data=calibration if method in data_driven else None,
+            inputs=box, **options.get(method, {}),
+        )
+        seconds = time.perf_counter() - t0
+        out = predict(small, x_test)
+        acc = float(np.mean(np.argmax(out, axis=1) == y_test))
+        measured = float(np.max(np.abs(out[:n_error] - base_err_out)))
+        records.append({
+            "method": method,
+            "layers": group,
+            "fraction": q,
+            "seed": int(seed),
+            "accuracy": acc,
+            "params": int(report.params_after),
+            "macs": None if report.macs_after is None else int(report.macs_after),
+            "certificate": report.certificate,
+            "measured_error": measured,
+            "widths": {r.name: [r.width_before, r.width_after] for r in report.layers},
+            "layer_certificates": {r.name: r.certificate for r in report.layers if r.certificate is not None},
+            "seconds": round(seconds, 3),
+        })
+        bar.step(f"{method} {group} {q:g} seed {seed}: {acc:.4f}")
+    return {
+        "config": {
+            "methods": list(methods),
+            "fractions": [float(q) for q in fractions],
+            "layers": list(layers),
+            "seeds": [int(s) for s in seeds],
+            "options": {k: dict(v) for k, v in options.items()},
+            "n_calibration": None if calibration is None else int(len(calibration)),
+            "n_error": int(len(x_err)),
+            "certificate_domain": "box spanned elementwise by the test inputs",
+        },
+        "model": {
+            "name": model_name,
+            "params": int(count_params(net)),
+            "macs": count_macs(net),
+            "accuracy": base_acc,
+            "test_set": test_name,
+            "test_size": int(len(y_test)),
+            "shipped_test_accuracy": meta.get("test_accuracy"),
+        },
+        "records": records,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def _dtype(net: Network) -> Any:
+    for layer in net.layers:
+        W = getattr(layer, "W", None)
+        if W is not None:
+            return np.asarray(W).dtype
+    return np.float32
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summarize(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (layers, fraction, method): mean and std over seeds of every measure."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in result["records"]:
+        groups.setdefault((r["layers"], r["fraction"], r["method"]), []).append(r)
+    rows = []
+    for (group, q, method), recs in groups.items():
+        acc_m, acc_s = _mean_std([r["accuracy"] for r in recs])
+        certs = [r["certificate"] for r in recs if r["certificate"] is not None]
+        errs = [r["measured_error"] for r in recs if r["measured_error"] is not None]
+        macs = [r["macs"] for r in recs if r["macs"] is not None]
+        rows.append({
+            "layers": group,
+            "fraction": q,
+            "method": method,
+            "runs": len(recs),
+            "accuracy": acc_m,
+            "accuracy_std": acc_s,
+            "params": float(np.mean([r["params"] for r in recs])),
+            "macs": float(np.mean(macs)) if macs else None,
+            "certificate": float(np.mean(certs)) if len(certs) == len(recs) else None,
+            "measured_error": float(np.mean(errs)) if errs else None,
+            "seconds": float(np.mean([r["seconds"] for r in recs])),
+        })
+    return rows
+
+
+def _fmt_acc(row: Mapping[str, Any]) -> str:
+    s = f"{100 * row['accuracy']:.2f}"
+    if row["runs"] > 1:
+        s += f" ± {100 * row['accuracy_std']:.2f}"
+    return s
+
+
+def markdown(result: Mapping[str, Any], published: bool | None = None) -> str:
+    """Markdown tables of a sweep: accuracy per method and fraction, then size and certificates.
+
+    ``published`` adds Neuron Merging's published numbers as extra columns (default: when
+    the model is called ``lenet300`` and the layers swept are ``dense``).
+    """
+    rows = summarize(result)
+    mdl = result["model"]
+    methods = result["config"]["methods"]
+    out = [
+        f"Model `{mdl['name']}`: {mdl['params']:,} parameters, "
+        + (f"{mdl['macs']:,} MACs, " if mdl.get("macs") else "")
+        + f"test accuracy {100 * mdl['accuracy']:.2f}% on {mdl['test_set']} ({mdl['test_size']} images). "
+        + "No fine-tuning. Accuracy in %, mean ± std over seeds where a method is random."
+    ]
+    for group in result["config"]["layers"]:
+        grp = [r for r in rows if r["layers"] == group]
+        if not grp:
+            continue
+        pub = published if published is not None else (mdl["name"] == "lenet300" and group == "dense")
+        head = ["kept"] + [f"`{m}`" for m in methods]
+        if pub:
+            head += ["NM paper: merge", "NM paper: prune"]
+        out.append(f"\n**Layers: {group}**\n")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for q in result["config"]["fractions"]:
+            cells = [f"{100 * q:g}%"]
+            best = max((r["accuracy"] for r in grp if r["fraction"] == q), default=None)
+            for m in methods:
+                r = next((r for r in grp if r["fraction"] == q and r["method"] == m), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                c = _fmt_acc(r)
+                cells.append(f"**{c}**" if r["accuracy"] == best else c)
+            if pub:
+                for kind in ("merge", "prune"):
+                    v = NEURON_MERGING_PUBLISHED[kind].get(round(q, 4))
+                    cells.append("-" if v is None else f"{100 * v:.2f}")
+            out.append("| " + " | ".join(cells) + " |")
+        if pub:
+            out.append(
+                f"\nNM paper: {NEURON_MERGING_PUBLISHED['source']}, on the authors' own network "
+                f"(baseline {100 * NEURON_MERGING_PUBLISHED['baseline_accuracy']:.2f}%), not on this one."
+            )
+        out.append("\n| kept | method | params | MACs | network certificate | measured max abs error | time s |")
+        out.append("|---|---|---|---|---|---|---|")
+        for q in result["config"]["fractions"]:
+            for m in methods:
+                r = next((r for r in grp if r["fraction"] == q and r["method"] == m), None)
+                if r is None:
+                    continue
+                params = f"{r['params']:,.0f} ({r['params'] / mdl['params']:.1%})"
+                macs = "-" if r["macs"] is None or not mdl.get("macs") else f"{r['macs'] / mdl['macs']:.1%}"
+                cert = "-" if r["certificate"] is None else f"{r['certificate']:.3g}"
+                err = "-" if r["measured_error"] is None else f"{r['measured_error']:.3g}"
+                out.append(f"| {100 * q:g}% | `{m}` | {params} | {macs} | {cert} | {err} | {r['seconds']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """PNG with accuracy against kept fraction, parameters and MACs, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summarize(result)
+    mdl = result["model"]
+    groups = result["config"]["layers"]
+    has_macs = bool(mdl.get("macs"))
+    ncol = 3 if has_macs else 2
+    fig, axes = plt.subplots(len(groups), ncol, figsize=(4.2 * ncol, 3.4 * len(groups)), squeeze=False)
+    for gi, group in enumerate(groups):
+        for m in result["config"]["methods"]:
+            rs = sorted((r for r in rows if r["layers"] == group and r["method"] == m), key=lambda r: r["fraction"])
+            if not rs:
+                continue
+            acc = 100 * np.array([r["accuracy"] for r in rs])
+            std = 100 * np.array([r["accuracy_std"] for r in rs])
+            xs = [
+                [r["fraction"] for r in rs],
+                [r["params"] / mdl["params"] for r in rs],
+            ] + ([[r["macs"] / mdl["macs"] for r in rs]] if has_macs else [])
+            for ax, x in zip(axes[gi], xs):
+                ax.errorbar(x, acc, yerr=std if std.any() else None, marker="o", ms=3, capsize=2, label=m)
+        titles = ["kept fraction of units", "parameters (fraction)", "MACs (fraction)"]
+        for ax, t in zip(axes[gi], titles):
+            ax.axhline(100 * mdl["accuracy"], color="gray", ls="--", lw=0.8)
+            ax.set_xlabel(t)
+            ax.set_ylabel("test accuracy %")
+            ax.set_title(f"{mdl['name']}, layers: {group}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[gi][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike, stem: str | None = None, png: bool = True) -> dict[str, Path]:
+    """Write ``<stem>.json`` (raw records), ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"{result['model']['name']}_{'-'.join(result['config']['layers'])}"
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    paths["md"].write_text(markdown(result))
+    if png:
+        try:
+            paths["png"] = plot(result, out / f"{stem}.png")
+        except ImportError:
+            print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+    return paths
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- other data
+
+
+def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from a local copy of the Python version (``cifar-10-batches-py``).
+
+    Returns ``float32`` images ``(N, 3, 32, 32)`` in ``[0, 1]`` and ``int64`` labels; apply
+    the normalisation your model expects before :func:`sweep`. Not shipped and not run on
+    the project's machines (tested on synthetic files of the same format).
+    """
+    folder = Path(path)
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    if split not in ("test", "train"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    xs, ys = [], []
+    for nm in names:
+        f = folder / nm
+        if not f.is_file():
+            raise FileNotFoundError(f"`path`: CIFAR-10 batch {nm!r} not found in {str(folder)!r} (the Python version, cifar-10-python.tar.gz, unpacked)")
+        with open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+    return np.concatenate(xs).astype(np.float32) / np.float32(255.0), np.concatenate(ys)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def demo(
+    out_dir: str | os.PathLike = "tropref-demo",
+    models: Sequence[str] = ("lenet300", "lenet5", "vgg_small"),
+    fractions: Sequence[float] = (0.5, 0.3, 0.1),
+    methods: Sequence[str] = ("tropnnc", "neuron_merging", "l1"),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compress the shipped models at a few fractions with TropNNC and two baselines.
+
+    Runs on the shipped 2,000 test images (no download, no Debian package), all hidden
+    layers of each model at once, one seed. Prints a table of accuracy, parameters and
+    network certificate per model, writes ``demo.md``, ``demo.json`` and ``demo.png`` into
+    ``out_dir``, and returns the sweep results by model.
+    """
+    results = {}
+    for name in models:
+        results[name] = sweep(name, methods=methods, fractions=fractions, layers=("all",), seeds=(0,), subset=True, progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = []
+    for name, res in results.items():
+        text.append(f"## {name}\n\n" + markdown(res))
+    (out / "demo.md").write_text("\n".join(text))
+    (out / "demo.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    print(_demo_table(results))
+    try:
+        _demo_plot(results, out / "demo.png")
+        print(f"\nwrote {out / 'demo.md'}, {out / 'demo.json'} and {out / 'demo.png'}")
+    except ImportError:
+        print(f"\nwrote {out / 'demo.md'} and {out / 'demo.json'} (no plot: pip install matplotlib)")
+    return results
+
+
+def _demo_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    head = f"{'model':<10} {'kept':>5} {'method':<15} {'accuracy':>9} {'params':>16} {'certificate':>12} {'measured':>10}"
+    lines = [head, "-" * len(head)]
+    for name, res in results.items():
+        mdl = res["model"]
+        lines.append(f"{name:<10} {'100%':>5} {'(original)':<15} {100 * mdl['accuracy']:>8.2f}% {mdl['params']:>16,} {'':>12} {'':>10}")
+        for r in summarize(res):
+            cert = "-" if r["certificate"] is None else f"{r['certificate']:.3g}"
+            err = "-" if r["measured_error"] is None else f"{r['measured_error']:.3g}"
+            params = f"{r['params']:,.0f} ({r['params'] / mdl['params']:.0%})"
+            lines.append(f"{'':<10} {100 * r['fraction']:>4g}% {r['method']:<15} {100 * r['accuracy']:>8.2f}% {params:>16} {cert:>12} {err:>10}")
+    lines.append(f"accuracy on the shipped 2,000 Fashion-MNIST test images; every hidden layer compressed, no fine-tuning; "
+                 "certificate: composed network bound on max|Δ logits| over the box of the test inputs")
+    return "\n".join(lines)
+
+
+def _demo_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        rows = summarize(res)
+        for m in res["config"]["methods"]:
+            rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["params"])
+            ax.plot([r["params"] / res["model"]["params"] for r in rs], [100 * r["accuracy"] for r in rs], marker="o", label=m)
+        ax.axhline(100 * res["model"]["accuracy"], color="gray", ls="--", lw=0.8, label="original")
+        ax.set_xlabel("parameters kept (fraction)")
+        ax.set_ylabel("test accuracy % (2,000 images)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
