@@ -1,0 +1,393 @@
+"""The network description, its forward pass and counting, and compress_network.
+
+Exactness checks use networks built with duplicated (or positively scaled) units, whose
+merging is exact by Proposition F; certificate checks compare the measured error with the
+network certificate on the inputs the certificate is stated for.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import numpy as np
+import pytest
+
+from tropref._array import to_numpy
+from tropref.budget import Budget
+from tropref.methods import METHODS
+from tropref.network import (
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Network,
+    ReLU,
+    apply_layer,
+    conv_patches,
+    count_macs,
+    count_params,
+    forward,
+    interval_bounds,
+    layer_shapes,
+    map_arrays,
+    with_flatten_order,
+)
+from tropref.network_compression import compress_network
+
+RNG = np.random.default_rng(12345)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _bn(C: int, rng: np.random.Generator, positive: bool = True) -> BatchNorm:
+    w = rng.uniform(0.5, 1.5, size=C) if positive else rng.normal(size=C)
+    return BatchNorm(rng.normal(size=C), rng.uniform(0.5, 2.0, size=C), w, rng.normal(size=C))
+
+
+def _dup_bn(bn: BatchNorm) -> BatchNorm:
+    return BatchNorm(*(np.concatenate([getattr(bn, f)] * 2) for f in ("mean", "var", "weight", "bias")), eps=bn.eps)
+
+
+def mlp(rng: np.random.Generator, dup: bool = False) -> Network:
+    W1, b1 = rng.normal(size=(6, 5)), rng.normal(size=6)
+    if dup:  # units 6..11 are positive multiples of units 0..5: merging them is exact
+        W1, b1 = np.concatenate([W1, 2.5 * W1]), np.concatenate([b1, 2.5 * b1])
+    n1 = W1.shape[0]
+    return Network(
+        [Dense(W1, b1, name="fc1"), ReLU(), Dropout(0.3), Dense(rng.normal(size=(8, n1)), rng.normal(size=8), name="fc2"), ReLU(),
+         Dense(rng.normal(size=(3, 8)), rng.normal(size=3), name="out")],
+        input_shape=(5,),
+    )
+
+
+def convnet(rng: np.random.Generator, order: str = "channels_first", next_padding: int = 1, pool: str = "max", dup: bool = True) -> Network:
+    """Conv -> BN -> ReLU -> BN -> pool -> Conv -> ReLU -> pool -> Flatten -> Dense -> ReLU -> Dense.
+
+    With ``dup`` the first convolution's channels 3..5 duplicate channels 0..2, and both
+    BatchNorms are duplicated with them, so merging to 3 channels is exact.
+    """
+    C = 3
+    F, b = rng.normal(size=(C, 2, 3, 3)), rng.normal(size=C)
+    bn_pre, bn_post = _bn(C, rng), _bn(C, rng)
+    if dup:
+        F, b, bn_pre, bn_post = np.concatenate([F, F]), np.concatenate([b, b]), _dup_bn(bn_pre), _dup_bn(bn_post)
+    n = F.shape[0]
+    Pool = MaxPool2d if pool == "max" else AvgPool2d
+    side = 4 if next_padding else 2  # 8x8 -> pool 4x4 -> conv (pad 1: 4x4, pad 0: 2x2)
+    spatial = side // 2 if pool == "max" else side // 2
+    return Network(
+        [
+            Conv2d(F, b, padding=1, name="conv1"), bn_pre, ReLU(), bn_post, Pool(2),
+            Conv2d(rng.normal(size=(4, n, 3, 3)), rng.normal(size=4), padding=next_padding, name="conv2"), ReLU(),
+            Pool(2), Dropout(0.1), Flatten(order),
+            Dense(rng.normal(size=(5, 4 * spatial * spatial)), rng.normal(size=5), name="fc"), ReLU(),
+            Dense(rng.normal(size=(2, 5)), rng.normal(size=2), name="out"),
+        ],
+        input_shape=(2, 8, 8),
+    )
+
+
+def _arrays(net: Network) -> list[np.ndarray]:
+    return [np.array(to_numpy(getattr(l, f))) for l in net.layers for f in ("W", "b", "mean", "var", "weight", "bias") if getattr(l, f, None) is not None]
+
+
+# --------------------------------------------------------------------------- forward and counting
+
+
+def _naive_conv(x, W, b, stride, pad, dil):
+    t, bo, l, r = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
+    N, C, H, Wd = xp.shape
+    O, _, kh, kw = W.shape
+    Ho = (H - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    Wo = (Wd - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    out = np.zeros((N, O, Ho, Wo))
+    for r_ in range(Ho):
+        for c_ in range(Wo):
+            patch = xp[:, :, r_ * stride[0] : r_ * stride[0] + dil[0] * (kh - 1) + 1 : dil[0], c_ * stride[1] : c_ * stride[1] + dil[1] * (kw - 1) + 1 : dil[1]]
+            out[:, :, r_, c_] = np.einsum("nchw,ochw->no", patch, W) + b
+    return out
+
+
+@pytest.mark.parametrize("stride,pad,dil", [((1, 1), (0, 0, 0, 0), (1, 1)), ((2, 1), (1, 2, 0, 1), (1, 2)), ((1, 2), (2, 2, 2, 2), (2, 1))])
+def test_conv_matches_naive_reference(backend, stride, pad, dil):
+    W, b, x = RNG.normal(size=(3, 2, 3, 2)), RNG.normal(size=3), RNG.normal(size=(2, 2, 7, 6))
+    layer = Conv2d(backend.asarray(W), backend.asarray(b), stride=stride, padding=pad, dilation=dil)
+    got = backend.numpy(apply_layer(layer, backend.asarray(x)))
+    np.testing.assert_allclose(got, _naive_conv(x, W, b, stride, pad, dil), atol=1e-12)
+    # the patches reproduce the convolution as one matrix product
+    p = backend.numpy(conv_patches(layer, backend.asarray(x)))
+    flat = p.reshape(p.shape[0], -1) @ W.reshape(3, -1).T + b
+    np.testing.assert_allclose(flat, got.transpose(0, 2, 3, 1).reshape(-1, 3), atol=1e-12)
+
+
+def test_pooling_and_flatten_orders():
+    x = np.arange(2 * 3 * 4 * 4, dtype=float).reshape(2, 3, 4, 4)
+    np.testing.assert_array_equal(apply_layer(MaxPool2d(2), x), x.reshape(2, 3, 2, 2, 2, 2).max(axis=(3, 5)))
+    np.testing.assert_allclose(apply_layer(AvgPool2d(2), x), x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)))
+    # padded average pooling, counting or not the padding, on a constant image
+    ones = np.ones((1, 1, 3, 3))
+    assert apply_layer(AvgPool2d(3, 1, 1), ones)[0, 0, 0, 0] == pytest.approx(4 / 9)
+    assert apply_layer(AvgPool2d(3, 1, 1, count_include_pad=False), ones)[0, 0, 0, 0] == pytest.approx(1.0)
+    assert apply_layer(MaxPool2d(3, 1, 1), -ones)[0, 0, 0, 0] == -1.0  # -inf padding never wins
+    np.testing.assert_array_equal(apply_layer(Flatten(), x), x.reshape(2, -1))
+    np.testing.assert_array_equal(apply_layer(Flatten("channels_last"), x), x.transpose(0, 2, 3, 1).reshape(2, -1))
+
+
+def test_forward_same_on_every_backend(all_backends):
+    net = convnet(np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(3, 2, 8, 8))
+    ref = forward(net, x)
+    for be in all_backends:
+        got = forward(map_arrays(net, be.asarray), be.asarray(x), chunk=2)
+        np.testing.assert_allclose(be.numpy(got), ref, atol=1e-10, err_msg=be.name)
+
+
+def test_counting_by_hand():
+    net = Network([Conv2d(np.zeros((4, 3, 3, 3)), np.zeros(4), padding=1), BatchNorm(np.zeros(4), np.ones(4)), ReLU(), MaxPool2d(2),
+                   Flatten(), Dense(np.zeros((10, 4 * 4 * 4)), np.zeros(10))], input_shape=(3, 8, 8))
+    assert count_params(net) == (4 * 27 + 4) + 8 + (10 * 64 + 10)
+    assert count_macs(net) == 4 * 27 * 64 + 640
+    assert layer_shapes(net)[-1] == (10,)
+    assert count_macs(Network(net.layers)) is None  # a convolution without an input size
+    with pytest.raises(ValueError, match="'fc'"):
+        layer_shapes(Network([Dense(np.zeros((2, 3)), name="fc")], input_shape=(4,)))
+
+
+@pytest.mark.parametrize("order", ["channels_first", "channels_last"])
+def test_with_flatten_order_is_equivalent(order):
+    net = convnet(np.random.default_rng(2), order=order)
+    other = "channels_last" if order == "channels_first" else "channels_first"
+    x = np.random.default_rng(3).normal(size=(4, 2, 8, 8))
+    np.testing.assert_allclose(forward(with_flatten_order(net, other), x), forward(net, x), atol=1e-12)
+
+
+def test_interval_bounds_contain_samples():
+    net = convnet(np.random.default_rng(4))
+    x = np.random.default_rng(5).uniform(-1, 1, size=(20, 2, 8, 8))
+    boxes = interval_bounds(net, -np.ones((2, 8, 8)), np.ones((2, 8, 8)))
+    y = x
+    for layer, (lo, hi) in zip(net.layers, boxes):
+        assert np.all(y >= lo - 1e-9) and np.all(y <= hi + 1e-9)
+        y = apply_layer(layer, y)
+
+
+def test_layers_validate_and_name_themselves():
+    with pytest.raises(ValueError, match="'c1'"):
+        Conv2d(np.zeros((2, 3)), name="c1")
+    with pytest.raises(TypeError, match="layer 1"):
+        Network([ReLU(), "relu"])
+    with pytest.raises(ValueError, match="'fc'.*Flatten"):
+        forward(Network([Dense(np.zeros((2, 3)), name="fc")]), np.zeros((1, 3, 2, 2)))
+
+
+# --------------------------------------------------------------------------- compress_network
+
+
+def test_keep_one_is_exact(backend):
+    net = map_arrays(convnet(np.random.default_rng(6), dup=False), backend.asarray)
+    x = backend.asarray(np.random.default_rng(7).normal(size=(5, 2, 8, 8)))
+    new, report = compress_network(net, keep=1.0, seed=0, inputs=x)
+    np.testing.assert_allclose(backend.numpy(new(x)), backend.numpy(net(x)), atol=1e-10)
+    assert report.measured_error <= 1e-10
+    assert [r.width_after for r in report.layers] == [r.width_before for r in report.layers]
+    assert not any(isinstance(l, BatchNorm) for l in new.layers[:2])  # the BatchNorm before the ReLU is folded
+
+
+@pytest.mark.parametrize("order", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("next_padding", [0, 1])
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_duplicated_channels_merge_exactly(order, next_padding, pool):
+    rng = np.random.default_rng(8)
+    net = convnet(rng, order=order, next_padding=next_padding, pool=pool)
+    x = rng.normal(size=(6, 2, 8, 8))
+    new, report = compress_network(net, keep={"conv1": 3}, seed=0, inputs=x)
+    assert new.layers[0].W.shape[0] == 3
+    np.testing.assert_allclose(new(x), net(x), atol=1e-9)
+    assert report.certificate is not None and report.certificate <= 1e-8
+    # the BatchNorm after the ReLU: folded into the next layer unless it is zero-padded
+    kept_bn = any(isinstance(l, BatchNorm) for l in new.layers)
+    assert kept_bn == bool(next_padding)
+
+
+def test_duplicated_units_merge_exactly_on_every_backend(backend):
+    net = map_arrays(mlp(np.random.default_rng(9), dup=True), backend.asarray)
+    x = backend.asarray(np.random.default_rng(10).normal(size=(30, 5)))
+    new, report = compress_network(net, keep={"fc1": 6}, seed=1, inputs=x)
+    assert new.layers[0].W.shape == (6, 5)
+    assert report.measured_error <= 1e-9
+    assert report.layers[0].status == "compressed" and report.layers[1].status == "kept"
+
+
+@pytest.mark.parametrize("method", ["tropnnc", "neural_path_kmeans"])
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_measured_error_within_network_certificate(method, kind):
+    rng = np.random.default_rng(11)
+    net = mlp(rng) if kind == "mlp" else convnet(rng, dup=False)
+    x = rng.uniform(-1, 1, size=(40,) + net.input_shape)
+    new, report = compress_network(net, keep=0.5, method=method, seed=0, inputs=x)
+    assert report.certificate is not None
+    per_output_error = np.abs(new(x) - net(x)).max(axis=0)
+    assert np.all(per_output_error <= report.certificate_per_output * (1 + 1e-9) + 1e-12)
+    assert report.measured_error <= report.certificate
+    shares = [r.bound for r in report.layers if r.status == "compressed"]
+    assert sum(shares) >= report.certificate * (1 - 1e-9)  # per-output sums: the max of a sum <= the sum of maxes
+
+
+def test_certificate_over_an_input_radius():
+    rng = np.random.default_rng(12)
+    net = mlp(rng)
+    x = rng.normal(size=(200, 5))
+    x = x / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(0, 2, size=(200, 1))  # in the ball of radius 2
+    new, report = compress_network(net, keep=0.4, seed=0, inputs=x, input_radius=2.0)
+    assert "2" in report.input_domain
+    assert np.abs(new(x) - net(x)).max() <= report.certificate
+
+
+@pytest.mark.parametrize("budget", [Budget(params=0.5), Budget(macs=0.4), Budget(units=0.5)])
+def test_budget_is_met(budget):
+    rng = np.random.default_rng(13)
+    net = convnet(rng, dup=False)
+    new, report = compress_network(net, keep=budget, seed=0)
+    if budget.kind == "params":
+        assert count_params(new) <= 0.5 * count_params(net)
+        assert report.params_after == count_params(new)
+    elif budget.kind == "macs":
+        assert count_macs(new) <= 0.4 * count_macs(net)
+    else:
+        before = sum(r.width_before for r in report.layers if r.status != "classifier")
+        after = sum(r.width_after for r in report.layers if r.status != "classifier")
+        assert after <= 0.5 * before
+    assert len({r.width_after / r.width_before for r in report.layers if r.status == "compressed"}) >= 1
+
+
+def test_budget_is_non_uniform_and_spares_sensitive_layers():
+    """A layer whose units are duplicated (exact to merge) is compressed before the others."""
+    rng = np.random.default_rng(14)
+    net = mlp(rng, dup=True)
+    new, report = compress_network(net, keep=Budget(units=0.6), seed=0)
+    fc1, fc2 = report.layers[0], report.layers[1]
+    assert fc1.width_after / fc1.width_before < fc2.width_after / fc2.width_before
+    assert fc1.width_after + fc2.width_after <= 0.6 * (12 + 8)
+
+
+def test_budget_errors():
+    net = mlp(np.random.default_rng(15))
+    with pytest.raises(ValueError, match="cannot be met"):
+        compress_network(net, keep=Budget(params=0.01))
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget(params=0.5, macs=0.5)
+    with pytest.raises(ValueError, match="fraction"):
+        Budget(units=1.5)
+
+
+def test_keep_arguments_and_errors():
+    net = mlp(np.random.default_rng(16))
+    new, report = compress_network(net, keep={0: 3, "fc2": 0.5}, seed=0)
+    assert [r.width_after for r in report.layers] == [3, 4, 3]
+    new, report = compress_network(net, keep=0.5, skip=["fc2"], seed=0)
+    assert [r.status for r in report.layers] == ["compressed", "skipped", "classifier"]
+    with pytest.raises(ValueError, match="'nope'"):
+        compress_network(net, keep={"nope": 2})
+    with pytest.raises(ValueError, match="'out'.*not a compressible"):
+        compress_network(net, keep={"out": 2})
+    with pytest.raises(ValueError, match=r"keep\['fc1'\]"):
+        compress_network(net, keep={"fc1": 99})
+    with pytest.raises(ValueError, match="fraction"):
+        compress_network(net, keep=0.0)
+    with pytest.raises(TypeError, match="Network"):
+        compress_network([Dense(np.zeros((2, 2)))])
+    with pytest.raises(ValueError, match="skip"):
+        compress_network(net, skip=["nope"])
+
+
+def test_input_network_is_never_modified():
+    net = convnet(np.random.default_rng(17))
+    before = _arrays(net)
+    layers = net.layers
+    compress_network(net, keep=0.5, seed=0, inputs=np.zeros((2, 2, 8, 8)))
+    compress_network(net, keep=Budget(params=0.6), seed=0)
+    assert net.layers is layers
+    for a, b in zip(before, _arrays(net)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_report_and_progress(capsys):
+    net = convnet(np.random.default_rng(18), dup=False)
+    lines: list[str] = []
+    new, report = compress_network(net, keep=0.5, seed=3, progress=lines.append)
+    assert len(lines) == 3 and "conv1" in lines[0]
+    assert capsys.readouterr().err == ""  # silent by default
+    compress_network(net, keep=0.5, seed=3, progress=True)
+    assert "[tropref]" in capsys.readouterr().err
+    assert report.params_before == count_params(net) and report.params_after == count_params(new)
+    assert report.macs_after == count_macs(new)
+    assert report.certificate is None and "no input domain" in report.input_domain
+    for r in report.layers:
+        assert r.params_after == sum(
+            int(np.prod(getattr(new.layers[k], f).shape)) for k in [_find(new, r.name)] for f in ("W", "b") if getattr(new.layers[k], f) is not None
+        )
+    table = report.table()
+    assert "conv1" in table and "parameters" in table and str(report) == table
+    # the same seed gives the same network
+    again, _ = compress_network(net, keep=0.5, seed=3)
+    for a, b in zip(_arrays(new), _arrays(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _find(net: Network, name: str) -> int:
+    return next(i for i, l in enumerate(net.layers) if getattr(l, "name", None) == name)
+
+
+def test_layers_that_are_not_relu_layers_are_reported_not_compressed():
+    rng = np.random.default_rng(19)
+    # fc1 has no ReLU (a linear bottleneck); fc2 has a BatchNorm with negative scales before a max pool
+    net = Network([Dense(rng.normal(size=(4, 3)), name="fc1"), Dense(rng.normal(size=(6, 4)), name="fc2"), ReLU(),
+                   Dense(rng.normal(size=(2, 6)), name="out")], input_shape=(3,))
+    new, report = compress_network(net, keep=0.5, seed=0)
+    assert report.layers[0].status.startswith("not a ReLU layer") and report.layers[1].status == "compressed"
+    with pytest.raises(ValueError, match="'fc1'"):
+        compress_network(net, keep={"fc1": 2})
+    conv = Network([Conv2d(rng.normal(size=(4, 1, 3, 3)), name="c1"), ReLU(), _bn(4, rng, positive=False), MaxPool2d(2),
+                    Flatten(), Dense(rng.normal(size=(2, 4)), name="out")], input_shape=(1, 4, 4))
+    conv = conv.replace_layers([*conv.layers[:2], replace_scale_negative(conv.layers[2]), *conv.layers[3:]])
+    new, report = compress_network(conv, keep=0.5, seed=0)
+    assert "negative scales" in report.layers[0].status
+    x = rng.normal(size=(3, 1, 4, 4))
+    np.testing.assert_allclose(new(x), conv(x), atol=1e-12)
+
+
+def replace_scale_negative(bn: BatchNorm) -> BatchNorm:
+    w = np.array(bn.weight)
+    w[0] = -abs(w[0]) - 0.1
+    return BatchNorm(bn.mean, bn.var, w, bn.bias, eps=bn.eps)
+
+
+@pytest.mark.skipif("thinet" not in METHODS, reason="ThiNet not registered")
+def test_data_reaches_data_driven_methods():
+    rng = np.random.default_rng(20)
+    net = convnet(rng, dup=False)
+    data = rng.normal(size=(8, 2, 8, 8))
+    new, report = compress_network(net, keep=0.5, method="thinet", seed=0, data=data, max_patches=64)
+    assert report.measured_error is not None  # measured on `data` when no `inputs` are given
+    assert [r.width_after for r in report.layers] == [2, 2, 3, 2]
+
+
+def test_compress_network_on_strict_device(all_backends):
+    be = all_backends[-1]
+    net = map_arrays(convnet(np.random.default_rng(21)), be.asarray)
+    x = be.asarray(np.random.default_rng(22).normal(size=(3, 2, 8, 8)))
+    new, report = compress_network(net, keep=0.5, seed=0, inputs=x)
+    assert report.measured_error <= report.certificate
+
+
+@pytest.mark.parametrize("name", ["tropref.network", "tropref.network_compression", "tropref.budget"])
+def test_docstring_examples(name):
+    failures, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert failures == 0
