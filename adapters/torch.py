@@ -242,7 +242,7 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
                              "(residual additions, concatenations and branches are refused)")
         users = [u for u in cur.users if not (u.op == "call_method" and u.target == "size")]
         if len(users) > 1:
-            raise ValueError(f"the output of {cur.name!r} is used by {len(users)} nodes ({', '.join(u.name for u in users)}): "
+            raise ValueError(f"the output of {cur.name!r} is used by {len(users)} nodes ({', '.join(repr(u.name) for u in users)}): "
                              "the model branches, which tropref refuses")
         if node.op == "call_module":
             layers += _convert_module(str(node.target), model.get_submodule(node.target), dtype)
@@ -289,11 +289,12 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
     if net.input_shape is None:
         first = next((l for l in net.layers if not isinstance(l, (Dropout, Identity, ReLU, BatchNorm))), None)
         rank4 = isinstance(first, (Conv2d, MaxPool2d, Flatten))
+    fk = {"dtype": dtype, "device": device}
     mods: list = []
     with torch.no_grad():
         for layer in net.layers:
             if isinstance(layer, Dense):
-                m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None)
+                m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, **fk)
                 m.weight.copy_(t(layer.W))
                 if layer.b is not None:
                     m.bias.copy_(t(layer.b))
@@ -304,14 +305,14 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
                 if not sym:
                     mods.append(nn.ZeroPad2d((left, right, top, bottom)))
                 O, C, kh, kw = (int(s) for s in layer.W.shape)
-                m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None)
+                m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None, **fk)
                 m.weight.copy_(t(layer.W))
                 if layer.b is not None:
                     m.bias.copy_(t(layer.b))
                 mods.append(m)
                 rank4 = True
             elif isinstance(layer, BatchNorm):
-                m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps)
+                m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, **fk)
                 m.running_mean.copy_(t(layer.mean))
                 m.running_var.copy_(t(layer.var))
                 if layer.weight is not None:
@@ -331,10 +332,7 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
                 mods.append(nn.Dropout(layer.rate))
             else:
                 mods.append(nn.Identity())
-    model = nn.Sequential(*mods)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+    return nn.Sequential(*mods).eval()
 
 
 def _torch_pool(nn: Any, layer: MaxPool2d) -> list:
