@@ -747,7 +747,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarr
 def demo(
     out_dir: str | os.PathLike = "tropref-demo",
     models: Sequence[str] = ("lenet300", "lenet5", "vgg_small"),
-    fractions: Sequence[float] = (0.5, 0.3, 0.1),
+    fractions: Sequence[float] = (0.75, 0.5, 0.25),
     methods: Sequence[str] = ("tropnnc", "neuron_merging", "l1"),
     progress: bool = True,
 ) -> dict[str, Any]:
