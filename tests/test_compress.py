@@ -178,3 +178,15 @@ def test_flatten_blocks_round_trip_shapes():
     V = rng.normal(size=(10, 4, 25))
     res = tropref.compress_layer(W, b, 2, W_next=V, seed=0)
     assert res.W_next.shape == (10, 2, 25)
+
+
+def test_pytorch_tensors_give_the_numpy_result():
+    """The core is array-API only, so framework tensors work directly (here PyTorch's)."""
+    torch = pytest.importorskip("torch")
+    W, b, V, c = dense_layer(seed=14, n=20, d=6, m=3)
+    ref = tropref.compress_layer(W, b, 7, W_next=V, b_next=c, seed=5)
+    res = tropref.compress_layer(*(torch.from_numpy(t) for t in (W, b)), 7, W_next=torch.from_numpy(V), b_next=torch.from_numpy(c), seed=5)
+    assert isinstance(res.W, torch.Tensor) and res.W.dtype == torch.float64
+    np.testing.assert_array_equal(res.assignment.numpy(), np.asarray(ref.assignment))
+    np.testing.assert_allclose(res.W_next.numpy(), np.asarray(ref.W_next), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.certificate.numpy(), np.asarray(ref.certificate), rtol=1e-12)
