@@ -648,7 +648,7 @@ def compress_network(
             keep,
             {i: structure[i] for i in compressible},
             reference=net,
-            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options),
+            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options, data, max_patches),
             folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])},
             amplification=_amplifications(work, {i: structure[i] for i in compressible}),
         )
@@ -729,10 +729,11 @@ def _resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[i
     return out
 
 
-def _probe(work: Network, h: _Hidden, k: int, method: str, seed: int, options: dict[str, Any]) -> np.ndarray | None:
+def _probe(work: Network, h: _Hidden, k: int, method: str, seed: int, options: dict[str, Any], data: Array | None, max_patches: int) -> np.ndarray | None:
     """The certificate of layer ``h.i`` compressed alone to ``k`` units (for budgets)."""
     new = list(work.layers)
-    _, cvec, _, _ = _compress_one(work, new, h, k, method=method, seed=seed, data=None, max_patches=0, options=options)
+    x = None if data is None else _advance(new, data, 0, h.i)
+    _, cvec, _, _ = _compress_one(work, new, h, k, method=method, seed=seed, data=x, max_patches=max_patches, options=options)
     return cvec
 
 
