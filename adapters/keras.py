@@ -32,6 +32,7 @@ from tropref.network import (
     MaxPool2d,
     Network,
     ReLU,
+    Softmax,
     layer_shapes,
     with_flatten_order,
 )
@@ -39,7 +40,8 @@ from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
-SUPPORTED = "Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, Flatten, Dropout, InputLayer"
+SUPPORTED = ("Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, Flatten, "
+             "Dropout, InputLayer, Softmax (and activation='softmax')")
 
 
 def _keras() -> Any:
@@ -67,14 +69,16 @@ def _pad4(padding: str, hw: tuple[int, int], k: tuple[int, int], s: tuple[int, i
     raise ValueError(f"layer {name!r}: padding={padding!r} is not supported")
 
 
-def _relu_or_linear(activation: Any, name: str) -> bool:
-    """True for ReLU, False for linear; ``ValueError`` for anything else."""
+def _activation(activation: Any, name: str) -> list:
+    """The core layers of a Keras activation: ReLU, softmax or nothing (linear)."""
     fn = getattr(activation, "__name__", str(activation))
     if fn == "relu":
-        return True
+        return [ReLU(name=f"{name}.relu")]
+    if fn == "softmax":
+        return [Softmax(name=f"{name}.softmax")]
     if fn == "linear" or activation is None:
-        return False
-    raise ValueError(f"layer {name!r}: activation {fn!r} is not supported (only 'relu' and linear)")
+        return []
+    raise ValueError(f"layer {name!r}: activation {fn!r} is not supported (only 'relu', 'softmax' and linear)")
 
 
 def _layer_chain(model: Any) -> list:
@@ -82,6 +86,10 @@ def _layer_chain(model: Any) -> list:
     keras = _keras()
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}")
+    try:
+        model.inputs, model.outputs
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(f"model {model.name!r} has no defined input: build it with keras.Input(...) first") from exc
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; tropref needs one chain")
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
@@ -157,8 +165,7 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
                 raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
             w = layer.get_weights()
             out.append(Dense(arr(w[0].T), arr(w[1]) if layer.use_bias else None, name=name))
-            if _relu_or_linear(layer.activation, name):
-                out.append(ReLU(name=f"{name}.relu"))
+            out += _activation(layer.activation, name)
         elif isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
             if layer.groups != 1:
                 raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported")
@@ -167,8 +174,7 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
             pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, d, name)
             w = layer.get_weights()
             out.append(Conv2d(arr(np.transpose(w[0], (3, 2, 0, 1))), arr(w[1]) if layer.use_bias else None, stride=s, padding=pad, dilation=d, name=name))
-            if _relu_or_linear(layer.activation, name):
-                out.append(ReLU(name=f"{name}.relu"))
+            out += _activation(layer.activation, name)
         elif isinstance(layer, L.BatchNormalization):
             axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
             channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
@@ -183,10 +189,11 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
                 raise ValueError(f"layer {name!r}: ReLU with max_value, negative_slope or threshold is not supported")
             out.append(ReLU(name=name))
         elif isinstance(layer, L.Activation):
-            if _relu_or_linear(layer.activation, name):
-                out.append(ReLU(name=name))
-            else:
-                out.append(Identity(name=name))
+            out += [replace_name(l, name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
+        elif isinstance(layer, L.Softmax):
+            if layer.axis not in (-1, 1) or rank != 2:
+                raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
+            out.append(Softmax(name=name))
         elif isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
             _check_format(layer, fmt)
             k, s = tuple(layer.pool_size), tuple(layer.strides)
@@ -210,6 +217,12 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
         else:
             raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
     return Network(tuple(out), input_shape)
+
+
+def replace_name(layer: Any, name: str) -> Any:
+    from dataclasses import replace
+
+    return replace(layer, name=name)
 
 
 def _check_format(layer: Any, fmt: str) -> None:
@@ -315,6 +328,8 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
             rank4 = False
         elif isinstance(layer, Dropout):
             model.add(L.Dropout(layer.rate))
+        elif isinstance(layer, Softmax):
+            model.add(L.Softmax())
         else:
             model.add(L.Identity())
     for k, w in weights:

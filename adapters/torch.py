@@ -5,7 +5,8 @@
   zero padding), ``BatchNorm1d``/``BatchNorm2d`` (running statistics, i.e. eval-mode
   semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
   ``AvgPool2d`` (also their functional forms), ``Flatten`` (also ``torch.flatten(x, 1)``,
-  ``x.view(x.size(0), -1)``), ``Dropout``, ``Identity``. Anything else, and graphs that are
+  ``x.view(x.size(0), -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
+  features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
 - :func:`to_torch` builds a new ``nn.Sequential`` of plain layers (state_dict round trips).
 - :func:`compress` does both around :func:`tropref.compress_network`.
@@ -31,13 +32,14 @@ from tropref.network import (
     MaxPool2d,
     Network,
     ReLU,
+    Softmax,
     with_flatten_order,
 )
 from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
 
-SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity"
+SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
 
 def _torch() -> Any:
@@ -111,6 +113,8 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [Dropout(float(m.p), name=name)]
     if isinstance(m, nn.Identity):
         return [Identity(name=name)]
+    if isinstance(m, nn.Softmax) and m.dim in (1, -1):
+        return [Softmax(name=name)]
     raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
 
 
@@ -149,6 +153,8 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
                 return [Flatten(name=name)]
         if target in ("view", "reshape") and _flat_shape(node):
             return [Flatten(name=name)]
+        if target == "softmax" and _arg(node, 1, "dim", None) in (1, -1):
+            return [Softmax(name=name)]
         if target in ("contiguous",):
             return [Identity(name=name)]
         raise ValueError(f"node {name!r} (tensor method .{target}) is not supported by tropref")
@@ -167,6 +173,8 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
             raise ValueError(f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported")
         return [_pool(AvgPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name,
                       count_include_pad=bool(_arg(node, 5, "count_include_pad", True)))]
+    if target in (F.softmax, torch.softmax) and _arg(node, 1, "dim", None) in (1, -1):
+        return [Softmax(name=name)]
     if target in (F.dropout, F.dropout2d):
         return [Dropout(float(_arg(node, 1, "p", 0.5)), name=name)]
     what = getattr(target, "__name__", str(target))
@@ -330,6 +338,8 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
                 rank4 = False
             elif isinstance(layer, Dropout):
                 mods.append(nn.Dropout(layer.rate))
+            elif isinstance(layer, Softmax):
+                mods.append(nn.Softmax(dim=1))
             else:
                 mods.append(nn.Identity())
     return nn.Sequential(*mods).eval()

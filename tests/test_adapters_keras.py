@@ -133,6 +133,16 @@ def test_compressed_model_equals_core_and_error_is_certified(fmt):
     assert [r.width_after for r in report.layers] == [4, 4, 3, 6, 3]
 
 
+def test_softmax_classifier():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(10, activation="relu"), L.Dense(4, activation="softmax")])
+    x = RNG.normal(size=(12, 6)).astype(np.float32)
+    small, report = compress(model, keep=0.5, inputs=x)
+    assert type(small.layers[-1]).__name__ == "Softmax"
+    np.testing.assert_allclose(_np(small(x)).sum(axis=1), 1.0, atol=1e-5)
+    assert report.measured_error <= report.certificate <= 1.0  # probabilities move by at most 1
+
+
 def test_save_and_load_keras_format(tmp_path):
     model = vgg_like()
     x = _inputs(model)

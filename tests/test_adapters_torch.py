@@ -171,6 +171,16 @@ def test_unsupported_layers_and_branches_are_named():
         from_torch("not a model")
 
 
+def test_softmax_output():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(dim=1)).eval()
+    x = torch.randn(10, 5)
+    small, report = compress(model, keep=0.5, inputs=x)
+    assert isinstance(small[-1], nn.Softmax)
+    np.testing.assert_allclose(_out(small, x).sum(axis=1), 1.0, atol=1e-6)
+    assert report.measured_error <= report.certificate
+
+
 def test_functional_and_method_forms_are_read():
     class Net(nn.Module):
         def __init__(self) -> None:

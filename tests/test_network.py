@@ -27,6 +27,7 @@ from tropref.network import (
     MaxPool2d,
     Network,
     ReLU,
+    Softmax,
     apply_layer,
     conv_patches,
     count_macs,
@@ -238,6 +239,18 @@ def test_measured_error_within_network_certificate(method, kind):
     assert report.measured_error <= report.certificate
     shares = [r.bound for r in report.layers if r.status == "compressed"]
     assert sum(shares) >= report.certificate * (1 - 1e-9)  # per-output sums: the max of a sum <= the sum of maxes
+
+
+def test_softmax_output_is_carried_by_the_certificate():
+    rng = np.random.default_rng(23)
+    net = mlp(rng)
+    net = net.replace_layers([*net.layers, Softmax()])
+    x = rng.uniform(-1, 1, size=(50, 5))
+    np.testing.assert_allclose(net(x).sum(axis=1), 1.0)
+    boxes = interval_bounds(net, -np.ones(5), np.ones(5))
+    assert np.all(net(x) >= boxes[-1][0] - 1e-12) and np.all(net(x) <= boxes[-1][1] + 1e-12)
+    new, report = compress_network(net, keep=0.5, seed=0, inputs=x)
+    assert report.measured_error <= report.certificate <= 1.0  # probabilities move by at most 1
 
 
 def test_certificate_over_an_input_radius():

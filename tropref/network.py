@@ -54,6 +54,7 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Identity",
+    "Softmax",
     "Layer",
     "Network",
     "forward",
@@ -258,8 +259,19 @@ class Identity:
     name: str | None = None
 
 
-Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity]
-LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity)
+@dataclass(frozen=True)
+class Softmax:
+    """``softmax`` over the features of a 2-D input (a classifier's output activation).
+
+    Nothing is compressed through it; the network certificate passes it with
+    ``|Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j| <= max_j |Δz_j| / 2`` (and at most 1).
+    """
+
+    name: str | None = None
+
+
+Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax]
+LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax)
 
 
 @dataclass(frozen=True)
@@ -440,6 +452,11 @@ def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
         return xp.maximum(x, xp.asarray(0, dtype=x.dtype, device=device(x)))
     if isinstance(layer, MaxPool2d):  # also AvgPool2d
         return _pool(xp, layer, x)
+    if isinstance(layer, Softmax):
+        if x.ndim != 2:
+            raise ValueError(f"Softmax {layer.name!r} needs a 2-D input (N, d); got shape {tuple(x.shape)}")
+        z = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        return z / xp.sum(z, axis=1, keepdims=True)
     if isinstance(layer, Flatten):
         if x.ndim == 2:
             return x
@@ -612,6 +629,11 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
             else:
                 r = r * _channel_view(xp, xp.abs(layer.scale), r.ndim)
             lo, hi = c - r, c + r
+        elif isinstance(layer, Softmax):
+            # p_i is increasing in z_i and decreasing in the other z_j
+            e_lo, e_hi = xp.exp(lo - xp.max(hi)), xp.exp(hi - xp.max(hi))
+            s_lo, s_hi = xp.sum(e_lo, axis=1, keepdims=True), xp.sum(e_hi, axis=1, keepdims=True)
+            lo, hi = e_lo / (s_hi - e_hi + e_lo), e_hi / (s_lo - e_lo + e_hi)
         else:
             lo, hi = apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
         out.append((lo[0, ...], hi[0, ...]))

@@ -61,6 +61,7 @@ from .network import (
     MaxPool2d,
     Network,
     ReLU,
+    Softmax,
     apply_layer,
     conv_patches,
     count_macs,
@@ -269,7 +270,7 @@ def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
             if bn is not None:
                 return f"two BatchNorms after the ReLU ({net.label(bn)}, {net.label(p)})"
             bn = p
-        else:  # pragma: no cover - every layer type is listed above
+        else:
             return f"{net.label(p)} between it and the next layer"
     if not seen_relu:
         return "no ReLU after it"
@@ -773,7 +774,8 @@ def network_certificate(
     prefix over the input domain (from interval bounds). That change is carried to the
     outputs through the *original* remaining layers with per-channel bounds: ReLU, pooling
     and dropout keep them, BatchNorm multiplies by ``|scale|``, a dense layer by ``|W|``,
-    a convolution by ``Σ_{kh,kw} |W|``. Loose for deep networks (each ``|W|`` is an
+    a convolution by ``Σ_{kh,kw} |W|``, a final softmax by ``1/2`` (of the largest bound).
+    The sum is capped by the span of the two networks' interval output boxes. Loose for deep networks (each ``|W|`` is an
     operator-norm-like worst case); the report shows the measured error beside it.
 
     Returns the per-output bound (None when it is not available), each layer's share (its
@@ -802,7 +804,11 @@ def network_certificate(
         e = _carry_bound(host, structure[i].j, beta * rho, shapes)
         shares[i] = float(np.max(e))
         total = e if total is None else total + e
-    return total, shares, domain
+    # Both networks' outputs lie in their interval boxes: the difference never exceeds the
+    # span of the two (which is what makes a final softmax's bound at most 1).
+    (lo_f, hi_f), (lo_c, hi_c) = interval_bounds(host, lo, hi)[-1], boxes[-1]
+    span = (np.maximum(hi_f, hi_c) - np.minimum(lo_f, lo_c)).reshape(-1)
+    return np.minimum(total, span), shares, domain
 
 
 def _carry_bound(net: Network, j: int, e: np.ndarray, shapes: list) -> np.ndarray:
@@ -815,6 +821,8 @@ def _carry_bound(net: Network, j: int, e: np.ndarray, shapes: list) -> np.ndarra
             e = np.abs(layer.W).sum(axis=(2, 3)) @ e
         elif isinstance(layer, BatchNorm):
             e = np.abs(layer.scale) * e
+        elif isinstance(layer, Softmax):  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
+            e = np.full_like(e, min(np.max(e) / 2, 1.0))
         elif isinstance(layer, Flatten) and len(shapes[p]) == 3:
             s = int(shapes[p][1] * shapes[p][2])
             e = np.repeat(e, s) if layer.order == "channels_first" else np.tile(e, s)
