@@ -217,3 +217,19 @@ def test_cli_compress_and_sweep(tmp_path, capsys):
         main(["compress", "no_such_model", "--subset"])
     with pytest.raises(SystemExit):
         main(["sweep", "--model", "lenet300", "--methods", "nope"])
+
+
+def test_certificate_check_holds_and_detects_exact_merge():
+    net = tiny_mlp(seed=3)
+    x, y = stand_in(net, n=200)
+    rows = E.certificate_check(net, methods=["tropnnc", "l1"], fractions=[0.5, 0.25], test=(x, y))
+    assert len(rows) == 4
+    for r in rows:
+        assert r["tightness"] <= 1.0 + 1e-9  # measured error within the certificate
+    by = {(r["method"], r["fraction"]): r for r in rows}
+    assert by[("tropnnc", 0.5)]["abs_change_max"] < 1e-9  # duplicated units merge exactly
+    assert by[("l1", 0.5)]["abs_change_max"] > 1e-3
+    md = E.certificate_markdown(rows)
+    assert md.count("\n") == 6
+    with pytest.raises(ValueError, match="`model`"):
+        E.certificate_check(tiny_cnn(), test=stand_in(tiny_cnn()))

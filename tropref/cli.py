@@ -6,6 +6,7 @@
     tropref demo [--out DIR]                        # the main job, about two minutes
     tropref compress MODEL [--method M] [--keep Q] [--layers G] [--out FILE.npz]
     tropref sweep --model MODEL [--methods ...] [--fractions ...] [--layers ...] [--seeds ...] [--out DIR]
+    tropref certcheck [--model lenet300] [--methods ...] [--fractions ...]   # certificate vs error
 
 ``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``), a ``.npz``
 model file in the shipped format, or a whole PyTorch model saved with ``torch.save``
@@ -171,6 +172,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certcheck(args: argparse.Namespace) -> int:
+    from .experiments import certificate_check, certificate_markdown
+
+    net, _ = _load(args.model)
+    try:
+        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed,
+                                 data_path=args.data, subset=args.subset)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    print(certificate_markdown(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .experiments import LAYER_GROUPS
     from .methods import METHODS
@@ -202,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="write the compressed model to this .npz")
     data_args(q)
     q.set_defaults(fn=cmd_compress)
+
+    q = sub.add_parser("certcheck", help="layer certificate against measured error on the first dense layer")
+    q.add_argument("--model", default="lenet300")
+    q.add_argument("--methods", nargs="+", default=["tropnnc", "neural_path_kmeans", "neuron_merging", "cup", "l1"], choices=sorted(METHODS))
+    q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.3, 0.1])
+    q.add_argument("--seed", type=int, default=0)
+    data_args(q)
+    q.set_defaults(fn=cmd_certcheck)
 
     q = sub.add_parser("sweep", help="methods x kept fractions x layer groups x seeds, with report and plot")
     q.add_argument("--model", required=True)

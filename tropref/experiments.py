@@ -71,6 +71,9 @@ __all__ = [
     "plot",
     "write_report",
     "load_cifar10",
+    "certificate_check",
+    "certificate_markdown",
+    "predict",
     "demo",
 ]
 
@@ -713,6 +716,86 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
     return str(obj)
+
+
+# ----------------------------------------------------------------------------- certificates
+
+
+def certificate_check(
+    model: str | os.PathLike | Network = "lenet300",
+    *,
+    methods: Sequence[str] = ("tropnnc", "neural_path_kmeans", "neuron_merging", "cup", "l1"),
+    fractions: Sequence[float] = (0.5, 0.3, 0.1),
+    seed: int = 0,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    data_path: str | os.PathLike | None = None,
+    subset: bool = False,
+) -> list[dict[str, Any]]:
+    """Layer certificate against the measured error, on the first hidden dense layer.
+
+    The first layer reads the images themselves, so ``u = (x, 1)`` is known exactly: for
+    every test image and every output ``i`` of the next layer, the measured
+    ``|Δz_i(x)| / ‖(x, 1)‖`` (``z`` the next layer's pre-activation) must stay below the
+    certificate ``β_i`` of :func:`tropref.compress_layer`. Returns one row per method and
+    fraction with ``max_i β_i``, the largest measured ratio, the tightness
+    ``max_i (measured_i / β_i)`` (at most 1 when the certificate holds) and the largest
+    absolute change ``max |Δz|``.
+    """
+    from .compress import compress_layer
+
+    net = model if isinstance(model, Network) else load_model(model)[0]
+    idx = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    first, nxt = net.layers[idx[0]], net.layers[idx[1]]
+    if not isinstance(first, Dense) or not isinstance(nxt, Dense) or any(
+        not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]]
+    ) or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]]):
+        raise ValueError("`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer")
+    if test is None:
+        if subset:
+            from .data import load_test_subset
+
+            images, _ = load_test_subset()
+        else:
+            images, _, _ = load_test(data_path)
+        x = to_float(images)
+    else:
+        x = test[0]
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    W, b = np.asarray(first.W, np.float64), np.asarray(first.b, np.float64)
+    V, c = np.asarray(nxt.W, np.float64), np.asarray(nxt.b, np.float64)
+    u = np.linalg.norm(np.concatenate([x, np.ones((len(x), 1))], axis=1), axis=1)
+    z = np.maximum(x @ W.T + b, 0) @ V.T + c
+    rows = []
+    for q in fractions:
+        k = max(1, int(round(q * W.shape[0])))
+        for m in methods:
+            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed)
+            zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
+            ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
+            cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
+            rows.append({
+                "method": m,
+                "fraction": float(q),
+                "k": k,
+                "certificate_max": None if cert is None else float(cert.max()),
+                "measured_ratio_max": float(ratio.max()),
+                "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
+                "abs_change_max": float(np.max(np.abs(z - zt))),
+            })
+    return rows
+
+
+def certificate_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`certificate_check` rows."""
+    out = [
+        "| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | max \|Δz\| |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cert = "-" if r["certificate_max"] is None else f"{r['certificate_max']:.3g}"
+        tight = "-" if r["tightness"] is None else f"{r['tightness']:.3f}"
+        out.append(f"| {100 * r['fraction']:g}% | `{r['method']}` | {cert} | {r['measured_ratio_max']:.3g} | {tight} | {r['abs_change_max']:.3g} |")
+    return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------- other data
