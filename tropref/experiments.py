@@ -788,7 +788,7 @@ def certificate_check(
 def certificate_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of :func:`certificate_check` rows."""
     out = [
-        "| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | max \|Δz\| |",
+        r"| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | max \|Δz\| |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
