@@ -4,7 +4,8 @@
   formats, ``groups=1``; ``HWIO`` kernels transposed to ``OIHW``; ``padding="same"`` turned
   into explicit amounts for the layer's input size), ``BatchNormalization`` (moving
   statistics: inference semantics), ``ReLU``/``Activation("relu")``, ``MaxPooling2D``,
-  ``AveragePooling2D`` (``"same"`` does not count the padding), ``Flatten``, ``Dropout``,
+  ``AveragePooling2D`` (``"same"`` does not count the padding), ``GlobalAveragePooling2D``,
+  ``GlobalMaxPooling2D``, ``Flatten``, ``Dropout``,
   ``InputLayer``. Keras's ``Flatten`` always orders features as ``h, w, c``: after a
   channels-last convolution that is a channels-last flatten in the core.
 - :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``).
@@ -40,7 +41,8 @@ from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
-SUPPORTED = ("Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, Flatten, "
+SUPPORTED = ("Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
+             "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, "
              "Dropout, InputLayer, Softmax (and activation='softmax')")
 
 
@@ -202,6 +204,13 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
                 out.append(MaxPool2d(k, s, pad, name=name))
             else:
                 out.append(AvgPool2d(k, s, pad, name=name, count_include_pad=False))
+        elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
+            _check_format(layer, fmt)
+            hw = _spatial(shape, fmt)
+            cls = AvgPool2d if isinstance(layer, L.GlobalAveragePooling2D) else MaxPool2d
+            out.append(cls(hw, hw, 0, name=name))
+            if not layer.keepdims:
+                out.append(Flatten(name=f"{name}.flatten"))  # (C, 1, 1): both orders agree
         elif isinstance(layer, L.Flatten):
             if rank == 4:
                 # Keras moves channels last before flattening when its data_format is

@@ -4,7 +4,8 @@
   forward is a chain, traced with ``torch.fx``: ``Linear``, ``Conv2d`` (``groups=1``,
   zero padding), ``BatchNorm1d``/``BatchNorm2d`` (running statistics, i.e. eval-mode
   semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
-  ``AvgPool2d`` (also their functional forms), ``Flatten`` (also ``torch.flatten(x, 1)``,
+  ``AvgPool2d`` (also their functional forms; adaptive pooling when the input size, given
+  as ``input_shape``, is a multiple of the output size), ``Flatten`` (also ``torch.flatten(x, 1)``,
   ``x.view(x.size(0), -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
   features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
@@ -33,6 +34,7 @@ from tropref.network import (
     Network,
     ReLU,
     Softmax,
+    layer_shapes,
     with_flatten_order,
 )
 from tropref.network_compression import NetworkReport, compress_network
@@ -115,7 +117,29 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [Identity(name=name)]
     if isinstance(m, nn.Softmax) and m.dim in (1, -1):
         return [Softmax(name=name)]
+    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return [_Adaptive(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
     raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
+
+
+class _Adaptive:
+    """An adaptive pooling, resolved to a fixed one once the input size is known."""
+
+    def __init__(self, average: bool, output_size: Any, name: str) -> None:
+        self.average, self.output_size, self.name = average, output_size, name
+
+    def resolve(self, shape: tuple[int, ...] | None) -> MaxPool2d:
+        kind = "AdaptiveAvgPool2d" if self.average else "AdaptiveMaxPool2d"
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"layer {self.name!r} ({kind}) needs the input size: pass `input_shape=`")
+        out = self.output_size
+        oh, ow = (out, out) if isinstance(out, int) else tuple(out)
+        H, W = shape[1], shape[2]
+        oh, ow = oh or H, ow or W  # None keeps that size
+        if H % oh or W % ow:
+            raise ValueError(f"layer {self.name!r} ({kind}): input {H}x{W} is not a multiple of the output {oh}x{ow}")
+        k = (H // oh, W // ow)
+        return (AvgPool2d if self.average else MaxPool2d)(k, k, 0, name=self.name)
 
 
 def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, **kw: Any) -> MaxPool2d:
@@ -173,6 +197,8 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
             raise ValueError(f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported")
         return [_pool(AvgPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name,
                       count_include_pad=bool(_arg(node, 5, "count_include_pad", True)))]
+    if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+        return [_Adaptive(target is F.adaptive_avg_pool2d, _arg(node, 1, "output_size", None), name)]
     if target in (F.softmax, torch.softmax) and _arg(node, 1, "dim", None) in (1, -1):
         return [Softmax(name=name)]
     if target in (F.dropout, F.dropout2d):
@@ -258,7 +284,12 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
             converted = _convert_function(node, dtype)
             layers += converted or []
         cur = node
-    return Network(tuple(layers), None if input_shape is None else tuple(int(s) for s in input_shape))
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    for p, layer in enumerate(layers):
+        if isinstance(layer, _Adaptive):
+            prefix = Network(tuple(layers[:p]), shape) if shape is not None else None
+            layers[p] = layer.resolve(None if prefix is None else layer_shapes(prefix)[-1])
+    return Network(tuple(layers), shape)
 
 
 # --------------------------------------------------------------------------- import

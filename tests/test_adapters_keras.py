@@ -133,6 +133,15 @@ def test_compressed_model_equals_core_and_error_is_certified(fmt):
     assert [r.width_after for r in report.layers] == [4, 4, 3, 6, 3]
 
 
+def test_global_pooling():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(5, 3, activation="relu"), L.GlobalAveragePooling2D(), L.Dense(3)])
+    x = _inputs(model)
+    np.testing.assert_allclose(forward(from_keras(model), to_core_input(x)), _np(model(x)), atol=1e-5)
+    small, report = compress(model, keep=0.6, inputs=x)
+    np.testing.assert_allclose(_np(small(x)), forward(compress_network(from_keras(model, dtype=np.float64), keep=0.6, seed=0)[0], to_core_input(x)), atol=1e-4)
+
+
 def test_softmax_classifier():
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6,)), L.Dense(10, activation="relu"), L.Dense(4, activation="softmax")])

@@ -171,6 +171,18 @@ def test_unsupported_layers_and_branches_are_named():
         from_torch("not a model")
 
 
+def test_adaptive_pooling_needs_and_uses_the_input_size():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(), nn.Linear(16, 3)).eval()
+    with pytest.raises(ValueError, match="'2'.*input_shape"):
+        from_torch(model)
+    x = torch.randn(3, 2, 6, 6)
+    net = from_torch(model, input_shape=(2, 6, 6))
+    np.testing.assert_allclose(forward(net, x.numpy()), _out(model, x), atol=1e-5)
+    small, report = compress(model, keep=0.5, inputs=x)
+    assert report.measured_error <= report.certificate
+
+
 def test_softmax_output():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(dim=1)).eval()

@@ -126,6 +126,8 @@ def test_conv_matches_naive_reference(backend, stride, pad, dil):
     p = backend.numpy(conv_patches(layer, backend.asarray(x)))
     flat = p.reshape(p.shape[0], -1) @ W.reshape(3, -1).T + b
     np.testing.assert_allclose(flat, got.transpose(0, 2, 3, 1).reshape(-1, 3), atol=1e-12)
+    some = backend.numpy(conv_patches(layer, backend.asarray(x), np.array([0, 5, 7])))
+    np.testing.assert_array_equal(some, p[[0, 5, 7]])
 
 
 def test_pooling_and_flatten_orders():

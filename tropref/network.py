@@ -581,16 +581,23 @@ def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | 
 # --------------------------------------------------------------------------- patches and bounds
 
 
-def conv_patches(layer: Conv2d, x: Array) -> Array:
+def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | None = None) -> Array:
     """Input patches of a convolution, ``(N Ho Wo, C, kh, kw)``, in the order the outputs
-    are produced (sample, row, column): ``layer(x)[n, :, r, c] = W . patch + b``."""
+    are produced (sample, row, column): ``layer(x)[n, :, r, c] = W . patch + b``.
+
+    ``index`` (host integers into that order) keeps only those patches, gathered one kernel
+    offset at a time so that the full patch matrix is never built.
+    """
     xp = namespace(x=x)
     kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
-    cols = [xs for _, _, xs in _windows(_pad(xp, x, layer.padding, 0.0), (kh, kw), layer.stride, layer.dilation)]
-    p = xp.stack(cols, axis=-1)  # (N, C, Ho, Wo, kh*kw)
-    N, C, Ho, Wo = p.shape[:4]
-    p = xp.permute_dims(p, (0, 2, 3, 1, 4))
-    return xp.reshape(p, (N * Ho * Wo, C, kh, kw))
+    idx = None if index is None else xp.asarray(np.asarray(index, dtype=np.int64), device=device(x))
+    cols = []
+    for _, _, xs in _windows(_pad(xp, x, layer.padding, 0.0), (kh, kw), layer.stride, layer.dilation):
+        N, C, Ho, Wo = xs.shape
+        flat = xp.reshape(xp.permute_dims(xs, (0, 2, 3, 1)), (N * Ho * Wo, C))
+        cols.append(flat if idx is None else xp.take(flat, idx, axis=0))
+    p = xp.stack(cols, axis=-1)  # (P, C, kh*kw)
+    return xp.reshape(p, (int(p.shape[0]), int(p.shape[1]), kh, kw))
 
 
 def max_patch_norm(layer: Dense | Conv2d, bound: Array) -> float:

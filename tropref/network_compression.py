@@ -406,14 +406,17 @@ def _layer_seed(seed: int, i: int) -> int:
 
 
 def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+    """The layer's inputs for data-driven methods: ``x`` itself for a dense layer, at most
+    ``max_patches`` random input patches (drawn on the host) for a convolution."""
     if isinstance(layer, Dense):
         return x
-    xp = namespace(x=x)
-    p = conv_patches(layer, x)
-    if p.shape[0] > max_patches:
-        idx = np.sort(rng.choice(int(p.shape[0]), size=max_patches, replace=False))
-        p = xp.take(p, xp.asarray(idx, dtype=xp.int64, device=device(p)), axis=0)
-    return p
+    t, b, l, r = layer.padding
+    kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+    Ho = (int(x.shape[2]) + t + b - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    Wo = (int(x.shape[3]) + l + r - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    total = int(x.shape[0]) * Ho * Wo
+    index = None if total <= max_patches else np.sort(rng.choice(total, size=max_patches, replace=False))
+    return conv_patches(layer, x, index)
 
 
 def _single_nonneg(fold: Array) -> bool:
