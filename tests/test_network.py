@@ -219,6 +219,19 @@ def test_duplicated_channels_merge_exactly(order, next_padding, pool):
     assert kept_bn == bool(next_padding)
 
 
+@pytest.mark.parametrize("order", ["channels_first", "channels_last"])
+def test_batchnorm_after_flatten_folds_exactly(order):
+    """Duplicated channels merge exactly through a per-feature BatchNorm after the flatten."""
+    rng = np.random.default_rng(24)
+    F = rng.normal(size=(2, 1, 3, 3))
+    net = Network([Conv2d(np.concatenate([F, F]), np.zeros(4), name="conv"), ReLU(), Flatten(order), _bn(4 * 4, rng),
+                   Dense(rng.normal(size=(3, 16)), rng.normal(size=3), name="out")], input_shape=(1, 4, 4))
+    x = rng.normal(size=(5, 1, 4, 4))
+    new, report = compress_network(net, keep={"conv": 2}, inputs=x)
+    assert new.layers[0].W.shape[0] == 2 and not any(isinstance(l, BatchNorm) for l in new.layers)
+    np.testing.assert_allclose(new(x), net(x), atol=1e-10)
+
+
 def test_duplicated_units_merge_exactly_on_every_backend(backend):
     net = map_arrays(mlp(np.random.default_rng(9), dup=True), backend.asarray)
     x = backend.asarray(np.random.default_rng(10).normal(size=(30, 5)))

@@ -640,6 +640,9 @@ def compress_network(
     xp = network_namespace(net)
     if inputs is None:
         inputs = data
+    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
+    if data is not None and weights is not None and data.dtype != weights.dtype:
+        data = xp.astype(data, weights.dtype)  # compress_layer wants one floating dtype
 
     work, origin = _fold_pre_relu_bn(net)
     structure = hidden_layers(work)
