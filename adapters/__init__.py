@@ -1,4 +1,9 @@
-"""Framework adapters, installed as ``tropref.adapters``: ``tropref.adapters.torch`` and
-``tropref.adapters.keras`` translate models to and from tropref's network description.
-Importing this package imports no framework; each submodule imports its own.
+"""Framework adapters, installed as ``tropref.adapters``.
+
+- :mod:`tropref.adapters.torch`: PyTorch ``nn.Sequential`` / chain ``nn.Module`` <-> network description;
+- :mod:`tropref.adapters.keras`: Keras 3 ``Sequential`` / functional chains <-> network description.
+
+Each has ``compress(model, keep=0.5, method="tropnnc", seed=0, **options)`` returning a new
+model of the same framework and the report. Importing this package imports no framework;
+each adapter imports its framework when it is itself imported.
 """

@@ -6,8 +6,8 @@
   statistics: inference semantics), ``ReLU``/``Activation("relu")``, ``MaxPooling2D``,
   ``AveragePooling2D`` (``"same"`` does not count the padding), ``GlobalAveragePooling2D``,
   ``GlobalMaxPooling2D``, ``Flatten``, ``Dropout``,
-  ``InputLayer``. Keras's ``Flatten`` always orders features as ``h, w, c``: after a
-  channels-last convolution that is a channels-last flatten in the core.
+  ``InputLayer``. Keras's ``Flatten`` orders features ``h, w, c`` when its own data format
+  matches the tensor's layout (the usual case): a channels-last flatten in the core.
 - :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``).
 - :func:`compress` does both around :func:`tropref.compress_network`.
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, to_numpy
 from .budget import Budget, allocate_budget
+from .compress import compress_layer
 from .network import (
     AvgPool2d,
     BatchNorm,
@@ -448,8 +449,6 @@ def _compress_one(
     Returns the layer certificate (largest entry), the per-output certificate, info, and the
     width after.
     """
-    from .compress import compress_layer  # late: the core imports this module's package
-
     xp = network_namespace(work)
     layer, nxt = new[h.i], new[h.j]
     n = layer.units
