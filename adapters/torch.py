@@ -6,7 +6,7 @@
   semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
   ``AvgPool2d`` (also their functional forms; adaptive pooling when the input size, given
   as ``input_shape``, is a multiple of the output size), ``Flatten`` (also ``torch.flatten(x, 1)``,
-  ``x.view(x.size(0), -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
+  ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
   features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
 - :func:`to_torch` builds a new ``nn.Sequential`` of plain layers (state_dict round trips).
@@ -163,15 +163,13 @@ def _node_inputs(node: Any) -> list:
 
 
 def _convert_function(node: Any, dtype: Any) -> list | None:
-    """A functional call or tensor method as layers; None for shape bookkeeping (``size``)."""
+    """A functional call or tensor method as layers."""
     torch = _torch()
     F = torch.nn.functional
     name, target = node.name, node.target
     if node.op == "call_method":
         if target in ("relu", "relu_"):
             return [ReLU(name=name)]
-        if target == "size":
-            return None
         if target in ("flatten",):
             if _arg(node, 1, "start_dim", 0) == 1 and _arg(node, 2, "end_dim", -1) == -1:
                 return [Flatten(name=name)]
@@ -209,6 +207,22 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
     raise ValueError(f"node {name!r} (function {what}) is not supported by tropref")
 
 
+def _is_shape(node: Any) -> bool:
+    """Shape bookkeeping: ``x.size(...)``, ``x.shape`` and items of them."""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape":
+        return True
+    return node.op == "call_function" and node.target is operator.getitem and hasattr(node.args[0], "op") and _is_shape(node.args[0])
+
+
+def _is_batch_size(node: Any) -> bool:
+    """``x.size(0)``, ``x.shape[0]`` or ``x.size()[0]``."""
+    if node.op == "call_method" and node.target == "size":
+        return _arg(node, 1, "dim", None) == 0
+    return node.op == "call_function" and node.target is operator.getitem and _is_shape(node) and node.args[1] == 0
+
+
 def _flat_shape(node: Any) -> bool:
     """``x.view(x.size(0), -1)``, ``x.view(-1, d)`` or ``x.reshape(...)`` of the same forms."""
     shape = node.args[1:]
@@ -218,7 +232,7 @@ def _flat_shape(node: Any) -> bool:
         return False
     first, second = shape
     fx = _torch().fx
-    first_ok = first == -1 or (isinstance(first, fx.Node) and first.op == "call_method" and first.target == "size" and _arg(first, 1, "dim", None) == 0)
+    first_ok = first == -1 or (isinstance(first, fx.Node) and _is_batch_size(first))
     return bool(first_ok and (isinstance(second, int)))
 
 
@@ -267,14 +281,14 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
             if node.args[0] is not cur:
                 raise ValueError(f"the output is {node.args[0]!r}, not the end of one chain of layers")
             break
-        if node.op == "call_method" and node.target == "size":
+        if _is_shape(node):
             continue  # shape bookkeeping for view/reshape, checked there
-        ins = [n for n in _node_inputs(node) if not (n.op == "call_method" and n.target == "size")]
+        ins = [n for n in _node_inputs(node) if not _is_shape(n)]
         if ins != [cur]:
             others = ", ".join(repr(n.name) for n in ins if n is not cur) or "nothing"
             raise ValueError(f"node {node.name!r} reads {others} besides the previous layer's output: the model is not a chain "
                              "(residual additions, concatenations and branches are refused)")
-        users = [u for u in cur.users if not (u.op == "call_method" and u.target == "size")]
+        users = [u for u in cur.users if not _is_shape(u)]
         if len(users) > 1:
             raise ValueError(f"the output of {cur.name!r} is used by {len(users)} nodes ({', '.join(repr(u.name) for u in users)}): "
                              "the model branches, which tropref refuses")

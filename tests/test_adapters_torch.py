@@ -206,8 +206,18 @@ def test_functional_and_method_forms_are_read():
             x = torch.flatten(x, 1)
             return F.dropout(self.f(x), 0.1, training=False)
 
+    class Net2(Net):
+        def forward(self, x):
+            x = F.max_pool2d(self.c(x).relu(), 2)
+            return F.softmax(self.f(x.reshape(x.shape[0], -1)), dim=1)
+
     net = from_torch(Net())
     assert [type(l).__name__ for l in net] == ["Conv2d", "ReLU", "AvgPool2d", "Flatten", "Dense", "Dropout"]
+    model = Net2().eval()
+    net = from_torch(model)
+    assert [type(l).__name__ for l in net] == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dense", "Softmax"]
+    x = torch.randn(2, 1, 6, 6)
+    np.testing.assert_allclose(forward(net, x.numpy()), _out(model, x), atol=1e-5)
 
 
 def test_docstring_examples():
