@@ -136,6 +136,10 @@ class _Points:
         self.dtype, self.dev = X.dtype, device(X)
         self.itemsize = 4 if X.dtype == xp.float32 else 8
         self.max_bytes = max_bytes
+        # elementwise passes over n × k blocks run in small chunks: they stay in cache and
+        # below malloc's mmap threshold (a fresh 32 MiB temporary costs ~8k page faults)
+        self.small_bytes = min(max_bytes, 4 * 2**20)
+        self.zero = xp.zeros((), dtype=X.dtype, device=self.dev)
         if gram:
             # X @ X.T lets NumPy use SYRK (half the flops of a general product).
             self.G = X @ X.T
@@ -148,9 +152,10 @@ class _Points:
             )
 
     # -- small helpers
-    def chunks(self, row_elems: int, n_rows: int | None = None):
+    def chunks(self, row_elems: int, n_rows: int | None = None, small: bool = False):
         n_rows = self.n if n_rows is None else n_rows
-        starts = chunk_rows(n_rows, row_elems * self.itemsize, self.max_bytes)
+        budget = self.small_bytes if small else self.max_bytes
+        starts = chunk_rows(n_rows, row_elems * self.itemsize, budget)
         return [(s, min(s + starts.step, n_rows)) for s in starts]
 
     def dev_array(self, host: np.ndarray, dtype: Any = None) -> Array:
@@ -160,8 +165,10 @@ class _Points:
         """``(len(labels), k)`` matrix with ``coef[j]`` (or 1) at ``(j, labels[j])``."""
         xp = self.xp
         lab = self.dev_array(labels, xp.int64)
-        M = xp.astype(lab[:, None] == xp.arange(k, dtype=xp.int64, device=self.dev)[None, :], self.dtype)
-        return M if coef is None else M * self.dev_array(coef)[:, None]
+        hit = lab[:, None] == xp.arange(k, dtype=xp.int64, device=self.dev)[None, :]
+        if coef is None:
+            return xp.astype(hit, self.dtype)
+        return xp.where(hit, self.dev_array(coef)[:, None], self.zero)
 
     def mean_state(self, labels: np.ndarray, k: int) -> Any:
         """Weighted means of a partition: ``c = Σ_{i∈c} (w_i / W_c) x_i``.
@@ -177,7 +184,7 @@ class _Points:
 
     def centres_of(self, owner: np.ndarray, coef: np.ndarray, k: int) -> Array:
         C = None
-        for s, e in self.chunks(2 * k):
+        for s, e in self.chunks(k):
             part = self.onehot(owner[s:e], k, coef[s:e]).T @ self.X[s:e, ...]
             C = part if C is None else C + part
         return C
@@ -198,36 +205,50 @@ class _Points:
         xp = self.xp
         ip = take_rows(xp, self.G, idx) if self.gram else take_rows(xp, self.X, idx) @ self.X.T
         sq = take_rows(xp, self.sqn, idx)
-        return xp.clip(sq[:, None] + self.sqn[None, :] - 2.0 * ip, min=0.0)
+        return xp.maximum(sq[:, None] + self.sqn[None, :] - 2.0 * ip, self.zero)
+
+    def sqdist_cols(self, idx: np.ndarray) -> Array:
+        """``(n, len(idx))``: the transpose of ``sqdist_rows``, for reductions along rows."""
+        xp = self.xp
+        if self.gram:
+            ip = take_rows(xp, self.G, idx, axis=1)  # G is symmetric
+        else:
+            ip = self.X @ take_rows(xp, self.X, idx).T
+        sq = take_rows(xp, self.sqn, idx)
+        return xp.maximum(self.sqn[:, None] + sq[None, :] - 2.0 * ip, self.zero)
 
     # -- Lloyd steps
-    def _pick(self, M: Array, owner: np.ndarray, k: int) -> np.ndarray:
-        """``M[i, owner[i]]`` for every row of ``M`` (chunked), on the host."""
-        out = []
-        for s, e in self.chunks(2 * k, M.shape[0]):
-            out.append(to_numpy(self.xp.sum(M[s:e, ...] * self.onehot(owner[s:e], k), axis=1)))
-        return np.concatenate(out).astype(np.float64)
+    def _pick(self, M: Array, cols: np.ndarray) -> Array:
+        """``M[i, cols[i]]`` for every row ``i`` of a C-contiguous ``M`` (a gather, O(n))."""
+        rows, k = (int(s) for s in M.shape)
+        flat = np.arange(rows, dtype=np.int64) * k + cols
+        return self.xp.take(self.xp.reshape(M, (-1,)), self.dev_array(flat, self.xp.int64))
+
+    def _gram_products(self, owner: np.ndarray, coef: np.ndarray, k: int):
+        """``−2 G A`` and ``‖c‖² = a_cᵀ G a_c = Σ_{i∈c} a_i (G A)_ic`` (host)."""
+        GA2 = self.G @ self.onehot(owner, k, -2.0 * coef)  # −2 folded into A: one pass less
+        picked = to_numpy(self._pick(GA2, owner)).astype(np.float64)
+        return GA2, -0.5 * np.bincount(owner, weights=coef * picked, minlength=k)
 
     def assign(self, state: Any, k: int) -> tuple[np.ndarray, np.ndarray, Any]:
         """Nearest centre of every point, its squared distance, and what ``shift`` needs."""
         xp = self.xp
         if self.gram:
-            owner, coef = state
-            GA = self.G @ self.onehot(owner, k, coef)
-            q_host = np.bincount(owner, weights=coef * self._pick(GA, owner, k), minlength=k)
-            q = self.dev_array(q_host)  # ‖c‖² = a_cᵀ G a_c
-            blocks = ((GA[s:e, ...], s, e) for s, e in self.chunks(3 * k))
+            GA2, q_host = self._gram_products(*state, k)
+            q = self.dev_array(q_host)
+            blocks = ((GA2[s:e, ...], s, e) for s, e in self.chunks(k, small=True))
         else:
             C = state
-            q = xp.sum(C * C, axis=1)
-            blocks = ((self.X[s:e, ...] @ C.T, s, e) for s, e in self.chunks(3 * k))
+            q, C2 = xp.sum(C * C, axis=1), -2.0 * C
+            blocks = ((self.X[s:e, ...] @ C2.T, s, e) for s, e in self.chunks(2 * k))
         labels, dmin = [], []
         for P, s, e in blocks:
             # ‖x_i‖² is constant along the row: leave it out of the argmin
-            score = q[None, :] - 2.0 * P
-            labels.append(to_numpy(xp.argmin(score, axis=1)))
-            dmin.append(to_numpy(self.sqn[s:e, ...] + xp.min(score, axis=1)))
-        aux = (GA, q_host) if self.gram else None
+            score = P + q[None, :]
+            lab = xp.argmin(score, axis=1)
+            labels.append(to_numpy(lab))
+            dmin.append(to_numpy(self.sqn[s:e, ...] + self._pick(score, to_numpy(lab))))
+        aux = (GA2, q_host) if self.gram else None
         d2 = np.maximum(np.concatenate(dmin).astype(np.float64), 0.0)
         return np.concatenate(labels).astype(np.int64), d2, aux
 
@@ -236,8 +257,9 @@ class _Points:
         if not self.gram:
             return float(self.xp.sum((new - old) ** 2))
         owner, coef = old
-        GA_new, q_new = new_aux
-        cross = np.bincount(owner, weights=coef * self._pick(GA_new, owner, k), minlength=k)
+        GA2_new, q_new = new_aux
+        picked = to_numpy(self._pick(GA2_new, owner)).astype(np.float64)
+        cross = -0.5 * np.bincount(owner, weights=coef * picked, minlength=k)
         return float(np.sum(q_new + old_aux[1] - 2.0 * cross))
 
     def objective(self, labels: np.ndarray, C: Array, squared: bool = True) -> np.ndarray:
@@ -253,8 +275,7 @@ class _Points:
     def gram_objective(self, state: Any, k: int) -> float:
         """``Σ_i w_i G_ii − Σ_c W_c ‖c‖²`` for a mean state (one product, no centres)."""
         owner, coef = state
-        GA = self.G @ self.onehot(owner, k, coef)
-        q = np.bincount(owner, weights=coef * self._pick(GA, owner, k), minlength=k)
+        _, q = self._gram_products(owner, coef, k)
         W = np.bincount(owner, weights=self.w, minlength=k)
         return float(self.w @ to_numpy(self.sqn).astype(np.float64) - W @ q)
 
@@ -304,9 +325,10 @@ def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray
 
     def add(new: np.ndarray) -> None:
         for s, e in P.chunks(3 * n, new.size):
-            D = P.sqdist_rows(new[s:e])
-            dmin = to_numpy(xp.min(D, axis=0)).astype(np.float64)
-            arg = to_numpy(xp.argmin(D, axis=0))
+            D = P.sqdist_cols(new[s:e])  # (n, chunk): reductions along contiguous rows
+            arg = xp.argmin(D, axis=1)
+            dmin = to_numpy(P._pick(D, to_numpy(arg))).astype(np.float64)
+            arg = to_numpy(arg)
             better = dmin < d2
             d2[better], near[better] = dmin[better], new[s:e][arg[better]]
         is_cand[new], d2[new], near[new] = True, 0.0, new
@@ -338,7 +360,7 @@ def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray
     if P.gram:
         def sqdist(t: np.ndarray) -> Array:
             ip = xp.take(take_rows(xp, P.G, cand[t]), cand_dev, axis=1)
-            return xp.clip(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, min=0.0)
+            return xp.maximum(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, P.zero)
     else:
         Xc = xp.take(P.X, cand_dev, axis=0)
         Gc = Xc @ Xc.T
@@ -346,7 +368,7 @@ def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray
 
         def sqdist(t: np.ndarray) -> Array:
             ip = take_rows(xp, Gc, t)
-            return xp.clip(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, min=0.0)
+            return xp.maximum(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, P.zero)
     return cand[_kmeanspp(xp, sqdist, wc, k, rng, P)]
 
 
