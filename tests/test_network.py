@@ -375,26 +375,40 @@ def _find(net: Network, name: str) -> int:
 
 def test_layers_that_are_not_relu_layers_are_reported_not_compressed():
     rng = np.random.default_rng(19)
-    # fc1 has no ReLU (a linear bottleneck); fc2 has a BatchNorm with negative scales before a max pool
+    # fc1 has no ReLU (a linear bottleneck)
     net = Network([Dense(rng.normal(size=(4, 3)), name="fc1"), Dense(rng.normal(size=(6, 4)), name="fc2"), ReLU(),
                    Dense(rng.normal(size=(2, 6)), name="out")], input_shape=(3,))
     new, report = compress_network(net, keep=0.5, seed=0)
     assert report.layers[0].status.startswith("not a ReLU layer") and report.layers[1].status == "compressed"
     with pytest.raises(ValueError, match="'fc1'"):
         compress_network(net, keep={"fc1": 2})
-    conv = Network([Conv2d(rng.normal(size=(4, 1, 3, 3)), name="c1"), ReLU(), _bn(4, rng, positive=False), MaxPool2d(2),
-                    Flatten(), Dense(rng.normal(size=(2, 4)), name="out")], input_shape=(1, 4, 4))
-    conv = conv.replace_layers([*conv.layers[:2], replace_scale_negative(conv.layers[2]), *conv.layers[3:]])
-    new, report = compress_network(conv, keep=0.5, seed=0)
-    assert "negative scales" in report.layers[0].status
-    x = rng.normal(size=(3, 1, 4, 4))
-    np.testing.assert_allclose(new(x), conv(x), atol=1e-12)
 
 
-def replace_scale_negative(bn: BatchNorm) -> BatchNorm:
-    w = np.array(bn.weight)
-    w[0] = -abs(w[0]) - 0.1
-    return BatchNorm(bn.mean, bn.var, w, bn.bias, eps=bn.eps)
+@pytest.mark.parametrize("next_padding", [0, 1])
+def test_negative_batchnorm_scales_before_max_pooling_pin_channels(next_padding):
+    """``max(s a + t) = s min(a) + t`` for ``s < 0``: such channels stay, the others merge."""
+    rng = np.random.default_rng(25)
+    F, b = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3)
+    bn = _bn(3, rng)
+    weight = np.array(bn.weight)
+    weight[2] = -0.7
+    bn = _dup_bn(BatchNorm(bn.mean, bn.var, weight, bn.bias))  # channels 2 and 5 have negative scales
+    side = 4 if next_padding else 2
+    net = Network([Conv2d(np.concatenate([F, F]), np.concatenate([b, b]), padding=1, name="conv1"), ReLU(), bn, MaxPool2d(2),
+                   Conv2d(rng.normal(size=(4, 6, 3, 3)), rng.normal(size=4), padding=next_padding, name="conv2"), ReLU(),
+                   Flatten(), Dense(rng.normal(size=(2, 4 * side * side)), name="out")], input_shape=(2, 8, 8))
+    x = rng.normal(size=(5, 2, 8, 8))
+    new, report = compress_network(net, keep={"conv1": 4}, seed=0, inputs=x)
+    assert report.layers[0].width_after == 4 and report.layers[0].info["pinned_channels"] == 2
+    np.testing.assert_allclose(new(x), net(x), atol=1e-9)
+    assert isinstance(new.layers[2], BatchNorm) and new.layers[2].channels == 4  # kept, over kept and pinned channels
+    new, report = compress_network(net, keep=0.5, seed=0, inputs=x)
+    assert report.layers[0].width_after == 3  # one merged channel and the two pinned ones
+    assert report.measured_error <= report.certificate
+    new, report = compress_network(net, keep=Budget(units=0.5), seed=0)
+    assert report.layers[0].width_after >= 3 and sum(r.width_after for r in report.layers[:2]) <= 5
+    with pytest.raises(ValueError, match="cannot be met"):
+        compress_network(net, keep=Budget(units=0.3))
 
 
 @pytest.mark.skipif("thinet" not in METHODS, reason="ThiNet not registered")

@@ -113,6 +113,7 @@ def allocate_budget(
     probe: Callable[[int, int], np.ndarray | None],
     folded_bn: set[int] = frozenset(),
     amplification: Mapping[int, float] | None = None,
+    min_width: Mapping[int, int] | None = None,
 ) -> dict[int, int]:
     """Widths per hidden layer meeting ``budget`` (see the module notes for the rule).
 
@@ -131,6 +132,8 @@ def allocate_budget(
         BatchNorms (indices in ``work``) that disappear when their layer is compressed.
     amplification : mapping, optional
         ``A_l`` per layer (1 when missing).
+    min_width : mapping, optional
+        The fewest units each layer can be compressed to (1 when missing).
 
     Returns
     -------
@@ -157,21 +160,22 @@ def allocate_budget(
         total0 = count_macs(reference)
     limit = budget.fraction * total0
     n = {i: work.layers[i].units for i in hidden}
+    low = {i: max(1, min(n[i], int((min_width or {}).get(i, 1)))) for i in hidden}
 
     def cost(widths: Mapping[int, int]) -> int:
         return predict_cost(work, widths, hidden, set(folded_bn), kind, shapes)
 
-    smallest = cost({i: 1 for i in hidden})
+    smallest = cost(low)
     if smallest > limit:
         raise ValueError(
-            f"the budget {budget} cannot be met: even one unit per hidden layer leaves "
+            f"the budget {budget} cannot be met: even the smallest widths (one unit per hidden layer, plus pinned channels) leave "
             f"{smallest} of {total0} {kind} ({smallest / max(total0, 1):.1%})"
         )
     if cost(n) <= limit:
         return dict(n)
 
     def uniform(q: float) -> dict[int, int]:
-        return {i: max(1, min(m, int(math.floor(q * m + 0.5)))) for i, m in n.items()}
+        return {i: max(low[i], min(m, int(math.floor(q * m + 0.5)))) for i, m in n.items()}
 
     lo, hi = 0.0, 1.0  # cost(uniform(lo)) <= limit < cost(uniform(hi))
     for _ in range(40):
@@ -185,7 +189,7 @@ def allocate_budget(
     a, r0, c = {}, {}, {}
     base = cost(k0)
     for i, m in n.items():
-        if m == 1:
+        if low[i] >= m:
             continue
         k_probe = min(k0[i], m - 1)
         cert = probe(i, k_probe)
@@ -194,8 +198,8 @@ def allocate_budget(
         a[i] = float(np.max(to_numpy(cert))) * float((amplification or {}).get(i, 1.0))
         r0[i] = m - k_probe
         less = dict(k0)
-        less[i] = max(1, k0[i] - 1)
-        saved = base - cost(less) if k0[i] > 1 else cost({**k0, i: 2}) - base
+        less[i] = max(low[i], k0[i] - 1)
+        saved = base - cost(less) if less[i] < k0[i] else cost({**k0, i: k0[i] + 1}) - base
         c[i] = max(float(saved), 1e-12)
     if not a:
         return k0
@@ -205,7 +209,7 @@ def allocate_budget(
     def widths(lam: float) -> dict[int, int]:
         out = dict(n)
         for i in a:
-            r = min(lam * g[i], n[i] - 1)
+            r = min(lam * g[i], n[i] - low[i])
             out[i] = n[i] - int(math.floor(r))
         return out
 
@@ -213,7 +217,7 @@ def allocate_budget(
     while cost(widths(lam_hi)) > limit:
         lam_hi *= 2.0
         if lam_hi > 1e300:  # pragma: no cover - smallest widths were checked feasible above
-            return {i: 1 for i in n}
+            return dict(low)
     for _ in range(100):
         mid = (lam_lo + lam_hi) / 2
         if cost(widths(mid)) <= limit:

@@ -34,7 +34,10 @@ Exactness rules kept by the walk:
   error, is added to the layer certificate. With nothing merged, the BatchNorm is kept as is.
 - max pooling commutes with a fold only when every unit folds into one kept unit with a
   non-negative scale; for methods that fold otherwise, the layer certificate is dropped
-  (None) when a max pooling sits between the layers.
+  (None) when a max pooling sits between the layers;
+- a channel whose BatchNorm after the ReLU has a negative scale and is followed by a max
+  pooling (``max(s a + t) = s min(a) + t``) is *pinned*: kept intact, after the kept
+  channels, with its BatchNorm; the other channels are compressed.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, to_numpy
+from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, take_rows, to_numpy
 from .budget import Budget, allocate_budget
 from .compress import compress_layer
 from .network import (
@@ -233,6 +236,7 @@ class _Hidden:
     flatten: int | None
     maxpool: bool
     padded_avg: bool  # a zero-padded average pooling counting the padding, after the ReLU
+    max_after_bn: bool = False  # a max pooling after the BatchNorm: negative scales pin channels
 
 
 def _linear_indices(net: Network) -> list[int]:
@@ -243,7 +247,7 @@ def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
     """The hidden-layer structure between linear layers ``i`` and ``j``, or why there is none."""
     seen_relu = False
     bn = flatten = None
-    maxpool = padded_avg = False
+    maxpool = padded_avg = max_after_bn = False
     path = tuple(range(i + 1, j))
     for p in path:
         layer = net.layers[p]
@@ -254,9 +258,8 @@ def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
                 return f"a ReLU follows the BatchNorm {net.label(bn)}"
             seen_relu = True
         elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
-            if bn is not None and bool(np.any(to_numpy(net.layers[bn].scale) < 0)):
-                return f"the BatchNorm {net.label(bn)} has negative scales and a max pooling follows it"
             maxpool = True
+            max_after_bn = max_after_bn or bn is not None
         elif isinstance(layer, AvgPool2d):
             if not seen_relu:
                 return f"average pooling {net.label(p)} before the ReLU"
@@ -280,7 +283,7 @@ def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
     if bn is not None and padded_avg:
         # the shift would have to pass a padded average: not a per-channel constant any more
         return f"the BatchNorm {net.label(bn)} is followed by a zero-padded average pooling counting the padding"
-    return _Hidden(i, j, path, bn, flatten, maxpool, padded_avg)
+    return _Hidden(i, j, path, bn, flatten, maxpool, padded_avg, max_after_bn)
 
 
 def hidden_layers(net: Network) -> dict[int, "_Hidden | str"]:
@@ -425,11 +428,16 @@ def _single_nonneg(fold: Array) -> bool:
     return bool(np.all(f >= 0) and np.all(np.count_nonzero(f, axis=1) <= 1))
 
 
-def _is_identity(res: Any, n: int) -> bool:
-    if res.k != n:
-        return False
-    f = to_numpy(res.fold)
-    return bool(np.array_equal(f, np.eye(n, dtype=f.dtype)) and not np.any(to_numpy(res.offset)))
+def _pinned(net: Network, h: _Hidden) -> np.ndarray:
+    """Channels that must stay as they are: a negative BatchNorm scale before a max pooling.
+
+    ``max(s a + t) = s min(a) + t`` for ``s < 0``: such a channel cannot be merged with
+    others (nor its scale moved across the pooling), so it is kept intact.
+    """
+    n = net.layers[h.i].units
+    if h.bn is None or not h.max_after_bn:
+        return np.zeros(n, dtype=bool)
+    return to_numpy(net.layers[h.bn].scale) < 0
 
 
 def _compress_one(
@@ -456,25 +464,33 @@ def _compress_one(
     W_view, back = _next_view(net_now, h, n)
     b_next = nxt.b
     bn = new[h.bn] if h.bn is not None else None
-    after_flatten = h.bn is not None and h.flatten is not None and h.flatten < h.bn
-    keep_bn = _keeps_bn(net_now, h)
+    pinned = _pinned(net_now, h)
+    free, fixed = np.flatnonzero(~pinned), np.flatnonzero(pinned)
+    info: dict[str, Any] = {"pinned_channels": int(fixed.size)} if fixed.size else {}
+    if free.size <= 1 or k - fixed.size >= free.size:
+        m = int(W_view.shape[0])
+        return 0.0, np.zeros(m), {**info, "note": "no channel can be merged"}, n
+    padded_next = isinstance(nxt, Conv2d) and nxt.padded
+    V = take_rows(xp, W_view, free, axis=1)  # how the next layer reads the free channels
+    shift_contrib = None
     if bn is not None:
-        scale = _per_unit(xp, bn.scale, W_view, _order(new, h), after_flatten)
-        shift = _per_unit(xp, bn.shift, W_view, _order(new, h), after_flatten)
-        shift_contrib = W_view * shift[None, ...]  # (m, n, ...): what the shift feeds the next layer
-        W_view = W_view * scale[None, ...]
-        if not keep_bn:  # exact: the next layer reads s a + t; t becomes bias
+        order = _order(new, h)
+        after_flatten = h.flatten is not None and h.flatten < h.bn
+        scale = take_rows(xp, _per_unit(xp, bn.scale, W_view, order, after_flatten), free)
+        shift = take_rows(xp, _per_unit(xp, bn.shift, W_view, order, after_flatten), free)
+        shift_contrib = V * shift[None, ...]  # (m, n_free, ...): what the shifts feed the next layer
+        V = V * scale[None, ...]  # the scale moves into the next layer (s >= 0 across a max pool)
+        if not padded_next:  # the next layer reads s a + t and t becomes bias: exact
             total = xp.sum(xp.reshape(shift_contrib, (shift_contrib.shape[0], -1)), axis=1)
             b_next = total if b_next is None else b_next + total
-    fold_constants = not ((isinstance(nxt, Conv2d) and nxt.padded) or h.padded_avg)
-    patches = None
-    if data is not None:
-        patches = _sample_patches(layer, data, make_rng(seed), max_patches)
+            shift_contrib = None
+    fold_constants = not (padded_next or h.padded_avg)
+    patches = None if data is None else _sample_patches(layer, data, make_rng(seed), max_patches)
     res = compress_layer(
-        layer.W,
-        layer.b,
-        k,
-        W_next=W_view,
+        take_rows(xp, layer.W, free),
+        None if layer.b is None else take_rows(xp, layer.b, free),
+        max(1, k - int(fixed.size)),
+        W_next=V,
         b_next=b_next,
         method=method,
         seed=seed,
@@ -482,30 +498,61 @@ def _compress_one(
         fold_constants=fold_constants,
         **options,
     )
-    info = dict(res.info)
+    info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
     if h.maxpool and cert is not None and not _single_nonneg(res.fold):
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
-    W_next_new, b_next_new = res.W_next, res.b_next
-    if keep_bn:
-        if _is_identity(res, n):  # nothing merged: keep the BatchNorm and the next layer as they were
-            W_next_new = None
-        else:
-            W_next_new, b_next_new, new_bn, border = _refit_shift(xp, res, shift_contrib, bn, b_next_new)
-            new[h.bn] = new_bn
-            info["bn_border_bound"] = float(np.max(border)) if border.size else 0.0
-            if cert is not None:
-                cert = cert + border
-    elif bn is not None:
-        new[h.bn] = _Folded(name=bn.name)  # folded into the next layer; removed at the end
+    b_next_new, t_kept = res.b_next, None
+    if shift_contrib is not None:
+        b_next_new, t_kept, border = _refit_shift(xp, res, shift_contrib, b_next_new)
+        info["bn_border_bound"] = float(np.max(border)) if border.size else 0.0
+        if cert is not None:
+            cert = cert + border
 
-    new[h.i] = replace(layer, W=res.W, b=res.b)
-    if W_next_new is not None:
-        new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
+    W_layer, b_layer, W_next_new = res.W, res.b, res.W_next
+    if fixed.size:  # pinned channels follow the kept ones, untouched (their BatchNorm stays)
+        W_layer = xp.concat([W_layer, take_rows(xp, layer.W, fixed)], axis=0)
+        b_layer = None if layer.b is None else xp.concat([b_layer, take_rows(xp, layer.b, fixed)], axis=0)
+        W_next_new = xp.concat([W_next_new, take_rows(xp, W_view, fixed, axis=1)], axis=1)
+    if bn is not None:
+        if padded_next or fixed.size:
+            new[h.bn] = _kept_batchnorm(xp, bn, res.k, t_kept, fixed, like=res.W)
+        else:
+            new[h.bn] = _Folded(name=bn.name)  # folded into the next layer; removed at the end
+    new[h.i] = replace(layer, W=W_layer, b=b_layer)
+    new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
     cmax = None if cert is None else (float(np.max(cert)) if cert.size else 0.0)
-    return cmax, cert, info, res.k
+    return cmax, cert, info, int(W_layer.shape[0])
+
+
+def _kept_batchnorm(xp: Any, bn: BatchNorm, k: int, shifts: np.ndarray | None, fixed: np.ndarray, like: Array) -> BatchNorm:
+    """The BatchNorm after the compression: scale 1 and shifts ``t̃`` on the ``k`` kept
+    channels (their scales moved into the next layer), the original one on pinned channels."""
+    kw = dict(dtype=like.dtype, device=device(like))
+    t = xp.zeros((k,), **kw) if shifts is None else asarray_like(shifts, xp, like)
+    if not fixed.size:  # eps = 0 makes the scale exactly 1
+        return BatchNorm(xp.zeros((k,), **kw), xp.ones((k,), **kw), xp.ones((k,), **kw), t, eps=0.0, name=bn.name)
+    one = math.sqrt(1.0 + bn.eps)  # weight / sqrt(1 + eps) = 1 with the BatchNorm's own eps
+    ref = bn.mean
+    weight = bn.weight if bn.weight is not None else xp.ones_like(ref)
+    bias = bn.bias if bn.bias is not None else xp.zeros_like(ref)
+    return BatchNorm(
+        mean=xp.concat([xp.zeros((k,), **kw), take_rows(xp, bn.mean, fixed)]),
+        var=xp.concat([xp.ones((k,), **kw), take_rows(xp, bn.var, fixed)]),
+        weight=xp.concat([xp.full((k,), one, **kw), take_rows(xp, weight, fixed)]),
+        bias=xp.concat([t, take_rows(xp, bias, fixed)]),
+        eps=bn.eps,
+        name=bn.name,
+    )
+
+
+def _min_width(net: Network, h: _Hidden) -> int:
+    """The fewest units layer ``h.i`` can be compressed to (pinned channels plus one)."""
+    pinned = _pinned(net, h)
+    free = int(np.count_nonzero(~pinned))
+    return net.layers[h.i].units if free <= 1 else int(np.count_nonzero(pinned)) + 1
 
 
 def _keeps_bn(net: Network, h: _Hidden) -> bool:
@@ -527,14 +574,14 @@ def _order(layers: list, h: _Hidden) -> str | None:
     return None if h.flatten is None else layers[h.flatten].order
 
 
-def _refit_shift(xp: Any, res: Any, shift_contrib: Array, bn: BatchNorm, b_next: Array) -> tuple[Array, Array, BatchNorm, np.ndarray]:
+def _refit_shift(xp: Any, res: Any, shift_contrib: Array, b_next: Array) -> tuple[Array, np.ndarray, np.ndarray]:
     """Kept channels' BatchNorm shifts ``t̃`` before a zero-padded convolution.
 
     The next convolution read the constant maps ``t_j`` of the original channels through
     kernels ``W[:, j]``; it now reads ``t̃_c`` through the rewritten kernels ``W̃[:, c]``.
     ``t̃`` minimises ``‖Σ_j W[:, j] t_j − Σ_c W̃[:, c] t̃_c‖`` (least squares, on the host);
     the residual kernel ``R`` adds ``Σ R`` to the bias (exact in the interior) and at most
-    ``Σ |R|`` at the borders, returned as the per-output border bound.
+    ``Σ |R|`` at the borders. Returns the new bias, ``t̃`` and that per-output border bound.
     """
     target = to_numpy(xp.sum(shift_contrib, axis=1)).astype(np.float64)  # (m, kh, kw)
     Wn = to_numpy(res.W_next).astype(np.float64)  # (m, k', kh, kw)
@@ -542,18 +589,8 @@ def _refit_shift(xp: Any, res: Any, shift_contrib: Array, bn: BatchNorm, b_next:
     A = np.moveaxis(Wn, 1, -1).reshape(-1, kp)
     t_new, *_ = np.linalg.lstsq(A, target.reshape(-1), rcond=None)
     R = (target.reshape(-1) - A @ t_new).reshape(m, -1)
-    like = res.W
-    b_new = b_next + asarray_like(R.sum(axis=1), xp, like)
-    ones = xp.ones((kp,), dtype=like.dtype, device=device(like))
-    new_bn = BatchNorm(
-        mean=xp.zeros((kp,), dtype=like.dtype, device=device(like)),
-        var=ones,
-        weight=ones,
-        bias=asarray_like(t_new, xp, like),
-        eps=0.0,
-        name=bn.name,
-    )
-    return res.W_next, b_new, new_bn, np.abs(R).sum(axis=1)
+    b_new = b_next + asarray_like(R.sum(axis=1), xp, res.W)
+    return b_new, t_new, np.abs(R).sum(axis=1)
 
 
 def compress_network(
@@ -655,7 +692,9 @@ def compress_network(
             {i: structure[i] for i in compressible},
             reference=net,
             probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options, data, max_patches),
-            folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])},
+            folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])
+                       and not _pinned(work, structure[i]).any()},
+            min_width={i: _min_width(work, structure[i]) for i in compressible},
             amplification=_amplifications(work, {i: structure[i] for i in compressible}),
         )
     else:
