@@ -233,3 +233,30 @@ def test_certificate_check_holds_and_detects_exact_merge():
     assert md.count("\n") == 6
     with pytest.raises(ValueError, match="`model`"):
         E.certificate_check(tiny_cnn(), test=stand_in(tiny_cnn()))
+
+
+def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
+    """A user's PyTorch model and local CIFAR-10 copy: synthetic stand-ins of the real shapes."""
+    torch = pytest.importorskip("torch")
+    from tropref.cli import main
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10),
+    ).eval()
+    torch.save(model, tmp_path / "net.pt")
+    rng = np.random.default_rng(8)
+    for name in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, size=20).tolist()}, fh)
+    args = ["--dataset", "cifar10", "--data", str(tmp_path), "--input-shape", "3", "32", "32",
+            "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25", "--no-progress"]
+    assert main(["compress", str(tmp_path / "net.pt"), "--keep", "0.5", *args]) == 0
+    assert "8->4" in capsys.readouterr().out
+    assert main(["sweep", "--model", str(tmp_path / "net.pt"), "--methods", "tropnnc", "thinet", "--fractions", "0.5",
+                 "--layers", "all", "--calibration", "50", "--out", str(tmp_path), "--stem", "c", "--no-plot", *args]) == 0
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["model"]["test_set"] == "cifar10 test" and result["config"]["n_calibration"] == 50
+    assert {r["method"] for r in result["records"]} == {"tropnnc", "thinet"}

@@ -52,7 +52,7 @@ def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict
     return out
 
 
-def _load(model: str) -> tuple[Any, dict[str, Any]]:
+def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
     from .experiments import load_model
 
     path = Path(model)
@@ -64,8 +64,19 @@ def _load(model: str) -> tuple[Any, dict[str, Any]]:
         from tropref.adapters.torch import from_torch
 
         module = torch.load(path, weights_only=False, map_location="cpu")
-        net = from_torch(module, input_shape=(1, 28, 28))
+        net = from_torch(module, input_shape=tuple(input_shape or (1, 28, 28)))
         return net, {"name": path.stem}
+    if path.suffix == ".keras":
+        import os
+
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        try:
+            import keras
+        except ImportError:
+            raise SystemExit("tropref: reading a .keras model needs Keras (pip install keras)") from None
+        from tropref.adapters.keras import from_keras
+
+        return from_keras(keras.saving.load_model(path)), {"name": path.stem}
     try:
         return load_model(model)
     except (FileNotFoundError, ValueError) as exc:
@@ -75,14 +86,55 @@ def _load(model: str) -> tuple[Any, dict[str, Any]]:
 def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     from .data import load_test, load_test_subset, to_float
 
-    if args.subset:
+    if args.dataset == "cifar10":
+        from .experiments import load_cifar10
+
+        if args.data is None:
+            raise SystemExit("tropref: --dataset cifar10 needs --data (the unpacked cifar-10-batches-py folder)")
+        try:
+            x, y = load_cifar10(args.data, "test")
+        except FileNotFoundError as exc:
+            raise SystemExit(f"tropref: {exc}") from None
+        name = "cifar10 test"
+    elif args.subset:
         x, y = load_test_subset()
-        return to_float(x), y, "test[:2000]"
+        x, name = to_float(x), "test[:2000]"
+    else:
+        try:
+            x, y, name = load_test(args.data)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"tropref: {exc}") from None
+        x = to_float(x)
+    return _normalise(args, x), y, name
+
+
+def _normalise(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
+    if args.mean is None and args.std is None:
+        return x
+    c = x.shape[1]
+    mean = np.asarray(args.mean if args.mean is not None else [0.0] * c, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(args.std if args.std is not None else [1.0] * c, dtype=np.float32).reshape(1, -1, 1, 1)
+    if mean.size != c or std.size != c:
+        raise SystemExit(f"tropref: --mean/--std need {c} values (one per channel)")
+    return (x - mean) / std
+
+
+def _calibration(args: argparse.Namespace, dtype: Any) -> np.ndarray:
+    """``args.calibration`` training images (drawn with seed 0) for data-driven methods."""
+    from .data import load_fashion_mnist, to_float
+
     try:
-        x, y, name = load_test(args.data)
+        if args.dataset == "cifar10":
+            from .experiments import load_cifar10
+
+            tr, _ = load_cifar10(args.data, "train")
+        else:
+            tr, _ = load_fashion_mnist("train", args.data)
     except FileNotFoundError as exc:
-        raise SystemExit(f"tropref: {exc}") from None
-    return to_float(x), y, name
+        raise SystemExit(f"tropref: 'thinet' needs training images as calibration data. {exc}") from None
+    pick = np.sort(np.random.default_rng(0).choice(len(tr), size=min(args.calibration, len(tr)), replace=False))
+    x = tr[pick] if args.dataset == "cifar10" else to_float(tr[pick])
+    return _normalise(args, x).astype(dtype)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -108,19 +160,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     from .experiments import _compress_network, keep_rule, predict, save_model
 
-    net, meta = _load(args.model)
+    net, meta = _load(args.model, args.input_shape)
     x, y, test_name = _test_data(args)
     x = x.astype(np.asarray(next(l.W for l in net.layers if hasattr(l, "W"))).dtype)
-    calibration = None
-    if args.method == "thinet":
-        from .data import load_fashion_mnist, to_float
-
-        try:
-            tr, _ = load_fashion_mnist("train", args.data)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"tropref: 'thinet' needs training images as calibration data. {exc}") from None
-        pick = np.sort(np.random.default_rng(0).choice(len(tr), size=args.calibration, replace=False))
-        calibration = to_float(tr[pick]).astype(x.dtype)
+    calibration = _calibration(args, x.dtype) if args.method == "thinet" else None
     try:
         keep = keep_rule(net, args.keep, args.layers)
     except (ValueError, NotImplementedError) as exc:
@@ -148,17 +191,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import sweep, write_report
 
-    net, meta = _load(args.model)
+    net, meta = _load(args.model, args.input_shape)
+    x, y, test_name = _test_data(args)
     try:
         result = sweep(
             net,
+            test=(x, y),
+            test_name=test_name,
             methods=args.methods,
             fractions=args.fractions,
             layers=args.layers,
             seeds=args.seeds,
             data_path=args.data,
             subset=args.subset,
-            n_calibration=args.calibration,
+            calibration=_calibration(args, x.dtype) if "thinet" in args.methods else None,
             options=_options(args.option, args.methods),
             progress=not args.no_progress,
             name=meta.get("name"),
@@ -175,10 +221,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_certcheck(args: argparse.Namespace) -> int:
     from .experiments import certificate_check, certificate_markdown
 
-    net, _ = _load(args.model)
+    net, _ = _load(args.model, args.input_shape)
+    x, y, _ = _test_data(args)
     try:
-        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed,
-                                 data_path=args.data, subset=args.subset)
+        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
     print(certificate_markdown(rows))
@@ -195,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     def data_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: the Debian package's)")
         q.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images")
+        q.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"],
+                       help="test data: Fashion-MNIST IDX files, or a local CIFAR-10 (python version) in --data")
+        q.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean subtracted from inputs in [0, 1]")
+        q.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std dividing the inputs")
+        q.add_argument("--input-shape", type=int, nargs="+", default=None, help="C H W of a .pt model's input (default 1 28 28)")
         q.add_argument("--calibration", type=int, default=1000, help="training images given to data-driven methods (thinet)")
         q.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
         q.add_argument("--no-progress", action="store_true")

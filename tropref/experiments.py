@@ -379,6 +379,7 @@ def sweep(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
     name: str | None = None,
+    test_name: str | None = None,
 ) -> dict[str, Any]:
     """Compress ``model`` with every method × kept fraction × layer group × seed; evaluate.
 
@@ -456,7 +457,7 @@ def sweep(
         x_test, y_test = to_float(images), labels
     else:
         x_test, y_test = test
-        test_name = "user test set"
+        test_name = test_name or "user test set"
     x_test = np.asarray(x_test, dtype=_dtype(net))
     x_err = x_test[:n_error]
     # the certificate holds on the box spanned elementwise by the test inputs: compress_network
