@@ -5,7 +5,8 @@
   into explicit amounts for the layer's input size), ``BatchNormalization`` (moving
   statistics: inference semantics), ``ReLU``/``Activation("relu")``, ``MaxPooling2D``,
   ``AveragePooling2D`` (``"same"`` does not count the padding), ``GlobalAveragePooling2D``,
-  ``GlobalMaxPooling2D``, ``Flatten``, ``Dropout``,
+  ``GlobalMaxPooling2D``, ``Flatten``, ``Dropout``, ``Rescaling`` (as a fixed BatchNorm),
+  augmentation and noise layers (identities at inference), nested chain models,
   ``InputLayer``. Keras's ``Flatten`` orders features ``h, w, c`` when its own data format
   matches the tensor's layout (the usual case): a channels-last flatten in the core.
 - :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``).
@@ -42,8 +43,8 @@ from tropref.network_compression import NetworkReport, compress_network
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
 SUPPORTED = ("Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
-             "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, "
-             "Dropout, InputLayer, Softmax (and activation='softmax')")
+             "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, InputLayer, Softmax (and activation='softmax'), "
+             "Rescaling, nested Sequential chains, and augmentation/noise layers (identities at inference)")
 
 
 def _keras() -> Any:
@@ -96,9 +97,8 @@ def _layer_chain(model: Any) -> list:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; tropref needs one chain")
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     prev = model.inputs[0]
+    chain: list = []
     for layer in layers:
-        if isinstance(layer, keras.Model):
-            raise ValueError(f"layer {layer.name!r} is a nested model: flatten it into one Sequential first")
         if len(getattr(layer, "_inbound_nodes", [])) > 1:
             raise ValueError(f"layer {layer.name!r} is used several times (shared layer): the model is not a chain")
         try:
@@ -108,10 +108,12 @@ def _layer_chain(model: Any) -> list:
         if isinstance(inp, (list, tuple, dict)) or inp is not prev:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) does not read the previous layer's output alone: "
                              "the model is not a chain (residual additions, concatenations and branches are refused)")
+        # a nested model that is itself a chain is read layer by layer
+        chain += _layer_chain(layer) if isinstance(layer, keras.Model) else [layer]
         prev = layer.output
     if prev is not model.outputs[0]:
         raise ValueError(f"the output of model {model.name!r} is not the end of its chain of layers (a branch)")
-    return layers
+    return chain
 
 
 def data_format_of(model: Any) -> str:
@@ -221,7 +223,13 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
                 raise ValueError(f"layer {name!r}: Flatten of a {rank}-D tensor is not supported")
         elif isinstance(layer, (L.Dropout, L.SpatialDropout2D)):
             out.append(Dropout(float(layer.rate), name=name))
-        elif isinstance(layer, L.Identity):
+        elif isinstance(layer, L.Rescaling):
+            # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
+            C = int(shape[1]) if rank == 2 else int(shape[3] if fmt == "channels_last" else shape[1])
+            ones = np.ones(C, dtype=dtype)
+            out.append(BatchNorm(0 * ones, ones, arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
+                                 arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))), eps=0.0, name=name))
+        elif isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
             out.append(Identity(name=name))
         else:
             raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
@@ -232,6 +240,13 @@ def replace_name(layer: Any, name: str) -> Any:
     from dataclasses import replace
 
     return replace(layer, name=name)
+
+
+def _inference_identities(L: Any) -> tuple:
+    """Layers that are the identity at inference (data augmentation, noise)."""
+    names = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+             "GaussianNoise", "GaussianDropout", "ActivityRegularization")
+    return tuple(getattr(L, n) for n in names if hasattr(L, n))
 
 
 def _check_format(layer: Any, fmt: str) -> None:

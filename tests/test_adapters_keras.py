@@ -142,6 +142,18 @@ def test_global_pooling():
     np.testing.assert_allclose(_np(small(x)), forward(compress_network(from_keras(model, dtype=np.float64), keep=0.6, seed=0)[0], to_core_input(x)), atol=1e-4)
 
 
+def test_nested_sequential_rescaling_and_augmentation():
+    keras.utils.set_random_seed(3)
+    inner = keras.Sequential([L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D()], name="block")
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Rescaling(1 / 255.0, offset=0.1), L.RandomFlip(), inner, L.Flatten(), L.Dense(3)])
+    x = (RNG.uniform(0, 255, size=(4, 8, 8, 3))).astype(np.float32)
+    net = from_keras(model)
+    assert [type(l).__name__ for l in net] == ["BatchNorm", "Identity", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dense"]
+    np.testing.assert_allclose(forward(net, to_core_input(x)), _np(model(x, training=False)), rtol=1e-5, atol=1e-5)
+    small, report = compress(model, keep=0.5, inputs=x)
+    np.testing.assert_allclose(_np(small(x)), forward(compress_network(from_keras(model, dtype=np.float64), keep=0.5, seed=0)[0], to_core_input(x)), rtol=1e-4, atol=1e-4)
+
+
 def test_softmax_classifier():
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6,)), L.Dense(10, activation="relu"), L.Dense(4, activation="softmax")])
