@@ -268,6 +268,29 @@ def test_softmax_output_is_carried_by_the_certificate():
     assert report.measured_error <= report.certificate <= 1.0  # probabilities move by at most 1
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_certificate_holds_on_random_architectures(seed):
+    """Random chains (padding, pooling kinds, BatchNorm signs, flatten orders, methods): the
+    measured error never exceeds the network certificate on the box of the inputs."""
+    rng = np.random.default_rng(100 + seed)
+    C1, C2 = int(rng.integers(3, 6)), int(rng.integers(3, 6))
+    pad2 = int(rng.integers(0, 2))
+    Pool = MaxPool2d if rng.random() < 0.5 else AvgPool2d
+    bn = BatchNorm(rng.normal(size=C1), rng.uniform(0.5, 2, size=C1), rng.normal(size=C1), rng.normal(size=C1))
+    side = 4 if pad2 else 2
+    layers = [Conv2d(rng.normal(size=(C1, 2, 3, 3)), rng.normal(size=C1), padding=1), ReLU()]
+    layers += [bn, Pool(2)] if rng.random() < 0.5 else [Pool(2), bn]
+    layers += [Conv2d(rng.normal(size=(C2, C1, 3, 3)), rng.normal(size=C2), padding=pad2), ReLU(), MaxPool2d(2),
+               Flatten(str(rng.choice(["channels_first", "channels_last"]))), Dense(rng.normal(size=(6, C2 * (side // 2) ** 2)), rng.normal(size=6)),
+               ReLU(), Dense(rng.normal(size=(3, 6)), rng.normal(size=3))]
+    net = Network(layers, input_shape=(2, 8, 8))
+    x = rng.uniform(-1, 1, size=(30, 2, 8, 8))
+    method = str(rng.choice(["tropnnc", "neural_path_kmeans", "l1"] if "l1" in METHODS else ["tropnnc", "neural_path_kmeans"]))
+    new, report = compress_network(net, keep=float(rng.uniform(0.3, 0.9)), method=method, seed=seed, inputs=x)
+    assert report.certificate is not None, method
+    assert np.all(np.abs(new(x) - net(x)).max(axis=0) <= report.certificate_per_output * (1 + 1e-9) + 1e-12)
+
+
 def test_certificate_over_an_input_radius():
     rng = np.random.default_rng(12)
     net = mlp(rng)
@@ -361,6 +384,10 @@ def test_report_and_progress(capsys):
         assert r.params_after == sum(
             int(np.prod(getattr(new.layers[k], f).shape)) for k in [_find(new, r.name)] for f in ("W", "b") if getattr(new.layers[k], f) is not None
         )
+    import json
+
+    as_dict = json.loads(json.dumps(report.to_dict(), default=str))
+    assert as_dict["layers"][0]["name"] == "conv1" and as_dict["params_after"] == report.params_after
     table = report.table()
     assert "conv1" in table and "parameters" in table and str(report) == table
     # the same seed gives the same network

@@ -221,6 +221,24 @@ class NetworkReport:
 
     __str__ = table
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain Python values (JSON-friendly: arrays become lists)."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            if isinstance(v, (np.integer, np.floating)):
+                return v.item()
+            if isinstance(v, Mapping):
+                return {str(k): plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+
+        out = {f: plain(getattr(self, f)) for f in self.__dataclass_fields__ if f != "layers"}
+        out["layers"] = [{f: plain(getattr(r, f)) for f in r.__dataclass_fields__} for r in self.layers]
+        return out
+
 
 # --------------------------------------------------------------------------- structure
 
