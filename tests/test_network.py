@@ -23,7 +23,6 @@ from tropref.network import (
     Dense,
     Dropout,
     Flatten,
-    Identity,
     MaxPool2d,
     Network,
     ReLU,

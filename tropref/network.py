@@ -37,7 +37,7 @@ BatchNorm, ReLU and pooling are not counted (BatchNorm folds into a neighbour at
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
