@@ -8,15 +8,37 @@ Main entry points
 -----------------
 compress_layer
     One dense or convolutional ReLU layer, on any array-API array (NumPy, CuPy, ...).
+compress_network
+    A feed-forward chain (:class:`Network`), front to back, with per-layer or global
+    (:class:`Budget`) widths, a report and a network certificate.
+tropref.adapters.torch, tropref.adapters.keras
+    The same for PyTorch and Keras models, returning a model of the same framework.
 
 Modules: :mod:`tropref.tropical` (layer <-> zonotopes), :mod:`tropref.zonotope`
 (support functions, exact Hausdorff oracles), :mod:`tropref.cluster` (weighted K-means),
-:mod:`tropref.methods` (TropNNC, the predecessor's methods, baselines).
+:mod:`tropref.methods` (TropNNC, the predecessor's methods, baselines),
+:mod:`tropref.network` (the network description and its forward pass).
 """
 
+from .budget import Budget
 from .compress import LayerCompression, compress_layer
 from .methods import METHODS
+from .network import Network, count_macs, count_params, forward
+from .network_compression import LayerReport, NetworkReport, compress_network
 
 __version__ = "0.1.0"
 
-__all__ = ["compress_layer", "LayerCompression", "METHODS", "__version__"]
+__all__ = [
+    "compress_layer",
+    "LayerCompression",
+    "compress_network",
+    "Network",
+    "Budget",
+    "NetworkReport",
+    "LayerReport",
+    "forward",
+    "count_params",
+    "count_macs",
+    "METHODS",
+    "__version__",
+]
