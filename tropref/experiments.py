@@ -540,7 +540,25 @@ def sweep(
         },
         "records": records,
         "seconds": round(time.perf_counter() - t_start, 1),
+        "code": code_version(),
     }
+
+
+def code_version() -> dict[str, Any]:
+    """tropref's version and, in a git checkout, the commit and whether files were modified."""
+    import subprocess
+
+    from . import __version__
+
+    out: dict[str, Any] = {"tropref": __version__}
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
+        out["git_modified"] = sorted(line[3:] for line in status.splitlines() if line.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def _dtype(net: Network) -> Any:
