@@ -125,7 +125,9 @@ def vgg(args):
         k = max(1, round(n * args.keep))
         res, t, calls = compress(W, b, k, Wn_view, bn, partition.kmeans)
         net[i] = (np.asarray(res.W), np.asarray(res.b))
-        W_next = np.asarray(res.W_next).reshape(Wn.shape[0], *(Wn.shape[1:] if Wn.ndim == 4 else (-1,)))
+        W_next = np.asarray(res.W_next)
+        if Wn.ndim == 2:  # back from the (m, n, s) view to a dense (m, n·s) matrix
+            W_next = W_next.reshape(Wn.shape[0], -1)
         net[i + 1] = (W_next, np.asarray(res.b_next))
         print(f"{i:5d} {n:6d} {res.W.shape[0]:5d} {int(np.prod(W.shape[1:])) + 1:7d} | {t:7.2f}  "
               f"({sum(x[0] for x in calls):6.2f}, {','.join(str(x[2]) for x in calls)})", flush=True)
