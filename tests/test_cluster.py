@@ -111,6 +111,21 @@ def test_duplicates_every_cluster_non_empty(backend, mode, k):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("init", INITS)
+def test_all_points_identical_and_single_point(backend, mode, init):
+    X = np.ones((5, 3))
+    for k in (1, 3, 5):
+        res = kmeans(backend.asarray(X), k, seed=0, init=init, _mode=mode)
+        assert np.bincount(backend.numpy(res.labels), minlength=k).min() >= 1
+        assert res.objective == 0.0
+        np.testing.assert_array_equal(backend.numpy(res.centers), np.ones((k, 3)))
+    res = kmeans(backend.asarray(X[:1]), 1, seed=0, init=init, _mode=mode)
+    assert backend.numpy(res.labels).tolist() == [0] and res.objective == 0.0
+    r = weiszfeld(backend.asarray(X), backend.asarray(np.zeros(5, np.int64)), 3)
+    assert np.bincount(backend.numpy(r.labels), minlength=3).min() >= 1 and r.objective == 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_k_equals_n_and_k_equals_one(backend, mode):
     rng = np.random.default_rng(5)
     X = rng.standard_normal((9, 4))
