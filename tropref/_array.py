@@ -121,8 +121,14 @@ def asarray_like(values: Any, xp: Any, like: Array, dtype: Any = None) -> Array:
 
 
 def take_rows(xp: Any, x: Array, host_index: np.ndarray, axis: int = 0) -> Array:
-    """``x`` restricted to the positions ``host_index`` (a host integer array) along ``axis``."""
-    idx = xp.asarray(np.asarray(host_index, dtype=np.int64), device=_device(x))
+    """``x`` restricted to the positions ``host_index`` (a host integer array) along ``axis``.
+
+    The identity selection returns ``x`` itself: no copy of a possibly large array.
+    """
+    host_index = np.asarray(host_index, dtype=np.int64)
+    if host_index.shape == (x.shape[axis],) and np.array_equal(host_index, np.arange(x.shape[axis])):
+        return x
+    idx = xp.asarray(host_index, device=_device(x))
     return xp.take(x, idx, axis=axis)
 
 

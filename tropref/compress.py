@@ -216,8 +216,10 @@ def compress_layer(
 
     W_next_new = b_next_new = None
     if W_next is not None:
-        # (m, s, n) @ (n, k') -> (m, s, k'): W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c]
-        V_new = xp.permute_dims(xp.matmul(xp.permute_dims(V, (0, 2, 1)), fold), (0, 2, 1))
+        # W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c], as one (m s, n) @ (n, k') product
+        m, s = V.shape[0], V.shape[2]
+        rows = xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m * s, V.shape[1]))
+        V_new = xp.permute_dims(xp.reshape(xp.matmul(rows, fold), (m, s, k_new)), (0, 2, 1))
         W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
         base = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A)) if b_next is None else b_next
         b_next_new = base + xp.matmul(xp.sum(V, axis=2), offset)

@@ -141,7 +141,9 @@ def tropnnc(
         residual = _direction_residuals(xp, D, m, rep, labels, A)
         run["certificate_objective"] = float(xp.sum(residual))
         parts.append(Part(labels, scale_tilde[:, None] * rep, a / xp.matmul(H, scale_tilde)))
-        bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, median=refine == "weiszfeld" and k_g < idx.size))
+        if problem.single_output:
+            median = refine == "weiszfeld" and k_g < idx.size
+            bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, median=median))
         runs.append(run)
 
     assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
