@@ -184,6 +184,23 @@ def bench_case(name, dtype, args):
           f"{fmt(sk_obj, '<12.6g'):12s} | {speed:>8s}  {ratio}", flush=True)
 
 
+def bench_weiszfeld(name, dtype, args):
+    """weiszfeld from kmeans labels: time per iteration against the floor, objectives."""
+    layer, pct = CASES[name]
+    X, w = layer_problem(*LAYERS[layer], dtype)
+    k = max(1, round(X.shape[0] * pct / 100))
+    res = cluster.kmeans(X, k, weights=w, n_init=1, seed=0)
+    C = np.asarray(res.centers)
+    before = float(np.sum(w.astype(np.float64) * np.linalg.norm(X - C[np.asarray(res.labels)], axis=1)))
+    t = time.perf_counter()
+    ref = cluster.weiszfeld(X, res.labels, k, weights=w, max_iter=args.weiszfeld_iters, tol=0.0)
+    total = time.perf_counter() - t
+    floor = best_of(lambda: X @ C.T, 5)
+    print(f"{name:9s} {dtype:7s} {X.shape[0]:5d} {X.shape[1]:6d} {k:4d} | {total:7.2f} ({ref.n_iter:3d}) "
+          f"{total / ref.n_iter:7.3f} | {floor:6.4f} {total / ref.n_iter / floor:6.2f} | "
+          f"{before:<12.6g} {ref.objective:<12.6g} {ref.objective / before:.4f}", flush=True)
+
+
 def scaling(args):
     """Fitted slopes of log(time) against log(n), log(d), log(k) around n=1024, d=4096, k=256."""
     base = dict(n=1024, d=4096, k=256)
@@ -220,6 +237,8 @@ def main(argv=None):
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--scaling", action="store_true", help="also fit log-log slopes")
     ap.add_argument("--only-scaling", action="store_true", help="only the log-log slopes")
+    ap.add_argument("--weiszfeld", action="store_true", help="time weiszfeld from kmeans labels instead")
+    ap.add_argument("--weiszfeld-iters", type=int, default=10)
     args = ap.parse_args(argv)
     cases = args.cases or (QUICK if args.quick else list(CASES))
     dtypes = args.dtypes or (["float32"] if args.quick else ["float32", "float64"])
@@ -232,7 +251,14 @@ def main(argv=None):
     print(f"numpy {np.__version__}; BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; max_iter={args.max_iter} tol={args.tol} n_init={args.n_init}")
     print("times in seconds; '~' marks an extrapolated sklearn seeding (see the module docstring)")
-    if not args.only_scaling:
+    if args.weiszfeld:
+        print(f"weiszfeld, max_iter={args.weiszfeld_iters}, tol=0, from kmeans(n_init=1, seed=0) labels")
+        print("case      dtype    n     d      k   | total s (iters) per-it | floor  per-it/fl | "
+              "unsquared obj: kmeans   weiszfeld    ratio")
+        for dtype in dtypes:
+            for name in cases:
+                bench_weiszfeld(name, dtype, args)
+    elif not args.only_scaling:
         print(HEADER)
         for dtype in dtypes:
             for name in cases:

@@ -262,12 +262,15 @@ class _Points:
         cross = -0.5 * np.bincount(owner, weights=coef * picked, minlength=k)
         return float(np.sum(q_new + old_aux[1] - 2.0 * cross))
 
-    def objective(self, labels: np.ndarray, C: Array, squared: bool = True) -> np.ndarray:
-        """Per-point ``‖x_i − c_{l_i}‖²`` (or unsquared), from differences (no cancellation)."""
+    def objective(self, labels: np.ndarray, C: Array, squared: bool = True,
+                  rows: np.ndarray | None = None) -> np.ndarray:
+        """``‖x_i − c_{labels[i]}‖²`` (or unsquared) for every point, or for the points
+        ``rows`` (then ``labels`` is theirs), from differences: no cancellation."""
         xp = self.xp
         out = []
-        for s, e in self.chunks(2 * self.d):
-            diff = take_rows(xp, C, labels[s:e]) - self.X[s:e, ...]
+        for s, e in self.chunks(2 * self.d, None if rows is None else rows.size, small=True):
+            X = self.X[s:e, ...] if rows is None else take_rows(xp, self.X, rows[s:e])
+            diff = take_rows(xp, C, labels[s:e]) - X
             out.append(to_numpy(xp.sum(diff * diff, axis=1)))
         d2 = np.concatenate(out).astype(np.float64)
         return d2 if squared else np.sqrt(d2)
@@ -712,9 +715,12 @@ def weiszfeld(
         d = np.where(keep[L], d_new, d)
         # 2. reassignment, to strictly nearer centres only
         cand, _, _ = P.assign(C, k)
-        d_cand = P.objective(cand, C, squared=False)
-        move = (cand != L) & (d_cand < d)
-        L, d = np.where(move, cand, L), np.where(move, d_cand, d)
+        rows = np.flatnonzero(cand != L)  # usually few: exact distances for those only
+        if rows.size:
+            d_cand = P.objective(cand[rows], C, squared=False, rows=rows)
+            better = d_cand < d[rows]
+            L, d = L.copy(), d.copy()
+            L[rows[better]], d[rows[better]] = cand[rows[better]], d_cand[better]
         if np.bincount(L, minlength=k).min() == 0:
             L2 = _repair(L, d, k)
             moved = np.flatnonzero(L2 != L)
