@@ -423,6 +423,7 @@ def sweep(
         MACs, certificate, measured error, seconds).
     """
     t_start = time.perf_counter()
+    code = code_version()  # before any work: the code this sweep runs on
     if isinstance(layers, str):
         layers = (layers,)
     if not methods or not fractions or not layers or not seeds:
@@ -540,7 +541,7 @@ def sweep(
         },
         "records": records,
         "seconds": round(time.perf_counter() - t_start, 1),
-        "code": code_version(),
+        "code": code,
     }
 
 
