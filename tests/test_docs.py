@@ -38,3 +38,16 @@ def test_core_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_readme_code_blocks_run():
+    """The README's Python examples run as written (the PyTorch one needs torch, which CI installs)."""
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
