@@ -556,7 +556,11 @@ def code_version() -> dict[str, Any]:
     try:
         out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
-        out["git_modified"] = sorted(line[3:] for line in status.splitlines() if line.strip())
+        # modified tracked code (data, docs and results do not change what runs)
+        out["git_modified"] = sorted(
+            path for path in (line[3:] for line in status.splitlines() if line.strip())
+            if path.endswith(".py") and path.split("/")[0] in ("tropref", "adapters")
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     return out
