@@ -176,7 +176,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     before, after = predict(net, x), predict(small, x)
     # the report's own "measured" line refers to the two box corners passed as `inputs`
-    print("\n".join(line for line in report.table().splitlines() if "on the inputs given" not in line))
+    table = report.table().replace("the box spanned by the 2 inputs given", f"the box spanned by {test_name}")
+    print("\n".join(line for line in table.splitlines() if "on the inputs given" not in line))
     print(f"measured max|Δ logits| on {test_name}: {float(np.max(np.abs(before - after))):.4g}")
     print(
         f"test accuracy on {test_name} ({len(y)} images): "
