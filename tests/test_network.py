@@ -459,3 +459,17 @@ def test_compress_network_on_strict_device(all_backends):
 def test_docstring_examples(name):
     failures, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert failures == 0
+
+
+def test_budget_floor_keeps_every_layer_near_its_uniform_width():
+    """No layer is cut below floor x its uniform width (the trust region of the allocation)."""
+    rng = np.random.default_rng(21)
+    net = mlp(rng, dup=True)
+    for floor in (0.5, 0.9):
+        new, report = compress_network(net, keep=Budget(units=0.6, floor=floor), seed=0)
+        for r in report.layers[:2]:
+            uniform = round(0.6 * r.width_before)
+            assert r.width_after >= np.ceil(floor * uniform) - 1  # q0 may sit just below 0.6
+        assert sum(r.width_after for r in report.layers[:2]) <= 0.6 * (12 + 8)
+    with pytest.raises(ValueError, match="floor"):
+        Budget(units=0.5, floor=1.5)
