@@ -104,6 +104,14 @@ def test_inputs_are_never_modified(backend, method):
         np.testing.assert_array_equal(before, backend.numpy(after))
 
 
+def test_results_never_alias_the_inputs():
+    W, b, V, c = dense_layer()
+    res = tropref.compress_layer(W, b, W.shape[0], W_next=V, b_next=c, seed=0)
+    for out in (res.W, res.b, res.W_next, res.b_next):
+        for given in (W, b, V, c):
+            assert not np.shares_memory(np.asarray(out), given)
+
+
 def test_result_is_immutable():
     W, b, V, _ = dense_layer()
     res = tropref.compress_layer(W, b, 4, W_next=V, seed=0)

@@ -216,13 +216,19 @@ def compress_layer(
 
     W_next_new = b_next_new = None
     if W_next is not None:
-        # W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c], as one (m s, n) @ (n, k') product
-        m, s = V.shape[0], V.shape[2]
-        rows = xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m * s, V.shape[1]))
-        V_new = xp.permute_dims(xp.reshape(xp.matmul(rows, fold), (m, s, k_new)), (0, 2, 1))
+        # W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c]: one (m, n) @ (n, k') product for a
+        # dense next layer; for s > 1, foldᵀ @ V[i] batched over outputs (no transposed copy of V)
+        if V.shape[2] == 1:
+            V_new = xp.matmul(V[:, :, 0], fold)[:, :, None]
+        else:
+            V_new = xp.matmul(fold.T, V)
         W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
-        base = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A)) if b_next is None else b_next
-        b_next_new = base + xp.matmul(xp.sum(V, axis=2), offset)
+        if b_next is None:
+            b_next_new = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A))
+        else:  # a copy: the result never aliases an input
+            b_next_new = xp.asarray(b_next, copy=True)
+        if constant.any():
+            b_next_new = b_next_new + xp.matmul(xp.sum(V, axis=2), offset)
 
     certificate = None
     if merge.single_fold:
