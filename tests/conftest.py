@@ -11,6 +11,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
+
+# Before any test module can import Keras: the PyTorch backend, and a throw-away KERAS_HOME
+# so that Keras's first import writes its keras.json there, not in the user's home.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="tropref-keras-"))
 from dataclasses import dataclass
 from typing import Any
 
