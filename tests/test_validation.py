@@ -51,7 +51,7 @@ def test_b_next_without_w_next(layer):
 
 @pytest.mark.parametrize("k", [0, -1, 7, 100])
 def test_k_out_of_range(layer, k):
-    with pytest.raises(ValueError, match=r"`k` must satisfy 1 <= k <= n = 6"):
+    with pytest.raises(ValueError, match=rf"`k` must satisfy 1 <= k <= 6, got {k}"):
         tropref.compress_layer(layer[0], layer[1], k)
 
 

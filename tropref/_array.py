@@ -27,6 +27,7 @@ __all__ = [
     "device",
     "check_floating",
     "check_finite",
+    "check_int",
     "to_numpy",
     "asarray_like",
     "take_rows",
@@ -93,6 +94,22 @@ def check_finite(xp: Any, **arrays: Array | None) -> None:
     for name, a in arrays.items():
         if a is not None and not bool(xp.all(xp.isfinite(a))):
             raise ValueError(f"`{name}` contains NaN or infinite values")
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as a Python int, checked to be an integer in ``[low, high]``.
+
+    ``TypeError`` names the argument for a bool or non-integer (NumPy integers are
+    accepted), ``ValueError`` for a value out of range.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if high is not None and not low <= value <= high:
+        raise ValueError(f"`{name}` must satisfy {low} <= {name} <= {high}, got {value}")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value}")
+    return value
 
 
 def to_numpy(x: Array) -> np.ndarray:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._array import Array, chunk_rows, check_finite, device, namespace, resolve_seed, take_rows, to_numpy
+from ._array import Array, check_finite, check_int, chunk_rows, device, namespace, resolve_seed, take_rows, to_numpy
 
 __all__ = ["KMeansResult", "kmeans", "weiszfeld"]
 
@@ -75,15 +75,6 @@ class KMeansResult:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"`{name}` must be in {rng}, got {value}")
-    return int(value)
 
 
 def _check_tol(name: str, value: Any) -> float:
@@ -544,11 +535,11 @@ def kmeans(
     xp = namespace(X=X, weights=weights)
     w = _check_points(xp, X, weights)
     n, d = (int(s) for s in X.shape)
-    k = _check_int("k", k, 1, n)
-    n_init = _check_int("n_init", n_init, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
+    k = check_int("k", k, 1, n)
+    n_init = check_int("n_init", n_init, 1)
+    max_iter = check_int("max_iter", max_iter, 1)
     tol = _check_tol("tol", tol)
-    max_bytes = _check_int("max_bytes", max_bytes, 1)
+    max_bytes = check_int("max_bytes", max_bytes, 1)
     if init not in _INITS:
         raise ValueError(f"`init` must be one of {_INITS}, got {init!r}")
     seed = resolve_seed(seed)
@@ -670,10 +661,10 @@ def weiszfeld(
     xp = namespace(X=X, labels=labels, weights=weights)
     w = _check_points(xp, X, weights)
     n = int(X.shape[0])
-    k = _check_int("k", k, 1, n)
-    max_iter = _check_int("max_iter", max_iter, 1)
+    k = check_int("k", k, 1, n)
+    max_iter = check_int("max_iter", max_iter, 1)
     tol = _check_tol("tol", tol)
-    max_bytes = _check_int("max_bytes", max_bytes, 1)
+    max_bytes = check_int("max_bytes", max_bytes, 1)
     if tuple(labels.shape) != (n,):
         raise ValueError(f"`labels` must have shape ({n},) to match `X`, got {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):

@@ -15,7 +15,6 @@ The call reads top to bottom:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import index
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -26,6 +25,7 @@ from ._array import (
     asarray_like,
     check_finite,
     check_floating,
+    check_int,
     device,
     make_rng,
     namespace,
@@ -187,7 +187,7 @@ def compress_layer(
     check_floating(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
     n = _check_shapes(W, b, W_next, b_next, data)
     check_finite(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
-    k = _check_k(k, n)
+    k = check_int("k", k, 1, n)
     if method not in METHODS:
         raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
     seed = resolve_seed(seed)
@@ -284,18 +284,6 @@ def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array
             f"got {tuple(data.shape)}"
         )
     return n
-
-
-def _check_k(k: Any, n: int) -> int:
-    if isinstance(k, (bool, np.bool_)):
-        raise TypeError("`k` must be an integer, got bool")
-    try:
-        k = index(k)
-    except TypeError:
-        raise TypeError(f"`k` must be an integer, got {type(k).__name__}") from None
-    if not 1 <= k <= n:
-        raise ValueError(f"`k` must satisfy 1 <= k <= n = {n}, got {k}")
-    return k
 
 
 def _identity_outgoing(xp: Any, A: Array) -> Array:

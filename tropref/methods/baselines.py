@@ -25,21 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, device, take_rows, to_numpy
+from .._array import Array, asarray_like, check_int, device, take_rows, to_numpy
 from .base import LayerProblem, Merge
 
 __all__ = ["l1", "random", "cup", "neuron_merging", "BASELINES"]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_k(k: Any, n: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"`k` must be an integer, got {type(k).__name__}")
-    if not 1 <= int(k) <= n:
-        raise ValueError(f"`k` must satisfy 1 <= k <= n = {n}, got {int(k)}")
-    return int(k)
 
 
 def _check_options(name: str, options: dict[str, Any]) -> None:
@@ -131,7 +123,7 @@ def l1(problem: LayerProblem, k: int, *, rng: np.random.Generator, include_bias:
         ``info``: ``criterion``, ``kept`` (unit indices).
     """
     _check_options("l1", options)
-    k = _check_k(k, problem.n)
+    k = check_int("k", k, 1, problem.n)
     A = problem.inputs
     X = A if include_bias else A[:, :-1]
     keep = _top_k(_row_norms(problem.xp, X, 1), k)
@@ -157,7 +149,7 @@ def random(problem: LayerProblem, k: int, *, rng: np.random.Generator, **options
         ``info``: ``kept``.
     """
     _check_options("random", options)
-    k = _check_k(k, problem.n)
+    k = check_int("k", k, 1, problem.n)
     keep = np.sort(rng.choice(problem.n, size=k, replace=False)).astype(np.int64)
     return _prune(problem, keep, {"kept": keep.tolist()})
 
@@ -242,7 +234,7 @@ def cup(
 
     _check_options("cup", options)
     n = problem.n
-    k = _check_k(k, n)
+    k = check_int("k", k, 1, n)
     if linkage not in ("single", "complete", "average", "weighted", "centroid", "median", "ward"):
         raise ValueError(f"`linkage` must be a scipy.cluster.hierarchy method, got {linkage!r}")
     if features not in ("in+out", "in"):
@@ -337,7 +329,7 @@ def neuron_merging(
     """
     _check_options("neuron_merging", options)
     n = problem.n
-    k = _check_k(k, n)
+    k = check_int("k", k, 1, n)
     if criterion not in ("l1", "l2"):
         raise ValueError(f"`criterion` must be 'l1' or 'l2', got {criterion!r}")
     if threshold is not None:

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .._array import asarray_like, device, to_numpy
+from .._array import asarray_like, check_int, device, to_numpy
 from .base import LayerProblem, Merge
-from .baselines import _check_k, _check_options
+from .baselines import _check_options
 
 __all__ = ["thinet", "THINET"]
 
@@ -83,7 +83,7 @@ def thinet(
     """
     _check_options("thinet", options)
     n = problem.n
-    k = _check_k(k, n)
+    k = check_int("k", k, 1, n)
     if rescale not in ("full", "channel", "none"):
         raise ValueError(f"`rescale` must be 'full', 'channel' or 'none', got {rescale!r}")
     xp, A, V, U = problem.xp, problem.inputs, problem.outgoing, problem.data
