@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tropref
-from tropref.tropical import relu_block, tropical_block, zonotope_generators
+from tropref.tropical import relu_block, tropical_block
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets
 
 seeds = st.integers(0, 2**32 - 1)

@@ -83,7 +83,7 @@ def check_floating(xp: Any, dtype: Any = None, **arrays: Array | None) -> Any:
             dtype, first = a.dtype, name
         elif a.dtype != dtype:
             raise TypeError(
-                f"`{name}` has dtype {a.dtype} but the other arrays have {dtype}; "
+                f"`{name}` has dtype {a.dtype} but `{first}` has {dtype}; "
                 "cast them to one floating dtype"
             )
     return dtype

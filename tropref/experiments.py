@@ -31,13 +31,12 @@ Nothing here is run on CIFAR or ImageNet on the project's machines.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,7 +51,6 @@ from .network import (
     ReLU,
     count_macs,
     count_params,
-    forward,
 )
 
 __all__ = [
@@ -895,7 +893,7 @@ def _demo_table(results: Mapping[str, Mapping[str, Any]]) -> str:
             err = "-" if r["measured_error"] is None else f"{r['measured_error']:.3g}"
             params = f"{r['params']:,.0f} ({r['params'] / mdl['params']:.0%})"
             lines.append(f"{'':<10} {100 * r['fraction']:>4g}% {r['method']:<15} {100 * r['accuracy']:>8.2f}% {params:>16} {cert:>12} {err:>10}")
-    lines.append(f"accuracy on the shipped 2,000 Fashion-MNIST test images; every hidden layer compressed, no fine-tuning; "
+    lines.append("accuracy on the shipped 2,000 Fashion-MNIST test images; every hidden layer compressed, no fine-tuning; "
                  "certificate: composed network bound on max|Δ logits| over the box of the test inputs")
     return "\n".join(lines)
 

@@ -99,7 +99,7 @@ def zonotope_generators(A: Array, V: Array) -> tuple[Array, Array]:
     -------
     P, Q : arrays, shape (m, n, p)
     """
-    xp = namespace(A=A, V=V)
+    namespace(A=A, V=V)  # one library, one device
     if V.ndim == 3:
         if V.shape[2] != 1:
             raise ValueError("zonotope pairs are defined for a dense next layer (s = 1)")
