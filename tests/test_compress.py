@@ -198,3 +198,19 @@ def test_pytorch_tensors_give_the_numpy_result():
     np.testing.assert_array_equal(res.assignment.numpy(), np.asarray(ref.assignment))
     np.testing.assert_allclose(res.W_next.numpy(), np.asarray(ref.W_next), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(res.certificate.numpy(), np.asarray(ref.certificate), rtol=1e-12)
+
+
+def test_kept_units_are_numbered_by_their_smallest_member():
+    """The order of the kept units depends on the partition only, not on K-means' numbering."""
+    W, b, V, _ = dense_layer(seed=15, n=40, d=6, m=3)
+    assignment = np.asarray(tropref.compress_layer(W, b, 9, W_next=V, seed=2).assignment)
+    first_seen = [int(c) for c in dict.fromkeys(assignment.tolist())]
+    assert first_seen == list(range(9))
+
+
+def test_keeping_every_unit_keeps_tiny_units():
+    """k = n keeps units whose generators are tiny beside the largest (no distinctness cap)."""
+    W = np.array([[1.0, 0.0], [1e-10, 0.0], [0.0, 1e-10]])
+    for method in ("tropnnc", "zonotope_kmeans"):
+        res = tropref.compress_layer(W, np.zeros(3), 3, W_next=np.ones((1, 3)), method=method, seed=0)
+        assert res.k == 3 and float(res.certificate[0]) <= 1e-25

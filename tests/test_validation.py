@@ -123,3 +123,32 @@ def test_zonotope_kmeans_needs_a_single_output(layer):
 def test_bad_seed(layer, seed, error):
     with pytest.raises(error, match="`seed`"):
         tropref.compress_layer(layer[0], layer[1], 2, seed=seed)
+
+
+def test_half_precision_is_refused_by_name(layer):
+    with pytest.raises(TypeError, match="`W` must have a real floating dtype \\(float32 or float64\\), got float16"):
+        tropref.compress_layer(layer[0].astype(np.float16), None, 2)
+
+
+def test_fold_constants_must_be_a_bool(layer):
+    with pytest.raises(TypeError, match="`fold_constants` must be True or False"):
+        tropref.compress_layer(layer[0], layer[1], 2, fold_constants="no")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("scale, name", [(1e-25, "W"), (1e25, "W_next")])
+def test_norms_that_underflow_or_overflow_are_named(layer, scale, name):
+    W, V = layer[0].astype(np.float32), layer[2].astype(np.float32)
+    if name == "W":
+        W = W * np.float32(scale)
+    else:
+        W, V = W * np.float32(1e15), V * np.float32(scale)  # masses α_j ‖V_j‖ overflow
+    with pytest.raises(ValueError, match=f"`{name}` has units whose norms over- or underflow"):
+        tropref.compress_layer(W, None, 6, W_next=V)
+
+
+def test_pytorch_parameters_that_track_gradients_are_accepted():
+    torch = pytest.importorskip("torch")
+    lin = torch.nn.Linear(3, 6)
+    res = tropref.compress_layer(lin.weight, lin.bias, 3, seed=0)
+    assert res.W.shape == (3, 3)

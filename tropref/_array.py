@@ -75,7 +75,7 @@ def check_floating(xp: Any, dtype: Any = None, **arrays: Array | None) -> Any:
     for name, a in arrays.items():
         if a is None:
             continue
-        if not xp.isdtype(a.dtype, "real floating"):
+        if a.dtype not in (xp.float32, xp.float64):
             raise TypeError(
                 f"`{name}` must have a real floating dtype (float32 or float64), got {a.dtype}"
             )
@@ -116,6 +116,8 @@ def to_numpy(x: Array) -> np.ndarray:
     """Copy an array of any supported namespace to a NumPy array on the host."""
     if isinstance(x, np.ndarray):
         return x
+    if hasattr(x, "detach"):  # a framework tensor that tracks gradients (PyTorch)
+        x = x.detach()
     try:
         return np.asarray(_to_device(x, "cpu"))
     except (ValueError, TypeError, AttributeError, NotImplementedError):

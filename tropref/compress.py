@@ -188,6 +188,8 @@ def compress_layer(
     n = _check_shapes(W, b, W_next, b_next, data)
     check_finite(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
     k = check_int("k", k, 1, n)
+    if not isinstance(fold_constants, (bool, np.bool_)):
+        raise TypeError(f"`fold_constants` must be True or False, got {fold_constants!r}")
     if method not in METHODS:
         raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
     seed = resolve_seed(seed)

@@ -15,7 +15,7 @@ from .._array import Array, device, take_rows, to_numpy
 from ..cluster import kmeans
 from .base import LayerProblem
 
-__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "assemble"]
+__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "canonical_labels", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,18 @@ def unit_groups(problem: LayerProblem) -> list[np.ndarray]:
     return [np.flatnonzero(c > 0), np.flatnonzero(c < 0)]
 
 
-def distinct_rows(X: Array) -> int:
-    """Number of distinct rows of ``X`` (on the host).
+def distinct_rows(X: Array, decimals: int | None = None) -> int:
+    """Number of distinct rows of ``X`` (on the host), compared exactly or rounded.
 
     Used for single-output layers only, to never give a sign group more clusters than it
     has distinct points: the surplus goes to the other group, where it still helps.
+    Positively parallel units normalised to one direction differ in their last bits, so
+    unit directions are compared at ``decimals=9``; generators are compared exactly.
     """
     host = to_numpy(X)
-    scale = float(np.max(np.abs(host))) if host.size else 0.0
-    # Parallel units normalised to one direction differ in the last bits: compare at a
-    # relative precision of 1e-9, far above rounding and far below meaningful differences.
-    return int(np.unique(np.round(host / (scale or 1.0), 9), axis=0).shape[0])
+    if decimals is not None:
+        host = np.round(host, decimals)
+    return int(np.unique(host, axis=0).shape[0])
 
 
 def allocate(k: int, sizes: list[int], masses: list[float]) -> list[int]:
@@ -95,11 +96,25 @@ def cluster_labels(
     if k == n:
         return np.arange(n), {"n_iter": 0, "objective": 0.0}
     res = kmeans(X, k, weights=weights, seed=int(rng.integers(2**31 - 1)), **kmeans_options)
-    return to_numpy(res.labels).astype(np.int64), {
+    return canonical_labels(to_numpy(res.labels).astype(np.int64), k), {
         "n_iter": res.n_iter,
         "objective": float(res.objective),
         "seed": res.seed,
     }
+
+
+def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:
+    """Clusters renumbered in the order of their smallest member.
+
+    The partition is what a method decides; the numbering K-means happens to produce can
+    differ between backends whose arithmetic differs in the last bit. Numbering by the
+    smallest member makes the kept units' order a function of the partition alone.
+    """
+    first = np.full(k, labels.size, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(labels.size))
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(k)
+    return rank[labels]
 
 
 def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like: Array) -> tuple[Array, Array, Array]:

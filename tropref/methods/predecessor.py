@@ -62,7 +62,8 @@ def zonotope_kmeans(
     norms = xp.linalg.vector_norm(G, axis=1)
     groups = unit_groups(problem)
     masses = [float(xp.sum(take_rows(xp, norms, g))) for g in groups]
-    budget = allocate(k, [distinct_rows(take_rows(xp, G, g)) for g in groups], masses)
+    sizes = [distinct_rows(take_rows(xp, G, g)) if k < problem.n else g.size for g in groups]
+    budget = allocate(k, sizes, masses)
     options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     parts, bounds, runs = [], [], []

@@ -109,14 +109,18 @@ def tropnnc(
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     alpha = xp.linalg.vector_norm(A, axis=1)
-    directions = A / alpha[:, None]
     vnorm = outgoing_norm(xp, V, out_norm)
     mass = alpha * vnorm
+    _check_scale(xp, alpha, "W", A.dtype)
+    _check_scale(xp, mass, "W_next", A.dtype)
+    directions = A / alpha[:, None]
 
     groups = unit_groups(problem)
     masses = [float(xp.sum(take_rows(xp, mass, g))) for g in groups]
     points = mass[:, None] * directions if objective == "generators" else directions
-    sizes = [distinct_rows(take_rows(xp, points, g)) if problem.single_output else g.size for g in groups]
+    decimals = None if objective == "generators" else 9
+    cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
+    sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
     budget = allocate(k, sizes, masses)
 
     parts, bounds, runs = [], [], []
@@ -158,6 +162,15 @@ def tropnnc(
         "clustering": runs,
     }
     return Merge(assignment, fold, inputs, zonotope_bound=zonotope_bound, info=info)
+
+
+def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
+    """Norms and masses must be finite and non-zero: the units are normalised by them."""
+    if not bool(xp.all(xp.isfinite(values) & (values > 0))):
+        raise ValueError(
+            f"`{name}` has units whose norms over- or underflow in {dtype}; rescale the layer "
+            "(ReLU layers are positively homogeneous) or use float64"
+        )
 
 
 def _direction_residuals(xp: Any, D: Array, m: Array, rep: Array, labels: np.ndarray, like: Array) -> Array:
