@@ -27,6 +27,7 @@ import numpy as np
 
 from .._array import Array, asarray_like, check_int, device, take_rows, to_numpy
 from .base import LayerProblem, Merge
+from .partition import canonical_labels
 
 __all__ = ["l1", "random", "cup", "neuron_merging", "BASELINES"]
 
@@ -175,11 +176,7 @@ def _cut(Z: np.ndarray, n: int, k: int) -> np.ndarray:
     roots = np.array([root(i) for i in range(n)])
     _, labels = np.unique(roots, return_inverse=True)  # host, on a small integer array
     # number clusters by their smallest member, so that the result reads in unit order
-    first = np.full(k, n, dtype=np.int64)
-    np.minimum.at(first, labels, np.arange(n))
-    rank = np.empty(k, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(k)
-    return rank[labels].astype(np.int64)
+    return canonical_labels(labels.astype(np.int64), k)
 
 
 def cup(
