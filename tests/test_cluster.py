@@ -323,3 +323,70 @@ def test_inputs_not_modified(backend):
     np.testing.assert_array_equal(backend.numpy(Xb), X)
     np.testing.assert_array_equal(backend.numpy(wb), w)
     np.testing.assert_array_equal(backend.numpy(res.labels), labels_before)
+
+
+# --------------------------------------------------------------------------- Ward
+
+
+def _ward_objective(X, w, labels):
+    return sum(
+        float(w[labels == c] @ np.sum((X[labels == c] - np.average(X[labels == c], axis=0, weights=w[labels == c])) ** 2, axis=1))
+        for c in np.unique(labels)
+    )
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), d=st.integers(1, 4), data=st.data())
+def test_ward_matches_scipy_on_points_without_ties(seed, n, d, data):
+    """Unweighted, the partition is scipy.cluster.hierarchy's Ward tree cut at k clusters."""
+    from scipy.cluster import hierarchy
+
+    k = data.draw(st.integers(1, n), label="k")
+    X = np.random.default_rng(seed).normal(size=(n, d))  # continuous: no ties, almost surely
+    ours = cluster.ward(X, k)
+    theirs = hierarchy.fcluster(hierarchy.linkage(X, "ward"), k, "maxclust")
+    assert _same_partition(ours, theirs)
+    assert sorted(set(ours.tolist())) == list(range(k))
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 10), data=st.data())
+def test_ward_integer_weights_equal_repeated_points(seed, n, data):
+    """Weight 3 on a point clusters like three copies of it (scipy on the repeated set)."""
+    from scipy.cluster import hierarchy
+
+    rng = np.random.default_rng(seed)
+    X, w = rng.normal(size=(n, 3)), rng.integers(1, 4, size=n)
+    k = data.draw(st.integers(1, n), label="k")
+    ours = cluster.ward(X, k, weights=w.astype(float))
+    repeated = hierarchy.fcluster(hierarchy.linkage(np.repeat(X, w, axis=0), "ward"), k, "maxclust")
+    assert _same_partition(ours, repeated[np.cumsum(w) - 1])
+
+
+def test_ward_beats_or_ties_kmeans_on_its_objective_with_small_clusters(backend):
+    """At 10-50 % kept most clusters have one or two members; Ward is deterministic there
+    and its weighted objective is not worse than one K-means run on average."""
+    rng = np.random.default_rng(3)
+    X, w = rng.normal(size=(120, 8)), rng.uniform(0.5, 2.0, size=120)
+    ratios = []
+    for k in (12, 36, 60):
+        ward_labels = cluster.ward(backend.asarray(X), k, weights=backend.asarray(w))
+        km = kmeans(backend.asarray(X), k, weights=backend.asarray(w), seed=0, n_init=1)
+        ratios.append(_ward_objective(X, w, ward_labels) / _ward_objective(X, w, backend.numpy(km.labels)))
+    assert np.mean(ratios) <= 1.0
+
+
+def test_ward_edge_cases_and_errors(backend):
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    assert cluster.ward(backend.asarray(X), 3).tolist() == [0, 1, 2]
+    assert cluster.ward(backend.asarray(X), 2).tolist() == [0, 0, 1]
+    assert cluster.ward(backend.asarray(X), 1).tolist() == [0, 0, 0]
+    assert cluster.ward(backend.asarray(X[:1]), 1).tolist() == [0]
+    with pytest.raises(ValueError, match="`k`"):
+        cluster.ward(backend.asarray(X), 4)
+    with pytest.raises(ValueError, match="`weights`"):
+        cluster.ward(backend.asarray(X), 2, weights=backend.asarray(np.array([1.0, 0.0, 1.0])))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        cluster.ward(backend.asarray(np.array([[np.nan, 0.0], [1.0, 1.0]])), 1)
+    Xc = backend.asarray(X)
+    before = backend.numpy(Xc).copy()
+    cluster.ward(Xc, 2)
+    np.testing.assert_array_equal(backend.numpy(Xc), before)  # input untouched

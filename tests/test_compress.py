@@ -68,11 +68,65 @@ def test_clustering_objective_equals_sum_of_certificates_with_l1_masses():
 
 def test_weiszfeld_refinement_lowers_the_certificate_objective():
     W, b, V, _ = dense_layer(seed=6, n=40, d=6, m=5)
-    plain = tropref.compress_layer(W, b, 8, W_next=V, seed=3)
-    refined = tropref.compress_layer(W, b, 8, W_next=V, seed=3, refine="weiszfeld")
+    plain = tropref.compress_layer(W, b, 8, W_next=V, seed=3, variant="paper")
+    refined = tropref.compress_layer(W, b, 8, W_next=V, seed=3, variant="paper", refine="weiszfeld")
     run = refined.info["clustering"][0]
     assert run["certificate_objective"] <= run["certificate_objective_before_refine"] + 1e-12
     assert np.sum(refined.certificate) <= np.sum(plain.certificate) + 1e-12
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_default_tropnnc_does_not_depend_on_the_seed(m):
+    """Ward draws nothing: every seed gives the same compressed layer (the paper variant's
+    K-means does depend on it)."""
+    W, b, V, _ = dense_layer(seed=8, n=40, d=6, m=m)
+    first = tropref.compress_layer(W, b, 9, W_next=V, seed=0)
+    for seed in (1, 2, 12345):
+        other = tropref.compress_layer(W, b, 9, W_next=V, seed=seed)
+        np.testing.assert_array_equal(np.asarray(other.assignment), np.asarray(first.assignment))
+        np.testing.assert_array_equal(np.asarray(other.W), np.asarray(first.W))
+        np.testing.assert_array_equal(np.asarray(other.W_next), np.asarray(first.W_next))
+    paper = {tuple(np.asarray(tropref.compress_layer(W, b, 9, W_next=V, seed=s, variant="paper").assignment))
+             for s in range(6)}
+    assert len(paper) > 1
+
+
+def test_principal_representative_is_the_leading_eigenvector():
+    """Each kept unit points along the top eigenvector of Σ_C m_j ŵ_j ŵ_jᵀ (numpy.linalg.eigh),
+    and the projection fold reads each member through max(w_j · u, 0) (least squares)."""
+    W, b, V, _ = dense_layer(seed=9, n=30, d=5, m=3)
+    res = tropref.compress_layer(W, b, 6, W_next=V, seed=0)
+    A = np.column_stack([W, b])
+    A_new = np.column_stack([np.asarray(res.W), np.asarray(res.b)])
+    mass = np.linalg.norm(A, axis=1) * np.abs(V).sum(axis=0)
+    D = A / np.linalg.norm(A, axis=1)[:, None]
+    assignment, fold = np.asarray(res.assignment), np.asarray(res.fold)
+    for c in range(res.k):
+        members = np.flatnonzero(assignment == c)
+        M = (mass[members, None] * D[members]).T @ D[members]
+        top = np.linalg.eigh(M)[1][:, -1]
+        u = A_new[c] / np.linalg.norm(A_new[c])
+        assert abs(abs(top @ u) - 1.0) < 1e-9
+        assert (mass[members] * (D[members] @ u)).sum() > 0  # the sign the mean has
+        phi = fold[members, c] * np.linalg.norm(A_new[c])
+        np.testing.assert_allclose(phi, np.maximum(A[members] @ u, 0.0), rtol=1e-9, atol=1e-12)
+
+
+def test_paper_variant_is_kmeans_on_generators_with_the_mean_merge():
+    """variant='paper', one output: the merged unit is the |c|-weighted mean input vector
+    and its output weight is ±Σ|c_j| (the paper's algorithm)."""
+    W, b, V, _ = dense_layer(seed=10, n=16, d=4, m=1)
+    res = tropref.compress_layer(W, b, 5, W_next=V, seed=0, variant="paper")
+    assert res.info["objective_kind"] == "generators" and res.info["cluster"] == "kmeans"
+    A = np.column_stack([W, b])
+    c = V[0]
+    assignment = np.asarray(res.assignment)
+    A_new = np.column_stack([np.asarray(res.W), np.asarray(res.b)])
+    for k in range(res.k):
+        members = np.flatnonzero(assignment == k)
+        weights = np.abs(c[members])
+        np.testing.assert_allclose(A_new[k], weights @ A[members] / weights.sum(), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(res.W_next)[0, k], c[members].sum(), rtol=1e-10)
 
 
 def test_same_seed_same_result_on_every_backend(all_backends):

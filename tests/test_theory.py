@@ -77,14 +77,22 @@ def test_block_equals_difference_of_support_functions(backend, seed, n, d, m):
 # --- Propositions A, Corollaries D/E: the chain of bounds for one output -----------------
 
 
-@pytest.mark.parametrize("method", ["tropnnc", "zonotope_kmeans"])
+ONE_OUTPUT_METHODS = [
+    ("tropnnc", {}),
+    ("tropnnc", {"variant": "paper"}),
+    ("tropnnc", {"cluster": "kmeans", "fold": "norm"}),
+    ("zonotope_kmeans", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "options"), ONE_OUTPUT_METHODS)
 @given(seed=seeds, n=st.integers(2, 7), d=st.integers(1, 2), data=st.data())
-def test_sampled_error_below_hausdorff_below_certificate(method, seed, n, d, data):
+def test_sampled_error_below_hausdorff_below_certificate(method, options, seed, n, d, data):
     """sampled max |Δv|/‖u‖ <= H(P, P̃) + H(Q, Q̃) <= certificate, H by the exact oracle."""
     k = data.draw(st.integers(1, n), label="k")
     rng = np.random.default_rng(seed)
     W, b, V, b_next = layer(rng, n, d, 1)
-    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, method=method, seed=seed)
+    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, method=method, seed=seed, **options)
 
     A = np.column_stack([W, b])
     P, Q = split_generators(A, V[0])
@@ -126,17 +134,24 @@ def test_hausdorff_oracle_matches_support_function_form(seed, n, p):
 # --- Proposition F: several outputs, convolutions, flattens ------------------------------
 
 
-@pytest.mark.parametrize("method", ["tropnnc", "neural_path_kmeans"])
-@pytest.mark.parametrize("refine", [None, "weiszfeld"])
+SEVERAL_OUTPUT_METHODS = [
+    ("tropnnc", {}),
+    ("tropnnc", {"refine": "weiszfeld"}),
+    ("tropnnc", {"variant": "paper"}),
+    ("tropnnc", {"variant": "paper", "refine": "weiszfeld"}),
+    ("tropnnc", {"representative": "mean", "fold": "projection"}),
+    ("tropnnc", {"input_ratio": 1.0}),
+    ("neural_path_kmeans", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "options"), SEVERAL_OUTPUT_METHODS)
 @given(seed=seeds, n=st.integers(2, 12), d=st.integers(1, 5), m=st.integers(2, 4), data=st.data())
-def test_certificate_holds_for_several_outputs(method, refine, seed, n, d, m, data):
+def test_certificate_holds_for_several_outputs(method, options, seed, n, d, m, data):
     """|Δ v_i(x)| <= certificate_i ‖(x, 1)‖ on sampled inputs, for every output i."""
-    if method != "tropnnc" and refine is not None:
-        return
     k = data.draw(st.integers(1, n), label="k")
     rng = np.random.default_rng(seed)
     W, b, V, b_next = layer(rng, n, d, m)
-    options = {"refine": refine} if method == "tropnnc" else {}
     res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, method=method, seed=seed, **options)
     X = probe_inputs(rng, d, N=500)
     measured = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
@@ -248,20 +263,22 @@ def test_merging_duplicated_units_is_exact(seed, k, copies, d, m):
     W, b = W0[idx], b0[idx]
     V = rng.normal(size=(m, idx.size))
     if m == 1:
-        # One output, paper-literal objective (K-means on generators |c_j| w_j): a duplicate
-        # is a copy of the unit with its outgoing weight, so the generators coincide.
+        # One output: a duplicate copies the unit with its outgoing weight, so that it lies
+        # in the same sign group (directions and generators both coincide).
         V = rng.normal(size=(1, k))[:, idx]
     res = tropref.compress_layer(W, b, k, W_next=V, seed=seed)
     assert_same_function(W, b, V, None, res, d, rng)
     assert float(np.max(res.certificate)) <= 1e-10 * (1 + np.abs(V).sum() * np.abs(W).sum())
 
 
+@pytest.mark.parametrize("options", [{}, {"variant": "paper", "objective": "directions"}])
 @given(seed=seeds, k=st.integers(1, 4), copies=st.integers(2, 4), d=st.integers(1, 4), m=st.integers(1, 4))
-def test_merging_positively_parallel_units_is_exact(seed, k, copies, d, m):
+def test_merging_positively_parallel_units_is_exact(options, seed, k, copies, d, m):
     """Parallel input vectors of different scales and outgoing weights of either sign.
 
-    Exact with the direction objective (the default for several outputs; an option for one).
-    With one output the sign groups are clustered apart, so k counts directions per sign.
+    Exact with the default (directions clustered, for one output as for several) and with
+    the paper variant's direction objective. With one output the sign groups are clustered
+    apart, so k counts directions per sign.
     """
     rng = np.random.default_rng(seed)
     directions = rng.normal(size=(k, d + 1))
@@ -271,7 +288,7 @@ def test_merging_positively_parallel_units_is_exact(seed, k, copies, d, m):
     W, b = A[:, :-1], A[:, -1]
     V = rng.normal(size=(m, idx.size))  # mixed signs, per output
     k_needed = k if m > 1 else len(set(zip(idx, V[0] > 0)))
-    res = tropref.compress_layer(W, b, k_needed, W_next=V, seed=seed, objective="directions")
+    res = tropref.compress_layer(W, b, k_needed, W_next=V, seed=seed, **options)
     assert res.k == k_needed
     assert_same_function(W, b, V, None, res, d, rng, rtol=1e-9)
     assert float(np.max(res.certificate)) <= 1e-9 * (1 + np.abs(V).sum() * np.abs(A).sum())

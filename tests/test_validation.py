@@ -108,10 +108,27 @@ def test_unknown_option(layer):
         tropref.compress_layer(layer[0], layer[1], 2, bogus=1)
 
 
-@pytest.mark.parametrize("option, value", [("objective", "points"), ("refine", "lloyd"), ("out_norm", "l3")])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("objective", "points"),
+        ("refine", "lloyd"),
+        ("out_norm", "l3"),
+        ("variant", "fast"),
+        ("cluster", "dbscan"),
+        ("representative", "median"),
+        ("fold", "ones"),
+    ],
+)
 def test_bad_tropnnc_options(layer, option, value):
     with pytest.raises(ValueError, match=f"unknown `{option}`"):
         tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], **{option: value})
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+def test_bad_input_ratio(layer, value):
+    with pytest.raises(ValueError, match="`input_ratio`"):
+        tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], input_ratio=value)
 
 
 def test_zonotope_kmeans_needs_a_single_output(layer):

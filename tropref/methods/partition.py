@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, device, take_rows, to_numpy
-from ..cluster import kmeans
+from ..cluster import kmeans, ward
 from .base import LayerProblem
 
-__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "canonical_labels", "assemble"]
+__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "cluster_labels_ward", "canonical_labels", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,15 @@ def cluster_labels(
         "objective": float(res.objective),
         "seed": res.seed,
     }
+
+
+def cluster_labels_ward(X: Array, k: int, weights: Array | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Host labels of the weighted Ward partition of the rows of ``X`` into ``k`` clusters.
+
+    Deterministic: no seed is drawn. ``ward`` already numbers clusters by smallest member.
+    """
+    labels = ward(X, k, weights=weights)
+    return labels, {"n_iter": 0}
 
 
 def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:

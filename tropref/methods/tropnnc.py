@@ -19,6 +19,7 @@ weighted by mass. Certificates: Corollary D and Proposition F of ``docs/theory.m
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,32 @@ import numpy as np
 from .._array import Array, device, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
-from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, one_hot, unit_groups
+from .partition import (
+    Part,
+    allocate,
+    assemble,
+    cluster_labels,
+    cluster_labels_ward,
+    distinct_rows,
+    one_hot,
+    unit_groups,
+)
 
 __all__ = ["tropnnc", "outgoing_norm"]
 
-_OBJECTIVES = ("generators", "directions")
 _NORMS = ("l1", "l2", "linf")
+_CHOICES = {
+    "cluster": ("ward", "kmeans"),
+    "representative": ("principal", "mean"),
+    "fold": ("projection", "norm"),
+    "objective": ("generators", "directions"),
+}
+# The measured default (docs/results.md, section 0) and the paper-literal algorithm.
+_VARIANTS = {
+    "refined": {"cluster": "ward", "representative": "principal", "fold": "projection", "objective": "directions"},
+    "paper": {"cluster": "kmeans", "representative": "mean", "fold": "norm", "objective": "directions"},
+}
+_POWER_ITERATIONS = 200
 
 
 def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
@@ -54,15 +75,26 @@ def tropnnc(
     k: int,
     *,
     rng: np.random.Generator,
+    variant: str = "refined",
+    cluster: str | None = None,
+    representative: str | None = None,
+    fold: str | None = None,
     objective: str | None = None,
     refine: str | None = None,
     out_norm: str = "l1",
+    input_ratio: float | None = None,
     n_init: int = 3,
     max_iter: int = 300,
     tol: float = 1e-4,
     init: str = "k-means||",
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
+
+    Each cluster ``C`` is replaced by one unit along a representative direction ``u_C``,
+    and every member ``j`` is read through it with a coefficient ``φ_j ≥ 0``
+    (``w_j ≈ φ_j u_C``, so ``relu(w_j · x) ≈ φ_j relu(u_C · x)``). The certificate terms
+    are ``‖V[:, j]‖ ‖w_j − φ_j u_C‖`` (Proposition F), so the three choices below all aim
+    at the objective ``Σ_j m_j ‖ŵ_j − (φ_j / α_j) u_C‖`` with masses ``m_j = α_j ‖V[:, j]‖``.
 
     Parameters
     ----------
@@ -71,24 +103,58 @@ def tropnnc(
     k : int
         Units to keep.
     rng : numpy.random.Generator
-        Host generator the clustering seeds are drawn from.
+        Host generator the K-means seeds are drawn from (unused by Ward).
+    variant : {"refined", "paper"}
+        Preset of the options below. ``"refined"`` (default): Ward clustering of the unit
+        directions weighted by mass, principal direction, projection coefficients.
+        ``"paper"``: the paper-literal algorithm: K-means (generators for one output,
+        mass-weighted directions for several), mass-weighted mean, coefficients ``α_j``.
+        Options given explicitly override the preset.
+    cluster : {"ward", "kmeans"}, optional
+        ``"ward"``: deterministic weighted Ward agglomeration (:func:`tropref.cluster.ward`;
+        an ``n × n`` host matrix); ``"kmeans"``: seeded weighted K-means with restarts.
+    representative : {"principal", "mean"}, optional
+        ``"principal"``: ``u_C`` the leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` (the
+        direction that minimises ``Σ_C m_j sin²θ_j``), by power iteration from the mean;
+        ``"mean"``: ``u_C = Σ_C m_j ŵ_j / Σ_C m_j`` (keeps the summed generator).
+    fold : {"projection", "norm"}, optional
+        ``"projection"``: ``φ_j = max(w_j · u_C, 0) / ‖u_C‖²``, the least-squares
+        coefficient, which minimises each ``‖w_j − φ_j u_C‖``; ``"norm"``: ``φ_j = α_j``.
     objective : {"generators", "directions"}, optional
-        ``"generators"``: plain K-means on ``g_j = m_j ŵ_j``; ``"directions"``: K-means on
-        ``ŵ_j`` weighted by ``m_j``. Default: generators for one output (paper-literal),
-        directions for several.
+        Points clustered: ``g_j = m_j ŵ_j`` unweighted, or ``ŵ_j`` weighted by ``m_j``.
+        Default: generators for one output with the paper variant, else directions.
     refine : {None, "weiszfeld"}
-        ``"weiszfeld"`` continues from the K-means partition with weighted geometric-median
+        ``"weiszfeld"`` continues from the partition with weighted geometric-median
         steps on the directions, which lowers the unsquared objective the certificate is
-        made of; the merged unit then uses the median direction (Proposition F allows any
-        representative).
+        made of; the median becomes the representative.
     out_norm : {"l1", "l2", "linf"}
         Norm of the outgoing weights in the masses ``m_j``.
+    input_ratio : float, optional
+        Cluster in the metric of non-negative inputs instead of the Euclidean one: inputs
+        modelled with independent coordinates of mean ``ρ σ`` and standard deviation ``σ``
+        (``ρ = input_ratio``) have ``E[(r · x)²] = σ² (‖r‖² + ρ² (Σ_i r_i)²)``, so the
+        weights are mapped by ``M^{1/2}``, ``M = I + d ρ² e eᵀ`` (``e`` the unit all-ones
+        direction, ``d`` the fan-in), before clustering, and the kept units mapped back.
+        The certificate is unchanged (it is computed on the original weights). Measured in
+        ``docs/results.md``: it helps a first convolution on small patches and hurts dense
+        layers with a large fan-in, so it is off by default.
     n_init, max_iter, tol, init
         Passed to :func:`tropref.cluster.kmeans`.
 
     Returns
     -------
     Merge
+
+    Raises
+    ------
+    ValueError
+        For an unknown option value, or units whose norms over- or underflow.
+
+    References
+    ----------
+    K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network Compression
+    Using Tropical Geometry", arXiv:2409.03945 (2024). ``docs/theory.md`` says which steps
+    are the paper's and which are tropref's, with the measurements behind each default.
 
     Examples
     --------
@@ -100,12 +166,13 @@ def tropnnc(
     >>> res.assignment.tolist(), res.certificate.tolist()    # merging them is exact
     ([0, 0, 1], [0.0, 0.0])
     """
-    if objective is not None and objective not in _OBJECTIVES:
-        raise ValueError(f"unknown `objective` {objective!r}; choose one of {_OBJECTIVES}")
+    cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
     if refine not in (None, "weiszfeld"):
         raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
-    objective = objective or ("generators" if problem.single_output else "directions")
+    if input_ratio is not None:
+        # cluster in the metric of non-negative inputs; the kept units are mapped back below
+        A = _input_metric(xp, A, input_ratio)
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     alpha = xp.linalg.vector_norm(A, axis=1)
@@ -122,6 +189,7 @@ def tropnnc(
     cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
     sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
     budget = allocate(k, sizes, masses)
+    keeps_sum = representative == "mean" and fold == "norm" and refine is None
 
     parts, bounds, runs = [], [], []
     for idx, k_g, mass_total in zip(groups, budget, masses):
@@ -130,38 +198,69 @@ def tropnnc(
             parts.append(Part(None, None, None))
             bounds.append(mass_total)
             continue
-        D, m, v, a = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha))
+        D, m, v, a, Ag = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha, A))
         weights = None if objective == "generators" else m
-        labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
+        if cluster == "ward":
+            labels, run = cluster_labels_ward(take_rows(xp, points, idx), k_g, weights)
+        else:
+            labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
         H = one_hot(xp, labels, k_g, A)
         rep = xp.matmul(H.T, m[:, None] * D) / xp.matmul(H.T, m)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
-            run["certificate_objective_before_refine"] = float(xp.sum(_direction_residuals(xp, D, m, rep, labels, A)))
+            run["certificate_objective_before_refine"] = float(xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels)))
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
             H = one_hot(xp, labels, k_g, A)
             run["refine_n_iter"] = refined.n_iter
-        scale_tilde = xp.matmul(H.T, m) / xp.matmul(H.T, v)
-        residual = _direction_residuals(xp, D, m, rep, labels, A)
+        elif representative == "principal":
+            rep = _principal(xp, H, D, m, rep)
+        # φ_j / α_j per unit: how much of the representative each member is read through
+        coef = _projection(xp, D, rep, labels) if fold == "projection" else xp.ones_like(a)
+        scale_tilde = xp.matmul(H.T, v * a * coef) / xp.matmul(H.T, v)
+        scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
+        residual = m * _residuals(xp, D, coef, rep, labels)
         run["certificate_objective"] = float(xp.sum(residual))
-        parts.append(Part(labels, scale_tilde[:, None] * rep, a / xp.matmul(H, scale_tilde)))
+        parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / xp.matmul(H, scale_tilde)))
         if problem.single_output:
-            median = refine == "weiszfeld" and k_g < idx.size
-            bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, median=median))
+            bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, keeps_sum=keeps_sum))
         runs.append(run)
 
-    assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
+    assignment, fold_matrix, inputs = assemble(xp, groups, parts, problem.n, A)
+    if input_ratio is not None:
+        inputs = _input_metric(xp, inputs, input_ratio, inverse=True)
     zonotope_bound = None
-    if problem.single_output:
+    if problem.single_output and input_ratio is None:  # the bounds above are in M's metric otherwise
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
     info = {
+        "variant": variant,
+        "cluster": cluster,
+        "representative": representative,
+        "fold": fold,
         "objective_kind": objective,
         "refine": refine,
         "out_norm": out_norm,
+        "input_ratio": input_ratio,
         "allocation": budget,
         "clustering": runs,
     }
-    return Merge(assignment, fold, inputs, zonotope_bound=zonotope_bound, info=info)
+    return Merge(assignment, fold_matrix, inputs, zonotope_bound=zonotope_bound, info=info)
+
+
+def _resolve(
+    problem: LayerProblem, variant: str, cluster: str | None, representative: str | None, fold: str | None, objective: str | None
+) -> tuple[str, str, str, str]:
+    """The preset ``variant`` with the explicitly given options on top, all validated."""
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown `variant` {variant!r}; choose one of {tuple(_VARIANTS)}")
+    preset = dict(_VARIANTS[variant])
+    if variant == "paper" and problem.single_output:
+        preset["objective"] = "generators"
+    chosen = {"cluster": cluster, "representative": representative, "fold": fold, "objective": objective}
+    for name, value in chosen.items():
+        if value is not None and value not in _CHOICES[name]:
+            raise ValueError(f"unknown `{name}` {value!r}; choose one of {_CHOICES[name]}")
+        preset[name] = value if value is not None else preset[name]
+    return preset["cluster"], preset["representative"], preset["fold"], preset["objective"]
 
 
 def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
@@ -173,21 +272,67 @@ def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
         )
 
 
-def _direction_residuals(xp: Any, D: Array, m: Array, rep: Array, labels: np.ndarray, like: Array) -> Array:
-    """``m_j ‖ŵ_j − ŵ_{C(j)}‖`` per unit: the terms of Proposition F and Corollary D."""
+def _input_metric(xp: Any, A: Array, ratio: float, *, inverse: bool = False) -> Array:
+    """``M^{±1/2}`` applied to the weight part of every row, ``M = I + d ρ² e eᵀ``."""
+    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"`input_ratio` must be a positive number (mean / std of the inputs), got {ratio!r}")
+    d = int(A.shape[1]) - 1
+    gain = math.sqrt(1.0 + d * ratio**2)  # M's eigenvalue along e, square-rooted
+    factor = (1.0 / gain if inverse else gain) - 1.0
+    weights = A[:, :-1]
+    mean = xp.mean(weights, axis=1)  # (e · w) e = mean(w) · 1
+    return xp.concat([weights + factor * mean[:, None], A[:, -1:]], axis=1)
+
+
+def _residuals(xp: Any, D: Array, coef: Array, rep: Array, labels: np.ndarray) -> Array:
+    """``‖ŵ_j − c_j u_{C(j)}‖`` per unit; times ``m_j`` these are the Proposition F terms."""
+    return xp.linalg.vector_norm(D - coef[:, None] * take_rows(xp, rep, labels), axis=1)
+
+
+def _projection(xp: Any, D: Array, rep: Array, labels: np.ndarray) -> Array:
+    """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its representative."""
     target = take_rows(xp, rep, labels)
-    return m * xp.linalg.vector_norm(D - target, axis=1)
+    dots = xp.sum(D * target, axis=1)
+    sq = xp.sum(target * target, axis=1)
+    positive = (dots > 0) & (sq > 0)  # a zero representative (members cancel) reads nothing
+    return xp.where(positive, dots / xp.where(sq > 0, sq, xp.ones_like(sq)), xp.zeros_like(dots))
 
 
-def _zonotope_bound(xp: Any, H: Array, G: Array, residual: Array, *, median: bool) -> float:
+def _principal(xp: Any, H: Array, D: Array, m: Array, mean: Array) -> Array:
+    """Leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, by power iteration.
+
+    Starts from the mass-weighted mean direction, so the Rayleigh quotient only grows from
+    the mean's; stops when no direction moves by more than ``√eps`` (the quotient's error
+    is then about ``eps``), or after ``_POWER_ITERATIONS``. The sign is kept with
+    ``Σ_C m_j ŵ_j · u > 0``, and a cluster whose result would not satisfy it keeps its
+    mean. Clusters of one unit, or of parallel units, are exact in one step. Batched over
+    all clusters with one-hot sums.
+    """
+    u = mean / xp.linalg.vector_norm(mean, axis=1)[:, None]
+    tol = math.sqrt(float(xp.finfo(D.dtype).eps))
+    for _ in range(_POWER_ITERATIONS):
+        dots = xp.sum(D * xp.matmul(H, u), axis=1)
+        nxt = xp.matmul(H.T, (m * dots)[:, None] * D)
+        nxt = nxt / xp.linalg.vector_norm(nxt, axis=1)[:, None]
+        moved = float(xp.max(xp.abs(nxt - u)))
+        u = nxt
+        if not moved > tol:  # also stops on NaN (a cluster whose members cancel)
+            break
+    agree = xp.matmul(H.T, m * xp.sum(D * xp.matmul(H, u), axis=1))
+    ok = xp.isfinite(agree) & (agree > 0)
+    return xp.where(ok[:, None], u, mean)
+
+
+def _zonotope_bound(xp: Any, H: Array, G: Array, residual: Array, *, keeps_sum: bool) -> float:
     """Upper bound on ``H(Σ_j [0, g_j], Σ_C [0, g̃_C])`` for one sign group.
 
-    Per cluster the smaller of two valid bounds (Corollary D): the direction residual
-    ``Σ m_j ‖ŵ_j − ŵ_C‖`` and, when the merged generator is the cluster's sum, the plain
-    residual ``Σ ‖g_j − μ_C‖`` around the mean generator.
+    Per cluster the smaller of two valid bounds (Corollary D): the residual
+    ``Σ_C m_j ‖ŵ_j − (φ_j/α_j) u_C‖`` and, when the merged generator is the cluster's sum
+    (mean representative, ``φ_j = α_j``), the plain residual ``Σ ‖g_j − μ_C‖`` around
+    the mean generator.
     """
     direction = xp.matmul(H.T, residual)
-    if median:
+    if not keeps_sum:
         return float(xp.sum(direction))
     counts = xp.sum(H, axis=0)
     mean = xp.matmul(H.T, G) / counts[:, None]
