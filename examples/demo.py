@@ -1,4 +1,4 @@
-"""The main job: compress the shipped models with TropNNC and two baselines, in about 2 minutes.
+"""The main job: compress the shipped models with TropNNC and three baselines, in about 2 minutes.
 
     python examples/demo.py [--out DIR]        # or, installed: tropref demo
 

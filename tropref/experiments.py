@@ -20,7 +20,7 @@ summarize, markdown, plot, write_report
     Mean ± std over seeds, a Markdown table, PNG plots of accuracy against kept fraction,
     parameters and MACs, and all of them written to a folder together with the raw JSON.
 demo
-    The main job: the shipped models at a few fractions with TropNNC and two baselines.
+    The main job: the shipped models at a few fractions with TropNNC and three baselines.
 
 A sweep works on any :class:`~tropref.network.Network` and any test arrays, so a user's own
 model (through ``tropref.adapters``) and data (CIFAR-10, ImageNet, preprocessed as the model
@@ -853,10 +853,10 @@ def demo(
     out_dir: str | os.PathLike = "tropref-demo",
     models: Sequence[str] = ("lenet300", "lenet5", "vgg_small"),
     fractions: Sequence[float] = (0.75, 0.5, 0.25),
-    methods: Sequence[str] = ("tropnnc", "neuron_merging", "l1"),
+    methods: Sequence[str] = ("tropnnc", "cup", "neuron_merging", "l1"),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Compress the shipped models at a few fractions with TropNNC and two baselines.
+    """Compress the shipped models at a few fractions with TropNNC and three baselines.
 
     Runs on the shipped 2,000 test images (no download, no Debian package), all hidden
     layers of each model at once, one seed. Prints a table of accuracy, parameters and
