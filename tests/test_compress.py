@@ -112,6 +112,26 @@ def test_principal_representative_is_the_leading_eigenvector():
         np.testing.assert_allclose(phi, np.maximum(A[members] @ u, 0.0), rtol=1e-9, atol=1e-12)
 
 
+def test_input_metric_scales_each_channel_window_mean():
+    """input_ratio=ρ clusters M^{1/2} w with M = I + b ρ² Σ_c e_c e_cᵀ (b = kh·kw per input
+    channel): kept units mapped back, so k = n keeps the layer exactly; and the partition
+    equals the Euclidean one on weights transformed here by hand."""
+    rng = np.random.default_rng(11)
+    K, b, K2 = rng.normal(size=(12, 3, 2, 2)), rng.normal(size=12), rng.normal(size=(4, 12, 2, 2))
+    full = tropref.compress_layer(K, b, 12, W_next=K2, seed=0, input_ratio=1.0)
+    np.testing.assert_allclose(np.asarray(full.W), K, rtol=1e-12, atol=1e-12)
+    gain = np.sqrt(1 + 4 * 1.0**2)
+    means = K.reshape(12, 3, 4).mean(axis=2, keepdims=True)
+    K_metric = (K.reshape(12, 3, 4) + (gain - 1) * means).reshape(K.shape)
+    metric = tropref.compress_layer(K, b, 5, W_next=K2, seed=0, input_ratio=1.0)
+    by_hand = tropref.compress_layer(K_metric, b, 5, W_next=K2, seed=0)
+    np.testing.assert_array_equal(np.asarray(metric.assignment), np.asarray(by_hand.assignment))
+    back = np.asarray(by_hand.W).reshape(5, 3, 4)
+    back = (back + (1 / gain - 1) * back.mean(axis=2, keepdims=True)).reshape(5, 3, 2, 2)
+    np.testing.assert_allclose(np.asarray(metric.W), back, rtol=1e-9, atol=1e-12)
+    assert metric.info["input_ratio"] == 1.0 and by_hand.info["input_ratio"] is None
+
+
 def test_paper_variant_is_kmeans_on_generators_with_the_mean_merge():
     """variant='paper', one output: the merged unit is the |c|-weighted mean input vector
     and its output weight is ±Σ|c_j| (the paper's algorithm)."""

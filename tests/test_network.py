@@ -473,3 +473,17 @@ def test_budget_floor_keeps_every_layer_near_its_uniform_width():
         assert sum(r.width_after for r in report.layers[:2]) <= 0.6 * (12 + 8)
     with pytest.raises(ValueError, match="floor"):
         Budget(units=0.5, floor=1.5)
+
+
+def test_first_convolution_is_clustered_in_the_image_patch_metric():
+    """compress_network gives TropNNC input_ratio=1 on a first convolution only (it reads raw
+    image patches); an explicit input_ratio, None included, applies to every layer."""
+    net = convnet(np.random.default_rng(21), dup=False)
+    _, report = compress_network(net, 0.5, seed=0)
+    by_name = {lr.name: lr for lr in report.layers}
+    assert by_name["conv1"].info["input_ratio"] == 1.0
+    assert by_name["conv2"].info["input_ratio"] is None and by_name["fc"].info["input_ratio"] is None
+    _, plain = compress_network(net, 0.5, seed=0, input_ratio=None)
+    assert all(lr.info.get("input_ratio") is None for lr in plain.layers)
+    _, everywhere = compress_network(net, 0.5, seed=0, input_ratio=2.0)
+    assert {lr.info.get("input_ratio") for lr in everywhere.layers if lr.status == "compressed"} == {2.0}

@@ -188,12 +188,14 @@ def patch_norms(x, kh, kw):
 
 @given(seed=seeds, n=st.integers(2, 6), C=st.integers(1, 2), m=st.integers(1, 3), data=st.data())
 def test_certificate_holds_for_convolution_then_convolution(seed, n, C, m, data):
-    """Conv -> ReLU -> conv: the bound holds at every output position, ‖u‖ = largest patch norm."""
+    """Conv -> ReLU -> conv: the bound holds at every output position, ‖u‖ = largest patch norm
+    (also when TropNNC clusters in the per-channel patch-mean metric, ``input_ratio``)."""
     k = data.draw(st.integers(1, n), label="k")
+    options = data.draw(st.sampled_from([{}, {"input_ratio": 1.0}, {"variant": "paper"}]), label="options")
     rng = np.random.default_rng(seed)
     K1, b1 = rng.normal(size=(n, C, 2, 2)), rng.normal(size=n)
     K2, b2 = rng.normal(size=(m, n, 2, 2)), rng.normal(size=m)
-    res = tropref.compress_layer(K1, b1, k, W_next=K2, b_next=b2, seed=seed)
+    res = tropref.compress_layer(K1, b1, k, W_next=K2, b_next=b2, seed=seed, **options)
     assert res.W.shape == (res.k, C, 2, 2) and res.W_next.shape == (m, res.k, 2, 2)
     for scale in (0.1, 1.0, 30.0):
         x = scale * rng.normal(size=(C, 6, 6))

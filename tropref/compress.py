@@ -200,7 +200,8 @@ def compress_layer(
 
     kept, constant, removed = _prepass(xp, A, V, fold_constants)
     if kept.size:
-        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U)
+        block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
+        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block)
         merge = METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
     else:  # every unit is removable exactly: keep one silent unit so that the layer exists
         merge = Merge(

@@ -458,6 +458,19 @@ def _pinned(net: Network, h: _Hidden) -> np.ndarray:
     return to_numpy(net.layers[h.bn].scale) < 0
 
 
+FIRST_CONV_INPUT_RATIO = 1.0
+"""TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
+
+
+def _layer_options(net: Network, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method options for layer ``i``: TropNNC clusters a first convolution in the metric
+    of natural image patches (``input_ratio``, ``docs/theory.md``) unless told otherwise."""
+    first = next(j for j, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d)))
+    if method == "tropnnc" and i == first and isinstance(net.layers[i], Conv2d) and "input_ratio" not in options:
+        return {**options, "input_ratio": FIRST_CONV_INPUT_RATIO}
+    return options
+
+
 def _compress_one(
     work: Network,
     new: list,
@@ -709,7 +722,7 @@ def compress_network(
             keep,
             {i: structure[i] for i in compressible},
             reference=net,
-            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options, data, max_patches),
+            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), _layer_options(work, i, method, options), data, max_patches),
             folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])
                        and not _pinned(work, structure[i]).any()},
             min_width={i: _min_width(work, structure[i]) for i in compressible},
@@ -729,7 +742,8 @@ def compress_network(
             pos = i
         t1 = time.perf_counter()
         cmax, cvec, info, width = _compress_one(
-            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches, options=options
+            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches,
+            options=_layer_options(work, i, method, options),
         )
         layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
         say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cmax}, {layer_info[i]['time']:.2f} s")

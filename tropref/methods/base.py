@@ -46,12 +46,20 @@ class LayerProblem:
         Outgoing weights of the units.
     data : array or None, shape (N, p)
         Optional sample inputs ``u = (x, 1)`` (or input patches) for data-driven baselines.
+    block : int
+        Weights per input channel in ``inputs[:, :-1]``: ``kh * kw`` for a convolution,
+        the fan-in for a dense layer (contiguous blocks, the OIHW flattening).
     """
 
     xp: Any
     inputs: Array
     outgoing: Array
     data: Array | None = None
+    block: int = 0
+
+    def __post_init__(self) -> None:
+        if self.block == 0:  # a dense layer unless told otherwise: one block of the fan-in
+            object.__setattr__(self, "block", int(self.inputs.shape[1]) - 1)
 
     @property
     def n(self) -> int:

@@ -130,14 +130,18 @@ def tropnnc(
     out_norm : {"l1", "l2", "linf"}
         Norm of the outgoing weights in the masses ``m_j``.
     input_ratio : float, optional
-        Cluster in the metric of non-negative inputs instead of the Euclidean one: inputs
-        modelled with independent coordinates of mean ``ρ σ`` and standard deviation ``σ``
-        (``ρ = input_ratio``) have ``E[(r · x)²] = σ² (‖r‖² + ρ² (Σ_i r_i)²)``, so the
-        weights are mapped by ``M^{1/2}``, ``M = I + d ρ² e eᵀ`` (``e`` the unit all-ones
-        direction, ``d`` the fan-in), before clustering, and the kept units mapped back.
-        The certificate is unchanged (it is computed on the original weights). Measured in
-        ``docs/results.md``: it helps a first convolution on small patches and hurts dense
-        layers with a large fan-in, so it is off by default.
+        Cluster in a metric of the inputs instead of the Euclidean one (None, the default,
+        for a single layer). Inputs whose coordinates within each block (one input
+        channel's ``kh × kw`` window; the whole fan-in of a dense layer) have mean
+        ``ρ σ`` and spread ``σ`` (``ρ = input_ratio``) give
+        ``E[(r · x)²] = σ² (‖r‖² + b ρ² Σ_c (e_c · r)²)`` for an error ``r``, ``b`` the
+        block size and ``e_c`` the unit all-ones vector of block ``c``: the weights are
+        mapped by ``M^{1/2}`` before clustering and the kept units mapped back. Natural
+        image patches have this structure (their leading principal component is the patch
+        mean), so :func:`tropref.compress_network` uses ``ρ = 1`` for a first convolution
+        reading the network's input; ``docs/results.md`` has the measurements. Certificates
+        are unchanged (computed on the original weights); the zonotope bound is then not
+        reported.
     n_init, max_iter, tol, init
         Passed to :func:`tropref.cluster.kmeans`.
 
@@ -172,7 +176,7 @@ def tropnnc(
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     if input_ratio is not None:
         # cluster in the metric of non-negative inputs; the kept units are mapped back below
-        A = _input_metric(xp, A, input_ratio)
+        A = _input_metric(xp, A, input_ratio, problem.block)
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     alpha = xp.linalg.vector_norm(A, axis=1)
@@ -227,7 +231,7 @@ def tropnnc(
 
     assignment, fold_matrix, inputs = assemble(xp, groups, parts, problem.n, A)
     if input_ratio is not None:
-        inputs = _input_metric(xp, inputs, input_ratio, inverse=True)
+        inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
     zonotope_bound = None
     if problem.single_output and input_ratio is None:  # the bounds above are in M's metric otherwise
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
@@ -272,16 +276,22 @@ def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
         )
 
 
-def _input_metric(xp: Any, A: Array, ratio: float, *, inverse: bool = False) -> Array:
-    """``M^{±1/2}`` applied to the weight part of every row, ``M = I + d ρ² e eᵀ``."""
-    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio) and ratio > 0):
+def _input_metric(xp: Any, A: Array, ratio: Any, block: int, *, inverse: bool = False) -> Array:
+    """``M^{±1/2}`` applied to the weight part of every row: ``M = I + b ρ² Σ_c e_c e_cᵀ``.
+
+    ``e_c`` is the unit all-ones vector over block ``c`` of ``block`` consecutive weights
+    (one input channel's kernel window, or the whole fan-in of a dense layer). On each
+    block ``M^{1/2}`` scales the block's mean by ``√(1 + b ρ²)`` and leaves the rest alone.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and ratio > 0):
         raise ValueError(f"`input_ratio` must be a positive number (mean / std of the inputs), got {ratio!r}")
-    d = int(A.shape[1]) - 1
-    gain = math.sqrt(1.0 + d * ratio**2)  # M's eigenvalue along e, square-rooted
+    n, d = int(A.shape[0]), int(A.shape[1]) - 1
+    gain = math.sqrt(1.0 + block * float(ratio) ** 2)
     factor = (1.0 / gain if inverse else gain) - 1.0
-    weights = A[:, :-1]
-    mean = xp.mean(weights, axis=1)  # (e · w) e = mean(w) · 1
-    return xp.concat([weights + factor * mean[:, None], A[:, -1:]], axis=1)
+    weights = xp.reshape(A[:, :-1], (n, d // block, block))
+    mean = xp.mean(weights, axis=2)  # (e_c · w) e_c = mean of block c, broadcast over it
+    scaled = xp.reshape(weights + factor * mean[:, :, None], (n, d))
+    return xp.concat([scaled, A[:, -1:]], axis=1)
 
 
 def _residuals(xp: Any, D: Array, coef: Array, rep: Array, labels: np.ndarray) -> Array:
