@@ -225,7 +225,9 @@ def test_certificate_check_holds_and_detects_exact_merge():
     rows = E.certificate_check(net, methods=["tropnnc", "l1"], fractions=[0.5, 0.25], test=(x, y))
     assert len(rows) == 4
     for r in rows:
-        assert r["tightness"] <= 1.0 + 1e-9  # measured error within the certificate
+        # measured error within the certificate, up to the forward passes' rounding (the
+        # exact merge at 0.5 has both near 1e-15)
+        assert r["measured_ratio_max"] <= r["certificate_max"] * (1 + 1e-9) + 1e-12
     by = {(r["method"], r["fraction"]): r for r in rows}
     assert by[("tropnnc", 0.5)]["abs_change_max"] < 1e-9  # duplicated units merge exactly
     assert by[("l1", 0.5)]["abs_change_max"] > 1e-3
