@@ -485,5 +485,7 @@ def test_first_convolution_is_clustered_in_the_image_patch_metric():
     assert by_name["conv2"].info["input_ratio"] is None and by_name["fc"].info["input_ratio"] is None
     _, plain = compress_network(net, 0.5, seed=0, input_ratio=None)
     assert all(lr.info.get("input_ratio") is None for lr in plain.layers)
+    _, paper = compress_network(net, 0.5, seed=0, variant="paper")
+    assert all(lr.info.get("input_ratio") is None for lr in paper.layers)
     _, everywhere = compress_network(net, 0.5, seed=0, input_ratio=2.0)
     assert {lr.info.get("input_ratio") for lr in everywhere.layers if lr.status == "compressed"} == {2.0}

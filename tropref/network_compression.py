@@ -463,10 +463,12 @@ FIRST_CONV_INPUT_RATIO = 1.0
 
 
 def _layer_options(net: Network, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The method options for layer ``i``: TropNNC clusters a first convolution in the metric
-    of natural image patches (``input_ratio``, ``docs/theory.md``) unless told otherwise."""
+    """The method options for layer ``i``: TropNNC (not its paper-literal variant) clusters a
+    first convolution in the metric of natural image patches (``input_ratio``,
+    ``docs/theory.md``) unless the options say otherwise."""
     first = next(j for j, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d)))
-    if method == "tropnnc" and i == first and isinstance(net.layers[i], Conv2d) and "input_ratio" not in options:
+    refined = method == "tropnnc" and options.get("variant", "refined") != "paper"
+    if refined and i == first and isinstance(net.layers[i], Conv2d) and "input_ratio" not in options:
         return {**options, "input_ratio": FIRST_CONV_INPUT_RATIO}
     return options
 
