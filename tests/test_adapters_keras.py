@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 import tempfile
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 # Keras reads these on first import: set them before it is imported anywhere in this process.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -203,5 +203,4 @@ def test_unsupported_layers_and_branches_are_named():
 def test_docstring_examples():
     import tropref.adapters.keras as mod
 
-    failures, _ = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert failures == 0
+    run_doctests(mod)

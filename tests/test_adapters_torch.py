@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import doctest
 import io
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs these tests
 nn = torch.nn
@@ -223,5 +223,4 @@ def test_functional_and_method_forms_are_read():
 def test_docstring_examples():
     import tropref.adapters.torch as mod
 
-    failures, _ = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert failures == 0
+    run_doctests(mod)
