@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tropref
+from strategies import dense_layers, scale_of, weights
 from tropref.tropical import relu_block, tropical_block
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets
 
@@ -62,16 +63,18 @@ def layer(rng, n, d, m):
 # --- Section 1: the tropical identity ---------------------------------------------------
 
 
-@given(seed=seeds, n=st.integers(1, 8), d=st.integers(1, 4), m=st.integers(1, 3))
-def test_block_equals_difference_of_support_functions(backend, seed, n, d, m):
+@given(n=st.integers(1, 8), d=st.integers(1, 4), m=st.integers(1, 3), data=st.data())
+def test_block_equals_difference_of_support_functions(backend, n, d, m, data):
     """v_i(x) = h_{P_i}(u) − h_{Q_i}(u): the block is a tropical rational function."""
-    rng = np.random.default_rng(seed)
-    A, V, U = rng.normal(size=(n, d + 1)), rng.normal(size=(m, n)), rng.normal(size=(20, d + 1))
-    direct = backend.numpy(relu_block(*(backend.asarray(t) for t in (A, V, U))))
-    tropical = backend.numpy(tropical_block(*(backend.asarray(t) for t in (A, V, U))))
+    A = data.draw(weights((n, d + 1)), label="A")
+    V = data.draw(weights((m, n)), label="V")
+    U = data.draw(weights((5, d + 1)), label="U")
+    direct = backend.numpy(relu_block(*(backend.asarray(t) for t in (A, V, U))), dtype="float64")
+    tropical = backend.numpy(tropical_block(*(backend.asarray(t) for t in (A, V, U))), dtype="float64")
     independent = V @ np.maximum(A @ U.T, 0.0)
-    np.testing.assert_allclose(direct, independent, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(tropical, independent, rtol=1e-10, atol=1e-10)
+    tol = 1e-12 * scale_of(A, V, U)
+    np.testing.assert_allclose(direct, independent, rtol=1e-12, atol=tol)
+    np.testing.assert_allclose(tropical, independent, rtol=1e-10, atol=tol)
 
 
 # --- Propositions A, Corollaries D/E: the chain of bounds for one output -----------------
@@ -83,7 +86,7 @@ def test_sampled_error_below_hausdorff_below_certificate(method, seed, n, d, dat
     """sampled max |Δv|/‖u‖ <= H(P, P̃) + H(Q, Q̃) <= certificate, H by the exact oracle."""
     k = data.draw(st.integers(1, n), label="k")
     rng = np.random.default_rng(seed)
-    W, b, V, b_next = layer(rng, n, d, 1)
+    W, b, V, b_next = data.draw(dense_layers(n, d, 1, removable=False), label="layer")
     res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, method=method, seed=seed)
 
     A = np.column_stack([W, b])
@@ -95,7 +98,8 @@ def test_sampled_error_below_hausdorff_below_certificate(method, seed, n, d, dat
     X = probe_inputs(rng, d)
     measured = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)[0]
     certificate = float(res.certificate[0])
-    tol = 1e-9 * (1 + np.abs(A).sum() * np.abs(V).sum())
+    # the oracle may overestimate by ~1e-6 relative on ill-conditioned sets (its docstring)
+    tol = 1e-9 * scale_of(A, V) + 1e-6 * (h_p + h_q)
     assert measured <= h_p + h_q + tol
     assert h_p <= float(res.zonotope_bound[0]) + tol
     assert h_q <= float(res.zonotope_bound[1]) + tol
@@ -126,21 +130,20 @@ def test_hausdorff_oracle_matches_support_function_form(seed, n, p):
 # --- Proposition F: several outputs, convolutions, flattens ------------------------------
 
 
-@pytest.mark.parametrize("method", ["tropnnc", "neural_path_kmeans"])
-@pytest.mark.parametrize("refine", [None, "weiszfeld"])
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("tropnnc", {}), ("tropnnc", {"refine": "weiszfeld"}), ("neural_path_kmeans", {})],
+)
 @given(seed=seeds, n=st.integers(2, 12), d=st.integers(1, 5), m=st.integers(2, 4), data=st.data())
-def test_certificate_holds_for_several_outputs(method, refine, seed, n, d, m, data):
+def test_certificate_holds_for_several_outputs(method, options, seed, n, d, m, data):
     """|Δ v_i(x)| <= certificate_i ‖(x, 1)‖ on sampled inputs, for every output i."""
-    if method != "tropnnc" and refine is not None:
-        return
     k = data.draw(st.integers(1, n), label="k")
     rng = np.random.default_rng(seed)
-    W, b, V, b_next = layer(rng, n, d, m)
-    options = {"refine": refine} if method == "tropnnc" else {}
+    W, b, V, b_next = data.draw(dense_layers(n, d, m), label="layer")
     res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, method=method, seed=seed, **options)
     X = probe_inputs(rng, d, N=500)
     measured = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
-    assert np.all(measured <= np.asarray(res.certificate) + 1e-9 * (1 + np.abs(V).sum()))
+    assert np.all(measured <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
 
 
 @given(seed=seeds, n=st.integers(2, 10), d=st.integers(1, 4), data=st.data())
@@ -148,12 +151,13 @@ def test_certificate_per_unit_without_next_layer(seed, n, d, data):
     """With W_next=None the certificate bounds each original activation: a ≈ fold ã + offset."""
     k = data.draw(st.integers(1, n), label="k")
     rng = np.random.default_rng(seed)
-    W, b = rng.normal(size=(n, d)), rng.normal(size=n)
+    W, b, _, _ = data.draw(dense_layers(n, d, 1), label="layer")
     res = tropref.compress_layer(W, b, k, seed=seed)
     X = probe_inputs(rng, d, N=500)
     original = np.maximum(X @ W.T + b, 0)
     approx = np.maximum(X @ np.asarray(res.W).T + np.asarray(res.b), 0) @ np.asarray(res.fold).T + np.asarray(res.offset)
-    assert np.all(sampled_ratio(original, approx, X) <= np.asarray(res.certificate) + 1e-9)
+    tol = 1e-9 * scale_of(np.column_stack([W, b]))
+    assert np.all(sampled_ratio(original, approx, X) <= np.asarray(res.certificate) + tol)
 
 
 def conv2d_valid(x, K, bias=None):
@@ -227,16 +231,16 @@ def assert_same_function(W, b, V, b_next, res, d, rng, rtol=1e-10):
 
 
 @pytest.mark.parametrize("method", ["tropnnc", "zonotope_kmeans", "neural_path_kmeans"])
-@given(seed=seeds, n=st.integers(1, 10), d=st.integers(1, 4), m=st.integers(1, 3))
-def test_keeping_every_unit_is_exact(method, seed, n, d, m):
+@given(seed=seeds, n=st.integers(1, 10), d=st.integers(1, 4), m=st.integers(1, 3), data=st.data())
+def test_keeping_every_unit_is_exact(method, seed, n, d, m, data):
     if method == "zonotope_kmeans":
         m = 1
     rng = np.random.default_rng(seed)
-    W, b, V, b_next = layer(rng, n, d, m)
+    W, b, V, b_next = data.draw(dense_layers(n, d, m), label="layer")
     res = tropref.compress_layer(W, b, n, W_next=V, b_next=b_next, method=method, seed=seed)
-    assert res.k == n
+    assert res.k <= n  # duplicated, dead or unread units may merge or go, exactly
     assert_same_function(W, b, V, b_next, res, d, rng)
-    assert np.all(np.asarray(res.certificate) <= 1e-12 * (1 + np.abs(V).sum() * np.abs(W).sum()))
+    assert np.all(np.asarray(res.certificate) <= 1e-12 * scale_of(np.column_stack([W, b]), V))
 
 
 @given(seed=seeds, k=st.integers(1, 5), copies=st.integers(2, 4), d=st.integers(1, 4), m=st.integers(1, 3))
