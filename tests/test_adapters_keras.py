@@ -23,8 +23,11 @@ from tropref.network_compression import compress_network  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
-# Keras's own Variable.numpy() triggers NumPy 2's __array__(copy=...) deprecation warning.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # importing Keras and building models takes seconds
+    # Keras's own Variable.numpy() triggers NumPy 2's __array__(copy=...) deprecation warning.
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+]
 
 
 def _np(y) -> np.ndarray:

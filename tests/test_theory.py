@@ -80,6 +80,7 @@ def test_block_equals_difference_of_support_functions(backend, n, d, m, data):
 # --- Propositions A, Corollaries D/E: the chain of bounds for one output -----------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["tropnnc", "zonotope_kmeans"])
 @given(seed=seeds, n=st.integers(2, 7), d=st.integers(1, 2), data=st.data())
 def test_sampled_error_below_hausdorff_below_certificate(method, seed, n, d, data):
@@ -114,6 +115,7 @@ def test_continuous_hausdorff_never_exceeds_vertex_set_distance(seed, n1, n2, p)
     assert hausdorff_exact(G1, G2) <= hausdorff_vertex_sets(G1, G2) + 1e-9
 
 
+@pytest.mark.slow
 @given(seed=seeds, n=st.integers(1, 5), p=st.integers(1, 3))
 def test_hausdorff_oracle_matches_support_function_form(seed, n, p):
     """For convex bodies H = sup_{‖e‖=1} |h_A(e) − h_B(e)|; sampled directions stay below."""

@@ -42,6 +42,7 @@ def test_hausdorff_known_values():
     assert hausdorff_exact(np.vstack([e1, e2]), np.array([[1.0, 1.0]])) == pytest.approx(np.sqrt(0.5))
 
 
+@pytest.mark.slow
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5), p=st.integers(1, 3))
 def test_hausdorff_is_a_metric_on_samples(seed, n, p):
     rng = np.random.default_rng(seed)
