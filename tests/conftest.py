@@ -114,7 +114,7 @@ def _gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+    except Exception:
         return False
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import dense_layers, scale_of, weights
 
 import tropref
-from strategies import dense_layers, scale_of, weights
 from tropref.tropical import relu_block, tropical_block
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets
 
@@ -157,14 +157,16 @@ def test_certificate_per_unit_without_next_layer(seed, n, d, data):
     res = tropref.compress_layer(W, b, k, seed=seed)
     X = probe_inputs(rng, d, N=500)
     original = np.maximum(X @ W.T + b, 0)
-    approx = np.maximum(X @ np.asarray(res.W).T + np.asarray(res.b), 0) @ np.asarray(res.fold).T + np.asarray(res.offset)
+    approx = np.maximum(X @ np.asarray(res.W).T + np.asarray(res.b), 0) @ np.asarray(res.fold).T + np.asarray(
+        res.offset
+    )
     tol = 1e-9 * scale_of(np.column_stack([W, b]))
     assert np.all(sampled_ratio(original, approx, X) <= np.asarray(res.certificate) + tol)
 
 
 def conv2d_valid(x, K, bias=None):
     """Reference 2-D convolution (cross-correlation), stride 1, no padding: x (C, H, W), K (n, C, kh, kw)."""
-    n, C, kh, kw = K.shape
+    n, _C, kh, kw = K.shape
     H, Wd = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     patches = np.stack([x[:, i : i + kh, j : j + kw].ravel() for i in range(H) for j in range(Wd)])
     out = (patches @ K.reshape(n, -1).T).T.reshape(n, H, Wd)
@@ -185,11 +187,16 @@ def test_certificate_holds_for_convolution_then_convolution(seed, n, C, m, data)
     K1, b1 = rng.normal(size=(n, C, 2, 2)), rng.normal(size=n)
     K2, b2 = rng.normal(size=(m, n, 2, 2)), rng.normal(size=m)
     res = tropref.compress_layer(K1, b1, k, W_next=K2, b_next=b2, seed=seed)
-    assert res.W.shape == (res.k, C, 2, 2) and res.W_next.shape == (m, res.k, 2, 2)
+    assert res.W.shape == (res.k, C, 2, 2)
+    assert res.W_next.shape == (m, res.k, 2, 2)
     for scale in (0.1, 1.0, 30.0):
         x = scale * rng.normal(size=(C, 6, 6))
         y = conv2d_valid(np.maximum(conv2d_valid(x, K1, b1), 0), K2, b2)
-        y_new = conv2d_valid(np.maximum(conv2d_valid(x, np.asarray(res.W), np.asarray(res.b)), 0), np.asarray(res.W_next), np.asarray(res.b_next))
+        y_new = conv2d_valid(
+            np.maximum(conv2d_valid(x, np.asarray(res.W), np.asarray(res.b)), 0),
+            np.asarray(res.W_next),
+            np.asarray(res.b_next),
+        )
         norms = patch_norms(x, 2, 2)
         # output (i, r, s) reads first-layer positions (r..r+1, s..s+1): take their largest patch norm
         reach = np.maximum.reduce([norms[a : a + 4, b : b + 4] for a in (0, 1) for b in (0, 1)])
@@ -217,7 +224,9 @@ def test_certificate_holds_for_convolution_then_flatten_then_dense(order, seed, 
     for scale in (0.1, 1.0, 30.0):
         x = scale * rng.normal(size=(1, 4, 4))
         y = dense @ flatten(np.maximum(conv2d_valid(x, K, bk), 0))
-        y_new = dense_new @ flatten(np.maximum(conv2d_valid(x, np.asarray(res.W), np.asarray(res.b)), 0)) + np.asarray(res.b_next)
+        y_new = dense_new @ flatten(np.maximum(conv2d_valid(x, np.asarray(res.W), np.asarray(res.b)), 0)) + np.asarray(
+            res.b_next
+        )
         ratio = np.abs(y - y_new) / patch_norms(x, 2, 2).max()
         assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * (1 + np.abs(dense).sum()))
 
@@ -276,7 +285,7 @@ def test_merging_positively_parallel_units_is_exact(seed, k, copies, d, m):
     A = scales[:, None] * directions[idx]
     W, b = A[:, :-1], A[:, -1]
     V = rng.normal(size=(m, idx.size))  # mixed signs, per output
-    k_needed = k if m > 1 else len(set(zip(idx, V[0] > 0)))
+    k_needed = k if m > 1 else len(set(zip(idx, V[0] > 0, strict=True)))
     res = tropref.compress_layer(W, b, k_needed, W_next=V, seed=seed, objective="directions")
     assert res.k == k_needed
     assert_same_function(W, b, V, None, res, d, rng, rtol=1e-9)
@@ -295,8 +304,10 @@ def test_permuting_the_units_permutes_the_partition(seed, k, d):
     perm = rng.permutation(idx.size)
     a = tropref.compress_layer(A[:, :-1], A[:, -1], k, W_next=V, seed=seed)
     p = tropref.compress_layer(A[perm, :-1], A[perm, -1], k, W_next=V[:, perm], seed=seed)
-    same_cluster = lambda lab: lab[:, None] == lab[None, :]  # noqa: E731
-    np.testing.assert_array_equal(same_cluster(np.asarray(a.assignment))[np.ix_(perm, perm)], same_cluster(np.asarray(p.assignment)))
+    same_cluster = lambda lab: lab[:, None] == lab[None, :]
+    np.testing.assert_array_equal(
+        same_cluster(np.asarray(a.assignment))[np.ix_(perm, perm)], same_cluster(np.asarray(p.assignment))
+    )
     assert_same_function(A[perm, :-1], A[perm, -1], V[:, perm], None, p, d, rng, rtol=1e-9)
     assert_same_function(A[:, :-1], A[:, -1], V, None, a, d, rng, rtol=1e-9)
 
@@ -305,9 +316,9 @@ def test_permuting_the_units_permutes_the_partition(seed, k, d):
 def test_dead_constant_and_unread_units_are_removed_exactly(seed, n, d, m):
     rng = np.random.default_rng(seed)
     W, b, V, b_next = layer(rng, n, d, m)
-    W[0], b[0] = 0.0, 0.0                  # dead: relu(0) = 0
-    W[1], b[1] = 0.0, abs(b[1]) + 0.5      # constant relu(b) > 0: goes to the next bias
-    V[:, 2] = 0.0                          # never read
+    W[0], b[0] = 0.0, 0.0  # dead: relu(0) = 0
+    W[1], b[1] = 0.0, abs(b[1]) + 0.5  # constant relu(b) > 0: goes to the next bias
+    V[:, 2] = 0.0  # never read
     res = tropref.compress_layer(W, b, n, W_next=V, b_next=b_next, seed=seed)
     assert res.k == n - 3
     assert res.info["removed_exactly"] == {"dead_or_silent": 2, "constant": 1}

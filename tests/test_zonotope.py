@@ -34,8 +34,8 @@ def test_support_function_is_max_over_subset_sums(seed, n, p):
 
 def test_hausdorff_known_values():
     e1, e2 = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-    assert hausdorff_exact(e1, e2) == pytest.approx(1.0)                      # two unit segments at 90°
-    assert hausdorff_exact(e1, np.zeros((0, 2))) == pytest.approx(1.0)         # segment vs {0}
+    assert hausdorff_exact(e1, e2) == pytest.approx(1.0)  # two unit segments at 90°
+    assert hausdorff_exact(e1, np.zeros((0, 2))) == pytest.approx(1.0)  # segment vs {0}
     assert hausdorff_exact(np.array([[3.0, 4.0]]), np.zeros((0, 2))) == pytest.approx(5.0)
     assert hausdorff_exact(np.vstack([e1, e1]), np.array([[2.0, 0.0]])) == pytest.approx(0.0, abs=1e-12)
     # unit square vs its diagonal segment: the corners (1, 0), (0, 1) are 1/√2 away
