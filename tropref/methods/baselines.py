@@ -299,8 +299,8 @@ def cup(
 
     References
     ----------
-    .. [1] R. Duggal, C. Xiao, R. Vuduc, D. H. Chau, J. Sun, "CUP: Cluster Pruning for
-           Compressing Deep Neural Networks", arXiv:1911.08630, 2019.
+    .. [1] R. Duggal, C. Xiao, R. Vuduc, J. Sun, "CUP: Cluster Pruning for Compressing Deep
+           Neural Networks", arXiv:1911.08630, 2019 (IEEE BigData 2021).
 
     Examples
     --------
