@@ -76,3 +76,12 @@ def test_oracle_refuses_large_inputs():
         hausdorff_exact(np.ones((15, 2)), np.ones((1, 2)))
     with pytest.raises(ValueError, match="must be"):
         hausdorff_exact(np.ones((2, 2)), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_support_function_keeps_namespace_device_and_dtype(backend, dtype):
+    rng = np.random.default_rng(1)
+    G, U = (backend.asarray(rng.normal(size=s), dtype) for s in ((2, 3, 4), (5, 4)))
+    h = support_function(G, U)
+    backend.check(h, dtype)
+    assert h.shape == (2, 5)
