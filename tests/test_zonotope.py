@@ -55,6 +55,7 @@ def test_hausdorff_is_a_metric_on_samples(n, p, data):
     assert ab <= (hausdorff_exact(A, C) + hausdorff_exact(C, B)) * (1 + 1e-6) + tol
 
 
+@pytest.mark.slow
 @given(n=st.integers(1, 5), p=st.integers(1, 3), data=st.data())
 def test_lemma_c_matched_generators(n, p, data):
     """H(Σ [0, g_j], Σ [0, g̃_j]) <= Σ ‖g_j − g̃_j‖."""
