@@ -20,13 +20,20 @@ def test_result_shapes_dense(backend):
     W, b, V, c = (backend.asarray(t) for t in dense_layer())
     res = tropref.compress_layer(W, b, 4, W_next=V, b_next=c, seed=0)
     assert isinstance(res, tropref.LayerCompression)
-    assert res.W.shape == (4, 5) and res.b.shape == (4,)
-    assert res.W_next.shape == (3, 4) and res.b_next.shape == (3,)
-    assert res.assignment.shape == (12,) and res.fold.shape == (12, 4) and res.offset.shape == (12,)
+    assert res.W.shape == (4, 5)
+    assert res.b.shape == (4,)
+    assert res.W_next.shape == (3, 4)
+    assert res.b_next.shape == (3,)
+    assert res.assignment.shape == (12,)
+    assert res.fold.shape == (12, 4)
+    assert res.offset.shape == (12,)
     assert res.certificate.shape == (3,)
-    assert res.zonotope_bound is None and res.method == "tropnnc" and res.seed == 0
+    assert res.zonotope_bound is None
+    assert res.method == "tropnnc"
+    assert res.seed == 0
     for a in (res.W, res.b, res.W_next, res.b_next, res.fold, res.certificate):
-        assert type(a) is type(W) and a.dtype == W.dtype
+        assert type(a) is type(W)
+        assert a.dtype == W.dtype
         assert tropref._array.device(a) == backend.device
 
 
@@ -35,7 +42,9 @@ def test_result_shapes_convolution(backend):
     W, b = backend.asarray(rng.normal(size=(8, 3, 3, 3))), backend.asarray(rng.normal(size=8))
     V = backend.asarray(rng.normal(size=(6, 8, 3, 3)))
     res = tropref.compress_layer(W, b, 5, W_next=V, seed=0)
-    assert res.W.shape == (5, 3, 3, 3) and res.W_next.shape == (6, 5, 3, 3) and res.b_next.shape == (6,)
+    assert res.W.shape == (5, 3, 3, 3)
+    assert res.W_next.shape == (6, 5, 3, 3)
+    assert res.b_next.shape == (6,)
 
 
 def test_next_layer_is_rebuilt_from_fold_and_offset():
@@ -46,7 +55,8 @@ def test_next_layer_is_rebuilt_from_fold_and_offset():
     fold, offset = np.asarray(res.fold), np.asarray(res.offset)
     np.testing.assert_allclose(np.asarray(res.W_next), V @ fold, atol=1e-12)
     np.testing.assert_allclose(np.asarray(res.b_next), c + V @ offset, atol=1e-12)
-    assert offset[2] == 1.5 and np.all(np.delete(offset, 2) == 0)
+    assert offset[2] == 1.5
+    assert np.all(np.delete(offset, 2) == 0)
 
 
 def test_fold_rows_point_at_the_assignment():
@@ -55,7 +65,8 @@ def test_fold_rows_point_at_the_assignment():
     fold, assignment = np.asarray(res.fold), np.asarray(res.assignment)
     assert set(assignment) == set(range(6))  # every kept unit receives somebody
     for j, c in enumerate(assignment):
-        assert fold[j, c] > 0 and np.count_nonzero(fold[j]) == 1
+        assert fold[j, c] > 0
+        assert np.count_nonzero(fold[j]) == 1
 
 
 def test_clustering_objective_equals_sum_of_certificates_with_l1_masses():
@@ -156,7 +167,7 @@ def test_same_seed_same_result_on_every_backend(all_backends):
         for be in all_backends
     ]
     reference = results[0]
-    for be, res in zip(all_backends, results):
+    for be, res in zip(all_backends, results, strict=True):
         np.testing.assert_array_equal(be.numpy(res.assignment), np.asarray(reference.assignment))
         np.testing.assert_allclose(be.numpy(res.W), np.asarray(reference.W), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(be.numpy(res.certificate), np.asarray(reference.certificate), rtol=1e-10)
@@ -174,7 +185,7 @@ def test_inputs_are_never_modified(backend, method):
     host = dense_layer(seed=9)
     arrays = [backend.asarray(t) for t in host]
     tropref.compress_layer(arrays[0], arrays[1], 4, W_next=arrays[2], b_next=arrays[3], method=method, seed=0)
-    for before, after in zip(host, arrays):
+    for before, after in zip(host, arrays, strict=True):
         np.testing.assert_array_equal(before, backend.numpy(after))
 
 
@@ -199,11 +210,14 @@ def test_float32_results_stay_float32_and_certified(backend):
     W, b, V, c = dense_layer(seed=10, n=16, d=6, m=3)
     arrays = [backend.asarray(t, dtype="float32") for t in (W, b, V, c)]
     res = tropref.compress_layer(arrays[0], arrays[1], 5, W_next=arrays[2], b_next=arrays[3], seed=0)
-    assert res.W.dtype == backend.xp.float32 and res.certificate.dtype == backend.xp.float32
+    assert res.W.dtype == backend.xp.float32
+    assert res.certificate.dtype == backend.xp.float32
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 6)) * 10
     ref = np.maximum(X @ W.T + b, 0) @ V.T + c
-    new = np.maximum(X @ backend.numpy(res.W).T.astype(np.float64) + backend.numpy(res.b), 0) @ backend.numpy(res.W_next).T + backend.numpy(res.b_next)
+    new = np.maximum(X @ backend.numpy(res.W).T.astype(np.float64) + backend.numpy(res.b), 0) @ backend.numpy(
+        res.W_next
+    ).T + backend.numpy(res.b_next)
     ratio = np.max(np.abs(ref - new) / np.sqrt(np.sum(X**2, 1) + 1)[:, None], axis=0)
     assert np.all(ratio <= backend.numpy(res.certificate) * (1 + 1e-4) + 1e-4)
 
@@ -211,7 +225,8 @@ def test_float32_results_stay_float32_and_certified(backend):
 def test_no_bias_layer_stays_without_bias():
     W, _, V, _ = dense_layer()
     res = tropref.compress_layer(W, None, 4, W_next=V, seed=0)
-    assert res.b is None and res.W.shape == (4, 5)
+    assert res.b is None
+    assert res.W.shape == (4, 5)
 
 
 def test_fewer_units_than_k_when_exactly_removable():
@@ -225,7 +240,9 @@ def test_fewer_units_than_k_when_exactly_removable():
 def test_all_units_removable_keeps_one_silent_unit():
     W = np.zeros((3, 2))
     res = tropref.compress_layer(W, np.zeros(3), 2, W_next=np.ones((1, 3)), seed=0)
-    assert res.k == 1 and np.all(np.asarray(res.W) == 0) and np.all(np.asarray(res.W_next) == 0)
+    assert res.k == 1
+    assert np.all(np.asarray(res.W) == 0)
+    assert np.all(np.asarray(res.W_next) == 0)
     assert float(res.certificate[0]) == 0.0
 
 
@@ -267,8 +284,11 @@ def test_pytorch_tensors_give_the_numpy_result():
     torch = pytest.importorskip("torch")
     W, b, V, c = dense_layer(seed=14, n=20, d=6, m=3)
     ref = tropref.compress_layer(W, b, 7, W_next=V, b_next=c, seed=5)
-    res = tropref.compress_layer(*(torch.from_numpy(t) for t in (W, b)), 7, W_next=torch.from_numpy(V), b_next=torch.from_numpy(c), seed=5)
-    assert isinstance(res.W, torch.Tensor) and res.W.dtype == torch.float64
+    res = tropref.compress_layer(
+        *(torch.from_numpy(t) for t in (W, b)), 7, W_next=torch.from_numpy(V), b_next=torch.from_numpy(c), seed=5
+    )
+    assert isinstance(res.W, torch.Tensor)
+    assert res.W.dtype == torch.float64
     np.testing.assert_array_equal(res.assignment.numpy(), np.asarray(ref.assignment))
     np.testing.assert_allclose(res.W_next.numpy(), np.asarray(ref.W_next), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(res.certificate.numpy(), np.asarray(ref.certificate), rtol=1e-12)
@@ -287,4 +307,5 @@ def test_keeping_every_unit_keeps_tiny_units():
     W = np.array([[1.0, 0.0], [1e-10, 0.0], [0.0, 1e-10]])
     for method in ("tropnnc", "zonotope_kmeans"):
         res = tropref.compress_layer(W, np.zeros(3), 3, W_next=np.ones((1, 3)), method=method, seed=0)
-        assert res.k == 3 and float(res.certificate[0]) <= 1e-25
+        assert res.k == 3
+        assert float(res.certificate[0]) <= 1e-25

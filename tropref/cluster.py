@@ -452,45 +452,41 @@ def kmeans(
     max_bytes: int = 64 * 2**20,
     _mode: str | None = None,
 ) -> KMeansResult:
-    r"""Weighted K-means: k-means‖ or k-means++ seeding, Lloyd iterations, restarts.
+    """Weighted K-means: k-means‖ or k-means++ seeding, Lloyd iterations, restarts.
 
     Minimises the weighted within-cluster sum of squares
 
-    .. math:: \phi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert^2
+        φ(l, C) = Σ_i w_i ‖x_i − c_{l_i}‖²
 
-    by Lloyd's alternation: assign every point to its nearest centre, then move every
-    centre to the weighted mean :math:`c = \sum_{i \in c} w_i x_i / \sum_{i \in c} w_i` of
-    its cluster. Neither step raises :math:`\phi`. Iterations stop when the labels repeat,
-    when :math:`\sum_c \lVert c^{new} - c^{old} \rVert^2 \le` ``tol`` times the mean
-    per-feature variance of ``X`` (scikit-learn's rule), or after ``max_iter``; the
-    returned centres are always the weighted means of the returned labels. An empty
-    cluster receives the farthest point of a cluster with two or more, so every cluster
-    is non-empty (duplicated points included).
+    by Lloyd's alternation: assign every point to its nearest centre, then move every centre
+    to the weighted mean ``c = Σ_{i∈c} w_i x_i / Σ_{i∈c} w_i`` of its cluster. Neither step
+    raises φ. Iterations stop when the labels repeat, when ``Σ_c ‖c_new − c_old‖²`` is at most
+    ``tol`` times the mean per-feature variance of ``X`` (scikit-learn's rule), or after
+    ``max_iter``; the returned centres are always the weighted means of the returned labels.
+    An empty cluster receives the farthest point of a cluster with two or more, so every
+    cluster is non-empty (duplicated points included).
 
     Seeding (``init``):
 
-    - ``"k-means++"``: :math:`c_1` drawn with probability :math:`\propto w_i`, then each
-      next centre by weighted :math:`D^2` sampling, :math:`P(x_i) \propto w_i D(x_i)^2`
-      with :math:`D` the distance to the nearest chosen centre, keeping the best of
-      :math:`2 + \lfloor \ln k \rfloor` draws (greedy k-means++, as in scikit-learn).
-    - ``"k-means||"`` (Bahmani et al. 2012): from one centre drawn :math:`\propto w_i`,
-      5 rounds each keep every point independently with probability
-      :math:`\min(1, \ell\, w_i D(x_i)^2 / \sum_j w_j D(x_j)^2)`, :math:`\ell = 2k`,
-      each round's distances in one batched product; every candidate is weighted by the
-      total weight of the points nearest to it, and greedy weighted k-means++ on the
+    - ``"k-means++"``: ``c_1`` drawn with probability ∝ ``w_i``, then each next centre by
+      weighted D² sampling, ``P(x_i) ∝ w_i D(x_i)²`` with ``D`` the distance to the nearest
+      chosen centre, keeping the best of ``2 + ⌊ln k⌋`` draws (greedy k-means++, as in
+      scikit-learn).
+    - ``"k-means||"`` (Bahmani et al. 2012): from one centre drawn ∝ ``w_i``, 5 rounds each
+      keep every point independently with probability ``min(1, ℓ w_i D(x_i)² / Σ_j w_j D(x_j)²)``,
+      ``ℓ = 2k``, each round's distances in one batched product; every candidate is weighted
+      by the total weight of the points nearest to it, and greedy weighted k-means++ on the
       candidates picks the ``k`` seeds.
 
-    Two representations of the same computation (results agree to rounding):
-    *direct* (one ``X Cᵀ`` product per iteration, in row chunks) and *Gram*, with
-    :math:`G = X X^T` formed once: a centre is :math:`c = A^T X` for a weight matrix
-    :math:`A` (:math:`A_{ic} = w_i / W_c` on the cluster), so
+    Two representations of the same computation (results agree to rounding): *direct* (one
+    ``X Cᵀ`` product per iteration, in row chunks) and *Gram*, with ``G = X Xᵀ`` formed once:
+    a centre is ``c = Aᵀ X`` for a weight matrix ``A`` (``A_ic = w_i / W_c`` on the cluster), so
 
-    .. math:: \lVert x_i - c \rVert^2 = G_{ii} - 2 (G A)_{ic} + (A^T G A)_{cc},
+        ‖x_i − c‖² = G_ii − 2 (G A)_ic + (Aᵀ G A)_cc,
 
-    one :math:`(n \times n)(n \times k)` product per iteration, distances between points
-    read from :math:`G`, centres formed once at the end. Gram mode is chosen when
-    ``n <= d`` and a flop count predicts it cheaper (usually unless ``k`` is a small
-    fraction of ``n``).
+    one ``(n × n)(n × k)`` product per iteration, distances between points read from ``G``,
+    centres formed once at the end. Gram mode is chosen when ``n <= d`` and a flop count
+    predicts it cheaper (usually unless ``k`` is a small fraction of ``n``).
 
     Parameters
     ----------
@@ -499,27 +495,53 @@ def kmeans(
     k : int
         Number of clusters, ``1 <= k <= n``.
     weights : array, shape (n,), optional
-        Positive finite weights :math:`w_i` (all ones by default).
+        Positive finite weights ``w_i`` (all ones by default).
     n_init : int
         Restarts from independent seedings; the lowest objective wins.
     max_iter : int
         Lloyd iterations per restart, at most.
     tol : float
-        Convergence threshold on the squared centre shift, relative to the mean
-        per-feature variance of ``X``.
+        Convergence threshold on the squared centre shift, relative to the mean per-feature
+        variance of ``X``.
     init : {"k-means||", "k-means++"}
         Seeding.
     seed : int or None
-        Seed of the host generator ``numpy.random.default_rng``; ``None`` draws one,
-        reported in the result.
+        Seed of the host generator ``numpy.random.default_rng``; ``None`` draws one, reported
+        in the result.
     max_bytes : int
         Size above which distance temporaries are computed in row chunks.
 
     Returns
     -------
     KMeansResult
-        Labels, centres (weighted means of the clusters), :math:`\phi`, iterations of the
-        best restart, seed.
+        Labels, centres (weighted means of the clusters), φ, iterations of the best restart,
+        seed.
+
+    Raises
+    ------
+    TypeError
+        When ``X`` or ``weights`` is not a real floating array, they come from different
+        libraries, or ``k``, ``n_init``, ``max_iter`` or ``seed`` is not an integer.
+    ValueError
+        When ``X`` is not two-dimensional or holds NaN/inf, ``weights`` has the wrong shape or
+        a non-positive or non-finite entry, ``k`` is outside ``[1, n]``, ``init`` is unknown,
+        ``n_init`` or ``max_iter`` is below 1, ``tol`` or ``seed`` is negative, or the arrays
+        live on different devices. Each message names the argument.
+
+    See Also
+    --------
+    weiszfeld : lowers the unsquared objective (TropNNC's certificate) from these labels.
+    tropref.methods.tropnnc.tropnnc : clusters unit directions with these weights.
+
+    References
+    ----------
+    .. [1] S. Lloyd, "Least squares quantization in PCM", IEEE Trans. Inf. Theory 28(2), 1982.
+    .. [2] D. Arthur, S. Vassilvitskii, "k-means++: The Advantages of Careful Seeding",
+           SODA 2007.
+    .. [3] B. Bahmani, B. Moseley, A. Vattani, R. Kumar, S. Vassilvitskii, "Scalable
+           K-Means++", PVLDB 5(7), 2012.
+    .. [4] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------
@@ -596,32 +618,31 @@ def weiszfeld(
     tol: float = 1e-6,
     max_bytes: int = 64 * 2**20,
 ) -> KMeansResult:
-    r"""Lower the unsquared weighted objective from a partition by Weiszfeld steps.
+    """Lower the unsquared weighted objective from a partition by Weiszfeld steps.
 
     TropNNC's certificate is the unsquared residual
 
-    .. math:: \psi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert,
+        ψ(l, C) = Σ_i w_i ‖x_i − c_{l_i}‖,
 
-    which K-means (squared distances) does not minimise. Starting from the weighted means
-    of the partition ``labels``, each iteration
+    which K-means (squared distances) does not minimise. Starting from the weighted means of
+    the partition ``labels``, each iteration
 
-    1. moves every centre by one weighted Weiszfeld step toward the weighted geometric
-       median of its cluster,
-       :math:`c \leftarrow \sum_{i \in c} \frac{w_i x_i}{\lVert x_i - c \rVert} \big/
-       \sum_{i \in c} \frac{w_i}{\lVert x_i - c \rVert}`, with Vardi and Zhang's guard
-       when :math:`c` coincides with points of total weight :math:`\eta`: with
-       :math:`R = \sum_{x_i \ne c} w_i (x_i - c)/\lVert x_i - c \rVert`, :math:`c` stays if
-       :math:`\lVert R \rVert \le \eta` (it is the median), else
-       :math:`c \leftarrow (1 - \eta/\lVert R \rVert) T + (\eta/\lVert R \rVert) c` with
-       :math:`T` the step over the other points;
+    1. moves every centre by one weighted Weiszfeld step toward the weighted geometric median
+       of its cluster,
+
+           c ← (Σ_{i∈c} w_i x_i / ‖x_i − c‖) / (Σ_{i∈c} w_i / ‖x_i − c‖),
+
+       with Vardi and Zhang's guard when ``c`` coincides with points of total weight η: with
+       ``R = Σ_{x_i ≠ c} w_i (x_i − c) / ‖x_i − c‖``, ``c`` stays if ``‖R‖ <= η`` (it is the
+       median), else ``c ← (1 − η/‖R‖) T + (η/‖R‖) c`` with ``T`` the step over the other
+       points;
     2. reassigns every point to its nearest centre.
 
-    Both steps can only lower :math:`\psi` in exact arithmetic; to make that hold in
-    floating point too, a centre's move is kept only if its cluster's (correctly rounded)
-    sum strictly decreases, a point moves only to a strictly nearer centre, and
-    :math:`\psi` is summed with ``math.fsum``. Empty clusters take the farthest point of
-    a cluster with two or more. Stops when :math:`\psi` falls by at most ``tol`` times
-    itself in an iteration, or after ``max_iter`` iterations.
+    Both steps can only lower ψ in exact arithmetic; to make that hold in floating point too,
+    a centre's move is kept only if its cluster's (correctly rounded) sum strictly decreases,
+    a point moves only to a strictly nearer centre, and ψ is summed with ``math.fsum``. Empty
+    clusters take the farthest point of a cluster with two or more. Stops when ψ falls by at
+    most ``tol`` times itself in an iteration, or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -636,15 +657,38 @@ def weiszfeld(
     max_iter : int
         Iterations (one Weiszfeld step and one reassignment each), at most.
     tol : float
-        Relative decrease of :math:`\psi` under which the iterations stop.
+        Relative decrease of ψ under which the iterations stop.
     max_bytes : int
         Size above which temporaries are computed in row chunks.
 
     Returns
     -------
     KMeansResult
-        Labels, centres (approximate weighted geometric medians), :math:`\psi` (unsquared),
-        iterations, and ``seed = -1``.
+        Labels, centres (approximate weighted geometric medians), ψ (unsquared), iterations,
+        and ``seed = -1``.
+
+    Raises
+    ------
+    TypeError
+        When ``X`` or ``weights`` is not a real floating array, ``labels`` is not an integer
+        array, the arrays come from different libraries, or ``k``/``max_iter`` is not an integer.
+    ValueError
+        When ``labels`` has the wrong shape or values outside ``[0, k)``, ``k`` is outside
+        ``[1, n]``, ``max_iter`` is below 1, ``tol`` is negative, ``X`` or ``weights`` is
+        invalid as for :func:`kmeans`, or the arrays live on different devices.
+
+    See Also
+    --------
+    kmeans : the squared objective, and the usual starting partition.
+
+    References
+    ----------
+    .. [1] E. Weiszfeld, "Sur le point pour lequel la somme des distances de n points donnés
+           est minimum", Tôhoku Math. J. 43, 1937.
+    .. [2] Y. Vardi, C.-H. Zhang, "The multivariate L1-median and associated data depth",
+           PNAS 97(4), 2000.
+    .. [3] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------

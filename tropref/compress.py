@@ -168,6 +168,32 @@ def compress_layer(
     The next bias absorbs ``Σ_s W_next[:, j, s] offset[j]``: exact for a dense next layer
     and after a flatten; for a next convolution only without zero padding.
 
+    Raises
+    ------
+    TypeError
+        When an argument is not an array, the arrays come from different libraries, a dtype
+        is not float32 or float64 or differs between arrays, ``k`` or ``seed`` is not an
+        integer, ``fold_constants`` is not a bool, or an option is unknown to the method.
+    ValueError
+        When shapes do not match (the message names the argument and the shape expected),
+        an array holds NaN or infinity, arrays live on different devices, ``k`` is outside
+        ``[1, n]``, ``seed`` is negative, ``method`` is unknown, a method option is out of
+        range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``, or
+        unit norms over- or underflow in the dtype.
+
+    See Also
+    --------
+    tropref.compress_network : whole networks, with budgets and a network certificate.
+    tropref.methods.METHODS : the methods by name.
+    tropref.tropical.zonotope_generators : the zonotopes the single-output bound is about.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+
     Examples
     --------
     >>> import numpy as np

@@ -122,6 +122,39 @@ def l1(problem: LayerProblem, k: int, *, rng: np.random.Generator, include_bias:
     -------
     Merge
         ``info``: ``criterion``, ``kept`` (unit indices).
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``.
+
+    See Also
+    --------
+    random : the unstructured floor.
+    neuron_merging : the same ranking, with pruned units folded into kept ones.
+    tropref.compress_layer : runs it as ``method="l1"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] H. Li, A. Kadav, I. Durdanovic, H. Samet, H. P. Graf, "Pruning Filters for
+           Efficient ConvNets", ICLR 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import l1
+    >>> A = np.array([[3.0, 0.0, 1.0], [0.5, 0.5, 0.0], [-2.0, 2.0, 0.0]])  # rows (W[j], b[j])
+    >>> V = np.ones((1, 3, 1))                                             # one dense output
+    >>> merge = l1(LayerProblem(xp, A, V), 2, rng=np.random.default_rng(0))
+    >>> merge.info["kept"], merge.assignment.tolist()   # L1 norms of W[j]: 3, 1, 4
+    ([0, 2], [0, -1, 1])
+    >>> merge.fold.tolist()                             # unit 1 is dropped: a zero row
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+
     """
     _check_options("l1", options)
     k = check_int("k", k, 1, problem.n)
@@ -148,6 +181,30 @@ def random(problem: LayerProblem, k: int, *, rng: np.random.Generator, **options
     -------
     Merge
         ``info``: ``kept``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``.
+
+    See Also
+    --------
+    l1 : magnitude pruning, deterministic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import random
+    >>> problem = LayerProblem(xp, np.eye(4), np.ones((1, 4, 1)))
+    >>> a = random(problem, 2, rng=np.random.default_rng(7))
+    >>> b = random(problem, 2, rng=np.random.default_rng(7))
+    >>> a.info["kept"] == b.info["kept"], len(a.info["kept"])   # same seed, same units
+    (True, 2)
+
     """
     _check_options("random", options)
     k = check_int("k", k, 1, problem.n)
@@ -226,6 +283,39 @@ def cup(
     -------
     Merge
         ``info``: ``linkage``, ``features``, ``representative``, ``cluster_sizes``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``; or ``linkage``, ``features`` or ``representative``
+        is not one of the values listed above.
+
+    See Also
+    --------
+    neural_path_kmeans : K-means on the same kind of features (the predecessor's method).
+    tropref.compress_layer : runs it as ``method="cup"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] R. Duggal, C. Xiao, R. Vuduc, J. Sun, "CUP: Cluster Pruning for Compressing Deep
+           Neural Networks", arXiv:1911.08630, 2019 (IEEE BigData 2021).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import cup
+    >>> A = np.array([[1.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.0]])
+    >>> merge = cup(LayerProblem(xp, A, np.ones((1, 4, 1))), 2, rng=np.random.default_rng(0))
+    >>> merge.assignment.tolist(), merge.info["cluster_sizes"]
+    ([0, 0, 1, 1], [2, 2])
+    >>> merge.inputs                       # dense units: each cluster's mean input vector
+    array([[1.05, 0.  , 0.  ],
+           [0.  , 0.95, 0.  ]])
+
     """
     from scipy.cluster import hierarchy
 
@@ -323,6 +413,36 @@ def neuron_merging(
     Merge
         ``info``: ``criterion``, ``threshold``, ``kept``, ``merged`` (number of pruned units
         folded into a kept one), ``dropped``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``; or ``criterion`` is not ``"l1"`` or ``"l2"``, or
+        ``threshold`` is outside ``[-1, 1]``.
+
+    See Also
+    --------
+    l1 : the same selection, without compensation.
+    tropref.compress_layer : runs it as ``method="neuron_merging"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] W. Kim, S. Kim, M. Park, G. Jeon, "Neuron Merging: Compensating for Pruned
+           Neurons", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import neuron_merging
+    >>> A = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.5]])  # unit 2 = unit 0 / 2
+    >>> merge = neuron_merging(LayerProblem(xp, A, np.ones((1, 3, 1))), 2, rng=np.random.default_rng(0))
+    >>> merge.assignment.tolist(), merge.fold.tolist()    # folded with ‖w_2‖ / ‖w_0‖ = 0.5: exact
+    ([0, 1, 0], [[1.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
+
     """
     _check_options("neuron_merging", options)
     n = problem.n

@@ -40,6 +40,25 @@ def zonotope_kmeans(
 
     Only for a single output (a next layer that reads the units with one weight each).
 
+    Raises
+    ------
+    ValueError
+        When the next layer reads the units with more than one weight each (use
+        ``"neural_path_kmeans"`` or ``"tropnnc"``), or ``k``, ``n_init``, ``max_iter``,
+        ``tol`` or ``init`` is out of range (named in the message).
+
+    See Also
+    --------
+    tropref.methods.tropnnc.tropnnc : keeps each cluster's summed generator (no mass lost).
+    neural_path_kmeans : the predecessor's method for several outputs.
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+
     Examples
     --------
     >>> import numpy as np
@@ -103,6 +122,25 @@ def neural_path_kmeans(
     The kept unit of cluster ``C`` has input vector ``mean_{j∈C} w_j`` and outgoing weights
     ``N_C · mean_{j∈C} V[:, j] = Σ_{j∈C} V[:, j]`` (``fold[j, C] = 1``). Its certificate
     follows from ReLU being 1-Lipschitz: ``|Δ v_i| <= ‖u‖ Σ_j |V[i, j]| ‖w_j − mean_C w‖``.
+
+    Raises
+    ------
+    ValueError
+        When ``k``, ``n_init``, ``max_iter``, ``tol`` or ``init`` is out of range (named in
+        the message).
+
+    See Also
+    --------
+    tropref.methods.tropnnc.tropnnc : merges with the outgoing-weight masses instead.
+    zonotope_kmeans : the predecessor's method for a single output.
+    tropref.cluster.kmeans : the clustering both use.
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------

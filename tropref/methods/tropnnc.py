@@ -60,6 +60,19 @@ def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
 
     With ``"l1"`` the weighted unsquared clustering objective ``Σ_j m_j ‖ŵ_j − ŵ_C‖``
     equals the sum of the per-output certificates.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.methods.tropnnc import outgoing_norm
+    >>> V = np.array([[[1.0], [-2.0]], [[3.0], [0.5]]])  # (m, n, s) = (2, 2, 1)
+    >>> outgoing_norm(np, V).tolist(), outgoing_norm(np, V, "linf").tolist()
+    ([4.0, 2.5], [3.0, 2.0])
     """
     if kind == "l1":
         return xp.sum(xp.abs(V), axis=(0, 2))
@@ -187,7 +200,7 @@ def tropnnc(
     directions = A / alpha[:, None]
 
     groups = unit_groups(problem)
-    masses = [float(xp.sum(take_rows(xp, mass, g))) for g in groups]
+    masses = [float(np.sum(to_numpy(mass)[g])) for g in groups]
     points = mass[:, None] * directions if objective == "generators" else directions
     decimals = None if objective == "generators" else 9
     cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
