@@ -34,6 +34,7 @@ __all__ = [
     "make_rng",
     "resolve_seed",
     "chunk_rows",
+    "row_blocks",
     "relu",
     "segment_sum",
     "scaled_one_hot",
@@ -94,7 +95,7 @@ def check_floating(xp: Any, dtype: Any = None, **arrays: Array | None) -> Any:
 def check_finite(xp: Any, **arrays: Array | None) -> None:
     """Raise ``ValueError`` naming the first array that holds NaN or infinity."""
     for name, a in arrays.items():
-        if a is not None and not bool(xp.all(xp.isfinite(a))):
+        if a is not None and not all(bool(xp.all(xp.isfinite(blk))) for blk in row_blocks(a)):
             raise ValueError(f"`{name}` contains NaN or infinite values")
 
 
@@ -179,6 +180,23 @@ def chunk_rows(n_rows: int, row_bytes: int, max_bytes: int = 64 * 2**20) -> rang
     """
     step = max(1, int(max_bytes // max(int(row_bytes), 1)))
     return range(0, n_rows, step)
+
+
+def row_blocks(a: Array, max_bytes: int = 4 * 2**20) -> Any:
+    """Consecutive slices ``a[lo:hi, ...]`` along axis 0 of at most about ``max_bytes`` each.
+
+    An elementwise pass (with its temporaries) over a large array, made block by block,
+    stays in cache and bounded in memory; a small array is one block.
+    """
+    if a.ndim == 0:
+        yield a
+        return
+    n = int(a.shape[0])
+    row = 1
+    for d in a.shape[1:]:
+        row *= int(d)
+    for lo in chunk_rows(n, row * 8, max_bytes):
+        yield a[lo : min(n, lo + max(1, int(max_bytes // max(row * 8, 1)))), ...]
 
 
 def relu(x: Array) -> Array:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, check_int, device, segment_sum, take_rows, to_numpy
+from .._array import Array, asarray_like, check_int, device, row_blocks, segment_sum, take_rows, to_numpy
 from .base import LayerProblem, Merge
 from .partition import canonical_labels
 
@@ -42,11 +42,8 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
 
 def _row_norms(xp: Any, X: Array, order: int) -> np.ndarray:
     """Host float64 ``ord``-norms of the rows of ``X`` (1 or 2)."""
-    if order == 1:
-        v = xp.sum(xp.abs(X), axis=1)
-    else:
-        v = xp.sqrt(xp.sum(X * X, axis=1))
-    return to_numpy(v).astype(np.float64)
+    # block by block (cache-sized temporaries), and in float64 on the host
+    return np.concatenate([to_numpy(xp.linalg.vector_norm(blk, ord=order, axis=1)).astype(np.float64) for blk in row_blocks(X)])
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
