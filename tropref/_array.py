@@ -182,21 +182,25 @@ def chunk_rows(n_rows: int, row_bytes: int, max_bytes: int = 64 * 2**20) -> rang
     return range(0, n_rows, step)
 
 
-def row_blocks(a: Array, max_bytes: int = 4 * 2**20) -> Any:
+def row_blocks(a: Array, max_bytes: int = 2**20) -> Any:
     """Consecutive slices ``a[lo:hi, ...]`` along axis 0 of at most about ``max_bytes`` each.
 
     An elementwise pass (with its temporaries) over a large array, made block by block,
-    stays in cache and bounded in memory; a small array is one block.
+    stays in cache and bounded in memory; a small array is one block. The default, 1 MiB,
+    is about one core's L2 cache: on the project's machine a pass of ``|V| r`` over a
+    ``4096 × 25088`` float32 matrix took 0.04-0.1 s in 1 MiB blocks against 0.3-2 s in
+    4 MiB ones and 1 s at once.
     """
     if a.ndim == 0:
         yield a
         return
     n = int(a.shape[0])
-    row = 1
+    row = _itemsize(a)
     for d in a.shape[1:]:
         row *= int(d)
-    for lo in chunk_rows(n, row * 8, max_bytes):
-        yield a[lo : min(n, lo + max(1, int(max_bytes // max(row * 8, 1)))), ...]
+    step = max(1, int(max_bytes // max(row, 1)))
+    for lo in range(0, n, step):
+        yield a[lo : min(n, lo + step), ...]
 
 
 def relu(x: Array) -> Array:

@@ -371,7 +371,11 @@ def _rewrite_next(xp: Any, V: Array, labels: np.ndarray, scale: Array | None, fo
     host_scale = to_numpy(scale)
     members = labels >= 0
     ones = bool(np.all(host_scale[members] == 1))  # pruning and CUP: no multiplication needed
-    return segment_sum(xp, V, labels, k, axis=1, weights=None if ones else scale)
+    if ones:
+        return segment_sum(xp, V, labels, k, axis=1)
+    # by blocks of outputs: the gathered, weighted and summed temporaries stay a few MiB
+    parts = [segment_sum(xp, blk, labels, k, axis=1, weights=scale) for blk in row_blocks(V, 8 * 2**20)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
 def _abs_read(xp: Any, V: Array, r: Array, *, absolute: bool = True) -> Array:
