@@ -338,7 +338,8 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
     def t(a: Any) -> Any:
         from tropref._array import to_numpy
 
-        return torch.as_tensor(np.array(to_numpy(a)), dtype=dtype, device=device)
+        h = to_numpy(a)  # copied once, by the copy_ below (not here as well)
+        return torch.as_tensor(h if h.flags.writeable else np.array(h), dtype=dtype, device=device)
 
     rank4 = net.input_shape is not None and len(net.input_shape) == 3
     if net.input_shape is None:
