@@ -526,7 +526,7 @@ def _compress_one(
     )
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
-    if h.maxpool and cert is not None and not _single_nonneg(res.fold):
+    if h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None])):  # no (n, k) fold formed
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
