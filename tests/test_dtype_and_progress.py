@@ -71,3 +71,17 @@ def test_torch_adapter_computes_in_the_model_dtype(monkeypatch):
     assert seen == [np.float32, np.float64]
     assert small[0].weight.dtype == torch.float32 and small64[0].weight.dtype == torch.float64
     assert {"export", "import", "layers"} <= set(report.steps)
+
+
+def test_keras_adapter_computes_in_the_model_dtype(monkeypatch):
+    keras = pytest.importorskip("keras")
+    import tropref.adapters.keras as adapter
+
+    seen = []
+    real = adapter.compress_network
+    monkeypatch.setattr(adapter, "compress_network", lambda net, *a, **k: seen.append(net.layers[0].W.dtype) or real(net, *a, **k))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    _, report = adapter.compress(model, keep=0.5, progress=False)
+    _, _ = adapter.compress(model, keep=0.5, progress=False, dtype=np.float64)
+    assert seen == [np.float32, np.float64]
+    assert {"export", "import", "layers"} <= set(report.steps)
