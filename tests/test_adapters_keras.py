@@ -123,7 +123,7 @@ def test_duplicated_channels_merge_exactly(fmt):
     model = vgg_like(fmt, dup=True)
     name = model.layers[0].name
     x = _inputs(model)
-    small, report = compress(model, keep={name: 4}, inputs=x)
+    small, report = compress(model, keep={name: 4}, inputs=x, dtype=np.float64)
     assert small.layers[0].filters == 4
     np.testing.assert_allclose(_np(small(x)), _np(model(x)), atol=1e-4)
     assert report.certificate <= 1e-6

@@ -99,7 +99,7 @@ def test_keep_one_is_exact_and_model_untouched():
     model = vgg_like()
     state = copy.deepcopy(model.state_dict())
     x = torch.randn(6, 3, 12, 12)
-    small, report = compress(model, keep=1.0, inputs=x)
+    small, report = compress(model, keep=1.0, inputs=x, dtype=np.float64)  # exact: double precision
     np.testing.assert_allclose(_out(small, x), _out(model, x), atol=1e-5)
     assert report.measured_error <= 1e-9
     for k, v in model.state_dict().items():
@@ -116,7 +116,7 @@ def test_duplicated_channels_merge_exactly():
         for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
             t[4:] = t[:4]
     x = torch.randn(5, 3, 12, 12)
-    small, report = compress(model, keep={"0": 4}, inputs=x)
+    small, report = compress(model, keep={"0": 4}, inputs=x, dtype=np.float64)
     assert small[0].out_channels == 4
     np.testing.assert_allclose(_out(small, x), _out(model, x), atol=1e-4)
     assert report.certificate <= 1e-6

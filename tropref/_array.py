@@ -34,7 +34,10 @@ __all__ = [
     "make_rng",
     "resolve_seed",
     "chunk_rows",
+    "row_blocks",
     "relu",
+    "segment_sum",
+    "scaled_one_hot",
 ]
 
 device = _device
@@ -173,7 +176,7 @@ def check_finite(xp: Any, **arrays: Array | None) -> None:
     ValueError: `b` contains NaN or infinite values
     """
     for name, a in arrays.items():
-        if a is not None and not bool(xp.all(xp.isfinite(a))):
+        if a is not None and not all(bool(xp.all(xp.isfinite(blk))) for blk in row_blocks(a)):
             raise ValueError(f"`{name}` contains NaN or infinite values")
 
 
@@ -442,6 +445,27 @@ def chunk_rows(n_rows: int, row_bytes: int, max_bytes: int = 64 * 2**20) -> rang
     return range(0, n_rows, step)
 
 
+def row_blocks(a: Array, max_bytes: int = 2**20) -> Any:
+    """Consecutive slices ``a[lo:hi, ...]`` along axis 0 of at most about ``max_bytes`` each.
+
+    An elementwise pass (with its temporaries) over a large array, made block by block,
+    stays in cache and bounded in memory; a small array is one block. The default, 1 MiB,
+    is about one core's L2 cache: on the project's machine a pass of ``|V| r`` over a
+    ``4096 × 25088`` float32 matrix took 0.04-0.1 s in 1 MiB blocks against 0.3-2 s in
+    4 MiB ones and 1 s at once.
+    """
+    if a.ndim == 0:
+        yield a
+        return
+    n = int(a.shape[0])
+    row = _itemsize(a)
+    for d in a.shape[1:]:
+        row *= int(d)
+    step = max(1, int(max_bytes // max(row, 1)))
+    for lo in range(0, n, step):
+        yield a[lo : min(n, lo + step), ...]
+
+
 def relu(x: Array) -> Array:
     """``max(x, 0)`` elementwise, with the zero made on ``x``'s device and dtype.
 
@@ -463,3 +487,144 @@ def relu(x: Array) -> Array:
     """
     xp = array_namespace(x)
     return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=_device(x)))
+
+
+def segment_sum(
+    xp: Any,
+    x: Array,
+    labels: np.ndarray,
+    k: int,
+    *,
+    axis: int = 0,
+    weights: Array | None = None,
+    max_bytes: int = 64 * 2**20,
+) -> Array:
+    """Sums of the slices of ``x`` along ``axis`` grouped by host ``labels``, optionally weighted.
+
+    ``out[..., c, ...] = Σ_{j : labels[j] = c} weights[j] · x[..., j, ...]`` for ``c < k``;
+    slices with ``labels[j] = -1`` are left out and a segment without members is zero. This
+    is ``x`` multiplied along ``axis`` by the one-hot (or scaled one-hot) matrix
+    ``F[j, c] = weights[j] [labels[j] = c]`` without forming ``F``: it reads each slice
+    once (``O(size of x)``) where the product with ``F`` costs ``k`` times that.
+
+    The array API has no scatter-add, so the sum is made of gathers. The members are sorted
+    on the host by segment; segments of equal size ``s`` are gathered together with one
+    ``xp.take`` into a ``(..., segments, s, ...)`` block and summed over ``s``. No padding is
+    needed (at most ``√(2n)`` distinct sizes, so as many gathers), each block is cut so that
+    its temporaries stay below ``max_bytes``, and the blocks are put back in segment order by
+    one last gather, skipped when they already are in order. Every output entry is the sum
+    of the same terms as the product with ``F``, without its zero terms: the two agree to
+    round-off (floating-point addition is not associative).
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace of ``x``.
+    x : array
+        Any shape; ``x.shape[axis] == labels.size``.
+    labels : numpy array of int, shape (n,)
+        Segment of every slice, ``-1`` for none (host array: the decision is the host's).
+    k : int
+        Number of segments (``labels < k``).
+    axis : int
+        The axis of ``x`` that is summed.
+    weights : array, shape (n,), optional
+        Per-slice factors (dtype and device of ``x``); 1 when omitted.
+    max_bytes : int
+        Bound on the temporaries of one gather (the output itself excepted).
+
+    Returns
+    -------
+    array
+        ``x``'s shape with ``axis`` of length ``k``, ``x``'s dtype and device.
+
+    Raises
+    ------
+    ValueError
+        When ``labels`` does not match ``x.shape[axis]`` or holds values outside ``[-1, k)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref._array import segment_sum
+    >>> x = np.arange(12.0).reshape(2, 6)
+    >>> segment_sum(np, x, np.array([1, 0, 1, -1, 2, 1]), 4, axis=1)
+    array([[ 1.,  7.,  4.,  0.],
+           [ 7., 25., 10.,  0.]])
+    """
+    axis = axis % x.ndim
+    labels = np.asarray(labels, dtype=np.int64)
+    n = int(x.shape[axis])
+    if labels.shape != (n,):
+        raise ValueError(f"`labels` must have shape ({n},) to match axis {axis} of `x`, got {labels.shape}")
+    if labels.size and (labels.min() < -1 or labels.max() >= k):
+        raise ValueError(f"`labels` must lie in [-1, {k}), got values in [{labels.min()}, {labels.max()}]")
+    members = labels >= 0
+    order = np.flatnonzero(members)[np.argsort(labels[members], kind="stable")]  # by segment, then index
+    sizes = np.bincount(labels[members], minlength=k)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    slice_bytes = max(1, int(np.prod([int(d) for i, d in enumerate(x.shape) if i != axis]))) * _itemsize(x)
+    pieces, segments = [], []
+    for size in np.unique(sizes[sizes > 0]):
+        segs = np.flatnonzero(sizes == size)
+        if size == 1 and weights is None:
+            step = segs.size  # the gather is the result itself: no temporary to bound
+        else:
+            step = max(1, int(max_bytes // (slice_bytes * int(size) * (1 if weights is None else 2))))
+        for lo in range(0, segs.size, step):
+            chunk = segs[lo : lo + step]
+            idx = (start[chunk][:, None] + np.arange(size)[None, :]).reshape(-1)
+            pieces.append(_gather_sum(xp, x, order[idx], int(size), axis, weights))
+            segments.append(chunk)
+    empty = np.flatnonzero(sizes == 0)
+    if empty.size:
+        shape = list(x.shape)
+        shape[axis] = int(empty.size)
+        pieces.append(xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x)))
+        segments.append(empty)
+    if not pieces:  # k == 0
+        shape = list(x.shape)
+        shape[axis] = 0
+        return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
+    out = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=axis)
+    placed = np.concatenate(segments)
+    inverse = np.empty(k, dtype=np.int64)
+    inverse[placed] = np.arange(k)
+    return take_rows(xp, out, inverse, axis=axis)
+
+
+def _gather_sum(xp: Any, x: Array, index: np.ndarray, size: int, axis: int, weights: Array | None) -> Array:
+    """Slices ``index`` of ``x`` (consecutive runs of ``size`` per segment), weighted and summed per run."""
+    idx = xp.asarray(index, device=_device(x))
+    g = xp.take(x, idx, axis=axis)
+    if weights is not None:
+        w = xp.take(weights, idx, axis=0)
+        g = g * xp.reshape(w, (-1,) + (1,) * (x.ndim - axis - 1))
+    if size == 1:
+        return g
+    shape = tuple(x.shape[:axis]) + (int(index.size) // size, size) + tuple(x.shape[axis + 1 :])
+    return xp.sum(xp.reshape(g, shape), axis=axis + 1)
+
+
+def _itemsize(x: Array) -> int:
+    return 8 if x.dtype == array_namespace(x).float64 else 4
+
+
+def scaled_one_hot(xp: Any, labels: Array, scale: Array, k: int) -> Array:
+    """The dense ``(n, k)`` matrix ``F[j, c] = scale[j] [labels[j] = c]`` (zero row for ``-1``).
+
+    For the users that want the fold as a matrix; the core itself applies it with
+    :func:`segment_sum` and gathers instead of products with ``F``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref._array import scaled_one_hot
+    >>> scaled_one_hot(np, np.array([1, -1, 0]), np.array([2.0, 0.0, 3.0]), 2)
+    array([[0., 2.],
+           [0., 0.],
+           [3., 0.]])
+    """
+    cols = xp.arange(k, dtype=labels.dtype, device=_device(scale))
+    hot = xp.astype(labels[:, None] == cols[None, :], scale.dtype)
+    return hot * scale[:, None]

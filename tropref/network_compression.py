@@ -179,6 +179,11 @@ class NetworkReport:
         The inputs the certificate holds for.
     time_s : float
         Total seconds.
+    steps : mapping
+        Seconds per step: ``fold_batchnorm``, ``layers`` (all layer compressions, of which
+        ``method``, ``rewrite`` of the next layers and ``layer_certificates``),
+        ``network_certificate``, ``measured_error``; the adapters add ``export`` and
+        ``import``.
     """
 
     layers: tuple[LayerReport, ...]
@@ -194,6 +199,7 @@ class NetworkReport:
     measured_error: float | None
     input_domain: str
     time_s: float
+    steps: Mapping[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
         """A plain-text table of the layers and the totals."""
@@ -217,6 +223,8 @@ class NetworkReport:
         if self.measured_error is not None:
             rows.append(f"measured max|Δf| = {self.measured_error:.4g} on the inputs given")
         rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
+        if self.steps:
+            rows.append("time s: " + ", ".join(f"{k} {v:.2f}" for k, v in self.steps.items()))
         return "\n".join(rows)
 
     __str__ = table
@@ -533,7 +541,7 @@ def _compress_one(
     )
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
-    if h.maxpool and cert is not None and not _single_nonneg(res.fold):
+    if h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None])):  # no (n, k) fold formed
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
@@ -637,7 +645,8 @@ def compress_network(
     inputs: Array | None = None,
     input_radius: float | None = None,
     max_patches: int = 4096,
-    progress: bool | Callable[[str], None] = False,
+    progress: bool | None | Callable[[str], None] = None,
+    certify: bool = True,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
     """Compress every hidden ReLU layer of a feed-forward chain, front to back.
@@ -674,9 +683,15 @@ def compress_network(
         is also the input domain of the network certificate, unless ``input_radius`` is set.
     input_radius : float, optional
         Certify over ``{x : |x_i| <= r}`` (and, for the first layer, ``‖x‖ <= r``).
-    progress : bool or callable
-        Print one line per layer to stderr (``True``) or pass it to a callable. Silent by
-        default.
+    progress : bool, None or callable
+        One line per layer (its width, certificate, time and an estimate of the time left),
+        and a line before a slow step. ``None`` (default): printed to stderr once the call
+        has run for 2 s (short calls stay silent); ``True``: always; ``False``: never; a
+        callable receives the lines instead.
+    certify : bool
+        Compute the network certificate when an input domain is given (``inputs`` or
+        ``input_radius``); ``False`` skips its interval bounds, the costliest part of the
+        report (the measured error on ``inputs`` is still computed).
     **options
         Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
 
@@ -702,10 +717,11 @@ def compress_network(
     True
     """
     t0 = time.perf_counter()
+    steps: dict[str, float] = {}
     if not isinstance(net, Network):
         raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
     seed = resolve_seed(seed)
-    say = _progress(progress)
+    say = _progress(progress, t0)
     xp = network_namespace(net)
     if inputs is None:
         inputs = data
@@ -714,6 +730,7 @@ def compress_network(
         data = xp.astype(data, weights.dtype)  # compress_layer wants one floating dtype
 
     work, origin = _fold_pre_relu_bn(net)
+    steps["fold_batchnorm"] = time.perf_counter() - t0
     structure = hidden_layers(work)
     skipped = _resolve_layers(net, skip, "skip")
     compressible = [i for i, h in structure.items() if isinstance(h, _Hidden) and origin[i] not in skipped]
@@ -737,6 +754,8 @@ def compress_network(
     layer_info: dict[int, dict[str, Any]] = {}
     cur_x, pos = data, 0  # data propagated through the compressed prefix: input of layer `pos`
     todo = [i for i in compressible if ks.get(i, work.layers[i].units) < work.layers[i].units]
+    cost = {i: _layer_cost(work, structure[i]) for i in todo}
+    t_layers = time.perf_counter()
     for count, i in enumerate(todo, 1):
         h = structure[i]
         if cur_x is not None:
@@ -748,13 +767,28 @@ def compress_network(
             options=_layer_options(work, i, method, options),
         )
         layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
-        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cmax}, {layer_info[i]['time']:.2f} s")
+        done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
+        eta = (time.perf_counter() - t_layers) * left / max(done, 1)
+        cert = "-" if cmax is None else f"{cmax:.3g}"
+        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cert}, "
+            f"{layer_info[i]['time']:.2f} s" + (f"; about {eta:.0f} s left" if left else ""))
+    steps["layers"] = time.perf_counter() - t_layers
+    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
 
     result = work.replace_layers(new)
-    per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+    t1 = time.perf_counter()
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {len(work.layers)} layers (certify=False skips it)")
+        per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+    else:
+        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    steps["network_certificate"] = time.perf_counter() - t1
     measured = None
     if inputs is not None:
+        t1 = time.perf_counter()
         measured = float(to_numpy(xp.max(xp.abs(net(inputs) - result(inputs)))))
+        steps["measured_error"] = time.perf_counter() - t1
 
     reports = _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks)
     final = result.replace_layers([l for l in result.layers if not isinstance(l, _Folded)])
@@ -772,6 +806,7 @@ def compress_network(
         measured_error=measured,
         input_domain=domain,
         time_s=time.perf_counter() - t0,
+        steps=steps,
     )
     return final, report
 
@@ -783,12 +818,20 @@ def _advance(layers: list, x: Array, start: int, stop: int) -> Array:
     return x
 
 
-def _progress(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+def _progress(progress: bool | None | Callable[[str], None], t0: float, after: float = 2.0) -> Callable[[str], None]:
+    """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds have passed."""
     if callable(progress):
         return progress
+    if progress is None:
+        return lambda line: print(line, file=sys.stderr, flush=True) if time.perf_counter() - t0 > after else None
     if progress:
         return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: None
+
+
+def _layer_cost(net: Network, h: _Hidden) -> int:
+    """Weights a layer's compression reads (its own and the next layer's): the progress estimate's unit."""
+    return sum(int(np.prod(net.layers[p].W.shape)) for p in (h.i, h.j))
 
 
 def _resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
@@ -859,10 +902,10 @@ def network_certificate(
     Returns the per-output bound (None when it is not available), each layer's share (its
     largest entry) and a description of the input domain.
     """
-    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
     box = _input_box(work, inputs, input_radius)
-    if box is None:
+    if box is None:  # before the float64 copy of the network: no domain costs nothing
         return None, {}, "no input domain (pass `inputs` or `input_radius`)"
+    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
     lo, hi, domain = box
     if not layer_certificates:
         out_shape = layer_shapes(host, lo.shape)[-1]

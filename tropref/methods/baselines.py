@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, check_int, device, take_rows, to_numpy
+from .._array import Array, asarray_like, check_int, device, row_blocks, segment_sum, take_rows, to_numpy
 from .base import LayerProblem, Merge
 from .partition import canonical_labels
 
@@ -42,11 +42,8 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
 
 def _row_norms(xp: Any, X: Array, order: int) -> np.ndarray:
     """Host float64 ``ord``-norms of the rows of ``X`` (1 or 2)."""
-    if order == 1:
-        v = xp.sum(xp.abs(X), axis=1)
-    else:
-        v = xp.sqrt(xp.sum(X * X, axis=1))
-    return to_numpy(v).astype(np.float64)
+    # block by block (cache-sized temporaries), and in float64 on the host
+    return np.concatenate([to_numpy(xp.linalg.vector_norm(blk, ord=order, axis=1)).astype(np.float64) for blk in row_blocks(X)])
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -69,23 +66,17 @@ def _build(
     position in ``keep`` each unit folds into (-1: dropped), ``scale`` (n,) its coefficient.
     """
     xp, A = problem.xp, problem.inputs
-    k = int(keep.size)
     assign = np.asarray(assign, dtype=np.int64)
     scale = np.where(assign < 0, 0.0, np.asarray(scale, dtype=np.float64))
-    dense_fold = np.zeros((assign.size, k), dtype=np.float64)
-    rows = np.flatnonzero(assign >= 0)
-    dense_fold[rows, assign[rows]] = scale[rows]
-    fold = asarray_like(dense_fold, xp, A)
     if inputs is None:
         inputs = take_rows(xp, A, keep)
-    return Merge(
-        assignment=xp.asarray(assign, dtype=xp.int64, device=device(A)),
-        fold=fold,
-        inputs=inputs,
-        zonotope_bound=None,
-        single_fold=bool(np.all(scale >= 0)),
-        info=info,
-    )
+    assignment = xp.asarray(assign, dtype=xp.int64, device=device(A))
+    if np.all(scale >= 0):  # one non-negative entry per row: the fold is (assignment, scale)
+        return Merge(assignment, None, inputs, info=info, scale=asarray_like(scale, xp, A))
+    dense_fold = np.zeros((assign.size, int(keep.size)), dtype=np.float64)
+    rows = np.flatnonzero(assign >= 0)
+    dense_fold[rows, assign[rows]] = scale[rows]
+    return Merge(assignment, asarray_like(dense_fold, xp, A), inputs, single_fold=False, info=info)
 
 
 def _prune(problem: LayerProblem, keep: np.ndarray, info: dict[str, Any]) -> Merge:
@@ -362,10 +353,9 @@ def cup(
             keep[c] = members[np.argmax(norms[members])]
         info["kept"] = keep.tolist()
         return _build(problem, keep, labels, np.ones(n), info)
-    # mean representative: (k, n) averaging matrix times A, on the device
-    avg = np.zeros((k, n), dtype=np.float64)
-    avg[labels, np.arange(n)] = 1.0 / sizes[labels]
-    inputs = xp.matmul(asarray_like(avg, xp, A), A)
+    # mean representative: the members' input vectors summed per cluster (a segment sum on
+    # the device, not a (k, n) averaging product), divided by the cluster's size
+    inputs = segment_sum(xp, A, labels, k, axis=0) / asarray_like(sizes, xp, A)[:, None]
     keep = np.array([np.flatnonzero(labels == c)[0] for c in range(k)], dtype=np.int64)
     return _build(problem, keep, labels, np.ones(n), info, inputs=inputs)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._array import device, take_rows
+from .._array import asarray_like, device, segment_sum, take_rows
 from .base import LayerProblem, Merge
-from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, one_hot, unit_groups
+from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, unit_groups
 
 __all__ = ["zonotope_kmeans", "neural_path_kmeans"]
 
@@ -93,13 +93,13 @@ def zonotope_kmeans(
             continue
         G_g = take_rows(xp, G, idx)
         labels, run = cluster_labels(G_g, k_g, None, rng, **options)
-        H = one_hot(xp, labels, k_g, A)
-        counts = xp.sum(H, axis=0)
-        centres = xp.matmul(H.T, G_g) / counts[:, None]
-        spread = xp.matmul(H.T, xp.linalg.vector_norm(G_g - take_rows(xp, centres, labels), axis=1))
+        # cluster sums by segment sums over the members, not products with a one-hot matrix
+        counts = asarray_like(np.bincount(labels, minlength=k_g), xp, A)
+        centres = segment_sum(xp, G_g, labels, k_g, axis=0) / counts[:, None]
+        spread = segment_sum(xp, xp.linalg.vector_norm(G_g - take_rows(xp, centres, labels), axis=1), labels, k_g)
         lost = (counts - 1) * xp.linalg.vector_norm(centres, axis=1)
         bounds.append(float(xp.sum(spread + lost)))
-        parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * xp.matmul(H, counts))))
+        parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * take_rows(xp, counts, labels))))
         runs.append(run)
 
     assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
@@ -154,8 +154,8 @@ def neural_path_kmeans(
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     paths = xp.concat([A, xp.reshape(xp.permute_dims(V, (1, 0, 2)), (problem.n, -1))], axis=1)
     labels, run = cluster_labels(paths, k, None, rng, n_init=n_init, max_iter=max_iter, tol=tol, init=init)
-    H = one_hot(xp, labels, k, A)
-    centres = xp.matmul(H.T, A) / xp.sum(H, axis=0)[:, None]
+    counts = asarray_like(np.bincount(labels, minlength=k), xp, A)
+    centres = segment_sum(xp, A, labels, k, axis=0) / counts[:, None]
     everything = [np.arange(problem.n)]
     assignment, fold, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
     return Merge(assignment, fold, inputs, info={"clustering": [run]})

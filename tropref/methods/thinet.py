@@ -189,14 +189,13 @@ def thinet(
         "objective": objective,
         "relative_residual": resid / total if total > 0 else 0.0,
     }
-    return Merge(
-        assignment=xp.asarray(assignment, dtype=xp.int64, device=device(A)),
-        fold=asarray_like(F, xp, A),
-        inputs=xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0),
-        zonotope_bound=None,
-        single_fold=single,
-        info=info,
-    )
+    assignment_dev = xp.asarray(assignment, dtype=xp.int64, device=device(A))
+    inputs = xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0)
+    if rescale != "full":  # one entry per row (the kept unit's own λ or 1): no fold matrix needed
+        scale = np.where(assignment < 0, 0.0, F[np.arange(n), np.maximum(assignment, 0)])
+        if single:
+            return Merge(assignment_dev, None, inputs, info=info, scale=asarray_like(scale, xp, A))
+    return Merge(assignment_dev, asarray_like(F, xp, A), inputs, single_fold=single, info=info)
 
 
 def _residual(C: np.ndarray, G: np.ndarray, P: np.ndarray) -> float:
