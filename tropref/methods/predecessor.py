@@ -102,9 +102,9 @@ def zonotope_kmeans(
         parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * take_rows(xp, counts, labels))))
         runs.append(run)
 
-    assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
+    assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     bound = xp.asarray(bounds, dtype=A.dtype, device=device(A))
-    return Merge(assignment, fold, inputs, zonotope_bound=bound, info={"allocation": budget, "clustering": runs})
+    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=bound, info={"allocation": budget, "clustering": runs})
 
 
 def neural_path_kmeans(
@@ -157,5 +157,5 @@ def neural_path_kmeans(
     counts = asarray_like(np.bincount(labels, minlength=k), xp, A)
     centres = segment_sum(xp, A, labels, k, axis=0) / counts[:, None]
     everything = [np.arange(problem.n)]
-    assignment, fold, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
-    return Merge(assignment, fold, inputs, info={"clustering": [run]})
+    assignment, scale, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
+    return Merge(assignment, None, inputs, scale=scale, info={"clustering": [run]})

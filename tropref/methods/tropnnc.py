@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, device, take_rows, to_numpy
+from .._array import Array, asarray_like, device, segment_sum, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .partition import (
@@ -34,7 +34,6 @@ from .partition import (
     cluster_labels,
     cluster_labels_ward,
     distinct_rows,
-    one_hot,
     unit_groups,
 )
 
@@ -221,28 +220,26 @@ def tropnnc(
             labels, run = cluster_labels_ward(take_rows(xp, points, idx), k_g, weights)
         else:
             labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
-        H = one_hot(xp, labels, k_g, A)
-        rep = xp.matmul(H.T, m[:, None] * D) / xp.matmul(H.T, m)[:, None]
+        rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
             run["certificate_objective_before_refine"] = float(xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels)))
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
-            H = one_hot(xp, labels, k_g, A)
             run["refine_n_iter"] = refined.n_iter
         elif representative == "principal":
-            rep = _principal(xp, H, D, m, rep)
+            rep = _principal(xp, labels, D, m, rep)
         # φ_j / α_j per unit: how much of the representative each member is read through
         coef = _projection(xp, D, rep, labels) if fold == "projection" else xp.ones_like(a)
-        scale_tilde = xp.matmul(H.T, v * a * coef) / xp.matmul(H.T, v)
+        scale_tilde = segment_sum(xp, v * a * coef, labels, k_g) / segment_sum(xp, v, labels, k_g)
         scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
         residual = m * _residuals(xp, D, coef, rep, labels)
         run["certificate_objective"] = float(xp.sum(residual))
-        parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / xp.matmul(H, scale_tilde)))
+        parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
         if problem.single_output:
-            bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, keeps_sum=keeps_sum))
+            bounds.append(_zonotope_bound(xp, labels, k_g, m[:, None] * D, residual, keeps_sum=keeps_sum))
         runs.append(run)
 
-    assignment, fold_matrix, inputs = assemble(xp, groups, parts, problem.n, A)
+    assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     if input_ratio is not None:
         inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
     zonotope_bound = None
@@ -260,7 +257,7 @@ def tropnnc(
         "allocation": budget,
         "clustering": runs,
     }
-    return Merge(assignment, fold_matrix, inputs, zonotope_bound=zonotope_bound, info=info)
+    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info)
 
 
 def _resolve(
@@ -321,32 +318,33 @@ def _projection(xp: Any, D: Array, rep: Array, labels: np.ndarray) -> Array:
     return xp.where(positive, dots / xp.where(sq > 0, sq, xp.ones_like(sq)), xp.zeros_like(dots))
 
 
-def _principal(xp: Any, H: Array, D: Array, m: Array, mean: Array) -> Array:
+def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> Array:
     """Leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, by power iteration.
 
     Starts from the mass-weighted mean direction, so the Rayleigh quotient only grows from
-    the mean's; stops when no direction moves by more than ``√eps`` (the quotient's error
-    is then about ``eps``), or after ``_POWER_ITERATIONS``. The sign is kept with
+    the mean's; stops when no direction moves by more than ``100 eps``, or after
+    ``_POWER_ITERATIONS`` steps. The sign is kept with
     ``Σ_C m_j ŵ_j · u > 0``, and a cluster whose result would not satisfy it keeps its
     mean. Clusters of one unit, or of parallel units, are exact in one step. Batched over
-    all clusters with one-hot sums.
+    all clusters: each step is one gather and one segment sum, ``O(n p)``.
     """
     u = mean / xp.linalg.vector_norm(mean, axis=1)[:, None]
-    tol = math.sqrt(float(xp.finfo(D.dtype).eps))
+    tol = 100 * float(xp.finfo(D.dtype).eps)
+    k = int(mean.shape[0])
     for _ in range(_POWER_ITERATIONS):
-        dots = xp.sum(D * xp.matmul(H, u), axis=1)
-        nxt = xp.matmul(H.T, (m * dots)[:, None] * D)
+        dots = xp.sum(D * take_rows(xp, u, labels), axis=1)
+        nxt = segment_sum(xp, D, labels, k, weights=m * dots)
         nxt = nxt / xp.linalg.vector_norm(nxt, axis=1)[:, None]
         moved = float(xp.max(xp.abs(nxt - u)))
         u = nxt
         if not moved > tol:  # also stops on NaN (a cluster whose members cancel)
             break
-    agree = xp.matmul(H.T, m * xp.sum(D * xp.matmul(H, u), axis=1))
+    agree = segment_sum(xp, m * xp.sum(D * take_rows(xp, u, labels), axis=1), labels, k)
     ok = xp.isfinite(agree) & (agree > 0)
     return xp.where(ok[:, None], u, mean)
 
 
-def _zonotope_bound(xp: Any, H: Array, G: Array, residual: Array, *, keeps_sum: bool) -> float:
+def _zonotope_bound(xp: Any, labels: np.ndarray, k: int, G: Array, residual: Array, *, keeps_sum: bool) -> float:
     """Upper bound on ``H(Σ_j [0, g_j], Σ_C [0, g̃_C])`` for one sign group.
 
     Per cluster the smaller of two valid bounds (Corollary D): the residual
@@ -354,10 +352,10 @@ def _zonotope_bound(xp: Any, H: Array, G: Array, residual: Array, *, keeps_sum: 
     (mean representative, ``φ_j = α_j``), the plain residual ``Σ ‖g_j − μ_C‖`` around
     the mean generator.
     """
-    direction = xp.matmul(H.T, residual)
+    direction = segment_sum(xp, residual, labels, k)
     if not keeps_sum:
         return float(xp.sum(direction))
-    counts = xp.sum(H, axis=0)
-    mean = xp.matmul(H.T, G) / counts[:, None]
-    plain = xp.matmul(H.T, xp.linalg.vector_norm(G - xp.matmul(H, mean), axis=1))
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    mean = segment_sum(xp, G, labels, k) / asarray_like(counts, xp, G)[:, None]
+    plain = segment_sum(xp, xp.linalg.vector_norm(G - take_rows(xp, mean, labels), axis=1), labels, k)
     return float(xp.sum(xp.minimum(direction, plain)))
