@@ -851,8 +851,13 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     # Host algorithm (sequential merges); only the (n, d) points and (n,) weights cross.
     Y = to_numpy(X).astype(np.float64)
     sq = np.einsum("ij,ij->i", Y, Y)
-    cost = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (Y @ Y.T), 0.0)
-    cost *= w[:, None] * w[None, :] / (w[:, None] + w[None, :])
+    cost = Y @ Y.T  # then, in place and in row blocks (no n × n temporaries):
+    for lo in range(0, n, 256):  # Δ(i, j) = w_i w_j / (w_i + w_j) ‖x_i − x_j‖²
+        rows = cost[lo : lo + 256]
+        rows *= -2.0
+        rows += sq[lo : lo + 256, None] + sq[None, :]
+        np.maximum(rows, 0.0, out=rows)
+        rows *= w[lo : lo + 256, None] * w[None, :] / (w[lo : lo + 256, None] + w[None, :])
     np.fill_diagonal(cost, np.inf)
     size = w.copy()
     active = np.ones(n, dtype=bool)
@@ -862,7 +867,7 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
         if not chain:
             chain.append(int(np.argmax(active)))
         a = chain[-1]
-        row = cost[a]
+        row = np.where(active, cost[a], np.inf)  # merged-away clusters are masked, not erased
         b = int(np.argmin(row))
         if len(chain) > 1 and row[chain[-2]] <= row[b]:
             b = chain[-2]  # ties go back down the chain, so that it always ends
@@ -874,12 +879,9 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
         lo, hi = min(a, b), max(a, b)
         d_ab = float(cost[a, b])
         new = ((size[a] + size) * cost[a] + (size[b] + size) * cost[b] - size * d_ab) / (size[a] + size[b] + size)
-        cost[hi, :] = np.inf
-        cost[:, hi] = np.inf
-        new[~active] = np.inf
-        new[lo] = new[hi] = np.inf
+        new[lo] = np.inf
         cost[lo, :] = new
-        cost[:, lo] = new
+        cost[:, lo] = new  # the one strided write per merge
         size[lo] += size[hi]
         active[hi] = False
         merges.append((d_ab, lo, hi))

@@ -51,7 +51,6 @@ _VARIANTS = {
     "refined": {"cluster": "ward", "representative": "principal", "fold": "projection", "objective": "directions"},
     "paper": {"cluster": "kmeans", "representative": "mean", "fold": "norm", "objective": "directions"},
 }
-_POWER_ITERATIONS = 200
 
 
 def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
@@ -319,29 +318,40 @@ def _projection(xp: Any, D: Array, rep: Array, labels: np.ndarray) -> Array:
 
 
 def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> Array:
-    """Leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, by power iteration.
+    """Leading eigenvector of ``S_C = Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, exactly.
 
-    Starts from the mass-weighted mean direction, so the Rayleigh quotient only grows from
-    the mean's; stops when no direction moves by more than ``100 eps``, or after
-    ``_POWER_ITERATIONS`` steps. The sign is kept with
-    ``Σ_C m_j ŵ_j · u > 0``, and a cluster whose result would not satisfy it keeps its
-    mean. Clusters of one unit, or of parallel units, are exact in one step. Batched over
-    all clusters: each step is one gather and one segment sum, ``O(n p)``.
+    ``S_C = X_Cᵀ X_C`` with rows ``√m_j ŵ_j``, so its leading eigenvector is ``X_Cᵀ y``
+    for ``y`` the leading eigenvector of the small ``|C| × |C|`` matrix ``X_C X_Cᵀ``
+    (the leading right singular vector of ``X_C``). Those matrices are formed and
+    decomposed on the host in float64, clusters of equal size together, in blocks of at
+    most 64 MB (``O(Σ_C |C|² p)`` work: small when most clusters are small); ``u = Σ_j
+    √m_j y_j ŵ_j`` is then one segment sum on the device. The sign makes
+    ``Σ_C m_j ŵ_j · u = λ Σ_C √m_j y_j`` positive; a cluster where that is zero keeps its
+    mean. A single unit is its own direction.
     """
-    u = mean / xp.linalg.vector_norm(mean, axis=1)[:, None]
-    tol = 100 * float(xp.finfo(D.dtype).eps)
-    k = int(mean.shape[0])
-    for _ in range(_POWER_ITERATIONS):
-        dots = xp.sum(D * take_rows(xp, u, labels), axis=1)
-        nxt = segment_sum(xp, D, labels, k, weights=m * dots)
-        nxt = nxt / xp.linalg.vector_norm(nxt, axis=1)[:, None]
-        moved = float(xp.max(xp.abs(nxt - u)))
-        u = nxt
-        if not moved > tol:  # also stops on NaN (a cluster whose members cancel)
-            break
-    agree = segment_sum(xp, m * xp.sum(D * take_rows(xp, u, labels), axis=1), labels, k)
-    ok = xp.isfinite(agree) & (agree > 0)
-    return xp.where(ok[:, None], u, mean)
+    k, n = int(mean.shape[0]), int(D.shape[0])
+    Dh, root = to_numpy(D).astype(np.float64), np.sqrt(to_numpy(m).astype(np.float64))
+    sizes = np.bincount(labels, minlength=k)
+    members = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    coef, fallback = np.zeros(n), np.zeros(k, dtype=bool)
+    for size in np.unique(sizes):
+        clusters = np.flatnonzero(sizes == size)
+        idx = members[starts[clusters][:, None] + np.arange(size)]  # (clusters, size)
+        if size == 1:
+            coef[idx[:, 0]] = 1.0
+            continue
+        step = max(1, (64 * 2**20) // (8 * size * Dh.shape[1]))
+        for lo in range(0, clusters.size, step):
+            block = idx[lo : lo + step]
+            X = Dh[block] * root[block][:, :, None]
+            y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
+            agree = np.sum(root[block] * y, axis=1)
+            coef[block] = root[block] * y * np.sign(agree)[:, None]
+            fallback[clusters[lo : lo + step]] = agree == 0
+    u = segment_sum(xp, D, labels, k, weights=asarray_like(coef, xp, D))
+    u = u / xp.linalg.vector_norm(u, axis=1)[:, None]
+    return xp.where(asarray_like(fallback, xp, D, dtype=xp.bool)[:, None], mean, u)
 
 
 def _zonotope_bound(xp: Any, labels: np.ndarray, k: int, G: Array, residual: Array, *, keeps_sum: bool) -> float:
