@@ -134,17 +134,19 @@ def compress_layer(
     """Compress a dense or convolutional ReLU layer to ``k`` units, data-free.
 
     The layer ``x ↦ relu(W x + b)`` is read by a next layer ``W_next``. Writing unit ``j``
-    as ``w_j = (W[j], b[j]) = α_j ŵ_j`` (``α_j = ‖w_j‖``), a method partitions the units
-    into ``k`` clusters and replaces each cluster ``C`` by one unit ``w̃_C = α̃_C ŵ_C``
-    whose outgoing weights are ``Σ_{j∈C} W_next[:, j] α_j / α̃_C``. By positive
-    homogeneity and the 1-Lipschitz ReLU, for every input ``x`` and output ``i``
-    (Proposition F in ``docs/theory.md``)::
+    as ``w_j = (W[j], b[j])``, a method partitions the units into ``k`` clusters, replaces
+    each cluster ``C`` by one unit ``w̃_C`` and reads every member through it with a scale
+    ``f_j ≥ 0`` (``w_j ≈ f_j w̃_C``): the next layer's weights for the kept unit are
+    ``Σ_{j∈C} f_j W_next[:, j]``. By positive homogeneity and the 1-Lipschitz ReLU, for
+    every input ``x`` and output ``i`` (Proposition F in ``docs/theory.md``)::
 
-        |Δ v_i(x)| <= ‖(x, 1)‖ · Σ_j |W_next[i, j]| α_j ‖ŵ_j − ŵ_{C(j)}‖ = ‖(x, 1)‖ · certificate[i].
+        |Δ v_i(x)| <= ‖(x, 1)‖ · Σ_j |W_next[i, j]| ‖w_j − f_j w̃_{C(j)}‖ = ‖(x, 1)‖ · certificate[i].
 
-    With ``method="tropnnc"`` and a single output, clusters respect the sign of the
-    outgoing weight and keep each cluster's summed zonotope generator, and the
-    certificate is the (smaller) zonotope bound ``H(P, P̃) + H(Q, Q̃)`` of Corollary D.
+    TropNNC (the default method) clusters the unit directions by weighted Ward, takes each
+    cluster's principal direction and projects the members on it; ``variant="paper"``
+    runs the paper-literal algorithm. With one output, clusters respect the sign of the
+    outgoing weight and the certificate is capped by the zonotope bound
+    ``H(P, P̃) + H(Q, Q̃)`` (Corollary D).
 
     Parameters
     ----------
@@ -175,9 +177,10 @@ def compress_layer(
         the next layer is a zero-padded convolution, where that fold is not exact at the
         borders: constant units are then treated as ordinary units.
     **options
-        Method options, e.g. for ``"tropnnc"``: ``objective`` (``"generators"`` or
-        ``"directions"``), ``refine`` (``None`` or ``"weiszfeld"``), ``out_norm``,
-        ``n_init``, ``max_iter``, ``tol``, ``init``.
+        Method options, e.g. for ``"tropnnc"``: ``variant`` (``"refined"`` or
+        ``"paper"``), ``cluster``, ``representative``, ``fold``, ``objective``, ``refine``,
+        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``
+        (:func:`tropref.methods.tropnnc`).
 
     Returns
     -------

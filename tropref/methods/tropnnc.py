@@ -126,7 +126,7 @@ def tropnnc(
         an ``n × n`` host matrix); ``"kmeans"``: seeded weighted K-means with restarts.
     representative : {"principal", "mean"}, optional
         ``"principal"``: ``u_C`` the leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` (the
-        direction that minimises ``Σ_C m_j sin²θ_j``), by power iteration from the mean;
+        direction that minimises ``Σ_C m_j sin²θ_j``), from the ``|C| × |C|`` Gram matrix;
         ``"mean"``: ``u_C = Σ_C m_j ŵ_j / Σ_C m_j`` (keeps the summed generator).
     fold : {"projection", "norm"}, optional
         ``"projection"``: ``φ_j = max(w_j · u_C, 0) / ‖u_C‖²``, the least-squares
