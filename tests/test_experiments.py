@@ -315,6 +315,8 @@ def test_certificate_check_holds_and_detects_exact_merge():
     by = {(r["method"], r["fraction"]): r for r in rows}
     assert by[("tropnnc", 0.5)]["abs_change_max"] < 1e-9  # duplicated units merge exactly
     assert by[("l1", 0.5)]["abs_change_max"] > 1e-3
+    paper = E.certificate_check(net, methods=["tropnnc"], fractions=[0.25], test=(x, y), options={"tropnnc": {"variant": "paper"}})
+    assert paper[0]["certificate_max"] != by[("tropnnc", 0.25)]["certificate_max"]  # the options reach the method
     md = E.certificate_markdown(rows)
     assert md.count("\n") == 6
     with pytest.raises(ValueError, match="`model`"):

@@ -226,7 +226,8 @@ def cmd_certcheck(args: argparse.Namespace) -> int:
     net, _ = _load(args.model, args.input_shape)
     x, y, _ = _test_data(args)
     try:
-        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y))
+        options = _options(args.option, args.methods)
+        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y), options=options)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
     print(certificate_markdown(rows))

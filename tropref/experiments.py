@@ -752,6 +752,7 @@ def certificate_check(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     data_path: str | os.PathLike | None = None,
     subset: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Layer certificate against the measured error, on the first hidden dense layer.
 
@@ -761,7 +762,8 @@ def certificate_check(
     certificate ``β_i`` of :func:`tropref.compress_layer`. Returns one row per method and
     fraction with ``max_i β_i``, the largest measured ratio, the tightness
     ``max_i (measured_i / β_i)`` (at most 1 when the certificate holds) and the largest
-    absolute change ``max |Δz|``.
+    absolute change ``max |Δz|``. ``options`` maps a method to its options
+    (``{"tropnnc": {"variant": "paper"}}``).
     """
     from .compress import compress_layer
 
@@ -791,7 +793,7 @@ def certificate_check(
     for q in fractions:
         k = max(1, int(round(q * W.shape[0])))
         for m in methods:
-            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed)
+            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed, **dict((options or {}).get(m, {})))
             zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
             ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
             cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
