@@ -42,6 +42,7 @@ _INITS = ("k-means||", "k-means++")
 _ROUNDS = 5  # k-means‖ rounds (Bahmani et al. use 5 with ℓ = 2k)
 _OVERSAMPLING = 2.0  # ℓ / k
 _ASSUMED_ITERS = 20  # Lloyd iterations assumed when choosing the mode
+_WARD_COLUMNS = 4096  # Ward's Gram is summed over slices of this many input columns
 
 
 @dataclass(frozen=True)
@@ -797,7 +798,9 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
 
     The algorithm is deterministic and draws no random numbers: the same points give the
     same partition, whatever the seed. It runs on the host in float64 with an ``n × n``
-    cost matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n²)`` time.
+    cost matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for the Gram
+    matrix (wide inputs in slices of 4096 columns, so no float64 copy of ``X``) and
+    ``O(n²)`` for the merges.
 
     Parameters
     ----------
@@ -849,9 +852,13 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     if k == n:
         return np.arange(n, dtype=np.int64)
     # Host algorithm (sequential merges); only the (n, d) points and (n,) weights cross.
-    Y = to_numpy(X).astype(np.float64)
-    sq = np.einsum("ij,ij->i", Y, Y)
-    cost = Y @ Y.T  # then, in place and in row blocks (no n × n temporaries):
+    Y = to_numpy(X)
+    cost, sq = np.zeros((n, n)), np.zeros(n)
+    for lo in range(0, int(Y.shape[1]), _WARD_COLUMNS):  # float64 Gram, wide inputs in slices
+        part = Y[:, lo : lo + _WARD_COLUMNS].astype(np.float64)
+        cost += part @ part.T
+        sq += np.einsum("ij,ij->i", part, part)
+    # then, in place and in row blocks (no n × n temporaries):
     for lo in range(0, n, 256):  # Δ(i, j) = w_i w_j / (w_i + w_j) ‖x_i − x_j‖²
         rows = cost[lo : lo + 256]
         rows *= -2.0

@@ -330,7 +330,7 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
     mean. A single unit is its own direction.
     """
     k, n = int(mean.shape[0]), int(D.shape[0])
-    Dh, root = to_numpy(D).astype(np.float64), np.sqrt(to_numpy(m).astype(np.float64))
+    Dh, root = to_numpy(D), np.sqrt(to_numpy(m).astype(np.float64))  # D stays in its dtype
     sizes = np.bincount(labels, minlength=k)
     members = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -344,7 +344,7 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
         step = max(1, (64 * 2**20) // (8 * size * Dh.shape[1]))
         for lo in range(0, clusters.size, step):
             block = idx[lo : lo + step]
-            X = Dh[block] * root[block][:, :, None]
+            X = Dh[block].astype(np.float64) * root[block][:, :, None]
             y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
             agree = np.sum(root[block] * y, axis=1)
             coef[block] = root[block] * y * np.sign(agree)[:, None]
