@@ -186,7 +186,8 @@ def tropnnc(
         raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     if input_ratio is not None:
-        # cluster in the metric of non-negative inputs; the kept units are mapped back below
+        # cluster in the metric of the inputs (image patches); kept units are mapped back below,
+        # and the certificate_objective recorded is then in that metric
         A = _input_metric(xp, A, input_ratio, problem.block)
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
@@ -213,7 +214,7 @@ def tropnnc(
             parts.append(Part(None, None, None))
             bounds.append(mass_total)
             continue
-        D, m, v, a, Ag = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha, A))
+        D, m, v, a = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha))
         weights = None if objective == "generators" else m
         if cluster == "ward":
             labels, run = cluster_labels_ward(take_rows(xp, points, idx), k_g, weights)
