@@ -222,60 +222,12 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
     return path
 
 
-def _conv_host(layer: Conv2d, x: np.ndarray) -> np.ndarray:
-    """A convolution as one im2col GEMM on NumPy (channels-last columns, then one matmul)."""
-    W = np.asarray(layer.W)
-    t, b, l, r = layer.padding
-    xh = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if any(layer.padding) else x
-    xh = np.ascontiguousarray(np.moveaxis(xh, 1, 3))  # (N, H, W, C)
-    N, H, Wd, C = xh.shape
-    O, _, kh, kw = W.shape
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (Wd - dw * (kw - 1) - 1) // sw + 1
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"Conv2d {layer.name!r}: kernel larger than the padded input {(H, Wd)}")
-    cols = np.empty((N, Ho, Wo, kh, kw, C), dtype=np.result_type(xh, W))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
-    out = cols.reshape(-1, kh * kw * C) @ np.transpose(W, (2, 3, 1, 0)).reshape(kh * kw * C, O)
-    out = np.moveaxis(out.reshape(N, Ho, Wo, O), 3, 1)
-    return out if layer.b is None else out + np.asarray(layer.b).reshape(1, -1, 1, 1)
-
-
-def _maxpool_host(layer: MaxPool2d, x: np.ndarray) -> np.ndarray | None:
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    if type(layer) is not MaxPool2d or layer.padded or (kh, kw) != (sh, sw):
-        return None
-    N, C, H, W = x.shape
-    Ho, Wo = H // kh, W // kw
-    return x[:, :, : Ho * kh, : Wo * kw].reshape(N, C, Ho, kh, Wo, kw).max(axis=(3, 5))
-
-
 def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
-    """``net(x)`` on NumPy arrays, faster than the reference forward pass for convolutions.
+    """``net(x)`` as a NumPy array: :func:`tropref.network.forward` in chunks of ``chunk``."""
+    from ._array import to_numpy
+    from .network import forward
 
-    Convolutions run as one im2col GEMM each and non-overlapping max pooling as a reshape;
-    every other layer goes through :func:`tropref.network.apply_layer`, so the result equals
-    :func:`tropref.network.forward` up to rounding (tested).
-    """
-    from .network import apply_layer
-
-    outs = []
-    for start in range(0, max(len(x), 1), chunk):
-        y = np.asarray(x[start:start + chunk])
-        for layer in net.layers:
-            if isinstance(layer, Conv2d) and isinstance(layer.W, np.ndarray) and y.ndim == 4:
-                y = _conv_host(layer, y)
-                continue
-            if isinstance(layer, MaxPool2d) and y.ndim == 4:
-                z = _maxpool_host(layer, y)
-                if z is not None:
-                    y = z
-                    continue
-            y = np.asarray(apply_layer(layer, y))
-        outs.append(y)
-    return np.concatenate(outs, axis=0)
+    return np.asarray(to_numpy(forward(net, np.asarray(x), chunk=chunk)))
 
 
 def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:

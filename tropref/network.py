@@ -1,7 +1,10 @@
-"""A framework-agnostic description of a feed-forward chain of layers, and its forward pass.
+"""A framework-agnostic description of a feed-forward network of layers, and its forward pass.
 
-A :class:`Network` is an immutable tuple of layers holding array-API arrays (NumPy, CuPy,
-array-api-strict, ...). It is what :func:`tropref.compress_network` reads and writes, and
+A :class:`Network` is an immutable graph of layers holding array-API arrays (NumPy, CuPy,
+array-api-strict, ...): layer ``i`` reads the outputs of the layers listed in
+``inputs[i]`` (``-1`` is the network's input), :class:`Add` sums its inputs (residual
+connections) and :class:`Concat` joins them along the channels; the last layer is the
+output. Without ``inputs`` the network is a chain, each layer reading the previous one. It is what :func:`tropref.compress_network` reads and writes, and
 what the adapters (``tropref.adapters.torch``, ``tropref.adapters.keras``) translate to and
 from a framework's model. The core never imports a framework.
 
@@ -18,12 +21,13 @@ Conventions
 
 The forward pass
 ----------------
-:func:`forward` is a reference implementation written against the array API standard only,
-so the same code runs on every backend. A convolution is computed as ``kh * kw`` matrix
-products, one per kernel offset: the input window shifted by that offset, ``(N, C, Ho, Wo)``,
-contracted with ``W[:, :, i, j]`` over the channels and accumulated. That is the im2col GEMM
-with the patch axis summed as it is produced, so no ``(N, C kh kw, Ho Wo)`` patch matrix is
-ever held; the batch is processed in chunks of at most ``chunk`` samples.
+:func:`forward` is the one forward pass of tropref (the experiments use it too), written
+against the array API standard only, so the same code runs on every backend. A convolution
+is one im2col matrix product: the input windows shifted by each kernel offset are stacked
+into the patch matrix ``(N, C kh kw, Ho, Wo)`` and contracted with ``W`` reshaped to
+``(O, C kh kw)``. The patch matrix is built for slices of samples small enough to keep it
+under 32 MiB, and the batch is processed in chunks of at most ``chunk`` samples. A graph
+is run in its layers' order, each output dropped once its last reader has run.
 
 Counting
 --------
@@ -55,11 +59,15 @@ __all__ = [
     "Dropout",
     "Identity",
     "Softmax",
+    "Add",
+    "Concat",
     "Layer",
     "Network",
     "forward",
     "apply_layer",
     "layer_shapes",
+    "output_shapes",
+    "node_bounds",
     "count_params",
     "count_macs",
     "layer_params",
@@ -270,23 +278,45 @@ class Softmax:
     name: str | None = None
 
 
-Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax]
-LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax)
+@dataclass(frozen=True)
+class Add:
+    """The sum of its inputs (of one shape): a residual connection's junction."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Its inputs joined along the channel (feature) axis 1, in the order of ``inputs``."""
+
+    name: str | None = None
+
+
+Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat]
+LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat)
+JUNCTIONS = (Add, Concat)
 
 
 @dataclass(frozen=True)
 class Network:
-    """A feed-forward chain of layers.
+    """A feed-forward network of layers: a chain, or a graph with additions and concatenations.
 
     Parameters
     ----------
     layers : sequence of layers
         :class:`Dense`, :class:`Conv2d`, :class:`BatchNorm`, :class:`ReLU`,
         :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`, :class:`Dropout`,
-        :class:`Identity`, applied in order.
+        :class:`Identity`, :class:`Softmax`, :class:`Add`, :class:`Concat`, in a
+        topological order (every layer after the layers it reads).
     input_shape : tuple of int, optional
         Shape of one input sample: ``(d,)`` or ``(C, H, W)``. Needed to count the MACs of
         convolutions and for the network certificate; adapters fill it in when they can.
+    inputs : sequence of sequences of int, optional
+        ``inputs[i]``: the layers whose outputs layer ``i`` reads (``-1``: the network's
+        input), each earlier than ``i``; one for every layer but :class:`Add` and
+        :class:`Concat`, which read two or more. The last layer is the output. ``None`` (the
+        default) is the chain ``inputs[i] = (i - 1,)``; a graph that is a chain is stored
+        as ``None``, so equal structures compare equal.
 
     Examples
     --------
@@ -302,6 +332,7 @@ class Network:
 
     layers: tuple[Layer, ...]
     input_shape: tuple[int, ...] | None = None
+    inputs: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -311,7 +342,30 @@ class Network:
         shape = None if self.input_shape is None else tuple(int(s) for s in self.input_shape)
         if shape is not None and len(shape) not in (1, 3):
             raise ValueError(f"`input_shape` must be (d,) or (C, H, W), got {shape}")
-        _set(self, layers=layers, input_shape=shape)
+        inputs = None if self.inputs is None else _check_inputs(layers, self.inputs)
+        if inputs is not None and all(ins == (i - 1,) for i, ins in enumerate(inputs)):
+            inputs = None  # a chain
+        if inputs is None and any(isinstance(l, JUNCTIONS) for l in layers):
+            raise ValueError("an Add or Concat layer needs `inputs`: it reads two or more layers")
+        _set(self, layers=layers, input_shape=shape, inputs=inputs)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads the previous one (no ``inputs`` graph)."""
+        return self.inputs is None
+
+    def sources(self, i: int) -> tuple[int, ...]:
+        """The layers read by layer ``i`` (``-1``: the network's input)."""
+        return (i - 1,) if self.inputs is None else self.inputs[i]
+
+    def users(self) -> list[list[int]]:
+        """For every layer, the layers that read its output (``[]`` for the output layer)."""
+        out: list[list[int]] = [[] for _ in self.layers]
+        for i in range(len(self.layers)):
+            for p in self.sources(i):
+                if p >= 0:
+                    out[p].append(i)
+        return out
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -332,11 +386,33 @@ class Network:
         return f"{name!r} (layer {i}, {type(layer).__name__})" if name else f"layer {i} ({type(layer).__name__})"
 
     def replace_layers(self, layers: Sequence[Layer]) -> "Network":
-        return Network(tuple(layers), self.input_shape)
+        """The same structure (input shape, graph) with other layers in the same places."""
+        return Network(tuple(layers), self.input_shape, self.inputs)
 
     def to_numpy(self, dtype: Any = None) -> "Network":
         """The same network with every array copied to a NumPy host array (optionally cast)."""
         return map_arrays(self, lambda a: to_numpy(a).astype(dtype or to_numpy(a).dtype, copy=True))
+
+
+def _check_inputs(layers: tuple, inputs: Any) -> tuple[tuple[int, ...], ...]:
+    try:
+        inputs = tuple(tuple(int(p) for p in ins) for ins in inputs)
+    except TypeError:
+        raise ValueError("`inputs` must hold one sequence of layer indices per layer") from None
+    if len(inputs) != len(layers):
+        raise ValueError(f"`inputs` has {len(inputs)} entries for {len(layers)} layers")
+    used = {p for ins in inputs for p in ins}
+    for i, (layer, ins) in enumerate(zip(layers, inputs)):
+        label = f"layer {i} ({type(layer).__name__}{'' if getattr(layer, 'name', None) is None else ' ' + repr(layer.name)})"
+        if any(not -1 <= p < i for p in ins):
+            raise ValueError(f"{label} reads {ins}: inputs must be earlier layers or -1 (the network's input)")
+        if isinstance(layer, JUNCTIONS) and len(ins) < 2:
+            raise ValueError(f"{label} must read two or more layers, reads {ins}")
+        if not isinstance(layer, JUNCTIONS) and len(ins) != 1:
+            raise ValueError(f"{label} must read exactly one layer, reads {ins}")
+        if i < len(layers) - 1 and i not in used:
+            raise ValueError(f"{label} is read by no layer and is not the output (the last layer)")
+    return inputs
 
 
 ARRAY_FIELDS = ("W", "b", "mean", "var", "weight", "bias")
@@ -400,12 +476,20 @@ def _windows(x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilatio
             yield i, j, x[:, :, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
 
 
+_IM2COL_BYTES = 1 << 25  # largest patch matrix built at once by the convolution (32 MiB)
+
+
 def _conv(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: Any, dilation: Any) -> Array:
-    xpad = _pad(xp, x, padding, 0.0)
-    out = None
-    for i, j, xs in _windows(xpad, (int(W.shape[2]), int(W.shape[3])), stride, dilation):
-        term = xp.tensordot(xs, W[:, :, i, j], axes=([1], [1]))  # (N, Ho, Wo, O): one GEMM per offset
-        out = term if out is None else out + term
+    O, C, kh, kw = (int(s) for s in W.shape)
+    N, H, Wd = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
+    t, btm, l, r = padding
+    Ho, Wo = _out_size(H, kh, stride[0], t, btm, dilation[0]), _out_size(Wd, kw, stride[1], l, r, dilation[1])
+    sub = max(1, _IM2COL_BYTES // max(1, C * kh * kw * Ho * Wo * 8))  # samples per patch matrix
+    if N > sub:
+        return xp.concat([_conv(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0)
+    windows = [xs for _, _, xs in _windows(_pad(xp, x, padding, 0.0), (kh, kw), stride, dilation)]
+    cols = xp.reshape(xp.stack(windows, axis=2), (N, C * kh * kw, Ho, Wo))  # (N, (c, i, j), Ho, Wo)
+    out = xp.tensordot(cols, xp.reshape(W, (O, C * kh * kw)), axes=([1], [1]))  # (N, Ho, Wo, O): one GEMM
     out = xp.permute_dims(out, (0, 3, 1, 2))
     if b is not None:
         out = out + xp.reshape(b, (1, -1, 1, 1))
@@ -466,27 +550,79 @@ def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
     return x  # Dropout, Identity
 
 
+def apply_node(layer: Layer, xs: Sequence[Array], xp: Any = None) -> Array:
+    """Apply one layer to the outputs ``xs`` of the layers it reads (one, or several for
+    :class:`Add` and :class:`Concat`)."""
+    xp = xp or namespace(x=xs[0])
+    if isinstance(layer, Add):
+        shapes = {tuple(x.shape) for x in xs}
+        if len(shapes) != 1:
+            raise ValueError(f"Add {layer.name!r} sums inputs of different shapes {sorted(shapes)}")
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+    if isinstance(layer, Concat):
+        if len({(x.ndim,) + tuple(x.shape[2:]) for x in xs}) != 1:
+            raise ValueError(f"Concat {layer.name!r} joins inputs of shapes {[tuple(x.shape) for x in xs]}: only the channel axis may differ")
+        return xp.concat(list(xs), axis=1)
+    return apply_layer(layer, xs[0], xp)
+
+
+def node_outputs(net: Network, x: Array, keep: Sequence[int] = (), layers: Sequence[Layer] | None = None, stop: int | None = None) -> dict[int, Array]:
+    """Run ``net`` (or its structure with ``layers`` in place of its own) on ``x`` up to
+    layer ``stop`` (default: the output), returning the outputs of the layers in ``keep``
+    and of the last layer run. ``-1`` in ``keep`` is the input itself.
+
+    Every intermediate output is dropped once the last layer reading it has run, so a
+    residual network holds only the outputs still needed.
+    """
+    xp = namespace(x=x)
+    layers = net.layers if layers is None else layers
+    stop = len(layers) - 1 if stop is None else stop
+    last_use: dict[int, int] = {}
+    for i in range(stop + 1):
+        for p in net.sources(i):
+            last_use[p] = i
+    wanted = set(keep) | {stop}
+    values: dict[int, Array] = {-1: x}
+    for i in range(stop + 1):
+        src = net.sources(i)
+        values[i] = apply_node(layers[i], [values[p] for p in src], xp)
+        for p in set(src):
+            if last_use.get(p) == i and p not in wanted:
+                del values[p]
+    return {i: values[i] for i in wanted if i in values}
+
+
 def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
     """The network's output for a batch ``x`` (NCHW images or ``(N, d)`` vectors).
 
     Written in the array API standard only (see the module notes for the convolution).
-    The batch is processed in chunks of ``chunk`` samples to bound the temporaries.
+    The batch is processed in chunks of ``chunk`` samples to bound the temporaries. A graph
+    is run in its layers' order, each output kept until its last reader has run.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Network, Conv2d, ReLU, Flatten, forward
+    >>> from tropref.network import Network, Conv2d, Dense, ReLU, Flatten, Add, forward
     >>> net = Network([Conv2d(np.ones((2, 1, 3, 3)), padding=1), ReLU(), Flatten()])
     >>> forward(net, np.ones((1, 1, 4, 4))).shape
     (1, 32)
+    >>> res = Network([Dense(np.eye(2)), ReLU(), Add()], inputs=[(-1,), (0,), (1, -1)])
+    >>> forward(res, np.array([[1.0, -1.0]]))
+    array([[ 2., -1.]])
     """
     xp = namespace(x=x)
     outs = []
     N = int(x.shape[0])
     for start in range(0, max(N, 1), chunk):
         y = x if N <= chunk else x[start : min(start + chunk, N), ...]
-        for layer in net.layers:
-            y = apply_layer(layer, y, xp)
+        if net.is_chain:
+            for layer in net.layers:
+                y = apply_layer(layer, y, xp)
+        elif net.layers:
+            y = node_outputs(net, y)[len(net.layers) - 1]
         outs.append(y)
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
@@ -523,17 +659,44 @@ def _layer_out_shape(net: Network, i: int, shape: tuple[int, ...]) -> tuple[int,
 
 
 def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """Per-sample shapes: entry ``i`` is the input shape of layer ``i``; the last is the output.
+    """Per-sample shapes of a chain: entry ``i`` is the input shape of layer ``i``; the last
+    is the output. (For a graph, see :func:`output_shapes`.)
 
     Raises ``ValueError`` naming the first layer whose input does not fit.
     """
+    if not net.is_chain:
+        raise ValueError("layer_shapes describes a chain; use output_shapes for a network with additions or concatenations")
+    return [_input_shape(net, input_shape)] + output_shapes(net, input_shape)
+
+
+def _input_shape(net: Network, input_shape: Sequence[int] | None) -> tuple[int, ...]:
     shape = net.input_shape if input_shape is None else tuple(int(s) for s in input_shape)
     if shape is None:
         raise ValueError("the network has no `input_shape`; pass `input_shape=`")
-    shapes = [tuple(shape)]
-    for i in range(len(net.layers)):
-        shapes.append(_layer_out_shape(net, i, shapes[-1]))
-    return shapes
+    return tuple(shape)
+
+
+def output_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Per-sample output shape of every layer (chain or graph).
+
+    Raises ``ValueError`` naming the first layer whose input does not fit (a dense layer
+    whose input size differs from its weights, additions of different shapes, ...).
+    """
+    first = _input_shape(net, input_shape)
+    outs: list[tuple[int, ...]] = []
+    for i, layer in enumerate(net.layers):
+        ins = [first if p < 0 else outs[p] for p in net.sources(i)]
+        if isinstance(layer, Add):
+            if len(set(ins)) != 1:
+                raise ValueError(f"{net.label(i)} sums inputs of different shapes {ins}")
+            outs.append(ins[0])
+        elif isinstance(layer, Concat):
+            if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
+                raise ValueError(f"{net.label(i)} joins inputs of shapes {ins}: only the channel axis may differ")
+            outs.append((sum(s[0] for s in ins),) + ins[0][1:])
+        else:
+            outs.append(_layer_out_shape(net, i, ins[0]))
+    return outs
 
 
 def layer_params(layer: Layer) -> int:
@@ -564,14 +727,14 @@ def count_params(net: Network) -> int:
 def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | None:
     """Total multiply-accumulates for one sample; None when a convolution's size is unknown."""
     try:
-        shapes = layer_shapes(net, input_shape)
+        shapes = output_shapes(net, input_shape)
     except ValueError:
         if any(isinstance(l, Conv2d) for l in net.layers):
             return None
-        shapes = [None] * (len(net.layers) + 1)
+        shapes = [None] * len(net.layers)
     total = 0
     for i, layer in enumerate(net.layers):
-        m = layer_macs(layer, shapes[i + 1])
+        m = layer_macs(layer, shapes[i])
         if m is None:
             return None
         total += m
@@ -622,27 +785,64 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
     bounds the input of layer ``i``; the last entry bounds the output. ``lower``/``upper``
     have one sample's shape.
     """
-    xp = namespace(lower=lower, upper=upper)
-    lo, hi = lower[None, ...], upper[None, ...]
-    out = [(lower, upper)]
-    for layer in net.layers:
-        if isinstance(layer, (Dense, Conv2d, BatchNorm)):
-            c, r = (lo + hi) / 2, (hi - lo) / 2
-            c = apply_layer(layer, c, xp)
-            if isinstance(layer, Dense):
-                r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
-            elif isinstance(layer, Conv2d):
-                r = _conv(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
-            else:
-                r = r * _channel_view(xp, xp.abs(layer.scale), r.ndim)
-            lo, hi = c - r, c + r
-        elif isinstance(layer, Softmax):
-            # p_i is increasing in z_i and decreasing in the other z_j
-            e_lo, e_hi = xp.exp(lo - xp.max(hi)), xp.exp(hi - xp.max(hi))
-            s_lo, s_hi = xp.sum(e_lo, axis=1, keepdims=True), xp.sum(e_hi, axis=1, keepdims=True)
-            lo, hi = e_lo / (s_hi - e_hi + e_lo), e_hi / (s_lo - e_lo + e_hi)
+    if not net.is_chain:
+        raise ValueError("interval_bounds describes a chain; use node_bounds for a network with additions or concatenations")
+    return [(lower, upper)] + node_bounds(net, lower, upper)
+
+
+def _interval_step(xp: Any, layer: Layer, lo: Array, hi: Array) -> tuple[Array, Array]:
+    """Bounds on one layer's output from elementwise bounds on its input (batch of one)."""
+    if isinstance(layer, (Dense, Conv2d, BatchNorm)):
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c = apply_layer(layer, c, xp)
+        if isinstance(layer, Dense):
+            r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
+        elif isinstance(layer, Conv2d):
+            r = _conv(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
         else:
-            lo, hi = apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
+            r = r * _channel_view(xp, xp.abs(layer.scale), r.ndim)
+        return c - r, c + r
+    if isinstance(layer, Softmax):
+        # p_i is increasing in z_i and decreasing in the other z_j: p_i >= 1 / (1 + Σ_{j≠i}
+        # exp(hi_j - lo_i)), written with shifted exponents so that no 0/0 occurs
+        lo_p = 1.0 / (1.0 + _sum_others_exp(xp, lo, hi))
+        hi_p = 1.0 / (1.0 + _sum_others_exp(xp, hi, lo))
+        return lo_p, hi_p
+    return apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
+
+
+def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
+    """``Σ_{j≠i} exp(others_j − own_i)`` for every ``i`` (inputs ``(1, d)``), computed
+    without overflow to NaN: an infinite sum is fine (the bound is then 0 or 1)."""
+    d = int(own.shape[1])
+    diff = others[:, None, :] - own[:, :, None]  # (1, d, d): entry (i, j) = others_j - own_i
+    eye = xp.eye(d, dtype=own.dtype, device=device(own))[None, ...]
+    big = xp.asarray(-math.inf, dtype=own.dtype, device=device(own))
+    diff = xp.where(eye > 0, big, diff)
+    m = xp.max(diff, axis=2)
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    total = xp.sum(xp.exp(diff - m_safe[..., None]), axis=2)
+    return xp.where(xp.isfinite(m), xp.exp(m) * total, xp.where(m > 0, xp.full_like(m, math.inf), xp.zeros_like(m)))
+
+
+def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, Array]]:
+    """Elementwise bounds on every layer's output over the box ``lower <= x <= upper``
+    (chain or graph): interval arithmetic as in :func:`interval_bounds`, and an
+    :class:`Add` adds the bounds of its inputs, a :class:`Concat` joins them."""
+    xp = namespace(lower=lower, upper=upper)
+    vals: dict[int, tuple[Array, Array]] = {-1: (lower[None, ...], upper[None, ...])}
+    out = []
+    for i, layer in enumerate(net.layers):
+        ins = [vals[p] for p in net.sources(i)]
+        if isinstance(layer, Add):
+            lo, hi = ins[0]
+            for a, b in ins[1:]:
+                lo, hi = lo + a, hi + b
+        elif isinstance(layer, Concat):
+            lo, hi = xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
+        else:
+            lo, hi = _interval_step(xp, layer, *ins[0])
+        vals[i] = (lo, hi)
         out.append((lo[0, ...], hi[0, ...]))
     return out
 
