@@ -67,6 +67,7 @@ __all__ = [
     "apply_layer",
     "layer_shapes",
     "output_shapes",
+    "node_output_shape",
     "node_bounds",
     "count_params",
     "count_macs",
@@ -630,15 +631,14 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
 # --------------------------------------------------------------------------- shapes and counting
 
 
-def _layer_out_shape(net: Network, i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    layer = net.layers[i]
+def _layer_out_shape(layer: Layer, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(layer, Dense):
         if len(shape) != 1 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{net.label(i)} expects ({layer.W.shape[1]},) inputs, gets {shape}")
+            raise ValueError(f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data")
         return (layer.units,)
     if isinstance(layer, Conv2d):
         if len(shape) != 3 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{net.label(i)} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
+            raise ValueError(f"{label} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
         t, b, l, r = layer.padding
         kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
         return (
@@ -648,13 +648,13 @@ def _layer_out_shape(net: Network, i: int, shape: tuple[int, ...]) -> tuple[int,
         )
     if isinstance(layer, MaxPool2d):
         if len(shape) != 3:
-            raise ValueError(f"{net.label(i)} needs (C, H, W) inputs, gets {shape}")
+            raise ValueError(f"{label} needs (C, H, W) inputs, gets {shape}")
         t, b, l, r = layer.padding
         return (shape[0], _out_size(shape[1], layer.kernel[0], layer.stride[0], t, b), _out_size(shape[2], layer.kernel[1], layer.stride[1], l, r))
     if isinstance(layer, Flatten):
         return (int(np.prod(shape)),)
     if isinstance(layer, BatchNorm) and shape[0] != layer.channels:
-        raise ValueError(f"{net.label(i)} has {layer.channels} channels, its input has {shape[0]}")
+        raise ValueError(f"{label} has {layer.channels} channels, its input has {shape[0]}")
     return shape
 
 
@@ -676,27 +676,34 @@ def _input_shape(net: Network, input_shape: Sequence[int] | None) -> tuple[int, 
     return tuple(shape)
 
 
-def output_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """Per-sample output shape of every layer (chain or graph).
+def output_shapes(net: Network, input_shape: Sequence[int] | None = None, stop: int | None = None) -> list[tuple[int, ...]]:
+    """Per-sample output shape of every layer (chain or graph), up to layer ``stop``
+    (default: all).
 
     Raises ``ValueError`` naming the first layer whose input does not fit (a dense layer
     whose input size differs from its weights, additions of different shapes, ...).
     """
     first = _input_shape(net, input_shape)
     outs: list[tuple[int, ...]] = []
-    for i, layer in enumerate(net.layers):
-        ins = [first if p < 0 else outs[p] for p in net.sources(i)]
-        if isinstance(layer, Add):
-            if len(set(ins)) != 1:
-                raise ValueError(f"{net.label(i)} sums inputs of different shapes {ins}")
-            outs.append(ins[0])
-        elif isinstance(layer, Concat):
-            if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
-                raise ValueError(f"{net.label(i)} joins inputs of shapes {ins}: only the channel axis may differ")
-            outs.append((sum(s[0] for s in ins),) + ins[0][1:])
-        else:
-            outs.append(_layer_out_shape(net, i, ins[0]))
+    for i, layer in enumerate(net.layers[: None if stop is None else stop + 1]):
+        outs.append(node_output_shape(layer, [first if p < 0 else outs[p] for p in net.sources(i)], net.label(i)))
     return outs
+
+
+def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str | None = None) -> tuple[int, ...]:
+    """One sample's output shape of ``layer`` given its inputs' shapes (``ValueError``
+    naming the layer, as ``label``, when they do not fit)."""
+    label = label or f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
+    ins = [tuple(int(v) for v in s) for s in ins]
+    if isinstance(layer, Add):
+        if len(set(ins)) != 1:
+            raise ValueError(f"{label} sums inputs of different shapes {ins}")
+        return ins[0]
+    if isinstance(layer, Concat):
+        if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
+            raise ValueError(f"{label} joins inputs of shapes {ins}: only the channel axis may differ")
+        return (sum(s[0] for s in ins),) + ins[0][1:]
+    return _layer_out_shape(layer, label, ins[0])
 
 
 def layer_params(layer: Layer) -> int:
