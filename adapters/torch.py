@@ -17,9 +17,7 @@ The weights are copied to NumPy arrays: the model given is never modified.
 
 from __future__ import annotations
 
-import math
 import operator
-from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,9 +38,9 @@ from tropref.network import (
     Softmax,
     node_output_shape,
     output_shapes,
-    with_flatten_order,
 )
-from tropref.graph import segment_network, segments, splice
+from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref.graph import with_flatten_order_everywhere
 from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
@@ -127,7 +125,7 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [_Adaptive(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
     if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
         left, right, top, bottom = (int(v) for v in m.padding)
-        return [_Pad((top, bottom, left, right), float(m.value), name)]
+        return [Pad((top, bottom, left, right), float(m.value), name)]
     if isinstance(m, RELU_VARIANTS(nn)):
         raise ValueError(f"layer {name!r} ({type(m).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only; "
                          "replace it by nn.ReLU (and retrain or fine-tune) to compress this model")
@@ -138,14 +136,6 @@ def RELU_VARIANTS(nn: Any) -> tuple:
     """Activations that look like ReLU but are not ``max(x, 0)``: named in the refusals."""
     return (nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Hardswish,
             nn.Hardtanh, nn.Mish, nn.Softplus)
-
-
-class _Pad:
-    """An explicit padding layer (``ZeroPad2d``, ``ConstantPad2d``), folded into the
-    convolution or pooling that reads it."""
-
-    def __init__(self, pads: tuple[int, int, int, int], value: float, name: str) -> None:
-        self.pads, self.value, self.name = pads, value, name
 
 
 class _Adaptive:
@@ -324,13 +314,11 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     if out_index is not None and not problems:
-        layers, inputs = _fold_pads(layers, inputs, problems)
+        layers = fold_pads(layers, inputs, problems)
     if not problems and out_index is not None:
         _resolve_adaptive(layers, inputs, shape, problems)
-    if problems:
-        raise ValueError(f"tropref cannot read this model ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n- "
-                         + "\n- ".join(problems))
-    net = _prune(layers, inputs, out_index, shape)
+    refuse(problems)
+    net = prune(layers, inputs, out_index, shape)
     if shape is not None:
         output_shapes(net)  # a dense layer whose input size does not match is named here
     return net
@@ -417,43 +405,6 @@ def _convert_cat(node: Any, ins: list) -> list:
     return [Concat(name=node.name)]
 
 
-def _fold_pads(layers: list, inputs: list, problems: list[str]) -> tuple[list, list]:
-    """Fold every explicit padding into the one convolution or pooling that reads it."""
-    users: dict[int, list[int]] = {}
-    for i, srcs in enumerate(inputs):
-        for p in srcs:
-            users.setdefault(p, []).append(i)
-    layers = list(layers)
-    for p, layer in enumerate(layers):
-        if not isinstance(layer, _Pad):
-            continue
-        us = users.get(p, [])
-        target = layers[us[0]] if len(us) == 1 else None
-        t, b, l, r = layer.pads
-        if min(layer.pads) < 0:
-            problems.append(f"layer {layer.name!r}: negative padding (cropping) is not supported")
-            continue
-        ok = False
-        if isinstance(target, Conv2d) and layer.value == 0.0:
-            pt, pb, pl, pr = target.padding
-            layers[us[0]] = replace(target, padding=(pt + t, pb + b, pl + l, pr + r))
-            ok = True
-        elif isinstance(target, AvgPool2d) and layer.value == 0.0 and (target.count_include_pad or not target.padded):
-            pt, pb, pl, pr = target.padding
-            layers[us[0]] = replace(target, padding=(pt + t, pb + b, pl + l, pr + r), count_include_pad=True)
-            ok = True
-        elif type(target) is MaxPool2d and layer.value == -math.inf:
-            pt, pb, pl, pr = target.padding
-            layers[us[0]] = replace(target, padding=(pt + t, pb + b, pl + l, pr + r))
-            ok = True
-        if ok:
-            layers[p] = Identity(name=layer.name)
-        else:
-            problems.append(f"layer {layer.name!r} (padding {layer.pads}, value {layer.value}): tropref reads explicit padding only "
-                            "as the zero padding of the one convolution or average pooling that reads it (or -inf before a max pooling)")
-    return layers, inputs
-
-
 def _resolve_adaptive(layers: list, inputs: list, shape: tuple[int, ...] | None, problems: list[str]) -> None:
     """Adaptive poolings as fixed ones for the input size ``shape`` (in place)."""
     for p, layer in enumerate(layers):
@@ -505,26 +456,6 @@ def _working_sizes(layers: list, inputs: list, shape: tuple[int, ...], p: int, l
     return f"; the model's input is {H}x{W}: pass an input size that fits, e.g. {sizes}"
 
 
-def _prune(layers: list, inputs: list, out: int, shape: tuple[int, ...] | None) -> Network:
-    """The network of the layers that the output depends on (the output last)."""
-    keep = set()
-    stack = [out]
-    while stack:
-        i = stack.pop()
-        if i < 0 or i in keep:
-            continue
-        keep.add(i)
-        stack.extend(inputs[i])
-    new_index: dict[int, int] = {-1: -1}
-    new_layers, new_inputs = [], []
-    for i in sorted(keep):
-        srcs = tuple(new_index[q] for q in inputs[i])
-        new_layers.append(layers[i])
-        new_inputs.append(srcs)
-        new_index[i] = len(new_layers) - 1
-    return Network(tuple(new_layers), shape, tuple(new_inputs))
-
-
 # --------------------------------------------------------------------------- import
 
 
@@ -548,8 +479,7 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
     """
     torch = _torch()
     dtype = dtype or torch.float32
-    if any(isinstance(l, Flatten) and l.order == "channels_last" for l in net.layers):
-        net = with_flatten_order(net, "channels_first") if net.is_chain else _graph_flatten_order(net)
+    net = with_flatten_order_everywhere(net, "channels_first")
     rank4 = net.input_shape is not None and len(net.input_shape) == 3
     if net.input_shape is None:
         first = next((l for l in net.layers if not isinstance(l, (Dropout, Identity, ReLU, BatchNorm))), None)
@@ -564,20 +494,6 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
     if net.is_chain:
         return torch.nn.Sequential(*[m for ms in mods for m in ms]).eval()
     return _graph_module(net, mods)
-
-
-def _graph_flatten_order(net: Network) -> Network:
-    """``with_flatten_order(·, "channels_first")`` on each chain segment of a graph."""
-    if net.input_shape is None:
-        raise ValueError("a graph with a channels-last Flatten needs its `input_shape` to be written to PyTorch")
-    shapes = output_shapes(net)
-    segs = segments(net)
-    repl = {}
-    for k, seg in enumerate(segs):
-        if any(isinstance(net.layers[i], Flatten) and net.layers[i].order == "channels_last" for i in seg.nodes):
-            shape = net.input_shape if seg.source < 0 else shapes[seg.source]
-            repl[k] = with_flatten_order(segment_network(net, seg, shape), "channels_first").layers
-    return splice(net, segs, repl)[0]
 
 
 def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:

@@ -29,9 +29,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .network import JUNCTIONS, BatchNorm, Concat, Conv2d, Dense, Flatten, Layer, Network, Softmax
+from .network import JUNCTIONS, BatchNorm, Concat, Conv2d, Dense, Flatten, Layer, Network, Softmax, output_shapes, with_flatten_order
 
-__all__ = ["Segment", "segments", "segment_network", "splice", "drop_layers", "carry_bound", "coupling"]
+__all__ = ["Segment", "segments", "segment_network", "splice", "drop_layers", "carry_bound", "coupling", "with_flatten_order_everywhere"]
 
 
 @dataclass(frozen=True)
@@ -199,3 +199,22 @@ def carry_bound(net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int,
 
 def _channels(shapes: Sequence[tuple[int, ...]], i: int, input_shape: tuple[int, ...]) -> int:
     return int((input_shape if i < 0 else shapes[i])[0])
+
+
+def with_flatten_order_everywhere(net: Network, order: str) -> Network:
+    """:func:`tropref.network.with_flatten_order` on a chain, or on each chain segment of a
+    graph that holds a flatten of the other order (a graph needs its ``input_shape``)."""
+    if not any(isinstance(l, Flatten) and l.order != order for l in net.layers):
+        return net
+    if net.is_chain:
+        return with_flatten_order(net, order)
+    if net.input_shape is None:
+        raise ValueError("changing the order of a Flatten in a graph needs the network's `input_shape`")
+    shapes = output_shapes(net)
+    segs = segments(net)
+    repl = {}
+    for k, seg in enumerate(segs):
+        if any(isinstance(net.layers[i], Flatten) and net.layers[i].order != order for i in seg.nodes):
+            shape = net.input_shape if seg.source < 0 else shapes[seg.source]
+            repl[k] = with_flatten_order(segment_network(net, seg, shape), order).layers
+    return splice(net, segs, repl)[0]
