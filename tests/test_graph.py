@@ -194,3 +194,14 @@ def test_carry_bound_adds_the_paths_that_meet_and_joins_concatenations():
     e = np.array([0.5, 2.0])
     want = np.abs(C) @ np.concatenate([np.abs(A) @ e + np.abs(B) @ e, np.zeros(3)])
     np.testing.assert_allclose(carry_bound(net, 0, e, output_shapes(net), (3,)), want)
+
+
+def test_graph_model_files_round_trip(tmp_path):
+    from tropref.experiments import hidden_layer_names, load_model, save_model
+
+    net = residual_net(9, concat=True)
+    path = save_model(net, tmp_path / "res.npz")
+    again, meta = load_model(path, dtype=np.float64)
+    x = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
+    np.testing.assert_allclose(forward(again, x), forward(net, x), atol=1e-12)
+    assert hidden_layer_names(again) == {"dense": [], "conv": ["c1"]}

@@ -42,10 +42,14 @@ import numpy as np
 
 from .data import assets_dir, load_fashion_mnist, load_test, to_float
 from .network import (
+    Add,
+    AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
+    Identity,
     MaxPool2d,
     Network,
     ReLU,
@@ -105,13 +109,14 @@ def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str,
         return np.asarray(arrays[key], dtype=dtype)
 
     layers = []
+    graph = any("inputs" in spec for spec in arch)
     for spec in arch:
         kind, name = spec["kind"], spec.get("name")
         if kind == "linear":
             layers.append(Dense(get(name, "weight"), get(name, "bias"), name=name))
         elif kind == "conv2d":
             layers.append(
-                Conv2d(get(name, "weight"), get(name, "bias"), stride=spec.get("stride", 1),
+                Conv2d(get(name, "weight"), get(name, "bias") if spec.get("bias", True) else None, stride=spec.get("stride", 1),
                        padding=spec.get("padding", 0), name=name)
             )
         elif kind == "batchnorm2d":
@@ -123,11 +128,20 @@ def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str,
             layers.append(ReLU(name=name))
         elif kind == "maxpool2d":
             layers.append(MaxPool2d(spec["kernel_size"], spec.get("stride"), name=name))
+        elif kind == "avgpool2d":
+            layers.append(AvgPool2d(spec["kernel_size"], spec.get("stride"), name=name))
         elif kind == "flatten":
             layers.append(Flatten(spec.get("order", "channels_first"), name=name))
+        elif kind == "add":
+            layers.append(Add(name=name))
+        elif kind == "concat":
+            layers.append(Concat(name=name))
+        elif kind == "identity":
+            layers.append(Identity(name=name))
         else:
             raise ValueError(f"model file: unknown layer kind {kind!r}")
-    return Network(layers, None if input_shape is None else tuple(input_shape))
+    inputs = [tuple(spec.get("inputs", [i - 1])) for i, spec in enumerate(arch)] if graph else None
+    return Network(layers, None if input_shape is None else tuple(input_shape), inputs)
 
 
 def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Network, dict[str, Any]]:
@@ -167,11 +181,12 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
 
 
 def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
-    """Write a network of dense, conv, BatchNorm, ReLU, max-pool and flatten layers as ``.npz``.
+    """Write a network of dense, conv, BatchNorm, ReLU, max/avg-pool and flatten layers (and,
+    in a graph, additions, concatenations and identities) as ``.npz``.
 
     The format of the shipped models (readable by :func:`load_model` and by a few lines of
     PyTorch: see ``examples/train_models.py``'s ``build_torch``). Layers without a name get
-    ``layer<i>``.
+    ``layer<i>``; in a graph every layer lists the layers it reads as ``inputs``.
     """
     arrays: dict[str, np.ndarray] = {}
     arch = []
@@ -180,7 +195,12 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
 
     for i, layer in enumerate(net.layers):
         name = getattr(layer, "name", None) or f"layer{i}"
-        if isinstance(layer, Dense):
+        n_before = len(arch)
+        if not net.is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
+            arch.append({"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name})
+        elif isinstance(layer, AvgPool2d) and not layer.padded and layer.kernel[0] == layer.kernel[1] and layer.stride[0] == layer.stride[1]:
+            arch.append({"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
+        elif isinstance(layer, Dense):
             W = to_numpy(layer.W)
             arch.append({"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])})
             arrays[f"{name}.weight"] = W
@@ -192,8 +212,11 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
                 raise ValueError(f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride")
             arch.append({"kind": "conv2d", "name": name, "in_channels": int(W.shape[1]), "out_channels": int(W.shape[0]),
                          "kernel_size": int(W.shape[2]), "stride": int(layer.stride[0]), "padding": int(t)})
+            if layer.b is None and not net.is_chain:
+                arch[-1]["bias"] = False
+            else:
+                arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
             arrays[f"{name}.weight"] = W
-            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
         elif isinstance(layer, BatchNorm):
             c = layer.channels
             mean = to_numpy(layer.mean)
@@ -212,6 +235,8 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
             continue  # the identity at inference
         else:
             raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
+        if not net.is_chain and len(arch) > n_before:
+            arch[-1]["inputs"] = list(net.sources(i))
     arrays["__arch__"] = np.array(json.dumps(arch))
     meta = dict(meta or {})
     if net.input_shape is not None:
@@ -242,13 +267,19 @@ def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 
 
 
 def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
-    """Compressible layers by kind: every dense or conv layer but the last (the classifier).
+    """Compressible layers by kind: in a chain every dense or conv layer but the last (the
+    classifier); in a graph the layers whose channels are not coupled to other paths
+    (:func:`tropref.network_compression.compressible_layers`).
 
     Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
     """
-    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))][:-1]
+    if not net.is_chain:
+        from .network_compression import compressible_layers
+
+        linear = compressible_layers(net)
     out: dict[str, list[Any]] = {"dense": [], "conv": []}
-    for i in linear[:-1]:
+    for i in linear:
         layer = net.layers[i]
         key = layer.name if layer.name else i
         out["dense" if isinstance(layer, Dense) else "conv"].append(key)

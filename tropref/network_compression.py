@@ -86,6 +86,7 @@ from .budget import predict_cost
 
 __all__ = [
     "compress_network",
+    "compressible_layers",
     "LayerReport",
     "NetworkReport",
     "hidden_layers",
@@ -313,6 +314,19 @@ def hidden_layers(net: Network) -> dict[int, "_Hidden | str"]:
     """For every dense/conv layer but the last: its hidden-layer structure or why it has none."""
     lin = _linear_indices(net)
     return {i: _analyse(net, i, j) for i, j in zip(lin[:-1], lin[1:])}
+
+
+def compressible_layers(net: Network) -> list[int]:
+    """The dense and convolutional layers whose units :func:`compress_network` can merge
+    (indices in ``net``): the hidden ReLU layers of a chain, or of every chain segment of a
+    graph (channels feeding an addition, a concatenation or a branch are not among them)."""
+    parts = [(net, list(range(len(net.layers))))] if net.is_chain else [
+        (segment_network(net, seg, None), list(seg.nodes)) for seg in segments(net)]
+    out = []
+    for chain, nodes in parts:
+        work, origin = _fold_pre_relu_bn(chain)
+        out += [nodes[origin[i]] for i, h in hidden_layers(work).items() if isinstance(h, _Hidden)]
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
