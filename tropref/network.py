@@ -23,10 +23,10 @@ The forward pass
 ----------------
 :func:`forward` is the one forward pass of tropref (the experiments use it too), written
 against the array API standard only, so the same code runs on every backend. A convolution
-is one im2col matrix product: the input windows shifted by each kernel offset are stacked
-into the patch matrix ``(N, C kh kw, Ho, Wo)`` and contracted with ``W`` reshaped to
-``(O, C kh kw)``. The patch matrix is built for slices of samples small enough to keep it
-under 32 MiB, and the batch is processed in chunks of at most ``chunk`` samples. A graph
+is one im2col matrix product: the input is viewed channels-last, the windows shifted by
+each kernel offset are stacked into the patch matrix ``(N Ho Wo, C kh kw)``, contiguous,
+and multiplied by ``W`` reshaped to ``(O, C kh kw)`` (a transposed view, never copied). The
+patch matrix is built for slices of samples small enough to keep it under 32 MiB, and the batch is processed in chunks of at most ``chunk`` samples. A graph
 is run in its layers' order, each output dropped once its last reader has run.
 
 Counting
@@ -484,17 +484,35 @@ def _conv(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: An
     O, C, kh, kw = (int(s) for s in W.shape)
     N, H, Wd = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     t, btm, l, r = padding
-    Ho, Wo = _out_size(H, kh, stride[0], t, btm, dilation[0]), _out_size(Wd, kw, stride[1], l, r, dilation[1])
+    (sh, sw), (dh, dw) = stride, dilation
+    Ho, Wo = _out_size(H, kh, sh, t, btm, dh), _out_size(Wd, kw, sw, l, r, dw)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"the window {(kh, kw)} (dilation {dilation}) is larger than the padded input {(H + t + btm, Wd + l + r)}")
     sub = max(1, _IM2COL_BYTES // max(1, C * kh * kw * Ho * Wo * 8))  # samples per patch matrix
     if N > sub:
         return xp.concat([_conv(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0)
-    windows = [xs for _, _, xs in _windows(_pad(xp, x, padding, 0.0), (kh, kw), stride, dilation)]
-    cols = xp.reshape(xp.stack(windows, axis=2), (N, C * kh * kw, Ho, Wo))  # (N, (c, i, j), Ho, Wo)
-    out = xp.tensordot(cols, xp.reshape(W, (O, C * kh * kw)), axes=([1], [1]))  # (N, Ho, Wo, O): one GEMM
-    out = xp.permute_dims(out, (0, 3, 1, 2))
+    # channels last, so that the patch matrix is built contiguous and read by one GEMM as is
+    xh = _pad_nhwc(xp, xp.permute_dims(x, (0, 2, 3, 1)), padding)
+    windows = [xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
+               for i in range(kh) for j in range(kw)]
+    cols = xp.reshape(xp.stack(windows, axis=-1), (N * Ho * Wo, C * kh * kw))  # rows (n, r, c), columns (c, i, j)
+    # the weights are read through a transposed view, never copied
+    out = xp.matmul(cols, xp.permute_dims(xp.reshape(W, (O, C * kh * kw)), (1, 0)))
+    out = xp.permute_dims(xp.reshape(out, (N, Ho, Wo, O)), (0, 3, 1, 2))
     if b is not None:
         out = out + xp.reshape(b, (1, -1, 1, 1))
     return out
+
+
+def _pad_nhwc(xp: Any, x: Array, pads: tuple[int, int, int, int]) -> Array:
+    """Zero-pad the two spatial axes of ``(N, H, W, C)``."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    N, H, W, C = (int(s) for s in x.shape)
+    kw = dict(dtype=x.dtype, device=device(x))
+    x = xp.concat([xp.zeros((N, top, W, C), **kw), x, xp.zeros((N, bottom, W, C), **kw)], axis=1)
+    return xp.concat([xp.zeros((N, H + top + bottom, left, C), **kw), x, xp.zeros((N, H + top + bottom, right, C), **kw)], axis=2)
 
 
 def _pool(xp: Any, layer: MaxPool2d, x: Array) -> Array:
