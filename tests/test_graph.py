@@ -205,3 +205,13 @@ def test_graph_model_files_round_trip(tmp_path):
     x = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
     np.testing.assert_allclose(forward(again, x), forward(net, x), atol=1e-12)
     assert hidden_layer_names(again) == {"dense": [], "conv": ["c1"]}
+
+
+def test_graph_compression_agrees_across_backends(backend):
+    net = residual_net(0, inner=8, concat=True)
+    x = np.random.default_rng(0).normal(size=(10, 2, 6, 6))
+    want, rep0 = compress_network(net, Budget(params=0.8), seed=0, inputs=x, data=x, method="thinet")
+    got, rep = compress_network(_on(net, backend), Budget(params=0.8), seed=0, inputs=backend.asarray(x),
+                                data=backend.asarray(x), method="thinet")
+    np.testing.assert_allclose(backend.numpy(forward(got, backend.asarray(x))), forward(want, x), rtol=1e-9, atol=1e-9)
+    assert [r.width_after for r in rep.layers] == [r.width_after for r in rep0.layers]
