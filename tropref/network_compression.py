@@ -78,6 +78,7 @@ from .network import (
     map_arrays,
     max_patch_norm,
     network_namespace,
+    apply_node,
     node_bounds,
     node_outputs,
     output_shapes,
@@ -1031,11 +1032,12 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     for g in todo:
         by_segment.setdefault(where[g][0], []).append(g)
     count = 0
+    memo: dict[int, Array] = {} if data is None else {-1: data}
     for k in sorted(by_segment):
         part, new = parts[k], current[k]
         cur_x, pos = None, 0
         if data is not None:
-            cur_x = _value_at(work_g, current, placed, data, moved[part.seg.source])
+            cur_x = _value_at(work_g, _graph_layers(work_g, current, placed), memo, moved[part.seg.source])
         for g in by_segment[k]:
             i = where[g][1]
             count += 1
@@ -1087,11 +1089,28 @@ def _graph_layers(work_g: Network, current: list[list], placed: list[list[int]])
     return layers
 
 
-def _value_at(work_g: Network, current: list[list], placed: list[list[int]], data: Array, node: int) -> Array:
-    """The output of ``node`` in the graph compressed so far (``-1``: the data itself)."""
-    if node < 0:
-        return data
-    return node_outputs(work_g, data, layers=_graph_layers(work_g, current, placed), stop=node)[node]
+def _value_at(work_g: Network, layers: list, memo: dict[int, Array], node: int) -> Array:
+    """The output of ``node`` in the graph compressed so far, computed from the outputs kept
+    in ``memo`` (``-1``: the data). The segments are compressed in the graph's order, so
+    every layer upstream of a segment's input is final when it is computed; outputs whose
+    readers have all been computed are dropped from ``memo``."""
+    xp = namespace(x=memo[-1])
+    stack = [node]
+    while stack:
+        i = stack[-1]
+        missing = [p for p in work_g.sources(i) if p not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        if i not in memo:
+            memo[i] = apply_node(layers[i], [memo[p] for p in work_g.sources(i)], xp)
+    value = memo[node]
+    users = work_g.users()
+    for p in [p for p in memo if p >= 0 and p != node]:
+        if all(u in memo for u in users[p]):
+            del memo[p]
+    return value
 
 
 def _graph_k_rule(keep: Any, net: Network, work_g: Network, parts: list, where: dict, origin: dict, targets: list[int]) -> dict[int, int]:
