@@ -1,4 +1,10 @@
-"""``compress_network``: a whole feed-forward chain compressed front to back, with a report.
+"""``compress_network``: a whole network, a chain or a graph, compressed front to back, with a report.
+
+A graph (residual additions, concatenations) is cut into chain segments
+(:mod:`tropref.graph`); the walk below runs on each, the channels at the end of a segment
+that feeds an addition, a concatenation or a branch are coupled to other paths and left
+unchanged, and the network certificate is carried along every path (bounds added where
+paths meet).
 
 The walk (``docs/networks.md`` says it with pictures):
 
@@ -645,13 +651,16 @@ def compress_network(
     progress: bool | Callable[[str], None] = False,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
-    """Compress every hidden ReLU layer of a feed-forward chain, front to back.
+    """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
 
     Each hidden layer ``l`` is compressed with :func:`tropref.compress_layer`, which merges
     its units (output channels) and rewrites the inputs of the next dense/conv layer
     through whatever lies between them (BatchNorm, pooling, flatten, dropout). The next
     layer is then compressed from its rewritten weights. The last layer (classifier) has no
-    ReLU and is left alone. The input network is not modified.
+    ReLU and is left alone. In a graph, the walk runs on every chain segment; channels that
+    feed an addition, a concatenation or a branch are coupled to other paths and left
+    unchanged (the report says so), and the certificate is carried along every path and
+    summed where paths meet. The input network is not modified.
 
     Parameters
     ----------
