@@ -68,13 +68,23 @@ def test_shipped_models_load_and_reach_recorded_accuracy():
     x, y = load_test_subset()
     x = to_float(x)
     meta = E.shipped_models()
-    assert set(meta) == {"lenet300", "lenet5", "vgg_small"}
+    assert set(meta) == {"lenet300", "lenet5", "vgg_small", "resnet20"}
     net, m = E.load_model("lenet300")
     assert m["parameters"] == 266_610 and E.hidden_layer_names(net) == {"dense": ["fc1", "fc2"], "conv": []}
     # the recorded accuracy on the shipped subset is reproduced by the NumPy forward pass
     assert E.accuracy(net, x, y) == pytest.approx(m["test_accuracy_first_2000"], abs=1e-4)
     net5, m5 = E.load_model("lenet5")
     assert E.accuracy(net5, x[:500], y[:500]) == pytest.approx(np.mean(np.argmax(forward(net5, x[:500]), 1) == y[:500]))
+
+
+def test_shipped_resnet20_is_a_graph_with_its_inner_channels_compressible():
+    from tropref.data import load_test_subset, to_float
+
+    x, y = load_test_subset()
+    net, meta = E.load_model("resnet20")
+    assert not net.is_chain and meta["parameters"] == 272_186
+    assert E.hidden_layer_names(net)["conv"] == [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in (1, 2, 3)]
+    assert E.accuracy(net, to_float(x[:200]), y[:200]) > 0.85  # recorded: 90.70 % on the first 2000
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -834,7 +834,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarr
 
 def demo(
     out_dir: str | os.PathLike = "tropref-demo",
-    models: Sequence[str] = ("lenet300", "lenet5", "vgg_small"),
+    models: Sequence[str] = ("lenet300", "lenet5", "vgg_small", "resnet20"),
     fractions: Sequence[float] = (0.75, 0.5, 0.25),
     methods: Sequence[str] = ("tropnnc", "neuron_merging", "l1"),
     progress: bool = True,
