@@ -19,6 +19,8 @@ given is never modified.
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -528,15 +530,16 @@ def compress(
     *,
     inputs: Any = None,
     data: Any = None,
-    dtype: Any = np.float64,
+    dtype: Any = None,
     **options: Any,
 ) -> tuple[Any, NetworkReport]:
     """Compress a Keras chain model; returns a new Keras model of plain layers and the report.
 
     ``inputs`` and ``data`` are in the model's own layout (NHWC for channels-last models);
     every other option goes to :func:`tropref.compress_network` (``skip``, budgets,
-    ``input_radius``, ``progress``, method options...). The new model has the same data
-    format and saves and loads as ``.keras``.
+    ``input_radius``, ``progress``, method options...). The computation runs in ``dtype``:
+    by default the model's own (float32, or float64 for a float64 model). The new model has
+    the same data format and saves and loads as ``.keras``.
 
     Examples
     --------
@@ -546,9 +549,16 @@ def compress(
     >>> small.layers[0].units
     8
     """
+    t0 = time.perf_counter()
     fmt = data_format_of(model)
+    if dtype is None:  # the model's own precision (the core computes in float32 or float64)
+        dtype = np.float64 if any(str(w.dtype) == "float64" for w in model.weights) else np.float32
     net = from_keras(model, dtype=dtype)
+    t_export = time.perf_counter() - t0
     new, report = compress_network(
         net, keep, method=method, seed=seed, inputs=to_core_input(inputs, fmt, dtype), data=to_core_input(data, fmt, dtype), **options
     )
-    return to_keras(new, data_format=fmt, name=None), report
+    t1 = time.perf_counter()
+    out = to_keras(new, data_format=fmt, name=None)
+    steps = {"export": t_export, **report.steps, "import": time.perf_counter() - t1}
+    return out, replace(report, steps=steps, time_s=time.perf_counter() - t0)

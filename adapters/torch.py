@@ -18,6 +18,8 @@ The weights are copied to NumPy arrays: the model given is never modified.
 from __future__ import annotations
 
 import operator
+import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -505,7 +507,8 @@ def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
     def t(a: Any) -> Any:
         from tropref._array import to_numpy
 
-        return torch.as_tensor(np.array(to_numpy(a)), dtype=dtype, device=device)
+        h = to_numpy(a)  # copied once, by the copy_ below (not here as well)
+        return torch.as_tensor(h if h.flags.writeable else np.array(h), dtype=dtype, device=device)
 
     if isinstance(layer, Dense):
         m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, **fk)
@@ -613,13 +616,14 @@ def compress(
     input_shape: Sequence[int] | None = None,
     inputs: Any = None,
     data: Any = None,
-    dtype: Any = np.float64,
+    dtype: Any = None,
     **options: Any,
 ) -> tuple[Any, NetworkReport]:
     """Compress a PyTorch chain model; returns a new ``nn.Sequential`` and the report.
 
     The model is read with :func:`from_torch` (weights copied, in ``dtype`` for the
-    computation), compressed by :func:`tropref.compress_network` with ``keep``, ``method``,
+    computation: by default the model's own floating dtype, float32 for float32, float16
+    and bfloat16 models; ``dtype=np.float64`` computes in double precision), compressed by :func:`tropref.compress_network` with ``keep``, ``method``,
     ``seed`` and every other option (``skip``, ``input_radius``, ``progress``, ``data``,
     method options...), and written back with :func:`to_torch` in the model's own dtype and
     device. ``inputs`` (a tensor or array, NCHW) are used to measure the error and as the
@@ -636,15 +640,22 @@ def compress(
     8
     """
     torch = _torch()
+    t0 = time.perf_counter()
     if inputs is not None and input_shape is None:
         input_shape = tuple(inputs.shape[1:])
     if data is not None and input_shape is None:
         input_shape = tuple(data.shape[1:])
-    net = from_torch(model, input_shape=input_shape, dtype=dtype)
-    new, report = compress_network(
-        net, keep, method=method, seed=seed, inputs=to_numpy_input(inputs, dtype), data=to_numpy_input(data, dtype), **options
-    )
     params = list(model.parameters())
     out_dtype = params[0].dtype if params else torch.float32
     out_device = params[0].device if params else None
-    return to_torch(new, dtype=out_dtype, device=out_device), report
+    if dtype is None:  # the model's own precision (the core computes in float32 or float64)
+        dtype = np.float64 if out_dtype == torch.float64 else np.float32
+    net = from_torch(model, input_shape=input_shape, dtype=dtype)
+    t_export = time.perf_counter() - t0
+    new, report = compress_network(
+        net, keep, method=method, seed=seed, inputs=to_numpy_input(inputs, dtype), data=to_numpy_input(data, dtype), **options
+    )
+    t1 = time.perf_counter()
+    out = to_torch(new, dtype=out_dtype, device=out_device)
+    steps = {"export": t_export, **report.steps, "import": time.perf_counter() - t1}
+    return out, replace(report, steps=steps, time_s=time.perf_counter() - t0)

@@ -18,6 +18,8 @@ log=${OUT:-/tmp}/gpu_check.txt
   python3 -c "import cupy; n = cupy.cuda.runtime.getDeviceCount(); print('cupy', cupy.__version__, 'devices', n); assert n > 0"
   echo "== pytest tests/test_cluster.py (the xp fixture adds the cupy backend when a GPU is present)"
   timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cluster.py -k "cupy or same_seed" 2>&1 | tail -15
+  echo "== pytest tests/test_structured_fold.py -k segment_sum (segment sums on the cupy backend)"
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_structured_fold.py -k segment_sum 2>&1 | tail -5
   echo "== CuPy vs NumPy, same data and seed"
   timeout 300 python3 benchmarks/gpu_compare.py
   echo "rc=$?"

@@ -1,11 +1,11 @@
-"""The main job: compress the shipped models with TropNNC and two baselines, in a few minutes.
+"""The main job: compress the shipped models with TropNNC and three baselines, in a few minutes.
 
     python examples/demo.py [--out DIR]        # or, installed: tropref demo
 
 Uses only what ships with tropref: the four Fashion-MNIST models in ``tropref/assets/``
 (LeNet-300-100, LeNet-5, a small VGG-style net, a ResNet-20) and the first 2,000 test images. Every
 hidden layer of each model keeps 75 %, 50 % and 25 % of its units (neurons or channels),
-with TropNNC (data-free, certified), Neuron Merging (data-free) and L1-norm pruning; no
+with TropNNC (data-free, certified), CUP and Neuron Merging (data-free) and L1-norm pruning; no
 fine-tuning. Prints a table of test accuracy, parameters, the network certificate (a bound
 on the change of the logits over the box of the test inputs; composed layer by layer, so
 loose) and the measured change; writes demo.md, demo.json and demo.png to ``--out``.

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 import tempfile
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 # Keras reads these on first import: set them before it is imported anywhere in this process.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -23,8 +23,11 @@ from tropref.network_compression import compress_network  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
-# Keras's own Variable.numpy() triggers NumPy 2's __array__(copy=...) deprecation warning.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # importing Keras and building models takes seconds
+    # Keras's own Variable.numpy() triggers NumPy 2's __array__(copy=...) deprecation warning.
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+]
 
 
 def _np(y) -> np.ndarray:
@@ -36,7 +39,9 @@ def _randomise_bn(model) -> None:
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
             c = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.5, 2, c)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.5, 2, c)]
+            )
 
 
 def vgg_like(fmt: str = "channels_last", dup: bool = False):
@@ -44,22 +49,25 @@ def vgg_like(fmt: str = "channels_last", dup: bool = False):
     keras.utils.set_random_seed(0)
     axis = -1 if fmt == "channels_last" else 1
     shape = (10, 10, 3) if fmt == "channels_last" else (3, 10, 10)
-    model = keras.Sequential([
-        keras.Input(shape),
-        L.Conv2D(8, 3, padding="same", activation="relu", data_format=fmt),
-        L.BatchNormalization(axis=axis),
-        L.Conv2D(8, 3, padding="same", activation="relu", data_format=fmt),
-        L.BatchNormalization(axis=axis),
-        L.MaxPooling2D(2, data_format=fmt),
-        L.Dropout(0.25),
-        L.Conv2D(6, 2, strides=2, padding="same", data_format=fmt),
-        L.Activation("relu"),
-        L.AveragePooling2D(2, padding="same", data_format=fmt),
-        L.Flatten(),
-        L.Dense(12), L.ReLU(),
-        L.Dropout(0.5),
-        L.Dense(3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape),
+            L.Conv2D(8, 3, padding="same", activation="relu", data_format=fmt),
+            L.BatchNormalization(axis=axis),
+            L.Conv2D(8, 3, padding="same", activation="relu", data_format=fmt),
+            L.BatchNormalization(axis=axis),
+            L.MaxPooling2D(2, data_format=fmt),
+            L.Dropout(0.25),
+            L.Conv2D(6, 2, strides=2, padding="same", data_format=fmt),
+            L.Activation("relu"),
+            L.AveragePooling2D(2, padding="same", data_format=fmt),
+            L.Flatten(),
+            L.Dense(12),
+            L.ReLU(),
+            L.Dropout(0.5),
+            L.Dense(3),
+        ]
+    )
     _randomise_bn(model)
     if dup:  # the first convolution's channels 4..7 repeat 0..3, with their BatchNorm
         conv, bn = model.layers[0], model.layers[1]
@@ -74,7 +82,7 @@ def vgg_like(fmt: str = "channels_last", dup: bool = False):
 
 
 def _inputs(model, n: int = 5) -> np.ndarray:
-    return RNG.normal(size=(n,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
+    return RNG.normal(size=(n, *tuple(model.inputs[0].shape[1:]))).astype(np.float32)
 
 
 @pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
@@ -115,7 +123,7 @@ def test_duplicated_channels_merge_exactly(fmt):
     model = vgg_like(fmt, dup=True)
     name = model.layers[0].name
     x = _inputs(model)
-    small, report = compress(model, keep={name: 4}, inputs=x)
+    small, report = compress(model, keep={name: 4}, inputs=x, dtype=np.float64)
     assert small.layers[0].filters == 4
     np.testing.assert_allclose(_np(small(x)), _np(model(x)), atol=1e-4)
     assert report.certificate <= 1e-6
@@ -135,23 +143,44 @@ def test_compressed_model_equals_core_and_error_is_certified(fmt):
 
 def test_global_pooling():
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(5, 3, activation="relu"), L.GlobalAveragePooling2D(), L.Dense(3)])
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), L.Conv2D(5, 3, activation="relu"), L.GlobalAveragePooling2D(), L.Dense(3)]
+    )
     x = _inputs(model)
     np.testing.assert_allclose(forward(from_keras(model), to_core_input(x)), _np(model(x)), atol=1e-5)
-    small, report = compress(model, keep=0.6, inputs=x)
-    np.testing.assert_allclose(_np(small(x)), forward(compress_network(from_keras(model, dtype=np.float64), keep=0.6, seed=0)[0], to_core_input(x)), atol=1e-4)
+    small, _report = compress(model, keep=0.6, inputs=x)
+    np.testing.assert_allclose(
+        _np(small(x)),
+        forward(compress_network(from_keras(model, dtype=np.float64), keep=0.6, seed=0)[0], to_core_input(x)),
+        atol=1e-4,
+    )
 
 
 def test_nested_sequential_rescaling_and_augmentation():
     keras.utils.set_random_seed(3)
     inner = keras.Sequential([L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D()], name="block")
-    model = keras.Sequential([keras.Input((8, 8, 3)), L.Rescaling(1 / 255.0, offset=0.1), L.RandomFlip(), inner, L.Flatten(), L.Dense(3)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), L.Rescaling(1 / 255.0, offset=0.1), L.RandomFlip(), inner, L.Flatten(), L.Dense(3)]
+    )
     x = (RNG.uniform(0, 255, size=(4, 8, 8, 3))).astype(np.float32)
     net = from_keras(model)
-    assert [type(l).__name__ for l in net] == ["BatchNorm", "Identity", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dense"]
+    assert [type(l).__name__ for l in net] == [
+        "BatchNorm",
+        "Identity",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Flatten",
+        "Dense",
+    ]
     np.testing.assert_allclose(forward(net, to_core_input(x)), _np(model(x, training=False)), rtol=1e-5, atol=1e-5)
-    small, report = compress(model, keep=0.5, inputs=x)
-    np.testing.assert_allclose(_np(small(x)), forward(compress_network(from_keras(model, dtype=np.float64), keep=0.5, seed=0)[0], to_core_input(x)), rtol=1e-4, atol=1e-4)
+    small, _report = compress(model, keep=0.5, inputs=x)
+    np.testing.assert_allclose(
+        _np(small(x)),
+        forward(compress_network(from_keras(model, dtype=np.float64), keep=0.5, seed=0)[0], to_core_input(x)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_softmax_classifier():
@@ -178,16 +207,16 @@ def test_model_is_not_modified():
     model = vgg_like()
     before = [w.copy() for w in model.get_weights()]
     compress(model, keep=0.5, seed=0, inputs=_inputs(model))
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_unsupported_layers_and_branches_are_named():
-    with pytest.raises(ValueError, match="'squash'.*tanh"):
+    with pytest.raises(ValueError, match=r"'squash'.*tanh"):
         from_keras(keras.Sequential([keras.Input((3,)), L.Dense(2, activation="tanh", name="squash")]))
     with pytest.raises(ValueError, match="'dw'"):
         from_keras(keras.Sequential([keras.Input((5, 5, 2)), L.DepthwiseConv2D(3, name="dw")]))
-    with pytest.raises(ValueError, match="'grouped'.*groups=2"):
+    with pytest.raises(ValueError, match=r"'grouped'.*groups=2"):
         from_keras(keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(2, 3, groups=2, name="grouped")]))
     inp = keras.Input((4,))
     h = L.Dense(4, activation="relu", name="fc")(inp)
@@ -196,12 +225,11 @@ def test_unsupported_layers_and_branches_are_named():
         from_keras(keras.Model(inp, out))
     a = L.Dense(3, name="a")(inp)
     b = L.Dense(3, name="b")(inp)
-    with pytest.raises(ValueError, match="'a'|'b'|outputs"):
+    with pytest.raises(ValueError, match=r"'a'|'b'|outputs"):
         from_keras(keras.Model(inp, [a, b]))
 
 
 def test_docstring_examples():
     import tropref.adapters.keras as mod
 
-    failures, _ = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert failures == 0
+    run_doctests(mod)

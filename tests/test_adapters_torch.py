@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import doctest
 import io
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs these tests
 nn = torch.nn
@@ -70,9 +70,18 @@ def _randomise_bn(model: nn.Module) -> None:
 def vgg_like() -> nn.Sequential:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(8, 8, 3, padding="same"), nn.ReLU(), nn.BatchNorm2d(8), nn.AvgPool2d(2)),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * 3 * 3, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Identity(), nn.Linear(16, 4),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(8 * 3 * 3, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Identity(),
+        nn.Linear(16, 4),
     )
     _randomise_bn(model)
     return model.eval()
@@ -83,7 +92,7 @@ def _out(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         return model(x).double().numpy()
 
 
-@pytest.mark.parametrize("make,shape", [(LeNet, (1, 28, 28)), (vgg_like, (3, 12, 12))])
+@pytest.mark.parametrize(("make", "shape"), [(LeNet, (1, 28, 28)), (vgg_like, (3, 12, 12))])
 def test_export_import_round_trip(make, shape):
     torch.manual_seed(1)
     model = make().eval()
@@ -99,7 +108,7 @@ def test_keep_one_is_exact_and_model_untouched():
     model = vgg_like()
     state = copy.deepcopy(model.state_dict())
     x = torch.randn(6, 3, 12, 12)
-    small, report = compress(model, keep=1.0, inputs=x)
+    small, report = compress(model, keep=1.0, inputs=x, dtype=np.float64)  # exact: double precision
     np.testing.assert_allclose(_out(small, x), _out(model, x), atol=1e-5)
     assert report.measured_error <= 1e-9
     for k, v in model.state_dict().items():
@@ -116,7 +125,7 @@ def test_duplicated_channels_merge_exactly():
         for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
             t[4:] = t[:4]
     x = torch.randn(5, 3, 12, 12)
-    small, report = compress(model, keep={"0": 4}, inputs=x)
+    small, report = compress(model, keep={"0": 4}, inputs=x, dtype=np.float64)
     assert small[0].out_channels == 4
     np.testing.assert_allclose(_out(small, x), _out(model, x), atol=1e-4)
     assert report.certificate <= 1e-6
@@ -141,7 +150,7 @@ def test_compressed_model_equals_core_and_error_is_certified(method):
 def test_state_dict_and_torch_save_round_trip(tmp_path):
     model = vgg_like()
     x = torch.randn(3, 3, 12, 12)
-    small, report = compress(model, keep=0.5, seed=0)
+    small, _report = compress(model, keep=0.5, seed=0)
     net, _ = compress_network(from_torch(model, input_shape=(3, 12, 12), dtype=np.float64), keep=0.5, seed=0)
     fresh = to_torch(net)  # the architecture, rebuilt
     buf = io.BytesIO()
@@ -158,8 +167,13 @@ def test_state_dict_and_torch_save_round_trip(tmp_path):
 def test_asymmetric_padding_and_channels_last_flatten_import():
     rng = np.random.default_rng(3)
     net = Network(
-        [Conv2d(rng.normal(size=(3, 2, 2, 2)), rng.normal(size=3), stride=2, padding=(0, 1, 1, 0)), ReLU(),
-         MaxPool2d(2, 1, (0, 1, 0, 1)), Flatten("channels_last"), Dense(rng.normal(size=(2, 3 * 4 * 4)))],
+        [
+            Conv2d(rng.normal(size=(3, 2, 2, 2)), rng.normal(size=3), stride=2, padding=(0, 1, 1, 0)),
+            ReLU(),
+            MaxPool2d(2, 1, (0, 1, 0, 1)),
+            Flatten("channels_last"),
+            Dense(rng.normal(size=(2, 3 * 4 * 4))),
+        ],
         input_shape=(2, 7, 7),
     )
     x = rng.normal(size=(3, 2, 7, 7))
@@ -170,11 +184,11 @@ def test_asymmetric_padding_and_channels_last_flatten_import():
 def test_unsupported_layers_and_branches_are_named():
     with pytest.raises(ValueError, match=r"'1' \(Tanh\)"):
         from_torch(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
-    with pytest.raises(ValueError, match="'0'.*groups=2"):
+    with pytest.raises(ValueError, match=r"'0'.*groups=2"):
         from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
-    with pytest.raises(ValueError, match="'mul'.*reads 2 tensors"):
+    with pytest.raises(ValueError, match=r"'mul'.*reads 2 tensors"):
         from_torch(Gated())
-    with pytest.raises(ValueError, match="'0'.*padding_mode"):
+    with pytest.raises(ValueError, match=r"'0'.*padding_mode"):
         from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")))
     with pytest.raises(TypeError):
         from_torch("not a model")
@@ -182,13 +196,15 @@ def test_unsupported_layers_and_branches_are_named():
 
 def test_adaptive_pooling_needs_and_uses_the_input_size():
     torch.manual_seed(5)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(), nn.Linear(16, 3)).eval()
-    with pytest.raises(ValueError, match="'2'.*input_shape"):
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(), nn.Linear(16, 3)
+    ).eval()
+    with pytest.raises(ValueError, match=r"'2'.*input_shape"):
         from_torch(model)
     x = torch.randn(3, 2, 6, 6)
     net = from_torch(model, input_shape=(2, 6, 6))
     np.testing.assert_allclose(forward(net, x.numpy()), _out(model, x), atol=1e-5)
-    small, report = compress(model, keep=0.5, inputs=x)
+    _small, report = compress(model, keep=0.5, inputs=x)
     assert report.measured_error <= report.certificate
 
 
@@ -232,5 +248,4 @@ def test_functional_and_method_forms_are_read():
 def test_docstring_examples():
     import tropref.adapters.torch as mod
 
-    failures, _ = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert failures == 0
+    run_doctests(mod)

@@ -38,7 +38,7 @@ def test_resnets_are_exact_at_keep_one(make, width):
     small, report = compress(model, keep=1.0, inputs=x)
     ref = _out(model, x)
     np.testing.assert_allclose(_out(small, x), ref, atol=1e-5 * np.abs(ref).max())
-    assert report.measured_error < 1e-9 * np.abs(ref).max() and report.certificate == 0.0
+    assert report.measured_error < 1e-5 * np.abs(ref).max() and report.certificate == 0.0  # float32: the model's dtype
     status = {r.name: r.status for r in report.layers}
     assert status["layer1.0.conv1"] == "kept"
     if make is resnet18:

@@ -12,7 +12,7 @@ from tropref.methods.base import LayerProblem, Merge
 from tropref.methods.baselines import BASELINES, cup, l1, neuron_merging, random
 from tropref.methods.thinet import THINET, thinet
 
-relu = lambda t: np.maximum(t, 0.0)  # noqa: E731
+relu = lambda t: np.maximum(t, 0.0)
 
 
 def problem(backend, A, V, U=None, dtype="float64"):
@@ -43,7 +43,8 @@ def layer(rng, n=10, d=5, m=3, s=1):
 
 def check_contract(backend, merge, n, k):
     assignment, fold, inputs = host(backend, merge)
-    assert assignment.shape == (n,) and assignment.dtype == np.int64
+    assert assignment.shape == (n,)
+    assert assignment.dtype == np.int64
     assert fold.shape == (n, k)
     assert inputs.shape[0] == k
     assert np.all((assignment >= -1) & (assignment < k))
@@ -51,7 +52,8 @@ def check_contract(backend, merge, n, k):
     assert np.all(fold[assignment < 0] == 0)
     if merge.single_fold:
         nz = (fold != 0).sum(axis=1)
-        assert np.all(nz <= 1) and np.all(fold >= 0)
+        assert np.all(nz <= 1)
+        assert np.all(fold >= 0)
         rows = np.flatnonzero(nz == 1)
         assert np.all(np.argmax(np.abs(fold[rows]), axis=1) == assignment[rows])
     return assignment, fold, inputs
@@ -73,7 +75,8 @@ def test_l1_keeps_largest_l1_norms(backend, include_bias):
     np.testing.assert_allclose(inputs, A[expected])
     np.testing.assert_array_equal(fold[expected], np.eye(k))
     dropped = np.setdiff1d(np.arange(12), expected)
-    assert np.all(assignment[dropped] == -1) and np.all(fold[dropped] == 0)
+    assert np.all(assignment[dropped] == -1)
+    assert np.all(fold[dropped] == 0)
     assert merge.single_fold
 
 
@@ -99,7 +102,8 @@ def test_random_is_seeded_and_uniform_subset(backend):
     counts = np.zeros(20)
     for seed in range(400):
         counts[random(p, 5, rng=np.random.default_rng(seed)).info["kept"]] += 1
-    assert counts.min() > 50 and counts.max() < 150  # mean 100
+    assert counts.min() > 50
+    assert counts.max() < 150
 
 
 # ----------------------------------------------------------------------------- neuron merging
@@ -125,7 +129,7 @@ def test_neuron_merging_matches_reference(backend, threshold):
     rng = np.random.default_rng(1)
     A, V = layer(rng, n=15, d=3)
     merge = neuron_merging(problem(backend, A, V), 6, rng=rng, threshold=threshold)
-    assignment, fold, inputs = check_contract(backend, merge, 15, 6)
+    _assignment, fold, inputs = check_contract(backend, merge, 15, 6)
     keep, ref = reference_neuron_merging(A, 6, threshold)
     assert merge.info["kept"] == keep
     np.testing.assert_allclose(fold, ref, rtol=1e-12, atol=1e-12)
@@ -153,7 +157,7 @@ def test_neuron_merging_threshold_drops_dissimilar(backend):
     A = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 0.1, 0.0], [0.0, 0.0, 1.0]])
     V = np.ones((1, 4, 1))
     merge = neuron_merging(problem(backend, A, V), 2, rng=np.random.default_rng(0), threshold=0.45)
-    assignment, fold, _ = check_contract(backend, merge, 4, 2)
+    assignment, _fold, _ = check_contract(backend, merge, 4, 2)
     assert assignment.tolist() == [0, 1, 0, -1]  # unit 3 is orthogonal to both kept units
     assert merge.info == {**merge.info, "merged": 1, "dropped": 1}
 
@@ -195,9 +199,7 @@ def test_cup_partition_matches_scipy(backend, linkage):
     assignment, fold, inputs = check_contract(backend, merge, 14, 5)
     # independent features and cut
     Vt = V.transpose(1, 0, 2).reshape(14, -1)
-    feats = np.concatenate(
-        [A / np.sqrt(np.mean((A**2).sum(1))), Vt / np.sqrt(np.mean((Vt**2).sum(1)))], axis=1
-    )
+    feats = np.concatenate([A / np.sqrt(np.mean((A**2).sum(1))), Vt / np.sqrt(np.mean((Vt**2).sum(1)))], axis=1)
     ref = hierarchy.fcluster(hierarchy.linkage(feats, method=linkage), 5, criterion="maxclust")
     assert len(set(ref)) == 5
     # same partition up to relabelling
@@ -217,7 +219,7 @@ def test_cup_mean_representative_for_dense(backend):
     rng = np.random.default_rng(6)
     A, V = layer(rng, n=8, s=1)
     merge = cup(problem(backend, A, V), 3, rng=rng)
-    assignment, fold, inputs = check_contract(backend, merge, 8, 3)
+    assignment, _fold, inputs = check_contract(backend, merge, 8, 3)
     assert merge.info["representative"] == "mean"
     for c in range(3):
         np.testing.assert_allclose(inputs[c], A[assignment == c].mean(axis=0), atol=1e-12)
@@ -227,7 +229,7 @@ def test_cup_cut_gives_exactly_k_with_ties(backend):
     A = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)  # only two distinct units
     V = np.ones((1, 8, 1))
     merge = cup(problem(backend, A, V), 5, rng=np.random.default_rng(0), features="in")
-    assignment, _, inputs = check_contract(backend, merge, 8, 5)
+    assignment, _, _inputs = check_contract(backend, merge, 8, 5)
     assert sorted(set(assignment.tolist())) == [0, 1, 2, 3, 4]
 
 
@@ -258,12 +260,13 @@ def test_thinet_greedy_objective_matches_direct(backend):
     merge = thinet(problem(backend, A, V, U), 3, rng=rng, rescale="none")
     contrib = contributions(A, V, U)
     T = merge.info["removal_order"]
-    assert len(T) == 5 and len(set(T)) == 5
+    assert len(T) == 5
+    assert len(set(T)) == 5
     np.testing.assert_allclose(merge.info["objective"], (contrib[:, T].sum(axis=1) ** 2).sum(), rtol=1e-9)
     # each greedy step is the best extension of the previous set
     for step in range(1, 5):
         prev = T[:step]
-        errs = {j: (contrib[:, prev + [j]].sum(axis=1) ** 2).sum() for j in range(8) if j not in prev}
+        errs = {j: (contrib[:, [*prev, j]].sum(axis=1) ** 2).sum() for j in range(8) if j not in prev}
         assert T[step] == min(errs, key=errs.get)
     assert sorted(merge.info["kept"]) == sorted(set(range(8)) - set(T))
 
@@ -276,7 +279,7 @@ def test_thinet_least_squares_exact_when_kept_span_removed(backend):
     V = rng.normal(size=(3, 6, 2))
     U = samples(rng, 100, 5)
     merge = thinet(problem(backend, A, V, U), 4, rng=rng)
-    assignment, fold, inputs = check_contract(backend, merge, 6, 4)
+    _assignment, fold, inputs = check_contract(backend, merge, 6, 4)
     assert not merge.single_fold
     out = np.einsum("mns,tn->tms", V, relu(U @ A.T))
     Vnew = np.einsum("mns,nc->mcs", V, fold)
@@ -306,7 +309,7 @@ def test_thinet_channel_rescale_matches_lstsq(backend):
     A, V = layer(rng, n=8, d=3, m=4, s=2)
     U = samples(rng, 120, 3)
     merge = thinet(problem(backend, A, V, U), 5, rng=rng, rescale="channel")
-    assignment, fold, _ = check_contract(backend, merge, 8, 5)
+    _assignment, fold, _ = check_contract(backend, merge, 8, 5)
     keep = merge.info["kept"]
     contrib = contributions(A, V, U)  # (N, n, q)
     y = contrib.sum(axis=1).ravel()
@@ -357,7 +360,7 @@ def test_bad_k_and_options(name):
 
 
 @pytest.mark.parametrize(
-    "fn, kwargs, word",
+    ("fn", "kwargs", "word"),
     [
         (cup, {"linkage": "nope"}, "`linkage`"),
         (cup, {"features": "out"}, "`features`"),
@@ -386,9 +389,10 @@ def test_inputs_not_modified_and_float32(backend, name):
     p = problem(backend, A, V, U, dtype="float32")
     before = [backend.numpy(x).copy() for x in (p.inputs, p.outgoing, p.data)]
     merge = ALL[name](p, 4, rng=np.random.default_rng(0))
-    for x, b in zip((p.inputs, p.outgoing, p.data), before):
+    for x, b in zip((p.inputs, p.outgoing, p.data), before, strict=True):
         np.testing.assert_array_equal(backend.numpy(x), b)
-    assert merge.fold.dtype == p.inputs.dtype and merge.inputs.dtype == p.inputs.dtype
+    assert merge.fold.dtype == p.inputs.dtype
+    assert merge.inputs.dtype == p.inputs.dtype
     check_contract(backend, merge, 10, 4)
     assert isinstance(dict(merge.info), dict)
 
@@ -396,23 +400,22 @@ def test_inputs_not_modified_and_float32(backend, name):
 # ----------------------------------------------------------------------------- compress_layer
 
 
-def _registered(name):
+def test_every_baseline_is_registered():
     from tropref.methods import METHODS
 
-    if name not in METHODS:
-        pytest.skip(f"method {name!r} not registered in tropref.methods.METHODS yet")
+    assert {**BASELINES, **THINET}.items() <= METHODS.items()
 
 
 @pytest.mark.parametrize("name", ["l1", "random", "cup", "neuron_merging"])
 def test_compress_layer_certificate_bounds_error(name):
-    _registered(name)
     from tropref import compress_layer
 
     rng = np.random.default_rng(17)
     W, b = rng.normal(size=(12, 6)), rng.normal(size=12)
     W_next, b_next = rng.normal(size=(4, 12)), rng.normal(size=4)
     res = compress_layer(W, b, 5, W_next=W_next, b_next=b_next, method=name, seed=0)
-    assert res.W.shape == (5, 6) and res.W_next.shape == (4, 5)
+    assert res.W.shape == (5, 6)
+    assert res.W_next.shape == (4, 5)
     X = rng.normal(size=(500, 6)) * 3
     exact = relu(X @ W.T + b) @ W_next.T + b_next
     approx = relu(X @ res.W.T + res.b) @ res.W_next.T + res.b_next
@@ -426,7 +429,6 @@ def test_compress_layer_certificate_bounds_error(name):
 
 
 def test_compress_layer_thinet_with_data():
-    _registered("thinet")
     from tropref import compress_layer
 
     rng = np.random.default_rng(18)
@@ -436,7 +438,8 @@ def test_compress_layer_thinet_with_data():
     with pytest.raises(ValueError, match="`data`"):
         compress_layer(W, b, 4, W_next=W_next, method="thinet")
     res = compress_layer(W, b, 4, W_next=W_next, data=X, method="thinet", seed=0)
-    assert res.W.shape == (4, 4, 3, 3) and res.W_next.shape == (6, 4, 3, 3)
+    assert res.W.shape == (4, 4, 3, 3)
+    assert res.W_next.shape == (6, 4, 3, 3)
     assert res.certificate is None
     full = compress_layer(W, b, 10, W_next=W_next, data=X, method="thinet", seed=0)
     np.testing.assert_allclose(full.W_next, W_next, atol=1e-12)

@@ -7,6 +7,8 @@ import pytest
 import scipy.optimize
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from strategies import magnitudes, rows_with_duplicates
 
 from tropref import cluster
 from tropref.cluster import kmeans, weiszfeld
@@ -45,7 +47,7 @@ def _blobs(rng, k=5, per=8, d=4, spread=0.01):
 
 
 def _same_partition(a, b):
-    pairs = set(zip(a.tolist(), b.tolist()))
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
@@ -60,14 +62,13 @@ def _same_partition(a, b):
     kfrac=st.floats(0.0, 1.0),
     mode=st.sampled_from(MODES),
     init=st.sampled_from(INITS),
+    data=st.data(),
 )
-def test_objective_not_worse_than_reference_lloyd(backend, seed, n, d, kfrac, mode, init):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    w = rng.uniform(0.1, 3.0, n)
+def test_objective_not_worse_than_reference_lloyd(backend, seed, n, d, kfrac, mode, init, data):
+    X = data.draw(rows_with_duplicates(n, d), label="X")
+    w = data.draw(hnp.arrays(np.float64, n, elements=magnitudes), label="weights")
     k = 1 + int(kfrac * (n - 1))
-    res = kmeans(backend.asarray(X), k, weights=backend.asarray(w), n_init=1, tol=0.0,
-                 seed=seed, init=init, _mode=mode)
+    res = kmeans(backend.asarray(X), k, weights=backend.asarray(w), n_init=1, tol=0.0, seed=seed, init=init, _mode=mode)
     # the same seeds, drawn the same way, then a plain NumPy Lloyd
     P = cluster._Points(backend.xp, backend.asarray(X), w, mode == "gram", 64 * 2**20)
     idx = cluster._seed_indices(P, k, init, np.random.default_rng(seed))
@@ -82,7 +83,8 @@ def test_blobs_recovered(backend, init):
     w = rng.uniform(0.5, 2.0, X.shape[0])
     res = kmeans(backend.asarray(X), 5, weights=backend.asarray(w), seed=7, init=init)
     assert _same_partition(backend.numpy(res.labels), truth)
-    assert res.labels.dtype == backend.xp.int64 and res.labels.shape == (X.shape[0],)
+    assert res.labels.dtype == backend.xp.int64
+    assert res.labels.shape == (X.shape[0],)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -93,10 +95,12 @@ def test_objective_and_centres_recomputed(backend, mode):
     res = kmeans(backend.asarray(X), 6, weights=backend.asarray(w), seed=2, _mode=mode)
     labels, C = backend.numpy(res.labels), backend.numpy(res.centers)
     for c in range(6):
-        np.testing.assert_allclose(C[c], np.average(X[labels == c], axis=0, weights=w[labels == c]),
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            C[c], np.average(X[labels == c], axis=0, weights=w[labels == c]), rtol=1e-10, atol=1e-12
+        )
     assert res.objective == pytest.approx(_sq_objective(X, w, labels, C), rel=1e-12)
-    assert res.seed == 2 and 1 <= res.n_iter <= 300
+    assert res.seed == 2
+    assert 1 <= res.n_iter <= 300
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -106,7 +110,8 @@ def test_duplicates_every_cluster_non_empty(backend, mode, k):
     X = np.repeat(base, 3, axis=0)  # 12 points, 4 distinct
     res = kmeans(backend.asarray(X), k, seed=0, _mode=mode)
     labels = backend.numpy(res.labels)
-    assert np.bincount(labels, minlength=k).min() >= 1 and labels.max() < k
+    assert np.bincount(labels, minlength=k).min() >= 1
+    assert labels.max() < k
     assert res.objective == pytest.approx(0.0, abs=1e-12)
 
 
@@ -120,9 +125,11 @@ def test_all_points_identical_and_single_point(backend, mode, init):
         assert res.objective == 0.0
         np.testing.assert_array_equal(backend.numpy(res.centers), np.ones((k, 3)))
     res = kmeans(backend.asarray(X[:1]), 1, seed=0, init=init, _mode=mode)
-    assert backend.numpy(res.labels).tolist() == [0] and res.objective == 0.0
+    assert backend.numpy(res.labels).tolist() == [0]
+    assert res.objective == 0.0
     r = weiszfeld(backend.asarray(X), backend.asarray(np.zeros(5, np.int64)), 3)
-    assert np.bincount(backend.numpy(r.labels), minlength=3).min() >= 1 and r.objective == 0.0
+    assert np.bincount(backend.numpy(r.labels), minlength=3).min() >= 1
+    assert r.objective == 0.0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -144,10 +151,9 @@ def test_same_seed_same_labels_on_every_backend(all_backends, mode, init):
     rng = np.random.default_rng(11)
     X = rng.standard_normal((80, 12))
     w = rng.uniform(0.5, 2.0, 80)
-    results = [kmeans(b.asarray(X), 9, weights=b.asarray(w), seed=123, init=init, _mode=mode)
-               for b in all_backends]
+    results = [kmeans(b.asarray(X), 9, weights=b.asarray(w), seed=123, init=init, _mode=mode) for b in all_backends]
     ref = all_backends[0].numpy(results[0].labels)
-    for b, r in zip(all_backends, results):
+    for b, r in zip(all_backends, results, strict=True):
         np.testing.assert_array_equal(b.numpy(r.labels), ref)
         np.testing.assert_allclose(b.numpy(r.centers), all_backends[0].numpy(results[0].centers), rtol=1e-10)
     # an unseeded run reports the seed that reproduces it
@@ -220,20 +226,23 @@ def test_weiszfeld_never_increases(backend, dtype):
     C0 = np.stack([np.average(X[labels0 == c], axis=0, weights=w[labels0 == c]) for c in range(6)])
     previous = _objective(X, w, labels0, C0) * (1 + 1e-6)
     for it in range(1, 12):
-        r = weiszfeld(backend.asarray(X, dtype), start.labels, 6, weights=backend.asarray(w, dtype),
-                      max_iter=it, tol=0.0)
+        r = weiszfeld(
+            backend.asarray(X, dtype), start.labels, 6, weights=backend.asarray(w, dtype), max_iter=it, tol=0.0
+        )
         assert r.objective <= previous
         previous = r.objective
         labels, C = backend.numpy(r.labels), backend.numpy(r.centers).astype(np.float64)
         assert np.bincount(labels, minlength=6).min() >= 1
         assert r.objective == pytest.approx(_objective(X, w, labels, C), rel=1e-5)
-        assert r.seed == -1 and r.centers.dtype == getattr(backend.xp, dtype)
+        assert r.seed == -1
+        assert r.centers.dtype == getattr(backend.xp, dtype)
 
 
 def _scipy_median(X, w):
-    f = lambda c: float(np.sum(w * np.linalg.norm(X - c, axis=1)))  # noqa: E731
-    best = scipy.optimize.minimize(f, np.average(X, axis=0, weights=w), method="Nelder-Mead",
-                                   options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000))
+    f = lambda c: float(np.sum(w * np.linalg.norm(X - c, axis=1)))
+    best = scipy.optimize.minimize(
+        f, np.average(X, axis=0, weights=w), method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000)
+    )
     return best.x, best.fun
 
 
@@ -246,8 +255,14 @@ def test_weiszfeld_matches_scipy(backend, case):
     else:  # the median sits on a heavy data point: the guarded step must reach it
         X = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         w = np.array([5.0, 1.0, 1.0, 1.0])
-    r = weiszfeld(backend.asarray(X), backend.asarray(np.zeros(len(X), np.int64)), 1,
-                  weights=backend.asarray(w), max_iter=3000, tol=0.0)
+    r = weiszfeld(
+        backend.asarray(X),
+        backend.asarray(np.zeros(len(X), np.int64)),
+        1,
+        weights=backend.asarray(w),
+        max_iter=3000,
+        tol=0.0,
+    )
     c, fun = _scipy_median(X, w)
     assert r.objective <= fun + 1e-9
     np.testing.assert_allclose(backend.numpy(r.centers)[0], c, atol=1e-4)
@@ -264,7 +279,6 @@ def test_weiszfeld_matches_scipy(backend, case):
 
 
 def test_bad_inputs_name_the_argument(backend):
-    xp = backend.xp
     X = backend.asarray(np.random.default_rng(0).standard_normal((6, 3)))
     bad = [
         (dict(X=backend.asarray(np.ones(6))), ValueError, "`X`"),
@@ -301,7 +315,6 @@ def test_bad_inputs_name_the_argument(backend):
         weiszfeld(X, labels, 0)
     with pytest.raises(ValueError, match="`max_iter`"):
         weiszfeld(X, labels, 1, max_iter=0)
-    assert xp is not None
 
 
 def test_mixed_namespaces_rejected():
@@ -323,3 +336,70 @@ def test_inputs_not_modified(backend):
     np.testing.assert_array_equal(backend.numpy(Xb), X)
     np.testing.assert_array_equal(backend.numpy(wb), w)
     np.testing.assert_array_equal(backend.numpy(res.labels), labels_before)
+
+
+# --------------------------------------------------------------------------- Ward
+
+
+def _ward_objective(X, w, labels):
+    return sum(
+        float(w[labels == c] @ np.sum((X[labels == c] - np.average(X[labels == c], axis=0, weights=w[labels == c])) ** 2, axis=1))
+        for c in np.unique(labels)
+    )
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), d=st.integers(1, 4), data=st.data())
+def test_ward_matches_scipy_on_points_without_ties(seed, n, d, data):
+    """Unweighted, the partition is scipy.cluster.hierarchy's Ward tree cut at k clusters."""
+    from scipy.cluster import hierarchy
+
+    k = data.draw(st.integers(1, n), label="k")
+    X = np.random.default_rng(seed).normal(size=(n, d))  # continuous: no ties, almost surely
+    ours = cluster.ward(X, k)
+    theirs = hierarchy.fcluster(hierarchy.linkage(X, "ward"), k, "maxclust")
+    assert _same_partition(ours, theirs)
+    assert sorted(set(ours.tolist())) == list(range(k))
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 10), data=st.data())
+def test_ward_integer_weights_equal_repeated_points(seed, n, data):
+    """Weight 3 on a point clusters like three copies of it (scipy on the repeated set)."""
+    from scipy.cluster import hierarchy
+
+    rng = np.random.default_rng(seed)
+    X, w = rng.normal(size=(n, 3)), rng.integers(1, 4, size=n)
+    k = data.draw(st.integers(1, n), label="k")
+    ours = cluster.ward(X, k, weights=w.astype(float))
+    repeated = hierarchy.fcluster(hierarchy.linkage(np.repeat(X, w, axis=0), "ward"), k, "maxclust")
+    assert _same_partition(ours, repeated[np.cumsum(w) - 1])
+
+
+def test_ward_beats_or_ties_kmeans_on_its_objective_with_small_clusters(backend):
+    """At 10-50 % kept most clusters have one or two members; Ward is deterministic there
+    and its weighted objective is not worse than one K-means run on average."""
+    rng = np.random.default_rng(3)
+    X, w = rng.normal(size=(120, 8)), rng.uniform(0.5, 2.0, size=120)
+    ratios = []
+    for k in (12, 36, 60):
+        ward_labels = cluster.ward(backend.asarray(X), k, weights=backend.asarray(w))
+        km = kmeans(backend.asarray(X), k, weights=backend.asarray(w), seed=0, n_init=1)
+        ratios.append(_ward_objective(X, w, ward_labels) / _ward_objective(X, w, backend.numpy(km.labels)))
+    assert np.mean(ratios) <= 1.0
+
+
+def test_ward_edge_cases_and_errors(backend):
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    assert cluster.ward(backend.asarray(X), 3).tolist() == [0, 1, 2]
+    assert cluster.ward(backend.asarray(X), 2).tolist() == [0, 0, 1]
+    assert cluster.ward(backend.asarray(X), 1).tolist() == [0, 0, 0]
+    assert cluster.ward(backend.asarray(X[:1]), 1).tolist() == [0]
+    with pytest.raises(ValueError, match="`k`"):
+        cluster.ward(backend.asarray(X), 4)
+    with pytest.raises(ValueError, match="`weights`"):
+        cluster.ward(backend.asarray(X), 2, weights=backend.asarray(np.array([1.0, 0.0, 1.0])))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        cluster.ward(backend.asarray(np.array([[np.nan, 0.0], [1.0, 1.0]])), 1)
+    Xc = backend.asarray(X)
+    before = backend.numpy(Xc).copy()
+    cluster.ward(Xc, 2)
+    np.testing.assert_array_equal(backend.numpy(Xc), before)  # input untouched

@@ -12,9 +12,7 @@ from tropref import data
 
 
 def write_idx(path, array, type_byte=0x08, compress=False):
-    header = struct.pack(">BBBB", 0, 0, type_byte, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = struct.pack(">BBBB", 0, 0, type_byte, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     big = array.astype(array.dtype.newbyteorder(">"))
     raw = header + big.tobytes()
     (gzip.open if compress else open)(path, "wb").write(raw)
@@ -27,7 +25,8 @@ def test_read_idx_roundtrip(tmp_path, compress):
     path = tmp_path / ("x.idx.gz" if compress else "x.idx")
     write_idx(path, images, compress=compress)
     out = data.read_idx(path)
-    assert out.dtype == np.uint8 and out.shape == (5, 3, 4)
+    assert out.dtype == np.uint8
+    assert out.shape == (5, 3, 4)
     np.testing.assert_array_equal(out, images)
 
 
@@ -36,7 +35,8 @@ def test_read_idx_other_types(tmp_path):
     write_idx(tmp_path / "i", ints, type_byte=0x0C)
     out = data.read_idx(tmp_path / "i")
     np.testing.assert_array_equal(out, ints)
-    assert out.dtype == np.int32 and out.dtype.isnative
+    assert out.dtype == np.int32
+    assert out.dtype.isnative
 
 
 def test_read_idx_bad_files(tmp_path):
@@ -73,25 +73,32 @@ def test_missing_folder_message(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         data.load_fashion_mnist("test", tmp_path / "nowhere")
     msg = str(err.value)
-    assert "dataset-fashion-mnist" in msg and "load_test_subset" in msg
+    assert "dataset-fashion-mnist" in msg
+    assert "load_test_subset" in msg
     with pytest.raises(FileNotFoundError):
         data.load_test(tmp_path / "nowhere")  # an explicit path never falls back silently
 
 
 def test_shipped_subset():
     x, y = data.load_test_subset()
-    assert x.shape == (2000, 28, 28) and x.dtype == np.uint8
-    assert y.shape == (2000,) and y.dtype == np.int64
+    assert x.shape == (2000, 28, 28)
+    assert x.dtype == np.uint8
+    assert y.shape == (2000,)
+    assert y.dtype == np.int64
     assert set(np.unique(y)) == set(range(10))
-    assert x.max() > 200 and x.min() == 0
+    assert x.max() > 200
+    assert x.min() == 0
     f = data.to_float(x[:3])
-    assert f.shape == (3, 1, 28, 28) and f.dtype == np.float32 and f.max() <= 1.0
+    assert f.shape == (3, 1, 28, 28)
+    assert f.dtype == np.float32
+    assert f.max() <= 1.0
 
 
 @pytest.mark.skipif(not data.DEFAULT_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_subset_is_the_first_test_images():
     x, y = data.load_fashion_mnist("test")
-    assert x.shape == (10000, 28, 28) and y.shape == (10000,)
+    assert x.shape == (10000, 28, 28)
+    assert y.shape == (10000,)
     xs, ys = data.load_test_subset()
     np.testing.assert_array_equal(xs, x[:2000])
     np.testing.assert_array_equal(ys, y[:2000])

@@ -44,3 +44,19 @@ def test_tropical_block_on_every_backend(backend):
     tropical = backend.numpy(tropical_block(*(backend.asarray(t) for t in (A, V, U))))
     np.testing.assert_allclose(direct, V @ np.maximum(A @ U.T, 0), rtol=1e-12)
     np.testing.assert_allclose(tropical, direct, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_results_keep_namespace_device_and_dtype(backend, dtype):
+    """Every function returns arrays of the input's library, on its device, in its dtype."""
+    rng = np.random.default_rng(2)
+    W, b, V, U = rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=(2, 5)), rng.normal(size=(4, 4))
+    W, b, V, U = (backend.asarray(t, dtype) for t in (W, b, V, U))
+    A = neuron_vectors(W, b)
+    backend.check(A, dtype)
+    backend.check(neuron_vectors(W), dtype)
+    backend.check(outgoing_weights(V), dtype)
+    for generators in zonotope_generators(A, V):
+        backend.check(generators, dtype)
+    backend.check(relu_block(A, V, U), dtype)
+    backend.check(tropical_block(A, V, U), dtype)

@@ -18,14 +18,14 @@ def layer():
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("name", ["W", "b", "W_next", "b_next"])
 def test_non_finite_values_are_named(layer, bad, name):
-    arrays = dict(zip(["W", "b", "W_next", "b_next"], (a.copy() for a in layer)))
+    arrays = dict(zip(["W", "b", "W_next", "b_next"], (a.copy() for a in layer), strict=True))
     arrays[name].flat[0] = bad
     with pytest.raises(ValueError, match=f"`{name}` contains NaN or infinite"):
         tropref.compress_layer(arrays["W"], arrays["b"], 2, W_next=arrays["W_next"], b_next=arrays["b_next"])
 
 
 @pytest.mark.parametrize(
-    "change, match",
+    ("change", "match"),
     [
         (dict(W=np.ones((6,))), "`W` must be"),
         (dict(W=np.ones((6, 2, 3))), "`W` must be"),
@@ -68,7 +68,7 @@ def test_numpy_integer_k_is_accepted(layer):
 @pytest.mark.parametrize("name", ["W", "b", "W_next", "b_next"])
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, bool, np.complex128])
 def test_non_real_floating_dtypes_are_named(layer, name, dtype):
-    arrays = dict(zip(["W", "b", "W_next", "b_next"], layer))
+    arrays = dict(zip(["W", "b", "W_next", "b_next"], layer, strict=True))
     arrays[name] = arrays[name].astype(dtype)
     with pytest.raises(TypeError, match=f"`{name}` must have a real floating dtype"):
         tropref.compress_layer(arrays["W"], arrays["b"], 2, W_next=arrays["W_next"], b_next=arrays["b_next"])
@@ -108,10 +108,27 @@ def test_unknown_option(layer):
         tropref.compress_layer(layer[0], layer[1], 2, bogus=1)
 
 
-@pytest.mark.parametrize("option, value", [("objective", "points"), ("refine", "lloyd"), ("out_norm", "l3")])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("objective", "points"),
+        ("refine", "lloyd"),
+        ("out_norm", "l3"),
+        ("variant", "fast"),
+        ("cluster", "dbscan"),
+        ("representative", "median"),
+        ("fold", "ones"),
+    ],
+)
 def test_bad_tropnnc_options(layer, option, value):
     with pytest.raises(ValueError, match=f"unknown `{option}`"):
         tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], **{option: value})
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+def test_bad_input_ratio(layer, value):
+    with pytest.raises(ValueError, match="`input_ratio`"):
+        tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], input_ratio=value)
 
 
 def test_zonotope_kmeans_needs_a_single_output(layer):
@@ -119,7 +136,7 @@ def test_zonotope_kmeans_needs_a_single_output(layer):
         tropref.compress_layer(layer[0], layer[1], 2, W_next=layer[2], method="zonotope_kmeans")
 
 
-@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError), ("0", TypeError)])
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.5, TypeError), ("0", TypeError)])
 def test_bad_seed(layer, seed, error):
     with pytest.raises(error, match="`seed`"):
         tropref.compress_layer(layer[0], layer[1], 2, seed=seed)
@@ -136,7 +153,7 @@ def test_fold_constants_must_be_a_bool(layer):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.parametrize("scale, name", [(1e-25, "W"), (1e25, "W_next")])
+@pytest.mark.parametrize(("scale", "name"), [(1e-25, "W"), (1e25, "W_next")])
 def test_norms_that_underflow_or_overflow_are_named(layer, scale, name):
     W, V = layer[0].astype(np.float32), layer[2].astype(np.float32)
     if name == "W":

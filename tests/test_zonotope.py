@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import scale_of, weights
 
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets, subset_sums, support_function
 
@@ -24,41 +25,44 @@ def test_support_function_batches_leading_axes(backend):
     np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 6), p=st.integers(1, 3))
-def test_support_function_is_max_over_subset_sums(seed, n, p):
+@given(n=st.integers(0, 6), p=st.integers(1, 3), data=st.data())
+def test_support_function_is_max_over_subset_sums(n, p, data):
     """h_Z(u) = max_{S} Σ_{j∈S} g_j · u: the vertices are among the subset sums."""
-    rng = np.random.default_rng(seed)
-    G, U = rng.normal(size=(n, p)), rng.normal(size=(10, p))
-    np.testing.assert_allclose(support_function(G, U), np.max(subset_sums(G) @ U.T, axis=0), atol=1e-12)
+    G, U = data.draw(weights((n, p)), label="G"), data.draw(weights((6, p)), label="U")
+    expected = np.max(subset_sums(G) @ U.T, axis=0)
+    np.testing.assert_allclose(support_function(G, U), expected, rtol=1e-12, atol=1e-12 * scale_of(G, U))
 
 
 def test_hausdorff_known_values():
     e1, e2 = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-    assert hausdorff_exact(e1, e2) == pytest.approx(1.0)                      # two unit segments at 90°
-    assert hausdorff_exact(e1, np.zeros((0, 2))) == pytest.approx(1.0)         # segment vs {0}
+    assert hausdorff_exact(e1, e2) == pytest.approx(1.0)  # two unit segments at 90°
+    assert hausdorff_exact(e1, np.zeros((0, 2))) == pytest.approx(1.0)  # segment vs {0}
     assert hausdorff_exact(np.array([[3.0, 4.0]]), np.zeros((0, 2))) == pytest.approx(5.0)
     assert hausdorff_exact(np.vstack([e1, e1]), np.array([[2.0, 0.0]])) == pytest.approx(0.0, abs=1e-12)
     # unit square vs its diagonal segment: the corners (1, 0), (0, 1) are 1/√2 away
     assert hausdorff_exact(np.vstack([e1, e2]), np.array([[1.0, 1.0]])) == pytest.approx(np.sqrt(0.5))
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5), p=st.integers(1, 3))
-def test_hausdorff_is_a_metric_on_samples(seed, n, p):
-    rng = np.random.default_rng(seed)
-    A, B, C = (rng.normal(size=(n, p)) for _ in range(3))
+@pytest.mark.slow
+@given(n=st.integers(1, 4), p=st.integers(1, 3), data=st.data())
+def test_hausdorff_is_a_metric_on_samples(n, p, data):
+    A, B, C = (data.draw(weights((n, p)), label=name) for name in "ABC")
+    # the oracle may overestimate by ~1e-6 relative on ill-conditioned sets (its docstring)
+    tol = 1e-9 * scale_of(A) * scale_of(B) * scale_of(C)
     ab, ba = hausdorff_exact(A, B), hausdorff_exact(B, A)
-    assert ab == pytest.approx(ba, abs=1e-9)
-    assert hausdorff_exact(A, A) == pytest.approx(0.0, abs=1e-9)
-    assert ab <= hausdorff_exact(A, C) + hausdorff_exact(C, B) + 1e-9
+    assert ab == pytest.approx(ba, rel=1e-6, abs=tol)
+    assert hausdorff_exact(A, A) == pytest.approx(0.0, abs=tol)
+    assert ab <= (hausdorff_exact(A, C) + hausdorff_exact(C, B)) * (1 + 1e-6) + tol
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5), p=st.integers(1, 3))
-def test_lemma_c_matched_generators(seed, n, p):
+@pytest.mark.slow
+@given(n=st.integers(1, 5), p=st.integers(1, 3), data=st.data())
+def test_lemma_c_matched_generators(n, p, data):
     """H(Σ [0, g_j], Σ [0, g̃_j]) <= Σ ‖g_j − g̃_j‖."""
-    rng = np.random.default_rng(seed)
-    G = rng.normal(size=(n, p))
-    G2 = G + 0.3 * rng.normal(size=(n, p))
-    assert hausdorff_exact(G, G2) <= np.linalg.norm(G - G2, axis=1).sum() + 1e-9
+    G = data.draw(weights((n, p)), label="G")
+    G2 = G + data.draw(weights((n, p)), label="perturbation")
+    bound = np.linalg.norm(G - G2, axis=1).sum()
+    assert hausdorff_exact(G, G2) <= bound * (1 + 1e-6) + 1e-9 * scale_of(G, G2)
 
 
 def test_vertex_set_distance_handles_degenerate_sets():
@@ -73,3 +77,12 @@ def test_oracle_refuses_large_inputs():
         hausdorff_exact(np.ones((15, 2)), np.ones((1, 2)))
     with pytest.raises(ValueError, match="must be"):
         hausdorff_exact(np.ones((2, 2)), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_support_function_keeps_namespace_device_and_dtype(backend, dtype):
+    rng = np.random.default_rng(1)
+    G, U = (backend.asarray(rng.normal(size=s), dtype) for s in ((2, 3, 4), (5, 4)))
+    h = support_function(G, U)
+    backend.check(h, dtype)
+    assert h.shape == (2, 5)

@@ -228,7 +228,8 @@ def cmd_certcheck(args: argparse.Namespace) -> int:
     net, _ = _load(args.model, args.input_shape)
     x, y, _ = _test_data(args)
     try:
-        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y))
+        options = _options(args.option, args.methods)
+        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y), options=options)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
     print(certificate_markdown(rows))
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("models", help="list the shipped models")
     q.set_defaults(fn=cmd_models)
 
-    q = sub.add_parser("demo", help="compress the shipped models with TropNNC and two baselines")
+    q = sub.add_parser("demo", help="compress the shipped models with TropNNC and three baselines")
     q.add_argument("--out", default="tropref-demo", help="folder for demo.md, demo.json, demo.png")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(fn=cmd_demo)
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("sweep", help="methods x kept fractions x layer groups x seeds, with report and plot")
     q.add_argument("--model", required=True)
-    q.add_argument("--methods", nargs="+", default=["tropnnc", "l1", "neuron_merging"], choices=sorted(METHODS))
+    q.add_argument("--methods", nargs="+", default=["tropnnc", "cup", "l1", "neuron_merging"], choices=sorted(METHODS))
     q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
     q.add_argument("--layers", nargs="+", default=["dense"], choices=LAYER_GROUPS)
     q.add_argument("--seeds", nargs="+", type=int, default=[0])

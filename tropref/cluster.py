@@ -36,12 +36,13 @@ import numpy as np
 
 from ._array import Array, check_finite, check_int, chunk_rows, device, namespace, resolve_seed, take_rows, to_numpy
 
-__all__ = ["KMeansResult", "kmeans", "weiszfeld"]
+__all__ = ["KMeansResult", "kmeans", "ward", "weiszfeld"]
 
 _INITS = ("k-means||", "k-means++")
 _ROUNDS = 5  # k-means‖ rounds (Bahmani et al. use 5 with ℓ = 2k)
 _OVERSAMPLING = 2.0  # ℓ / k
 _ASSUMED_ITERS = 20  # Lloyd iterations assumed when choosing the mode
+_WARD_COLUMNS = 4096  # Ward's Gram is summed over slices of this many input columns
 
 
 @dataclass(frozen=True)
@@ -452,45 +453,41 @@ def kmeans(
     max_bytes: int = 64 * 2**20,
     _mode: str | None = None,
 ) -> KMeansResult:
-    r"""Weighted K-means: k-means‖ or k-means++ seeding, Lloyd iterations, restarts.
+    """Weighted K-means: k-means‖ or k-means++ seeding, Lloyd iterations, restarts.
 
     Minimises the weighted within-cluster sum of squares
 
-    .. math:: \phi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert^2
+        φ(l, C) = Σ_i w_i ‖x_i − c_{l_i}‖²
 
-    by Lloyd's alternation: assign every point to its nearest centre, then move every
-    centre to the weighted mean :math:`c = \sum_{i \in c} w_i x_i / \sum_{i \in c} w_i` of
-    its cluster. Neither step raises :math:`\phi`. Iterations stop when the labels repeat,
-    when :math:`\sum_c \lVert c^{new} - c^{old} \rVert^2 \le` ``tol`` times the mean
-    per-feature variance of ``X`` (scikit-learn's rule), or after ``max_iter``; the
-    returned centres are always the weighted means of the returned labels. An empty
-    cluster receives the farthest point of a cluster with two or more, so every cluster
-    is non-empty (duplicated points included).
+    by Lloyd's alternation: assign every point to its nearest centre, then move every centre
+    to the weighted mean ``c = Σ_{i∈c} w_i x_i / Σ_{i∈c} w_i`` of its cluster. Neither step
+    raises φ. Iterations stop when the labels repeat, when ``Σ_c ‖c_new − c_old‖²`` is at most
+    ``tol`` times the mean per-feature variance of ``X`` (scikit-learn's rule), or after
+    ``max_iter``; the returned centres are always the weighted means of the returned labels.
+    An empty cluster receives the farthest point of a cluster with two or more, so every
+    cluster is non-empty (duplicated points included).
 
     Seeding (``init``):
 
-    - ``"k-means++"``: :math:`c_1` drawn with probability :math:`\propto w_i`, then each
-      next centre by weighted :math:`D^2` sampling, :math:`P(x_i) \propto w_i D(x_i)^2`
-      with :math:`D` the distance to the nearest chosen centre, keeping the best of
-      :math:`2 + \lfloor \ln k \rfloor` draws (greedy k-means++, as in scikit-learn).
-    - ``"k-means||"`` (Bahmani et al. 2012): from one centre drawn :math:`\propto w_i`,
-      5 rounds each keep every point independently with probability
-      :math:`\min(1, \ell\, w_i D(x_i)^2 / \sum_j w_j D(x_j)^2)`, :math:`\ell = 2k`,
-      each round's distances in one batched product; every candidate is weighted by the
-      total weight of the points nearest to it, and greedy weighted k-means++ on the
+    - ``"k-means++"``: ``c_1`` drawn with probability ∝ ``w_i``, then each next centre by
+      weighted D² sampling, ``P(x_i) ∝ w_i D(x_i)²`` with ``D`` the distance to the nearest
+      chosen centre, keeping the best of ``2 + ⌊ln k⌋`` draws (greedy k-means++, as in
+      scikit-learn).
+    - ``"k-means||"`` (Bahmani et al. 2012): from one centre drawn ∝ ``w_i``, 5 rounds each
+      keep every point independently with probability ``min(1, ℓ w_i D(x_i)² / Σ_j w_j D(x_j)²)``,
+      ``ℓ = 2k``, each round's distances in one batched product; every candidate is weighted
+      by the total weight of the points nearest to it, and greedy weighted k-means++ on the
       candidates picks the ``k`` seeds.
 
-    Two representations of the same computation (results agree to rounding):
-    *direct* (one ``X Cᵀ`` product per iteration, in row chunks) and *Gram*, with
-    :math:`G = X X^T` formed once: a centre is :math:`c = A^T X` for a weight matrix
-    :math:`A` (:math:`A_{ic} = w_i / W_c` on the cluster), so
+    Two representations of the same computation (results agree to rounding): *direct* (one
+    ``X Cᵀ`` product per iteration, in row chunks) and *Gram*, with ``G = X Xᵀ`` formed once:
+    a centre is ``c = Aᵀ X`` for a weight matrix ``A`` (``A_ic = w_i / W_c`` on the cluster), so
 
-    .. math:: \lVert x_i - c \rVert^2 = G_{ii} - 2 (G A)_{ic} + (A^T G A)_{cc},
+        ‖x_i − c‖² = G_ii − 2 (G A)_ic + (Aᵀ G A)_cc,
 
-    one :math:`(n \times n)(n \times k)` product per iteration, distances between points
-    read from :math:`G`, centres formed once at the end. Gram mode is chosen when
-    ``n <= d`` and a flop count predicts it cheaper (usually unless ``k`` is a small
-    fraction of ``n``).
+    one ``(n × n)(n × k)`` product per iteration, distances between points read from ``G``,
+    centres formed once at the end. Gram mode is chosen when ``n <= d`` and a flop count
+    predicts it cheaper (usually unless ``k`` is a small fraction of ``n``).
 
     Parameters
     ----------
@@ -499,27 +496,53 @@ def kmeans(
     k : int
         Number of clusters, ``1 <= k <= n``.
     weights : array, shape (n,), optional
-        Positive finite weights :math:`w_i` (all ones by default).
+        Positive finite weights ``w_i`` (all ones by default).
     n_init : int
         Restarts from independent seedings; the lowest objective wins.
     max_iter : int
         Lloyd iterations per restart, at most.
     tol : float
-        Convergence threshold on the squared centre shift, relative to the mean
-        per-feature variance of ``X``.
+        Convergence threshold on the squared centre shift, relative to the mean per-feature
+        variance of ``X``.
     init : {"k-means||", "k-means++"}
         Seeding.
     seed : int or None
-        Seed of the host generator ``numpy.random.default_rng``; ``None`` draws one,
-        reported in the result.
+        Seed of the host generator ``numpy.random.default_rng``; ``None`` draws one, reported
+        in the result.
     max_bytes : int
         Size above which distance temporaries are computed in row chunks.
 
     Returns
     -------
     KMeansResult
-        Labels, centres (weighted means of the clusters), :math:`\phi`, iterations of the
-        best restart, seed.
+        Labels, centres (weighted means of the clusters), φ, iterations of the best restart,
+        seed.
+
+    Raises
+    ------
+    TypeError
+        When ``X`` or ``weights`` is not a real floating array, they come from different
+        libraries, or ``k``, ``n_init``, ``max_iter`` or ``seed`` is not an integer.
+    ValueError
+        When ``X`` is not two-dimensional or holds NaN/inf, ``weights`` has the wrong shape or
+        a non-positive or non-finite entry, ``k`` is outside ``[1, n]``, ``init`` is unknown,
+        ``n_init`` or ``max_iter`` is below 1, ``tol`` or ``seed`` is negative, or the arrays
+        live on different devices. Each message names the argument.
+
+    See Also
+    --------
+    weiszfeld : lowers the unsquared objective (TropNNC's certificate) from these labels.
+    tropref.methods.tropnnc.tropnnc : clusters unit directions with these weights.
+
+    References
+    ----------
+    .. [1] S. Lloyd, "Least squares quantization in PCM", IEEE Trans. Inf. Theory 28(2), 1982.
+    .. [2] D. Arthur, S. Vassilvitskii, "k-means++: The Advantages of Careful Seeding",
+           SODA 2007.
+    .. [3] B. Bahmani, B. Moseley, A. Vattani, R. Kumar, S. Vassilvitskii, "Scalable
+           K-Means++", PVLDB 5(7), 2012.
+    .. [4] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------
@@ -596,32 +619,31 @@ def weiszfeld(
     tol: float = 1e-6,
     max_bytes: int = 64 * 2**20,
 ) -> KMeansResult:
-    r"""Lower the unsquared weighted objective from a partition by Weiszfeld steps.
+    """Lower the unsquared weighted objective from a partition by Weiszfeld steps.
 
     TropNNC's certificate is the unsquared residual
 
-    .. math:: \psi(l, C) = \sum_i w_i \lVert x_i - c_{l_i} \rVert,
+        ψ(l, C) = Σ_i w_i ‖x_i − c_{l_i}‖,
 
-    which K-means (squared distances) does not minimise. Starting from the weighted means
-    of the partition ``labels``, each iteration
+    which K-means (squared distances) does not minimise. Starting from the weighted means of
+    the partition ``labels``, each iteration
 
-    1. moves every centre by one weighted Weiszfeld step toward the weighted geometric
-       median of its cluster,
-       :math:`c \leftarrow \sum_{i \in c} \frac{w_i x_i}{\lVert x_i - c \rVert} \big/
-       \sum_{i \in c} \frac{w_i}{\lVert x_i - c \rVert}`, with Vardi and Zhang's guard
-       when :math:`c` coincides with points of total weight :math:`\eta`: with
-       :math:`R = \sum_{x_i \ne c} w_i (x_i - c)/\lVert x_i - c \rVert`, :math:`c` stays if
-       :math:`\lVert R \rVert \le \eta` (it is the median), else
-       :math:`c \leftarrow (1 - \eta/\lVert R \rVert) T + (\eta/\lVert R \rVert) c` with
-       :math:`T` the step over the other points;
+    1. moves every centre by one weighted Weiszfeld step toward the weighted geometric median
+       of its cluster,
+
+           c ← (Σ_{i∈c} w_i x_i / ‖x_i − c‖) / (Σ_{i∈c} w_i / ‖x_i − c‖),
+
+       with Vardi and Zhang's guard when ``c`` coincides with points of total weight η: with
+       ``R = Σ_{x_i ≠ c} w_i (x_i − c) / ‖x_i − c‖``, ``c`` stays if ``‖R‖ <= η`` (it is the
+       median), else ``c ← (1 − η/‖R‖) T + (η/‖R‖) c`` with ``T`` the step over the other
+       points;
     2. reassigns every point to its nearest centre.
 
-    Both steps can only lower :math:`\psi` in exact arithmetic; to make that hold in
-    floating point too, a centre's move is kept only if its cluster's (correctly rounded)
-    sum strictly decreases, a point moves only to a strictly nearer centre, and
-    :math:`\psi` is summed with ``math.fsum``. Empty clusters take the farthest point of
-    a cluster with two or more. Stops when :math:`\psi` falls by at most ``tol`` times
-    itself in an iteration, or after ``max_iter`` iterations.
+    Both steps can only lower ψ in exact arithmetic; to make that hold in floating point too,
+    a centre's move is kept only if its cluster's (correctly rounded) sum strictly decreases,
+    a point moves only to a strictly nearer centre, and ψ is summed with ``math.fsum``. Empty
+    clusters take the farthest point of a cluster with two or more. Stops when ψ falls by at
+    most ``tol`` times itself in an iteration, or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -636,15 +658,38 @@ def weiszfeld(
     max_iter : int
         Iterations (one Weiszfeld step and one reassignment each), at most.
     tol : float
-        Relative decrease of :math:`\psi` under which the iterations stop.
+        Relative decrease of ψ under which the iterations stop.
     max_bytes : int
         Size above which temporaries are computed in row chunks.
 
     Returns
     -------
     KMeansResult
-        Labels, centres (approximate weighted geometric medians), :math:`\psi` (unsquared),
-        iterations, and ``seed = -1``.
+        Labels, centres (approximate weighted geometric medians), ψ (unsquared), iterations,
+        and ``seed = -1``.
+
+    Raises
+    ------
+    TypeError
+        When ``X`` or ``weights`` is not a real floating array, ``labels`` is not an integer
+        array, the arrays come from different libraries, or ``k``/``max_iter`` is not an integer.
+    ValueError
+        When ``labels`` has the wrong shape or values outside ``[0, k)``, ``k`` is outside
+        ``[1, n]``, ``max_iter`` is below 1, ``tol`` is negative, ``X`` or ``weights`` is
+        invalid as for :func:`kmeans`, or the arrays live on different devices.
+
+    See Also
+    --------
+    kmeans : the squared objective, and the usual starting partition.
+
+    References
+    ----------
+    .. [1] E. Weiszfeld, "Sur le point pour lequel la somme des distances de n points donnés
+           est minimum", Tôhoku Math. J. 43, 1937.
+    .. [2] Y. Vardi, C.-H. Zhang, "The multivariate L1-median and associated data depth",
+           PNAS 97(4), 2000.
+    .. [3] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------
@@ -725,3 +770,142 @@ def weiszfeld(
         if done:
             break
     return KMeansResult(P.dev_array(L, xp.int64), C, obj, n_iter, -1)
+
+
+# ------------------------------------------------------------------------------ Ward
+
+
+def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
+    r"""Weighted Ward agglomerative clustering, cut at ``k`` clusters (host labels).
+
+    Starting from singletons, repeatedly merge the two clusters whose union raises the
+    weighted within-cluster sum of squares
+
+    .. math:: \phi(l) = \sum_i w_i \lVert x_i - \mu_{l_i} \rVert^2, \qquad
+              \mu_c = \sum_{i \in c} w_i x_i \Big/ \sum_{i \in c} w_i,
+
+    the least; merging ``a`` and ``b`` raises it by
+    :math:`\Delta(a, b) = \frac{W_a W_b}{W_a + W_b} \lVert \mu_a - \mu_b \rVert^2` with
+    :math:`W_c = \sum_{i \in c} w_i`. The merge costs are updated by the Lance-Williams
+    formula, which holds with weights in place of counts,
+
+    .. math:: \Delta(a \cup b, c) = \frac{(W_a + W_c)\,\Delta(a, c) + (W_b + W_c)\,\Delta(b, c)
+              - W_c\,\Delta(a, b)}{W_a + W_b + W_c},
+
+    and the merges are found by the nearest-neighbour chain algorithm (Ward's cost is
+    reducible, so the chain's merges, sorted by cost, are the greedy sequence). The
+    partition is the state after the ``n - k`` cheapest merges.
+
+    The algorithm is deterministic and draws no random numbers: the same points give the
+    same partition, whatever the seed. It runs on the host in float64 with an ``n × n``
+    cost matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for the Gram
+    matrix (wide inputs in slices of 4096 columns, so no float64 copy of ``X``) and
+    ``O(n²)`` for the merges.
+
+    Parameters
+    ----------
+    X : array, shape (n, d)
+        Points, real floating, finite. Not modified.
+    k : int
+        Number of clusters, ``1 <= k <= n``.
+    weights : array, shape (n,), optional
+        Positive finite weights (all ones by default: plain Ward, as
+        ``scipy.cluster.hierarchy.linkage(X, "ward")``).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n,)
+        Cluster of every point, numbered ``0 .. k-1`` in the order of their smallest member.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 2-D or holds NaN/inf, if ``weights`` has the wrong shape or a
+        non-positive entry, or if ``k`` is outside ``[1, n]``.
+    TypeError
+        If ``X`` or ``weights`` is not real floating.
+
+    References
+    ----------
+    J. H. Ward, "Hierarchical grouping to optimize an objective function", JASA 58 (1963).
+    F. Murtagh, P. Contreras, "Algorithms for hierarchical clustering: an overview",
+    WIREs Data Mining Knowl. Discov. 2 (2012) (nearest-neighbour chain).
+
+    See Also
+    --------
+    kmeans : the seeded alternative, for layers too large for an ``n × n`` matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.cluster import ward
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.0, 5.2], [9.0, 0.0]])
+    >>> ward(X, 3).tolist()
+    [0, 0, 1, 1, 2]
+    >>> ward(X, 2, weights=np.array([1.0, 1.0, 1.0, 1.0, 100.0])).tolist()
+    [0, 0, 0, 0, 1]
+    """
+    xp = namespace(X=X, weights=weights)
+    w = _check_points(xp, X, weights)
+    n = int(X.shape[0])
+    k = check_int("k", k, 1, n)
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    # Host algorithm (sequential merges); only the (n, d) points and (n,) weights cross.
+    Y = to_numpy(X)
+    cost, sq = np.zeros((n, n)), np.zeros(n)
+    for lo in range(0, int(Y.shape[1]), _WARD_COLUMNS):  # float64 Gram, wide inputs in slices
+        part = Y[:, lo : lo + _WARD_COLUMNS].astype(np.float64)
+        cost += part @ part.T
+        sq += np.einsum("ij,ij->i", part, part)
+    # then, in place and in row blocks (no n × n temporaries):
+    for lo in range(0, n, 256):  # Δ(i, j) = w_i w_j / (w_i + w_j) ‖x_i − x_j‖²
+        rows = cost[lo : lo + 256]
+        rows *= -2.0
+        rows += sq[lo : lo + 256, None] + sq[None, :]
+        np.maximum(rows, 0.0, out=rows)
+        rows *= w[lo : lo + 256, None] * w[None, :] / (w[lo : lo + 256, None] + w[None, :])
+    np.fill_diagonal(cost, np.inf)
+    size = w.copy()
+    active = np.ones(n, dtype=bool)
+    merges: list[tuple[float, int, int]] = []
+    chain: list[int] = []
+    while len(merges) < n - 1:
+        if not chain:
+            chain.append(int(np.argmax(active)))
+        a = chain[-1]
+        row = np.where(active, cost[a], np.inf)  # merged-away clusters are masked, not erased
+        b = int(np.argmin(row))
+        if len(chain) > 1 and row[chain[-2]] <= row[b]:
+            b = chain[-2]  # ties go back down the chain, so that it always ends
+        if len(chain) == 1 or b != chain[-2]:
+            chain.append(b)
+            continue
+        chain.pop()
+        chain.pop()
+        lo, hi = min(a, b), max(a, b)
+        d_ab = float(cost[a, b])
+        new = ((size[a] + size) * cost[a] + (size[b] + size) * cost[b] - size * d_ab) / (size[a] + size[b] + size)
+        new[lo] = np.inf
+        cost[lo, :] = new
+        cost[:, lo] = new  # the one strided write per merge
+        size[lo] += size[hi]
+        active[hi] = False
+        merges.append((d_ab, lo, hi))
+    # The n - k cheapest merges (stable: a merge comes after the merges it builds on).
+    order = np.argsort(np.array([m[0] for m in merges]), kind="stable")[: n - k]
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for t in order:
+        _, lo, hi = merges[t]
+        parent[root(hi)] = root(lo)
+    roots = np.array([root(i) for i in range(n)])
+    _, first = np.unique(roots, return_index=True)
+    rank = {int(roots[f]): c for c, f in enumerate(np.sort(first))}
+    return np.array([rank[int(r)] for r in roots], dtype=np.int64)

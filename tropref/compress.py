@@ -8,12 +8,15 @@ The call reads top to bottom:
 3. the exact pre-pass: dead units, constant units and units the next layer never reads are
    removed without error (constants folded into the next bias);
 4. the method merges the remaining units into ``k`` (:mod:`tropref.methods`);
-5. the next layer is rewritten from the fold matrix, and the certificate is computed from
-   the per-unit residuals the proofs use (``docs/theory.md``, Proposition F).
+5. the next layer is rewritten from the fold (a gather and a segment sum over each kept
+   unit's members when every unit folds into one kept unit, never a product with the
+   ``n × k`` fold matrix), and the certificate is computed from the per-unit residuals the
+   proofs use (``docs/theory.md``, Proposition F).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -31,6 +34,9 @@ from ._array import (
     namespace,
     relu,
     resolve_seed,
+    row_blocks,
+    scaled_one_hot,
+    segment_sum,
     take_rows,
     to_numpy,
 )
@@ -59,6 +65,10 @@ class LayerCompression:
         (removed exactly, or dropped by a pruning method).
     fold : array, shape (n, k')
         Original activations ``a ≈ fold @ ã + offset``, ``ã`` the kept units' activations.
+        Formed on first access from ``assignment`` and ``scale`` when the method folds every
+        unit into one kept unit (all methods but ThiNet's ``rescale="full"``).
+    scale : array, shape (n,), or None
+        ``fold[j, assignment[j]]`` (0 where ``assignment[j] = -1``); None for a general fold.
     offset : array, shape (n,)
         ``relu(b_j)`` for constant units folded into the next bias, else 0.
     certificate : array or None
@@ -73,7 +83,8 @@ class LayerCompression:
         The concrete seed used (drawn from the OS when ``seed=None`` was given).
     info : mapping
         What the method and the pre-pass did (clustering iterations and objective, units
-        removed exactly, ...).
+        removed exactly, ...), and ``time_s``: seconds spent in each step (``prepass``,
+        ``method``, ``rewrite`` of the next layer, ``certificate``).
     """
 
     W: Array
@@ -81,16 +92,25 @@ class LayerCompression:
     W_next: Array | None
     b_next: Array | None
     assignment: Array
-    fold: Array
+    scale: Array | None
     offset: Array
     certificate: Array | None
     zonotope_bound: Array | None
     method: str
     seed: int
     info: Mapping[str, Any] = field(default_factory=dict)
+    dense_fold: Array | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+    @property
+    def fold(self) -> Array:
+        """The ``(n, k')`` fold matrix (formed from ``scale`` on first access)."""
+        if self.dense_fold is None:
+            xp = namespace(W=self.W)
+            object.__setattr__(self, "dense_fold", scaled_one_hot(xp, self.assignment, self.scale, self.k))
+        return self.dense_fold
 
     @property
     def k(self) -> int:
@@ -114,17 +134,19 @@ def compress_layer(
     """Compress a dense or convolutional ReLU layer to ``k`` units, data-free.
 
     The layer ``x ↦ relu(W x + b)`` is read by a next layer ``W_next``. Writing unit ``j``
-    as ``w_j = (W[j], b[j]) = α_j ŵ_j`` (``α_j = ‖w_j‖``), a method partitions the units
-    into ``k`` clusters and replaces each cluster ``C`` by one unit ``w̃_C = α̃_C ŵ_C``
-    whose outgoing weights are ``Σ_{j∈C} W_next[:, j] α_j / α̃_C``. By positive
-    homogeneity and the 1-Lipschitz ReLU, for every input ``x`` and output ``i``
-    (Proposition F in ``docs/theory.md``)::
+    as ``w_j = (W[j], b[j])``, a method partitions the units into ``k`` clusters, replaces
+    each cluster ``C`` by one unit ``w̃_C`` and reads every member through it with a scale
+    ``f_j ≥ 0`` (``w_j ≈ f_j w̃_C``): the next layer's weights for the kept unit are
+    ``Σ_{j∈C} f_j W_next[:, j]``. By positive homogeneity and the 1-Lipschitz ReLU, for
+    every input ``x`` and output ``i`` (Proposition F in ``docs/theory.md``)::
 
-        |Δ v_i(x)| <= ‖(x, 1)‖ · Σ_j |W_next[i, j]| α_j ‖ŵ_j − ŵ_{C(j)}‖ = ‖(x, 1)‖ · certificate[i].
+        |Δ v_i(x)| <= ‖(x, 1)‖ · Σ_j |W_next[i, j]| ‖w_j − f_j w̃_{C(j)}‖ = ‖(x, 1)‖ · certificate[i].
 
-    With ``method="tropnnc"`` and a single output, clusters respect the sign of the
-    outgoing weight and keep each cluster's summed zonotope generator, and the
-    certificate is the (smaller) zonotope bound ``H(P, P̃) + H(Q, Q̃)`` of Corollary D.
+    TropNNC (the default method) clusters the unit directions by weighted Ward, takes each
+    cluster's principal direction and projects the members on it; ``variant="paper"``
+    runs the paper-literal algorithm. With one output, clusters respect the sign of the
+    outgoing weight and the certificate is capped by the zonotope bound
+    ``H(P, P̃) + H(Q, Q̃)`` (Corollary D).
 
     Parameters
     ----------
@@ -155,9 +177,10 @@ def compress_layer(
         the next layer is a zero-padded convolution, where that fold is not exact at the
         borders: constant units are then treated as ordinary units.
     **options
-        Method options, e.g. for ``"tropnnc"``: ``objective`` (``"generators"`` or
-        ``"directions"``), ``refine`` (``None`` or ``"weiszfeld"``), ``out_norm``,
-        ``n_init``, ``max_iter``, ``tol``, ``init``.
+        Method options, e.g. for ``"tropnnc"``: ``variant`` (``"refined"`` or
+        ``"paper"``), ``cluster``, ``representative``, ``fold``, ``objective``, ``refine``,
+        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``
+        (:func:`tropref.methods.tropnnc`).
 
     Returns
     -------
@@ -167,6 +190,32 @@ def compress_layer(
     -----
     The next bias absorbs ``Σ_s W_next[:, j, s] offset[j]``: exact for a dense next layer
     and after a flatten; for a next convolution only without zero padding.
+
+    Raises
+    ------
+    TypeError
+        When an argument is not an array, the arrays come from different libraries, a dtype
+        is not float32 or float64 or differs between arrays, ``k`` or ``seed`` is not an
+        integer, ``fold_constants`` is not a bool, or an option is unknown to the method.
+    ValueError
+        When shapes do not match (the message names the argument and the shape expected),
+        an array holds NaN or infinity, arrays live on different devices, ``k`` is outside
+        ``[1, n]``, ``seed`` is negative, ``method`` is unknown, a method option is out of
+        range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``, or
+        unit norms over- or underflow in the dtype.
+
+    See Also
+    --------
+    tropref.compress_network : whole networks, with budgets and a network certificate.
+    tropref.methods.METHODS : the methods by name.
+    tropref.tropical.zonotope_generators : the zonotopes the single-output bound is about.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
 
     Examples
     --------
@@ -194,22 +243,28 @@ def compress_layer(
         raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
     seed = resolve_seed(seed)
 
+    clock = time.perf_counter()
     A = neuron_vectors(W, b)
     V = _identity_outgoing(xp, A) if W_next is None else outgoing_weights(W_next)
     U = None if data is None else _with_ones(xp, xp.reshape(data, (data.shape[0], -1)))
 
     kept, constant, removed = _prepass(xp, A, V, fold_constants)
+    times = {"prepass": time.perf_counter() - clock}
     if kept.size:
-        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U)
+        block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
+        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block)
         merge = METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
     else:  # every unit is removable exactly: keep one silent unit so that the layer exists
         merge = Merge(
-            assignment=xp.zeros((0,), dtype=xp.int64, device=device(A)),
-            fold=xp.zeros((0, 1), dtype=A.dtype, device=device(A)),
-            inputs=xp.zeros((1, A.shape[1]), dtype=A.dtype, device=device(A)),
+            xp.zeros((0,), dtype=xp.int64, device=device(A)),
+            None,
+            xp.zeros((1, A.shape[1]), dtype=A.dtype, device=device(A)),
+            scale=xp.zeros((0,), dtype=A.dtype, device=device(A)),
         )
 
-    fold, assignment = _embed(xp, merge, kept, n)
+    times["method"] = time.perf_counter() - clock - times["prepass"]
+    assignment, scale, fold = _embed(xp, merge, kept, n)
+    labels = to_numpy(assignment)
     bias = A[:, -1]
     offset = xp.where(asarray_like(constant, xp, A, dtype=xp.bool), relu(bias), xp.zeros_like(bias))
     k_new = merge.inputs.shape[0]
@@ -218,28 +273,26 @@ def compress_layer(
 
     W_next_new = b_next_new = None
     if W_next is not None:
-        # W_next_new[:, c] = Σ_j W_next[:, j] fold[j, c]: one (m, n) @ (n, k') product for a
-        # dense next layer; for s > 1, foldᵀ @ V[i] batched over outputs (no transposed copy of V)
-        if V.shape[2] == 1:
-            V_new = xp.matmul(V[:, :, 0], fold)[:, :, None]
-        else:
-            V_new = xp.matmul(fold.T, V)
+        V_new = _rewrite_next(xp, V, labels, scale, fold, k_new)
         W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
         if b_next is None:
             b_next_new = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A))
         else:  # a copy: the result never aliases an input
             b_next_new = xp.asarray(b_next, copy=True)
         if constant.any():
-            b_next_new = b_next_new + xp.matmul(xp.sum(V, axis=2), offset)
+            b_next_new = b_next_new + _abs_read(xp, V, offset, absolute=False)
 
+    times["rewrite"] = time.perf_counter() - clock - sum(times.values())
     certificate = None
     if merge.single_fold:
-        residual = _unit_residuals(xp, A, fold, assignment, merge.inputs, exact=removed)
-        certificate = xp.matmul(xp.sum(xp.abs(V), axis=2), residual)
+        residual = _unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
+        certificate = _abs_read(xp, V, residual)
         if merge.zonotope_bound is not None:
             certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
 
+    times["certificate"] = time.perf_counter() - clock - sum(times.values())
     info = dict(merge.info)
+    info["time_s"] = times
     info["removed_exactly"] = {
         "dead_or_silent": int(np.count_nonzero(removed & ~constant)),
         "constant": int(np.count_nonzero(constant)),
@@ -250,13 +303,14 @@ def compress_layer(
         W_next=W_next_new,
         b_next=b_next_new,
         assignment=assignment,
-        fold=fold,
+        scale=scale,
         offset=offset,
         certificate=certificate,
         zonotope_bound=merge.zonotope_bound,
         method=method,
         seed=seed,
         info=info,
+        dense_fold=fold,
     )
 
 
@@ -303,34 +357,82 @@ def _prepass(xp: Any, A: Array, V: Array, fold_constants: bool) -> tuple[np.ndar
     Returns the indices of the units left to the method, and boolean masks of the constant
     units (folded into the next bias) and of every removed unit.
     """
-    weights_zero = to_numpy(xp.all(A[:, :-1] == 0, axis=1))
+    weights_zero = np.concatenate([to_numpy(xp.all(blk[:, :-1] == 0, axis=1)) for blk in row_blocks(A)])
     bias = to_numpy(A[:, -1])
-    silent = to_numpy(xp.all(V == 0, axis=(0, 2)))
+    silent = np.logical_and.reduce([to_numpy(xp.all(blk == 0, axis=(0, 2))) for blk in row_blocks(V)])
     dead = weights_zero & (bias <= 0)  # relu(b) = 0 for every input: nothing to fold
     constant = weights_zero & (bias > 0) & ~silent & fold_constants
     removed = dead | constant | silent
     return np.flatnonzero(~removed), constant, removed
 
 
-def _embed(xp: Any, merge: Merge, kept: np.ndarray, n: int) -> tuple[Array, Array]:
-    """Fold matrix and assignment of all ``n`` units from the method's result on ``kept``."""
-    fold_kept = merge.fold
-    # Rows of removed units point at an appended zero row: a gather, not a scatter.
-    padded = xp.concat([fold_kept, xp.zeros((1, fold_kept.shape[1]), dtype=fold_kept.dtype, device=device(fold_kept))])
+def _embed(xp: Any, merge: Merge, kept: np.ndarray, n: int) -> tuple[Array, Array | None, Array | None]:
+    """Assignment, per-unit scale and (general folds only) fold matrix of all ``n`` units.
+
+    Removed units point at an appended zero (row): a gather, not a scatter. The scale is
+    None for a general fold, the fold matrix None for a single fold (formed only on request).
+    """
     rows = np.full(n, kept.size, dtype=np.int64)
     rows[kept] = np.arange(kept.size)
     assignment = np.full(n, -1, dtype=np.int64)
     assignment[kept] = to_numpy(merge.assignment)
-    return take_rows(xp, padded, rows), xp.asarray(assignment, dtype=xp.int64, device=device(fold_kept))
+    assignment = xp.asarray(assignment, dtype=xp.int64, device=device(merge.inputs))
+    scale = merge.scale
+    if scale is not None:
+        padded = xp.concat([scale, xp.zeros((1,), dtype=scale.dtype, device=device(scale))])
+        return assignment, take_rows(xp, padded, rows), None
+    fold_kept = merge.fold
+    padded = xp.concat([fold_kept, xp.zeros((1, fold_kept.shape[1]), dtype=fold_kept.dtype, device=device(fold_kept))])
+    return assignment, None, take_rows(xp, padded, rows)
 
 
-def _unit_residuals(xp: Any, A: Array, fold: Array, assignment: Array, inputs: Array, exact: np.ndarray) -> Array:
+def _rewrite_next(xp: Any, V: Array, labels: np.ndarray, scale: Array | None, fold: Array | None, k: int) -> Array:
+    """``V_new[:, c, :] = Σ_j V[:, j, :] fold[j, c]``, shape ``(m, k, s)``.
+
+    A single fold is applied as ``Σ_{j∈C} scale_j V[:, j, :]``: one gather and a segment sum
+    over each kept unit's members (``O(m n s)``; a pruning method's kept units are a plain
+    gather), where the product with the fold matrix costs ``O(m n s k)``. A general fold
+    (ThiNet's least-squares refit) is a product.
+    """
+    if fold is not None:
+        if V.shape[2] == 1:
+            return xp.matmul(V[:, :, 0], fold)[:, :, None]
+        return xp.matmul(fold.T, V)  # batched over outputs: no transposed copy of V
+    host_scale = to_numpy(scale)
+    members = labels >= 0
+    ones = bool(np.all(host_scale[members] == 1))  # pruning and CUP: no multiplication needed
+    if ones:
+        return segment_sum(xp, V, labels, k, axis=1)
+    # by blocks of outputs: the gathered, weighted and summed temporaries stay a few MiB
+    parts = [segment_sum(xp, blk, labels, k, axis=1, weights=scale) for blk in row_blocks(V, 8 * 2**20)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _abs_read(xp: Any, V: Array, r: Array, *, absolute: bool = True) -> Array:
+    """``Σ_{j,s} |V[i, j, s]| r_j`` per output ``i`` (``V`` itself when ``absolute=False``).
+
+    Computed over blocks of outputs so that the ``|V|`` temporary stays small (in cache).
+    """
+    m, n, s = (int(d) for d in V.shape)
+    r_rep = r if s == 1 else xp.reshape(xp.broadcast_to(r[:, None], (n, s)), (n * s,))
+    parts = [xp.matmul(xp.abs(blk) if absolute else blk, r_rep) for blk in row_blocks(xp.reshape(V, (m, n * s)))]
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
+def _unit_residuals(xp: Any, A: Array, scale: Array, labels: np.ndarray, inputs: Array, exact: np.ndarray) -> Array:
     """``r_j = ‖w_j − f_j w̃_{c(j)}‖``, the per-unit error of Proposition F.
 
     ``|relu(w_j · u) − f_j relu(w̃ · u)| <= r_j ‖u‖`` for ``f_j >= 0``. Units removed
     exactly (dead, constant) have ``r_j = 0``; dropped units (``f_j = 0``) have ``‖w_j‖``.
+    Units kept unchanged (``w̃_{c(j)}`` is ``w_j`` itself, ``f_j = 1``, as in pruning) give
+    exactly 0 either way.
     """
-    scale = xp.sum(fold, axis=1)
-    target = xp.take(inputs, xp.where(assignment < 0, xp.zeros_like(assignment), assignment), axis=0)
-    r = xp.linalg.vector_norm(A - scale[:, None] * target, axis=1)
+    index = np.where(labels < 0, 0, labels)
+    parts, lo = [], 0
+    for block in row_blocks(A):  # in cache-sized blocks: the gathered targets and differences stay small
+        hi = lo + int(block.shape[0])
+        target = take_rows(xp, inputs, index[lo:hi])
+        parts.append(xp.linalg.vector_norm(block - scale[lo:hi, None] * target, axis=1))
+        lo = hi
+    r = parts[0] if len(parts) == 1 else xp.concat(parts)
     return xp.where(asarray_like(exact, xp, A, dtype=xp.bool), xp.zeros_like(r), r)

@@ -20,7 +20,7 @@ summarize, markdown, plot, write_report
     Mean ± std over seeds, a Markdown table, PNG plots of accuracy against kept fraction,
     parameters and MACs, and all of them written to a folder together with the raw JSON.
 demo
-    The main job: the shipped models at a few fractions with TropNNC and two baselines.
+    The main job: the shipped models at a few fractions with TropNNC and three baselines.
 
 A sweep works on any :class:`~tropref.network.Network` and any test arrays, so a user's own
 model (through ``tropref.adapters``) and data (CIFAR-10, ImageNet, preprocessed as the model
@@ -735,6 +735,7 @@ def certificate_check(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     data_path: str | os.PathLike | None = None,
     subset: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Layer certificate against the measured error, on the first hidden dense layer.
 
@@ -744,7 +745,8 @@ def certificate_check(
     certificate ``β_i`` of :func:`tropref.compress_layer`. Returns one row per method and
     fraction with ``max_i β_i``, the largest measured ratio, the tightness
     ``max_i (measured_i / β_i)`` (at most 1 when the certificate holds) and the largest
-    absolute change ``max |Δz|``.
+    absolute change ``max |Δz|``. ``options`` maps a method to its options
+    (``{"tropnnc": {"variant": "paper"}}``).
     """
     from .compress import compress_layer
 
@@ -774,7 +776,7 @@ def certificate_check(
     for q in fractions:
         k = max(1, int(round(q * W.shape[0])))
         for m in methods:
-            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed)
+            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed, **dict((options or {}).get(m, {})))
             zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
             ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
             cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
@@ -836,10 +838,10 @@ def demo(
     out_dir: str | os.PathLike = "tropref-demo",
     models: Sequence[str] = ("lenet300", "lenet5", "vgg_small", "resnet20"),
     fractions: Sequence[float] = (0.75, 0.5, 0.25),
-    methods: Sequence[str] = ("tropnnc", "neuron_merging", "l1"),
+    methods: Sequence[str] = ("tropnnc", "cup", "neuron_merging", "l1"),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Compress the shipped models at a few fractions with TropNNC and two baselines.
+    """Compress the shipped models at a few fractions with TropNNC and three baselines.
 
     Runs on the shipped 2,000 test images (no download, no Debian package), all hidden
     layers of each model at once, one seed. Prints a table of accuracy, parameters and

@@ -192,6 +192,11 @@ class NetworkReport:
         The inputs the certificate holds for.
     time_s : float
         Total seconds.
+    steps : mapping
+        Seconds per step: ``fold_batchnorm``, ``layers`` (all layer compressions, of which
+        ``method``, ``rewrite`` of the next layers and ``layer_certificates``),
+        ``network_certificate``, ``measured_error``; the adapters add ``export`` and
+        ``import``.
     """
 
     layers: tuple[LayerReport, ...]
@@ -207,6 +212,7 @@ class NetworkReport:
     measured_error: float | None
     input_domain: str
     time_s: float
+    steps: Mapping[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
         """A plain-text table of the layers and the totals."""
@@ -230,6 +236,8 @@ class NetworkReport:
         if self.measured_error is not None:
             rows.append(f"measured max|Δf| = {self.measured_error:.4g} on the inputs given")
         rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
+        if self.steps:
+            rows.append("time s: " + ", ".join(f"{k} {v:.2f}" for k, v in self.steps.items()))
         return "\n".join(rows)
 
     __str__ = table
@@ -484,6 +492,21 @@ def _pinned(net: Network, h: _Hidden) -> np.ndarray:
     return to_numpy(net.layers[h.bn].scale) < 0
 
 
+FIRST_CONV_INPUT_RATIO = 1.0
+"""TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
+
+
+def _layer_options(net: Network, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method options for layer ``i``: TropNNC (not its paper-literal variant) clusters a
+    first convolution in the metric of natural image patches (``input_ratio``,
+    ``docs/theory.md``) unless the options say otherwise."""
+    first = next(j for j, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d)))
+    refined = method == "tropnnc" and options.get("variant", "refined") != "paper"
+    if refined and i == first and isinstance(net.layers[i], Conv2d) and "input_ratio" not in options:
+        return {**options, "input_ratio": FIRST_CONV_INPUT_RATIO}
+    return options
+
+
 def _compress_one(
     work: Network,
     new: list,
@@ -544,7 +567,7 @@ def _compress_one(
     )
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
-    if h.maxpool and cert is not None and not _single_nonneg(res.fold):
+    if h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None])):  # no (n, k) fold formed
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
@@ -648,7 +671,8 @@ def compress_network(
     inputs: Array | None = None,
     input_radius: float | None = None,
     max_patches: int = 4096,
-    progress: bool | Callable[[str], None] = False,
+    progress: bool | None | Callable[[str], None] = None,
+    certify: bool = True,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
     """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
@@ -688,9 +712,15 @@ def compress_network(
         is also the input domain of the network certificate, unless ``input_radius`` is set.
     input_radius : float, optional
         Certify over ``{x : |x_i| <= r}`` (and, for the first layer, ``‖x‖ <= r``).
-    progress : bool or callable
-        Print one line per layer to stderr (``True``) or pass it to a callable. Silent by
-        default.
+    progress : bool, None or callable
+        One line per layer (its width, certificate, time and an estimate of the time left),
+        and a line before a slow step. ``None`` (default): printed to stderr once the call
+        has run for 2 s (short calls stay silent); ``True``: always; ``False``: never; a
+        callable receives the lines instead.
+    certify : bool
+        Compute the network certificate when an input domain is given (``inputs`` or
+        ``input_radius``); ``False`` skips its interval bounds, the costliest part of the
+        report (the measured error on ``inputs`` is still computed).
     **options
         Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
 
@@ -716,23 +746,25 @@ def compress_network(
     True
     """
     t0 = time.perf_counter()
+    steps: dict[str, float] = {}
     if not isinstance(net, Network):
         raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
     seed = resolve_seed(seed)
-    say = _progress(progress)
+    say = _progress(progress, t0)
     xp = network_namespace(net)
     if inputs is None:
         inputs = data
     if not net.is_chain:
         return _compress_graph(
             net, keep, method=method, seed=seed, skip=skip, data=data, inputs=inputs, input_radius=input_radius,
-            max_patches=max_patches, say=say, options=options, t0=t0,
+            max_patches=max_patches, say=say, options=options, t0=t0, certify=certify,
         )
     weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
     if data is not None and weights is not None and data.dtype != weights.dtype:
         data = xp.astype(data, weights.dtype)  # compress_layer wants one floating dtype
 
     work, origin = _fold_pre_relu_bn(net)
+    steps["fold_batchnorm"] = time.perf_counter() - t0
     structure = hidden_layers(work)
     skipped = _resolve_layers(net, skip, "skip")
     compressible = [i for i, h in structure.items() if isinstance(h, _Hidden) and origin[i] not in skipped]
@@ -743,7 +775,7 @@ def compress_network(
             keep,
             {i: structure[i] for i in compressible},
             reference=net,
-            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), options, data, max_patches),
+            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), _layer_options(work, i, method, options), data, max_patches),
             folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])
                        and not _pinned(work, structure[i]).any()},
             min_width={i: _min_width(work, structure[i]) for i in compressible},
@@ -756,6 +788,8 @@ def compress_network(
     layer_info: dict[int, dict[str, Any]] = {}
     cur_x, pos = data, 0  # data propagated through the compressed prefix: input of layer `pos`
     todo = [i for i in compressible if ks.get(i, work.layers[i].units) < work.layers[i].units]
+    cost = {i: _layer_cost(work, structure[i]) for i in todo}
+    t_layers = time.perf_counter()
     for count, i in enumerate(todo, 1):
         h = structure[i]
         if cur_x is not None:
@@ -763,16 +797,32 @@ def compress_network(
             pos = i
         t1 = time.perf_counter()
         cmax, cvec, info, width = _compress_one(
-            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches, options=options
+            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches,
+            options=_layer_options(work, i, method, options),
         )
         layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
-        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cmax}, {layer_info[i]['time']:.2f} s")
+        done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
+        eta = (time.perf_counter() - t_layers) * left / max(done, 1)
+        cert = "-" if cmax is None else f"{cmax:.3g}"
+        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cert}, "
+            f"{layer_info[i]['time']:.2f} s" + (f"; about {eta:.0f} s left" if left else ""))
+    steps["layers"] = time.perf_counter() - t_layers
+    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
 
     result = work.replace_layers(new)
-    per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+    t1 = time.perf_counter()
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {len(work.layers)} layers (certify=False skips it)")
+        per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+    else:
+        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    steps["network_certificate"] = time.perf_counter() - t1
     measured = None
     if inputs is not None:
+        t1 = time.perf_counter()
         measured = float(to_numpy(xp.max(xp.abs(net(inputs) - result(inputs)))))
+        steps["measured_error"] = time.perf_counter() - t1
 
     reports = _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks)
     final = result.replace_layers([l for l in result.layers if not isinstance(l, _Folded)])
@@ -790,6 +840,7 @@ def compress_network(
         measured_error=measured,
         input_domain=domain,
         time_s=time.perf_counter() - t0,
+        steps=steps,
     )
     return final, report
 
@@ -801,12 +852,20 @@ def _advance(layers: list, x: Array, start: int, stop: int) -> Array:
     return x
 
 
-def _progress(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+def _progress(progress: bool | None | Callable[[str], None], t0: float, after: float = 2.0) -> Callable[[str], None]:
+    """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds have passed."""
     if callable(progress):
         return progress
+    if progress is None:
+        return lambda line: print(line, file=sys.stderr, flush=True) if time.perf_counter() - t0 > after else None
     if progress:
         return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: None
+
+
+def _layer_cost(net: Network, h: _Hidden) -> int:
+    """Weights a layer's compression reads (its own and the next layer's): the progress estimate's unit."""
+    return sum(int(np.prod(net.layers[p].W.shape)) for p in (h.i, h.j))
 
 
 def _resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
@@ -877,10 +936,10 @@ def network_certificate(
     Returns the per-output bound (None when it is not available), each layer's share (its
     largest entry) and a description of the input domain.
     """
-    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
     box = _input_box(work, inputs, input_radius)
-    if box is None:
+    if box is None:  # before the float64 copy of the network: no domain costs nothing
         return None, {}, "no input domain (pass `inputs` or `input_radius`)"
+    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
     lo, hi, domain = box
     if not layer_certificates:
         out_shape = layer_shapes(host, lo.shape)[-1]
@@ -997,7 +1056,7 @@ def _graph_input_shape(net: Network, data: Array | None, inputs: Array | None) -
 
 def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Sequence[int | str], data: Array | None,
                     inputs: Array | None, input_radius: float | None, max_patches: int, say: Callable[[str], None],
-                    options: dict[str, Any], t0: float) -> tuple[Network, NetworkReport]:
+                    options: dict[str, Any], t0: float, certify: bool = True) -> tuple[Network, NetworkReport]:
     """:func:`compress_network` on a graph: the chain walk on every segment (see
     :mod:`tropref.graph`), the keep rule over all their hidden layers, and the network
     certificate carried through every path (bounds added where paths meet)."""
@@ -1012,6 +1071,7 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
         shapes = output_shapes(net) if in_shape is not None else None
     except ValueError as exc:
         raise ValueError(f"the network does not accept inputs of shape {in_shape}: {exc}") from None
+    steps: dict[str, float] = {}
     segs = segments(net)
     parts: list[_SegmentWork] = []
     for seg in segs:
@@ -1019,6 +1079,7 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
         work, local_origin = _fold_pre_relu_bn(segment_network(net, seg, src_shape))
         parts.append(_SegmentWork(seg, work, [seg.nodes[o] for o in local_origin], hidden_layers(work), coupled=coupling(net, seg)))
     work_g, placed, moved = splice(net, segs, {k: p.work.layers for k, p in enumerate(parts)})
+    steps["fold_batchnorm"] = time.perf_counter() - t0
     where: dict[int, tuple[int, int]] = {}  # work-graph index -> (segment, local index)
     origin: dict[int, int] = {}  # work-graph index -> index in `net`
     for k, (part, at) in enumerate(zip(parts, placed)):
@@ -1041,6 +1102,7 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     for g in todo:
         by_segment.setdefault(where[g][0], []).append(g)
     count = 0
+    t_layers = time.perf_counter()
     memo: dict[int, Array] = {} if data is None else {-1: data}
     for k in sorted(by_segment):
         part, new = parts[k], current[k]
@@ -1056,21 +1118,32 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
             t1 = time.perf_counter()
             cmax, cvec, info, width = _compress_one(
                 part.work, new, part.structure[i], ks[g], method=method, seed=_layer_seed(seed, origin[g]), data=cur_x,
-                max_patches=max_patches, options=options,
+                max_patches=max_patches, options=_segment_options(part, i, method, options),
             )
             layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
             say(f"[tropref] {count}/{len(todo)} {net.label(origin[g])}: {work_g.layers[g].units} -> {width} units, certificate {cmax}, "
                 f"{layer_info[g]['time']:.2f} s")
 
+    steps["layers"] = time.perf_counter() - t_layers
+    for part_name, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part_name, 0.0) for v in layer_info.values())
     result_g = work_g.replace_layers(_graph_layers(work_g, current, placed))
     next_of = {g: parts[where[g][0]].at[parts[where[g][0]].structure[where[g][1]].j] for g in layer_info}
-    per_output, bounds, domain = graph_certificate(
-        work_g, result_g, {g: v["certificate_vector"] for g, v in layer_info.items()}, next_of, inputs=inputs, input_radius=input_radius
-    )
+    t1 = time.perf_counter()
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {len(work_g.layers)} layers (certify=False skips it)")
+        per_output, bounds, domain = graph_certificate(
+            work_g, result_g, {g: v["certificate_vector"] for g, v in layer_info.items()}, next_of, inputs=inputs, input_radius=input_radius
+        )
+    else:
+        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result_g, [g for g, layer in enumerate(result_g.layers) if isinstance(layer, _Folded)])
     measured = None
     if inputs is not None:
+        t1 = time.perf_counter()
         measured = float(to_numpy(xp.max(xp.abs(net(inputs) - final(inputs)))))
+        steps["measured_error"] = time.perf_counter() - t1
     reports = _graph_layer_reports(net, work_g, result_g, parts, origin, skipped, layer_info, bounds)
     report = NetworkReport(
         layers=tuple(reports),
@@ -1086,8 +1159,15 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
         measured_error=measured,
         input_domain=domain,
         time_s=time.perf_counter() - t0,
+        steps=steps,
     )
     return final, report
+
+
+def _segment_options(part: "_SegmentWork", i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_layer_options` in a segment: only the segment that reads the network's input
+    holds the network's first convolution."""
+    return _layer_options(part.work, i, method, options) if part.seg.source < 0 else options
 
 
 def _graph_layers(work_g: Network, current: list[list], placed: list[list[int]]) -> list:
@@ -1186,7 +1266,8 @@ def _graph_budget(net: Network, work_g: Network, parts: list, where: dict, origi
             if src not in originals:
                 originals[src] = data if src < 0 else node_outputs(net, data, stop=src)[src]
             x = originals[src]
-        return _probe(part.work, part.structure[i], k, method, _layer_seed(seed, origin[g]), options, x, max_patches)
+        return _probe(part.work, part.structure[i], k, method, _layer_seed(seed, origin[g]), _segment_options(part, i, method, options), x,
+                      max_patches)
 
     amp = {}
     try:

@@ -47,6 +47,36 @@ def neuron_vectors(W: Array, b: Array | None = None) -> Array:
     (each output channel is one unit; its "input" is a patch of ``C * kh * kw`` values).
     ``b=None`` means no bias (a zero last column).
 
+    Parameters
+    ----------
+    W : array, shape (n, d) or (n, C, kh, kw)
+        Weights, units on axis 0.
+    b : array, shape (n,), optional
+        Biases.
+
+    Returns
+    -------
+    array, shape (n, p)
+        ``p = d + 1`` (dense) or ``C·kh·kw + 1`` (convolution), in ``W``'s namespace, device
+        and dtype.
+
+    Raises
+    ------
+    TypeError
+        When ``W`` and ``b`` come from different array libraries.
+    ValueError
+        When they live on different devices.
+
+    See Also
+    --------
+    outgoing_weights : the other half of a layer's canonical form.
+    zonotope_generators : the zonotopes built from these vectors.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+
     Examples
     --------
     >>> import numpy as np
@@ -68,6 +98,20 @@ def outgoing_weights(W_next: Array) -> Array:
     - ``(m, n)`` dense next layer: ``s = 1``;
     - ``(m, n, kh, kw)`` next convolution: ``s = kh * kw`` kernel positions;
     - ``(m, n, s)`` the columns each channel owns after a flatten, already grouped.
+
+    Parameters
+    ----------
+    W_next : array, shape (m, n), (m, n, kh, kw) or (m, n, s)
+        The next layer's weights, units on axis 1.
+
+    Returns
+    -------
+    array, shape (m, n, s)
+        A reshape of ``W_next`` (no copy where the library can avoid one).
+
+    See Also
+    --------
+    neuron_vectors : the units' input vectors.
 
     Examples
     --------
@@ -98,6 +142,40 @@ def zonotope_generators(A: Array, V: Array) -> tuple[Array, Array]:
     Returns
     -------
     P, Q : arrays, shape (m, n, p)
+
+    Raises
+    ------
+    ValueError
+        When ``V`` reads each unit at several positions (``s > 1``): the pairs are defined for
+        a dense next layer; also when ``A`` and ``V`` live on different devices.
+    TypeError
+        When ``A`` and ``V`` come from different array libraries.
+
+    See Also
+    --------
+    tropical_block : the block's value through the support functions of these zonotopes.
+    tropref.zonotope.hausdorff_exact : the distance the certificate of one output bounds.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.tropical import zonotope_generators
+    >>> A = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> P, Q = zonotope_generators(A, np.array([[2.0, -1.0]]))
+    >>> P[0]   # unit 0 read with +2: generator 2 w_0; unit 1 contributes {0}
+    array([[2., 4.],
+           [0., 0.]])
+    >>> Q[0]
+    array([[0., 0.],
+           [3., 4.]])
+
     """
     namespace(A=A, V=V)  # one library, one device
     if V.ndim == 3:
@@ -112,7 +190,38 @@ def zonotope_generators(A: Array, V: Array) -> tuple[Array, Array]:
 def relu_block(A: Array, V: Array, U: Array) -> Array:
     """The block's value computed directly: ``v(x) = V relu(A u)`` for each row ``u`` of ``U``.
 
-    Returns an array of shape ``(m, N)``.
+    Parameters
+    ----------
+    A : array, shape (n, p)
+        Unit input vectors (:func:`neuron_vectors`).
+    V : array, shape (m, n) or (m, n, 1)
+        Outgoing weights of a dense next layer.
+    U : array, shape (N, p)
+        Inputs ``u = (x, 1)``, one per row.
+
+    Returns
+    -------
+    array, shape (m, N)
+
+    Raises
+    ------
+    TypeError
+        When the arrays come from different array libraries.
+    ValueError
+        When they live on different devices.
+
+    See Also
+    --------
+    tropical_block : the same values as ``h_P(u) − h_Q(u)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.tropical import relu_block
+    >>> A = np.array([[1.0, 0.0], [-1.0, 1.0]])      # relu(x) and relu(1 − x)
+    >>> U = np.array([[2.0, 1.0], [0.5, 1.0]])        # x = 2 and x = 0.5
+    >>> relu_block(A, np.array([[1.0, -1.0]]), U)
+    array([[2., 0.]])
     """
     xp = namespace(A=A, V=V, U=U)
     if V.ndim == 3:
@@ -125,6 +234,28 @@ def tropical_block(A: Array, V: Array, U: Array) -> Array:
     """The block's value through support functions: ``v_i(x) = h_{P_i}(u) − h_{Q_i}(u)``.
 
     Equal to :func:`relu_block` by positive homogeneity of ReLU (``docs/theory.md``).
+
+    Parameters
+    ----------
+    A, V, U : arrays
+        As in :func:`relu_block`.
+
+    Returns
+    -------
+    array, shape (m, N)
+
+    See Also
+    --------
+    relu_block : the direct computation.
+    zonotope_generators : the generators of ``P_i`` and ``Q_i``.
+    tropref.zonotope.support_function : ``h_Z(u) = Σ_j max(0, g_j · u)``.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
 
     Examples
     --------

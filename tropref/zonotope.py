@@ -51,6 +51,25 @@ def support_function(G: Array, U: Array) -> Array:
     -------
     array, shape (..., N)
 
+    Raises
+    ------
+    TypeError
+        When ``G`` and ``U`` come from different array libraries, or one is not an array.
+    ValueError
+        When they live on different devices.
+
+    See Also
+    --------
+    subset_sums : the points whose maximum ``h_Z`` is.
+    tropref.tropical.tropical_block : a ReLU block as a difference of two support functions.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+
     Examples
     --------
     >>> import numpy as np
@@ -68,6 +87,38 @@ def subset_sums(G: np.ndarray) -> np.ndarray:
 
     The extreme points of ``Z(G)`` are among them: the vertex maximising ``e · z`` is the
     sum of the generators with ``g_j · e > 0``.
+
+    Parameters
+    ----------
+    G : array_like, shape (n, p)
+        Generators (rows); converted to a float64 NumPy array.
+
+    Returns
+    -------
+    numpy.ndarray, shape (2^n, p)
+        Row ``S`` (read as a binary number over ``n`` digits, first generator first) is
+        ``Σ_{j∈S} g_j``.
+
+    See Also
+    --------
+    support_function : ``h_Z(u) = max_S Σ_{j∈S} g_j · u``.
+    hausdorff_exact : uses these points as the candidate vertices.
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.zonotope import subset_sums
+    >>> subset_sums(np.array([[1.0, 0.0], [0.0, 2.0]]))   # the corners of [0, 1] x [0, 2]
+    array([[0., 0.],
+           [0., 2.],
+           [1., 0.],
+           [1., 2.]])
+
     """
     G = np.asarray(G, dtype=np.float64)
     n = G.shape[0]
@@ -113,6 +164,24 @@ def hausdorff_exact(G1: np.ndarray, G2: np.ndarray) -> float:
     -------
     float
 
+    Raises
+    ------
+    ValueError
+        When ``G1`` or ``G2`` is not two-dimensional, their dimensions ``p`` differ, or either
+        has more than 14 generators (the oracle enumerates ``2^n`` subset sums).
+
+    See Also
+    --------
+    hausdorff_vertex_sets : the predecessor's distance between vertex sets, never smaller.
+    support_function : ``H(A, B) = sup_{‖e‖=1} |h_A(e) − h_B(e)|`` for convex bodies.
+
+    References
+    ----------
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+
     Examples
     --------
     >>> import numpy as np
@@ -157,6 +226,26 @@ def hausdorff_vertex_sets(G1: np.ndarray, G2: np.ndarray) -> float:
     the finite vertex sets instead of the polytopes. Because ``conv`` is 1-Lipschitz for the
     Hausdorff distance, ``hausdorff_exact(G1, G2) <= hausdorff_vertex_sets(G1, G2)``.
     NumPy/SciPy oracle for small cases.
+
+    Parameters
+    ----------
+    G1, G2 : array_like, shapes (n1, p) and (n2, p)
+        Generators (rows). ``n = 0`` stands for the zonotope ``{0}``.
+
+    Returns
+    -------
+    float
+        ``max(max_{a∈V1} min_{b∈V2} ‖a − b‖, max_{b∈V2} min_{a∈V1} ‖a − b‖)`` over the
+        vertex sets ``V1``, ``V2``.
+
+    See Also
+    --------
+    hausdorff_exact : the distance between the polytopes themselves (TropNNC's).
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
 
     Examples
     --------

@@ -12,7 +12,8 @@ removable units taken out (see ``compress.py``):
 A method returns a :class:`Merge`: which kept unit every unit folds into and how. With
 ``a_j = relu(w_j . u)`` the original activations and ``ã_c = relu(ã_c-input . u)`` the
 kept ones, the method promises ``a_j ≈ Σ_c fold[j, c] ã_c``. ``compress_layer`` builds the
-next layer from ``fold`` and the certificate from the same quantities the proofs use.
+next layer from ``fold`` (by segment sums when each unit folds into one kept unit with a
+scale, ``Merge.scale``) and the certificate from the same quantities the proofs use.
 
 Adding a method means adding a module with one function of signature
 ``method(problem, k, *, rng, **options) -> Merge`` and registering it in
@@ -21,13 +22,14 @@ Adding a method means adding a module with one function of signature
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
+from array_api_compat import array_namespace
 
-from .._array import Array
+from .._array import Array, device, scaled_one_hot
 
 __all__ = ["LayerProblem", "Merge", "Method"]
 
@@ -46,12 +48,20 @@ class LayerProblem:
         Outgoing weights of the units.
     data : array or None, shape (N, p)
         Optional sample inputs ``u = (x, 1)`` (or input patches) for data-driven baselines.
+    block : int
+        Weights per input channel in ``inputs[:, :-1]``: ``kh * kw`` for a convolution,
+        the fan-in for a dense layer (contiguous blocks, the OIHW flattening).
     """
 
     xp: Any
     inputs: Array
     outgoing: Array
     data: Array | None = None
+    block: int = 0
+
+    def __post_init__(self) -> None:
+        if self.block == 0:  # a dense layer unless told otherwise: one block of the fan-in
+            object.__setattr__(self, "block", int(self.inputs.shape[1]) - 1)
 
     @property
     def n(self) -> int:
@@ -63,16 +73,26 @@ class LayerProblem:
         return int(self.outgoing.shape[0]) * int(self.outgoing.shape[2]) == 1
 
 
-@dataclass(frozen=True)
 class Merge:
     """What a method decided: the kept units and how every unit folds into them.
+
+    Built as ``Merge(assignment, fold, inputs, zonotope_bound=None, single_fold=True,
+    info={})`` with a dense fold, or with ``fold=None`` and ``scale=`` when every unit folds
+    into at most one kept unit (the fold's structure, which ``compress_layer`` uses to rewrite
+    the next layer by gathers and segment sums instead of a product with an ``n × k`` matrix).
+    Immutable.
 
     Attributes
     ----------
     assignment : array of int64, shape (n,)
         Kept unit that unit ``j`` folds into, or ``-1`` when it is dropped.
     fold : array, shape (n, k)
-        ``a_j ≈ Σ_c fold[j, c] ã_c``. Row ``j`` is zero for dropped units.
+        ``a_j ≈ Σ_c fold[j, c] ã_c``. Row ``j`` is zero for dropped units. Formed on first
+        access when the merge was given by ``scale``.
+    scale : array, shape (n,), or None
+        ``fold[j, assignment[j]]`` (0 for dropped units) when every row of ``fold`` has at
+        most one non-zero, at ``assignment[j]``; None for a general fold. Read from ``fold``
+        when only ``fold`` was given and ``single_fold`` is True.
     inputs : array, shape (k, p)
         Input vectors (weights, then bias) of the kept units.
     zonotope_bound : array, shape (2,), or None
@@ -82,17 +102,88 @@ class Merge:
         ``assignment[j]``: then the Proposition F certificate applies.
     info : mapping
         Method-specific facts (clustering iterations, objective, ...), JSON-friendly values.
+
+    Raises
+    ------
+    ValueError
+        When neither ``fold`` nor ``scale`` is given, or ``scale`` with ``single_fold=False``
+        is given without ``fold``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = Merge(np.array([1, -1, 0]), None, np.eye(2), scale=np.array([2.0, 0.0, 1.0]))
+    >>> m.fold
+    array([[0., 2.],
+           [0., 0.],
+           [1., 0.]])
     """
 
-    assignment: Array
-    fold: Array
-    inputs: Array
-    zonotope_bound: Array | None = None
-    single_fold: bool = True
-    info: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("assignment", "_fold", "_scale", "inputs", "zonotope_bound", "single_fold", "info")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+    def __init__(
+        self,
+        assignment: Array,
+        fold: Array | None = None,
+        inputs: Array | None = None,
+        zonotope_bound: Array | None = None,
+        single_fold: bool = True,
+        info: Mapping[str, Any] | None = None,
+        *,
+        scale: Array | None = None,
+    ) -> None:
+        if inputs is None:
+            raise ValueError("Merge needs `inputs`, the kept units' input vectors")
+        if fold is None and (scale is None or not single_fold):
+            raise ValueError("Merge needs `fold`, or `scale` for a fold with one non-negative entry per row")
+        for name, value in (
+            ("assignment", assignment),
+            ("_fold", fold),
+            ("_scale", scale),
+            ("inputs", inputs),
+            ("zonotope_bound", zonotope_bound),
+            ("single_fold", bool(single_fold)),
+            ("info", MappingProxyType(dict(info or {}))),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Merge is immutable: cannot set {name!r}")
+
+    @property
+    def k(self) -> int:
+        """Number of kept units."""
+        return int(self.inputs.shape[0])
+
+    @property
+    def fold(self) -> Array:
+        if self._fold is None:
+            object.__setattr__(self, "_fold", scaled_one_hot(array_namespace(self.inputs), self.assignment, self._scale, self.k))
+        return self._fold
+
+    @property
+    def scale(self) -> Array | None:
+        if self._scale is None and self.single_fold:
+            object.__setattr__(self, "_scale", _row_scale(self._fold, self.assignment))
+        return self._scale
+
+    def __repr__(self) -> str:
+        return (
+            f"Merge(n={int(self.assignment.shape[0])}, k={self.k}, single_fold={self.single_fold}, "
+            f"zonotope_bound={self.zonotope_bound!r}, info={dict(self.info)!r})"
+        )
+
+
+def _row_scale(fold: Array, assignment: Array) -> Array:
+    """``fold[j, assignment[j]]`` (0 where ``assignment[j] = -1``): one gather from the flat fold."""
+    xp = array_namespace(fold)
+    n, k = int(fold.shape[0]), int(fold.shape[1])
+    if k == 0:
+        return xp.zeros((n,), dtype=fold.dtype, device=device(fold))
+    col = xp.where(assignment < 0, xp.zeros_like(assignment), assignment)
+    flat = xp.arange(n, dtype=assignment.dtype, device=device(fold)) * k + col
+    values = xp.take(xp.reshape(fold, (-1,)), flat, axis=0)
+    return xp.where(assignment < 0, xp.zeros_like(values), values)
 
 
 class Method(Protocol):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, check_int, device, take_rows, to_numpy
+from .._array import Array, asarray_like, check_int, device, row_blocks, segment_sum, take_rows, to_numpy
 from .base import LayerProblem, Merge
 from .partition import canonical_labels
 
@@ -42,11 +42,8 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
 
 def _row_norms(xp: Any, X: Array, order: int) -> np.ndarray:
     """Host float64 ``ord``-norms of the rows of ``X`` (1 or 2)."""
-    if order == 1:
-        v = xp.sum(xp.abs(X), axis=1)
-    else:
-        v = xp.sqrt(xp.sum(X * X, axis=1))
-    return to_numpy(v).astype(np.float64)
+    # block by block (cache-sized temporaries), and in float64 on the host
+    return np.concatenate([to_numpy(xp.linalg.vector_norm(blk, ord=order, axis=1)).astype(np.float64) for blk in row_blocks(X)])
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -69,23 +66,17 @@ def _build(
     position in ``keep`` each unit folds into (-1: dropped), ``scale`` (n,) its coefficient.
     """
     xp, A = problem.xp, problem.inputs
-    k = int(keep.size)
     assign = np.asarray(assign, dtype=np.int64)
     scale = np.where(assign < 0, 0.0, np.asarray(scale, dtype=np.float64))
-    dense_fold = np.zeros((assign.size, k), dtype=np.float64)
-    rows = np.flatnonzero(assign >= 0)
-    dense_fold[rows, assign[rows]] = scale[rows]
-    fold = asarray_like(dense_fold, xp, A)
     if inputs is None:
         inputs = take_rows(xp, A, keep)
-    return Merge(
-        assignment=xp.asarray(assign, dtype=xp.int64, device=device(A)),
-        fold=fold,
-        inputs=inputs,
-        zonotope_bound=None,
-        single_fold=bool(np.all(scale >= 0)),
-        info=info,
-    )
+    assignment = xp.asarray(assign, dtype=xp.int64, device=device(A))
+    if np.all(scale >= 0):  # one non-negative entry per row: the fold is (assignment, scale)
+        return Merge(assignment, None, inputs, info=info, scale=asarray_like(scale, xp, A))
+    dense_fold = np.zeros((assign.size, int(keep.size)), dtype=np.float64)
+    rows = np.flatnonzero(assign >= 0)
+    dense_fold[rows, assign[rows]] = scale[rows]
+    return Merge(assignment, asarray_like(dense_fold, xp, A), inputs, single_fold=False, info=info)
 
 
 def _prune(problem: LayerProblem, keep: np.ndarray, info: dict[str, Any]) -> Merge:
@@ -122,6 +113,39 @@ def l1(problem: LayerProblem, k: int, *, rng: np.random.Generator, include_bias:
     -------
     Merge
         ``info``: ``criterion``, ``kept`` (unit indices).
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``.
+
+    See Also
+    --------
+    random : the unstructured floor.
+    neuron_merging : the same ranking, with pruned units folded into kept ones.
+    tropref.compress_layer : runs it as ``method="l1"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] H. Li, A. Kadav, I. Durdanovic, H. Samet, H. P. Graf, "Pruning Filters for
+           Efficient ConvNets", ICLR 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import l1
+    >>> A = np.array([[3.0, 0.0, 1.0], [0.5, 0.5, 0.0], [-2.0, 2.0, 0.0]])  # rows (W[j], b[j])
+    >>> V = np.ones((1, 3, 1))                                             # one dense output
+    >>> merge = l1(LayerProblem(xp, A, V), 2, rng=np.random.default_rng(0))
+    >>> merge.info["kept"], merge.assignment.tolist()   # L1 norms of W[j]: 3, 1, 4
+    ([0, 2], [0, -1, 1])
+    >>> merge.fold.tolist()                             # unit 1 is dropped: a zero row
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+
     """
     _check_options("l1", options)
     k = check_int("k", k, 1, problem.n)
@@ -148,6 +172,30 @@ def random(problem: LayerProblem, k: int, *, rng: np.random.Generator, **options
     -------
     Merge
         ``info``: ``kept``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``.
+
+    See Also
+    --------
+    l1 : magnitude pruning, deterministic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import random
+    >>> problem = LayerProblem(xp, np.eye(4), np.ones((1, 4, 1)))
+    >>> a = random(problem, 2, rng=np.random.default_rng(7))
+    >>> b = random(problem, 2, rng=np.random.default_rng(7))
+    >>> a.info["kept"] == b.info["kept"], len(a.info["kept"])   # same seed, same units
+    (True, 2)
+
     """
     _check_options("random", options)
     k = check_int("k", k, 1, problem.n)
@@ -226,6 +274,39 @@ def cup(
     -------
     Merge
         ``info``: ``linkage``, ``features``, ``representative``, ``cluster_sizes``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``; or ``linkage``, ``features`` or ``representative``
+        is not one of the values listed above.
+
+    See Also
+    --------
+    neural_path_kmeans : K-means on the same kind of features (the predecessor's method).
+    tropref.compress_layer : runs it as ``method="cup"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] R. Duggal, C. Xiao, R. Vuduc, J. Sun, "CUP: Cluster Pruning for Compressing Deep
+           Neural Networks", arXiv:1911.08630, 2019 (IEEE BigData 2021).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import cup
+    >>> A = np.array([[1.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.0]])
+    >>> merge = cup(LayerProblem(xp, A, np.ones((1, 4, 1))), 2, rng=np.random.default_rng(0))
+    >>> merge.assignment.tolist(), merge.info["cluster_sizes"]
+    ([0, 0, 1, 1], [2, 2])
+    >>> merge.inputs                       # dense units: each cluster's mean input vector
+    array([[1.05, 0.  , 0.  ],
+           [0.  , 0.95, 0.  ]])
+
     """
     from scipy.cluster import hierarchy
 
@@ -272,10 +353,9 @@ def cup(
             keep[c] = members[np.argmax(norms[members])]
         info["kept"] = keep.tolist()
         return _build(problem, keep, labels, np.ones(n), info)
-    # mean representative: (k, n) averaging matrix times A, on the device
-    avg = np.zeros((k, n), dtype=np.float64)
-    avg[labels, np.arange(n)] = 1.0 / sizes[labels]
-    inputs = xp.matmul(asarray_like(avg, xp, A), A)
+    # mean representative: the members' input vectors summed per cluster (a segment sum on
+    # the device, not a (k, n) averaging product), divided by the cluster's size
+    inputs = segment_sum(xp, A, labels, k, axis=0) / asarray_like(sizes, xp, A)[:, None]
     keep = np.array([np.flatnonzero(labels == c)[0] for c in range(k)], dtype=np.int64)
     return _build(problem, keep, labels, np.ones(n), info, inputs=inputs)
 
@@ -323,6 +403,36 @@ def neuron_merging(
     Merge
         ``info``: ``criterion``, ``threshold``, ``kept``, ``merged`` (number of pruned units
         folded into a kept one), ``dropped``.
+
+    Raises
+    ------
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given (named in the message).
+    ValueError
+        When ``k`` is outside ``[1, n]``; or ``criterion`` is not ``"l1"`` or ``"l2"``, or
+        ``threshold`` is outside ``[-1, 1]``.
+
+    See Also
+    --------
+    l1 : the same selection, without compensation.
+    tropref.compress_layer : runs it as ``method="neuron_merging"`` and certifies the result.
+
+    References
+    ----------
+    .. [1] W. Kim, S. Kim, M. Park, G. Jeon, "Neuron Merging: Compensating for Pruned
+           Neurons", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.baselines import neuron_merging
+    >>> A = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.5]])  # unit 2 = unit 0 / 2
+    >>> merge = neuron_merging(LayerProblem(xp, A, np.ones((1, 3, 1))), 2, rng=np.random.default_rng(0))
+    >>> merge.assignment.tolist(), merge.fold.tolist()    # folded with ‖w_2‖ / ‖w_0‖ = 0.5: exact
+    ([0, 1, 0], [[1.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
+
     """
     _check_options("neuron_merging", options)
     n = problem.n

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, device, take_rows, to_numpy
-from ..cluster import kmeans
+from ..cluster import kmeans, ward
 from .base import LayerProblem
 
-__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "one_hot", "cluster_labels", "canonical_labels", "assemble"]
+__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "cluster_labels", "cluster_labels_ward", "canonical_labels", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,6 @@ def allocate(k: int, sizes: list[int], masses: list[float]) -> list[int]:
     return alloc
 
 
-def one_hot(xp: Any, labels: np.ndarray, k: int, like: Array) -> Array:
-    """``H[j, c] = 1`` if ``labels[j] == c`` (0 for ``labels[j] = -1``), shape ``(n, k)``."""
-    lab = xp.asarray(np.asarray(labels, dtype=np.int64), device=device(like))
-    cols = xp.arange(k, dtype=xp.int64, device=device(like))
-    return xp.astype(lab[:, None] == cols[None, :], like.dtype)
-
-
 def cluster_labels(
     X: Array, k: int, weights: Array | None, rng: np.random.Generator, **kmeans_options: Any
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -103,6 +96,15 @@ def cluster_labels(
     }
 
 
+def cluster_labels_ward(X: Array, k: int, weights: Array | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Host labels of the weighted Ward partition of the rows of ``X`` into ``k`` clusters.
+
+    Deterministic: no seed is drawn. ``ward`` already numbers clusters by smallest member.
+    """
+    labels = ward(X, k, weights=weights)
+    return labels, {"n_iter": 0}
+
+
 def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:
     """Clusters renumbered in the order of their smallest member.
 
@@ -118,7 +120,8 @@ def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like: Array) -> tuple[Array, Array, Array]:
-    """Assignment ``(n,)``, fold ``(n, k)`` and kept inputs ``(k, p)`` from the groups' parts.
+    """Assignment ``(n,)``, per-unit fold scale ``(n,)`` and kept inputs ``(k, p)`` from the
+    groups' parts (``Merge(assignment, None, inputs, scale=scale)``: no ``n × k`` fold).
 
     Kept units are numbered group after group; the units' rows go back to their original
     order through one gather.
@@ -137,5 +140,4 @@ def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like:
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     scale = take_rows(xp, xp.concat(scales), inverse)
-    fold = one_hot(xp, labels, start, like) * scale[:, None]
-    return xp.asarray(labels, dtype=xp.int64, device=device(like)), fold, xp.concat(inputs, axis=0)
+    return xp.asarray(labels, dtype=xp.int64, device=device(like)), scale, xp.concat(inputs, axis=0)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._array import device, take_rows
+from .._array import asarray_like, device, segment_sum, take_rows
 from .base import LayerProblem, Merge
-from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, one_hot, unit_groups
+from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, unit_groups
 
 __all__ = ["zonotope_kmeans", "neural_path_kmeans"]
 
@@ -39,6 +39,25 @@ def zonotope_kmeans(
         H(Σ_C Σ_{j∈C} [0, g_j], Σ_C [0, μ_C]) <= Σ_C (Σ_{j∈C} ‖g_j − μ_C‖ + (N_C − 1) ‖μ_C‖).
 
     Only for a single output (a next layer that reads the units with one weight each).
+
+    Raises
+    ------
+    ValueError
+        When the next layer reads the units with more than one weight each (use
+        ``"neural_path_kmeans"`` or ``"tropnnc"``), or ``k``, ``n_init``, ``max_iter``,
+        ``tol`` or ``init`` is out of range (named in the message).
+
+    See Also
+    --------
+    tropref.methods.tropnnc.tropnnc : keeps each cluster's summed generator (no mass lost).
+    neural_path_kmeans : the predecessor's method for several outputs.
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
     --------
@@ -74,18 +93,18 @@ def zonotope_kmeans(
             continue
         G_g = take_rows(xp, G, idx)
         labels, run = cluster_labels(G_g, k_g, None, rng, **options)
-        H = one_hot(xp, labels, k_g, A)
-        counts = xp.sum(H, axis=0)
-        centres = xp.matmul(H.T, G_g) / counts[:, None]
-        spread = xp.matmul(H.T, xp.linalg.vector_norm(G_g - take_rows(xp, centres, labels), axis=1))
+        # cluster sums by segment sums over the members, not products with a one-hot matrix
+        counts = asarray_like(np.bincount(labels, minlength=k_g), xp, A)
+        centres = segment_sum(xp, G_g, labels, k_g, axis=0) / counts[:, None]
+        spread = segment_sum(xp, xp.linalg.vector_norm(G_g - take_rows(xp, centres, labels), axis=1), labels, k_g)
         lost = (counts - 1) * xp.linalg.vector_norm(centres, axis=1)
         bounds.append(float(xp.sum(spread + lost)))
-        parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * xp.matmul(H, counts))))
+        parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * take_rows(xp, counts, labels))))
         runs.append(run)
 
-    assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
+    assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     bound = xp.asarray(bounds, dtype=A.dtype, device=device(A))
-    return Merge(assignment, fold, inputs, zonotope_bound=bound, info={"allocation": budget, "clustering": runs})
+    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=bound, info={"allocation": budget, "clustering": runs})
 
 
 def neural_path_kmeans(
@@ -104,6 +123,25 @@ def neural_path_kmeans(
     ``N_C · mean_{j∈C} V[:, j] = Σ_{j∈C} V[:, j]`` (``fold[j, C] = 1``). Its certificate
     follows from ReLU being 1-Lipschitz: ``|Δ v_i| <= ‖u‖ Σ_j |V[i, j]| ‖w_j − mean_C w‖``.
 
+    Raises
+    ------
+    ValueError
+        When ``k``, ``n_init``, ``max_iter``, ``tol`` or ``init`` is out of range (named in
+        the message).
+
+    See Also
+    --------
+    tropref.methods.tropnnc.tropnnc : merges with the outgoing-weight masses instead.
+    zonotope_kmeans : the predecessor's method for a single output.
+    tropref.cluster.kmeans : the clustering both use.
+
+    References
+    ----------
+    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+           based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
+    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+           Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
+
     Examples
     --------
     >>> import numpy as np
@@ -116,8 +154,8 @@ def neural_path_kmeans(
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     paths = xp.concat([A, xp.reshape(xp.permute_dims(V, (1, 0, 2)), (problem.n, -1))], axis=1)
     labels, run = cluster_labels(paths, k, None, rng, n_init=n_init, max_iter=max_iter, tol=tol, init=init)
-    H = one_hot(xp, labels, k, A)
-    centres = xp.matmul(H.T, A) / xp.sum(H, axis=0)[:, None]
+    counts = asarray_like(np.bincount(labels, minlength=k), xp, A)
+    centres = segment_sum(xp, A, labels, k, axis=0) / counts[:, None]
     everything = [np.arange(problem.n)]
-    assignment, fold, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
-    return Merge(assignment, fold, inputs, info={"clustering": [run]})
+    assignment, scale, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
+    return Merge(assignment, None, inputs, scale=scale, info={"clustering": [run]})

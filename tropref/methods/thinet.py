@@ -79,7 +79,36 @@ def thinet(
     Raises
     ------
     ValueError
-        When ``problem.data`` is missing or its width is not ``p``.
+        When ``problem.data`` is missing or its width is not ``p``; when ``k`` is outside
+        ``[1, n]``, ``rescale`` is not one of the values above, or ``max_samples < 1``.
+    TypeError
+        When ``k`` is not an integer, or an unknown option is given.
+
+    See Also
+    --------
+    tropref.methods.baselines.l1 : data-free magnitude pruning.
+    tropref.compress_layer : runs it as ``method="thinet"`` with ``data=`` sample inputs.
+
+    References
+    ----------
+    .. [1] J.-H. Luo, J. Wu, W. Lin, "ThiNet: A Filter Level Pruning Method for Deep Neural
+           Network Compression", ICCV 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> from tropref.methods.thinet import thinet
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.normal(size=(4, 3))
+    >>> A = np.concatenate([A, 2 * A[:1]])            # unit 4 is twice unit 0
+    >>> U = np.concatenate([rng.normal(size=(50, 2)), np.ones((50, 1))], axis=1)   # samples (x, 1)
+    >>> merge = thinet(LayerProblem(xp, A, rng.normal(size=(2, 5, 1)), U), 4, rng=np.random.default_rng(0))
+    >>> merge.info["removal_order"], merge.assignment.tolist()
+    ([0], [3, 0, 1, 2, 3])
+    >>> bool(merge.info["relative_residual"] < 1e-12)   # unit 4 stands in for unit 0 exactly
+    True
     """
     _check_options("thinet", options)
     n = problem.n
@@ -160,14 +189,13 @@ def thinet(
         "objective": objective,
         "relative_residual": resid / total if total > 0 else 0.0,
     }
-    return Merge(
-        assignment=xp.asarray(assignment, dtype=xp.int64, device=device(A)),
-        fold=asarray_like(F, xp, A),
-        inputs=xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0),
-        zonotope_bound=None,
-        single_fold=single,
-        info=info,
-    )
+    assignment_dev = xp.asarray(assignment, dtype=xp.int64, device=device(A))
+    inputs = xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0)
+    if rescale != "full":  # one entry per row (the kept unit's own λ or 1): no fold matrix needed
+        scale = np.where(assignment < 0, 0.0, F[np.arange(n), np.maximum(assignment, 0)])
+        if single:
+            return Merge(assignment_dev, None, inputs, info=info, scale=asarray_like(scale, xp, A))
+    return Merge(assignment_dev, asarray_like(F, xp, A), inputs, single_fold=single, info=info)
 
 
 def _residual(C: np.ndarray, G: np.ndarray, P: np.ndarray) -> float:

@@ -19,19 +19,38 @@ weighted by mass. Certificates: Corollary D and Proposition F of ``docs/theory.m
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from .._array import Array, device, take_rows, to_numpy
+from .._array import Array, asarray_like, device, segment_sum, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
-from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, one_hot, unit_groups
+from .partition import (
+    Part,
+    allocate,
+    assemble,
+    cluster_labels,
+    cluster_labels_ward,
+    distinct_rows,
+    unit_groups,
+)
 
 __all__ = ["tropnnc", "outgoing_norm"]
 
-_OBJECTIVES = ("generators", "directions")
 _NORMS = ("l1", "l2", "linf")
+_CHOICES = {
+    "cluster": ("ward", "kmeans"),
+    "representative": ("principal", "mean"),
+    "fold": ("projection", "norm"),
+    "objective": ("generators", "directions"),
+}
+# The measured default (docs/results.md, section 0) and the paper-literal algorithm.
+_VARIANTS = {
+    "refined": {"cluster": "ward", "representative": "principal", "fold": "projection", "objective": "directions"},
+    "paper": {"cluster": "kmeans", "representative": "mean", "fold": "norm", "objective": "directions"},
+}
 
 
 def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
@@ -39,6 +58,19 @@ def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
 
     With ``"l1"`` the weighted unsquared clustering objective ``Σ_j m_j ‖ŵ_j − ŵ_C‖``
     equals the sum of the per-output certificates.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.methods.tropnnc import outgoing_norm
+    >>> V = np.array([[[1.0], [-2.0]], [[3.0], [0.5]]])  # (m, n, s) = (2, 2, 1)
+    >>> outgoing_norm(np, V).tolist(), outgoing_norm(np, V, "linf").tolist()
+    ([4.0, 2.5], [3.0, 2.0])
     """
     if kind == "l1":
         return xp.sum(xp.abs(V), axis=(0, 2))
@@ -54,15 +86,26 @@ def tropnnc(
     k: int,
     *,
     rng: np.random.Generator,
+    variant: str = "refined",
+    cluster: str | None = None,
+    representative: str | None = None,
+    fold: str | None = None,
     objective: str | None = None,
     refine: str | None = None,
     out_norm: str = "l1",
+    input_ratio: float | None = None,
     n_init: int = 3,
     max_iter: int = 300,
     tol: float = 1e-4,
     init: str = "k-means||",
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
+
+    Each cluster ``C`` is replaced by one unit along a representative direction ``u_C``,
+    and every member ``j`` is read through it with a coefficient ``φ_j ≥ 0``
+    (``w_j ≈ φ_j u_C``, so ``relu(w_j · x) ≈ φ_j relu(u_C · x)``). The certificate terms
+    are ``‖V[:, j]‖ ‖w_j − φ_j u_C‖`` (Proposition F), so the three choices below all aim
+    at the objective ``Σ_j m_j ‖ŵ_j − (φ_j / α_j) u_C‖`` with masses ``m_j = α_j ‖V[:, j]‖``.
 
     Parameters
     ----------
@@ -71,24 +114,62 @@ def tropnnc(
     k : int
         Units to keep.
     rng : numpy.random.Generator
-        Host generator the clustering seeds are drawn from.
+        Host generator the K-means seeds are drawn from (unused by Ward).
+    variant : {"refined", "paper"}
+        Preset of the options below. ``"refined"`` (default): Ward clustering of the unit
+        directions weighted by mass, principal direction, projection coefficients.
+        ``"paper"``: the paper-literal algorithm: K-means (generators for one output,
+        mass-weighted directions for several), mass-weighted mean, coefficients ``α_j``.
+        Options given explicitly override the preset.
+    cluster : {"ward", "kmeans"}, optional
+        ``"ward"``: deterministic weighted Ward agglomeration (:func:`tropref.cluster.ward`;
+        an ``n × n`` host matrix); ``"kmeans"``: seeded weighted K-means with restarts.
+    representative : {"principal", "mean"}, optional
+        ``"principal"``: ``u_C`` the leading eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` (the
+        direction that minimises ``Σ_C m_j sin²θ_j``), from the ``|C| × |C|`` Gram matrix;
+        ``"mean"``: ``u_C = Σ_C m_j ŵ_j / Σ_C m_j`` (keeps the summed generator).
+    fold : {"projection", "norm"}, optional
+        ``"projection"``: ``φ_j = max(w_j · u_C, 0) / ‖u_C‖²``, the least-squares
+        coefficient, which minimises each ``‖w_j − φ_j u_C‖``; ``"norm"``: ``φ_j = α_j``.
     objective : {"generators", "directions"}, optional
-        ``"generators"``: plain K-means on ``g_j = m_j ŵ_j``; ``"directions"``: K-means on
-        ``ŵ_j`` weighted by ``m_j``. Default: generators for one output (paper-literal),
-        directions for several.
+        Points clustered: ``g_j = m_j ŵ_j`` unweighted, or ``ŵ_j`` weighted by ``m_j``.
+        Default: generators for one output with the paper variant, else directions.
     refine : {None, "weiszfeld"}
-        ``"weiszfeld"`` continues from the K-means partition with weighted geometric-median
+        ``"weiszfeld"`` continues from the partition with weighted geometric-median
         steps on the directions, which lowers the unsquared objective the certificate is
-        made of; the merged unit then uses the median direction (Proposition F allows any
-        representative).
+        made of; the median becomes the representative.
     out_norm : {"l1", "l2", "linf"}
         Norm of the outgoing weights in the masses ``m_j``.
+    input_ratio : float, optional
+        Cluster in a metric of the inputs instead of the Euclidean one (None, the default,
+        for a single layer). Inputs whose coordinates within each block (one input
+        channel's ``kh × kw`` window; the whole fan-in of a dense layer) have mean
+        ``ρ σ`` and spread ``σ`` (``ρ = input_ratio``) give
+        ``E[(r · x)²] = σ² (‖r‖² + b ρ² Σ_c (e_c · r)²)`` for an error ``r``, ``b`` the
+        block size and ``e_c`` the unit all-ones vector of block ``c``: the weights are
+        mapped by ``M^{1/2}`` before clustering and the kept units mapped back. Natural
+        image patches have this structure (their leading principal component is the patch
+        mean), so :func:`tropref.compress_network` uses ``ρ = 1`` for a first convolution
+        reading the network's input; ``docs/results.md`` has the measurements. Certificates
+        are unchanged (computed on the original weights); the zonotope bound is then not
+        reported.
     n_init, max_iter, tol, init
         Passed to :func:`tropref.cluster.kmeans`.
 
     Returns
     -------
     Merge
+
+    Raises
+    ------
+    ValueError
+        For an unknown option value, or units whose norms over- or underflow.
+
+    References
+    ----------
+    K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network Compression
+    Using Tropical Geometry", arXiv:2409.03945 (2024). ``docs/theory.md`` says which steps
+    are the paper's and which are tropref's, with the measurements behind each default.
 
     Examples
     --------
@@ -100,12 +181,13 @@ def tropnnc(
     >>> res.assignment.tolist(), res.certificate.tolist()    # merging them is exact
     ([0, 0, 1], [0.0, 0.0])
     """
-    if objective is not None and objective not in _OBJECTIVES:
-        raise ValueError(f"unknown `objective` {objective!r}; choose one of {_OBJECTIVES}")
+    cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
     if refine not in (None, "weiszfeld"):
         raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
-    objective = objective or ("generators" if problem.single_output else "directions")
+    if input_ratio is not None:
+        # cluster in the metric of non-negative inputs; the kept units are mapped back below
+        A = _input_metric(xp, A, input_ratio, problem.block)
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     alpha = xp.linalg.vector_norm(A, axis=1)
@@ -116,12 +198,13 @@ def tropnnc(
     directions = A / alpha[:, None]
 
     groups = unit_groups(problem)
-    masses = [float(xp.sum(take_rows(xp, mass, g))) for g in groups]
+    masses = [float(np.sum(to_numpy(mass)[g])) for g in groups]
     points = mass[:, None] * directions if objective == "generators" else directions
     decimals = None if objective == "generators" else 9
     cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
     sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
     budget = allocate(k, sizes, masses)
+    keeps_sum = representative == "mean" and fold == "norm" and refine is None
 
     parts, bounds, runs = [], [], []
     for idx, k_g, mass_total in zip(groups, budget, masses):
@@ -130,38 +213,67 @@ def tropnnc(
             parts.append(Part(None, None, None))
             bounds.append(mass_total)
             continue
-        D, m, v, a = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha))
+        D, m, v, a, Ag = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha, A))
         weights = None if objective == "generators" else m
-        labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
-        H = one_hot(xp, labels, k_g, A)
-        rep = xp.matmul(H.T, m[:, None] * D) / xp.matmul(H.T, m)[:, None]
+        if cluster == "ward":
+            labels, run = cluster_labels_ward(take_rows(xp, points, idx), k_g, weights)
+        else:
+            labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
+        rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
-            run["certificate_objective_before_refine"] = float(xp.sum(_direction_residuals(xp, D, m, rep, labels, A)))
+            run["certificate_objective_before_refine"] = float(xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels)))
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
-            H = one_hot(xp, labels, k_g, A)
             run["refine_n_iter"] = refined.n_iter
-        scale_tilde = xp.matmul(H.T, m) / xp.matmul(H.T, v)
-        residual = _direction_residuals(xp, D, m, rep, labels, A)
+        elif representative == "principal":
+            rep = _principal(xp, labels, D, m, rep)
+        # φ_j / α_j per unit: how much of the representative each member is read through
+        coef = _projection(xp, D, rep, labels) if fold == "projection" else xp.ones_like(a)
+        scale_tilde = segment_sum(xp, v * a * coef, labels, k_g) / segment_sum(xp, v, labels, k_g)
+        scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
+        residual = m * _residuals(xp, D, coef, rep, labels)
         run["certificate_objective"] = float(xp.sum(residual))
-        parts.append(Part(labels, scale_tilde[:, None] * rep, a / xp.matmul(H, scale_tilde)))
+        parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
         if problem.single_output:
-            median = refine == "weiszfeld" and k_g < idx.size
-            bounds.append(_zonotope_bound(xp, H, m[:, None] * D, residual, median=median))
+            bounds.append(_zonotope_bound(xp, labels, k_g, m[:, None] * D, residual, keeps_sum=keeps_sum))
         runs.append(run)
 
-    assignment, fold, inputs = assemble(xp, groups, parts, problem.n, A)
+    assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
+    if input_ratio is not None:
+        inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
     zonotope_bound = None
-    if problem.single_output:
+    if problem.single_output and input_ratio is None:  # the bounds above are in M's metric otherwise
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
     info = {
+        "variant": variant,
+        "cluster": cluster,
+        "representative": representative,
+        "fold": fold,
         "objective_kind": objective,
         "refine": refine,
         "out_norm": out_norm,
+        "input_ratio": input_ratio,
         "allocation": budget,
         "clustering": runs,
     }
-    return Merge(assignment, fold, inputs, zonotope_bound=zonotope_bound, info=info)
+    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info)
+
+
+def _resolve(
+    problem: LayerProblem, variant: str, cluster: str | None, representative: str | None, fold: str | None, objective: str | None
+) -> tuple[str, str, str, str]:
+    """The preset ``variant`` with the explicitly given options on top, all validated."""
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown `variant` {variant!r}; choose one of {tuple(_VARIANTS)}")
+    preset = dict(_VARIANTS[variant])
+    if variant == "paper" and problem.single_output:
+        preset["objective"] = "generators"
+    chosen = {"cluster": cluster, "representative": representative, "fold": fold, "objective": objective}
+    for name, value in chosen.items():
+        if value is not None and value not in _CHOICES[name]:
+            raise ValueError(f"unknown `{name}` {value!r}; choose one of {_CHOICES[name]}")
+        preset[name] = value if value is not None else preset[name]
+    return preset["cluster"], preset["representative"], preset["fold"], preset["objective"]
 
 
 def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
@@ -173,23 +285,87 @@ def _check_scale(xp: Any, values: Array, name: str, dtype: Any) -> None:
         )
 
 
-def _direction_residuals(xp: Any, D: Array, m: Array, rep: Array, labels: np.ndarray, like: Array) -> Array:
-    """``m_j ‖ŵ_j − ŵ_{C(j)}‖`` per unit: the terms of Proposition F and Corollary D."""
+def _input_metric(xp: Any, A: Array, ratio: Any, block: int, *, inverse: bool = False) -> Array:
+    """``M^{±1/2}`` applied to the weight part of every row: ``M = I + b ρ² Σ_c e_c e_cᵀ``.
+
+    ``e_c`` is the unit all-ones vector over block ``c`` of ``block`` consecutive weights
+    (one input channel's kernel window, or the whole fan-in of a dense layer). On each
+    block ``M^{1/2}`` scales the block's mean by ``√(1 + b ρ²)`` and leaves the rest alone.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"`input_ratio` must be a positive number (mean / std of the inputs), got {ratio!r}")
+    n, d = int(A.shape[0]), int(A.shape[1]) - 1
+    gain = math.sqrt(1.0 + block * float(ratio) ** 2)
+    factor = (1.0 / gain if inverse else gain) - 1.0
+    weights = xp.reshape(A[:, :-1], (n, d // block, block))
+    mean = xp.mean(weights, axis=2)  # (e_c · w) e_c = mean of block c, broadcast over it
+    scaled = xp.reshape(weights + factor * mean[:, :, None], (n, d))
+    return xp.concat([scaled, A[:, -1:]], axis=1)
+
+
+def _residuals(xp: Any, D: Array, coef: Array, rep: Array, labels: np.ndarray) -> Array:
+    """``‖ŵ_j − c_j u_{C(j)}‖`` per unit; times ``m_j`` these are the Proposition F terms."""
+    return xp.linalg.vector_norm(D - coef[:, None] * take_rows(xp, rep, labels), axis=1)
+
+
+def _projection(xp: Any, D: Array, rep: Array, labels: np.ndarray) -> Array:
+    """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its representative."""
     target = take_rows(xp, rep, labels)
-    return m * xp.linalg.vector_norm(D - target, axis=1)
+    dots = xp.sum(D * target, axis=1)
+    sq = xp.sum(target * target, axis=1)
+    positive = (dots > 0) & (sq > 0)  # a zero representative (members cancel) reads nothing
+    return xp.where(positive, dots / xp.where(sq > 0, sq, xp.ones_like(sq)), xp.zeros_like(dots))
 
 
-def _zonotope_bound(xp: Any, H: Array, G: Array, residual: Array, *, median: bool) -> float:
+def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> Array:
+    """Leading eigenvector of ``S_C = Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, exactly.
+
+    ``S_C = X_Cᵀ X_C`` with rows ``√m_j ŵ_j``, so its leading eigenvector is ``X_Cᵀ y``
+    for ``y`` the leading eigenvector of the small ``|C| × |C|`` matrix ``X_C X_Cᵀ``
+    (the leading right singular vector of ``X_C``). Those matrices are formed and
+    decomposed on the host in float64, clusters of equal size together, in blocks of at
+    most 64 MB (``O(Σ_C |C|² p)`` work: small when most clusters are small); ``u = Σ_j
+    √m_j y_j ŵ_j`` is then one segment sum on the device. The sign makes
+    ``Σ_C m_j ŵ_j · u = λ Σ_C √m_j y_j`` positive; a cluster where that is zero keeps its
+    mean. A single unit is its own direction.
+    """
+    k, n = int(mean.shape[0]), int(D.shape[0])
+    Dh, root = to_numpy(D), np.sqrt(to_numpy(m).astype(np.float64))  # D stays in its dtype
+    sizes = np.bincount(labels, minlength=k)
+    members = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    coef, fallback = np.zeros(n), np.zeros(k, dtype=bool)
+    for size in np.unique(sizes):
+        clusters = np.flatnonzero(sizes == size)
+        idx = members[starts[clusters][:, None] + np.arange(size)]  # (clusters, size)
+        if size == 1:
+            coef[idx[:, 0]] = 1.0
+            continue
+        step = max(1, (64 * 2**20) // (8 * size * Dh.shape[1]))
+        for lo in range(0, clusters.size, step):
+            block = idx[lo : lo + step]
+            X = Dh[block].astype(np.float64) * root[block][:, :, None]
+            y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
+            agree = np.sum(root[block] * y, axis=1)
+            coef[block] = root[block] * y * np.sign(agree)[:, None]
+            fallback[clusters[lo : lo + step]] = agree == 0
+    u = segment_sum(xp, D, labels, k, weights=asarray_like(coef, xp, D))
+    u = u / xp.linalg.vector_norm(u, axis=1)[:, None]
+    return xp.where(asarray_like(fallback, xp, D, dtype=xp.bool)[:, None], mean, u)
+
+
+def _zonotope_bound(xp: Any, labels: np.ndarray, k: int, G: Array, residual: Array, *, keeps_sum: bool) -> float:
     """Upper bound on ``H(Σ_j [0, g_j], Σ_C [0, g̃_C])`` for one sign group.
 
-    Per cluster the smaller of two valid bounds (Corollary D): the direction residual
-    ``Σ m_j ‖ŵ_j − ŵ_C‖`` and, when the merged generator is the cluster's sum, the plain
-    residual ``Σ ‖g_j − μ_C‖`` around the mean generator.
+    Per cluster the smaller of two valid bounds (Corollary D): the residual
+    ``Σ_C m_j ‖ŵ_j − (φ_j/α_j) u_C‖`` and, when the merged generator is the cluster's sum
+    (mean representative, ``φ_j = α_j``), the plain residual ``Σ ‖g_j − μ_C‖`` around
+    the mean generator.
     """
-    direction = xp.matmul(H.T, residual)
-    if median:
+    direction = segment_sum(xp, residual, labels, k)
+    if not keeps_sum:
         return float(xp.sum(direction))
-    counts = xp.sum(H, axis=0)
-    mean = xp.matmul(H.T, G) / counts[:, None]
-    plain = xp.matmul(H.T, xp.linalg.vector_norm(G - xp.matmul(H, mean), axis=1))
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    mean = segment_sum(xp, G, labels, k) / asarray_like(counts, xp, G)[:, None]
+    plain = segment_sum(xp, xp.linalg.vector_norm(G - take_rows(xp, mean, labels), axis=1), labels, k)
     return float(xp.sum(xp.minimum(direction, plain)))

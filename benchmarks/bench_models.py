@@ -1,0 +1,341 @@
+"""Whole PyTorch models through the adapter, against Torch-Pruning's L1 channel pruning (issue 10).
+
+Runs, in one invocation and on the same models with the same random weights:
+
+- tropref ``adapters.torch.compress(model, keep, method=...)`` for ``l1`` and ``tropnnc``
+  (the adapter path a user takes: export, BatchNorm folding, every layer, the next-layer
+  rewrites, the certificate, the import back), with its defaults (the model's dtype);
+- Torch-Pruning (``torch-pruning``, optional: ``pip install tropref[bench]``):
+  ``MetaPruner(model, example_inputs, MagnitudeImportance(p=1), pruning_ratio=1 - keep,
+  ignored_layers=[classifier])`` and one ``step()``, dependency graph included.
+
+Each run is a fresh subprocess (so that one run's memory cannot hide in another's), timed
+inside around the compression call alone; its peak memory is that process's
+``ru_maxrss`` (which includes the model itself, built before the call, and the imports;
+``model RSS`` is the process's RSS right before the call). Times are the best of
+``--repeat`` runs with their range. The models are torchvision's architectures written out
+(torchvision's registry wheels are CUDA builds that do not import on a CPU-only torch),
+with seeded random weights (BatchNorm statistics randomised too, so folding is not trivial).
+A tool that refuses a model (tropref before residual networks) prints ``refused: <reason>``.
+
+    python benchmarks/bench_models.py                       # alexnet vgg11_bn vgg16 resnet18 resnet50, 1 run
+    python benchmarks/bench_models.py --models vgg16 --repeat 3
+    python benchmarks/bench_models.py --models tiny --tools tropref-l1 torch-pruning
+
+Never asserts; prints a table, and ``--json PATH`` writes every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TOOLS = ("tropref-l1", "tropref-tropnnc", "torch-pruning")
+MODELS = ("alexnet", "vgg11_bn", "vgg16", "resnet18", "resnet50")
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def build(name: str):
+    """A torchvision architecture (as of torchvision 0.20), written out; ``(model, input_shape)``."""
+    import torch
+    from torch import nn
+
+    if name == "tiny":
+        model = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+            nn.Linear(64, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10),
+        )
+        return model, (3, 16, 16)
+    if name == "alexnet":
+        model = nn.Sequential(
+            nn.Sequential(
+                nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            ),
+            nn.AdaptiveAvgPool2d((6, 6)),
+            nn.Flatten(),
+            nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(256 * 36, 4096), nn.ReLU(inplace=True),
+                nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000),
+            ),
+        )
+        return model, (3, 224, 224)
+    if name.startswith("vgg"):
+        cfg = {
+            "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+            "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+        }[name.replace("_bn", "")]
+        layers, c = [], 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            layers.append(nn.Conv2d(c, v, 3, padding=1))
+            if name.endswith("_bn"):
+                layers.append(nn.BatchNorm2d(v))
+            layers.append(nn.ReLU(inplace=True))
+            c = v
+        model = nn.Sequential(
+            nn.Sequential(*layers),
+            nn.AdaptiveAvgPool2d((7, 7)),
+            nn.Flatten(),
+            nn.Sequential(
+                nn.Linear(512 * 49, 4096), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000),
+            ),
+        )
+        return model, (3, 224, 224)
+    if name in ("resnet18", "resnet50"):
+        return _resnet(nn, torch, name), (3, 224, 224)
+    raise SystemExit(f"unknown model {name!r}; choose from {MODELS + ('tiny',)}")
+
+
+def _resnet(nn, torch, name):
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, cin, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + identity)
+
+    class Bottleneck(nn.Module):
+        expansion = 4
+
+        def __init__(self, cin, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(planes * 4)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + identity)
+
+    class ResNet(nn.Module):
+        def __init__(self, block, counts):
+            super().__init__()
+            self.inplanes = 64
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.layer1 = self._make(block, 64, counts[0])
+            self.layer2 = self._make(block, 128, counts[1], 2)
+            self.layer3 = self._make(block, 256, counts[2], 2)
+            self.layer4 = self._make(block, 512, counts[3], 2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(512 * block.expansion, 1000)
+
+        def _make(self, block, planes, count, stride=1):
+            down = None
+            if stride != 1 or self.inplanes != planes * block.expansion:
+                down = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                     nn.BatchNorm2d(planes * block.expansion))
+            layers = [block(self.inplanes, planes, stride, down)]
+            self.inplanes = planes * block.expansion
+            layers += [block(self.inplanes, planes) for _ in range(1, count)]
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    if name == "resnet18":
+        return ResNet(BasicBlock, [2, 2, 2, 2])
+    return ResNet(Bottleneck, [3, 4, 6, 3])
+
+
+def randomise(model, seed: int) -> None:
+    """Seeded random weights (PyTorch's default init) and BatchNorm statistics, eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    model.eval()
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- one run (child)
+
+
+def _rss_now_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
+    import torch
+
+    torch.set_grad_enabled(False)
+    model, shape = build(model_name)
+    randomise(model, seed)
+    before = count(model)
+    rss_model = _rss_now_mb()
+    out = {"model": model_name, "tool": tool, "params_before": before, "model_rss_mb": rss_model}
+    try:
+        if tool.startswith("tropref-"):
+            sys.path.insert(0, ROOT)
+            from adapters.torch import compress
+
+            t = time.perf_counter()
+            small, report = compress(model, keep=keep, method=tool.split("-", 1)[1], seed=seed, input_shape=shape, progress=False)
+            out["time_s"] = time.perf_counter() - t
+            out["steps"] = {k: round(v, 3) for k, v in getattr(report, "steps", {}).items()} if hasattr(report, "steps") else None
+        else:
+            import torch_pruning as tp
+
+            with torch.enable_grad():  # Torch-Pruning traces the graph through autograd
+                t = time.perf_counter()
+                last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+                pruner = tp.pruner.MetaPruner(
+                    model, torch.randn(1, *shape), importance=tp.importance.MagnitudeImportance(p=1),
+                    pruning_ratio=1.0 - keep, ignored_layers=[last],
+                )
+                pruner.step()
+                out["time_s"] = time.perf_counter() - t
+            small = model
+        out["params_after"] = count(small)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        out["refused"] = f"{type(exc).__name__}: {exc}"
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_child(model: str, tool: str, keep: float, seed: int, timeout: float) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", model, tool, str(keep), str(seed)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": model, "tool": tool, "error": f"timed out after {timeout:.0f} s"}
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        return {"model": model, "tool": tool, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def available(tool: str) -> str | None:
+    if tool == "torch-pruning":
+        try:
+            import torch_pruning  # noqa: F401
+        except ImportError:
+            return "torch-pruning is not installed (pip install 'tropref[bench]')"
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--tools", nargs="*", default=list(TOOLS), choices=TOOLS)
+    ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per model and tool; the best is reported")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    ap.add_argument("--json", help="write every run to this file")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        model, tool, keep, seed = args.child
+        print(json.dumps(child(model, tool, float(keep), int(seed))), flush=True)
+        return 0
+
+    import torch
+
+    print(f"torch {torch.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
+          f"keep {args.keep}; best of {args.repeat}", flush=True)
+    runs, best = [], {}
+    for model in args.models:
+        for tool in args.tools:
+            why = available(tool)
+            if why:
+                best[model, tool] = {"refused": why}
+                print(f"{model:10s} {tool:16s} skipped: {why}", flush=True)
+                continue
+            got = [run_child(model, tool, args.keep, args.seed, args.timeout) for _ in range(args.repeat)]
+            runs += got
+            ok = [r for r in got if "time_s" in r]
+            if ok:
+                times = sorted(r["time_s"] for r in ok)
+                rec = dict(min(ok, key=lambda r: r["time_s"]))
+                rec["range"] = (times[0], times[-1])
+                rec["peak_rss_mb"] = min(r["peak_rss_mb"] for r in ok)
+                best[model, tool] = rec
+                print(f"{model:10s} {tool:16s} {times[0]:8.2f} s ({times[0]:.1f}-{times[-1]:.1f})  peak RSS "
+                      f"{rec['peak_rss_mb']:7.0f} MB (model {rec['model_rss_mb']:.0f} MB)  params "
+                      f"{rec['params_before'] / 1e6:.1f} M -> {rec['params_after'] / 1e6:.1f} M"
+                      + (f"  steps {rec['steps']}" if rec.get("steps") else ""), flush=True)
+            else:
+                rec = got[-1]
+                best[model, tool] = rec
+                print(f"{model:10s} {tool:16s} {'refused: ' + rec['refused'] if 'refused' in rec else 'error: ' + rec.get('error', '?')}", flush=True)
+
+    print("\nmodel      | " + " | ".join(f"{t} s (peak MB)" for t in args.tools) + " | ratios to torch-pruning (time; memory)")
+    for model in args.models:
+        cells, ratios = [], []
+        ref = best.get((model, "torch-pruning"), {})
+        for tool in args.tools:
+            r = best.get((model, tool), {})
+            if "time_s" in r:
+                cells.append(f"{r['time_s']:.2f} ({r['peak_rss_mb']:.0f})")
+                if tool != "torch-pruning" and "time_s" in ref:
+                    ratios.append(f"{tool.split('-', 1)[1]} {r['time_s'] / ref['time_s']:.1f}x; {r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x")
+            else:
+                cells.append("refused" if "refused" in r else "error")
+        print(f"{model:10s} | " + " | ".join(cells) + " | " + ", ".join(ratios))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv[1:], "runs": runs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
