@@ -11,8 +11,8 @@ every obstacle of a model (:func:`refuse`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, ReLU
 
@@ -61,16 +61,23 @@ def fold_pads(layers: list, inputs: list, problems: list[str]) -> list:
         elif isinstance(target, AvgPool2d) and layer.value == 0.0 and (target.count_include_pad or not target.padded):
             target = replace(target, count_include_pad=True)
             ok = True
-        elif type(target) is MaxPool2d and (layer.value == -math.inf or (layer.value == 0.0 and _reads_relu(layers, inputs, p))):
-            ok = max(t + target.padding[0], b + target.padding[1]) < target.kernel[0] and max(l + target.padding[2], r + target.padding[3]) < target.kernel[1]
+        elif type(target) is MaxPool2d and (
+            layer.value == -math.inf or (layer.value == 0.0 and _reads_relu(layers, inputs, p))
+        ):
+            ok = (
+                max(t + target.padding[0], b + target.padding[1]) < target.kernel[0]
+                and max(l + target.padding[2], r + target.padding[3]) < target.kernel[1]
+            )
         if ok:
             pt, pb, pl, pr = target.padding
             layers[us[0]] = replace(target, padding=(pt + t, pb + b, pl + l, pr + r))
             layers[p] = Identity(name=layer.name)
         else:
-            problems.append(f"layer {layer.name!r} (padding {layer.pads}, value {layer.value:g}): tropref reads explicit padding only "
-                            "as the zero padding of the one convolution or average pooling that reads it (or before a max pooling "
-                            "of non-negative values)")
+            problems.append(
+                f"layer {layer.name!r} (padding {layer.pads}, value {layer.value:g}): "
+                "tropref reads explicit padding only as the zero padding of the one convolution or average "
+                "pooling that reads it (or before a max pooling of non-negative values)"
+            )
     return layers
 
 
@@ -97,4 +104,6 @@ def refuse(problems: Sequence[str]) -> None:
     """Raise one ``ValueError`` listing every problem (nothing when there is none)."""
     if problems:
         n = len(problems)
-        raise ValueError(f"tropref cannot read this model ({n} problem{'s' if n > 1 else ''}):\n- " + "\n- ".join(problems))
+        raise ValueError(
+            f"tropref cannot read this model ({n} problem{'s' if n > 1 else ''}):\n- " + "\n- ".join(problems)
+        )

@@ -19,7 +19,9 @@ L = keras.layers
 from tropref.adapters.keras import compress, from_keras  # noqa: E402
 from tropref.network import Add, Concat  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 
 def _np(y) -> np.ndarray:
@@ -31,7 +33,9 @@ def _randomise_bn(layers, seed: int = 1) -> None:
     for layer in layers:
         if isinstance(layer, L.BatchNormalization):
             c = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(size=c) * 0.2, rng.normal(size=c) * 0.2, rng.uniform(0.5, 2, c)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, c), rng.normal(size=c) * 0.2, rng.normal(size=c) * 0.2, rng.uniform(0.5, 2, c)]
+            )
 
 
 def test_keras_applications_resnet50_is_exact_at_keep_one():
@@ -44,16 +48,26 @@ def test_keras_applications_resnet50_is_exact_at_keep_one():
     np.testing.assert_allclose(_np(small(x)), ref, atol=1e-5)
     assert report.certificate == 0.0
     status = {r.name: r.status for r in report.layers}
-    assert status["conv2_block1_1_conv"] == "kept" and status["conv2_block1_2_conv"] == "kept"
-    assert status["conv2_block1_3_conv"].startswith("coupled") and status["conv2_block1_0_conv"].startswith("coupled")
+    assert status["conv2_block1_1_conv"] == "kept"
+    assert status["conv2_block1_2_conv"] == "kept"
+    assert status["conv2_block1_3_conv"].startswith("coupled")
+    assert status["conv2_block1_0_conv"].startswith("coupled")
     assert status["predictions"] == "classifier"
 
 
 def _functional_model():
     """Sequential inside functional, functional inside functional, Add, Concatenate, ZeroPadding2D."""
     keras.utils.set_random_seed(3)
-    inner = keras.Sequential([keras.Input((8, 8, 6)), L.Conv2D(10, 3, padding="same", name="in_c1"), L.BatchNormalization(name="in_bn"),
-                              L.ReLU(name="in_relu"), L.Conv2D(6, 3, padding="same", name="in_c2")], name="inner_seq")
+    inner = keras.Sequential(
+        [
+            keras.Input((8, 8, 6)),
+            L.Conv2D(10, 3, padding="same", name="in_c1"),
+            L.BatchNormalization(name="in_bn"),
+            L.ReLU(name="in_relu"),
+            L.Conv2D(6, 3, padding="same", name="in_c2"),
+        ],
+        name="inner_seq",
+    )
     x = keras.Input((8, 8, 6))
     block = keras.Model(x, L.Activation("relu")(L.Add()([inner(x), x])), name="block")
     inp = keras.Input((9, 9, 2))
@@ -76,21 +90,26 @@ def test_nested_functional_graph_compresses_saves_and_reloads(tmp_path):
     model = _functional_model()
     before = [w.copy() for w in model.get_weights()]
     net = from_keras(model)
-    assert any(isinstance(layer, Add) for layer in net.layers) and any(isinstance(layer, Concat) for layer in net.layers)
+    assert any(isinstance(layer, Add) for layer in net.layers)
+    assert any(isinstance(layer, Concat) for layer in net.layers)
     x = np.random.default_rng(2).normal(size=(16, 9, 9, 2)).astype("float32")
     small, report = compress(model, keep=1.0, inputs=x)
     np.testing.assert_allclose(_np(small(x)), _np(model(x)), atol=1e-6)
     small, report = compress(model, keep=0.5, inputs=x, seed=0)
     widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
-    assert widths["in_c1"] == (10, 5) and widths["head"] == (12, 6) and widths["fc"] == (16, 8)
-    assert widths["in_c2"] == (6, 6) and widths["side"] == (4, 4) and widths["stem2"] == (6, 6)
+    assert widths["in_c1"] == (10, 5)
+    assert widths["head"] == (12, 6)
+    assert widths["fc"] == (16, 8)
+    assert widths["in_c2"] == (6, 6)
+    assert widths["side"] == (4, 4)
+    assert widths["stem2"] == (6, 6)
     assert widths["stem"] == (6, 3)  # its padded output is read by stem2 alone
     assert report.measured_error <= report.certificate
     np.testing.assert_allclose(np.abs(_np(small(x)) - _np(model(x))).max(), report.measured_error, atol=1e-5)
     small.save(tmp_path / "small.keras")
     again = keras.models.load_model(tmp_path / "small.keras")
     np.testing.assert_allclose(_np(again(x)), _np(small(x)), atol=0)
-    for a, b in zip(before, model.get_weights()):  # the model given is not modified
+    for a, b in zip(before, model.get_weights(), strict=False):  # the model given is not modified
         np.testing.assert_array_equal(a, b)
 
 
@@ -102,7 +121,7 @@ def test_legacy_h5_sequential_is_read_from_its_own_graph(tmp_path):
     again = keras.models.load_model(tmp_path / "legacy.h5")
     assert max(len(layer._inbound_nodes) for layer in again.layers) > 1  # what Keras records for such files
     x = np.random.default_rng(5).normal(size=(10, 6)).astype("float32")
-    small, report = compress(again, keep=0.5, inputs=x)
+    _small, report = compress(again, keep=0.5, inputs=x)
     assert report.measured_error <= report.certificate
     assert [type(layer).__name__ for layer in from_keras(again)] == ["Dense", "ReLU", "Dense"]
 
@@ -114,7 +133,12 @@ def test_one_refusal_lists_every_obstacle():
     h = L.ReLU(max_value=6.0, name="capped")(h)
     h = L.Conv2D(4, 1, name="project")(h)
     out = L.Multiply(name="gate")([h, inp])
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="4 problems") as info:
         from_keras(keras.Model(inp, out))
     msg = str(info.value)
-    assert "4 problems" in msg and "'expand'" in msg and "relu6" in msg and "'dw'" in msg and "'capped'" in msg and "'gate'" in msg
+    assert "4 problems" in msg
+    assert "'expand'" in msg
+    assert "relu6" in msg
+    assert "'dw'" in msg
+    assert "'capped'" in msg
+    assert "'gate'" in msg

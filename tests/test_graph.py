@@ -5,30 +5,60 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tropref import Budget, compress_network
 from tropref.graph import segments
 from tropref.network import (
-    Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dense, Flatten, Network, ReLU, Softmax, count_macs, count_params, forward,
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Network,
+    ReLU,
+    Softmax,
+    count_macs,
+    count_params,
+    forward,
     output_shapes,
 )
 
 
 def _conv(rng, o, c, k=3, stride=1, name=None):
-    return Conv2d(rng.normal(size=(o, c, k, k)) / np.sqrt(c * k * k), rng.normal(size=o) * 0.1, stride=stride, padding=k // 2, name=name)
+    return Conv2d(
+        rng.normal(size=(o, c, k, k)) / np.sqrt(c * k * k),
+        rng.normal(size=o) * 0.1,
+        stride=stride,
+        padding=k // 2,
+        name=name,
+    )
 
 
 def _bn(rng, c, name=None):
-    return BatchNorm(rng.normal(size=c) * 0.2, rng.random(c) + 0.5, rng.random(c) + 0.5, rng.normal(size=c) * 0.2, name=name)
+    return BatchNorm(
+        rng.normal(size=c) * 0.2, rng.random(c) + 0.5, rng.random(c) + 0.5, rng.normal(size=c) * 0.2, name=name
+    )
 
 
 def residual_net(seed: int = 0, width: int = 4, inner: int = 6, concat: bool = False) -> Network:
     """stem -> [conv-bn-relu-conv-bn] + identity -> relu -> (concat with a 1x1 branch) -> pool -> fc."""
     rng = np.random.default_rng(seed)
-    layers = [_conv(rng, width, 2, name="stem"), _bn(rng, width), ReLU(),  # 0 1 2
-              _conv(rng, inner, width, name="c1"), _bn(rng, inner), ReLU(), _conv(rng, width, inner, name="c2"), _bn(rng, width),  # 3-7
-              Add(name="add"), ReLU()]  # 8 9
+    layers = [
+        _conv(rng, width, 2, name="stem"),
+        _bn(rng, width),
+        ReLU(),  # 0 1 2
+        _conv(rng, inner, width, name="c1"),
+        _bn(rng, inner),
+        ReLU(),
+        _conv(rng, width, inner, name="c2"),
+        _bn(rng, width),  # 3-7
+        Add(name="add"),
+        ReLU(),
+    ]  # 8 9
     inputs = [(-1,), (0,), (1,), (2,), (3,), (4,), (5,), (6,), (7, 2), (8,)]
     last, c = 9, width
     if concat:
@@ -43,8 +73,9 @@ def residual_net(seed: int = 0, width: int = 4, inner: int = 6, concat: bool = F
 def test_chain_inputs_are_stored_as_a_chain_and_junctions_need_inputs():
     rng = np.random.default_rng(0)
     net = Network([Dense(rng.normal(size=(2, 2))), ReLU()], inputs=[(-1,), (0,)])
-    assert net.is_chain and net.inputs is None
-    with pytest.raises(ValueError, match="Add.*needs `inputs`"):
+    assert net.is_chain
+    assert net.inputs is None
+    with pytest.raises(ValueError, match=r"Add.*needs `inputs`"):
         Network([Dense(rng.normal(size=(2, 2))), Add()])
     with pytest.raises(ValueError, match="must read two or more"):
         Network([Dense(rng.normal(size=(2, 2))), Add()], inputs=[(-1,), (0,)])
@@ -58,10 +89,12 @@ def test_graph_forward_matches_a_hand_written_residual(backend):
     net = residual_net(1, concat=True)
     x = np.random.default_rng(2).normal(size=(5, 2, 6, 6))
     L = net.layers
+
     def run(idx, v):
         for i in idx:
             v = forward(Network([L[i]]), v)
         return v
+
     h = run([0, 1, 2], x)
     y = np.maximum(run([3, 4, 5, 6, 7], h) + h, 0)
     y = np.concatenate([y, run([10, 11], y)], axis=1)
@@ -74,6 +107,7 @@ def test_graph_forward_matches_a_hand_written_residual(backend):
 
 def _on(net: Network, backend) -> Network:
     from tropref.network import map_arrays
+
     return map_arrays(net, lambda a: backend.asarray(a))
 
 
@@ -84,12 +118,18 @@ def test_segments_and_coupled_layers_are_reported():
     small, report = compress_network(net, 0.5, seed=0, inputs=x)
     status = {r.name: r.status for r in report.layers}
     assert status["c1"] == "compressed"
-    assert status["stem"].startswith("coupled") and "read by 2 layers" in status["stem"]
-    assert status["c2"].startswith("coupled") and "'add'" in status["c2"] and "residual sum" in status["c2"]
-    assert status["side"].startswith("coupled") and "concatenation" in status["side"]
+    assert status["stem"].startswith("coupled")
+    assert "read by 2 layers" in status["stem"]
+    assert status["c2"].startswith("coupled")
+    assert "'add'" in status["c2"]
+    assert "residual sum" in status["c2"]
+    assert status["side"].startswith("coupled")
+    assert "concatenation" in status["side"]
     assert status["fc"] == "classifier"
     widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
-    assert widths["c1"] == (6, 3) and widths["c2"] == (4, 4) and widths["stem"] == (4, 4)
+    assert widths["c1"] == (6, 3)
+    assert widths["c2"] == (4, 4)
+    assert widths["stem"] == (4, 4)
     assert report.params_after == count_params(small) < report.params_before == count_params(net)
     assert report.macs_after == count_macs(small)
     assert report.measured_error <= report.certificate
@@ -102,19 +142,19 @@ def test_keep_one_is_exact_and_the_input_is_not_modified():
     small, report = compress_network(net, 1.0, seed=0, inputs=x)
     np.testing.assert_allclose(forward(small, x), forward(net, x), atol=1e-12)
     assert report.certificate == 0.0
-    for a, layer in zip(before, net.layers):
+    for a, layer in zip(before, net.layers, strict=False):
         np.testing.assert_array_equal(a, np.array(getattr(layer, "W", np.zeros(1))))
 
 
 def test_keep_mapping_names_coupled_layers_and_budget_is_met():
     net = residual_net(5, inner=8)
     x = np.random.default_rng(6).normal(size=(8, 2, 6, 6))
-    with pytest.raises(ValueError, match="'c2'.*coupled.*'add'"):
+    with pytest.raises(ValueError, match=r"'c2'.*coupled.*'add'"):
         compress_network(net, {"c2": 2}, inputs=x)
-    small, report = compress_network(net, {"c1": 3}, inputs=x)
+    _, report = compress_network(net, {"c1": 3}, inputs=x)
     assert {r.name: r.width_after for r in report.layers}["c1"] == 3
     for kind in ("params", "macs", "units"):
-        small, report = compress_network(net, Budget(**{kind: 0.8}), seed=0, inputs=x)
+        _small, report = compress_network(net, Budget(**{kind: 0.8}), seed=0, inputs=x)
         if kind == "params":
             assert report.params_after <= 0.8 * report.params_before
         if kind == "macs":
@@ -189,8 +229,11 @@ def test_carry_bound_adds_the_paths_that_meet_and_joins_concatenations():
     rng = np.random.default_rng(0)
     A, B, C = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(2, 6))
     # layer 0 (j) -> A -> Add <- B <- j ; Add -> Concat with the input -> C
-    net = Network([Dense(rng.normal(size=(2, 3))), Dense(A), Dense(B), Add(), Concat(), Dense(C)],
-                  (3,), [(-1,), (0,), (0,), (1, 2), (3, -1), (4,)])
+    net = Network(
+        [Dense(rng.normal(size=(2, 3))), Dense(A), Dense(B), Add(), Concat(), Dense(C)],
+        (3,),
+        [(-1,), (0,), (0,), (1, 2), (3, -1), (4,)],
+    )
     e = np.array([0.5, 2.0])
     want = np.abs(C) @ np.concatenate([np.abs(A) @ e + np.abs(B) @ e, np.zeros(3)])
     np.testing.assert_allclose(carry_bound(net, 0, e, output_shapes(net), (3,)), want)
@@ -201,7 +244,7 @@ def test_graph_model_files_round_trip(tmp_path):
 
     net = residual_net(9, concat=True)
     path = save_model(net, tmp_path / "res.npz")
-    again, meta = load_model(path, dtype=np.float64)
+    again, _meta = load_model(path, dtype=np.float64)
     x = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
     np.testing.assert_allclose(forward(again, x), forward(net, x), atol=1e-12)
     assert hidden_layer_names(again) == {"dense": [], "conv": ["c1"]}
@@ -211,7 +254,13 @@ def test_graph_compression_agrees_across_backends(backend):
     net = residual_net(0, inner=8, concat=True)
     x = np.random.default_rng(0).normal(size=(10, 2, 6, 6))
     want, rep0 = compress_network(net, Budget(params=0.8), seed=0, inputs=x, data=x, method="thinet")
-    got, rep = compress_network(_on(net, backend), Budget(params=0.8), seed=0, inputs=backend.asarray(x),
-                                data=backend.asarray(x), method="thinet")
+    got, rep = compress_network(
+        _on(net, backend),
+        Budget(params=0.8),
+        seed=0,
+        inputs=backend.asarray(x),
+        data=backend.asarray(x),
+        method="thinet",
+    )
     np.testing.assert_allclose(backend.numpy(forward(got, backend.asarray(x))), forward(want, x), rtol=1e-9, atol=1e-9)
     assert [r.width_after for r in rep.layers] == [r.width_after for r in rep0.layers]

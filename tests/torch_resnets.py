@@ -74,7 +74,9 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """torchvision.models.ResNet; ``width`` is the stem's 64 (64 gives the real model)."""
 
-    def __init__(self, block: type, layers: list[int], num_classes: int = 1000, width: int = 64, in_channels: int = 3) -> None:
+    def __init__(
+        self, block: type, layers: list[int], num_classes: int = 1000, width: int = 64, in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.inplanes = width
         self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -91,7 +93,9 @@ class ResNet(nn.Module):
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]

@@ -24,14 +24,35 @@ through additions, where the bounds of the paths that meet are added.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from .network import JUNCTIONS, BatchNorm, Concat, Conv2d, Dense, Flatten, Layer, Network, Softmax, output_shapes, with_flatten_order
+from .network import (
+    JUNCTIONS,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    Network,
+    Softmax,
+    output_shapes,
+    with_flatten_order,
+)
 
-__all__ = ["Segment", "segments", "segment_network", "splice", "drop_layers", "carry_bound", "coupling", "with_flatten_order_everywhere"]
+__all__ = [
+    "Segment",
+    "segments",
+    "segment_network",
+    "splice",
+    "drop_layers",
+    "carry_bound",
+    "coupling",
+    "with_flatten_order_everywhere",
+]
 
 
 @dataclass(frozen=True)
@@ -79,7 +100,7 @@ def segments(net: Network) -> list[Segment]:
             seg_of[i] = len(out)
             out.append([i])
             sources.append(p)
-    return [Segment(tuple(nodes), src) for nodes, src in zip(out, sources)]
+    return [Segment(tuple(nodes), src) for nodes, src in zip(out, sources, strict=False)]
 
 
 def segment_network(net: Network, seg: Segment, input_shape: Sequence[int] | None) -> Network:
@@ -87,7 +108,9 @@ def segment_network(net: Network, seg: Segment, input_shape: Sequence[int] | Non
     return Network(tuple(net.layers[i] for i in seg.nodes), None if input_shape is None else tuple(input_shape))
 
 
-def splice(net: Network, segs: Sequence[Segment], replacement: Mapping[int, Sequence[Layer]]) -> tuple[Network, list[list[int]], dict[int, int]]:
+def splice(
+    net: Network, segs: Sequence[Segment], replacement: Mapping[int, Sequence[Layer]]
+) -> tuple[Network, list[list[int]], dict[int, int]]:
     """``net`` with the layers of segment ``s`` replaced by the chain ``replacement[s]``.
 
     Segments not in ``replacement`` keep their layers. Returns the new network, per
@@ -153,7 +176,9 @@ def coupling(net: Network, seg: Segment) -> str | None:
     return f"its channels are read by {len(users)} layers ({', '.join(net.label(u) for u in users)})"
 
 
-def carry_bound(net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int, ...]], input_shape: tuple[int, ...]) -> np.ndarray:
+def carry_bound(
+    net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int, ...]], input_shape: tuple[int, ...]
+) -> np.ndarray:
     """Bound on the change of the network's outputs from a per-channel bound ``e`` on the
     change of layer ``j``'s output (NumPy float64 host network).
 
