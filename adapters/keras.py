@@ -25,9 +25,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
+    Add,
     AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     Dense,
     Dropout,
@@ -37,8 +41,7 @@ from tropref.network import (
     Network,
     ReLU,
     Softmax,
-    layer_shapes,
-    with_flatten_order,
+    output_shapes,
 )
 from tropref.network_compression import NetworkReport, compress_network
 
@@ -83,53 +86,56 @@ def _activation(activation: Any, name: str) -> list:
         return [Softmax(name=f"{name}.softmax")]
     if fn == "linear" or activation is None:
         return []
+    if fn in _RELU_VARIANT_ACTIVATIONS:
+        raise ValueError(f"layer {name!r}: activation {fn!r} is a ReLU variant: tropref merges units of max(x, 0) only")
     raise ValueError(f"layer {name!r}: activation {fn!r} is not supported (only 'relu', 'softmax' and linear)")
 
 
-def _layer_chain(model: Any) -> list:
-    """The model's layers in order, checking that they form one chain."""
+def _all_layers(model: Any) -> list:
+    """Every layer of the model, nested models' layers included, in the model's order."""
     keras = _keras()
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}")
-    try:
-        model.inputs, model.outputs
-    except (AttributeError, ValueError) as exc:
-        raise ValueError(f"model {model.name!r} has no defined input: build it with keras.Input(...) first") from exc
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; tropref needs one chain")
-    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    prev = model.inputs[0]
-    chain: list = []
-    for layer in layers:
-        if len(getattr(layer, "_inbound_nodes", [])) > 1:
-            raise ValueError(f"layer {layer.name!r} is used several times (shared layer): the model is not a chain")
-        try:
-            inp = layer.input
-        except (AttributeError, ValueError) as exc:
-            raise ValueError(f"layer {layer.name!r}: its input cannot be read ({exc})") from exc
-        if isinstance(inp, (list, tuple, dict)) or inp is not prev:
-            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) does not read the previous layer's output alone: "
-                             "the model is not a chain (residual additions, concatenations and branches are refused)")
-        # a nested model that is itself a chain is read layer by layer
-        chain += _layer_chain(layer) if isinstance(layer, keras.Model) else [layer]
-        prev = layer.output
-    if prev is not model.outputs[0]:
-        raise ValueError(f"the output of model {model.name!r} is not the end of its chain of layers (a branch)")
-    return chain
+    out = []
+    for layer in model.layers:
+        out += _all_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return out
 
 
 def data_format_of(model: Any) -> str:
     """``"channels_last"`` or ``"channels_first"``: the data format of the model's first
     convolution or pooling (``"channels_last"`` for a model without any)."""
-    for layer in _layer_chain(model):
+    keras = _keras()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}")
+    for layer in _all_layers(model):
         fmt = getattr(layer, "data_format", None)
-        if fmt is not None and type(layer).__name__ != "Flatten":
+        if fmt is not None and type(layer).__name__ not in ("Flatten", "ZeroPadding2D"):
             return fmt
     return "channels_last"
 
 
+def _io(model: Any) -> tuple[Any, Any]:
+    """The model's one input and one output symbolic tensors."""
+    try:
+        ins, outs = model.inputs, model.outputs
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(f"model {model.name!r} has no defined input: build it with keras.Input(...) first") from exc
+    if not ins or not outs:
+        raise ValueError(f"model {model.name!r} has no defined input: build it with keras.Input(...) first")
+    if len(ins) != 1 or len(outs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(ins)} inputs and {len(outs)} outputs; tropref needs one of each")
+    return ins[0], outs[0]
+
+
 def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
-    """The network description of a Keras chain model (weights copied to NumPy ``dtype``).
+    """The network description of a Keras model (weights copied to NumPy ``dtype``).
+
+    The model's own graph is followed from its output back to its input (through the
+    symbolic tensors' history, so a layer's other uses in other models do not matter):
+    every layer call becomes a layer of the graph, ``Add`` an
+    :class:`~tropref.network.Add`, ``Concatenate`` over the channels a
+    :class:`~tropref.network.Concat`, nested models (``Sequential`` inside functional,
+    functional inside functional) are read through, and ``ZeroPadding2D`` is folded into
+    the convolution or pooling that reads it. A chain comes back as a chain network.
 
     The description is NCHW: a channels-last model's input ``(H, W, C)`` becomes
     ``input_shape = (C, H, W)`` (use :func:`to_core_input` on the data).
@@ -137,7 +143,8 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     Raises
     ------
     ValueError
-        Naming the first unsupported layer, or the layer where the graph stops being a chain.
+        Listing every obstacle at once, each naming its layer (unsupported layers, ReLU
+        variants, depthwise and grouped convolutions, ...).
 
     Examples
     --------
@@ -146,96 +153,207 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     >>> [type(l).__name__ for l in from_keras(m)]
     ['Dense', 'ReLU', 'Dense']
     """
-    keras = _keras()
-    L = keras.layers
-    chain = _layer_chain(model)
     fmt = data_format_of(model)
-    in_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+    x_in, x_out = _io(model)
+    in_shape = tuple(int(s) for s in x_in.shape[1:])
     if len(in_shape) == 3:
         input_shape = (in_shape[2], in_shape[0], in_shape[1]) if fmt == "channels_last" else in_shape
     elif len(in_shape) == 1:
         input_shape = in_shape
     else:
         raise ValueError(f"model {model.name!r}: input shape {in_shape} is neither (d,) nor an image")
+    layers: list = []
+    inputs: list[tuple[int, ...]] = []
+    problems: list[str] = []
+    out = _read_model(model, {id(x_in): -1}, fmt, dtype, layers, inputs, problems)
+    if out is not None and out < 0 and not problems:
+        problems.append(f"model {model.name!r} returns its input unchanged: there is nothing to compress")
+    if not problems:
+        layers = fold_pads(layers, inputs, problems)
+    refuse(problems)
+    net = prune(layers, inputs, out, input_shape)
+    output_shapes(net)  # a dense layer whose input size does not match is named here
+    return net
+
+
+def _read_model(model: Any, known: dict[int, int], fmt: str, dtype: Any, layers: list, inputs: list, problems: list[str]) -> int | None:
+    """Append the layers of ``model`` (its input tensor's index given in ``known``) and
+    return the index of its output; None when a problem stopped the walk."""
+    keras = _keras()
+    _, x_out = _io(model)
+    index = dict(known)
+    order, stack, seen = [], [(x_out, False)], set()
+    while stack:  # post-order walk from the output: every tensor after the tensors it is computed from
+        t, done = stack.pop()
+        if id(t) in index or (not done and id(t) in seen):
+            continue
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            problems.append(f"model {model.name!r}: tensor {getattr(t, 'name', t)!r} has no layer history")
+            return None
+        node = history.operation._inbound_nodes[history.node_index]
+        if done:
+            order.append((t, history, node))
+            index[id(t)] = None  # placeholder until converted
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        for s in reversed(list(node.input_tensors)):
+            if id(s) not in index:
+                stack.append((s, False))
+    for t, history, node in order:
+        op = history.operation
+        srcs = [index.get(id(s)) for s in node.input_tensors]
+        if any(v is None for v in srcs):
+            index[id(t)] = None
+            continue
+        if isinstance(op, keras.layers.InputLayer):
+            problems.append(f"input {op.name!r}: the model has several inputs; tropref needs one")
+            index[id(t)] = None
+            continue
+        if len(node.output_tensors) != 1:
+            problems.append(f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; tropref reads layers of one output")
+            index[id(t)] = None
+            continue
+        if isinstance(op, keras.Model):
+            try:
+                sub_in, _ = _io(op)
+            except ValueError as exc:
+                problems.append(str(exc))
+                index[id(t)] = None
+                continue
+            index[id(t)] = _read_model(op, {id(sub_in): srcs[0]}, fmt, dtype, layers, inputs, problems)
+            continue
+        shapes = [tuple(s.shape) for s in node.input_tensors]
+        try:
+            converted = _convert_layer(op, shapes, fmt, dtype)
+        except ValueError as exc:
+            problems.append(str(exc))
+            converted = [Identity(name=op.name)]  # stands in, so that the layers after it are checked too
+            srcs = srcs[:1]
+        if isinstance(converted[0] if converted else None, (Add, Concat)):
+            layers.append(converted[0])
+            inputs.append(tuple(srcs))
+            index[id(t)] = len(layers) - 1
+            continue
+        if len(srcs) != 1:
+            problems.append(f"layer {op.name!r} ({type(op).__name__}) reads {len(srcs)} tensors; tropref reads layers of one input, "
+                            "Add and Concatenate")
+            index[id(t)] = None
+            continue
+        prev = srcs[0]
+        for layer in converted:
+            layers.append(layer)
+            inputs.append((prev,))
+            prev = len(layers) - 1
+        index[id(t)] = prev
+    return index.get(id(x_out))
+
+
+_RELU_VARIANT_ACTIVATIONS = ("relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "hard_silu", "hard_swish", "mish",
+                             "softplus", "celu", "glu", "hard_sigmoid", "log_sigmoid", "sparse_plus", "squareplus")
+
+
+def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
+    """The core layers of one Keras layer call with inputs of ``shapes`` (ValueError naming it)."""
+    keras = _keras()
+    L = keras.layers
+    name = layer.name
+    shape = shapes[0]
+    rank = len(shape)
 
     def arr(a: Any) -> np.ndarray:
         return np.array(a, dtype=dtype, copy=True)
 
     out: list = []
-    for layer in chain:
-        name = layer.name
-        shape = tuple(layer.input.shape)
-        rank = len(shape)
-        if isinstance(layer, L.Dense):
-            if rank != 2:
-                raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
-            w = layer.get_weights()
-            out.append(Dense(arr(w[0].T), arr(w[1]) if layer.use_bias else None, name=name))
-            out += _activation(layer.activation, name)
-        elif isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
-            if layer.groups != 1:
-                raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported")
-            _check_format(layer, fmt)
-            k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
-            pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, d, name)
-            w = layer.get_weights()
-            out.append(Conv2d(arr(np.transpose(w[0], (3, 2, 0, 1))), arr(w[1]) if layer.use_bias else None, stride=s, padding=pad, dilation=d, name=name))
-            out += _activation(layer.activation, name)
-        elif isinstance(layer, L.BatchNormalization):
-            axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-            channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
-            if axis is None or axis % rank != channel_axis:
-                raise ValueError(f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channel_axis})")
-            w = list(layer.get_weights())
-            gamma = arr(w.pop(0)) if layer.scale else None
-            beta = arr(w.pop(0)) if layer.center else None
-            out.append(BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name))
-        elif isinstance(layer, L.ReLU):
-            if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
-                raise ValueError(f"layer {name!r}: ReLU with max_value, negative_slope or threshold is not supported")
-            out.append(ReLU(name=name))
-        elif isinstance(layer, L.Activation):
-            out += [replace_name(l, name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
-        elif isinstance(layer, L.Softmax):
-            if layer.axis not in (-1, 1) or rank != 2:
-                raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
-            out.append(Softmax(name=name))
-        elif isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
-            _check_format(layer, fmt)
-            k, s = tuple(layer.pool_size), tuple(layer.strides)
-            pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, (1, 1), name)
-            if isinstance(layer, L.MaxPooling2D):
-                out.append(MaxPool2d(k, s, pad, name=name))
-            else:
-                out.append(AvgPool2d(k, s, pad, name=name, count_include_pad=False))
-        elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
-            _check_format(layer, fmt)
-            hw = _spatial(shape, fmt)
-            cls = AvgPool2d if isinstance(layer, L.GlobalAveragePooling2D) else MaxPool2d
-            out.append(cls(hw, hw, 0, name=name))
-            if not layer.keepdims:
-                out.append(Flatten(name=f"{name}.flatten"))  # (C, 1, 1): both orders agree
-        elif isinstance(layer, L.Flatten):
-            if rank == 4:
-                # Keras moves channels last before flattening when its data_format is
-                # channels_first, so the order is (h, w, c) when it matches the tensor's layout.
-                own = layer.data_format
-                out.append(Flatten("channels_last" if own == fmt else "channels_first", name=name))
-            elif rank != 2:
-                raise ValueError(f"layer {name!r}: Flatten of a {rank}-D tensor is not supported")
-        elif isinstance(layer, (L.Dropout, L.SpatialDropout2D)):
-            out.append(Dropout(float(layer.rate), name=name))
-        elif isinstance(layer, L.Rescaling):
-            # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
-            C = int(shape[1]) if rank == 2 else int(shape[3] if fmt == "channels_last" else shape[1])
-            ones = np.ones(C, dtype=dtype)
-            out.append(BatchNorm(0 * ones, ones, arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
-                                 arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))), eps=0.0, name=name))
-        elif isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
-            out.append(Identity(name=name))
-        else:
-            raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
-    return Network(tuple(out), input_shape)
+    if isinstance(layer, L.Add):
+        if len(shapes) < 2:
+            raise ValueError(f"layer {name!r} (Add) adds {len(shapes)} tensor")
+        return [Add(name=name)]
+    if isinstance(layer, L.Concatenate):
+        axis = layer.axis % rank
+        channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
+        if axis != channel_axis:
+            raise ValueError(f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channel_axis})")
+        return [Concat(name=name)]
+    if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
+        raise ValueError(f"layer {name!r} ({type(layer).__name__}): depthwise convolutions couple each channel to its own filter, "
+                         "which channel merging does not handle")
+    if isinstance(layer, L.ZeroPadding2D):
+        (t, b), (l, r) = layer.padding
+        _check_format(layer, fmt)
+        return [Pad((t, b, l, r), 0.0, name)]
+    if isinstance(layer, L.Dense):
+        if rank != 2:
+            raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
+        w = layer.get_weights()
+        out.append(Dense(arr(w[0].T), arr(w[1]) if layer.use_bias else None, name=name))
+        return out + _activation(layer.activation, name)
+    if isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
+        if layer.groups != 1:
+            raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported")
+        _check_format(layer, fmt)
+        k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
+        pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, d, name)
+        w = layer.get_weights()
+        out.append(Conv2d(arr(np.transpose(w[0], (3, 2, 0, 1))), arr(w[1]) if layer.use_bias else None, stride=s, padding=pad, dilation=d, name=name))
+        return out + _activation(layer.activation, name)
+    if isinstance(layer, L.BatchNormalization):
+        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+        channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
+        if axis is None or axis % rank != channel_axis:
+            raise ValueError(f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channel_axis})")
+        w = list(layer.get_weights())
+        gamma = arr(w.pop(0)) if layer.scale else None
+        beta = arr(w.pop(0)) if layer.center else None
+        return [BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name)]
+    if isinstance(layer, L.ReLU):
+        if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
+            raise ValueError(f"layer {name!r} (ReLU with max_value, negative_slope or threshold) is a ReLU variant: tropref merges "
+                             "units of max(x, 0) only")
+        return [ReLU(name=name)]
+    if isinstance(layer, L.Activation):
+        return [replace_name(l, name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
+    if isinstance(layer, (L.LeakyReLU, L.PReLU, L.ELU)):
+        raise ValueError(f"layer {name!r} ({type(layer).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only")
+    if isinstance(layer, L.Softmax):
+        if layer.axis not in (-1, 1) or rank != 2:
+            raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
+        return [Softmax(name=name)]
+    if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
+        _check_format(layer, fmt)
+        k, s = tuple(layer.pool_size), tuple(layer.strides)
+        pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, (1, 1), name)
+        if isinstance(layer, L.MaxPooling2D):
+            return [MaxPool2d(k, s, pad, name=name)]
+        return [AvgPool2d(k, s, pad, name=name, count_include_pad=False)]
+    if isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
+        _check_format(layer, fmt)
+        hw = _spatial(shape, fmt)
+        cls = AvgPool2d if isinstance(layer, L.GlobalAveragePooling2D) else MaxPool2d
+        out.append(cls(hw, hw, 0, name=name))
+        if not layer.keepdims:
+            out.append(Flatten(name=f"{name}.flatten"))  # (C, 1, 1): both orders agree
+        return out
+    if isinstance(layer, L.Flatten):
+        if rank == 4:
+            # Keras moves channels last before flattening when its data_format is
+            # channels_first, so the order is (h, w, c) when it matches the tensor's layout.
+            return [Flatten("channels_last" if layer.data_format == fmt else "channels_first", name=name)]
+        if rank != 2:
+            raise ValueError(f"layer {name!r}: Flatten of a {rank}-D tensor is not supported")
+        return [Identity(name=name)]
+    if isinstance(layer, (L.Dropout, L.SpatialDropout2D)):
+        return [Dropout(float(layer.rate), name=name)]
+    if isinstance(layer, L.Rescaling):
+        # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
+        C = int(shape[1]) if rank == 2 else int(shape[3] if fmt == "channels_last" else shape[1])
+        ones = np.ones(C, dtype=dtype)
+        return [BatchNorm(0 * ones, ones, arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
+                          arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))), eps=0.0, name=name)]
+    if isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
+        return [Identity(name=name)]
+    raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
 
 
 def replace_name(layer: Any, name: str) -> Any:
@@ -268,7 +386,8 @@ def to_core_input(x: Any, data_format: str = "channels_last", dtype: Any = np.fl
 
 
 def to_keras(net: Network, *, data_format: str = "channels_last", name: str | None = None) -> Any:
-    """A new Keras ``Sequential`` model of plain layers computing ``net``.
+    """A new Keras model of plain layers computing ``net``: a ``Sequential`` for a chain, a
+    functional ``Model`` (with ``Add`` and ``Concatenate``) for a graph.
 
     ``net.input_shape`` is required. With ``data_format="channels_last"`` the model takes
     ``(H, W, C)`` images and convolution kernels are written HWIO; padding that is not
@@ -289,78 +408,109 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
         raise ValueError(f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}")
     if net.input_shape is None:
         raise ValueError("to_keras needs the network's `input_shape`")
-    if data_format == "channels_last" and any(isinstance(l, Flatten) and l.order == "channels_first" for l in net.layers):
-        net = with_flatten_order(net, "channels_last")
-    shapes = layer_shapes(net)
+    if data_format == "channels_last":
+        net = with_flatten_order_everywhere(net, "channels_last")
+    shapes = output_shapes(net)
+    in_shape = net.input_shape
+    if len(in_shape) == 3 and data_format == "channels_last":
+        in_shape = (in_shape[1], in_shape[2], in_shape[0])
+    weights: list = []  # (layer, weights) set after the model is built
+    per_layer: list[list] = []
+    for i, layer in enumerate(net.layers):
+        src = net.sources(i)[0]
+        shape_in = net.input_shape if src < 0 else shapes[src]
+        per_layer.append(_keras_layers(L, layer, shape_in, data_format, weights, _after_relu(net, i)))
+    if net.is_chain:
+        model = keras.Sequential([keras.Input(shape=in_shape)] + [k for ks in per_layer for k in ks], name=name)
+    else:
+        x = keras.Input(shape=in_shape)
+        values = {-1: x}
+        for i, (layer, ks) in enumerate(zip(net.layers, per_layer)):
+            srcs = [values[p] for p in net.sources(i)]
+            if isinstance(layer, Add):
+                v = L.Add(name=layer.name)(srcs)
+            elif isinstance(layer, Concat):
+                rank4 = len(shapes[i]) == 3
+                v = L.Concatenate(axis=1 if rank4 and data_format == "channels_first" else -1, name=layer.name)(srcs)
+            else:
+                v = srcs[0]
+                for k in ks:
+                    v = k(v)
+            values[i] = v
+        model = keras.Model(x, values[len(net.layers) - 1], name=name)
+    for k, w in weights:
+        k.set_weights(w)
+    return model
+
+
+def _after_relu(net: Network, i: int) -> bool:
+    """Whether layer ``i`` reads a ReLU's output (through identities and dropout)."""
+    (p,) = net.sources(i)[:1]
+    while p >= 0 and isinstance(net.layers[p], (Identity, Dropout)):
+        (p,) = net.sources(p)
+    return p >= 0 and isinstance(net.layers[p], ReLU)
+
+
+def _keras_layers(L: Any, layer: Any, shape_in: tuple[int, ...], data_format: str, weights: list, nonneg: bool = False) -> list:
+    """The plain Keras layers computing one core layer on inputs of ``shape_in`` (NCHW);
+    their weights are appended to ``weights``. Add and Concat have none here. ``nonneg``:
+    the input is a ReLU's output, so a max pooling's padding may be zeros."""
     from tropref._array import to_numpy
 
     def a(x: Any) -> np.ndarray:
         return np.asarray(to_numpy(x), dtype=np.float32)
 
-    in_shape = net.input_shape
-    if len(in_shape) == 3 and data_format == "channels_last":
-        in_shape = (in_shape[1], in_shape[2], in_shape[0])
-    model = keras.Sequential(name=name)
-    model.add(keras.Input(shape=in_shape))
-    weights: list = []  # (layer, weights) set after the model is built
-    rank4 = len(net.input_shape) == 3
-    for i, layer in enumerate(net.layers):
-        hw = shapes[i][1:] if len(shapes[i]) == 3 else None
-        if isinstance(layer, Dense):
-            k = L.Dense(layer.units, use_bias=layer.b is not None)
-            model.add(k)
-            weights.append((k, [a(layer.W).T] + ([a(layer.b)] if layer.b is not None else [])))
-        elif isinstance(layer, Conv2d):
-            O, C, kh, kw = (int(s) for s in layer.W.shape)
-            padding = _keras_padding(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
-            if padding is None:
-                t, b, l, r = layer.padding
-                model.add(L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format))
-                padding = "valid"
-            k = L.Conv2D(O, (kh, kw), strides=layer.stride, padding=padding, dilation_rate=layer.dilation, data_format=data_format, use_bias=layer.b is not None)
-            model.add(k)
-            weights.append((k, [np.transpose(a(layer.W), (2, 3, 1, 0))] + ([a(layer.b)] if layer.b is not None else [])))
-            rank4 = True
-        elif isinstance(layer, BatchNorm):
-            axis = -1 if (not rank4 or data_format == "channels_last") else 1
-            k = L.BatchNormalization(axis=axis, epsilon=layer.eps)
-            model.add(k)
-            c = layer.channels
-            weights.append((k, [a(layer.weight) if layer.weight is not None else np.ones(c, np.float32),
-                                a(layer.bias) if layer.bias is not None else np.zeros(c, np.float32), a(layer.mean), a(layer.var)]))
-        elif isinstance(layer, ReLU):
-            model.add(L.ReLU())
-        elif isinstance(layer, MaxPool2d):
-            padding = _keras_padding(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
-            is_avg = isinstance(layer, AvgPool2d)
-            if padding == "same" and is_avg and layer.count_include_pad:
-                padding = None  # Keras "same" average pooling does not count the padding
-            if padding is None:
-                if not is_avg or not layer.count_include_pad:
-                    raise ValueError(f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent")
-                t, b, l, r = layer.padding
-                model.add(L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format))
-                padding = "valid"
-            cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
-            model.add(cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format))
-        elif isinstance(layer, Flatten):
-            if rank4:
-                if data_format == "channels_last":
-                    model.add(L.Flatten())
-                else:  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
-                    model.add(L.Flatten(data_format="channels_first" if layer.order == "channels_last" else "channels_last"))
-            else:
-                model.add(L.Flatten())
-            rank4 = False
-        elif isinstance(layer, Dropout):
-            model.add(L.Dropout(layer.rate))
-        elif isinstance(layer, Softmax):
-            model.add(L.Softmax())
-        else:
-            model.add(L.Identity())
-    for k, w in weights:
-        k.set_weights(w)
-    return model
+    hw = shape_in[1:] if len(shape_in) == 3 else None
+    rank4 = len(shape_in) == 3
+    if isinstance(layer, Dense):
+        k = L.Dense(layer.units, use_bias=layer.b is not None)
+        weights.append((k, [a(layer.W).T] + ([a(layer.b)] if layer.b is not None else [])))
+        return [k]
+    if isinstance(layer, Conv2d):
+        O, C, kh, kw = (int(s) for s in layer.W.shape)
+        padding = _keras_padding(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
+        pre = []
+        if padding is None:
+            t, b, l, r = layer.padding
+            pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
+            padding = "valid"
+        k = L.Conv2D(O, (kh, kw), strides=layer.stride, padding=padding, dilation_rate=layer.dilation, data_format=data_format, use_bias=layer.b is not None)
+        weights.append((k, [np.transpose(a(layer.W), (2, 3, 1, 0))] + ([a(layer.b)] if layer.b is not None else [])))
+        return pre + [k]
+    if isinstance(layer, BatchNorm):
+        axis = -1 if (not rank4 or data_format == "channels_last") else 1
+        k = L.BatchNormalization(axis=axis, epsilon=layer.eps)
+        c = layer.channels
+        weights.append((k, [a(layer.weight) if layer.weight is not None else np.ones(c, np.float32),
+                            a(layer.bias) if layer.bias is not None else np.zeros(c, np.float32), a(layer.mean), a(layer.var)]))
+        return [k]
+    if isinstance(layer, ReLU):
+        return [L.ReLU()]
+    if isinstance(layer, MaxPool2d):
+        padding = _keras_padding(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
+        is_avg = isinstance(layer, AvgPool2d)
+        if padding == "same" and is_avg and layer.count_include_pad:
+            padding = None  # Keras "same" average pooling does not count the padding
+        pre = []
+        if padding is None:
+            if (not is_avg and not nonneg) or (is_avg and not layer.count_include_pad):
+                raise ValueError(f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent")
+            t, b, l, r = layer.padding
+            pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
+            padding = "valid"
+        cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
+        return pre + [cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format)]
+    if isinstance(layer, Flatten):
+        if rank4 and data_format == "channels_first":  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
+            return [L.Flatten(data_format="channels_first" if layer.order == "channels_last" else "channels_last")]
+        return [L.Flatten()]
+    if isinstance(layer, Dropout):
+        return [L.Dropout(layer.rate)]
+    if isinstance(layer, Softmax):
+        return [L.Softmax()]
+    if isinstance(layer, (Add, Concat)):
+        return []
+    return [L.Identity()]
 
 
 def _keras_padding(pad: tuple[int, int, int, int], hw: Any, k: Any, s: Any, d: Any) -> str | None:

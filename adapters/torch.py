@@ -25,8 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from tropref.network import (
+    Add,
     AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     Dense,
     Dropout,
@@ -36,9 +38,11 @@ from tropref.network import (
     Network,
     ReLU,
     Softmax,
-    layer_shapes,
-    with_flatten_order,
+    node_output_shape,
+    output_shapes,
 )
+from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref.graph import with_flatten_order_everywhere
 from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
@@ -121,7 +125,19 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [Softmax(name=name)]
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         return [_Adaptive(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
+    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+        left, right, top, bottom = (int(v) for v in m.padding)
+        return [Pad((top, bottom, left, right), float(m.value), name)]
+    if isinstance(m, RELU_VARIANTS(nn)):
+        raise ValueError(f"layer {name!r} ({type(m).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only; "
+                         "replace it by nn.ReLU (and retrain or fine-tune) to compress this model")
     raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
+
+
+def RELU_VARIANTS(nn: Any) -> tuple:
+    """Activations that look like ReLU but are not ``max(x, 0)``: named in the refusals."""
+    return (nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Hardswish,
+            nn.Hardtanh, nn.Mish, nn.Softplus)
 
 
 class _Adaptive:
@@ -130,16 +146,31 @@ class _Adaptive:
     def __init__(self, average: bool, output_size: Any, name: str) -> None:
         self.average, self.output_size, self.name = average, output_size, name
 
-    def resolve(self, shape: tuple[int, ...] | None) -> MaxPool2d:
-        kind = "AdaptiveAvgPool2d" if self.average else "AdaptiveMaxPool2d"
-        if shape is None or len(shape) != 3:
-            raise ValueError(f"layer {self.name!r} ({kind}) needs the input size: pass `input_shape=`")
+    @property
+    def kind(self) -> str:
+        return "AdaptiveAvgPool2d" if self.average else "AdaptiveMaxPool2d"
+
+    def sizes(self, H: int, W: int) -> tuple[int, int]:
         out = self.output_size
         oh, ow = (out, out) if isinstance(out, int) else tuple(out)
+        return oh or H, ow or W  # None keeps that size
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        if len(shape) != 3:
+            return False
+        oh, ow = self.sizes(shape[1], shape[2])
+        return shape[1] % oh == 0 and shape[2] % ow == 0
+
+    def resolve(self, shape: tuple[int, ...] | None, hint: str = "") -> MaxPool2d:
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"layer {self.name!r} ({self.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
+                             "(or `inputs=`), an input size for which this layer's input is a multiple of its output size")
         H, W = shape[1], shape[2]
-        oh, ow = oh or H, ow or W  # None keeps that size
+        oh, ow = self.sizes(H, W)
         if H % oh or W % ow:
-            raise ValueError(f"layer {self.name!r} ({kind}): input {H}x{W} is not a multiple of the output {oh}x{ow}")
+            raise ValueError(f"layer {self.name!r} ({self.kind}): its input is {H}x{W}, not a multiple of the output {oh}x{ow}; "
+                             f"tropref reads adaptive pooling as a fixed pooling, so the layer's input must be a multiple of "
+                             f"{oh}x{ow}{hint}")
         k = (H // oh, W // ow)
         return (AvgPool2d if self.average else MaxPool2d)(k, k, 0, name=self.name)
 
@@ -239,21 +270,33 @@ def _flat_shape(node: Any) -> bool:
 
 
 def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: Any = np.float32) -> Network:
-    """The network description of a PyTorch chain model (weights copied to NumPy ``dtype``).
+    """The network description of a PyTorch model (weights copied to NumPy ``dtype``).
+
+    The model is traced with ``torch.fx``; every call becomes a layer of the graph, a
+    residual sum (``out + identity``, ``out += identity``, ``torch.add``) an
+    :class:`~tropref.network.Add`, ``torch.cat(..., dim=1)`` a
+    :class:`~tropref.network.Concat`. Explicit padding layers (``ZeroPad2d``, and
+    ``ConstantPad2d`` of ``-inf`` before a max pooling) are folded into the convolution or
+    pooling that reads them. A chain comes back as a chain network.
 
     Parameters
     ----------
     model : torch.nn.Module
-        An ``nn.Sequential`` (nested allowed) or a module whose ``forward`` is a chain.
+        An ``nn.Sequential`` or any module that ``torch.fx`` can trace (torchvision-style
+        ResNets with ``BasicBlock``/``Bottleneck`` blocks, pre-activation blocks, ...).
     input_shape : sequence of int, optional
-        One sample's shape, ``(d,)`` or ``(C, H, W)``: needed to count a convolution's MACs.
+        One sample's shape, ``(d,)`` or ``(C, H, W)``: needed for adaptive pooling, to count
+        a convolution's MACs, and to check that every dense layer's input size matches.
     dtype : NumPy dtype
         dtype of the copied weights.
 
     Raises
     ------
     ValueError
-        Naming the first unsupported layer, or the node where the graph stops being a chain.
+        Listing every obstacle at once, each naming its layer: unsupported layers (ReLU
+        variants such as ``ReLU6``, grouped and depthwise convolutions, ...), operations
+        tropref cannot read, adaptive pooling whose input size does not fit (with the input
+        sizes that do), a dense layer whose input size does not match.
 
     Examples
     --------
@@ -268,44 +311,151 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # noqa: BLE001 - tracing errors come in many types
-        raise ValueError(f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential") from exc
+        raise ValueError(f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential "
+                         "or a module whose forward has no data-dependent control flow") from exc
+    layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    if out_index is not None and not problems:
+        layers = fold_pads(layers, inputs, problems)
+    if not problems and out_index is not None:
+        _resolve_adaptive(layers, inputs, shape, problems)
+    refuse(problems)
+    net = prune(layers, inputs, out_index, shape)
+    if shape is not None:
+        output_shapes(net)  # a dense layer whose input size does not match is named here
+    return net
+
+
+def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[str], int | None]:
+    """The fx graph as layers and inputs (index ``-1``: the model's input), and every
+    problem found on the way."""
+    torch = _torch()
     layers: list = []
-    cur = None
+    inputs: list[tuple[int, ...]] = []
+    problems: list[str] = []
+    index: dict[Any, int] = {}
+    out_index = None
     for node in graph.nodes:
         if node.op == "placeholder":
-            if cur is not None:
-                raise ValueError(f"input {node.name!r}: the model has several inputs; tropref needs a chain with one input")
-            cur = node
+            if -1 in index.values():
+                problems.append(f"input {node.name!r}: the model has several inputs; tropref needs one")
+            index[node] = -1
             continue
         if node.op == "get_attr":
-            raise ValueError(f"node {node.name!r} reads the parameter {node.target!r} directly: not a chain of layers")
+            problems.append(f"node {node.name!r} reads the parameter or buffer {node.target!r} directly; tropref reads layers only")
+            continue
         if node.op == "output":
-            if node.args[0] is not cur:
-                raise ValueError(f"the output is {node.args[0]!r}, not the end of one chain of layers")
+            result = node.args[0]
+            if not isinstance(result, torch.fx.Node) or result not in index:
+                problems.append(f"the output is {result!r}: tropref needs a model with one tensor output")
+            else:
+                out_index = index[result]
             break
         if _is_shape(node):
             continue  # shape bookkeeping for view/reshape, checked there
         ins = [n for n in _node_inputs(node) if not _is_shape(n)]
-        if ins != [cur]:
-            others = ", ".join(repr(n.name) for n in ins if n is not cur) or "nothing"
-            raise ValueError(f"node {node.name!r} reads {others} besides the previous layer's output: the model is not a chain "
-                             "(residual additions, concatenations and branches are refused)")
-        users = [u for u in cur.users if not _is_shape(u)]
-        if len(users) > 1:
-            raise ValueError(f"the output of {cur.name!r} is used by {len(users)} nodes ({', '.join(repr(u.name) for u in users)}): "
-                             "the model branches, which tropref refuses")
-        if node.op == "call_module":
-            layers += _convert_module(str(node.target), model.get_submodule(node.target), dtype)
-        else:
-            converted = _convert_function(node, dtype)
-            layers += converted or []
-        cur = node
-    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        missing = [n for n in ins if n not in index]
+        if missing:  # an input that could not be read: already reported
+            continue
+        try:
+            if node.op == "call_function" and node.target in _ADD_FUNCTIONS(torch):
+                converted, srcs = _convert_add(node, ins), tuple(index[n] for n in ins)
+            elif node.op == "call_function" and node.target is torch.cat:
+                converted, srcs = _convert_cat(node, ins), tuple(index[n] for n in ins)
+            else:
+                if len(ins) != 1:
+                    what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node.target)
+                    raise ValueError(f"node {node.name!r} ({what}) reads {len(ins)} tensors; tropref reads layers of one input, "
+                                     "additions and concatenations")
+                converted = (_convert_module(str(node.target), model.get_submodule(node.target), dtype)
+                             if node.op == "call_module" else _convert_function(node, dtype))
+                srcs = (index[ins[0]],)
+        except ValueError as exc:
+            problems.append(str(exc))
+            converted = [Identity(name=node.name)]  # stands in, so that the layers after it are checked too
+            srcs = tuple(index[n] for n in ins[:1])
+            if not srcs:
+                continue
+        for layer in converted:
+            layers.append(layer)
+            inputs.append(srcs)
+            srcs = (len(layers) - 1,)
+        index[node] = srcs[0] if converted else index[ins[0]]
+    if out_index is not None and out_index < 0 and not problems:
+        problems.append("the model returns its input unchanged: there is nothing to compress")
+    return layers, inputs, problems, out_index
+
+
+def _ADD_FUNCTIONS(torch: Any) -> tuple:
+    return (operator.add, operator.iadd, torch.add)
+
+
+def _convert_add(node: Any, ins: list) -> list:
+    args = list(node.args) + list(node.kwargs.values())
+    if len(ins) != 2 or len(args) != 2 or any(a not in ins for a in args):
+        raise ValueError(f"node {node.name!r} adds {node.args!r}: tropref reads the sum of two tensors (a residual connection) only, "
+                         "not constants or scaled sums")
+    return [Add(name=node.name)]
+
+
+def _convert_cat(node: Any, ins: list) -> list:
+    dim = _arg(node, 1, "dim", 0)
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    if dim not in (1, -3) or not isinstance(tensors, (list, tuple)) or len(tensors) < 2 or list(tensors) != ins:
+        raise ValueError(f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations of two or more tensors "
+                         "along the channels (dim=1) only")
+    return [Concat(name=node.name)]
+
+
+def _resolve_adaptive(layers: list, inputs: list, shape: tuple[int, ...] | None, problems: list[str]) -> None:
+    """Adaptive poolings as fixed ones for the input size ``shape`` (in place)."""
     for p, layer in enumerate(layers):
+        if not isinstance(layer, _Adaptive):
+            continue
+        if shape is None:
+            problems.append(f"layer {layer.name!r} ({layer.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
+                            "(or `inputs=`)")
+            continue
+        try:
+            here = _shape_at(layers, inputs, shape, p)
+            layers[p] = layer.resolve(here, "" if layer.fits(here) else _working_sizes(layers, inputs, shape, p, layer))
+        except ValueError as exc:
+            problems.append(str(exc))
+            return  # the shapes after it are unknown
+
+
+def _shape_at(layers: list, inputs: list, shape: tuple[int, ...], p: int) -> tuple[int, ...]:
+    """One sample's input shape of layer ``p`` (adaptive poolings before ``p`` resolved)."""
+    outs: list[tuple[int, ...]] = []
+    for i in range(p):
+        ins = [shape if q < 0 else outs[q] for q in inputs[i]]
+        layer = layers[i]
         if isinstance(layer, _Adaptive):
-            prefix = Network(tuple(layers[:p]), shape) if shape is not None else None
-            layers[p] = layer.resolve(None if prefix is None else layer_shapes(prefix)[-1])
-    return Network(tuple(layers), shape)
+            layer = layer.resolve(ins[0])
+        outs.append(node_output_shape(layer, ins))
+    (q,) = inputs[p]
+    return shape if q < 0 else outs[q]
+
+
+def _working_sizes(layers: list, inputs: list, shape: tuple[int, ...], p: int, layer: _Adaptive) -> str:
+    """A hint naming model input sizes (same channels) for which layer ``p`` fits."""
+    if len(shape) != 3:
+        return ""
+    C, H, W = shape
+    first: dict[tuple[int, ...], int] = {}  # layer input -> the smallest square model input giving it
+    for size in range(8, 1025):
+        try:
+            here = _shape_at(layers, inputs, (C, size, size), p)
+        except ValueError:
+            continue
+        oh, ow = layer.sizes(here[1], here[2]) if len(here) == 3 else (0, 0)
+        if layer.fits(here) and here[1] >= oh > 0 and here[2] >= ow > 0:
+            first.setdefault(here, size)
+    if not first:
+        return ""
+    best = sorted(sorted(first.items(), key=lambda kv: abs(kv[1] - max(H, W)))[:3], key=lambda kv: kv[1])
+    sizes = ", ".join(f"input_shape=({C}, {s}, {s}) (the layer then reads {h[1]}x{h[2]})" for h, s in best)
+    return f"; the model's input is {H}x{W}: pass an input size that fits, e.g. {sizes}"
 
 
 # --------------------------------------------------------------------------- import
@@ -330,10 +480,29 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
     )
     """
     torch = _torch()
-    nn = torch.nn
     dtype = dtype or torch.float32
-    if any(isinstance(l, Flatten) and l.order == "channels_last" for l in net.layers):
-        net = with_flatten_order(net, "channels_first")
+    net = with_flatten_order_everywhere(net, "channels_first")
+    rank4 = net.input_shape is not None and len(net.input_shape) == 3
+    if net.input_shape is None:
+        first = next((l for l in net.layers if not isinstance(l, (Dropout, Identity, ReLU, BatchNorm))), None)
+        rank4 = isinstance(first, (Conv2d, MaxPool2d, Flatten))
+    ranks: dict[int, bool] = {-1: rank4}
+    mods: list[list] = []
+    with torch.no_grad():
+        for i, layer in enumerate(net.layers):
+            r4 = ranks[net.sources(i)[0]]
+            mods.append(_torch_modules(layer, r4, dtype, device))
+            ranks[i] = (r4 or isinstance(layer, (Conv2d, MaxPool2d))) and not isinstance(layer, Flatten)
+    if net.is_chain:
+        return torch.nn.Sequential(*[m for ms in mods for m in ms]).eval()
+    return _graph_module(net, mods)
+
+
+def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
+    """The plain PyTorch modules computing one layer (an Add or Concat has none)."""
+    torch = _torch()
+    nn = torch.nn
+    fk = {"dtype": dtype, "device": device}
 
     def t(a: Any) -> Any:
         from tropref._array import to_numpy
@@ -341,56 +510,83 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
         h = to_numpy(a)  # copied once, by the copy_ below (not here as well)
         return torch.as_tensor(h if h.flags.writeable else np.array(h), dtype=dtype, device=device)
 
-    rank4 = net.input_shape is not None and len(net.input_shape) == 3
-    if net.input_shape is None:
-        first = next((l for l in net.layers if not isinstance(l, (Dropout, Identity, ReLU, BatchNorm))), None)
-        rank4 = isinstance(first, (Conv2d, MaxPool2d, Flatten))
-    fk = {"dtype": dtype, "device": device}
-    mods: list = []
-    with torch.no_grad():
-        for layer in net.layers:
-            if isinstance(layer, Dense):
-                m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, **fk)
-                m.weight.copy_(t(layer.W))
-                if layer.b is not None:
-                    m.bias.copy_(t(layer.b))
-                mods.append(m)
-            elif isinstance(layer, Conv2d):
-                top, bottom, left, right = layer.padding
-                sym = top == bottom and left == right
-                if not sym:
-                    mods.append(nn.ZeroPad2d((left, right, top, bottom)))
-                O, C, kh, kw = (int(s) for s in layer.W.shape)
-                m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None, **fk)
-                m.weight.copy_(t(layer.W))
-                if layer.b is not None:
-                    m.bias.copy_(t(layer.b))
-                mods.append(m)
-                rank4 = True
-            elif isinstance(layer, BatchNorm):
-                m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, **fk)
-                m.running_mean.copy_(t(layer.mean))
-                m.running_var.copy_(t(layer.var))
-                if layer.weight is not None:
-                    m.weight.copy_(t(layer.weight))
-                if layer.bias is not None:
-                    m.bias.copy_(t(layer.bias))
-                mods.append(m)
-            elif isinstance(layer, ReLU):
-                mods.append(nn.ReLU())
-            elif isinstance(layer, MaxPool2d):
-                mods += _torch_pool(nn, layer)
-                rank4 = True
-            elif isinstance(layer, Flatten):
-                mods.append(nn.Flatten())
-                rank4 = False
-            elif isinstance(layer, Dropout):
-                mods.append(nn.Dropout(layer.rate))
-            elif isinstance(layer, Softmax):
-                mods.append(nn.Softmax(dim=1))
-            else:
-                mods.append(nn.Identity())
-    return nn.Sequential(*mods).eval()
+    if isinstance(layer, Dense):
+        m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, **fk)
+        m.weight.copy_(t(layer.W))
+        if layer.b is not None:
+            m.bias.copy_(t(layer.b))
+        return [m]
+    if isinstance(layer, Conv2d):
+        top, bottom, left, right = layer.padding
+        sym = top == bottom and left == right
+        pre = [] if sym else [nn.ZeroPad2d((left, right, top, bottom))]
+        O, C, kh, kw = (int(s) for s in layer.W.shape)
+        m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None, **fk)
+        m.weight.copy_(t(layer.W))
+        if layer.b is not None:
+            m.bias.copy_(t(layer.b))
+        return pre + [m]
+    if isinstance(layer, BatchNorm):
+        m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, **fk)
+        m.running_mean.copy_(t(layer.mean))
+        m.running_var.copy_(t(layer.var))
+        if layer.weight is not None:
+            m.weight.copy_(t(layer.weight))
+        if layer.bias is not None:
+            m.bias.copy_(t(layer.bias))
+        return [m]
+    if isinstance(layer, ReLU):
+        return [nn.ReLU()]
+    if isinstance(layer, MaxPool2d):
+        return _torch_pool(nn, layer)
+    if isinstance(layer, Flatten):
+        return [nn.Flatten()]
+    if isinstance(layer, Dropout):
+        return [nn.Dropout(layer.rate)]
+    if isinstance(layer, Softmax):
+        return [nn.Softmax(dim=1)]
+    if isinstance(layer, (Add, Concat)):
+        return []
+    return [nn.Identity()]
+
+
+def _graph_module(net: Network, mods: list[list]) -> Any:
+    """A ``torch.fx.GraphModule`` running the layers' modules along the network's graph."""
+    torch = _torch()
+    fx = torch.fx
+    root = torch.nn.Module()
+    graph = fx.Graph()
+    values: dict[int, Any] = {-1: graph.placeholder("x")}
+    used: set[str] = set()
+    for i, (layer, ms) in enumerate(zip(net.layers, mods)):
+        srcs = [values[p] for p in net.sources(i)]
+        if isinstance(layer, Add):
+            v = srcs[0]
+            for other in srcs[1:]:
+                v = graph.call_function(operator.add, (v, other))
+        elif isinstance(layer, Concat):
+            v = graph.call_function(torch.cat, (srcs, 1))
+        else:
+            v = srcs[0]
+            for m in ms:
+                name = _module_name(getattr(layer, "name", None) or f"layer{i}", used)
+                root.add_module(name, m)
+                v = graph.call_module(name, (v,))
+        values[i] = v
+    graph.output(values[len(net.layers) - 1])
+    return fx.GraphModule(root, graph, class_name="TroprefGraph").eval()
+
+
+def _module_name(name: str, used: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c == "_" else "_" for c in str(name)) or "layer"
+    if base[0].isdigit():
+        base = "m" + base
+    out, n = base, 1
+    while out in used:
+        n += 1
+        out = f"{base}_{n}"
+    used.add(out)
+    return out
 
 
 def _torch_pool(nn: Any, layer: MaxPool2d) -> list:

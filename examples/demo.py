@@ -1,9 +1,9 @@
-"""The main job: compress the shipped models with TropNNC and three baselines, in about 2 minutes.
+"""The main job: compress the shipped models with TropNNC and three baselines, in a few minutes.
 
     python examples/demo.py [--out DIR]        # or, installed: tropref demo
 
-Uses only what ships with tropref: the three Fashion-MNIST models in ``tropref/assets/``
-(LeNet-300-100, LeNet-5, a small VGG-style net) and the first 2,000 test images. Every
+Uses only what ships with tropref: the four Fashion-MNIST models in ``tropref/assets/``
+(LeNet-300-100, LeNet-5, a small VGG-style net, a ResNet-20) and the first 2,000 test images. Every
 hidden layer of each model keeps 75 %, 50 % and 25 % of its units (neurons or channels),
 with TropNNC (data-free, certified), CUP and Neuron Merging (data-free) and L1-norm pruning; no
 fine-tuning. Prints a table of test accuracy, parameters, the network certificate (a bound

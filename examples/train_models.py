@@ -2,7 +2,7 @@
 
 Usage::
 
-    python examples/train_models.py                 # all three, default epochs
+    python examples/train_models.py                 # all four, default epochs
     python examples/train_models.py --models lenet5 --epochs 3
     python examples/train_models.py --data /path/to/fashion-mnist --out /tmp/models
 
@@ -17,8 +17,10 @@ accuracy each model reached (on the full 10,000-image test split and on the ship
 of its first 2,000 images). Also writes that subset, ``fashion_mnist_test_2000.npz``.
 
 The architecture description is a list of layers, each a dict with ``kind`` in
-``linear``, ``conv2d``, ``batchnorm2d``, ``relu``, ``maxpool2d``, ``flatten``, its
-``name`` (the key prefix in the ``.npz``) for layers with weights, and its hyper-parameters.
+``linear``, ``conv2d``, ``batchnorm2d``, ``relu``, ``maxpool2d``, ``avgpool2d``, ``flatten``,
+``add``, its ``name`` (the key prefix in the ``.npz``) for layers with weights, and its
+hyper-parameters. A layer reads the previous one unless ``inputs`` lists the indices of the
+layers it reads (the residual network ``resnet20``); ``add`` sums its inputs.
 """
 
 from __future__ import annotations
@@ -96,13 +98,67 @@ ARCHS = {
     ],
 }
 
-EPOCHS = {"lenet300": 30, "lenet5": 6, "vgg_small": 3}
+
+
+def resnet20_arch(widths=(16, 32, 64), blocks=3):
+    """A ResNet-20 (He et al. 2016, CIFAR form) for 28x28 inputs: a 3x3 stem, three stages of
+    ``blocks`` BasicBlocks (conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU) at
+    widths 16/32/64, the first block of stages 2 and 3 with stride 2 and a 1x1 convolution
+    + BN shortcut, global average pooling and one dense layer. Layers read the previous one
+    unless ``inputs`` names others (indices into the list); ``add`` sums its inputs."""
+    arch = []
+
+    def put(spec, inputs=None):
+        if inputs is not None:
+            spec["inputs"] = list(inputs)
+        arch.append(spec)
+        return len(arch) - 1
+
+    def conv(name, cin, cout, k, stride, src=None):
+        return put({"kind": "conv2d", "name": name, "in_channels": cin, "out_channels": cout, "kernel_size": k,
+                    "stride": stride, "padding": k // 2, "bias": False}, None if src is None else [src])
+
+    def bn(name, c):
+        return put({"kind": "batchnorm2d", "name": name, "num_features": c, "eps": 1e-5})
+
+    conv("stem", 1, widths[0], 3, 1)
+    bn("stem_bn", widths[0])
+    x = put({"kind": "relu"})
+    cin = widths[0]
+    for s, w in enumerate(widths, 1):
+        for b in range(1, blocks + 1):
+            stride = 2 if s > 1 and b == 1 else 1
+            p = f"s{s}b{b}"
+            conv(f"{p}_conv1", cin, w, 3, stride, x)
+            bn(f"{p}_bn1", w)
+            put({"kind": "relu"})
+            conv(f"{p}_conv2", w, w, 3, 1)
+            out = bn(f"{p}_bn2", w)
+            short = x
+            if stride != 1 or cin != w:
+                conv(f"{p}_down", cin, w, 1, stride, x)
+                short = bn(f"{p}_down_bn", w)
+            put({"kind": "add"}, [out, short])
+            x = put({"kind": "relu"})
+            cin = w
+    put({"kind": "avgpool2d", "kernel_size": 7, "stride": 7})
+    put({"kind": "flatten"})
+    put({"kind": "linear", "name": "fc", "in_features": widths[-1], "out_features": 10})
+    return arch
+
+
+ARCHS["resnet20"] = resnet20_arch()
+
+EPOCHS = {"lenet300": 30, "lenet5": 6, "vgg_small": 3, "resnet20": 2}
 
 
 def build_torch(arch):
-    """A ``torch.nn.Sequential`` for an architecture description (names as in the .npz)."""
+    """A ``torch.nn.Sequential`` for an architecture description (names as in the .npz), or
+    an :class:`ArchNet` when some layer reads other layers than the previous one."""
     import torch.nn as nn
 
+    if any("inputs" in spec or spec["kind"] == "add" for spec in arch):
+        return ArchNet(arch)
     layers = OrderedDict()
     for i, spec in enumerate(arch):
         kind = spec["kind"]
@@ -112,18 +168,47 @@ def build_torch(arch):
         elif kind == "conv2d":
             layers[name] = nn.Conv2d(spec["in_channels"], spec["out_channels"],
                                      spec["kernel_size"], stride=spec["stride"],
-                                     padding=spec["padding"])
+                                     padding=spec["padding"], bias=spec.get("bias", True))
         elif kind == "batchnorm2d":
             layers[name] = nn.BatchNorm2d(spec["num_features"], eps=spec["eps"])
         elif kind == "relu":
             layers[name] = nn.ReLU()
         elif kind == "maxpool2d":
             layers[name] = nn.MaxPool2d(spec["kernel_size"], stride=spec["stride"])
+        elif kind == "avgpool2d":
+            layers[name] = nn.AvgPool2d(spec["kernel_size"], stride=spec["stride"])
         elif kind == "flatten":
             layers[name] = nn.Flatten()
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
     return nn.Sequential(layers)
+
+
+def ArchNet(arch):
+    """A module running an architecture description with ``inputs`` and ``add`` layers; its
+    ``state_dict`` keys are the layer names (as in the .npz)."""
+    import torch.nn as nn
+
+    class _ArchNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.arch = arch
+            for i, spec in enumerate(arch):
+                if spec["kind"] != "add":
+                    one = {k: v for k, v in spec.items() if k != "inputs"}
+                    self.add_module(spec.get("name", f"{spec['kind']}{i}"), build_torch([one])[0])
+
+        def forward(self, x):
+            values = {-1: x}
+            for i, spec in enumerate(self.arch):
+                srcs = [values[j] for j in spec.get("inputs", [i - 1])]
+                if spec["kind"] == "add":
+                    values[i] = srcs[0] + srcs[1]
+                else:
+                    values[i] = getattr(self, spec.get("name", f"{spec['kind']}{i}"))(srcs[0])
+            return values[len(self.arch) - 1]
+
+    return _ArchNet()
 
 
 def accuracy(model, x, y, batch=1000):

@@ -220,8 +220,8 @@ def test_unsupported_layers_and_branches_are_named():
         from_keras(keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(2, 3, groups=2, name="grouped")]))
     inp = keras.Input((4,))
     h = L.Dense(4, activation="relu", name="fc")(inp)
-    out = L.Add(name="residual")([h, inp])
-    with pytest.raises(ValueError, match="'residual'"):
+    out = L.Multiply(name="gate")([h, inp])
+    with pytest.raises(ValueError, match="'gate'"):
         from_keras(keras.Model(inp, out))
     a = L.Dense(3, name="a")(inp)
     b = L.Dense(3, name="b")(inp)

@@ -47,6 +47,15 @@ class Residual(nn.Module):
         return F.relu(self.fc(x)) + x
 
 
+class Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.relu(self.fc(x)) * x
+
+
 def _randomise_bn(model: nn.Module) -> None:
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -177,8 +186,8 @@ def test_unsupported_layers_and_branches_are_named():
         from_torch(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
     with pytest.raises(ValueError, match=r"'0'.*groups=2"):
         from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
-    with pytest.raises(ValueError, match=r"'add'.*branches"):
-        from_torch(Residual())
+    with pytest.raises(ValueError, match=r"'mul'.*reads 2 tensors"):
+        from_torch(Gated())
     with pytest.raises(ValueError, match=r"'0'.*padding_mode"):
         from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")))
     with pytest.raises(TypeError):

@@ -128,6 +128,7 @@ def allocate_budget(
     folded_bn: set[int] = frozenset(),
     amplification: Mapping[int, float] | None = None,
     min_width: Mapping[int, int] | None = None,
+    cost: Callable[[Mapping[int, int]], int] | None = None,
 ) -> dict[int, int]:
     """Widths per hidden layer meeting ``budget`` (see the module notes for the rule).
 
@@ -148,6 +149,10 @@ def allocate_budget(
         ``A_l`` per layer (1 when missing).
     min_width : mapping, optional
         The fewest units each layer can be compressed to (1 when missing).
+    cost : callable, optional
+        ``cost(widths)``: the units, parameters or MACs of the compressed network with these
+        widths. Default: :func:`predict_cost` of the chain ``work``; a graph passes the sum
+        over its chain segments.
 
     Returns
     -------
@@ -161,7 +166,7 @@ def allocate_budget(
     """
     kind = budget.kind
     shapes = None
-    if kind == "macs":
+    if kind == "macs" and cost is None:
         try:
             shapes = layer_shapes(work)
         except ValueError:
@@ -172,12 +177,15 @@ def allocate_budget(
         total0 = count_params(reference)
     else:
         total0 = count_macs(reference)
+        if total0 is None:
+            raise ValueError("a MACs budget needs the network's `input_shape`")
     limit = budget.fraction * total0
     n = {i: work.layers[i].units for i in hidden}
     low = {i: max(1, min(n[i], int((min_width or {}).get(i, 1)))) for i in hidden}
 
-    def cost(widths: Mapping[int, int]) -> int:
-        return predict_cost(work, widths, hidden, set(folded_bn), kind, shapes)
+    if cost is None:
+        def cost(widths: Mapping[int, int]) -> int:
+            return predict_cost(work, widths, hidden, set(folded_bn), kind, shapes)
 
     smallest = cost(low)
     if smallest > limit:

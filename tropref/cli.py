@@ -144,6 +144,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, meta in shipped_models().items():
         kinds = [l["kind"] for l in meta["architecture"] if l["kind"] in ("linear", "conv2d")]
         desc = ", ".join(f"{kinds.count(k)} {k}" for k in ("conv2d", "linear") if k in kinds)
+        if any(l["kind"] == "add" for l in meta["architecture"]):
+            desc += ", residual"
         print(f"{name:<10} {meta['parameters']:>10,} {100 * meta['test_accuracy']:>13.2f}%  {desc}")
     return 0
 

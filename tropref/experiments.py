@@ -42,10 +42,14 @@ import numpy as np
 
 from .data import assets_dir, load_fashion_mnist, load_test, to_float
 from .network import (
+    Add,
+    AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
+    Identity,
     MaxPool2d,
     Network,
     ReLU,
@@ -105,13 +109,14 @@ def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str,
         return np.asarray(arrays[key], dtype=dtype)
 
     layers = []
+    graph = any("inputs" in spec for spec in arch)
     for spec in arch:
         kind, name = spec["kind"], spec.get("name")
         if kind == "linear":
             layers.append(Dense(get(name, "weight"), get(name, "bias"), name=name))
         elif kind == "conv2d":
             layers.append(
-                Conv2d(get(name, "weight"), get(name, "bias"), stride=spec.get("stride", 1),
+                Conv2d(get(name, "weight"), get(name, "bias") if spec.get("bias", True) else None, stride=spec.get("stride", 1),
                        padding=spec.get("padding", 0), name=name)
             )
         elif kind == "batchnorm2d":
@@ -123,11 +128,20 @@ def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str,
             layers.append(ReLU(name=name))
         elif kind == "maxpool2d":
             layers.append(MaxPool2d(spec["kernel_size"], spec.get("stride"), name=name))
+        elif kind == "avgpool2d":
+            layers.append(AvgPool2d(spec["kernel_size"], spec.get("stride"), name=name))
         elif kind == "flatten":
             layers.append(Flatten(spec.get("order", "channels_first"), name=name))
+        elif kind == "add":
+            layers.append(Add(name=name))
+        elif kind == "concat":
+            layers.append(Concat(name=name))
+        elif kind == "identity":
+            layers.append(Identity(name=name))
         else:
             raise ValueError(f"model file: unknown layer kind {kind!r}")
-    return Network(layers, None if input_shape is None else tuple(input_shape))
+    inputs = [tuple(spec.get("inputs", [i - 1])) for i, spec in enumerate(arch)] if graph else None
+    return Network(layers, None if input_shape is None else tuple(input_shape), inputs)
 
 
 def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Network, dict[str, Any]]:
@@ -167,11 +181,12 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
 
 
 def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
-    """Write a network of dense, conv, BatchNorm, ReLU, max-pool and flatten layers as ``.npz``.
+    """Write a network of dense, conv, BatchNorm, ReLU, max/avg-pool and flatten layers (and,
+    in a graph, additions, concatenations and identities) as ``.npz``.
 
     The format of the shipped models (readable by :func:`load_model` and by a few lines of
     PyTorch: see ``examples/train_models.py``'s ``build_torch``). Layers without a name get
-    ``layer<i>``.
+    ``layer<i>``; in a graph every layer lists the layers it reads as ``inputs``.
     """
     arrays: dict[str, np.ndarray] = {}
     arch = []
@@ -180,7 +195,12 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
 
     for i, layer in enumerate(net.layers):
         name = getattr(layer, "name", None) or f"layer{i}"
-        if isinstance(layer, Dense):
+        n_before = len(arch)
+        if not net.is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
+            arch.append({"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name})
+        elif isinstance(layer, AvgPool2d) and not layer.padded and layer.kernel[0] == layer.kernel[1] and layer.stride[0] == layer.stride[1]:
+            arch.append({"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
+        elif isinstance(layer, Dense):
             W = to_numpy(layer.W)
             arch.append({"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])})
             arrays[f"{name}.weight"] = W
@@ -192,8 +212,11 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
                 raise ValueError(f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride")
             arch.append({"kind": "conv2d", "name": name, "in_channels": int(W.shape[1]), "out_channels": int(W.shape[0]),
                          "kernel_size": int(W.shape[2]), "stride": int(layer.stride[0]), "padding": int(t)})
+            if layer.b is None and not net.is_chain:
+                arch[-1]["bias"] = False
+            else:
+                arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
             arrays[f"{name}.weight"] = W
-            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
         elif isinstance(layer, BatchNorm):
             c = layer.channels
             mean = to_numpy(layer.mean)
@@ -212,6 +235,8 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
             continue  # the identity at inference
         else:
             raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
+        if not net.is_chain and len(arch) > n_before:
+            arch[-1]["inputs"] = list(net.sources(i))
     arrays["__arch__"] = np.array(json.dumps(arch))
     meta = dict(meta or {})
     if net.input_shape is not None:
@@ -222,60 +247,12 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
     return path
 
 
-def _conv_host(layer: Conv2d, x: np.ndarray) -> np.ndarray:
-    """A convolution as one im2col GEMM on NumPy (channels-last columns, then one matmul)."""
-    W = np.asarray(layer.W)
-    t, b, l, r = layer.padding
-    xh = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if any(layer.padding) else x
-    xh = np.ascontiguousarray(np.moveaxis(xh, 1, 3))  # (N, H, W, C)
-    N, H, Wd, C = xh.shape
-    O, _, kh, kw = W.shape
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (Wd - dw * (kw - 1) - 1) // sw + 1
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"Conv2d {layer.name!r}: kernel larger than the padded input {(H, Wd)}")
-    cols = np.empty((N, Ho, Wo, kh, kw, C), dtype=np.result_type(xh, W))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
-    out = cols.reshape(-1, kh * kw * C) @ np.transpose(W, (2, 3, 1, 0)).reshape(kh * kw * C, O)
-    out = np.moveaxis(out.reshape(N, Ho, Wo, O), 3, 1)
-    return out if layer.b is None else out + np.asarray(layer.b).reshape(1, -1, 1, 1)
-
-
-def _maxpool_host(layer: MaxPool2d, x: np.ndarray) -> np.ndarray | None:
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    if type(layer) is not MaxPool2d or layer.padded or (kh, kw) != (sh, sw):
-        return None
-    N, C, H, W = x.shape
-    Ho, Wo = H // kh, W // kw
-    return x[:, :, : Ho * kh, : Wo * kw].reshape(N, C, Ho, kh, Wo, kw).max(axis=(3, 5))
-
-
 def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
-    """``net(x)`` on NumPy arrays, faster than the reference forward pass for convolutions.
+    """``net(x)`` as a NumPy array: :func:`tropref.network.forward` in chunks of ``chunk``."""
+    from ._array import to_numpy
+    from .network import forward
 
-    Convolutions run as one im2col GEMM each and non-overlapping max pooling as a reshape;
-    every other layer goes through :func:`tropref.network.apply_layer`, so the result equals
-    :func:`tropref.network.forward` up to rounding (tested).
-    """
-    from .network import apply_layer
-
-    outs = []
-    for start in range(0, max(len(x), 1), chunk):
-        y = np.asarray(x[start:start + chunk])
-        for layer in net.layers:
-            if isinstance(layer, Conv2d) and isinstance(layer.W, np.ndarray) and y.ndim == 4:
-                y = _conv_host(layer, y)
-                continue
-            if isinstance(layer, MaxPool2d) and y.ndim == 4:
-                z = _maxpool_host(layer, y)
-                if z is not None:
-                    y = z
-                    continue
-            y = np.asarray(apply_layer(layer, y))
-        outs.append(y)
-    return np.concatenate(outs, axis=0)
+    return np.asarray(to_numpy(forward(net, np.asarray(x), chunk=chunk)))
 
 
 def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
@@ -290,13 +267,19 @@ def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 
 
 
 def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
-    """Compressible layers by kind: every dense or conv layer but the last (the classifier).
+    """Compressible layers by kind: in a chain every dense or conv layer but the last (the
+    classifier); in a graph the layers whose channels are not coupled to other paths
+    (:func:`tropref.network_compression.compressible_layers`).
 
     Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
     """
-    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))][:-1]
+    if not net.is_chain:
+        from .network_compression import compressible_layers
+
+        linear = compressible_layers(net)
     out: dict[str, list[Any]] = {"dense": [], "conv": []}
-    for i in linear[:-1]:
+    for i in linear:
         layer = net.layers[i]
         key = layer.name if layer.name else i
         out["dense" if isinstance(layer, Dense) else "conv"].append(key)
@@ -853,7 +836,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarr
 
 def demo(
     out_dir: str | os.PathLike = "tropref-demo",
-    models: Sequence[str] = ("lenet300", "lenet5", "vgg_small"),
+    models: Sequence[str] = ("lenet300", "lenet5", "vgg_small", "resnet20"),
     fractions: Sequence[float] = (0.75, 0.5, 0.25),
     methods: Sequence[str] = ("tropnnc", "cup", "neuron_merging", "l1"),
     progress: bool = True,

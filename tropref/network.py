@@ -1,7 +1,10 @@
-"""A framework-agnostic description of a feed-forward chain of layers, and its forward pass.
+"""A framework-agnostic description of a feed-forward network of layers, and its forward pass.
 
-A :class:`Network` is an immutable tuple of layers holding array-API arrays (NumPy, CuPy,
-array-api-strict, ...). It is what :func:`tropref.compress_network` reads and writes, and
+A :class:`Network` is an immutable graph of layers holding array-API arrays (NumPy, CuPy,
+array-api-strict, ...): layer ``i`` reads the outputs of the layers listed in
+``inputs[i]`` (``-1`` is the network's input), :class:`Add` sums its inputs (residual
+connections) and :class:`Concat` joins them along the channels; the last layer is the
+output. Without ``inputs`` the network is a chain, each layer reading the previous one. It is what :func:`tropref.compress_network` reads and writes, and
 what the adapters (``tropref.adapters.torch``, ``tropref.adapters.keras``) translate to and
 from a framework's model. The core never imports a framework.
 
@@ -18,12 +21,13 @@ Conventions
 
 The forward pass
 ----------------
-:func:`forward` is a reference implementation written against the array API standard only,
-so the same code runs on every backend. A convolution is computed as ``kh * kw`` matrix
-products, one per kernel offset: the input window shifted by that offset, ``(N, C, Ho, Wo)``,
-contracted with ``W[:, :, i, j]`` over the channels and accumulated. That is the im2col GEMM
-with the patch axis summed as it is produced, so no ``(N, C kh kw, Ho Wo)`` patch matrix is
-ever held; the batch is processed in chunks of at most ``chunk`` samples.
+:func:`forward` is the one forward pass of tropref (the experiments use it too), written
+against the array API standard only, so the same code runs on every backend. A convolution
+is one im2col matrix product: the input is viewed channels-last, the windows shifted by
+each kernel offset are stacked into the patch matrix ``(N Ho Wo, C kh kw)``, contiguous,
+and multiplied by ``W`` reshaped to ``(O, C kh kw)`` (a transposed view, never copied). The
+patch matrix is built for slices of samples small enough to keep it under 32 MiB, and the batch is processed in chunks of at most ``chunk`` samples. A graph
+is run in its layers' order, each output dropped once its last reader has run.
 
 Counting
 --------
@@ -55,11 +59,16 @@ __all__ = [
     "Dropout",
     "Identity",
     "Softmax",
+    "Add",
+    "Concat",
     "Layer",
     "Network",
     "forward",
     "apply_layer",
     "layer_shapes",
+    "output_shapes",
+    "node_output_shape",
+    "node_bounds",
     "count_params",
     "count_macs",
     "layer_params",
@@ -270,23 +279,45 @@ class Softmax:
     name: str | None = None
 
 
-Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax]
-LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax)
+@dataclass(frozen=True)
+class Add:
+    """The sum of its inputs (of one shape): a residual connection's junction."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Its inputs joined along the channel (feature) axis 1, in the order of ``inputs``."""
+
+    name: str | None = None
+
+
+Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat]
+LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat)
+JUNCTIONS = (Add, Concat)
 
 
 @dataclass(frozen=True)
 class Network:
-    """A feed-forward chain of layers.
+    """A feed-forward network of layers: a chain, or a graph with additions and concatenations.
 
     Parameters
     ----------
     layers : sequence of layers
         :class:`Dense`, :class:`Conv2d`, :class:`BatchNorm`, :class:`ReLU`,
         :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`, :class:`Dropout`,
-        :class:`Identity`, applied in order.
+        :class:`Identity`, :class:`Softmax`, :class:`Add`, :class:`Concat`, in a
+        topological order (every layer after the layers it reads).
     input_shape : tuple of int, optional
         Shape of one input sample: ``(d,)`` or ``(C, H, W)``. Needed to count the MACs of
         convolutions and for the network certificate; adapters fill it in when they can.
+    inputs : sequence of sequences of int, optional
+        ``inputs[i]``: the layers whose outputs layer ``i`` reads (``-1``: the network's
+        input), each earlier than ``i``; one for every layer but :class:`Add` and
+        :class:`Concat`, which read two or more. The last layer is the output. ``None`` (the
+        default) is the chain ``inputs[i] = (i - 1,)``; a graph that is a chain is stored
+        as ``None``, so equal structures compare equal.
 
     Examples
     --------
@@ -302,6 +333,7 @@ class Network:
 
     layers: tuple[Layer, ...]
     input_shape: tuple[int, ...] | None = None
+    inputs: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -311,7 +343,30 @@ class Network:
         shape = None if self.input_shape is None else tuple(int(s) for s in self.input_shape)
         if shape is not None and len(shape) not in (1, 3):
             raise ValueError(f"`input_shape` must be (d,) or (C, H, W), got {shape}")
-        _set(self, layers=layers, input_shape=shape)
+        inputs = None if self.inputs is None else _check_inputs(layers, self.inputs)
+        if inputs is not None and all(ins == (i - 1,) for i, ins in enumerate(inputs)):
+            inputs = None  # a chain
+        if inputs is None and any(isinstance(l, JUNCTIONS) for l in layers):
+            raise ValueError("an Add or Concat layer needs `inputs`: it reads two or more layers")
+        _set(self, layers=layers, input_shape=shape, inputs=inputs)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads the previous one (no ``inputs`` graph)."""
+        return self.inputs is None
+
+    def sources(self, i: int) -> tuple[int, ...]:
+        """The layers read by layer ``i`` (``-1``: the network's input)."""
+        return (i - 1,) if self.inputs is None else self.inputs[i]
+
+    def users(self) -> list[list[int]]:
+        """For every layer, the layers that read its output (``[]`` for the output layer)."""
+        out: list[list[int]] = [[] for _ in self.layers]
+        for i in range(len(self.layers)):
+            for p in self.sources(i):
+                if p >= 0:
+                    out[p].append(i)
+        return out
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -332,11 +387,33 @@ class Network:
         return f"{name!r} (layer {i}, {type(layer).__name__})" if name else f"layer {i} ({type(layer).__name__})"
 
     def replace_layers(self, layers: Sequence[Layer]) -> "Network":
-        return Network(tuple(layers), self.input_shape)
+        """The same structure (input shape, graph) with other layers in the same places."""
+        return Network(tuple(layers), self.input_shape, self.inputs)
 
     def to_numpy(self, dtype: Any = None) -> "Network":
         """The same network with every array copied to a NumPy host array (optionally cast)."""
         return map_arrays(self, lambda a: to_numpy(a).astype(dtype or to_numpy(a).dtype, copy=True))
+
+
+def _check_inputs(layers: tuple, inputs: Any) -> tuple[tuple[int, ...], ...]:
+    try:
+        inputs = tuple(tuple(int(p) for p in ins) for ins in inputs)
+    except TypeError:
+        raise ValueError("`inputs` must hold one sequence of layer indices per layer") from None
+    if len(inputs) != len(layers):
+        raise ValueError(f"`inputs` has {len(inputs)} entries for {len(layers)} layers")
+    used = {p for ins in inputs for p in ins}
+    for i, (layer, ins) in enumerate(zip(layers, inputs)):
+        label = f"layer {i} ({type(layer).__name__}{'' if getattr(layer, 'name', None) is None else ' ' + repr(layer.name)})"
+        if any(not -1 <= p < i for p in ins):
+            raise ValueError(f"{label} reads {ins}: inputs must be earlier layers or -1 (the network's input)")
+        if isinstance(layer, JUNCTIONS) and len(ins) < 2:
+            raise ValueError(f"{label} must read two or more layers, reads {ins}")
+        if not isinstance(layer, JUNCTIONS) and len(ins) != 1:
+            raise ValueError(f"{label} must read exactly one layer, reads {ins}")
+        if i < len(layers) - 1 and i not in used:
+            raise ValueError(f"{label} is read by no layer and is not the output (the last layer)")
+    return inputs
 
 
 ARRAY_FIELDS = ("W", "b", "mean", "var", "weight", "bias")
@@ -400,16 +477,42 @@ def _windows(x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilatio
             yield i, j, x[:, :, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
 
 
+_IM2COL_BYTES = 1 << 25  # largest patch matrix built at once by the convolution (32 MiB)
+
+
 def _conv(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: Any, dilation: Any) -> Array:
-    xpad = _pad(xp, x, padding, 0.0)
-    out = None
-    for i, j, xs in _windows(xpad, (int(W.shape[2]), int(W.shape[3])), stride, dilation):
-        term = xp.tensordot(xs, W[:, :, i, j], axes=([1], [1]))  # (N, Ho, Wo, O): one GEMM per offset
-        out = term if out is None else out + term
-    out = xp.permute_dims(out, (0, 3, 1, 2))
+    O, C, kh, kw = (int(s) for s in W.shape)
+    N, H, Wd = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
+    t, btm, l, r = padding
+    (sh, sw), (dh, dw) = stride, dilation
+    Ho, Wo = _out_size(H, kh, sh, t, btm, dh), _out_size(Wd, kw, sw, l, r, dw)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"the window {(kh, kw)} (dilation {dilation}) is larger than the padded input {(H + t + btm, Wd + l + r)}")
+    sub = max(1, _IM2COL_BYTES // max(1, C * kh * kw * Ho * Wo * 8))  # samples per patch matrix
+    if N > sub:
+        return xp.concat([_conv(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0)
+    # channels last, so that the patch matrix is built contiguous and read by one GEMM as is
+    xh = _pad_nhwc(xp, xp.permute_dims(x, (0, 2, 3, 1)), padding)
+    windows = [xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
+               for i in range(kh) for j in range(kw)]
+    cols = xp.reshape(xp.stack(windows, axis=-1), (N * Ho * Wo, C * kh * kw))  # rows (n, r, c), columns (c, i, j)
+    # the weights are read through a transposed view, never copied
+    out = xp.matmul(cols, xp.permute_dims(xp.reshape(W, (O, C * kh * kw)), (1, 0)))
+    out = xp.permute_dims(xp.reshape(out, (N, Ho, Wo, O)), (0, 3, 1, 2))
     if b is not None:
         out = out + xp.reshape(b, (1, -1, 1, 1))
     return out
+
+
+def _pad_nhwc(xp: Any, x: Array, pads: tuple[int, int, int, int]) -> Array:
+    """Zero-pad the two spatial axes of ``(N, H, W, C)``."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    N, H, W, C = (int(s) for s in x.shape)
+    kw = dict(dtype=x.dtype, device=device(x))
+    x = xp.concat([xp.zeros((N, top, W, C), **kw), x, xp.zeros((N, bottom, W, C), **kw)], axis=1)
+    return xp.concat([xp.zeros((N, H + top + bottom, left, C), **kw), x, xp.zeros((N, H + top + bottom, right, C), **kw)], axis=2)
 
 
 def _pool(xp: Any, layer: MaxPool2d, x: Array) -> Array:
@@ -466,27 +569,79 @@ def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
     return x  # Dropout, Identity
 
 
+def apply_node(layer: Layer, xs: Sequence[Array], xp: Any = None) -> Array:
+    """Apply one layer to the outputs ``xs`` of the layers it reads (one, or several for
+    :class:`Add` and :class:`Concat`)."""
+    xp = xp or namespace(x=xs[0])
+    if isinstance(layer, Add):
+        shapes = {tuple(x.shape) for x in xs}
+        if len(shapes) != 1:
+            raise ValueError(f"Add {layer.name!r} sums inputs of different shapes {sorted(shapes)}")
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+    if isinstance(layer, Concat):
+        if len({(x.ndim,) + tuple(x.shape[2:]) for x in xs}) != 1:
+            raise ValueError(f"Concat {layer.name!r} joins inputs of shapes {[tuple(x.shape) for x in xs]}: only the channel axis may differ")
+        return xp.concat(list(xs), axis=1)
+    return apply_layer(layer, xs[0], xp)
+
+
+def node_outputs(net: Network, x: Array, keep: Sequence[int] = (), layers: Sequence[Layer] | None = None, stop: int | None = None) -> dict[int, Array]:
+    """Run ``net`` (or its structure with ``layers`` in place of its own) on ``x`` up to
+    layer ``stop`` (default: the output), returning the outputs of the layers in ``keep``
+    and of the last layer run. ``-1`` in ``keep`` is the input itself.
+
+    Every intermediate output is dropped once the last layer reading it has run, so a
+    residual network holds only the outputs still needed.
+    """
+    xp = namespace(x=x)
+    layers = net.layers if layers is None else layers
+    stop = len(layers) - 1 if stop is None else stop
+    last_use: dict[int, int] = {}
+    for i in range(stop + 1):
+        for p in net.sources(i):
+            last_use[p] = i
+    wanted = set(keep) | {stop}
+    values: dict[int, Array] = {-1: x}
+    for i in range(stop + 1):
+        src = net.sources(i)
+        values[i] = apply_node(layers[i], [values[p] for p in src], xp)
+        for p in set(src):
+            if last_use.get(p) == i and p not in wanted:
+                del values[p]
+    return {i: values[i] for i in wanted if i in values}
+
+
 def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
     """The network's output for a batch ``x`` (NCHW images or ``(N, d)`` vectors).
 
     Written in the array API standard only (see the module notes for the convolution).
-    The batch is processed in chunks of ``chunk`` samples to bound the temporaries.
+    The batch is processed in chunks of ``chunk`` samples to bound the temporaries. A graph
+    is run in its layers' order, each output kept until its last reader has run.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Network, Conv2d, ReLU, Flatten, forward
+    >>> from tropref.network import Network, Conv2d, Dense, ReLU, Flatten, Add, forward
     >>> net = Network([Conv2d(np.ones((2, 1, 3, 3)), padding=1), ReLU(), Flatten()])
     >>> forward(net, np.ones((1, 1, 4, 4))).shape
     (1, 32)
+    >>> res = Network([Dense(np.eye(2)), ReLU(), Add()], inputs=[(-1,), (0,), (1, -1)])
+    >>> forward(res, np.array([[1.0, -1.0]]))
+    array([[ 2., -1.]])
     """
     xp = namespace(x=x)
     outs = []
     N = int(x.shape[0])
     for start in range(0, max(N, 1), chunk):
         y = x if N <= chunk else x[start : min(start + chunk, N), ...]
-        for layer in net.layers:
-            y = apply_layer(layer, y, xp)
+        if net.is_chain:
+            for layer in net.layers:
+                y = apply_layer(layer, y, xp)
+        elif net.layers:
+            y = node_outputs(net, y)[len(net.layers) - 1]
         outs.append(y)
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
@@ -494,15 +649,14 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
 # --------------------------------------------------------------------------- shapes and counting
 
 
-def _layer_out_shape(net: Network, i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    layer = net.layers[i]
+def _layer_out_shape(layer: Layer, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(layer, Dense):
         if len(shape) != 1 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{net.label(i)} expects ({layer.W.shape[1]},) inputs, gets {shape}")
+            raise ValueError(f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data")
         return (layer.units,)
     if isinstance(layer, Conv2d):
         if len(shape) != 3 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{net.label(i)} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
+            raise ValueError(f"{label} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
         t, b, l, r = layer.padding
         kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
         return (
@@ -512,28 +666,62 @@ def _layer_out_shape(net: Network, i: int, shape: tuple[int, ...]) -> tuple[int,
         )
     if isinstance(layer, MaxPool2d):
         if len(shape) != 3:
-            raise ValueError(f"{net.label(i)} needs (C, H, W) inputs, gets {shape}")
+            raise ValueError(f"{label} needs (C, H, W) inputs, gets {shape}")
         t, b, l, r = layer.padding
         return (shape[0], _out_size(shape[1], layer.kernel[0], layer.stride[0], t, b), _out_size(shape[2], layer.kernel[1], layer.stride[1], l, r))
     if isinstance(layer, Flatten):
         return (int(np.prod(shape)),)
     if isinstance(layer, BatchNorm) and shape[0] != layer.channels:
-        raise ValueError(f"{net.label(i)} has {layer.channels} channels, its input has {shape[0]}")
+        raise ValueError(f"{label} has {layer.channels} channels, its input has {shape[0]}")
     return shape
 
 
 def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """Per-sample shapes: entry ``i`` is the input shape of layer ``i``; the last is the output.
+    """Per-sample shapes of a chain: entry ``i`` is the input shape of layer ``i``; the last
+    is the output. (For a graph, see :func:`output_shapes`.)
 
     Raises ``ValueError`` naming the first layer whose input does not fit.
     """
+    if not net.is_chain:
+        raise ValueError("layer_shapes describes a chain; use output_shapes for a network with additions or concatenations")
+    return [_input_shape(net, input_shape)] + output_shapes(net, input_shape)
+
+
+def _input_shape(net: Network, input_shape: Sequence[int] | None) -> tuple[int, ...]:
     shape = net.input_shape if input_shape is None else tuple(int(s) for s in input_shape)
     if shape is None:
         raise ValueError("the network has no `input_shape`; pass `input_shape=`")
-    shapes = [tuple(shape)]
-    for i in range(len(net.layers)):
-        shapes.append(_layer_out_shape(net, i, shapes[-1]))
-    return shapes
+    return tuple(shape)
+
+
+def output_shapes(net: Network, input_shape: Sequence[int] | None = None, stop: int | None = None) -> list[tuple[int, ...]]:
+    """Per-sample output shape of every layer (chain or graph), up to layer ``stop``
+    (default: all).
+
+    Raises ``ValueError`` naming the first layer whose input does not fit (a dense layer
+    whose input size differs from its weights, additions of different shapes, ...).
+    """
+    first = _input_shape(net, input_shape)
+    outs: list[tuple[int, ...]] = []
+    for i, layer in enumerate(net.layers[: None if stop is None else stop + 1]):
+        outs.append(node_output_shape(layer, [first if p < 0 else outs[p] for p in net.sources(i)], net.label(i)))
+    return outs
+
+
+def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str | None = None) -> tuple[int, ...]:
+    """One sample's output shape of ``layer`` given its inputs' shapes (``ValueError``
+    naming the layer, as ``label``, when they do not fit)."""
+    label = label or f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
+    ins = [tuple(int(v) for v in s) for s in ins]
+    if isinstance(layer, Add):
+        if len(set(ins)) != 1:
+            raise ValueError(f"{label} sums inputs of different shapes {ins}")
+        return ins[0]
+    if isinstance(layer, Concat):
+        if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
+            raise ValueError(f"{label} joins inputs of shapes {ins}: only the channel axis may differ")
+        return (sum(s[0] for s in ins),) + ins[0][1:]
+    return _layer_out_shape(layer, label, ins[0])
 
 
 def layer_params(layer: Layer) -> int:
@@ -564,14 +752,14 @@ def count_params(net: Network) -> int:
 def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | None:
     """Total multiply-accumulates for one sample; None when a convolution's size is unknown."""
     try:
-        shapes = layer_shapes(net, input_shape)
+        shapes = output_shapes(net, input_shape)
     except ValueError:
         if any(isinstance(l, Conv2d) for l in net.layers):
             return None
-        shapes = [None] * (len(net.layers) + 1)
+        shapes = [None] * len(net.layers)
     total = 0
     for i, layer in enumerate(net.layers):
-        m = layer_macs(layer, shapes[i + 1])
+        m = layer_macs(layer, shapes[i])
         if m is None:
             return None
         total += m
@@ -622,27 +810,64 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
     bounds the input of layer ``i``; the last entry bounds the output. ``lower``/``upper``
     have one sample's shape.
     """
-    xp = namespace(lower=lower, upper=upper)
-    lo, hi = lower[None, ...], upper[None, ...]
-    out = [(lower, upper)]
-    for layer in net.layers:
-        if isinstance(layer, (Dense, Conv2d, BatchNorm)):
-            c, r = (lo + hi) / 2, (hi - lo) / 2
-            c = apply_layer(layer, c, xp)
-            if isinstance(layer, Dense):
-                r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
-            elif isinstance(layer, Conv2d):
-                r = _conv(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
-            else:
-                r = r * _channel_view(xp, xp.abs(layer.scale), r.ndim)
-            lo, hi = c - r, c + r
-        elif isinstance(layer, Softmax):
-            # p_i is increasing in z_i and decreasing in the other z_j
-            e_lo, e_hi = xp.exp(lo - xp.max(hi)), xp.exp(hi - xp.max(hi))
-            s_lo, s_hi = xp.sum(e_lo, axis=1, keepdims=True), xp.sum(e_hi, axis=1, keepdims=True)
-            lo, hi = e_lo / (s_hi - e_hi + e_lo), e_hi / (s_lo - e_lo + e_hi)
+    if not net.is_chain:
+        raise ValueError("interval_bounds describes a chain; use node_bounds for a network with additions or concatenations")
+    return [(lower, upper)] + node_bounds(net, lower, upper)
+
+
+def _interval_step(xp: Any, layer: Layer, lo: Array, hi: Array) -> tuple[Array, Array]:
+    """Bounds on one layer's output from elementwise bounds on its input (batch of one)."""
+    if isinstance(layer, (Dense, Conv2d, BatchNorm)):
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c = apply_layer(layer, c, xp)
+        if isinstance(layer, Dense):
+            r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
+        elif isinstance(layer, Conv2d):
+            r = _conv(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
         else:
-            lo, hi = apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
+            r = r * _channel_view(xp, xp.abs(layer.scale), r.ndim)
+        return c - r, c + r
+    if isinstance(layer, Softmax):
+        # p_i is increasing in z_i and decreasing in the other z_j: p_i >= 1 / (1 + Σ_{j≠i}
+        # exp(hi_j - lo_i)), written with shifted exponents so that no 0/0 occurs
+        lo_p = 1.0 / (1.0 + _sum_others_exp(xp, lo, hi))
+        hi_p = 1.0 / (1.0 + _sum_others_exp(xp, hi, lo))
+        return lo_p, hi_p
+    return apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
+
+
+def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
+    """``Σ_{j≠i} exp(others_j − own_i)`` for every ``i`` (inputs ``(1, d)``), computed
+    without overflow to NaN: an infinite sum is fine (the bound is then 0 or 1)."""
+    d = int(own.shape[1])
+    diff = others[:, None, :] - own[:, :, None]  # (1, d, d): entry (i, j) = others_j - own_i
+    eye = xp.eye(d, dtype=own.dtype, device=device(own))[None, ...]
+    big = xp.asarray(-math.inf, dtype=own.dtype, device=device(own))
+    diff = xp.where(eye > 0, big, diff)
+    m = xp.max(diff, axis=2)
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    total = xp.sum(xp.exp(diff - m_safe[..., None]), axis=2)
+    return xp.where(xp.isfinite(m), xp.exp(m) * total, xp.where(m > 0, xp.full_like(m, math.inf), xp.zeros_like(m)))
+
+
+def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, Array]]:
+    """Elementwise bounds on every layer's output over the box ``lower <= x <= upper``
+    (chain or graph): interval arithmetic as in :func:`interval_bounds`, and an
+    :class:`Add` adds the bounds of its inputs, a :class:`Concat` joins them."""
+    xp = namespace(lower=lower, upper=upper)
+    vals: dict[int, tuple[Array, Array]] = {-1: (lower[None, ...], upper[None, ...])}
+    out = []
+    for i, layer in enumerate(net.layers):
+        ins = [vals[p] for p in net.sources(i)]
+        if isinstance(layer, Add):
+            lo, hi = ins[0]
+            for a, b in ins[1:]:
+                lo, hi = lo + a, hi + b
+        elif isinstance(layer, Concat):
+            lo, hi = xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
+        else:
+            lo, hi = _interval_step(xp, layer, *ins[0])
+        vals[i] = (lo, hi)
         out.append((lo[0, ...], hi[0, ...]))
     return out
 

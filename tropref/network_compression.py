@@ -1,4 +1,10 @@
-"""``compress_network``: a whole feed-forward chain compressed front to back, with a report.
+"""``compress_network``: a whole network, a chain or a graph, compressed front to back, with a report.
+
+A graph (residual additions, concatenations) is cut into chain segments
+(:mod:`tropref.graph`); the walk below runs on each, the channels at the end of a segment
+that feeds an addition, a concatenation or a branch are coupled to other paths and left
+unchanged, and the network certificate is carried along every path (bounds added where
+paths meet).
 
 The walk (``docs/networks.md`` says it with pictures):
 
@@ -54,6 +60,7 @@ import numpy as np
 from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, take_rows, to_numpy
 from .budget import Budget, allocate_budget
 from .compress import compress_layer
+from .graph import Segment, carry_bound, coupling, drop_layers, segment_network, segments, splice
 from .network import (
     AvgPool2d,
     BatchNorm,
@@ -77,10 +84,16 @@ from .network import (
     map_arrays,
     max_patch_norm,
     network_namespace,
+    apply_node,
+    node_bounds,
+    node_outputs,
+    output_shapes,
 )
+from .budget import predict_cost
 
 __all__ = [
     "compress_network",
+    "compressible_layers",
     "LayerReport",
     "NetworkReport",
     "hidden_layers",
@@ -316,6 +329,19 @@ def hidden_layers(net: Network) -> dict[int, "_Hidden | str"]:
     """For every dense/conv layer but the last: its hidden-layer structure or why it has none."""
     lin = _linear_indices(net)
     return {i: _analyse(net, i, j) for i, j in zip(lin[:-1], lin[1:])}
+
+
+def compressible_layers(net: Network) -> list[int]:
+    """The dense and convolutional layers whose units :func:`compress_network` can merge
+    (indices in ``net``): the hidden ReLU layers of a chain, or of every chain segment of a
+    graph (channels feeding an addition, a concatenation or a branch are not among them)."""
+    parts = [(net, list(range(len(net.layers))))] if net.is_chain else [
+        (segment_network(net, seg, None), list(seg.nodes)) for seg in segments(net)]
+    out = []
+    for chain, nodes in parts:
+        work, origin = _fold_pre_relu_bn(chain)
+        out += [nodes[origin[i]] for i, h in hidden_layers(work).items() if isinstance(h, _Hidden)]
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -649,13 +675,16 @@ def compress_network(
     certify: bool = True,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
-    """Compress every hidden ReLU layer of a feed-forward chain, front to back.
+    """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
 
     Each hidden layer ``l`` is compressed with :func:`tropref.compress_layer`, which merges
     its units (output channels) and rewrites the inputs of the next dense/conv layer
     through whatever lies between them (BatchNorm, pooling, flatten, dropout). The next
     layer is then compressed from its rewritten weights. The last layer (classifier) has no
-    ReLU and is left alone. The input network is not modified.
+    ReLU and is left alone. In a graph, the walk runs on every chain segment; channels that
+    feed an addition, a concatenation or a branch are coupled to other paths and left
+    unchanged (the report says so), and the certificate is carried along every path and
+    summed where paths meet. The input network is not modified.
 
     Parameters
     ----------
@@ -725,6 +754,11 @@ def compress_network(
     xp = network_namespace(net)
     if inputs is None:
         inputs = data
+    if not net.is_chain:
+        return _compress_graph(
+            net, keep, method=method, seed=seed, skip=skip, data=data, inputs=inputs, input_radius=input_radius,
+            max_patches=max_patches, say=say, options=options, t0=t0, certify=certify,
+        )
     weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
     if data is not None and weights is not None and data.dtype != weights.dtype:
         data = xp.astype(data, weights.dtype)  # compress_layer wants one floating dtype
@@ -994,3 +1028,365 @@ def _layer_reports(net, work, result, origin, structure, compressible, skipped, 
             )
         )
     return out
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+@dataclass
+class _SegmentWork:
+    """One chain segment of a graph during the walk: its network with BatchNorms folded
+    (``work``), where each of its layers came from in the graph (``origin``), its hidden
+    layers and the indices of its layers in the work graph (``at``)."""
+
+    seg: Segment
+    work: Network
+    origin: list[int]
+    structure: dict[int, Any]
+    at: list[int] = field(default_factory=list)
+    coupled: str | None = None
+
+
+def _graph_input_shape(net: Network, data: Array | None, inputs: Array | None) -> tuple[int, ...] | None:
+    if net.input_shape is not None:
+        return net.input_shape
+    x = inputs if inputs is not None else data
+    return None if x is None else tuple(int(s) for s in x.shape[1:])
+
+
+def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Sequence[int | str], data: Array | None,
+                    inputs: Array | None, input_radius: float | None, max_patches: int, say: Callable[[str], None],
+                    options: dict[str, Any], t0: float, certify: bool = True) -> tuple[Network, NetworkReport]:
+    """:func:`compress_network` on a graph: the chain walk on every segment (see
+    :mod:`tropref.graph`), the keep rule over all their hidden layers, and the network
+    certificate carried through every path (bounds added where paths meet)."""
+    xp = network_namespace(net)
+    in_shape = _graph_input_shape(net, data, inputs)
+    if in_shape is not None and net.input_shape is None:
+        net = Network(net.layers, in_shape, net.inputs)
+    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
+    if data is not None and weights is not None and data.dtype != weights.dtype:
+        data = xp.astype(data, weights.dtype)
+    try:
+        shapes = output_shapes(net) if in_shape is not None else None
+    except ValueError as exc:
+        raise ValueError(f"the network does not accept inputs of shape {in_shape}: {exc}") from None
+    steps: dict[str, float] = {}
+    segs = segments(net)
+    parts: list[_SegmentWork] = []
+    for seg in segs:
+        src_shape = None if shapes is None else (in_shape if seg.source < 0 else shapes[seg.source])
+        work, local_origin = _fold_pre_relu_bn(segment_network(net, seg, src_shape))
+        parts.append(_SegmentWork(seg, work, [seg.nodes[o] for o in local_origin], hidden_layers(work), coupled=coupling(net, seg)))
+    work_g, placed, moved = splice(net, segs, {k: p.work.layers for k, p in enumerate(parts)})
+    steps["fold_batchnorm"] = time.perf_counter() - t0
+    where: dict[int, tuple[int, int]] = {}  # work-graph index -> (segment, local index)
+    origin: dict[int, int] = {}  # work-graph index -> index in `net`
+    for k, (part, at) in enumerate(zip(parts, placed)):
+        part.at = at
+        for local, g in enumerate(at):
+            where[g], origin[g] = (k, local), part.origin[local]
+    skipped = _resolve_layers(net, skip, "skip")
+    hidden = {part.at[i]: h for part in parts for i, h in part.structure.items() if isinstance(h, _Hidden)}
+    compressible = [g for g in sorted(hidden) if origin[g] not in skipped]
+
+    if isinstance(keep, Budget):
+        ks = _graph_budget(net, work_g, parts, where, origin, compressible, keep, method, seed, data, max_patches, options)
+    else:
+        ks = _graph_k_rule(keep, net, work_g, parts, where, origin, compressible)
+
+    current = [list(p.work.layers) for p in parts]  # the segments' layers as compressed so far
+    layer_info: dict[int, dict[str, Any]] = {}
+    todo = [g for g in compressible if ks.get(g, work_g.layers[g].units) < work_g.layers[g].units]
+    by_segment: dict[int, list[int]] = {}
+    for g in todo:
+        by_segment.setdefault(where[g][0], []).append(g)
+    count = 0
+    t_layers = time.perf_counter()
+    memo: dict[int, Array] = {} if data is None else {-1: data}
+    for k in sorted(by_segment):
+        part, new = parts[k], current[k]
+        cur_x, pos = None, 0
+        if data is not None:
+            cur_x = _value_at(work_g, _graph_layers(work_g, current, placed), memo, moved[part.seg.source])
+        for g in by_segment[k]:
+            i = where[g][1]
+            count += 1
+            if cur_x is not None:
+                cur_x = _advance(new, cur_x, pos, i)
+                pos = i
+            t1 = time.perf_counter()
+            cmax, cvec, info, width = _compress_one(
+                part.work, new, part.structure[i], ks[g], method=method, seed=_layer_seed(seed, origin[g]), data=cur_x,
+                max_patches=max_patches, options=_segment_options(part, i, method, options),
+            )
+            layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
+            say(f"[tropref] {count}/{len(todo)} {net.label(origin[g])}: {work_g.layers[g].units} -> {width} units, certificate {cmax}, "
+                f"{layer_info[g]['time']:.2f} s")
+
+    steps["layers"] = time.perf_counter() - t_layers
+    for part_name, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part_name, 0.0) for v in layer_info.values())
+    result_g = work_g.replace_layers(_graph_layers(work_g, current, placed))
+    next_of = {g: parts[where[g][0]].at[parts[where[g][0]].structure[where[g][1]].j] for g in layer_info}
+    t1 = time.perf_counter()
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {len(work_g.layers)} layers (certify=False skips it)")
+        per_output, bounds, domain = graph_certificate(
+            work_g, result_g, {g: v["certificate_vector"] for g, v in layer_info.items()}, next_of, inputs=inputs, input_radius=input_radius
+        )
+    else:
+        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    steps["network_certificate"] = time.perf_counter() - t1
+    final = drop_layers(result_g, [g for g, layer in enumerate(result_g.layers) if isinstance(layer, _Folded)])
+    measured = None
+    if inputs is not None:
+        t1 = time.perf_counter()
+        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - final(inputs)))))
+        steps["measured_error"] = time.perf_counter() - t1
+    reports = _graph_layer_reports(net, work_g, result_g, parts, origin, skipped, layer_info, bounds)
+    report = NetworkReport(
+        layers=tuple(reports),
+        method=method,
+        seed=seed,
+        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
+        params_before=count_params(net),
+        params_after=count_params(final),
+        macs_before=count_macs(net),
+        macs_after=count_macs(final),
+        certificate=None if per_output is None else float(np.max(per_output)),
+        certificate_per_output=per_output,
+        measured_error=measured,
+        input_domain=domain,
+        time_s=time.perf_counter() - t0,
+        steps=steps,
+    )
+    return final, report
+
+
+def _segment_options(part: "_SegmentWork", i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_layer_options` in a segment: only the segment that reads the network's input
+    holds the network's first convolution."""
+    return _layer_options(part.work, i, method, options) if part.seg.source < 0 else options
+
+
+def _graph_layers(work_g: Network, current: list[list], placed: list[list[int]]) -> list:
+    layers = list(work_g.layers)
+    for chain, at in zip(current, placed):
+        for layer, g in zip(chain, at):
+            layers[g] = layer
+    return layers
+
+
+def _value_at(work_g: Network, layers: list, memo: dict[int, Array], node: int) -> Array:
+    """The output of ``node`` in the graph compressed so far, computed from the outputs kept
+    in ``memo`` (``-1``: the data). The segments are compressed in the graph's order, so
+    every layer upstream of a segment's input is final when it is computed; outputs whose
+    readers have all been computed are dropped from ``memo``."""
+    xp = namespace(x=memo[-1])
+    stack = [node]
+    while stack:
+        i = stack[-1]
+        missing = [p for p in work_g.sources(i) if p not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        if i not in memo:
+            memo[i] = apply_node(layers[i], [memo[p] for p in work_g.sources(i)], xp)
+    value = memo[node]
+    users = work_g.users()
+    for p in [p for p in memo if p >= 0 and p != node]:
+        if all(u in memo for u in users[p]):
+            del memo[p]
+    return value
+
+
+def _graph_k_rule(keep: Any, net: Network, work_g: Network, parts: list, where: dict, origin: dict, targets: list[int]) -> dict[int, int]:
+    widths = {g: work_g.layers[g].units for g in targets}
+    if not isinstance(keep, Mapping):
+        q = _fraction(keep, "keep")
+        return {g: max(1, min(n, int(math.floor(q * n + 0.5)))) for g, n in widths.items()}
+    by_name = {getattr(layer, "name", None): o for o, layer in enumerate(net.layers)}
+    to_work = {o: g for g, o in origin.items() if isinstance(work_g.layers[g], (Dense, Conv2d))}
+    ks = dict(widths)
+    for key, value in keep.items():
+        o = by_name.get(key) if isinstance(key, str) else key
+        if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or not 0 <= o < len(net.layers):
+            raise ValueError(f"`keep` names layer {key!r}, which is not a layer of the network")
+        g = to_work.get(int(o))
+        if g not in widths:
+            why = "" if g is None else _why_not(parts, where, g)
+            raise ValueError(f"`keep` names {net.label(int(o))}, which is not a compressible hidden layer{why}")
+        ks[g] = _k_of(value, widths[g], f"keep[{key!r}]")
+    return ks
+
+
+def _why_not(parts: list, where: dict, g: int) -> str:
+    k, i = where[g]
+    h = parts[k].structure.get(i)
+    if isinstance(h, str):
+        return f" ({h})"
+    if h is None and parts[k].coupled:
+        return f" (coupled: {parts[k].coupled})"
+    return ""
+
+
+def _graph_budget(net: Network, work_g: Network, parts: list, where: dict, origin: dict, compressible: list[int], budget: Budget,
+                  method: str, seed: int, data: Array | None, max_patches: int, options: dict[str, Any]) -> dict[int, int]:
+    """Widths meeting a global budget over every compressible set of the graph."""
+    kind = budget.kind
+    local_hidden = [{i: part.structure[i] for i in part.structure if part.at[i] in compressible} for part in parts]
+    folded = [
+        {h.bn for h in lh.values() if h.bn is not None and not _keeps_bn(part.work, h) and not _pinned(part.work, h).any()}
+        for part, lh in zip(parts, local_hidden)
+    ]
+    seg_shapes = []
+    for part in parts:
+        try:
+            seg_shapes.append(layer_shapes(part.work) if kind == "macs" else None)
+        except ValueError:
+            raise ValueError("a MACs budget needs the network's `input_shape`") from None
+
+    def cost(widths: Mapping[int, int]) -> int:
+        total = 0
+        for k, part in enumerate(parts):
+            local = {i: widths[part.at[i]] for i in local_hidden[k] if part.at[i] in widths}
+            total += predict_cost(part.work, local, local_hidden[k], folded[k], kind, seg_shapes[k])
+        return total
+
+    originals: dict[int, Array] = {}
+
+    def probe(g: int, k: int) -> np.ndarray | None:
+        seg_k, i = where[g]
+        part = parts[seg_k]
+        x = None
+        if data is not None:
+            src = part.seg.source
+            if src not in originals:
+                originals[src] = data if src < 0 else node_outputs(net, data, stop=src)[src]
+            x = originals[src]
+        return _probe(part.work, part.structure[i], k, method, _layer_seed(seed, origin[g]), _segment_options(part, i, method, options), x,
+                      max_patches)
+
+    amp = {}
+    try:
+        host = map_arrays(work_g, lambda a: to_numpy(a).astype(np.float64))
+        shapes = output_shapes(host)
+        for g in compressible:
+            seg_k, i = where[g]
+            j = parts[seg_k].at[parts[seg_k].structure[i].j]
+            amp[g] = float(np.max(carry_bound(host, j, np.ones(work_g.layers[j].units), shapes, host.input_shape)))
+    except ValueError:
+        amp = {}
+    return allocate_budget(
+        work_g, budget, {g: None for g in compressible}, reference=net, probe=probe, amplification=amp,
+        min_width={g: _min_width(parts[where[g][0]].work, parts[where[g][0]].structure[where[g][1]]) for g in compressible},
+        cost=cost,
+    )
+
+
+def graph_certificate(
+    work: Network,
+    compressed: Network,
+    layer_certificates: Mapping[int, np.ndarray | None],
+    next_layer: Mapping[int, int],
+    *,
+    inputs: Array | None = None,
+    input_radius: float | None = None,
+) -> tuple[np.ndarray | None, dict[int, float], str]:
+    """The network certificate of :func:`network_certificate` on a graph.
+
+    The same telescoping over the compressed layers, taken in the graph's order: layer
+    ``l`` changes the pre-activations of the layer that reads it (``next_layer[l]``) by at
+    most ``β_l ρ_l`` per channel, ``ρ_l`` the largest ``‖(patch, 1)‖`` of layer ``l``'s input
+    in the compressed graph over the input domain (interval bounds through the graph, an
+    addition adding the bounds of its inputs). That change reaches the output along every
+    path of the original remaining graph; the bounds are carried along each path and added
+    where the paths meet (:func:`tropref.graph.carry_bound`). The sum is capped by the span
+    of the two networks' interval output boxes. When a bound is not finite (the interval
+    bounds overflow in a deep network) the certificate is reported as unavailable (None),
+    never as a number that does not hold.
+    """
+    box = _input_box(work, inputs, input_radius)
+    if box is None:
+        return None, {}, "no input domain (pass `inputs` or `input_radius`)"
+    lo, hi, domain = box
+    host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
+    shapes = output_shapes(host, lo.shape)
+    if not layer_certificates:
+        return np.zeros(int(np.prod(shapes[-1]))), {}, domain
+    if any(v is None for v in layer_certificates.values()):
+        return None, {}, domain
+    comp = map_arrays(compressed, lambda a: to_numpy(a).astype(np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = node_bounds(comp, lo, hi)
+        total = None
+        shares = {}
+        for g, beta in sorted(layer_certificates.items()):
+            (src,) = comp.sources(g)
+            b_lo, b_hi = (lo, hi) if src < 0 else boxes[src]
+            rho = max_patch_norm(comp.layers[g], np.maximum(np.abs(b_lo), np.abs(b_hi)))
+            if input_radius is not None and _reads_input(comp, g):
+                rho = min(rho, math.sqrt(float(input_radius) ** 2 + 1.0))
+            e = carry_bound(host, next_layer[g], beta * rho, shapes, tuple(lo.shape))
+            shares[g] = float(np.max(e))
+            total = e if total is None else total + e
+        (lo_f, hi_f), (lo_c, hi_c) = node_bounds(host, lo, hi)[-1], boxes[-1]
+        span = (np.maximum(hi_f, hi_c) - np.minimum(lo_f, lo_c)).reshape(-1)
+        bound = np.minimum(total, span)
+    if not np.all(np.isfinite(bound)):
+        return None, {}, domain + " (certificate unavailable: the interval bounds overflow)"
+    return bound, shares, domain
+
+
+def _reads_input(net: Network, g: int) -> bool:
+    """Whether layer ``g`` reads the network's input through dropout and identities only."""
+    (p,) = net.sources(g)
+    while p >= 0:
+        if not isinstance(net.layers[p], (Dropout, Identity)):  # a folded BatchNorm is an Identity here
+            return False
+        (p,) = net.sources(p)
+    return True
+
+
+def _graph_layer_reports(net, work_g, result_g, parts, origin, skipped, layer_info, bounds) -> list[LayerReport]:
+    try:
+        shapes_w, shapes_r = output_shapes(work_g), output_shapes(result_g)
+    except ValueError:
+        shapes_w = shapes_r = [None] * len(work_g.layers)
+    rows = []
+    for part in parts:
+        lin = [i for i, layer in enumerate(part.work.layers) if isinstance(layer, (Dense, Conv2d))]
+        for i in lin:
+            g = part.at[i]
+            before, after, orig = work_g.layers[g], result_g.layers[g], net.layers[origin[g]]
+            h = part.structure.get(i)
+            if g in layer_info:
+                status = "compressed"
+            elif origin[g] in skipped:
+                status = "skipped"
+            elif i == lin[-1]:
+                status = "classifier" if part.coupled is None else f"coupled: {part.coupled}; left unchanged"
+            elif isinstance(h, str):
+                status = f"not a ReLU layer: {h}"
+            else:
+                status = "kept"
+            li = layer_info.get(g, {})
+            rows.append((origin[g], LayerReport(
+                index=origin[g],
+                name=getattr(orig, "name", None) or f"{origin[g]}:{type(orig).__name__}",
+                kind=type(before).__name__,
+                status=status,
+                width_before=before.units,
+                width_after=after.units,
+                params_before=layer_params(orig),
+                params_after=layer_params(after),
+                macs_before=layer_macs(before, shapes_w[g]),
+                macs_after=layer_macs(after, shapes_r[g]),
+                certificate=li.get("certificate"),
+                bound=bounds.get(g),
+                time_s=li.get("time", 0.0),
+                info=li.get("info", {}),
+            )))
+    return [r for _, r in sorted(rows, key=lambda t: t[0])]

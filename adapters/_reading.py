@@ -1,0 +1,109 @@
+"""What the PyTorch and Keras adapters share when they read a model as a graph.
+
+A framework's model is read into a list of core layers with, for each, the indices of the
+layers it reads (``-1``: the model's input). Explicit padding layers (PyTorch's
+``ZeroPad2d``/``ConstantPad2d``, Keras's ``ZeroPadding2D``) have no core layer: they are read
+as :class:`Pad` and folded into the one convolution or pooling that reads them
+(:func:`fold_pads`). Every problem found on the way is collected, so that one error lists
+every obstacle of a model (:func:`refuse`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, ReLU
+
+__all__ = ["Pad", "fold_pads", "prune", "refuse"]
+
+
+class Pad:
+    """An explicit padding ``(top, bottom, left, right)`` with a constant ``value``."""
+
+    def __init__(self, pads: tuple[int, int, int, int], value: float, name: str) -> None:
+        self.pads, self.value, self.name = tuple(int(p) for p in pads), float(value), name
+
+
+def _reads_relu(layers: list, inputs: list, p: int) -> bool:
+    """Whether the input of layer ``p`` is a ReLU's output (so it is >= 0)."""
+    (q,) = inputs[p]
+    while q >= 0 and isinstance(layers[q], Identity):
+        (q,) = inputs[q]
+    return q >= 0 and isinstance(layers[q], ReLU)
+
+
+def fold_pads(layers: list, inputs: list, problems: list[str]) -> list:
+    """The layers with every :class:`Pad` folded into its reader (the pad becomes an
+    ``Identity``): zero padding into a convolution or an average pooling that counts its
+    padding, ``-inf`` padding into a max pooling, and zero padding into a max pooling when
+    the padded tensor is a ReLU's output (``max`` of non-negative values ignores zeros as
+    long as every window holds an input value, which a padding smaller than the kernel
+    ensures). Other pads are added to ``problems``."""
+    users: dict[int, list[int]] = {}
+    for i, srcs in enumerate(inputs):
+        for p in srcs:
+            users.setdefault(p, []).append(i)
+    layers = list(layers)
+    for p, layer in enumerate(layers):
+        if not isinstance(layer, Pad):
+            continue
+        us = users.get(p, [])
+        target = layers[us[0]] if len(us) == 1 else None
+        t, b, l, r = layer.pads
+        if min(layer.pads) < 0:
+            problems.append(f"layer {layer.name!r}: negative padding (cropping) is not supported")
+            continue
+        ok = False
+        if isinstance(target, Conv2d) and layer.value == 0.0:
+            ok = True
+        elif isinstance(target, AvgPool2d) and layer.value == 0.0 and (target.count_include_pad or not target.padded):
+            target = replace(target, count_include_pad=True)
+            ok = True
+        elif type(target) is MaxPool2d and (
+            layer.value == -math.inf or (layer.value == 0.0 and _reads_relu(layers, inputs, p))
+        ):
+            ok = (
+                max(t + target.padding[0], b + target.padding[1]) < target.kernel[0]
+                and max(l + target.padding[2], r + target.padding[3]) < target.kernel[1]
+            )
+        if ok:
+            pt, pb, pl, pr = target.padding
+            layers[us[0]] = replace(target, padding=(pt + t, pb + b, pl + l, pr + r))
+            layers[p] = Identity(name=layer.name)
+        else:
+            problems.append(
+                f"layer {layer.name!r} (padding {layer.pads}, value {layer.value:g}): "
+                "tropref reads explicit padding only as the zero padding of the one convolution or average "
+                "pooling that reads it (or before a max pooling of non-negative values)"
+            )
+    return layers
+
+
+def prune(layers: list, inputs: list, out: int, shape: tuple[int, ...] | None) -> Network:
+    """The network of the layers that the output ``out`` depends on (the output last)."""
+    keep = set()
+    stack = [out]
+    while stack:
+        i = stack.pop()
+        if i < 0 or i in keep:
+            continue
+        keep.add(i)
+        stack.extend(inputs[i])
+    new_index: dict[int, int] = {-1: -1}
+    new_layers, new_inputs = [], []
+    for i in sorted(keep):
+        new_layers.append(layers[i])
+        new_inputs.append(tuple(new_index[q] for q in inputs[i]))
+        new_index[i] = len(new_layers) - 1
+    return Network(tuple(new_layers), shape, tuple(new_inputs))
+
+
+def refuse(problems: Sequence[str]) -> None:
+    """Raise one ``ValueError`` listing every problem (nothing when there is none)."""
+    if problems:
+        n = len(problems)
+        raise ValueError(
+            f"tropref cannot read this model ({n} problem{'s' if n > 1 else ''}):\n- " + "\n- ".join(problems)
+        )
