@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +48,11 @@ from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
-SUPPORTED = ("Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
-             "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, InputLayer, Softmax (and activation='softmax'), "
-             "Rescaling, nested Sequential chains, and augmentation/noise layers (identities at inference)")
+SUPPORTED = (
+    "Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
+    "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, InputLayer, Softmax (and activation='softmax'), "
+    "Rescaling, nested Sequential chains, and augmentation/noise layers (identities at inference)"
+)
 
 
 def _keras() -> Any:
@@ -69,7 +72,9 @@ def _spatial(shape: Sequence[Any], fmt: str) -> tuple[int, int]:
     return (int(shape[1]), int(shape[2])) if fmt == "channels_last" else (int(shape[2]), int(shape[3]))
 
 
-def _pad4(padding: str, hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], name: str) -> tuple[int, int, int, int]:
+def _pad4(
+    padding: str, hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], name: str
+) -> tuple[int, int, int, int]:
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
@@ -122,7 +127,9 @@ def _io(model: Any) -> tuple[Any, Any]:
     if not ins or not outs:
         raise ValueError(f"model {model.name!r} has no defined input: build it with keras.Input(...) first")
     if len(ins) != 1 or len(outs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(ins)} inputs and {len(outs)} outputs; tropref needs one of each")
+        raise ValueError(
+            f"model {model.name!r} has {len(ins)} inputs and {len(outs)} outputs; tropref needs one of each"
+        )
     return ins[0], outs[0]
 
 
@@ -154,7 +161,7 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     ['Dense', 'ReLU', 'Dense']
     """
     fmt = data_format_of(model)
-    x_in, x_out = _io(model)
+    x_in, _x_out = _io(model)
     in_shape = tuple(int(s) for s in x_in.shape[1:])
     if len(in_shape) == 3:
         input_shape = (in_shape[2], in_shape[0], in_shape[1]) if fmt == "channels_last" else in_shape
@@ -176,7 +183,9 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     return net
 
 
-def _read_model(model: Any, known: dict[int, int], fmt: str, dtype: Any, layers: list, inputs: list, problems: list[str]) -> int | None:
+def _read_model(
+    model: Any, known: dict[int, int], fmt: str, dtype: Any, layers: list, inputs: list, problems: list[str]
+) -> int | None:
     """Append the layers of ``model`` (its input tensor's index given in ``known``) and
     return the index of its output; None when a problem stopped the walk."""
     keras = _keras()
@@ -212,7 +221,10 @@ def _read_model(model: Any, known: dict[int, int], fmt: str, dtype: Any, layers:
             index[id(t)] = None
             continue
         if len(node.output_tensors) != 1:
-            problems.append(f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; tropref reads layers of one output")
+            problems.append(
+                f"layer {op.name!r} ({type(op).__name__}) has {len(node.output_tensors)} outputs; tropref "
+                "reads layers of one output"
+            )
             index[id(t)] = None
             continue
         if isinstance(op, keras.Model):
@@ -237,8 +249,11 @@ def _read_model(model: Any, known: dict[int, int], fmt: str, dtype: Any, layers:
             index[id(t)] = len(layers) - 1
             continue
         if len(srcs) != 1:
-            problems.append(f"layer {op.name!r} ({type(op).__name__}) reads {len(srcs)} tensors; tropref reads layers of one input, "
-                            "Add and Concatenate")
+            problems.append(
+                f"layer {op.name!r} ({type(op).__name__}) reads {len(srcs)} tensors; tropref reads layers of "
+                "one input, "
+                "Add and Concatenate"
+            )
             index[id(t)] = None
             continue
         prev = srcs[0]
@@ -250,8 +265,25 @@ def _read_model(model: Any, known: dict[int, int], fmt: str, dtype: Any, layers:
     return index.get(id(x_out))
 
 
-_RELU_VARIANT_ACTIVATIONS = ("relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "hard_silu", "hard_swish", "mish",
-                             "softplus", "celu", "glu", "hard_sigmoid", "log_sigmoid", "sparse_plus", "squareplus")
+_RELU_VARIANT_ACTIVATIONS = (
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "hard_silu",
+    "hard_swish",
+    "mish",
+    "softplus",
+    "celu",
+    "glu",
+    "hard_sigmoid",
+    "log_sigmoid",
+    "sparse_plus",
+    "squareplus",
+)
 
 
 def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
@@ -274,11 +306,15 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         axis = layer.axis % rank
         channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
         if axis != channel_axis:
-            raise ValueError(f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channel_axis})")
+            raise ValueError(
+                f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channel_axis})"
+            )
         return [Concat(name=name)]
     if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
-        raise ValueError(f"layer {name!r} ({type(layer).__name__}): depthwise convolutions couple each channel to its own filter, "
-                         "which channel merging does not handle")
+        raise ValueError(
+            f"layer {name!r} ({type(layer).__name__}): depthwise convolutions couple each channel to its own filter, "
+            "which channel merging does not handle"
+        )
     if isinstance(layer, L.ZeroPadding2D):
         (t, b), (l, r) = layer.padding
         _check_format(layer, fmt)
@@ -291,31 +327,49 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         return out + _activation(layer.activation, name)
     if isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
         if layer.groups != 1:
-            raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported")
+            raise ValueError(
+                f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported"
+            )
         _check_format(layer, fmt)
         k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
         pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, d, name)
         w = layer.get_weights()
-        out.append(Conv2d(arr(np.transpose(w[0], (3, 2, 0, 1))), arr(w[1]) if layer.use_bias else None, stride=s, padding=pad, dilation=d, name=name))
+        out.append(
+            Conv2d(
+                arr(np.transpose(w[0], (3, 2, 0, 1))),
+                arr(w[1]) if layer.use_bias else None,
+                stride=s,
+                padding=pad,
+                dilation=d,
+                name=name,
+            )
+        )
         return out + _activation(layer.activation, name)
     if isinstance(layer, L.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
         channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
         if axis is None or axis % rank != channel_axis:
-            raise ValueError(f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channel_axis})")
+            raise ValueError(
+                f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis "
+                f"{channel_axis})"
+            )
         w = list(layer.get_weights())
         gamma = arr(w.pop(0)) if layer.scale else None
         beta = arr(w.pop(0)) if layer.center else None
         return [BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name)]
     if isinstance(layer, L.ReLU):
         if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
-            raise ValueError(f"layer {name!r} (ReLU with max_value, negative_slope or threshold) is a ReLU variant: tropref merges "
-                             "units of max(x, 0) only")
+            raise ValueError(
+                f"layer {name!r} (ReLU with max_value, negative_slope or threshold) is a ReLU variant: tropref merges "
+                "units of max(x, 0) only"
+            )
         return [ReLU(name=name)]
     if isinstance(layer, L.Activation):
         return [replace_name(l, name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
     if isinstance(layer, (L.LeakyReLU, L.PReLU, L.ELU)):
-        raise ValueError(f"layer {name!r} ({type(layer).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only")
+        raise ValueError(
+            f"layer {name!r} ({type(layer).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only"
+        )
     if isinstance(layer, L.Softmax):
         if layer.axis not in (-1, 1) or rank != 2:
             raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
@@ -349,8 +403,16 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
         C = int(shape[1]) if rank == 2 else int(shape[3] if fmt == "channels_last" else shape[1])
         ones = np.ones(C, dtype=dtype)
-        return [BatchNorm(0 * ones, ones, arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
-                          arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))), eps=0.0, name=name)]
+        return [
+            BatchNorm(
+                0 * ones,
+                ones,
+                arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
+                arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))),
+                eps=0.0,
+                name=name,
+            )
+        ]
     if isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
         return [Identity(name=name)]
     raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
@@ -364,8 +426,17 @@ def replace_name(layer: Any, name: str) -> Any:
 
 def _inference_identities(L: Any) -> tuple:
     """Layers that are the identity at inference (data augmentation, noise)."""
-    names = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
-             "GaussianNoise", "GaussianDropout", "ActivityRegularization")
+    names = (
+        "RandomFlip",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomTranslation",
+        "RandomContrast",
+        "RandomBrightness",
+        "GaussianNoise",
+        "GaussianDropout",
+        "ActivityRegularization",
+    )
     return tuple(getattr(L, n) for n in names if hasattr(L, n))
 
 
@@ -425,7 +496,7 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
     else:
         x = keras.Input(shape=in_shape)
         values = {-1: x}
-        for i, (layer, ks) in enumerate(zip(net.layers, per_layer)):
+        for i, (layer, ks) in enumerate(zip(net.layers, per_layer, strict=False)):
             srcs = [values[p] for p in net.sources(i)]
             if isinstance(layer, Add):
                 v = L.Add(name=layer.name)(srcs)
@@ -451,7 +522,9 @@ def _after_relu(net: Network, i: int) -> bool:
     return p >= 0 and isinstance(net.layers[p], ReLU)
 
 
-def _keras_layers(L: Any, layer: Any, shape_in: tuple[int, ...], data_format: str, weights: list, nonneg: bool = False) -> list:
+def _keras_layers(
+    L: Any, layer: Any, shape_in: tuple[int, ...], data_format: str, weights: list, nonneg: bool = False
+) -> list:
     """The plain Keras layers computing one core layer on inputs of ``shape_in`` (NCHW);
     their weights are appended to ``weights``. Add and Concat have none here. ``nonneg``:
     the input is a ReLU's output, so a max pooling's padding may be zeros."""
@@ -467,22 +540,39 @@ def _keras_layers(L: Any, layer: Any, shape_in: tuple[int, ...], data_format: st
         weights.append((k, [a(layer.W).T] + ([a(layer.b)] if layer.b is not None else [])))
         return [k]
     if isinstance(layer, Conv2d):
-        O, C, kh, kw = (int(s) for s in layer.W.shape)
+        O, _C, kh, kw = (int(s) for s in layer.W.shape)
         padding = _keras_padding(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
         pre = []
         if padding is None:
             t, b, l, r = layer.padding
             pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
             padding = "valid"
-        k = L.Conv2D(O, (kh, kw), strides=layer.stride, padding=padding, dilation_rate=layer.dilation, data_format=data_format, use_bias=layer.b is not None)
+        k = L.Conv2D(
+            O,
+            (kh, kw),
+            strides=layer.stride,
+            padding=padding,
+            dilation_rate=layer.dilation,
+            data_format=data_format,
+            use_bias=layer.b is not None,
+        )
         weights.append((k, [np.transpose(a(layer.W), (2, 3, 1, 0))] + ([a(layer.b)] if layer.b is not None else [])))
-        return pre + [k]
+        return [*pre, k]
     if isinstance(layer, BatchNorm):
         axis = -1 if (not rank4 or data_format == "channels_last") else 1
         k = L.BatchNormalization(axis=axis, epsilon=layer.eps)
         c = layer.channels
-        weights.append((k, [a(layer.weight) if layer.weight is not None else np.ones(c, np.float32),
-                            a(layer.bias) if layer.bias is not None else np.zeros(c, np.float32), a(layer.mean), a(layer.var)]))
+        weights.append(
+            (
+                k,
+                [
+                    a(layer.weight) if layer.weight is not None else np.ones(c, np.float32),
+                    a(layer.bias) if layer.bias is not None else np.zeros(c, np.float32),
+                    a(layer.mean),
+                    a(layer.var),
+                ],
+            )
+        )
         return [k]
     if isinstance(layer, ReLU):
         return [L.ReLU()]
@@ -494,14 +584,18 @@ def _keras_layers(L: Any, layer: Any, shape_in: tuple[int, ...], data_format: st
         pre = []
         if padding is None:
             if (not is_avg and not nonneg) or (is_avg and not layer.count_include_pad):
-                raise ValueError(f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent")
+                raise ValueError(
+                    f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent"
+                )
             t, b, l, r = layer.padding
             pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
             padding = "valid"
         cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
-        return pre + [cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format)]
+        return [*pre, cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format)]
     if isinstance(layer, Flatten):
-        if rank4 and data_format == "channels_first":  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
+        if (
+            rank4 and data_format == "channels_first"
+        ):  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
             return [L.Flatten(data_format="channels_first" if layer.order == "channels_last" else "channels_last")]
         return [L.Flatten()]
     if isinstance(layer, Dropout):
@@ -556,7 +650,13 @@ def compress(
     net = from_keras(model, dtype=dtype)
     t_export = time.perf_counter() - t0
     new, report = compress_network(
-        net, keep, method=method, seed=seed, inputs=to_core_input(inputs, fmt, dtype), data=to_core_input(data, fmt, dtype), **options
+        net,
+        keep,
+        method=method,
+        seed=seed,
+        inputs=to_core_input(inputs, fmt, dtype),
+        data=to_core_input(data, fmt, dtype),
+        **options,
     )
     t1 = time.perf_counter()
     out = to_keras(new, data_format=fmt, name=None)

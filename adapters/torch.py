@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import operator
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -41,8 +44,6 @@ from tropref.network import (
     node_output_shape,
     output_shapes,
 )
-from tropref.adapters._reading import Pad, fold_pads, prune, refuse
-from tropref.graph import with_flatten_order_everywhere
 from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
@@ -98,11 +99,31 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         else:
             ph, pw = _pair(m.padding)
             pad = (ph, ph, pw, pw)
-        return [Conv2d(_np(m.weight, dtype), _np(m.bias, dtype), stride=_pair(m.stride), padding=pad, dilation=_pair(m.dilation), name=name)]
+        return [
+            Conv2d(
+                _np(m.weight, dtype),
+                _np(m.bias, dtype),
+                stride=_pair(m.stride),
+                padding=pad,
+                dilation=_pair(m.dilation),
+                name=name,
+            )
+        ]
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if m.running_mean is None:
-            raise ValueError(f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported")
-        return [BatchNorm(_np(m.running_mean, dtype), _np(m.running_var, dtype), _np(m.weight, dtype), _np(m.bias, dtype), eps=m.eps, name=name)]
+            raise ValueError(
+                f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported"
+            )
+        return [
+            BatchNorm(
+                _np(m.running_mean, dtype),
+                _np(m.running_var, dtype),
+                _np(m.weight, dtype),
+                _np(m.bias, dtype),
+                eps=m.eps,
+                name=name,
+            )
+        ]
     if isinstance(m, nn.ReLU):
         return [ReLU(name=name)]
     if isinstance(m, nn.MaxPool2d):
@@ -115,7 +136,9 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
-            raise ValueError(f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)")
+            raise ValueError(
+                f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)"
+            )
         return [Flatten("channels_first", name=name)]
     if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)):
         return [Dropout(float(m.p), name=name)]
@@ -129,15 +152,30 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         left, right, top, bottom = (int(v) for v in m.padding)
         return [Pad((top, bottom, left, right), float(m.value), name)]
     if isinstance(m, RELU_VARIANTS(nn)):
-        raise ValueError(f"layer {name!r} ({type(m).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only; "
-                         "replace it by nn.ReLU (and retrain or fine-tune) to compress this model")
+        raise ValueError(
+            f"layer {name!r} ({type(m).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only; "
+            "replace it by nn.ReLU (and retrain or fine-tune) to compress this model"
+        )
     raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
 
 
 def RELU_VARIANTS(nn: Any) -> tuple:
     """Activations that look like ReLU but are not ``max(x, 0)``: named in the refusals."""
-    return (nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Hardswish,
-            nn.Hardtanh, nn.Mish, nn.Softplus)
+    return (
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.PReLU,
+        nn.RReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Hardswish,
+        nn.Hardtanh,
+        nn.Mish,
+        nn.Softplus,
+    )
 
 
 class _Adaptive:
@@ -163,14 +201,18 @@ class _Adaptive:
 
     def resolve(self, shape: tuple[int, ...] | None, hint: str = "") -> MaxPool2d:
         if shape is None or len(shape) != 3:
-            raise ValueError(f"layer {self.name!r} ({self.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
-                             "(or `inputs=`), an input size for which this layer's input is a multiple of its output size")
+            raise ValueError(
+                f"layer {self.name!r} ({self.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
+                "(or `inputs=`), an input size for which this layer's input is a multiple of its output size"
+            )
         H, W = shape[1], shape[2]
         oh, ow = self.sizes(H, W)
         if H % oh or W % ow:
-            raise ValueError(f"layer {self.name!r} ({self.kind}): its input is {H}x{W}, not a multiple of the output {oh}x{ow}; "
-                             f"tropref reads adaptive pooling as a fixed pooling, so the layer's input must be a multiple of "
-                             f"{oh}x{ow}{hint}")
+            raise ValueError(
+                f"layer {self.name!r} ({self.kind}): its input is {H}x{W}, not a multiple of the output {oh}x{ow}; "
+                f"tropref reads adaptive pooling as a fixed pooling, so the layer's input must be a multiple of "
+                f"{oh}x{ow}{hint}"
+            )
         k = (H // oh, W // ow)
         return (AvgPool2d if self.average else MaxPool2d)(k, k, 0, name=self.name)
 
@@ -220,14 +262,34 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
             return [Flatten(name=name)]
         raise ValueError(f"node {name!r}: torch.flatten must flatten from dim 1 to -1")
     if target in (F.max_pool2d,):
-        if _arg(node, 4, "dilation", 1) not in (1, (1, 1)) or _arg(node, 5, "ceil_mode", False) or _arg(node, 6, "return_indices", False):
+        if (
+            _arg(node, 4, "dilation", 1) not in (1, (1, 1))
+            or _arg(node, 5, "ceil_mode", False)
+            or _arg(node, 6, "return_indices", False)
+        ):
             raise ValueError(f"node {name!r}: max_pool2d with dilation, ceil_mode or return_indices is not supported")
-        return [_pool(MaxPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name)]
+        return [
+            _pool(
+                MaxPool2d,
+                _arg(node, 1, "kernel_size", None),
+                _arg(node, 2, "stride", None),
+                _arg(node, 3, "padding", 0),
+                name,
+            )
+        ]
     if target in (F.avg_pool2d,):
         if _arg(node, 4, "ceil_mode", False) or _arg(node, 6, "divisor_override", None) is not None:
             raise ValueError(f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported")
-        return [_pool(AvgPool2d, _arg(node, 1, "kernel_size", None), _arg(node, 2, "stride", None), _arg(node, 3, "padding", 0), name,
-                      count_include_pad=bool(_arg(node, 5, "count_include_pad", True)))]
+        return [
+            _pool(
+                AvgPool2d,
+                _arg(node, 1, "kernel_size", None),
+                _arg(node, 2, "stride", None),
+                _arg(node, 3, "padding", 0),
+                name,
+                count_include_pad=bool(_arg(node, 5, "count_include_pad", True)),
+            )
+        ]
     if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
         return [_Adaptive(target is F.adaptive_avg_pool2d, _arg(node, 1, "output_size", None), name)]
     if target in (F.softmax, torch.softmax) and _arg(node, 1, "dim", None) in (1, -1):
@@ -236,7 +298,10 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
         return [Dropout(float(_arg(node, 1, "p", 0.5)), name=name)]
     what = getattr(target, "__name__", str(target))
     if target in (operator.add, operator.iadd, torch.add, torch.cat, torch.stack, operator.mul, torch.mul):
-        raise ValueError(f"node {name!r} ({what}) combines several tensors: the model is not a chain (residual or concatenation), which tropref refuses")
+        raise ValueError(
+            f"node {name!r} ({what}) combines several tensors: the model is not a chain (residual or "
+            "concatenation), which tropref refuses"
+        )
     raise ValueError(f"node {name!r} (function {what}) is not supported by tropref")
 
 
@@ -246,7 +311,12 @@ def _is_shape(node: Any) -> bool:
         return True
     if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape":
         return True
-    return node.op == "call_function" and node.target is operator.getitem and hasattr(node.args[0], "op") and _is_shape(node.args[0])
+    return (
+        node.op == "call_function"
+        and node.target is operator.getitem
+        and hasattr(node.args[0], "op")
+        and _is_shape(node.args[0])
+    )
 
 
 def _is_batch_size(node: Any) -> bool:
@@ -310,9 +380,11 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     try:
         graph = torch.fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001 - tracing errors come in many types
-        raise ValueError(f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential "
-                         "or a module whose forward has no data-dependent control flow") from exc
+    except Exception as exc:
+        raise ValueError(
+            f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential "
+            "or a module whose forward has no data-dependent control flow"
+        ) from exc
     layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     if out_index is not None and not problems:
@@ -342,7 +414,9 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
             index[node] = -1
             continue
         if node.op == "get_attr":
-            problems.append(f"node {node.name!r} reads the parameter or buffer {node.target!r} directly; tropref reads layers only")
+            problems.append(
+                f"node {node.name!r} reads the parameter or buffer {node.target!r} directly; tropref reads layers only"
+            )
             continue
         if node.op == "output":
             result = node.args[0]
@@ -365,10 +439,15 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
             else:
                 if len(ins) != 1:
                     what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node.target)
-                    raise ValueError(f"node {node.name!r} ({what}) reads {len(ins)} tensors; tropref reads layers of one input, "
-                                     "additions and concatenations")
-                converted = (_convert_module(str(node.target), model.get_submodule(node.target), dtype)
-                             if node.op == "call_module" else _convert_function(node, dtype))
+                    raise ValueError(
+                        f"node {node.name!r} ({what}) reads {len(ins)} tensors; tropref reads layers of one input, "
+                        "additions and concatenations"
+                    )
+                converted = (
+                    _convert_module(str(node.target), model.get_submodule(node.target), dtype)
+                    if node.op == "call_module"
+                    else _convert_function(node, dtype)
+                )
                 srcs = (index[ins[0]],)
         except ValueError as exc:
             problems.append(str(exc))
@@ -393,8 +472,11 @@ def _ADD_FUNCTIONS(torch: Any) -> tuple:
 def _convert_add(node: Any, ins: list) -> list:
     args = list(node.args) + list(node.kwargs.values())
     if len(ins) != 2 or len(args) != 2 or any(a not in ins for a in args):
-        raise ValueError(f"node {node.name!r} adds {node.args!r}: tropref reads the sum of two tensors (a residual connection) only, "
-                         "not constants or scaled sums")
+        raise ValueError(
+            f"node {node.name!r} adds {node.args!r}: tropref reads the sum of two tensors (a residual "
+            "connection) only, "
+            "not constants or scaled sums"
+        )
     return [Add(name=node.name)]
 
 
@@ -402,8 +484,10 @@ def _convert_cat(node: Any, ins: list) -> list:
     dim = _arg(node, 1, "dim", 0)
     tensors = node.args[0] if node.args else node.kwargs.get("tensors")
     if dim not in (1, -3) or not isinstance(tensors, (list, tuple)) or len(tensors) < 2 or list(tensors) != ins:
-        raise ValueError(f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations of two or more tensors "
-                         "along the channels (dim=1) only")
+        raise ValueError(
+            f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations of two or more tensors "
+            "along the channels (dim=1) only"
+        )
     return [Concat(name=node.name)]
 
 
@@ -413,8 +497,10 @@ def _resolve_adaptive(layers: list, inputs: list, shape: tuple[int, ...] | None,
         if not isinstance(layer, _Adaptive):
             continue
         if shape is None:
-            problems.append(f"layer {layer.name!r} ({layer.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
-                            "(or `inputs=`)")
+            problems.append(
+                f"layer {layer.name!r} ({layer.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
+                "(or `inputs=`)"
+            )
             continue
         try:
             here = _shape_at(layers, inputs, shape, p)
@@ -521,11 +607,20 @@ def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
         sym = top == bottom and left == right
         pre = [] if sym else [nn.ZeroPad2d((left, right, top, bottom))]
         O, C, kh, kw = (int(s) for s in layer.W.shape)
-        m = nn.Conv2d(C, O, (kh, kw), stride=layer.stride, padding=(top, left) if sym else 0, dilation=layer.dilation, bias=layer.b is not None, **fk)
+        m = nn.Conv2d(
+            C,
+            O,
+            (kh, kw),
+            stride=layer.stride,
+            padding=(top, left) if sym else 0,
+            dilation=layer.dilation,
+            bias=layer.b is not None,
+            **fk,
+        )
         m.weight.copy_(t(layer.W))
         if layer.b is not None:
             m.bias.copy_(t(layer.b))
-        return pre + [m]
+        return [*pre, m]
     if isinstance(layer, BatchNorm):
         m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, **fk)
         m.running_mean.copy_(t(layer.mean))
@@ -558,7 +653,7 @@ def _graph_module(net: Network, mods: list[list]) -> Any:
     graph = fx.Graph()
     values: dict[int, Any] = {-1: graph.placeholder("x")}
     used: set[str] = set()
-    for i, (layer, ms) in enumerate(zip(net.layers, mods)):
+    for i, (layer, ms) in enumerate(zip(net.layers, mods, strict=False)):
         srcs = [values[p] for p in net.sources(i)]
         if isinstance(layer, Add):
             v = srcs[0]
@@ -600,8 +695,8 @@ def _torch_pool(nn: Any, layer: MaxPool2d) -> list:
         pre = [nn.ConstantPad2d((left, right, top, bottom), 0.0 if is_avg else float("-inf"))]
     pad = (top, left) if sym else 0
     if is_avg:
-        return pre + [nn.AvgPool2d(layer.kernel, layer.stride, pad, count_include_pad=layer.count_include_pad)]
-    return pre + [nn.MaxPool2d(layer.kernel, layer.stride, pad)]
+        return [*pre, nn.AvgPool2d(layer.kernel, layer.stride, pad, count_include_pad=layer.count_include_pad)]
+    return [*pre, nn.MaxPool2d(layer.kernel, layer.stride, pad)]
 
 
 # --------------------------------------------------------------------------- one call
@@ -623,7 +718,8 @@ def compress(
 
     The model is read with :func:`from_torch` (weights copied, in ``dtype`` for the
     computation: by default the model's own floating dtype, float32 for float32, float16
-    and bfloat16 models; ``dtype=np.float64`` computes in double precision), compressed by :func:`tropref.compress_network` with ``keep``, ``method``,
+    and bfloat16 models; ``dtype=np.float64`` computes in double precision), compressed by
+    :func:`tropref.compress_network` with ``keep``, ``method``,
     ``seed`` and every other option (``skip``, ``input_radius``, ``progress``, ``data``,
     method options...), and written back with :func:`to_torch` in the model's own dtype and
     device. ``inputs`` (a tensor or array, NCHW) are used to measure the error and as the
@@ -653,7 +749,13 @@ def compress(
     net = from_torch(model, input_shape=input_shape, dtype=dtype)
     t_export = time.perf_counter() - t0
     new, report = compress_network(
-        net, keep, method=method, seed=seed, inputs=to_numpy_input(inputs, dtype), data=to_numpy_input(data, dtype), **options
+        net,
+        keep,
+        method=method,
+        seed=seed,
+        inputs=to_numpy_input(inputs, dtype),
+        data=to_numpy_input(data, dtype),
+        **options,
     )
     t1 = time.perf_counter()
     out = to_torch(new, dtype=out_dtype, device=out_device)

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tropref import cluster  # noqa: E402
+from tropref import cluster
 
 # name: (n neurons, fan-in, next layer's fan-in per neuron), kept fraction
 LAYERS = {
@@ -80,9 +80,11 @@ class PhaseTimer:
         self._orig = {}
 
     def __enter__(self):
-        for owner, name, label in [(cluster._Points, "__init__", "gram"),
-                                   (cluster, "_seed_indices", "seed"),
-                                   (cluster, "_lloyd", "lloyd")]:
+        for owner, name, label in [
+            (cluster._Points, "__init__", "gram"),
+            (cluster, "_seed_indices", "seed"),
+            (cluster, "_lloyd", "lloyd"),
+        ]:
             f = getattr(owner, name)
             self._orig[(owner, name)] = f
 
@@ -92,6 +94,7 @@ class PhaseTimer:
                     return __f(*a, **kw)
                 finally:
                     self.t[__label] = self.t.get(__label, 0.0) + time.perf_counter() - t
+
             setattr(owner, name, wrapped)
         return self
 
@@ -103,11 +106,13 @@ class PhaseTimer:
 def run_tropref(X, w, k, args):
     with PhaseTimer() as pt:
         t = time.perf_counter()
-        res = cluster.kmeans(X, k, weights=w, n_init=args.n_init, max_iter=args.max_iter,
-                             tol=args.tol, seed=0)
+        res = cluster.kmeans(X, k, weights=w, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=0)
         total = time.perf_counter() - t
-    gram = pt.t["gram"] if X.shape[0] <= X.shape[1] and cluster._choose_gram(
-        *X.shape, k, args.n_init, args.max_iter, "k-means||") else 0.0
+    gram = (
+        pt.t["gram"]
+        if X.shape[0] <= X.shape[1] and cluster._choose_gram(*X.shape, k, args.n_init, args.max_iter, "k-means||")
+        else 0.0
+    )
     return res, total, gram, pt.t.get("seed", 0.0), pt.t.get("lloyd", 0.0)
 
 
@@ -148,9 +153,11 @@ def fmt(x, spec=".2f", missing="-"):
     return missing if x is None else format(x, spec)
 
 
-HEADER = ("case      dtype    n     d      k   | tropref: gram  seed   iters(n)       per-it  total   "
-          "obj          mem/X | floor    it/fl seed/fl | sklearn: seed    iters(n)       per-it  obj          "
-          "| speed-up  obj ratio")
+HEADER = (
+    "case      dtype    n     d      k   | tropref: gram  seed   iters(n)       per-it  total   "
+    "obj          mem/X | floor    it/fl seed/fl | sklearn: seed    iters(n)       per-it  obj          "
+    "| speed-up  obj ratio"
+)
 
 
 def bench_case(name, dtype, args):
@@ -177,11 +184,14 @@ def bench_case(name, dtype, args):
         sk_seed, sk_iters, sk_per, sk_obj, sk_total = "-", "-", None, None, None
     speed = f"{'~' if 'seed' not in sk else ''}{sk_total / total:.0f}x" if sk_total else "-"
     ratio = fmt(res.objective / sk_obj if sk_obj else None, ".4f")
-    print(f"{name:9s} {dtype:7s} {n:5d} {X.shape[1]:6d} {k:4d} | "
-          f"{gram:6.2f} {seed:6.2f} {lloyd:6.2f} ({res.n_iter:3d}) {per_it:7.3f} {total:6.2f}  "
-          f"{res.objective:<12.6g} {fmt(mem, '4.2f'):>5s} | {floor:6.4f} {per_it / floor:5.2f} "
-          f"{(gram + seed) / floor:6.1f}  | {sk_seed:>7s} {sk_iters} {fmt(sk_per, '7.3f')}  "
-          f"{fmt(sk_obj, '<12.6g'):12s} | {speed:>8s}  {ratio}", flush=True)
+    print(
+        f"{name:9s} {dtype:7s} {n:5d} {X.shape[1]:6d} {k:4d} | "
+        f"{gram:6.2f} {seed:6.2f} {lloyd:6.2f} ({res.n_iter:3d}) {per_it:7.3f} {total:6.2f}  "
+        f"{res.objective:<12.6g} {fmt(mem, '4.2f'):>5s} | {floor:6.4f} {per_it / floor:5.2f} "
+        f"{(gram + seed) / floor:6.1f}  | {sk_seed:>7s} {sk_iters} {fmt(sk_per, '7.3f')}  "
+        f"{fmt(sk_obj, '<12.6g'):12s} | {speed:>8s}  {ratio}",
+        flush=True,
+    )
 
 
 def bench_weiszfeld(name, dtype, args):
@@ -196,9 +206,12 @@ def bench_weiszfeld(name, dtype, args):
     ref = cluster.weiszfeld(X, res.labels, k, weights=w, max_iter=args.weiszfeld_iters, tol=0.0)
     total = time.perf_counter() - t
     floor = best_of(lambda: X @ C.T, 5)
-    print(f"{name:9s} {dtype:7s} {X.shape[0]:5d} {X.shape[1]:6d} {k:4d} | {total:7.2f} ({ref.n_iter:3d}) "
-          f"{total / ref.n_iter:7.3f} | {floor:6.4f} {total / ref.n_iter / floor:6.2f} | "
-          f"{before:<12.6g} {ref.objective:<12.6g} {ref.objective / before:.4f}", flush=True)
+    print(
+        f"{name:9s} {dtype:7s} {X.shape[0]:5d} {X.shape[1]:6d} {k:4d} | {total:7.2f} ({ref.n_iter:3d}) "
+        f"{total / ref.n_iter:7.3f} | {floor:6.4f} {total / ref.n_iter / floor:6.2f} | "
+        f"{before:<12.6g} {ref.objective:<12.6g} {ref.objective / before:.4f}",
+        flush=True,
+    )
 
 
 def scaling(args):
@@ -214,13 +227,17 @@ def scaling(args):
             X = rng.standard_normal((p["n"], p["d"])).astype(np.float32)
             X /= np.linalg.norm(X, axis=1, keepdims=True)
             w = rng.uniform(0.5, 2.0, p["n"]).astype(np.float32)
-            ts.append(best_of(lambda: cluster.kmeans(X, p["k"], weights=w, n_init=1, max_iter=10, tol=0.0, seed=0), 2))
+            ts.append(
+                best_of(
+                    lambda X=X, k=p["k"], w=w: cluster.kmeans(X, k, weights=w, n_init=1, max_iter=10, tol=0.0, seed=0),
+                    2,
+                )
+            )
             C = X[: p["k"]]
-            fl.append(best_of(lambda: X @ C.T))
+            fl.append(best_of(lambda X=X, C=C: X @ C.T))
         slope = np.polyfit(np.log(values), np.log(ts), 1)[0]
         slope_f = np.polyfit(np.log(values), np.log(fl), 1)[0]
-        print(f"  {var}: {values}  tropref {['%.3f' % t for t in ts]} s  slope {slope:.2f}   "
-              f"floor slope {slope_f:.2f}")
+        print(f"  {var}: {values}  tropref {[f'{t:.3f}' for t in ts]} s  slope {slope:.2f}   floor slope {slope_f:.2f}")
 
 
 def main(argv=None):
@@ -244,17 +261,25 @@ def main(argv=None):
     dtypes = args.dtypes or (["float32"] if args.quick else ["float32", "float64"])
     try:
         from threadpoolctl import threadpool_info
-        blas = "; ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
-                         for i in threadpool_info())
+
+        blas = "; ".join(
+            f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
+            for i in threadpool_info()
+        )
     except ImportError:
         blas = "threadpoolctl not installed"
-    print(f"numpy {np.__version__}; BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
-          f"cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; max_iter={args.max_iter} tol={args.tol} n_init={args.n_init}")
+    print(
+        f"numpy {np.__version__}; BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+        f"cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; max_iter={args.max_iter} "
+        f"tol={args.tol} n_init={args.n_init}"
+    )
     print("times in seconds; '~' marks an extrapolated sklearn seeding (see the module docstring)")
     if args.weiszfeld:
         print(f"weiszfeld, max_iter={args.weiszfeld_iters}, tol=0, from kmeans(n_init=1, seed=0) labels")
-        print("case      dtype    n     d      k   | total s (iters) per-it | floor  per-it/fl | "
-              "unsquared obj: kmeans   weiszfeld    ratio")
+        print(
+            "case      dtype    n     d      k   | total s (iters) per-it | floor  per-it/fl | "
+            "unsquared obj: kmeans   weiszfeld    ratio"
+        )
         for dtype in dtypes:
             for name in cases:
                 bench_weiszfeld(name, dtype, args)

@@ -30,14 +30,27 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import tropref  # noqa: E402
-from tropref.cluster import KMeansResult  # noqa: E402
-from tropref.methods import partition  # noqa: E402
+import tropref
+from tropref.cluster import KMeansResult
+from tropref.methods import partition
 
 # (name, n units, input shape of one unit, next layer's view of the units)
 FC = {"fc6": (4096, 25088, 4096), "fc7": (4096, 4096, 4096)}
-VGG_CONVS = [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256),
-             (512, 256), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+VGG_CONVS = [
+    (64, 3),
+    (64, 64),
+    (128, 64),
+    (128, 128),
+    (256, 128),
+    (256, 256),
+    (256, 256),
+    (512, 256),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 
 
 def he(rng, shape, fan_in, dtype):
@@ -50,8 +63,13 @@ def sklearn_kmeans(X, k, *, weights=None, n_init=1, max_iter=300, tol=1e-4, init
 
     km = KMeans(k, init="k-means++", n_init=1, max_iter=max_iter, tol=tol, random_state=seed)
     km.fit(np.asarray(X), sample_weight=None if weights is None else np.asarray(weights))
-    return KMeansResult(km.labels_.astype(np.int64), km.cluster_centers_.astype(X.dtype),
-                        float(km.inertia_), int(km.n_iter_), int(seed or 0))
+    return KMeansResult(
+        km.labels_.astype(np.int64),
+        km.cluster_centers_.astype(X.dtype),
+        float(km.inertia_),
+        int(km.n_iter_),
+        int(seed or 0),
+    )
 
 
 class Recorder:
@@ -79,8 +97,10 @@ def compress(W, b, k, W_next, b_next, kmeans_fn, **options):
 
 
 def layers(args):
-    print("layer    dtype       n      d     k | tropref s  (clustering s, obj, iters) | sklearn-backed s  "
-          "(clustering s, obj, iters) | speed-up  obj ratio | default (Ward) s")
+    print(
+        "layer    dtype       n      d     k | tropref s  (clustering s, obj, iters) | sklearn-backed s  "
+        "(clustering s, obj, iters) | speed-up  obj ratio | default (Ward) s"
+    )
     for case in args.layers:
         name, pct = case.split("-")
         n, fan_in, m = FC[name]
@@ -97,7 +117,10 @@ def layers(args):
         else:
             theirs, tail = "-", "-"
         _, t_ward, _ = compress(W, b, k, V, c, partition.kmeans)
-        print(f"{case:8s} {args.dtype:8s} {n:5d} {fan_in + 1:6d} {k:5d} | {ours} | {theirs} | {tail} | {t_ward:.2f}", flush=True)
+        print(
+            f"{case:8s} {args.dtype:8s} {n:5d} {fan_in + 1:6d} {k:5d} | {ours} | {theirs} | {tail} | {t_ward:.2f}",
+            flush=True,
+        )
 
 
 def vgg(args):
@@ -131,8 +154,11 @@ def vgg(args):
         if Wn.ndim == 2:  # back from the (m, n, s) view to a dense (m, n·s) matrix
             W_next = W_next.reshape(Wn.shape[0], -1)
         net[i + 1] = (W_next, np.asarray(res.b_next))
-        print(f"{i:5d} {n:6d} {res.W.shape[0]:5d} {int(np.prod(W.shape[1:])) + 1:7d} | {t:7.2f}  "
-              f"({res.info['time_s']['method']:6.2f})", flush=True)
+        print(
+            f"{i:5d} {n:6d} {res.W.shape[0]:5d} {int(np.prod(W.shape[1:])) + 1:7d} | {t:7.2f}  "
+            f"({res.info['time_s']['method']:6.2f})",
+            flush=True,
+        )
     total = time.perf_counter() - total
     params_after = sum(W.size + b.size for W, b in net)
     print(f"total {total:.1f} s; parameters {params / 1e6:.1f} M -> {params_after / 1e6:.1f} M")

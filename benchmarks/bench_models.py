@@ -51,25 +51,47 @@ def build(name: str):
 
     if name == "tiny":
         model = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
-            nn.Linear(64, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d((2, 2)),
+            nn.Flatten(),
+            nn.Linear(64, 32),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(32, 10),
         )
         return model, (3, 16, 16)
     if name == "alexnet":
         model = nn.Sequential(
             nn.Sequential(
-                nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-                nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-                nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(3, 64, 11, stride=4, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2),
+                nn.Conv2d(64, 192, 5, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2),
+                nn.Conv2d(192, 384, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2),
             ),
             nn.AdaptiveAvgPool2d((6, 6)),
             nn.Flatten(),
             nn.Sequential(
-                nn.Dropout(0.5), nn.Linear(256 * 36, 4096), nn.ReLU(inplace=True),
-                nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000),
+                nn.Dropout(0.5),
+                nn.Linear(256 * 36, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(0.5),
+                nn.Linear(4096, 4096),
+                nn.ReLU(inplace=True),
+                nn.Linear(4096, 1000),
             ),
         )
         return model, (3, 224, 224)
@@ -93,14 +115,19 @@ def build(name: str):
             nn.AdaptiveAvgPool2d((7, 7)),
             nn.Flatten(),
             nn.Sequential(
-                nn.Linear(512 * 49, 4096), nn.ReLU(True), nn.Dropout(),
-                nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000),
+                nn.Linear(512 * 49, 4096),
+                nn.ReLU(True),
+                nn.Dropout(),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Dropout(),
+                nn.Linear(4096, 1000),
             ),
         )
         return model, (3, 224, 224)
     if name in ("resnet18", "resnet50"):
         return _resnet(nn, torch, name), (3, 224, 224)
-    raise SystemExit(f"unknown model {name!r}; choose from {MODELS + ('tiny',)}")
+    raise SystemExit(f"unknown model {name!r}; choose from {(*MODELS, 'tiny')}")
 
 
 def _resnet(nn, torch, name):
@@ -161,8 +188,10 @@ def _resnet(nn, torch, name):
         def _make(self, block, planes, count, stride=1):
             down = None
             if stride != 1 or self.inplanes != planes * block.expansion:
-                down = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                                     nn.BatchNorm2d(planes * block.expansion))
+                down = nn.Sequential(
+                    nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                    nn.BatchNorm2d(planes * block.expansion),
+                )
             layers = [block(self.inplanes, planes, stride, down)]
             self.inplanes = planes * block.expansion
             layers += [block(self.inplanes, planes) for _ in range(1, count)]
@@ -225,9 +254,13 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
             from adapters.torch import compress
 
             t = time.perf_counter()
-            small, report = compress(model, keep=keep, method=tool.split("-", 1)[1], seed=seed, input_shape=shape, progress=False)
+            small, report = compress(
+                model, keep=keep, method=tool.split("-", 1)[1], seed=seed, input_shape=shape, progress=False
+            )
             out["time_s"] = time.perf_counter() - t
-            out["steps"] = {k: round(v, 3) for k, v in getattr(report, "steps", {}).items()} if hasattr(report, "steps") else None
+            out["steps"] = (
+                {k: round(v, 3) for k, v in getattr(report, "steps", {}).items()} if hasattr(report, "steps") else None
+            )
         else:
             import torch_pruning as tp
 
@@ -235,8 +268,11 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
                 t = time.perf_counter()
                 last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
                 pruner = tp.pruner.MetaPruner(
-                    model, torch.randn(1, *shape), importance=tp.importance.MagnitudeImportance(p=1),
-                    pruning_ratio=1.0 - keep, ignored_layers=[last],
+                    model,
+                    torch.randn(1, *shape),
+                    importance=tp.importance.MagnitudeImportance(p=1),
+                    pruning_ratio=1.0 - keep,
+                    ignored_layers=[last],
                 )
                 pruner.step()
                 out["time_s"] = time.perf_counter() - t
@@ -290,8 +326,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    print(f"torch {torch.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
-          f"keep {args.keep}; best of {args.repeat}", flush=True)
+    print(
+        f"torch {torch.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
+        f"keep {args.keep}; best of {args.repeat}",
+        flush=True,
+    )
     runs, best = [], {}
     for model in args.models:
         for tool in args.tools:
@@ -309,16 +348,27 @@ def main(argv=None) -> int:
                 rec["range"] = (times[0], times[-1])
                 rec["peak_rss_mb"] = min(r["peak_rss_mb"] for r in ok)
                 best[model, tool] = rec
-                print(f"{model:10s} {tool:16s} {times[0]:8.2f} s ({times[0]:.1f}-{times[-1]:.1f})  peak RSS "
-                      f"{rec['peak_rss_mb']:7.0f} MB (model {rec['model_rss_mb']:.0f} MB)  params "
-                      f"{rec['params_before'] / 1e6:.1f} M -> {rec['params_after'] / 1e6:.1f} M"
-                      + (f"  steps {rec['steps']}" if rec.get("steps") else ""), flush=True)
+                print(
+                    f"{model:10s} {tool:16s} {times[0]:8.2f} s ({times[0]:.1f}-{times[-1]:.1f})  peak RSS "
+                    f"{rec['peak_rss_mb']:7.0f} MB (model {rec['model_rss_mb']:.0f} MB)  params "
+                    f"{rec['params_before'] / 1e6:.1f} M -> {rec['params_after'] / 1e6:.1f} M"
+                    + (f"  steps {rec['steps']}" if rec.get("steps") else ""),
+                    flush=True,
+                )
             else:
                 rec = got[-1]
                 best[model, tool] = rec
-                print(f"{model:10s} {tool:16s} {'refused: ' + rec['refused'] if 'refused' in rec else 'error: ' + rec.get('error', '?')}", flush=True)
+                print(
+                    f"{model:10s} {tool:16s} "
+                    f"{'refused: ' + rec['refused'] if 'refused' in rec else 'error: ' + rec.get('error', '?')}",
+                    flush=True,
+                )
 
-    print("\nmodel      | " + " | ".join(f"{t} s (peak MB)" for t in args.tools) + " | ratios to torch-pruning (time; memory)")
+    print(
+        "\nmodel      | "
+        + " | ".join(f"{t} s (peak MB)" for t in args.tools)
+        + " | ratios to torch-pruning (time; memory)"
+    )
     for model in args.models:
         cells, ratios = [], []
         ref = best.get((model, "torch-pruning"), {})
@@ -327,7 +377,10 @@ def main(argv=None) -> int:
             if "time_s" in r:
                 cells.append(f"{r['time_s']:.2f} ({r['peak_rss_mb']:.0f})")
                 if tool != "torch-pruning" and "time_s" in ref:
-                    ratios.append(f"{tool.split('-', 1)[1]} {r['time_s'] / ref['time_s']:.1f}x; {r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x")
+                    ratios.append(
+                        f"{tool.split('-', 1)[1]} {r['time_s'] / ref['time_s']:.1f}x; "
+                        f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x"
+                    )
             else:
                 cells.append("refused" if "refused" in r else "error")
         print(f"{model:10s} | " + " | ".join(cells) + " | " + ", ".join(ratios))

@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_cluster import layer_problem  # noqa: E402
+from bench_cluster import layer_problem
 
-from tropref.cluster import kmeans  # noqa: E402
+from tropref.cluster import kmeans
 
 # name: (n, fan-in, next fan-in, k)
 PROBLEMS = {
@@ -45,8 +45,10 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args(argv)
     print(f"objective over {args.seeds} seeds ({args.dtype}); ratios < 1 mean tropref is better")
-    print("problem              sklearn mean / best      | tropref n_init=1 mean / best | ratio  "
-          "| tropref n_init=3 mean / best | ratio | time sk / t1 / t3 (s, mean)")
+    print(
+        "problem              sklearn mean / best      | tropref n_init=1 mean / best | ratio  "
+        "| tropref n_init=3 mean / best | ratio | time sk / t1 / t3 (s, mean)"
+    )
     for name, (n, fan_in, fan_next, k) in PROBLEMS.items():
         X, w = layer_problem(n, fan_in, fan_next, args.dtype)
         sk, t1, t3, tsk, tt1, tt3 = [], [], [], 0.0, 0.0, 0.0
@@ -60,10 +62,13 @@ def main(argv=None):
             t = time.perf_counter()
             t3.append(kmeans(X, k, weights=w, seed=s).objective)
             tt3 += time.perf_counter() - t
-        m = lambda v: f"{np.mean(v):<10.6g} / {np.min(v):<10.6g}"  # noqa: E731
-        print(f"{name:20s} {m(sk)} | {m(t1)}    | {np.mean(t1) / np.mean(sk):.4f} | {m(t3)}    | "
-              f"{np.mean(t3) / np.mean(sk):.4f} | {tsk / args.seeds:.2f} / {tt1 / args.seeds:.2f} / "
-              f"{tt3 / args.seeds:.2f}", flush=True)
+        m = lambda v: f"{np.mean(v):<10.6g} / {np.min(v):<10.6g}"
+        print(
+            f"{name:20s} {m(sk)} | {m(t1)}    | {np.mean(t1) / np.mean(sk):.4f} | {m(t3)}    | "
+            f"{np.mean(t3) / np.mean(sk):.4f} | {tsk / args.seeds:.2f} / {tt1 / args.seeds:.2f} / "
+            f"{tt3 / args.seeds:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

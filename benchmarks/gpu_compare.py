@@ -22,17 +22,17 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_cluster import CASES, LAYERS, QUICK, layer_problem  # noqa: E402
+from bench_cluster import CASES, LAYERS, QUICK, layer_problem
 
-from tropref import cluster  # noqa: E402
+from tropref import cluster
 
 
 def main(argv=None) -> int:
-    import cupy
     import array_api_compat.cupy as cxp  # noqa: F401  (the namespace tropref will pick)
+    import cupy
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", nargs="*", default=QUICK + ["fc7-50", "fc6-10"])
+    ap.add_argument("--cases", nargs="*", default=[*QUICK, "fc7-50", "fc6-10"])
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
     ap.add_argument("--rtol", type=float, default=None)
     args = ap.parse_args(argv)
@@ -59,9 +59,11 @@ def main(argv=None) -> int:
             la, lb = np.asarray(ref.labels), cupy.asnumpy(res.labels)
             rel = abs(res.objective - ref.objective) / max(abs(ref.objective), 1e-300)
             bad += rel > rtol
-            print(f"{name:12s} {dtype:8s} {X.shape[0]:5d} {X.shape[1]:6d} {k:5d} | {t_np:8.3f} {t_cp:8.3f} "
-                  f"{t_np / t_cp:8.1f}x | {str(np.array_equal(la, lb)):>12s} {np.mean(la != lb):7.4f}  {rel:.2e}",
-                  flush=True)
+            print(
+                f"{name:12s} {dtype:8s} {X.shape[0]:5d} {X.shape[1]:6d} {k:5d} | {t_np:8.3f} {t_cp:8.3f} "
+                f"{t_np / t_cp:8.1f}x | {np.array_equal(la, lb)!s:>12s} {np.mean(la != lb):7.4f}  {rel:.2e}",
+                flush=True,
+            )
     return 1 if bad else 0
 
 

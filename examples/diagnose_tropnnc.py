@@ -52,9 +52,19 @@ def conv1_table(images: np.ndarray) -> str:
     act = np.maximum(patches.reshape(-1, 25) @ W.T + A[:, -1], 0)
     lines = ["| filter | ‖w‖ | Σ weights | mass ‖w‖·‖V‖₁ | mean activation | active |", "|---|---|---|---|---|---|"]
     for j in range(6):
-        lines.append(f"| {j} | {norm[j]:.2f} | {W[j].sum():+.2f} | {norm[j] * out_l1[j]:.1f} | {act[:, j].mean():.3f} | {np.mean(act[:, j] > 0):.0%} |")
+        lines.append(
+            f"| {j} | {norm[j]:.2f} | {W[j].sum():+.2f} | {norm[j] * out_l1[j]:.1f} | {act[:, j].mean():.3f} "
+            f"| {np.mean(act[:, j] > 0):.0%} |"
+        )
     D = A / norm[:, None]
-    lines += ["", "cosines between the filters (w, b):", "", "```", np.array2string(D @ D.T, precision=2, suppress_small=True), "```"]
+    lines += [
+        "",
+        "cosines between the filters (w, b):",
+        "",
+        "```",
+        np.array2string(D @ D.T, precision=2, suppress_small=True),
+        "```",
+    ]
     return "\n".join(lines)
 
 
@@ -68,10 +78,19 @@ def main() -> None:
     out = [f"Test accuracy (%) on {split}[:{len(y)}], one layer compressed at a time, no fine-tuning.", ""]
     t0 = time.perf_counter()
     for model, cases in CASES.items():
-        net, meta = load_model(model)
+        net, _meta = load_model(model)
         xm = x.reshape(len(x), -1) if model == "lenet300" else x
-        head = " | ".join(f"`{layer}` {n}→{k}" for layer, k in cases for n in [next(l.units for l in net.layers if getattr(l, 'name', None) == layer)])
-        out += [f"**{model}** (uncompressed {100 * accuracy(net, xm, y):.2f})", "", f"| method | {head} |", "|---" * (len(cases) + 1) + "|"]
+        head = " | ".join(
+            f"`{layer}` {n}→{k}"
+            for layer, k in cases
+            for n in [next(l.units for l in net.layers if getattr(l, "name", None) == layer)]
+        )
+        out += [
+            f"**{model}** (uncompressed {100 * accuracy(net, xm, y):.2f})",
+            "",
+            f"| method | {head} |",
+            "|---" * (len(cases) + 1) + "|",
+        ]
         for label, (method, options) in VARIANTS.items():
             row = []
             for layer, k in cases:

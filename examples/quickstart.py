@@ -33,7 +33,7 @@ def main() -> None:
             approx = np.maximum(X @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
             measured = np.max(np.abs(exact - approx) / u_norm[:, None], axis=0)
             holds = bool(np.all(measured <= res.certificate))
-            print(f"{res.k:>6} {method:>20} {res.certificate.max():>16.4g} {measured.max():>14.4g} {str(holds):>6}")
+            print(f"{res.k:>6} {method:>20} {res.certificate.max():>16.4g} {measured.max():>14.4g} {holds!s:>6}")
     print("certificate: |Δ output_i(x)| <= certificate_i * ‖(x, 1)‖ for every x; measured: the same ratio on samples")
 
 

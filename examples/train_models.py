@@ -53,12 +53,26 @@ ARCHS = {
     ],
     # LeNet-5 with ReLU and max pooling (28x28 input, so conv1 pads by 2).
     "lenet5": [
-        {"kind": "conv2d", "name": "conv1", "in_channels": 1, "out_channels": 6,
-         "kernel_size": 5, "stride": 1, "padding": 2},
+        {
+            "kind": "conv2d",
+            "name": "conv1",
+            "in_channels": 1,
+            "out_channels": 6,
+            "kernel_size": 5,
+            "stride": 1,
+            "padding": 2,
+        },
         {"kind": "relu"},
         {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
-        {"kind": "conv2d", "name": "conv2", "in_channels": 6, "out_channels": 16,
-         "kernel_size": 5, "stride": 1, "padding": 0},
+        {
+            "kind": "conv2d",
+            "name": "conv2",
+            "in_channels": 6,
+            "out_channels": 16,
+            "kernel_size": 5,
+            "stride": 1,
+            "padding": 0,
+        },
         {"kind": "relu"},
         {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
         {"kind": "flatten"},
@@ -71,21 +85,49 @@ ARCHS = {
     # A small VGG-style net: two blocks of (conv3x3 + BN + ReLU) x 2 + max pool, then three
     # dense layers.
     "vgg_small": [
-        {"kind": "conv2d", "name": "conv1", "in_channels": 1, "out_channels": 16,
-         "kernel_size": 3, "stride": 1, "padding": 1},
+        {
+            "kind": "conv2d",
+            "name": "conv1",
+            "in_channels": 1,
+            "out_channels": 16,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": 1,
+        },
         {"kind": "batchnorm2d", "name": "bn1", "num_features": 16, "eps": 1e-5},
         {"kind": "relu"},
-        {"kind": "conv2d", "name": "conv2", "in_channels": 16, "out_channels": 16,
-         "kernel_size": 3, "stride": 1, "padding": 1},
+        {
+            "kind": "conv2d",
+            "name": "conv2",
+            "in_channels": 16,
+            "out_channels": 16,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": 1,
+        },
         {"kind": "batchnorm2d", "name": "bn2", "num_features": 16, "eps": 1e-5},
         {"kind": "relu"},
         {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
-        {"kind": "conv2d", "name": "conv3", "in_channels": 16, "out_channels": 32,
-         "kernel_size": 3, "stride": 1, "padding": 1},
+        {
+            "kind": "conv2d",
+            "name": "conv3",
+            "in_channels": 16,
+            "out_channels": 32,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": 1,
+        },
         {"kind": "batchnorm2d", "name": "bn3", "num_features": 32, "eps": 1e-5},
         {"kind": "relu"},
-        {"kind": "conv2d", "name": "conv4", "in_channels": 32, "out_channels": 32,
-         "kernel_size": 3, "stride": 1, "padding": 1},
+        {
+            "kind": "conv2d",
+            "name": "conv4",
+            "in_channels": 32,
+            "out_channels": 32,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": 1,
+        },
         {"kind": "batchnorm2d", "name": "bn4", "num_features": 32, "eps": 1e-5},
         {"kind": "relu"},
         {"kind": "maxpool2d", "kernel_size": 2, "stride": 2},
@@ -97,7 +139,6 @@ ARCHS = {
         {"kind": "linear", "name": "fc3", "in_features": 128, "out_features": 10},
     ],
 }
-
 
 
 def resnet20_arch(widths=(16, 32, 64), blocks=3):
@@ -115,8 +156,19 @@ def resnet20_arch(widths=(16, 32, 64), blocks=3):
         return len(arch) - 1
 
     def conv(name, cin, cout, k, stride, src=None):
-        return put({"kind": "conv2d", "name": name, "in_channels": cin, "out_channels": cout, "kernel_size": k,
-                    "stride": stride, "padding": k // 2, "bias": False}, None if src is None else [src])
+        return put(
+            {
+                "kind": "conv2d",
+                "name": name,
+                "in_channels": cin,
+                "out_channels": cout,
+                "kernel_size": k,
+                "stride": stride,
+                "padding": k // 2,
+                "bias": False,
+            },
+            None if src is None else [src],
+        )
 
     def bn(name, c):
         return put({"kind": "batchnorm2d", "name": name, "num_features": c, "eps": 1e-5})
@@ -166,9 +218,14 @@ def build_torch(arch):
         if kind == "linear":
             layers[name] = nn.Linear(spec["in_features"], spec["out_features"])
         elif kind == "conv2d":
-            layers[name] = nn.Conv2d(spec["in_channels"], spec["out_channels"],
-                                     spec["kernel_size"], stride=spec["stride"],
-                                     padding=spec["padding"], bias=spec.get("bias", True))
+            layers[name] = nn.Conv2d(
+                spec["in_channels"],
+                spec["out_channels"],
+                spec["kernel_size"],
+                stride=spec["stride"],
+                padding=spec["padding"],
+                bias=spec.get("bias", True),
+            )
         elif kind == "batchnorm2d":
             layers[name] = nn.BatchNorm2d(spec["num_features"], eps=spec["eps"])
         elif kind == "relu":
@@ -218,7 +275,7 @@ def accuracy(model, x, y, batch=1000):
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+            correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
     return correct / len(x)
 
 
@@ -235,13 +292,15 @@ def train(name, epochs, xtr, ytr, xte, yte, log=print):
         model.train()
         perm = torch.randperm(len(xtr), generator=gen)
         for i in range(0, len(xtr), 128):
-            idx = perm[i:i + 128]
+            idx = perm[i : i + 128]
             opt.zero_grad()
             loss = loss_fn(model(xtr[idx]), ytr[idx])
             loss.backward()
             opt.step()
-        log(f"  {name} epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}, "
-            f"test acc {accuracy(model, xte, yte):.4f} ({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"  {name} epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}, "
+            f"test acc {accuracy(model, xte, yte):.4f} ({time.perf_counter() - t0:.0f} s)"
+        )
     return model, time.perf_counter() - t0
 
 
@@ -260,8 +319,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tr_img, tr_lab = load_fashion_mnist("train", args.data)
     te_img, te_lab = load_fashion_mnist("test", args.data)
-    np.savez_compressed(out / "fashion_mnist_test_2000.npz",
-                        images=te_img[:2000], labels=te_lab[:2000].astype(np.int64))
+    np.savez_compressed(
+        out / "fashion_mnist_test_2000.npz", images=te_img[:2000], labels=te_lab[:2000].astype(np.int64)
+    )
     xtr, ytr = torch.from_numpy(to_float(tr_img)), torch.from_numpy(tr_lab)
     xte, yte = torch.from_numpy(to_float(te_img)), torch.from_numpy(te_lab)
 
@@ -272,8 +332,11 @@ def main(argv=None):
         print(f"training {name} for {epochs} epochs")
         model, seconds = train(name, epochs, xtr, ytr, xte, yte)
         model.eval()
-        arrays = {k: v.detach().cpu().numpy().astype(np.float32)
-                  for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        arrays = {
+            k: v.detach().cpu().numpy().astype(np.float32)
+            for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")
+        }
         arch = ARCHS[name]
         arrays["__arch__"] = np.array(json.dumps(arch))
         np.savez_compressed(out / f"{name}.npz", **arrays)
@@ -288,12 +351,19 @@ def main(argv=None):
             "parameters": n_params,
             "test_accuracy": round(acc_full, 4),
             "test_accuracy_first_2000": round(acc_sub, 4),
-            "training": {"epochs": epochs, "optimizer": "Adam(lr=1e-3)", "batch_size": 128,
-                         "seed": SEED, "threads": 1, "seconds": round(seconds, 1),
-                         "torch": torch.__version__},
+            "training": {
+                "epochs": epochs,
+                "optimizer": "Adam(lr=1e-3)",
+                "batch_size": 128,
+                "seed": SEED,
+                "threads": 1,
+                "seconds": round(seconds, 1),
+                "torch": torch.__version__,
+            },
         }
-        print(f"{name}: {n_params} parameters, test accuracy {acc_full:.4f} "
-              f"(first 2000: {acc_sub:.4f}), {seconds:.0f} s")
+        print(
+            f"{name}: {n_params} parameters, test accuracy {acc_full:.4f} (first 2000: {acc_sub:.4f}), {seconds:.0f} s"
+        )
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 

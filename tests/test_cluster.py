@@ -343,7 +343,10 @@ def test_inputs_not_modified(backend):
 
 def _ward_objective(X, w, labels):
     return sum(
-        float(w[labels == c] @ np.sum((X[labels == c] - np.average(X[labels == c], axis=0, weights=w[labels == c])) ** 2, axis=1))
+        float(
+            w[labels == c]
+            @ np.sum((X[labels == c] - np.average(X[labels == c], axis=0, weights=w[labels == c])) ** 2, axis=1)
+        )
         for c in np.unique(labels)
     )
 
@@ -397,7 +400,7 @@ def test_ward_edge_cases_and_errors(backend):
         cluster.ward(backend.asarray(X), 4)
     with pytest.raises(ValueError, match="`weights`"):
         cluster.ward(backend.asarray(X), 2, weights=backend.asarray(np.array([1.0, 0.0, 1.0])))
-    with pytest.raises(ValueError, match="NaN|finite"):
+    with pytest.raises(ValueError, match=r"NaN|finite"):
         cluster.ward(backend.asarray(np.array([[np.nan, 0.0], [1.0, 1.0]])), 1)
     Xc = backend.asarray(X)
     before = backend.numpy(Xc).copy()

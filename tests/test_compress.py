@@ -97,8 +97,10 @@ def test_default_tropnnc_does_not_depend_on_the_seed(m):
         np.testing.assert_array_equal(np.asarray(other.assignment), np.asarray(first.assignment))
         np.testing.assert_array_equal(np.asarray(other.W), np.asarray(first.W))
         np.testing.assert_array_equal(np.asarray(other.W_next), np.asarray(first.W_next))
-    paper = {tuple(np.asarray(tropref.compress_layer(W, b, 9, W_next=V, seed=s, variant="paper").assignment))
-             for s in range(6)}
+    paper = {
+        tuple(np.asarray(tropref.compress_layer(W, b, 9, W_next=V, seed=s, variant="paper").assignment))
+        for s in range(6)
+    }
     assert len(paper) > 1
 
 
@@ -140,7 +142,8 @@ def test_input_metric_scales_each_channel_window_mean():
     back = np.asarray(by_hand.W).reshape(5, 3, 4)
     back = (back + (1 / gain - 1) * back.mean(axis=2, keepdims=True)).reshape(5, 3, 2, 2)
     np.testing.assert_allclose(np.asarray(metric.W), back, rtol=1e-9, atol=1e-12)
-    assert metric.info["input_ratio"] == 1.0 and by_hand.info["input_ratio"] is None
+    assert metric.info["input_ratio"] == 1.0
+    assert by_hand.info["input_ratio"] is None
 
 
 def test_paper_variant_is_kmeans_on_generators_with_the_mean_merge():
@@ -148,7 +151,8 @@ def test_paper_variant_is_kmeans_on_generators_with_the_mean_merge():
     and its output weight is ±Σ|c_j| (the paper's algorithm)."""
     W, b, V, _ = dense_layer(seed=10, n=16, d=4, m=1)
     res = tropref.compress_layer(W, b, 5, W_next=V, seed=0, variant="paper")
-    assert res.info["objective_kind"] == "generators" and res.info["cluster"] == "kmeans"
+    assert res.info["objective_kind"] == "generators"
+    assert res.info["cluster"] == "kmeans"
     A = np.column_stack([W, b])
     c = V[0]
     assignment = np.asarray(res.assignment)

@@ -61,8 +61,18 @@ def test_predict_matches_reference_forward():
     z = rng.normal(size=(4, 2, 9, 8))
     zp = np.pad(z, ((0, 0), (0, 0), (1, 0), (2, 1)))
     Ho, Wo = (zp.shape[2] - 3) // 2 + 1, zp.shape[3] - 2 * (2 - 1) - 1 + 1
-    ref = np.array([[[[np.sum(zp[n, :, 2 * r : 2 * r + 3, c : c + 3 : 2] * conv.W[o]) + conv.b[o] for c in range(Wo)] for r in range(Ho)]
-                     for o in range(3)] for n in range(4)])  # the cross-correlation written out
+    ref = np.array(
+        [
+            [
+                [
+                    [np.sum(zp[n, :, 2 * r : 2 * r + 3, c : c + 3 : 2] * conv.W[o]) + conv.b[o] for c in range(Wo)]
+                    for r in range(Ho)
+                ]
+                for o in range(3)
+            ]
+            for n in range(4)
+        ]
+    )  # the cross-correlation written out
     np.testing.assert_allclose(np.asarray(forward(Network([conv]), z)), ref, atol=1e-12)
 
 
@@ -87,7 +97,8 @@ def test_shipped_resnet20_is_a_graph_with_its_inner_channels_compressible():
 
     x, y = load_test_subset()
     net, meta = E.load_model("resnet20")
-    assert not net.is_chain and meta["parameters"] == 272_186
+    assert not net.is_chain
+    assert meta["parameters"] == 272_186
     assert E.hidden_layer_names(net)["conv"] == [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in (1, 2, 3)]
     assert E.accuracy(net, to_float(x[:200]), y[:200]) > 0.85  # recorded: 90.70 % on the first 2000
 
@@ -329,7 +340,9 @@ def test_certificate_check_holds_and_detects_exact_merge():
     by = {(r["method"], r["fraction"]): r for r in rows}
     assert by[("tropnnc", 0.5)]["abs_change_max"] < 1e-9  # duplicated units merge exactly
     assert by[("l1", 0.5)]["abs_change_max"] > 1e-3
-    paper = E.certificate_check(net, methods=["tropnnc"], fractions=[0.25], test=(x, y), options={"tropnnc": {"variant": "paper"}})
+    paper = E.certificate_check(
+        net, methods=["tropnnc"], fractions=[0.25], test=(x, y), options={"tropnnc": {"variant": "paper"}}
+    )
     assert paper[0]["certificate_max"] != by[("tropnnc", 0.25)]["certificate_max"]  # the options reach the method
     md = E.certificate_markdown(rows)
     assert md.count("\n") == 6

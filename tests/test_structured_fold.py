@@ -37,9 +37,16 @@ def test_segment_sum_equals_the_one_hot_product(backend, axis, weighted, max_byt
     labels[:4] = [0, 0, 0, 0]  # one large segment beside singletons
     w = rng.uniform(0.5, 2.0, size=23) if weighted else None
     out = segment_sum(
-        backend.xp, backend.asarray(x), labels, k, axis=axis, weights=None if w is None else backend.asarray(w), max_bytes=max_bytes
+        backend.xp,
+        backend.asarray(x),
+        labels,
+        k,
+        axis=axis,
+        weights=None if w is None else backend.asarray(w),
+        max_bytes=max_bytes,
     )
-    assert tropref._array.device(out) == backend.device and out.dtype == backend.xp.float64
+    assert tropref._array.device(out) == backend.device
+    assert out.dtype == backend.xp.float64
     np.testing.assert_allclose(backend.numpy(out), dense_reference(x, labels, k, axis, w), rtol=1e-13, atol=1e-13)
 
 
@@ -61,7 +68,8 @@ def test_merge_built_with_a_dense_fold_still_works_and_gives_its_scale():
     fold = np.array([[0.0, 2.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.5]])
     merge = Merge(np.array([1, -1, 0, 1]), fold, A[:2])  # positional, as methods build it
     np.testing.assert_array_equal(merge.scale, [2.0, 0.0, 1.0, 0.5])
-    assert merge.fold is fold and merge.k == 2
+    assert merge.fold is fold
+    assert merge.k == 2
     lazy = Merge(np.array([1, -1, 0, 1]), None, A[:2], scale=np.array([2.0, 0.0, 1.0, 0.5]))
     np.testing.assert_array_equal(lazy.fold, fold)
     with pytest.raises(AttributeError):
@@ -85,11 +93,15 @@ def layer(rng, kind):
     return rng.normal(size=(30, 6)), rng.normal(size=30), rng.normal(size=(1, 30))  # single output
 
 
-CASES = [(m, kind) for m in sorted(METHODS) for kind in ("dense", "conv", "flatten", "single")
-         if not (m == "zonotope_kmeans" and kind != "single")]
+CASES = [
+    (m, kind)
+    for m in sorted(METHODS)
+    for kind in ("dense", "conv", "flatten", "single")
+    if not (m == "zonotope_kmeans" and kind != "single")
+]
 
 
-@pytest.mark.parametrize("method,kind", CASES)
+@pytest.mark.parametrize(("method", "kind"), CASES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_structured_rewrite_equals_the_dense_fold_product(method, kind, dtype):
     """Same seed, same compressed model as the product with the dense fold (to round-off).
@@ -109,7 +121,9 @@ def test_structured_rewrite_equals_the_dense_fold_product(method, kind, dtype):
     fold, offset = np.asarray(res.fold, dtype=np.float64), np.asarray(res.offset, dtype=np.float64)
     V3 = V.reshape(V.shape[0], V.shape[1], -1).astype(np.float64)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(res.W_next).reshape(V.shape[0], res.k, -1), np.einsum("mns,nk->mks", V3, fold), **tol)
+    np.testing.assert_allclose(
+        np.asarray(res.W_next).reshape(V.shape[0], res.k, -1), np.einsum("mns,nk->mks", V3, fold), **tol
+    )
     np.testing.assert_allclose(np.asarray(res.b_next), c + V3.sum(axis=2) @ offset, **tol)
     if res.certificate is not None:
         assignment = np.asarray(res.assignment)
@@ -122,4 +136,6 @@ def test_structured_rewrite_equals_the_dense_fold_product(method, kind, dtype):
             expected = np.minimum(expected, np.sum(np.asarray(res.zonotope_bound, dtype=np.float64)))
         np.testing.assert_allclose(np.asarray(res.certificate), expected, **tol)
     if res.scale is not None:
-        np.testing.assert_array_equal(np.asarray(scaled_one_hot(np, res.assignment, res.scale, res.k)), np.asarray(res.fold))
+        np.testing.assert_array_equal(
+            np.asarray(scaled_one_hot(np, res.assignment, res.scale, res.k)), np.asarray(res.fold)
+        )

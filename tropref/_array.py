@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device as _device, to_device as _to_device
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
+from array_api_compat import to_device as _to_device
 
 Array = Any
 """Any array of a namespace that follows the array API standard."""
@@ -93,8 +95,7 @@ def namespace(**arrays: Array | None) -> Any:
     for name, dev in devices.items():
         if dev != first_dev:
             raise ValueError(
-                f"`{name}` is on device {dev!r} but `{first_name}` is on {first_dev!r}; "
-                "move them to one device"
+                f"`{name}` is on device {dev!r} but `{first_name}` is on {first_dev!r}; move them to one device"
             )
     return xp
 
@@ -138,16 +139,11 @@ def check_floating(xp: Any, dtype: Any = None, **arrays: Array | None) -> Any:
         if a is None:
             continue
         if a.dtype not in (xp.float32, xp.float64):
-            raise TypeError(
-                f"`{name}` must have a real floating dtype (float32 or float64), got {a.dtype}"
-            )
+            raise TypeError(f"`{name}` must have a real floating dtype (float32 or float64), got {a.dtype}")
         if dtype is None:
             dtype, first = a.dtype, name
         elif a.dtype != dtype:
-            raise TypeError(
-                f"`{name}` has dtype {a.dtype} but `{first}` has {dtype}; "
-                "cast them to one floating dtype"
-            )
+            raise TypeError(f"`{name}` has dtype {a.dtype} but `{first}` has {dtype}; cast them to one floating dtype")
     return dtype
 
 
@@ -270,7 +266,7 @@ def to_numpy(x: Array) -> np.ndarray:
     try:
         cpu = xp.__array_namespace_info__().default_device()
         x = _to_device(x, cpu)
-    except Exception:  # noqa: BLE001 - best effort; np.asarray below gives the real error
+    except Exception:
         pass
     return np.asarray(x)
 
@@ -621,7 +617,7 @@ def _gather_sum(xp: Any, x: Array, index: np.ndarray, size: int, axis: int, weig
         g = g * xp.reshape(w, (-1,) + (1,) * (x.ndim - axis - 1))
     if size == 1:
         return g
-    shape = tuple(x.shape[:axis]) + (int(index.size) // size, size) + tuple(x.shape[axis + 1 :])
+    shape = (*tuple(x.shape[:axis]), int(index.size) // size, size, *tuple(x.shape[axis + 1 :]))
     return xp.sum(xp.reshape(g, shape), axis=axis + 1)
 
 

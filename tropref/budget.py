@@ -36,8 +36,9 @@ The cost is predicted exactly from the widths; the compressed network can only b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -69,13 +70,23 @@ class Budget:
     floor: float = 0.5
 
     def __post_init__(self) -> None:
-        given = {k: v for k, v in (("units", self.units), ("params", self.params), ("macs", self.macs)) if v is not None}
+        given = {
+            k: v for k, v in (("units", self.units), ("params", self.params), ("macs", self.macs)) if v is not None
+        }
         if len(given) != 1:
             raise ValueError(f"Budget takes exactly one of units=, params=, macs=; got {sorted(given) or 'none'}")
-        (kind, value), = given.items()
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 < float(value) <= 1:
+        ((kind, value),) = given.items()
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0 < float(value) <= 1
+        ):
             raise ValueError(f"Budget({kind}=...) must be a fraction in (0, 1], got {value!r}")
-        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float, np.integer, np.floating)) or not 0 <= float(self.floor) <= 1:
+        if (
+            isinstance(self.floor, bool)
+            or not isinstance(self.floor, (int, float, np.integer, np.floating))
+            or not 0 <= float(self.floor) <= 1
+        ):
             raise ValueError(f"Budget(floor=...) must be a fraction in [0, 1], got {self.floor!r}")
 
     @property
@@ -87,7 +98,14 @@ class Budget:
         return float(getattr(self, self.kind))
 
 
-def predict_cost(work: Network, widths: Mapping[int, int], hidden: Mapping[int, Any], folded_bn: set[int], kind: str, shapes: list | None) -> int:
+def predict_cost(
+    work: Network,
+    widths: Mapping[int, int],
+    hidden: Mapping[int, Any],
+    folded_bn: set[int],
+    kind: str,
+    shapes: list | None,
+) -> int:
     """Units, parameters or MACs of the network ``work`` once layer ``i`` has ``widths[i]``
     units (layers not in ``widths`` keep theirs), as :func:`compress_network` would build it."""
     if kind == "units":
@@ -184,20 +202,22 @@ def allocate_budget(
     low = {i: max(1, min(n[i], int((min_width or {}).get(i, 1)))) for i in hidden}
 
     if cost is None:
+
         def cost(widths: Mapping[int, int]) -> int:
             return predict_cost(work, widths, hidden, set(folded_bn), kind, shapes)
 
     smallest = cost(low)
     if smallest > limit:
         raise ValueError(
-            f"the budget {budget} cannot be met: even the smallest widths (one unit per hidden layer, plus pinned channels) leave "
+            f"the budget {budget} cannot be met: even the smallest widths (one unit per hidden layer, plus "
+            "pinned channels) leave "
             f"{smallest} of {total0} {kind} ({smallest / max(total0, 1):.1%})"
         )
     if cost(n) <= limit:
         return dict(n)
 
     def uniform(q: float) -> dict[int, int]:
-        return {i: max(low[i], min(m, int(math.floor(q * m + 0.5)))) for i, m in n.items()}
+        return {i: max(low[i], min(m, math.floor(q * m + 0.5))) for i, m in n.items()}
 
     lo, hi = 0.0, 1.0  # cost(uniform(lo)) <= limit < cost(uniform(hi))
     for _ in range(40):
@@ -233,7 +253,7 @@ def allocate_budget(
         out = dict(n)
         for i in a:
             r = min(lam * g[i], n[i] - low[i])
-            out[i] = n[i] - int(math.floor(r))
+            out[i] = n[i] - math.floor(r)
         return out
 
     lam_lo, lam_hi = 0.0, 1.0

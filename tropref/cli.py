@@ -22,8 +22,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -173,8 +174,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     box = np.stack([x.min(axis=0), x.max(axis=0)])
     opts = _options(args.option, [args.method]).get(args.method, {})
     small, report = _compress_network()(
-        net, keep, method=args.method, seed=args.seed, data=calibration, inputs=box,
-        progress=not args.no_progress, **opts,
+        net,
+        keep,
+        method=args.method,
+        seed=args.seed,
+        data=calibration,
+        inputs=box,
+        progress=not args.no_progress,
+        **opts,
     )
     before, after = predict(net, x), predict(small, x)
     # the report's own "measured" line refers to the two box corners passed as `inputs`
@@ -186,8 +193,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"{100 * np.mean(before.argmax(1) == y):.2f}% -> {100 * np.mean(after.argmax(1) == y):.2f}%"
     )
     if args.out:
-        path = save_model(small, args.out, {"compressed_from": meta.get("name"), "method": args.method,
-                                            "keep": args.keep, "layers": args.layers, "seed": report.seed})
+        path = save_model(
+            small,
+            args.out,
+            {
+                "compressed_from": meta.get("name"),
+                "method": args.method,
+                "keep": args.keep,
+                "layers": args.layers,
+                "seed": report.seed,
+            },
+        )
         print(f"wrote {path}")
     return 0
 
@@ -229,7 +245,9 @@ def cmd_certcheck(args: argparse.Namespace) -> int:
     x, y, _ = _test_data(args)
     try:
         options = _options(args.option, args.methods)
-        rows = certificate_check(net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y), options=options)
+        rows = certificate_check(
+            net, methods=args.methods, fractions=args.fractions, seed=args.seed, test=(x, y), options=options
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
     print(certificate_markdown(rows))
@@ -240,19 +258,35 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments import LAYER_GROUPS
     from .methods import METHODS
 
-    p = argparse.ArgumentParser(prog="tropref", description="TropNNC: data-free structured compression of ReLU networks.")
+    p = argparse.ArgumentParser(
+        prog="tropref", description="TropNNC: data-free structured compression of ReLU networks."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files (default: the Debian package's)")
+        q.add_argument(
+            "--data", default=None, help="folder with the Fashion-MNIST IDX files (default: the Debian package's)"
+        )
         q.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images")
-        q.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"],
-                       help="test data: Fashion-MNIST IDX files, or a local CIFAR-10 (python version) in --data")
-        q.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean subtracted from inputs in [0, 1]")
+        q.add_argument(
+            "--dataset",
+            default="fashion-mnist",
+            choices=["fashion-mnist", "cifar10"],
+            help="test data: Fashion-MNIST IDX files, or a local CIFAR-10 (python version) in --data",
+        )
+        q.add_argument(
+            "--mean", type=float, nargs="+", default=None, help="per-channel mean subtracted from inputs in [0, 1]"
+        )
         q.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std dividing the inputs")
-        q.add_argument("--input-shape", type=int, nargs="+", default=None, help="C H W of a .pt model's input (default 1 28 28)")
-        q.add_argument("--calibration", type=int, default=1000, help="training images given to data-driven methods (thinet)")
-        q.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
+        q.add_argument(
+            "--input-shape", type=int, nargs="+", default=None, help="C H W of a .pt model's input (default 1 28 28)"
+        )
+        q.add_argument(
+            "--calibration", type=int, default=1000, help="training images given to data-driven methods (thinet)"
+        )
+        q.add_argument(
+            "--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (repeatable)"
+        )
         q.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("models", help="list the shipped models")
@@ -275,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("certcheck", help="layer certificate against measured error on the first dense layer")
     q.add_argument("--model", default="lenet300")
-    q.add_argument("--methods", nargs="+", default=["tropnnc", "neural_path_kmeans", "neuron_merging", "cup", "l1"], choices=sorted(METHODS))
+    q.add_argument(
+        "--methods",
+        nargs="+",
+        default=["tropnnc", "neural_path_kmeans", "neuron_merging", "cup", "l1"],
+        choices=sorted(METHODS),
+    )
     q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.3, 0.1])
     q.add_argument("--seed", type=int, default=0)
     data_args(q)

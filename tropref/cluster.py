@@ -29,8 +29,9 @@ Host round trips are limited to ``(n,)``-sized vectors (labels, distances) and s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -139,9 +140,7 @@ class _Points:
             diag = xp.arange(self.n, dtype=xp.int64, device=self.dev) * (self.n + 1)
             self.sqn = xp.take(flat, diag)  # G_ii, so that d(x_i, x_i) is exactly 0
         else:
-            self.sqn = xp.concat(
-                [xp.sum(X[s:e, ...] * X[s:e, ...], axis=1) for s, e in self.chunks(self.d * 2)]
-            )
+            self.sqn = xp.concat([xp.sum(X[s:e, ...] * X[s:e, ...], axis=1) for s, e in self.chunks(self.d * 2)])
 
     # -- small helpers
     def chunks(self, row_elems: int, n_rows: int | None = None, small: bool = False):
@@ -254,8 +253,9 @@ class _Points:
         cross = -0.5 * np.bincount(owner, weights=coef * picked, minlength=k)
         return float(np.sum(q_new + old_aux[1] - 2.0 * cross))
 
-    def objective(self, labels: np.ndarray, C: Array, squared: bool = True,
-                  rows: np.ndarray | None = None) -> np.ndarray:
+    def objective(
+        self, labels: np.ndarray, C: Array, squared: bool = True, rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """``‖x_i − c_{labels[i]}‖²`` (or unsquared) for every point, or for the points
         ``rows`` (then ``labels`` is theirs), from differences: no cancellation."""
         xp = self.xp
@@ -278,8 +278,9 @@ class _Points:
 # -------------------------------------------------------------------------- seeding
 
 
-def _kmeanspp(xp: Any, sqdist: Callable[[np.ndarray], Array], wc: np.ndarray, k: int,
-              rng: np.random.Generator, P: _Points) -> np.ndarray:
+def _kmeanspp(
+    xp: Any, sqdist: Callable[[np.ndarray], Array], wc: np.ndarray, k: int, rng: np.random.Generator, P: _Points
+) -> np.ndarray:
     """Greedy weighted D² sampling of ``k`` distinct points among ``m`` (local indices).
 
     Each step draws ``2 + ⌊ln k⌋`` trial points with probability ``∝ w_j D(x_j)²`` (``D``
@@ -353,6 +354,7 @@ def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray
     cand_dev = P.dev_array(cand, xp.int64)
     sq_c = xp.take(P.sqn, cand_dev)
     if P.gram:
+
         def sqdist(t: np.ndarray) -> Array:
             ip = xp.take(take_rows(xp, P.G, cand[t]), cand_dev, axis=1)
             return xp.maximum(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, P.zero)
@@ -364,6 +366,7 @@ def _kmeans_parallel(P: _Points, k: int, rng: np.random.Generator) -> np.ndarray
         def sqdist(t: np.ndarray) -> Array:
             ip = take_rows(xp, Gc, t)
             return xp.maximum(take_rows(xp, sq_c, t)[:, None] + sq_c[None, :] - 2.0 * ip, P.zero)
+
     return cand[_kmeanspp(xp, sqdist, wc, k, rng, P)]
 
 
@@ -606,7 +609,7 @@ def _cluster_sums(terms: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(k + 1))
     t = terms[order]
-    return np.array([math.fsum(t[bounds[c]:bounds[c + 1]]) for c in range(k)])
+    return np.array([math.fsum(t[bounds[c] : bounds[c + 1]]) for c in range(k)])
 
 
 def weiszfeld(
@@ -731,7 +734,7 @@ def weiszfeld(
     )
     obj = math.fsum(w * d)
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         # 1. Weiszfeld step (Vardi-Zhang), accepted per cluster only if it helps
         coinc = d <= tiny
         inv = np.where(coinc, 0.0, w / np.where(coinc, 1.0, d))

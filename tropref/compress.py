@@ -17,9 +17,10 @@ The call reads top to bottom:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -316,7 +317,9 @@ def compress_layer(
 
 def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array | None, data: Array | None) -> int:
     if W.ndim not in (2, 4):
-        raise ValueError(f"`W` must be (n, d) for a dense layer or (n, C, kh, kw) for a convolution, got shape {W.shape}")
+        raise ValueError(
+            f"`W` must be (n, d) for a dense layer or (n, C, kh, kw) for a convolution, got shape {W.shape}"
+        )
     n = int(W.shape[0])
     if n == 0 or any(int(s) == 0 for s in W.shape):
         raise ValueError(f"`W` must have at least one unit and one input, got shape {W.shape}")
@@ -333,7 +336,9 @@ def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array
         if any(int(s) == 0 for s in W_next.shape):
             raise ValueError(f"`W_next` has an empty axis: {tuple(W_next.shape)}")
         if b_next is not None and tuple(b_next.shape) != (int(W_next.shape[0]),):
-            raise ValueError(f"`b_next` must have shape ({W_next.shape[0]},) to match `W_next`, got {tuple(b_next.shape)}")
+            raise ValueError(
+                f"`b_next` must have shape ({W_next.shape[0]},) to match `W_next`, got {tuple(b_next.shape)}"
+            )
     if data is not None and (data.ndim != W.ndim or tuple(data.shape[1:]) != tuple(W.shape[1:])):
         raise ValueError(
             f"`data` must hold sample inputs of shape (N, {', '.join(str(s) for s in W.shape[1:])}), "

@@ -38,8 +38,16 @@ DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
 
 CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 _FILES = {
@@ -113,8 +121,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         raise ValueError(
-            f"`path`: {str(path)!r} holds {len(raw) - header} data bytes but its header "
-            f"{shape} asks for {expected}"
+            f"`path`: {str(path)!r} holds {len(raw) - header} data bytes but its header {shape} asks for {expected}"
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
@@ -127,9 +134,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_fashion_mnist(
-    split: str = "test", path: str | os.PathLike | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(split: str = "test", path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of Fashion-MNIST from its IDX files.
 
     Parameters
@@ -158,14 +163,12 @@ def load_fashion_mnist(
     if img is None or lab is None:
         missing = img_stem if img is None else lab_stem
         raise FileNotFoundError(
-            f"`path`: Fashion-MNIST file {missing}[.gz] not found in {str(folder)!r}. "
-            + _INSTALL_HINT
+            f"`path`: Fashion-MNIST file {missing}[.gz] not found in {str(folder)!r}. " + _INSTALL_HINT
         )
     images, labels = read_idx(img), read_idx(lab)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"`path`: images {images.shape} and labels {labels.shape} in {str(folder)!r} "
-            "do not form a dataset"
+            f"`path`: images {images.shape} and labels {labels.shape} in {str(folder)!r} do not form a dataset"
         )
     return images, labels.astype(np.int64)
 

@@ -35,8 +35,9 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,9 @@ def shipped_models() -> dict[str, dict[str, Any]]:
     return json.loads((assets_dir() / "models.json").read_text())
 
 
-def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray], input_shape: Sequence[int] | None, dtype: Any) -> Network:
+def _network_from_arrays(
+    arch: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray], input_shape: Sequence[int] | None, dtype: Any
+) -> Network:
     def get(name: str, what: str) -> np.ndarray:
         key = f"{name}.{what}"
         if key not in arrays:
@@ -116,13 +119,24 @@ def _network_from_arrays(arch: Sequence[Mapping[str, Any]], arrays: Mapping[str,
             layers.append(Dense(get(name, "weight"), get(name, "bias"), name=name))
         elif kind == "conv2d":
             layers.append(
-                Conv2d(get(name, "weight"), get(name, "bias") if spec.get("bias", True) else None, stride=spec.get("stride", 1),
-                       padding=spec.get("padding", 0), name=name)
+                Conv2d(
+                    get(name, "weight"),
+                    get(name, "bias") if spec.get("bias", True) else None,
+                    stride=spec.get("stride", 1),
+                    padding=spec.get("padding", 0),
+                    name=name,
+                )
             )
         elif kind == "batchnorm2d":
             layers.append(
-                BatchNorm(get(name, "running_mean"), get(name, "running_var"), get(name, "weight"),
-                          get(name, "bias"), eps=spec.get("eps", 1e-5), name=name)
+                BatchNorm(
+                    get(name, "running_mean"),
+                    get(name, "running_var"),
+                    get(name, "weight"),
+                    get(name, "bias"),
+                    eps=spec.get("eps", 1e-5),
+                    name=name,
+                )
             )
         elif kind == "relu":
             layers.append(ReLU(name=name))
@@ -164,8 +178,7 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(
-                f"`model` {str(model)!r} is neither a shipped model ({', '.join(sorted(models))}) "
-                "nor a .npz file"
+                f"`model` {str(model)!r} is neither a shipped model ({', '.join(sorted(models))}) nor a .npz file"
             )
         meta = {"name": path.stem}
     with np.load(path, allow_pickle=False) as f:
@@ -198,20 +211,43 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
         n_before = len(arch)
         if not net.is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
             arch.append({"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name})
-        elif isinstance(layer, AvgPool2d) and not layer.padded and layer.kernel[0] == layer.kernel[1] and layer.stride[0] == layer.stride[1]:
+        elif (
+            isinstance(layer, AvgPool2d)
+            and not layer.padded
+            and layer.kernel[0] == layer.kernel[1]
+            and layer.stride[0] == layer.stride[1]
+        ):
             arch.append({"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
         elif isinstance(layer, Dense):
             W = to_numpy(layer.W)
-            arch.append({"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])})
+            arch.append(
+                {"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])}
+            )
             arrays[f"{name}.weight"] = W
             arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
         elif isinstance(layer, Conv2d):
             W = to_numpy(layer.W)
             t, b_, l_, r_ = layer.padding
-            if not (t == b_ == l_ == r_) or layer.dilation != (1, 1) or layer.stride[0] != layer.stride[1] or W.shape[2] != W.shape[3]:
-                raise ValueError(f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride")
-            arch.append({"kind": "conv2d", "name": name, "in_channels": int(W.shape[1]), "out_channels": int(W.shape[0]),
-                         "kernel_size": int(W.shape[2]), "stride": int(layer.stride[0]), "padding": int(t)})
+            if (
+                not (t == b_ == l_ == r_)
+                or layer.dilation != (1, 1)
+                or layer.stride[0] != layer.stride[1]
+                or W.shape[2] != W.shape[3]
+            ):
+                raise ValueError(
+                    f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride"
+                )
+            arch.append(
+                {
+                    "kind": "conv2d",
+                    "name": name,
+                    "in_channels": int(W.shape[1]),
+                    "out_channels": int(W.shape[0]),
+                    "kernel_size": int(W.shape[2]),
+                    "stride": int(layer.stride[0]),
+                    "padding": int(t),
+                }
+            )
             if layer.b is None and not net.is_chain:
                 arch[-1]["bias"] = False
             else:
@@ -227,7 +263,13 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
             arrays[f"{name}.bias"] = np.zeros(c, mean.dtype) if layer.bias is None else to_numpy(layer.bias)
         elif isinstance(layer, ReLU):
             arch.append({"kind": "relu"})
-        elif isinstance(layer, MaxPool2d) and type(layer) is MaxPool2d and not layer.padded and layer.kernel[0] == layer.kernel[1] and layer.stride[0] == layer.stride[1]:
+        elif (
+            isinstance(layer, MaxPool2d)
+            and type(layer) is MaxPool2d
+            and not layer.padded
+            and layer.kernel[0] == layer.kernel[1]
+            and layer.stride[0] == layer.stride[1]
+        ):
             arch.append({"kind": "maxpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
         elif isinstance(layer, Flatten):
             arch.append({"kind": "flatten", "order": layer.order})
@@ -294,7 +336,11 @@ def keep_rule(net: Network, fraction: float, layers: str = "all") -> Any:
     ``tropref.Budget`` keeping that fraction of the hidden units of the whole network,
     distributed over the layers from their certificates.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < float(fraction) <= 1:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.floating))
+        or not 0 < float(fraction) <= 1
+    ):
         raise ValueError(f"`fraction` must lie in (0, 1], got {fraction!r}")
     if layers not in LAYER_GROUPS:
         raise ValueError(f"`layers` must be one of {LAYER_GROUPS}, got {layers!r}")
@@ -477,28 +523,34 @@ def sweep(
         keep = keep_rule(net, q, group)
         t0 = time.perf_counter()
         small, report = compress_network(
-            net, keep, method=method, seed=int(seed),
+            net,
+            keep,
+            method=method,
+            seed=int(seed),
             data=calibration if method in data_driven else None,
-            inputs=box, **options.get(method, {}),
+            inputs=box,
+            **options.get(method, {}),
         )
         seconds = time.perf_counter() - t0
         out = predict(small, x_test)
         acc = float(np.mean(np.argmax(out, axis=1) == y_test))
         measured = float(np.max(np.abs(out[:n_error] - base_err_out)))
-        records.append({
-            "method": method,
-            "layers": group,
-            "fraction": q,
-            "seed": int(seed),
-            "accuracy": acc,
-            "params": int(report.params_after),
-            "macs": None if report.macs_after is None else int(report.macs_after),
-            "certificate": report.certificate,
-            "measured_error": measured,
-            "widths": {r.name: [r.width_before, r.width_after] for r in report.layers},
-            "layer_certificates": {r.name: r.certificate for r in report.layers if r.certificate is not None},
-            "seconds": round(seconds, 3),
-        })
+        records.append(
+            {
+                "method": method,
+                "layers": group,
+                "fraction": q,
+                "seed": int(seed),
+                "accuracy": acc,
+                "params": int(report.params_after),
+                "macs": None if report.macs_after is None else int(report.macs_after),
+                "certificate": report.certificate,
+                "measured_error": measured,
+                "widths": {r.name: [r.width_before, r.width_after] for r in report.layers},
+                "layer_certificates": {r.name: r.certificate for r in report.layers if r.certificate is not None},
+                "seconds": round(seconds, 3),
+            }
+        )
         bar.step(f"{method} {group} {q:g} seed {seed}: {acc:.4f}")
     return {
         "config": {
@@ -507,8 +559,8 @@ def sweep(
             "layers": list(layers),
             "seeds": [int(s) for s in seeds],
             "options": {k: dict(v) for k, v in options.items()},
-            "n_calibration": None if calibration is None else int(len(calibration)),
-            "n_error": int(len(x_err)),
+            "n_calibration": None if calibration is None else len(calibration),
+            "n_error": len(x_err),
             "certificate_domain": "box spanned elementwise by the test inputs",
         },
         "model": {
@@ -517,7 +569,7 @@ def sweep(
             "macs": count_macs(net),
             "accuracy": base_acc,
             "test_set": test_name,
-            "test_size": int(len(y_test)),
+            "test_size": len(y_test),
             "shipped_test_accuracy": meta.get("test_accuracy"),
         },
         "records": records,
@@ -535,11 +587,21 @@ def code_version() -> dict[str, Any]:
     out: dict[str, Any] = {"tropref": __version__}
     root = Path(__file__).resolve().parents[1]
     try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
+        out["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         # modified tracked code (data, docs and results do not change what runs)
         out["git_modified"] = sorted(
-            path for path in (line[3:] for line in status.splitlines() if line.strip())
+            path
+            for path in (line[3:] for line in status.splitlines() if line.strip())
             if path.endswith(".py") and path.split("/")[0] in ("tropref", "adapters")
         )
     except (OSError, subprocess.SubprocessError):
@@ -574,19 +636,21 @@ def summarize(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         certs = [r["certificate"] for r in recs if r["certificate"] is not None]
         errs = [r["measured_error"] for r in recs if r["measured_error"] is not None]
         macs = [r["macs"] for r in recs if r["macs"] is not None]
-        rows.append({
-            "layers": group,
-            "fraction": q,
-            "method": method,
-            "runs": len(recs),
-            "accuracy": acc_m,
-            "accuracy_std": acc_s,
-            "params": float(np.mean([r["params"] for r in recs])),
-            "macs": float(np.mean(macs)) if macs else None,
-            "certificate": float(np.mean(certs)) if len(certs) == len(recs) else None,
-            "measured_error": float(np.mean(errs)) if errs else None,
-            "seconds": float(np.mean([r["seconds"] for r in recs])),
-        })
+        rows.append(
+            {
+                "layers": group,
+                "fraction": q,
+                "method": method,
+                "runs": len(recs),
+                "accuracy": acc_m,
+                "accuracy_std": acc_s,
+                "params": float(np.mean([r["params"] for r in recs])),
+                "macs": float(np.mean(macs)) if macs else None,
+                "certificate": float(np.mean(certs)) if len(certs) == len(recs) else None,
+                "measured_error": float(np.mean(errs)) if errs else None,
+                "seconds": float(np.mean([r["seconds"] for r in recs])),
+            }
+        )
     return rows
 
 
@@ -682,10 +746,10 @@ def plot(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
                 [r["fraction"] for r in rs],
                 [r["params"] / mdl["params"] for r in rs],
             ] + ([[r["macs"] / mdl["macs"] for r in rs]] if has_macs else [])
-            for ax, x in zip(axes[gi], xs):
+            for ax, x in zip(axes[gi], xs, strict=False):
                 ax.errorbar(x, acc, yerr=std if std.any() else None, marker="o", ms=3, capsize=2, label=m)
         titles = ["kept fraction of units", "parameters (fraction)", "MACs (fraction)"]
-        for ax, t in zip(axes[gi], titles):
+        for ax, t in zip(axes[gi], titles, strict=False):
             ax.axhline(100 * mdl["accuracy"], color="gray", ls="--", lw=0.8)
             ax.set_xlabel(t)
             ax.set_ylabel("test accuracy %")
@@ -699,7 +763,9 @@ def plot(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike, stem: str | None = None, png: bool = True) -> dict[str, Path]:
+def write_report(
+    result: Mapping[str, Any], out_dir: str | os.PathLike, stem: str | None = None, png: bool = True
+) -> dict[str, Path]:
     """Write ``<stem>.json`` (raw records), ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -753,10 +819,15 @@ def certificate_check(
     net = model if isinstance(model, Network) else load_model(model)[0]
     idx = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
     first, nxt = net.layers[idx[0]], net.layers[idx[1]]
-    if not isinstance(first, Dense) or not isinstance(nxt, Dense) or any(
-        not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]]
-    ) or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]]):
-        raise ValueError("`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer")
+    if (
+        not isinstance(first, Dense)
+        or not isinstance(nxt, Dense)
+        or any(not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]])
+        or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]])
+    ):
+        raise ValueError(
+            "`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer"
+        )
     if test is None:
         if subset:
             from .data import load_test_subset
@@ -774,34 +845,40 @@ def certificate_check(
     z = np.maximum(x @ W.T + b, 0) @ V.T + c
     rows = []
     for q in fractions:
-        k = max(1, int(round(q * W.shape[0])))
+        k = max(1, round(q * W.shape[0]))
         for m in methods:
             res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed, **dict((options or {}).get(m, {})))
             zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
             ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
             cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
-            rows.append({
-                "method": m,
-                "fraction": float(q),
-                "k": k,
-                "certificate_max": None if cert is None else float(cert.max()),
-                "measured_ratio_max": float(ratio.max()),
-                "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
-                "abs_change_max": float(np.max(np.abs(z - zt))),
-            })
+            rows.append(
+                {
+                    "method": m,
+                    "fraction": float(q),
+                    "k": k,
+                    "certificate_max": None if cert is None else float(cert.max()),
+                    "measured_ratio_max": float(ratio.max()),
+                    "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
+                    "abs_change_max": float(np.max(np.abs(z - zt))),
+                }
+            )
     return rows
 
 
 def certificate_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of :func:`certificate_check` rows."""
     out = [
-        r"| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | max \|Δz\| |",
+        r"| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | "
+        r"max \|Δz\| |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         cert = "-" if r["certificate_max"] is None else f"{r['certificate_max']:.3g}"
         tight = "-" if r["tightness"] is None else f"{r['tightness']:.3f}"
-        out.append(f"| {100 * r['fraction']:g}% | `{r['method']}` | {cert} | {r['measured_ratio_max']:.3g} | {tight} | {r['abs_change_max']:.3g} |")
+        out.append(
+            f"| {100 * r['fraction']:g}% | `{r['method']}` | {cert} | {r['measured_ratio_max']:.3g} | "
+            f"{tight} | {r['abs_change_max']:.3g} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -823,7 +900,10 @@ def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarr
     for nm in names:
         f = folder / nm
         if not f.is_file():
-            raise FileNotFoundError(f"`path`: CIFAR-10 batch {nm!r} not found in {str(folder)!r} (the Python version, cifar-10-python.tar.gz, unpacked)")
+            raise FileNotFoundError(
+                f"`path`: CIFAR-10 batch {nm!r} not found in {str(folder)!r} (the Python version, "
+                "cifar-10-python.tar.gz, unpacked)"
+            )
         with open(f, "rb") as fh:
             d = pickle.load(fh, encoding="bytes")
         xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -850,7 +930,9 @@ def demo(
     """
     results = {}
     for name in models:
-        results[name] = sweep(name, methods=methods, fractions=fractions, layers=("all",), seeds=(0,), subset=True, progress=progress)
+        results[name] = sweep(
+            name, methods=methods, fractions=fractions, layers=("all",), seeds=(0,), subset=True, progress=progress
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = []
@@ -868,18 +950,28 @@ def demo(
 
 
 def _demo_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    head = f"{'model':<10} {'kept':>5} {'method':<15} {'accuracy':>9} {'params':>16} {'certificate':>12} {'measured':>10}"
+    head = (
+        f"{'model':<10} {'kept':>5} {'method':<15} {'accuracy':>9} {'params':>16} {'certificate':>12} {'measured':>10}"
+    )
     lines = [head, "-" * len(head)]
     for name, res in results.items():
         mdl = res["model"]
-        lines.append(f"{name:<10} {'100%':>5} {'(original)':<15} {100 * mdl['accuracy']:>8.2f}% {mdl['params']:>16,} {'':>12} {'':>10}")
+        lines.append(
+            f"{name:<10} {'100%':>5} {'(original)':<15} {100 * mdl['accuracy']:>8.2f}% {mdl['params']:>16,} "
+            f"{'':>12} {'':>10}"
+        )
         for r in summarize(res):
             cert = "-" if r["certificate"] is None else f"{r['certificate']:.3g}"
             err = "-" if r["measured_error"] is None else f"{r['measured_error']:.3g}"
             params = f"{r['params']:,.0f} ({r['params'] / mdl['params']:.0%})"
-            lines.append(f"{'':<10} {100 * r['fraction']:>4g}% {r['method']:<15} {100 * r['accuracy']:>8.2f}% {params:>16} {cert:>12} {err:>10}")
-    lines.append("accuracy on the shipped 2,000 Fashion-MNIST test images; every hidden layer compressed, no fine-tuning; "
-                 "certificate: composed network bound on max|Δ logits| over the box of the test inputs")
+            lines.append(
+                f"{'':<10} {100 * r['fraction']:>4g}% {r['method']:<15} {100 * r['accuracy']:>8.2f}% "
+                f"{params:>16} {cert:>12} {err:>10}"
+            )
+    lines.append(
+        "accuracy on the shipped 2,000 Fashion-MNIST test images; every hidden layer compressed, no fine-tuning; "
+        "certificate: composed network bound on max|Δ logits| over the box of the test inputs"
+    )
     return "\n".join(lines)
 
 
@@ -890,11 +982,16 @@ def _demo_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
-    for ax, (name, res) in zip(axes[0], results.items()):
+    for ax, (name, res) in zip(axes[0], results.items(), strict=False):
         rows = summarize(res)
         for m in res["config"]["methods"]:
             rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["params"])
-            ax.plot([r["params"] / res["model"]["params"] for r in rs], [100 * r["accuracy"] for r in rs], marker="o", label=m)
+            ax.plot(
+                [r["params"] / res["model"]["params"] for r in rs],
+                [100 * r["accuracy"] for r in rs],
+                marker="o",
+                label=m,
+            )
         ax.axhline(100 * res["model"]["accuracy"], color="gray", ls="--", lw=0.8, label="original")
         ax.set_xlabel("parameters kept (fraction)")
         ax.set_ylabel("test accuracy % (2,000 images)")

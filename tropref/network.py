@@ -4,7 +4,8 @@ A :class:`Network` is an immutable graph of layers holding array-API arrays (Num
 array-api-strict, ...): layer ``i`` reads the outputs of the layers listed in
 ``inputs[i]`` (``-1`` is the network's input), :class:`Add` sums its inputs (residual
 connections) and :class:`Concat` joins them along the channels; the last layer is the
-output. Without ``inputs`` the network is a chain, each layer reading the previous one. It is what :func:`tropref.compress_network` reads and writes, and
+output. Without ``inputs`` the network is a chain, each layer reading the previous one.
+It is what :func:`tropref.compress_network` reads and writes, and
 what the adapters (``tropref.adapters.torch``, ``tropref.adapters.keras``) translate to and
 from a framework's model. The core never imports a framework.
 
@@ -26,7 +27,8 @@ against the array API standard only, so the same code runs on every backend. A c
 is one im2col matrix product: the input is viewed channels-last, the windows shifted by
 each kernel offset are stacked into the patch matrix ``(N Ho Wo, C kh kw)``, contiguous,
 and multiplied by ``W`` reshaped to ``(O, C kh kw)`` (a transposed view, never copied). The
-patch matrix is built for slices of samples small enough to keep it under 32 MiB, and the batch is processed in chunks of at most ``chunk`` samples. A graph
+patch matrix is built for slices of samples small enough to keep it under 32 MiB, and the
+batch is processed in chunks of at most ``chunk`` samples. A graph
 is run in its layers' order, each output dropped once its last reader has run.
 
 Counting
@@ -41,8 +43,9 @@ BatchNorm, ReLU and pooling are not counted (BatchNorm folds into a neighbour at
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +123,9 @@ class Dense:
         if self.W.ndim != 2:
             raise ValueError(f"Dense {self.name!r}: `W` must be (out, in), got shape {tuple(self.W.shape)}")
         if self.b is not None and tuple(self.b.shape) != (self.W.shape[0],):
-            raise ValueError(f"Dense {self.name!r}: `b` must have shape ({self.W.shape[0]},), got {tuple(self.b.shape)}")
+            raise ValueError(
+                f"Dense {self.name!r}: `b` must have shape ({self.W.shape[0]},), got {tuple(self.b.shape)}"
+            )
 
     @property
     def units(self) -> int:
@@ -250,7 +255,9 @@ class Flatten:
 
     def __post_init__(self) -> None:
         if self.order not in ("channels_first", "channels_last"):
-            raise ValueError(f"Flatten {self.name!r}: `order` must be 'channels_first' or 'channels_last', got {self.order!r}")
+            raise ValueError(
+                f"Flatten {self.name!r}: `order` must be 'channels_first' or 'channels_last', got {self.order!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -293,7 +300,9 @@ class Concat:
     name: str | None = None
 
 
-Layer = Union[Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat]
+Layer = (
+    Dense | Conv2d | BatchNorm | ReLU | MaxPool2d | AvgPool2d | Flatten | Dropout | Identity | Softmax | Add | Concat
+)
 LAYER_TYPES = (Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax, Add, Concat)
 JUNCTIONS = (Add, Concat)
 
@@ -386,11 +395,11 @@ class Network:
         name = getattr(layer, "name", None)
         return f"{name!r} (layer {i}, {type(layer).__name__})" if name else f"layer {i} ({type(layer).__name__})"
 
-    def replace_layers(self, layers: Sequence[Layer]) -> "Network":
+    def replace_layers(self, layers: Sequence[Layer]) -> Network:
         """The same structure (input shape, graph) with other layers in the same places."""
         return Network(tuple(layers), self.input_shape, self.inputs)
 
-    def to_numpy(self, dtype: Any = None) -> "Network":
+    def to_numpy(self, dtype: Any = None) -> Network:
         """The same network with every array copied to a NumPy host array (optionally cast)."""
         return map_arrays(self, lambda a: to_numpy(a).astype(dtype or to_numpy(a).dtype, copy=True))
 
@@ -403,8 +412,9 @@ def _check_inputs(layers: tuple, inputs: Any) -> tuple[tuple[int, ...], ...]:
     if len(inputs) != len(layers):
         raise ValueError(f"`inputs` has {len(inputs)} entries for {len(layers)} layers")
     used = {p for ins in inputs for p in ins}
-    for i, (layer, ins) in enumerate(zip(layers, inputs)):
-        label = f"layer {i} ({type(layer).__name__}{'' if getattr(layer, 'name', None) is None else ' ' + repr(layer.name)})"
+    for i, (layer, ins) in enumerate(zip(layers, inputs, strict=False)):
+        name = getattr(layer, "name", None)
+        label = f"layer {i} ({type(layer).__name__}{'' if name is None else ' ' + repr(name)})"
         if any(not -1 <= p < i for p in ins):
             raise ValueError(f"{label} reads {ins}: inputs must be earlier layers or -1 (the network's input)")
         if isinstance(layer, JUNCTIONS) and len(ins) < 2:
@@ -430,7 +440,12 @@ def map_arrays(net: Network, fn: Any) -> Network:
 
 def network_namespace(net: Network) -> Any:
     """The common array namespace of a network's arrays (NumPy when it has none)."""
-    arrays = {f"{i}.{f}": getattr(l, f) for i, l in enumerate(net.layers) for f in ARRAY_FIELDS if getattr(l, f, None) is not None}
+    arrays = {
+        f"{i}.{f}": getattr(l, f)
+        for i, l in enumerate(net.layers)
+        for f in ARRAY_FIELDS
+        if getattr(l, f, None) is not None
+    }
     if not arrays:
         import array_api_compat.numpy as xp_np
 
@@ -444,7 +459,7 @@ def network_namespace(net: Network) -> Any:
 def _pad(xp: Any, x: Array, pads: tuple[int, int, int, int], value: float) -> Array:
     """Pad the two spatial axes of ``(N, C, H, W)`` with a constant (the standard has no pad)."""
     top, bottom, left, right = pads
-    N, C, H, W = x.shape
+    N, C, _H, W = x.shape
     kw = dict(dtype=x.dtype, device=device(x))
     if top or bottom:
         parts = [xp.full((N, C, top, W), value, **kw)] if top else []
@@ -462,7 +477,9 @@ def _out_size(size: int, k: int, s: int, p0: int, p1: int, d: int = 1) -> int:
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
-def _windows(x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Iterator[tuple[int, int, Array]]:
+def _windows(
+    x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Iterator[tuple[int, int, Array]]:
     """Yield ``(i, j, x[:, :, window positions shifted by kernel offset (i, j)])``, each
     of shape ``(N, C, Ho, Wo)``, for an already padded ``x``."""
     kh, kw = kernel
@@ -471,7 +488,9 @@ def _windows(x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilatio
     Ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
     Wo = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
     if Ho < 1 or Wo < 1:
-        raise ValueError(f"the window {kernel} (dilation {dilation}) is larger than the padded input {tuple(x.shape[2:])}")
+        raise ValueError(
+            f"the window {kernel} (dilation {dilation}) is larger than the padded input {tuple(x.shape[2:])}"
+        )
     for i in range(kh):
         for j in range(kw):
             yield i, j, x[:, :, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
@@ -487,14 +506,21 @@ def _conv(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: An
     (sh, sw), (dh, dw) = stride, dilation
     Ho, Wo = _out_size(H, kh, sh, t, btm, dh), _out_size(Wd, kw, sw, l, r, dw)
     if Ho < 1 or Wo < 1:
-        raise ValueError(f"the window {(kh, kw)} (dilation {dilation}) is larger than the padded input {(H + t + btm, Wd + l + r)}")
+        raise ValueError(
+            f"the window {(kh, kw)} (dilation {dilation}) is larger than the padded input {(H + t + btm, Wd + l + r)}"
+        )
     sub = max(1, _IM2COL_BYTES // max(1, C * kh * kw * Ho * Wo * 8))  # samples per patch matrix
     if N > sub:
-        return xp.concat([_conv(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0)
+        return xp.concat(
+            [_conv(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0
+        )
     # channels last, so that the patch matrix is built contiguous and read by one GEMM as is
     xh = _pad_nhwc(xp, xp.permute_dims(x, (0, 2, 3, 1)), padding)
-    windows = [xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
-               for i in range(kh) for j in range(kw)]
+    windows = [
+        xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     cols = xp.reshape(xp.stack(windows, axis=-1), (N * Ho * Wo, C * kh * kw))  # rows (n, r, c), columns (c, i, j)
     # the weights are read through a transposed view, never copied
     out = xp.matmul(cols, xp.permute_dims(xp.reshape(W, (O, C * kh * kw)), (1, 0)))
@@ -512,7 +538,9 @@ def _pad_nhwc(xp: Any, x: Array, pads: tuple[int, int, int, int]) -> Array:
     N, H, W, C = (int(s) for s in x.shape)
     kw = dict(dtype=x.dtype, device=device(x))
     x = xp.concat([xp.zeros((N, top, W, C), **kw), x, xp.zeros((N, bottom, W, C), **kw)], axis=1)
-    return xp.concat([xp.zeros((N, H + top + bottom, left, C), **kw), x, xp.zeros((N, H + top + bottom, right, C), **kw)], axis=2)
+    return xp.concat(
+        [xp.zeros((N, H + top + bottom, left, C), **kw), x, xp.zeros((N, H + top + bottom, right, C), **kw)], axis=2
+    )
 
 
 def _pool(xp: Any, layer: MaxPool2d, x: Array) -> Array:
@@ -542,7 +570,9 @@ def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
     xp = xp or namespace(x=x)
     if isinstance(layer, Dense):
         if x.ndim != 2:
-            raise ValueError(f"Dense {layer.name!r} needs a 2-D input (N, d); got shape {tuple(x.shape)} (missing Flatten?)")
+            raise ValueError(
+                f"Dense {layer.name!r} needs a 2-D input (N, d); got shape {tuple(x.shape)} (missing Flatten?)"
+            )
         y = xp.matmul(x, xp.permute_dims(layer.W, (1, 0)))
         return y if layer.b is None else y + layer.b
     if isinstance(layer, Conv2d):
@@ -582,13 +612,18 @@ def apply_node(layer: Layer, xs: Sequence[Array], xp: Any = None) -> Array:
             out = out + x
         return out
     if isinstance(layer, Concat):
-        if len({(x.ndim,) + tuple(x.shape[2:]) for x in xs}) != 1:
-            raise ValueError(f"Concat {layer.name!r} joins inputs of shapes {[tuple(x.shape) for x in xs]}: only the channel axis may differ")
+        if len({(x.ndim, *tuple(x.shape[2:])) for x in xs}) != 1:
+            raise ValueError(
+                f"Concat {layer.name!r} joins inputs of shapes {[tuple(x.shape) for x in xs]}: only the "
+                "channel axis may differ"
+            )
         return xp.concat(list(xs), axis=1)
     return apply_layer(layer, xs[0], xp)
 
 
-def node_outputs(net: Network, x: Array, keep: Sequence[int] = (), layers: Sequence[Layer] | None = None, stop: int | None = None) -> dict[int, Array]:
+def node_outputs(
+    net: Network, x: Array, keep: Sequence[int] = (), layers: Sequence[Layer] | None = None, stop: int | None = None
+) -> dict[int, Array]:
     """Run ``net`` (or its structure with ``layers`` in place of its own) on ``x`` up to
     layer ``stop`` (default: the output), returning the outputs of the layers in ``keep``
     and of the last layer run. ``-1`` in ``keep`` is the input itself.
@@ -652,7 +687,9 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
 def _layer_out_shape(layer: Layer, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(layer, Dense):
         if len(shape) != 1 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data")
+            raise ValueError(
+                f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data"
+            )
         return (layer.units,)
     if isinstance(layer, Conv2d):
         if len(shape) != 3 or shape[0] != layer.W.shape[1]:
@@ -668,7 +705,11 @@ def _layer_out_shape(layer: Layer, label: str, shape: tuple[int, ...]) -> tuple[
         if len(shape) != 3:
             raise ValueError(f"{label} needs (C, H, W) inputs, gets {shape}")
         t, b, l, r = layer.padding
-        return (shape[0], _out_size(shape[1], layer.kernel[0], layer.stride[0], t, b), _out_size(shape[2], layer.kernel[1], layer.stride[1], l, r))
+        return (
+            shape[0],
+            _out_size(shape[1], layer.kernel[0], layer.stride[0], t, b),
+            _out_size(shape[2], layer.kernel[1], layer.stride[1], l, r),
+        )
     if isinstance(layer, Flatten):
         return (int(np.prod(shape)),)
     if isinstance(layer, BatchNorm) and shape[0] != layer.channels:
@@ -683,8 +724,10 @@ def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list
     Raises ``ValueError`` naming the first layer whose input does not fit.
     """
     if not net.is_chain:
-        raise ValueError("layer_shapes describes a chain; use output_shapes for a network with additions or concatenations")
-    return [_input_shape(net, input_shape)] + output_shapes(net, input_shape)
+        raise ValueError(
+            "layer_shapes describes a chain; use output_shapes for a network with additions or concatenations"
+        )
+    return [_input_shape(net, input_shape), *output_shapes(net, input_shape)]
 
 
 def _input_shape(net: Network, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -694,7 +737,9 @@ def _input_shape(net: Network, input_shape: Sequence[int] | None) -> tuple[int, 
     return tuple(shape)
 
 
-def output_shapes(net: Network, input_shape: Sequence[int] | None = None, stop: int | None = None) -> list[tuple[int, ...]]:
+def output_shapes(
+    net: Network, input_shape: Sequence[int] | None = None, stop: int | None = None
+) -> list[tuple[int, ...]]:
     """Per-sample output shape of every layer (chain or graph), up to layer ``stop``
     (default: all).
 
@@ -720,7 +765,7 @@ def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str |
     if isinstance(layer, Concat):
         if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
             raise ValueError(f"{label} joins inputs of shapes {ins}: only the channel axis may differ")
-        return (sum(s[0] for s in ins),) + ins[0][1:]
+        return (sum(s[0] for s in ins), *ins[0][1:])
     return _layer_out_shape(layer, label, ins[0])
 
 
@@ -811,8 +856,10 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
     have one sample's shape.
     """
     if not net.is_chain:
-        raise ValueError("interval_bounds describes a chain; use node_bounds for a network with additions or concatenations")
-    return [(lower, upper)] + node_bounds(net, lower, upper)
+        raise ValueError(
+            "interval_bounds describes a chain; use node_bounds for a network with additions or concatenations"
+        )
+    return [(lower, upper), *node_bounds(net, lower, upper)]
 
 
 def _interval_step(xp: Any, layer: Layer, lo: Array, hi: Array) -> tuple[Array, Array]:
@@ -917,7 +964,14 @@ def _permute_after_flatten(net: Network, layers: list, i: int, C: int, src: str)
         if isinstance(layer, BatchNorm):
             d = layer.channels
             perm = _flatten_permutation(C, d // C, src)
-            layers[j] = replace(layer, **{f: _take(getattr(layer, f), perm, 0) for f in ("mean", "var", "weight", "bias") if getattr(layer, f) is not None})
+            layers[j] = replace(
+                layer,
+                **{
+                    f: _take(getattr(layer, f), perm, 0)
+                    for f in ("mean", "var", "weight", "bias")
+                    if getattr(layer, f) is not None
+                },
+            )
         elif not isinstance(layer, (Dropout, Identity, ReLU)):
             raise ValueError(f"{net.label(j)} after a Flatten: cannot reorder the flattened features through it")
     # A flatten at the end of the network: the output order itself would change.

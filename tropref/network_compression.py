@@ -48,17 +48,19 @@ Exactness rules kept by the walk:
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ._array import Array, asarray_like, device, make_rng, namespace, resolve_seed, take_rows, to_numpy
-from .budget import Budget, allocate_budget
+from .budget import Budget, allocate_budget, predict_cost
 from .compress import compress_layer
 from .graph import Segment, carry_bound, coupling, drop_layers, segment_network, segments, splice
 from .network import (
@@ -74,6 +76,7 @@ from .network import (
     ReLU,
     Softmax,
     apply_layer,
+    apply_node,
     conv_patches,
     count_macs,
     count_params,
@@ -84,12 +87,10 @@ from .network import (
     map_arrays,
     max_patch_norm,
     network_namespace,
-    apply_node,
     node_bounds,
     node_outputs,
     output_shapes,
 )
-from .budget import predict_cost
 
 __all__ = [
     "compress_network",
@@ -230,9 +231,14 @@ class NetworkReport:
         ratio = self.params_after / max(self.params_before, 1)
         rows.append(f"parameters {self.params_before} -> {self.params_after} ({ratio:.1%})")
         if self.macs_before:
-            rows.append(f"MACs       {self.macs_before} -> {self.macs_after} ({self.macs_after / self.macs_before:.1%})")
+            rows.append(
+                f"MACs       {self.macs_before} -> {self.macs_after} ({self.macs_after / self.macs_before:.1%})"
+            )
         if self.certificate is not None:
-            rows.append(f"network certificate max|Δf| <= {self.certificate:.4g} on {self.input_domain} (composed per layer; loose for deep nets)")
+            rows.append(
+                f"network certificate max|Δf| <= {self.certificate:.4g} on {self.input_domain} (composed per "
+                "layer; loose for deep nets)"
+            )
         if self.measured_error is not None:
             rows.append(f"measured max|Δf| = {self.measured_error:.4g} on the inputs given")
         rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
@@ -325,18 +331,21 @@ def _analyse(net: Network, i: int, j: int) -> _Hidden | str:
     return _Hidden(i, j, path, bn, flatten, maxpool, padded_avg, max_after_bn)
 
 
-def hidden_layers(net: Network) -> dict[int, "_Hidden | str"]:
+def hidden_layers(net: Network) -> dict[int, _Hidden | str]:
     """For every dense/conv layer but the last: its hidden-layer structure or why it has none."""
     lin = _linear_indices(net)
-    return {i: _analyse(net, i, j) for i, j in zip(lin[:-1], lin[1:])}
+    return {i: _analyse(net, i, j) for i, j in itertools.pairwise(lin)}
 
 
 def compressible_layers(net: Network) -> list[int]:
     """The dense and convolutional layers whose units :func:`compress_network` can merge
     (indices in ``net``): the hidden ReLU layers of a chain, or of every chain segment of a
     graph (channels feeding an addition, a concatenation or a branch are not among them)."""
-    parts = [(net, list(range(len(net.layers))))] if net.is_chain else [
-        (segment_network(net, seg, None), list(seg.nodes)) for seg in segments(net)]
+    parts = (
+        [(net, list(range(len(net.layers))))]
+        if net.is_chain
+        else [(segment_network(net, seg, None), list(seg.nodes)) for seg in segments(net)]
+    )
     out = []
     for chain, nodes in parts:
         work, origin = _fold_pre_relu_bn(chain)
@@ -358,7 +367,7 @@ def _fold_pre_relu_bn(net: Network) -> tuple[Network, list[int]]:
     out_origin: list[int] = []
     last_linear: int | None = None  # index in `out` of the layer BN can fold into
     through_max = False
-    for idx, layer in zip(origin, layers):
+    for idx, layer in zip(origin, layers, strict=False):
         if isinstance(layer, (Dense, Conv2d)):
             last_linear, through_max = len(out), False
         elif isinstance(layer, BatchNorm) and last_linear is not None:
@@ -429,7 +438,12 @@ def _k_rule(keep: Any, net: Network, work: Network, origin: list[int], targets: 
         ks = dict(widths)
         for key, value in keep.items():
             o = by_name.get(key) if isinstance(key, str) else key
-            if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or o not in to_work or not 0 <= o < len(net.layers):
+            if (
+                isinstance(o, bool)
+                or not isinstance(o, (int, np.integer))
+                or o not in to_work
+                or not 0 <= o < len(net.layers)
+            ):
                 raise ValueError(f"`keep` names layer {key!r}, which is not a layer of the network")
             w = to_work[int(o)]
             if w not in widths:
@@ -437,12 +451,14 @@ def _k_rule(keep: Any, net: Network, work: Network, origin: list[int], targets: 
             ks[w] = _k_of(value, widths[w], f"keep[{key!r}]")
         return ks
     q = _fraction(keep, "keep")
-    return {i: max(1, min(n, int(math.floor(q * n + 0.5)))) for i, n in widths.items()}
+    return {i: max(1, min(n, math.floor(q * n + 0.5))) for i, n in widths.items()}
 
 
 def _fraction(q: Any, what: str) -> float:
     if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}")
+        raise TypeError(
+            f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}"
+        )
     q = float(q)
     if not 0 < q <= 1:
         raise ValueError(f"`{what}` must be a fraction in (0, 1], got {q}")
@@ -451,7 +467,7 @@ def _fraction(q: Any, what: str) -> float:
 
 def _k_of(value: Any, n: int, what: str) -> int:
     if isinstance(value, (float, np.floating)):
-        return max(1, min(n, int(math.floor(_fraction(value, what) * n + 0.5))))
+        return max(1, min(n, math.floor(_fraction(value, what) * n + 0.5)))
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
         raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
     return int(value)
@@ -567,7 +583,9 @@ def _compress_one(
     )
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
-    if h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None])):  # no (n, k) fold formed
+    if (
+        h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None]))
+    ):  # no (n, k) fold formed
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
@@ -594,7 +612,9 @@ def _compress_one(
     return cmax, cert, info, int(W_layer.shape[0])
 
 
-def _kept_batchnorm(xp: Any, bn: BatchNorm, k: int, shifts: np.ndarray | None, fixed: np.ndarray, like: Array) -> BatchNorm:
+def _kept_batchnorm(
+    xp: Any, bn: BatchNorm, k: int, shifts: np.ndarray | None, fixed: np.ndarray, like: Array
+) -> BatchNorm:
     """The BatchNorm after the compression: scale 1 and shifts ``t̃`` on the ``k`` kept
     channels (their scales moved into the next layer), the original one on pinned channels."""
     kw = dict(dtype=like.dtype, device=device(like))
@@ -634,7 +654,9 @@ def _amplifications(work: Network, hidden: Mapping[int, _Hidden]) -> dict[int, f
     except ValueError:
         return {}
     host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
-    return {i: float(np.max(_carry_bound(host, h.j, np.ones(work.layers[h.j].units), shapes))) for i, h in hidden.items()}
+    return {
+        i: float(np.max(_carry_bound(host, h.j, np.ones(work.layers[h.j].units), shapes))) for i, h in hidden.items()
+    }
 
 
 def _order(layers: list, h: _Hidden) -> str | None:
@@ -671,7 +693,7 @@ def compress_network(
     inputs: Array | None = None,
     input_radius: float | None = None,
     max_patches: int = 4096,
-    progress: bool | None | Callable[[str], None] = None,
+    progress: bool | Callable[[str], None] | None = None,
     certify: bool = True,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
@@ -756,8 +778,19 @@ def compress_network(
         inputs = data
     if not net.is_chain:
         return _compress_graph(
-            net, keep, method=method, seed=seed, skip=skip, data=data, inputs=inputs, input_radius=input_radius,
-            max_patches=max_patches, say=say, options=options, t0=t0, certify=certify,
+            net,
+            keep,
+            method=method,
+            seed=seed,
+            skip=skip,
+            data=data,
+            inputs=inputs,
+            input_radius=input_radius,
+            max_patches=max_patches,
+            say=say,
+            options=options,
+            t0=t0,
+            certify=certify,
         )
     weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
     if data is not None and weights is not None and data.dtype != weights.dtype:
@@ -775,9 +808,23 @@ def compress_network(
             keep,
             {i: structure[i] for i in compressible},
             reference=net,
-            probe=lambda i, k: _probe(work, structure[i], k, method, _layer_seed(seed, origin[i]), _layer_options(work, i, method, options), data, max_patches),
-            folded_bn={structure[i].bn for i in compressible if structure[i].bn is not None and not _keeps_bn(work, structure[i])
-                       and not _pinned(work, structure[i]).any()},
+            probe=lambda i, k: _probe(
+                work,
+                structure[i],
+                k,
+                method,
+                _layer_seed(seed, origin[i]),
+                _layer_options(work, i, method, options),
+                data,
+                max_patches,
+            ),
+            folded_bn={
+                structure[i].bn
+                for i in compressible
+                if structure[i].bn is not None
+                and not _keeps_bn(work, structure[i])
+                and not _pinned(work, structure[i]).any()
+            },
             min_width={i: _min_width(work, structure[i]) for i in compressible},
             amplification=_amplifications(work, {i: structure[i] for i in compressible}),
         )
@@ -797,15 +844,25 @@ def compress_network(
             pos = i
         t1 = time.perf_counter()
         cmax, cvec, info, width = _compress_one(
-            work, new, h, ks[i], method=method, seed=_layer_seed(seed, origin[i]), data=cur_x, max_patches=max_patches,
+            work,
+            new,
+            h,
+            ks[i],
+            method=method,
+            seed=_layer_seed(seed, origin[i]),
+            data=cur_x,
+            max_patches=max_patches,
             options=_layer_options(work, i, method, options),
         )
         layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
         done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
         eta = (time.perf_counter() - t_layers) * left / max(done, 1)
         cert = "-" if cmax is None else f"{cmax:.3g}"
-        say(f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, certificate {cert}, "
-            f"{layer_info[i]['time']:.2f} s" + (f"; about {eta:.0f} s left" if left else ""))
+        say(
+            f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, "
+            f"certificate {cert}, "
+            f"{layer_info[i]['time']:.2f} s" + (f"; about {eta:.0f} s left" if left else "")
+        )
     steps["layers"] = time.perf_counter() - t_layers
     for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
         steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
@@ -813,10 +870,25 @@ def compress_network(
     result = work.replace_layers(new)
     t1 = time.perf_counter()
     if certify and (inputs is not None or input_radius is not None):
-        say(f"[tropref] network certificate: interval bounds through {len(work.layers)} layers (certify=False skips it)")
-        per_output, bounds, domain = network_certificate(work, result, {i: v["certificate_vector"] for i, v in layer_info.items()}, structure, inputs=inputs, input_radius=input_radius)
+        say(
+            f"[tropref] network certificate: interval bounds through {len(work.layers)} layers (certify=False skips it)"
+        )
+        per_output, bounds, domain = network_certificate(
+            work,
+            result,
+            {i: v["certificate_vector"] for i, v in layer_info.items()},
+            structure,
+            inputs=inputs,
+            input_radius=input_radius,
+        )
     else:
-        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+        per_output, bounds, domain = (
+            None,
+            {},
+            "not certified (certify=False)"
+            if certify is False
+            else "no input domain (pass `inputs` or `input_radius`)",
+        )
     steps["network_certificate"] = time.perf_counter() - t1
     measured = None
     if inputs is not None:
@@ -852,7 +924,7 @@ def _advance(layers: list, x: Array, start: int, stop: int) -> Array:
     return x
 
 
-def _progress(progress: bool | None | Callable[[str], None], t0: float, after: float = 2.0) -> Callable[[str], None]:
+def _progress(progress: bool | Callable[[str], None] | None, t0: float, after: float = 2.0) -> Callable[[str], None]:
     """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds have passed."""
     if callable(progress):
         return progress
@@ -878,25 +950,42 @@ def _resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[i
             if key not in names:
                 raise ValueError(f"`{what}` names layer {key!r}, which is not in the network")
             out.add(names[key])
-        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool) and -len(net.layers) <= key < len(net.layers):
+        elif (
+            isinstance(key, (int, np.integer))
+            and not isinstance(key, bool)
+            and -len(net.layers) <= key < len(net.layers)
+        ):
             out.add(int(key) % len(net.layers))
         else:
             raise ValueError(f"`{what}` holds {key!r}, not a layer index or name of the network")
     return out
 
 
-def _probe(work: Network, h: _Hidden, k: int, method: str, seed: int, options: dict[str, Any], data: Array | None, max_patches: int) -> np.ndarray | None:
+def _probe(
+    work: Network,
+    h: _Hidden,
+    k: int,
+    method: str,
+    seed: int,
+    options: dict[str, Any],
+    data: Array | None,
+    max_patches: int,
+) -> np.ndarray | None:
     """The certificate of layer ``h.i`` compressed alone to ``k`` units (for budgets)."""
     new = list(work.layers)
     x = None if data is None else _advance(new, data, 0, h.i)
-    _, cvec, _, _ = _compress_one(work, new, h, k, method=method, seed=seed, data=x, max_patches=max_patches, options=options)
+    _, cvec, _, _ = _compress_one(
+        work, new, h, k, method=method, seed=seed, data=x, max_patches=max_patches, options=options
+    )
     return cvec
 
 
 # --------------------------------------------------------------------------- certificate
 
 
-def _input_box(net: Network, inputs: Array | None, input_radius: float | None) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _input_box(
+    net: Network, inputs: Array | None, input_radius: float | None
+) -> tuple[np.ndarray, np.ndarray, str] | None:
     if input_radius is not None:
         r = float(input_radius)
         if not r >= 0:
@@ -930,7 +1019,8 @@ def network_certificate(
     outputs through the *original* remaining layers with per-channel bounds: ReLU, pooling
     and dropout keep them, BatchNorm multiplies by ``|scale|``, a dense layer by ``|W|``,
     a convolution by ``Σ_{kh,kw} |W|``, a final softmax by ``1/2`` (of the largest bound).
-    The sum is capped by the span of the two networks' interval output boxes. Loose for deep networks (each ``|W|`` is an
+    The sum is capped by the span of the two networks' interval output boxes. Loose for deep
+    networks (each ``|W|`` is an
     operator-norm-like worst case); the report shows the measured error beside it.
 
     Returns the per-output bound (None when it is not available), each layer's share (its
@@ -986,7 +1076,9 @@ def _carry_bound(net: Network, j: int, e: np.ndarray, shapes: list) -> np.ndarra
     return e
 
 
-def _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks) -> list[LayerReport]:
+def _layer_reports(
+    net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks
+) -> list[LayerReport]:
     try:
         shapes_w = layer_shapes(work)
         shapes_r = layer_shapes(result)
@@ -1054,9 +1146,22 @@ def _graph_input_shape(net: Network, data: Array | None, inputs: Array | None) -
     return None if x is None else tuple(int(s) for s in x.shape[1:])
 
 
-def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Sequence[int | str], data: Array | None,
-                    inputs: Array | None, input_radius: float | None, max_patches: int, say: Callable[[str], None],
-                    options: dict[str, Any], t0: float, certify: bool = True) -> tuple[Network, NetworkReport]:
+def _compress_graph(
+    net: Network,
+    keep: Any,
+    *,
+    method: str,
+    seed: int,
+    skip: Sequence[int | str],
+    data: Array | None,
+    inputs: Array | None,
+    input_radius: float | None,
+    max_patches: int,
+    say: Callable[[str], None],
+    options: dict[str, Any],
+    t0: float,
+    certify: bool = True,
+) -> tuple[Network, NetworkReport]:
     """:func:`compress_network` on a graph: the chain walk on every segment (see
     :mod:`tropref.graph`), the keep rule over all their hidden layers, and the network
     certificate carried through every path (bounds added where paths meet)."""
@@ -1077,12 +1182,16 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     for seg in segs:
         src_shape = None if shapes is None else (in_shape if seg.source < 0 else shapes[seg.source])
         work, local_origin = _fold_pre_relu_bn(segment_network(net, seg, src_shape))
-        parts.append(_SegmentWork(seg, work, [seg.nodes[o] for o in local_origin], hidden_layers(work), coupled=coupling(net, seg)))
+        parts.append(
+            _SegmentWork(
+                seg, work, [seg.nodes[o] for o in local_origin], hidden_layers(work), coupled=coupling(net, seg)
+            )
+        )
     work_g, placed, moved = splice(net, segs, {k: p.work.layers for k, p in enumerate(parts)})
     steps["fold_batchnorm"] = time.perf_counter() - t0
     where: dict[int, tuple[int, int]] = {}  # work-graph index -> (segment, local index)
     origin: dict[int, int] = {}  # work-graph index -> index in `net`
-    for k, (part, at) in enumerate(zip(parts, placed)):
+    for k, (part, at) in enumerate(zip(parts, placed, strict=False)):
         part.at = at
         for local, g in enumerate(at):
             where[g], origin[g] = (k, local), part.origin[local]
@@ -1091,7 +1200,9 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     compressible = [g for g in sorted(hidden) if origin[g] not in skipped]
 
     if isinstance(keep, Budget):
-        ks = _graph_budget(net, work_g, parts, where, origin, compressible, keep, method, seed, data, max_patches, options)
+        ks = _graph_budget(
+            net, work_g, parts, where, origin, compressible, keep, method, seed, data, max_patches, options
+        )
     else:
         ks = _graph_k_rule(keep, net, work_g, parts, where, origin, compressible)
 
@@ -1117,12 +1228,22 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
                 pos = i
             t1 = time.perf_counter()
             cmax, cvec, info, width = _compress_one(
-                part.work, new, part.structure[i], ks[g], method=method, seed=_layer_seed(seed, origin[g]), data=cur_x,
-                max_patches=max_patches, options=_segment_options(part, i, method, options),
+                part.work,
+                new,
+                part.structure[i],
+                ks[g],
+                method=method,
+                seed=_layer_seed(seed, origin[g]),
+                data=cur_x,
+                max_patches=max_patches,
+                options=_segment_options(part, i, method, options),
             )
             layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
-            say(f"[tropref] {count}/{len(todo)} {net.label(origin[g])}: {work_g.layers[g].units} -> {width} units, certificate {cmax}, "
-                f"{layer_info[g]['time']:.2f} s")
+            say(
+                f"[tropref] {count}/{len(todo)} {net.label(origin[g])}: {work_g.layers[g].units} -> {width} "
+                f"units, certificate {cmax}, "
+                f"{layer_info[g]['time']:.2f} s"
+            )
 
     steps["layers"] = time.perf_counter() - t_layers
     for part_name, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
@@ -1131,12 +1252,26 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     next_of = {g: parts[where[g][0]].at[parts[where[g][0]].structure[where[g][1]].j] for g in layer_info}
     t1 = time.perf_counter()
     if certify and (inputs is not None or input_radius is not None):
-        say(f"[tropref] network certificate: interval bounds through {len(work_g.layers)} layers (certify=False skips it)")
+        say(
+            f"[tropref] network certificate: interval bounds through {len(work_g.layers)} layers "
+            "(certify=False skips it)"
+        )
         per_output, bounds, domain = graph_certificate(
-            work_g, result_g, {g: v["certificate_vector"] for g, v in layer_info.items()}, next_of, inputs=inputs, input_radius=input_radius
+            work_g,
+            result_g,
+            {g: v["certificate_vector"] for g, v in layer_info.items()},
+            next_of,
+            inputs=inputs,
+            input_radius=input_radius,
         )
     else:
-        per_output, bounds, domain = None, {}, "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+        per_output, bounds, domain = (
+            None,
+            {},
+            "not certified (certify=False)"
+            if certify is False
+            else "no input domain (pass `inputs` or `input_radius`)",
+        )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result_g, [g for g, layer in enumerate(result_g.layers) if isinstance(layer, _Folded)])
     measured = None
@@ -1164,7 +1299,7 @@ def _compress_graph(net: Network, keep: Any, *, method: str, seed: int, skip: Se
     return final, report
 
 
-def _segment_options(part: "_SegmentWork", i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+def _segment_options(part: _SegmentWork, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
     """:func:`_layer_options` in a segment: only the segment that reads the network's input
     holds the network's first convolution."""
     return _layer_options(part.work, i, method, options) if part.seg.source < 0 else options
@@ -1172,8 +1307,8 @@ def _segment_options(part: "_SegmentWork", i: int, method: str, options: dict[st
 
 def _graph_layers(work_g: Network, current: list[list], placed: list[list[int]]) -> list:
     layers = list(work_g.layers)
-    for chain, at in zip(current, placed):
-        for layer, g in zip(chain, at):
+    for chain, at in zip(current, placed, strict=False):
+        for layer, g in zip(chain, at, strict=False):
             layers[g] = layer
     return layers
 
@@ -1202,11 +1337,13 @@ def _value_at(work_g: Network, layers: list, memo: dict[int, Array], node: int) 
     return value
 
 
-def _graph_k_rule(keep: Any, net: Network, work_g: Network, parts: list, where: dict, origin: dict, targets: list[int]) -> dict[int, int]:
+def _graph_k_rule(
+    keep: Any, net: Network, work_g: Network, parts: list, where: dict, origin: dict, targets: list[int]
+) -> dict[int, int]:
     widths = {g: work_g.layers[g].units for g in targets}
     if not isinstance(keep, Mapping):
         q = _fraction(keep, "keep")
-        return {g: max(1, min(n, int(math.floor(q * n + 0.5)))) for g, n in widths.items()}
+        return {g: max(1, min(n, math.floor(q * n + 0.5))) for g, n in widths.items()}
     by_name = {getattr(layer, "name", None): o for o, layer in enumerate(net.layers)}
     to_work = {o: g for g, o in origin.items() if isinstance(work_g.layers[g], (Dense, Conv2d))}
     ks = dict(widths)
@@ -1232,14 +1369,30 @@ def _why_not(parts: list, where: dict, g: int) -> str:
     return ""
 
 
-def _graph_budget(net: Network, work_g: Network, parts: list, where: dict, origin: dict, compressible: list[int], budget: Budget,
-                  method: str, seed: int, data: Array | None, max_patches: int, options: dict[str, Any]) -> dict[int, int]:
+def _graph_budget(
+    net: Network,
+    work_g: Network,
+    parts: list,
+    where: dict,
+    origin: dict,
+    compressible: list[int],
+    budget: Budget,
+    method: str,
+    seed: int,
+    data: Array | None,
+    max_patches: int,
+    options: dict[str, Any],
+) -> dict[int, int]:
     """Widths meeting a global budget over every compressible set of the graph."""
     kind = budget.kind
     local_hidden = [{i: part.structure[i] for i in part.structure if part.at[i] in compressible} for part in parts]
     folded = [
-        {h.bn for h in lh.values() if h.bn is not None and not _keeps_bn(part.work, h) and not _pinned(part.work, h).any()}
-        for part, lh in zip(parts, local_hidden)
+        {
+            h.bn
+            for h in lh.values()
+            if h.bn is not None and not _keeps_bn(part.work, h) and not _pinned(part.work, h).any()
+        }
+        for part, lh in zip(parts, local_hidden, strict=False)
     ]
     seg_shapes = []
     for part in parts:
@@ -1266,8 +1419,16 @@ def _graph_budget(net: Network, work_g: Network, parts: list, where: dict, origi
             if src not in originals:
                 originals[src] = data if src < 0 else node_outputs(net, data, stop=src)[src]
             x = originals[src]
-        return _probe(part.work, part.structure[i], k, method, _layer_seed(seed, origin[g]), _segment_options(part, i, method, options), x,
-                      max_patches)
+        return _probe(
+            part.work,
+            part.structure[i],
+            k,
+            method,
+            _layer_seed(seed, origin[g]),
+            _segment_options(part, i, method, options),
+            x,
+            max_patches,
+        )
 
     amp = {}
     try:
@@ -1280,8 +1441,15 @@ def _graph_budget(net: Network, work_g: Network, parts: list, where: dict, origi
     except ValueError:
         amp = {}
     return allocate_budget(
-        work_g, budget, {g: None for g in compressible}, reference=net, probe=probe, amplification=amp,
-        min_width={g: _min_width(parts[where[g][0]].work, parts[where[g][0]].structure[where[g][1]]) for g in compressible},
+        work_g,
+        budget,
+        {g: None for g in compressible},
+        reference=net,
+        probe=probe,
+        amplification=amp,
+        min_width={
+            g: _min_width(parts[where[g][0]].work, parts[where[g][0]].structure[where[g][1]]) for g in compressible
+        },
         cost=cost,
     )
 
@@ -1373,20 +1541,25 @@ def _graph_layer_reports(net, work_g, result_g, parts, origin, skipped, layer_in
             else:
                 status = "kept"
             li = layer_info.get(g, {})
-            rows.append((origin[g], LayerReport(
-                index=origin[g],
-                name=getattr(orig, "name", None) or f"{origin[g]}:{type(orig).__name__}",
-                kind=type(before).__name__,
-                status=status,
-                width_before=before.units,
-                width_after=after.units,
-                params_before=layer_params(orig),
-                params_after=layer_params(after),
-                macs_before=layer_macs(before, shapes_w[g]),
-                macs_after=layer_macs(after, shapes_r[g]),
-                certificate=li.get("certificate"),
-                bound=bounds.get(g),
-                time_s=li.get("time", 0.0),
-                info=li.get("info", {}),
-            )))
+            rows.append(
+                (
+                    origin[g],
+                    LayerReport(
+                        index=origin[g],
+                        name=getattr(orig, "name", None) or f"{origin[g]}:{type(orig).__name__}",
+                        kind=type(before).__name__,
+                        status=status,
+                        width_before=before.units,
+                        width_after=after.units,
+                        params_before=layer_params(orig),
+                        params_after=layer_params(after),
+                        macs_before=layer_macs(before, shapes_w[g]),
+                        macs_after=layer_macs(after, shapes_r[g]),
+                        certificate=li.get("certificate"),
+                        bound=bounds.get(g),
+                        time_s=li.get("time", 0.0),
+                        info=li.get("info", {}),
+                    ),
+                )
+            )
     return [r for _, r in sorted(rows, key=lambda t: t[0])]

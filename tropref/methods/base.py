@@ -22,9 +22,10 @@ Adding a method means adding a module with one function of signature
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -119,7 +120,7 @@ class Merge:
            [1., 0.]])
     """
 
-    __slots__ = ("assignment", "_fold", "_scale", "inputs", "zonotope_bound", "single_fold", "info")
+    __slots__ = ("_fold", "_scale", "assignment", "info", "inputs", "single_fold", "zonotope_bound")
 
     def __init__(
         self,
@@ -158,7 +159,9 @@ class Merge:
     @property
     def fold(self) -> Array:
         if self._fold is None:
-            object.__setattr__(self, "_fold", scaled_one_hot(array_namespace(self.inputs), self.assignment, self._scale, self.k))
+            object.__setattr__(
+                self, "_fold", scaled_one_hot(array_namespace(self.inputs), self.assignment, self._scale, self.k)
+            )
         return self._fold
 
     @property
@@ -187,9 +190,7 @@ def _row_scale(fold: Array, assignment: Array) -> Array:
 
 
 class Method(Protocol):
-    def __call__(
-        self, problem: LayerProblem, k: int, *, rng: np.random.Generator, **options: Any
-    ) -> Merge: ...
+    def __call__(self, problem: LayerProblem, k: int, *, rng: np.random.Generator, **options: Any) -> Merge: ...
 
 
 MethodFn = Callable[..., Merge]

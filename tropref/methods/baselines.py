@@ -43,7 +43,9 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
 def _row_norms(xp: Any, X: Array, order: int) -> np.ndarray:
     """Host float64 ``ord``-norms of the rows of ``X`` (1 or 2)."""
     # block by block (cache-sized temporaries), and in float64 on the host
-    return np.concatenate([to_numpy(xp.linalg.vector_norm(blk, ord=order, axis=1)).astype(np.float64) for blk in row_blocks(X)])
+    return np.concatenate(
+        [to_numpy(xp.linalg.vector_norm(blk, ord=order, axis=1)).astype(np.float64) for blk in row_blocks(X)]
+    )
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -15,7 +15,16 @@ from .._array import Array, device, take_rows, to_numpy
 from ..cluster import kmeans, ward
 from .base import LayerProblem
 
-__all__ = ["Part", "unit_groups", "distinct_rows", "allocate", "cluster_labels", "cluster_labels_ward", "canonical_labels", "assemble"]
+__all__ = [
+    "Part",
+    "unit_groups",
+    "distinct_rows",
+    "allocate",
+    "cluster_labels",
+    "cluster_labels_ward",
+    "canonical_labels",
+    "assemble",
+]
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like:
     """
     labels = np.full(n, -1, dtype=np.int64)
     scales, inputs, start = [], [], 0
-    for idx, part in zip(groups, parts):
+    for idx, part in zip(groups, parts, strict=False):
         if part.labels is None:
             scales.append(xp.zeros((idx.size,), dtype=like.dtype, device=device(like)))
             continue

@@ -86,7 +86,7 @@ def zonotope_kmeans(
     options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     parts, bounds, runs = [], [], []
-    for idx, k_g, mass_total in zip(groups, budget, masses):
+    for idx, k_g, mass_total in zip(groups, budget, masses, strict=False):
         if k_g == 0:
             parts.append(Part(None, None, None))
             bounds.append(mass_total)
@@ -104,7 +104,9 @@ def zonotope_kmeans(
 
     assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     bound = xp.asarray(bounds, dtype=A.dtype, device=device(A))
-    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=bound, info={"allocation": budget, "clustering": runs})
+    return Merge(
+        assignment, None, inputs, scale=scale, zonotope_bound=bound, info={"allocation": budget, "clustering": runs}
+    )
 
 
 def neural_path_kmeans(

@@ -208,7 +208,7 @@ def tropnnc(
     keeps_sum = representative == "mean" and fold == "norm" and refine is None
 
     parts, bounds, runs = [], [], []
-    for idx, k_g, mass_total in zip(groups, budget, masses):
+    for idx, k_g, mass_total in zip(groups, budget, masses, strict=False):
         if k_g == 0:
             # The whole group is dropped: H(Z, {0}) <= Σ ‖g_j‖ (Lemma C with g̃_j = 0).
             parts.append(Part(None, None, None))
@@ -222,7 +222,9 @@ def tropnnc(
             labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
         rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
-            run["certificate_objective_before_refine"] = float(xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels)))
+            run["certificate_objective_before_refine"] = float(
+                xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels))
+            )
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
             run["refine_n_iter"] = refined.n_iter
@@ -261,7 +263,12 @@ def tropnnc(
 
 
 def _resolve(
-    problem: LayerProblem, variant: str, cluster: str | None, representative: str | None, fold: str | None, objective: str | None
+    problem: LayerProblem,
+    variant: str,
+    cluster: str | None,
+    representative: str | None,
+    fold: str | None,
+    objective: str | None,
 ) -> tuple[str, str, str, str]:
     """The preset ``variant`` with the explicitly given options on top, all validated."""
     if variant not in _VARIANTS:
