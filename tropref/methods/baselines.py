@@ -241,7 +241,7 @@ def cup(
 ) -> Merge:
     """CUP: hierarchical clustering of the units on incoming and outgoing weights.
 
-    Duggal, Xiao, Gummadi, Suh, "CUP: Cluster Pruning for Compressing Deep Neural
+    Duggal, Xiao, Vuduc, Sun, "CUP: Cluster Pruning for Compressing Deep Neural
     Networks", 2019 (arXiv 1911.08630). The units are clustered agglomeratively
     (``scipy.cluster.hierarchy.linkage``) and the tree is cut at exactly ``k`` clusters (the
     fixed-count variant; CUP's global threshold is a budget rule, left to the network level).
@@ -373,7 +373,7 @@ def neuron_merging(
 ) -> Merge:
     """Neuron Merging: fold every pruned unit into its most cosine-similar kept unit.
 
-    Kim, Kim, Jeong, Lee, "Neuron Merging: Compensating for Pruned Neurons", NeurIPS 2020.
+    Kim, Kim, Park, Jeon, "Neuron Merging: Compensating for Pruned Neurons", NeurIPS 2020.
     Data-free. The ``k`` kept units are the ones with the largest norm of their input vector
     ``w_j = (W[j], b[j])`` (weights and bias together, as the authors' code does for dense
     layers). A pruned unit ``j`` is compared with every kept unit ``c`` by the cosine of
