@@ -508,6 +508,22 @@ def _pinned(net: Network, h: _Hidden) -> np.ndarray:
     return to_numpy(net.layers[h.bn].scale) < 0
 
 
+def _certificate_step(
+    say: Callable[[str], None],
+    certify: bool,
+    inputs: Array | None,
+    input_radius: float | None,
+    n_layers: int,
+    compute: Callable[[], tuple[Any, dict, str]],
+) -> tuple[Any, dict, str]:
+    """The network certificate when it is asked for and an input domain is known, else why not."""
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {n_layers} layers (certify=False skips it)")
+        return compute()
+    why = "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    return None, {}, why
+
+
 FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
 
@@ -869,26 +885,21 @@ def compress_network(
 
     result = work.replace_layers(new)
     t1 = time.perf_counter()
-    if certify and (inputs is not None or input_radius is not None):
-        say(
-            f"[tropref] network certificate: interval bounds through {len(work.layers)} layers (certify=False skips it)"
-        )
-        per_output, bounds, domain = network_certificate(
+    per_output, bounds, domain = _certificate_step(
+        say,
+        certify,
+        inputs,
+        input_radius,
+        len(work.layers),
+        lambda: network_certificate(
             work,
             result,
             {i: v["certificate_vector"] for i, v in layer_info.items()},
             structure,
             inputs=inputs,
             input_radius=input_radius,
-        )
-    else:
-        per_output, bounds, domain = (
-            None,
-            {},
-            "not certified (certify=False)"
-            if certify is False
-            else "no input domain (pass `inputs` or `input_radius`)",
-        )
+        ),
+    )
     steps["network_certificate"] = time.perf_counter() - t1
     measured = None
     if inputs is not None:
@@ -1251,27 +1262,21 @@ def _compress_graph(
     result_g = work_g.replace_layers(_graph_layers(work_g, current, placed))
     next_of = {g: parts[where[g][0]].at[parts[where[g][0]].structure[where[g][1]].j] for g in layer_info}
     t1 = time.perf_counter()
-    if certify and (inputs is not None or input_radius is not None):
-        say(
-            f"[tropref] network certificate: interval bounds through {len(work_g.layers)} layers "
-            "(certify=False skips it)"
-        )
-        per_output, bounds, domain = graph_certificate(
+    per_output, bounds, domain = _certificate_step(
+        say,
+        certify,
+        inputs,
+        input_radius,
+        len(work_g.layers),
+        lambda: graph_certificate(
             work_g,
             result_g,
             {g: v["certificate_vector"] for g, v in layer_info.items()},
             next_of,
             inputs=inputs,
             input_radius=input_radius,
-        )
-    else:
-        per_output, bounds, domain = (
-            None,
-            {},
-            "not certified (certify=False)"
-            if certify is False
-            else "no input domain (pass `inputs` or `input_radius`)",
-        )
+        ),
+    )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result_g, [g for g, layer in enumerate(result_g.layers) if isinstance(layer, _Folded)])
     measured = None
