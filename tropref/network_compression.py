@@ -808,9 +808,7 @@ def compress_network(
             t0=t0,
             certify=certify,
         )
-    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
-    if data is not None and weights is not None and data.dtype != weights.dtype:
-        data = xp.astype(data, weights.dtype)  # compress_layer wants one floating dtype
+    data = _in_weights_dtype(xp, net, data)
 
     work, origin = _fold_pre_relu_bn(net)
     steps["fold_batchnorm"] = time.perf_counter() - t0
@@ -872,16 +870,9 @@ def compress_network(
         )
         layer_info[i] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
         done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
-        eta = (time.perf_counter() - t_layers) * left / max(done, 1)
-        cert = "-" if cmax is None else f"{cmax:.3g}"
-        say(
-            f"[tropref] {count}/{len(todo)} {work.label(i)}: {work.layers[i].units} -> {width} units, "
-            f"certificate {cert}, "
-            f"{layer_info[i]['time']:.2f} s" + (f"; about {eta:.0f} s left" if left else "")
-        )
-    steps["layers"] = time.perf_counter() - t_layers
-    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
-        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
+        eta = (time.perf_counter() - t_layers) * left / max(done, 1) if left else None
+        _say_layer(say, count, len(todo), work.label(i), work.layers[i].units, width, cmax, layer_info[i]["time"], eta)
+    _layer_steps(steps, layer_info, time.perf_counter() - t_layers)
 
     result = work.replace_layers(new)
     t1 = time.perf_counter()
@@ -901,28 +892,19 @@ def compress_network(
         ),
     )
     steps["network_certificate"] = time.perf_counter() - t1
-    measured = None
-    if inputs is not None:
-        t1 = time.perf_counter()
-        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - result(inputs)))))
-        steps["measured_error"] = time.perf_counter() - t1
-
     reports = _layer_reports(net, work, result, origin, structure, compressible, skipped, layer_info, bounds, ks)
     final = result.replace_layers([l for l in result.layers if not isinstance(l, _Folded)])
-    report = NetworkReport(
-        layers=tuple(reports),
+    report = _network_report(
+        net,
+        result,
+        reports,
+        inputs,
         method=method,
         seed=seed,
-        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
-        params_before=count_params(net),
-        params_after=count_params(result),
-        macs_before=count_macs(net),
-        macs_after=count_macs(result),
-        certificate=None if per_output is None else float(np.max(per_output)),
-        certificate_per_output=per_output,
-        measured_error=measured,
-        input_domain=domain,
-        time_s=time.perf_counter() - t0,
+        keep=keep,
+        per_output=per_output,
+        domain=domain,
+        t0=t0,
         steps=steps,
     )
     return final, report
@@ -933,6 +915,77 @@ def _advance(layers: list, x: Array, start: int, stop: int) -> Array:
     for p in range(start, stop):
         x = apply_layer(layers[p], x, xp)
     return x
+
+
+def _in_weights_dtype(xp: Any, net: Network, data: Array | None) -> Array | None:
+    """``data`` in the dtype of the network's weights: compress_layer wants one floating dtype."""
+    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
+    if data is not None and weights is not None and data.dtype != weights.dtype:
+        return xp.astype(data, weights.dtype)
+    return data
+
+
+def _say_layer(
+    say: Callable[[str], None],
+    count: int,
+    total: int,
+    label: str,
+    before: int,
+    after: int,
+    cmax: float | None,
+    seconds: float,
+    eta: float | None,
+) -> None:
+    """One progress line per compressed layer (walks over chains and graphs alike)."""
+    cert = "-" if cmax is None else f"{cmax:.3g}"
+    left = "" if eta is None else f"; about {eta:.0f} s left"
+    say(f"[tropref] {count}/{total} {label}: {before} -> {after} units, certificate {cert}, {seconds:.2f} s{left}")
+
+
+def _layer_steps(steps: dict[str, float], layer_info: Mapping[int, Mapping[str, Any]], seconds: float) -> None:
+    """The layers' time, and its method / rewrite / certificate parts summed from compress_layer."""
+    steps["layers"] = seconds
+    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
+
+
+def _network_report(
+    net: Network,
+    compressed: Network,
+    reports: list[LayerReport],
+    inputs: Array | None,
+    *,
+    method: str,
+    seed: int,
+    keep: Any,
+    per_output: Any,
+    domain: str,
+    t0: float,
+    steps: dict[str, float],
+) -> NetworkReport:
+    """The report of a walk: counts of ``compressed`` and, with ``inputs``, its measured error."""
+    measured = None
+    if inputs is not None:
+        xp = network_namespace(net)
+        t1 = time.perf_counter()
+        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - compressed(inputs)))))
+        steps["measured_error"] = time.perf_counter() - t1
+    return NetworkReport(
+        layers=tuple(reports),
+        method=method,
+        seed=seed,
+        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
+        params_before=count_params(net),
+        params_after=count_params(compressed),
+        macs_before=count_macs(net),
+        macs_after=count_macs(compressed),
+        certificate=None if per_output is None else float(np.max(per_output)),
+        certificate_per_output=per_output,
+        measured_error=measured,
+        input_domain=domain,
+        time_s=time.perf_counter() - t0,
+        steps=steps,
+    )
 
 
 def _progress(progress: bool | Callable[[str], None] | None, t0: float, after: float = 2.0) -> Callable[[str], None]:
@@ -1180,9 +1233,7 @@ def _compress_graph(
     in_shape = _graph_input_shape(net, data, inputs)
     if in_shape is not None and net.input_shape is None:
         net = Network(net.layers, in_shape, net.inputs)
-    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
-    if data is not None and weights is not None and data.dtype != weights.dtype:
-        data = xp.astype(data, weights.dtype)
+    data = _in_weights_dtype(xp, net, data)
     try:
         shapes = output_shapes(net) if in_shape is not None else None
     except ValueError as exc:
@@ -1250,15 +1301,10 @@ def _compress_graph(
                 options=_segment_options(part, i, method, options),
             )
             layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
-            say(
-                f"[tropref] {count}/{len(todo)} {net.label(origin[g])}: {work_g.layers[g].units} -> {width} "
-                f"units, certificate {cmax}, "
-                f"{layer_info[g]['time']:.2f} s"
-            )
+            label, units = net.label(origin[g]), work_g.layers[g].units
+            _say_layer(say, count, len(todo), label, units, width, cmax, layer_info[g]["time"], None)
 
-    steps["layers"] = time.perf_counter() - t_layers
-    for part_name, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
-        steps[key] = sum(v["info"].get("time_s", {}).get(part_name, 0.0) for v in layer_info.values())
+    _layer_steps(steps, layer_info, time.perf_counter() - t_layers)
     result_g = work_g.replace_layers(_graph_layers(work_g, current, placed))
     next_of = {g: parts[where[g][0]].at[parts[where[g][0]].structure[where[g][1]].j] for g in layer_info}
     t1 = time.perf_counter()
@@ -1279,26 +1325,18 @@ def _compress_graph(
     )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result_g, [g for g, layer in enumerate(result_g.layers) if isinstance(layer, _Folded)])
-    measured = None
-    if inputs is not None:
-        t1 = time.perf_counter()
-        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - final(inputs)))))
-        steps["measured_error"] = time.perf_counter() - t1
     reports = _graph_layer_reports(net, work_g, result_g, parts, origin, skipped, layer_info, bounds)
-    report = NetworkReport(
-        layers=tuple(reports),
+    report = _network_report(
+        net,
+        final,
+        reports,
+        inputs,
         method=method,
         seed=seed,
-        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
-        params_before=count_params(net),
-        params_after=count_params(final),
-        macs_before=count_macs(net),
-        macs_after=count_macs(final),
-        certificate=None if per_output is None else float(np.max(per_output)),
-        certificate_per_output=per_output,
-        measured_error=measured,
-        input_domain=domain,
-        time_s=time.perf_counter() - t0,
+        keep=keep,
+        per_output=per_output,
+        domain=domain,
+        t0=t0,
         steps=steps,
     )
     return final, report
