@@ -54,9 +54,9 @@ def zonotope_kmeans(
 
     References
     ----------
-    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+    .. [1] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
            based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
-    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+    .. [2] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
            Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
@@ -139,9 +139,9 @@ def neural_path_kmeans(
 
     References
     ----------
-    .. [2] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
+    .. [1] P. Misiakos, G. Smyrnis, G. Retsinas, P. Maragos, "Neural Network Approximation
            based on Hausdorff distance of Tropical Zonotopes", ICLR 2022.
-    .. [1] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
+    .. [2] K. Fotopoulos, P. Maragos, P. Misiakos, "TropNNC: Structured Neural Network
            Compression Using Tropical Geometry", arXiv:2409.03945, 2024.
 
     Examples
