@@ -223,18 +223,19 @@ def tropnnc(
         rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
             run["certificate_objective_before_refine"] = float(
-                xp.sum(m * _residuals(xp, D, xp.ones_like(a), rep, labels))
+                xp.sum(m * _residuals(xp, D, xp.ones_like(a), take_rows(xp, rep, labels)))
             )
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
             run["refine_n_iter"] = refined.n_iter
         elif representative == "principal":
             rep = _principal(xp, labels, D, m, rep)
+        target = take_rows(xp, rep, labels)  # each unit's representative, gathered once
         # φ_j / α_j per unit: how much of the representative each member is read through
-        coef = _projection(xp, D, rep, labels) if fold == "projection" else xp.ones_like(a)
+        coef = _projection(xp, D, target) if fold == "projection" else xp.ones_like(a)
         scale_tilde = segment_sum(xp, v * a * coef, labels, k_g) / segment_sum(xp, v, labels, k_g)
         scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
-        residual = m * _residuals(xp, D, coef, rep, labels)
+        residual = m * _residuals(xp, D, coef, target)
         run["certificate_objective"] = float(xp.sum(residual))
         parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
         if problem.single_output:
@@ -311,14 +312,15 @@ def _input_metric(xp: Any, A: Array, ratio: Any, block: int, *, inverse: bool = 
     return xp.concat([scaled, A[:, -1:]], axis=1)
 
 
-def _residuals(xp: Any, D: Array, coef: Array, rep: Array, labels: np.ndarray) -> Array:
-    """``‖ŵ_j − c_j u_{C(j)}‖`` per unit; times ``m_j`` these are the Proposition F terms."""
-    return xp.linalg.vector_norm(D - coef[:, None] * take_rows(xp, rep, labels), axis=1)
+def _residuals(xp: Any, D: Array, coef: Array, target: Array) -> Array:
+    """``‖ŵ_j − c_j u_{C(j)}‖`` per unit (``target[j] = u_{C(j)}``); times ``m_j`` these are
+    the Proposition F terms."""
+    return xp.linalg.vector_norm(D - coef[:, None] * target, axis=1)
 
 
-def _projection(xp: Any, D: Array, rep: Array, labels: np.ndarray) -> Array:
-    """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its representative."""
-    target = take_rows(xp, rep, labels)
+def _projection(xp: Any, D: Array, target: Array) -> Array:
+    """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its
+    representative ``u = target[j]``."""
     dots = xp.sum(D * target, axis=1)
     sq = xp.sum(target * target, axis=1)
     positive = (dots > 0) & (sq > 0)  # a zero representative (members cancel) reads nothing
