@@ -5,7 +5,7 @@ layers it reads (``-1``: the model's input). Explicit padding layers (PyTorch's
 ``ZeroPad2d``/``ConstantPad2d``, Keras's ``ZeroPadding2D``) have no core layer: they are read
 as :class:`Pad` and folded into the one convolution or pooling that reads them
 (:func:`fold_pads`). Every problem found on the way is collected, so that one error lists
-every obstacle of a model (:func:`refuse`).
+every obstacle of a model (:func:`tropref.adapters._refusals.refuse`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, ReLU
 
-__all__ = ["Pad", "fold_pads", "prune", "refuse"]
+__all__ = ["Pad", "append", "fold_pads", "prune"]
 
 
 class Pad:
@@ -24,6 +25,25 @@ class Pad:
 
     def __init__(self, pads: tuple[int, int, int, int], value: float, name: str) -> None:
         self.pads, self.value, self.name = tuple(int(p) for p in pads), float(value), name
+
+
+def append(layers: list, inputs: list, converted: Sequence[Any], srcs: Sequence[int]) -> int:
+    """Append the core layers ``converted`` of one framework operation that reads the layers
+    ``srcs``: the first reads ``srcs``, each next one the layer before it. Returns the index
+    of the operation's output (``srcs[0]`` when it has no core layer, as an identity).
+
+    Examples
+    --------
+    >>> layers, inputs = ["conv"], [(-1,)]  # strings stand for core layers here
+    >>> append(layers, inputs, ["bn", "relu"], (0,)), inputs
+    (2, [(-1,), (0,), (1,)])
+    """
+    srcs = tuple(srcs)
+    for layer in converted:
+        layers.append(layer)
+        inputs.append(srcs)
+        srcs = (len(layers) - 1,)
+    return srcs[0]
 
 
 def _reads_relu(layers: list, inputs: list, p: int) -> bool:
@@ -98,12 +118,3 @@ def prune(layers: list, inputs: list, out: int, shape: tuple[int, ...] | None) -
         new_inputs.append(tuple(new_index[q] for q in inputs[i]))
         new_index[i] = len(new_layers) - 1
     return Network(tuple(new_layers), shape, tuple(new_inputs))
-
-
-def refuse(problems: Sequence[str]) -> None:
-    """Raise one ``ValueError`` listing every problem (nothing when there is none)."""
-    if problems:
-        n = len(problems)
-        raise ValueError(
-            f"tropref cannot read this model ({n} problem{'s' if n > 1 else ''}):\n- " + "\n- ".join(problems)
-        )

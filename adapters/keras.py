@@ -18,15 +18,37 @@ given is never modified.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref._array import to_numpy
+from tropref.adapters._layout import (
+    channel_axis,
+    core_batch,
+    host_copy,
+    kernel_from_core,
+    kernel_to_core,
+    shape_from_core,
+    shape_to_core,
+    spatial,
+)
+from tropref.adapters._padding import explicit_padding, from_pairs, padding_keyword, to_pairs
+from tropref.adapters._reading import Pad, append, fold_pads, prune
+from tropref.adapters._refusals import (
+    grouped_convolution,
+    is_relu_variant,
+    reads_several,
+    refuse,
+    relu_variant,
+    relu_variant_classes,
+    returns_input,
+    several_inputs,
+    unsupported,
+)
+from tropref.adapters._round_trip import write_back
 from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
@@ -61,27 +83,6 @@ def _keras() -> Any:
     return keras
 
 
-def _same_padding(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
-    """TensorFlow/Keras ``"same"`` padding ``(before, after)``: the extra pixel goes after."""
-    out = math.ceil(size / s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def _spatial(shape: Sequence[Any], fmt: str) -> tuple[int, int]:
-    return (int(shape[1]), int(shape[2])) if fmt == "channels_last" else (int(shape[2]), int(shape[3]))
-
-
-def _pad4(
-    padding: str, hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], name: str
-) -> tuple[int, int, int, int]:
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        return _same_padding(hw[0], k[0], s[0], d[0]) + _same_padding(hw[1], k[1], s[1], d[1])
-    raise ValueError(f"layer {name!r}: padding={padding!r} is not supported")
-
-
 def _activation(activation: Any, name: str) -> list:
     """The core layers of a Keras activation: ReLU, softmax or nothing (linear)."""
     fn = getattr(activation, "__name__", str(activation))
@@ -91,8 +92,8 @@ def _activation(activation: Any, name: str) -> list:
         return [Softmax(name=f"{name}.softmax")]
     if fn == "linear" or activation is None:
         return []
-    if fn in _RELU_VARIANT_ACTIVATIONS:
-        raise ValueError(f"layer {name!r}: activation {fn!r} is a ReLU variant: tropref merges units of max(x, 0) only")
+    if is_relu_variant(fn):
+        raise ValueError(relu_variant(name, f"activation {fn!r}", _RELU))
     raise ValueError(f"layer {name!r}: activation {fn!r} is not supported (only 'relu', 'softmax' and linear)")
 
 
@@ -163,18 +164,15 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     fmt = data_format_of(model)
     x_in, _x_out = _io(model)
     in_shape = tuple(int(s) for s in x_in.shape[1:])
-    if len(in_shape) == 3:
-        input_shape = (in_shape[2], in_shape[0], in_shape[1]) if fmt == "channels_last" else in_shape
-    elif len(in_shape) == 1:
-        input_shape = in_shape
-    else:
+    if len(in_shape) not in (1, 3):
         raise ValueError(f"model {model.name!r}: input shape {in_shape} is neither (d,) nor an image")
+    input_shape = shape_to_core(in_shape, fmt)
     layers: list = []
     inputs: list[tuple[int, ...]] = []
     problems: list[str] = []
     out = _read_model(model, {id(x_in): -1}, fmt, dtype, layers, inputs, problems)
     if out is not None and out < 0 and not problems:
-        problems.append(f"model {model.name!r} returns its input unchanged: there is nothing to compress")
+        problems.append(returns_input(model.name))
     if not problems:
         layers = fold_pads(layers, inputs, problems)
     refuse(problems)
@@ -217,7 +215,7 @@ def _read_model(
             index[id(t)] = None
             continue
         if isinstance(op, keras.layers.InputLayer):
-            problems.append(f"input {op.name!r}: the model has several inputs; tropref needs one")
+            problems.append(several_inputs(op.name))
             index[id(t)] = None
             continue
         if len(node.output_tensors) != 1:
@@ -243,47 +241,16 @@ def _read_model(
             problems.append(str(exc))
             converted = [Identity(name=op.name)]  # stands in, so that the layers after it are checked too
             srcs = srcs[:1]
-        if isinstance(converted[0] if converted else None, (Add, Concat)):
-            layers.append(converted[0])
-            inputs.append(tuple(srcs))
-            index[id(t)] = len(layers) - 1
-            continue
-        if len(srcs) != 1:
-            problems.append(
-                f"layer {op.name!r} ({type(op).__name__}) reads {len(srcs)} tensors; tropref reads layers of "
-                "one input, "
-                "Add and Concatenate"
-            )
+        joins = isinstance(converted[0] if converted else None, (Add, Concat))
+        if len(srcs) != 1 and not joins:
+            problems.append(reads_several(f"layer {op.name!r}", type(op).__name__, len(srcs), "Add and Concatenate"))
             index[id(t)] = None
             continue
-        prev = srcs[0]
-        for layer in converted:
-            layers.append(layer)
-            inputs.append((prev,))
-            prev = len(layers) - 1
-        index[id(t)] = prev
+        index[id(t)] = append(layers, inputs, converted, srcs)
     return index.get(id(x_out))
 
 
-_RELU_VARIANT_ACTIVATIONS = (
-    "relu6",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "swish",
-    "hard_silu",
-    "hard_swish",
-    "mish",
-    "softplus",
-    "celu",
-    "glu",
-    "hard_sigmoid",
-    "log_sigmoid",
-    "sparse_plus",
-    "squareplus",
-)
+_RELU = "activation='relu' or keras.layers.ReLU()"  # what a ReLU variant's refusal proposes instead
 
 
 def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
@@ -295,7 +262,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     rank = len(shape)
 
     def arr(a: Any) -> np.ndarray:
-        return np.array(a, dtype=dtype, copy=True)
+        return host_copy(a, dtype)
 
     out: list = []
     if isinstance(layer, L.Add):
@@ -303,11 +270,10 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
             raise ValueError(f"layer {name!r} (Add) adds {len(shapes)} tensor")
         return [Add(name=name)]
     if isinstance(layer, L.Concatenate):
-        axis = layer.axis % rank
-        channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
-        if axis != channel_axis:
+        channels = channel_axis(rank, fmt)
+        if layer.axis % rank != channels:
             raise ValueError(
-                f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channel_axis})"
+                f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channels})"
             )
         return [Concat(name=name)]
     if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
@@ -316,9 +282,8 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
             "which channel merging does not handle"
         )
     if isinstance(layer, L.ZeroPadding2D):
-        (t, b), (l, r) = layer.padding
         _check_format(layer, fmt)
-        return [Pad((t, b, l, r), 0.0, name)]
+        return [Pad(from_pairs(layer.padding), 0.0, name)]
     if isinstance(layer, L.Dense):
         if rank != 2:
             raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
@@ -327,16 +292,14 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         return out + _activation(layer.activation, name)
     if isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
         if layer.groups != 1:
-            raise ValueError(
-                f"layer {name!r}: grouped or depthwise convolution (groups={layer.groups}) is not supported"
-            )
+            raise ValueError(grouped_convolution(name, layer.groups))
         _check_format(layer, fmt)
         k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
-        pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, d, name)
+        pad = explicit_padding(layer.padding, spatial(shape, fmt), k, s, d, name)
         w = layer.get_weights()
         out.append(
             Conv2d(
-                arr(np.transpose(w[0], (3, 2, 0, 1))),
+                arr(kernel_to_core(w[0])),
                 arr(w[1]) if layer.use_bias else None,
                 stride=s,
                 padding=pad,
@@ -347,11 +310,10 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         return out + _activation(layer.activation, name)
     if isinstance(layer, L.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-        channel_axis = 1 if rank == 2 else (3 if fmt == "channels_last" else 1)
-        if axis is None or axis % rank != channel_axis:
+        channels = channel_axis(rank, fmt)
+        if axis is None or axis % rank != channels:
             raise ValueError(
-                f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis "
-                f"{channel_axis})"
+                f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channels})"
             )
         w = list(layer.get_weights())
         gamma = arr(w.pop(0)) if layer.scale else None
@@ -359,17 +321,12 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         return [BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name)]
     if isinstance(layer, L.ReLU):
         if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
-            raise ValueError(
-                f"layer {name!r} (ReLU with max_value, negative_slope or threshold) is a ReLU variant: tropref merges "
-                "units of max(x, 0) only"
-            )
+            raise ValueError(relu_variant(name, "ReLU with max_value, negative_slope or threshold", _RELU))
         return [ReLU(name=name)]
     if isinstance(layer, L.Activation):
-        return [replace_name(l, name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
-    if isinstance(layer, (L.LeakyReLU, L.PReLU, L.ELU)):
-        raise ValueError(
-            f"layer {name!r} ({type(layer).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only"
-        )
+        return [replace(l, name=name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
+    if isinstance(layer, relu_variant_classes(L)):
+        raise ValueError(relu_variant(name, type(layer).__name__, _RELU))
     if isinstance(layer, L.Softmax):
         if layer.axis not in (-1, 1) or rank != 2:
             raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
@@ -377,13 +334,13 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
         _check_format(layer, fmt)
         k, s = tuple(layer.pool_size), tuple(layer.strides)
-        pad = _pad4(layer.padding, _spatial(shape, fmt), k, s, (1, 1), name)
+        pad = explicit_padding(layer.padding, spatial(shape, fmt), k, s, (1, 1), name)
         if isinstance(layer, L.MaxPooling2D):
             return [MaxPool2d(k, s, pad, name=name)]
         return [AvgPool2d(k, s, pad, name=name, count_include_pad=False)]
     if isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
         _check_format(layer, fmt)
-        hw = _spatial(shape, fmt)
+        hw = spatial(shape, fmt)
         cls = AvgPool2d if isinstance(layer, L.GlobalAveragePooling2D) else MaxPool2d
         out.append(cls(hw, hw, 0, name=name))
         if not layer.keepdims:
@@ -401,7 +358,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         return [Dropout(float(layer.rate), name=name)]
     if isinstance(layer, L.Rescaling):
         # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
-        C = int(shape[1]) if rank == 2 else int(shape[3] if fmt == "channels_last" else shape[1])
+        C = int(shape[channel_axis(rank, fmt)])
         ones = np.ones(C, dtype=dtype)
         return [
             BatchNorm(
@@ -415,13 +372,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         ]
     if isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
         return [Identity(name=name)]
-    raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by tropref; supported: {SUPPORTED}")
-
-
-def replace_name(layer: Any, name: str) -> Any:
-    from dataclasses import replace
-
-    return replace(layer, name=name)
+    raise ValueError(unsupported(name, type(layer).__name__, SUPPORTED))
 
 
 def _inference_identities(L: Any) -> tuple:
@@ -446,14 +397,15 @@ def _check_format(layer: Any, fmt: str) -> None:
 
 
 def to_core_input(x: Any, data_format: str = "channels_last", dtype: Any = np.float64) -> np.ndarray | None:
-    """Inputs of a Keras model as NCHW NumPy arrays for the core (images transposed)."""
-    if x is None:
-        return None
-    a = x.detach().cpu().numpy() if hasattr(x, "detach") else x  # torch-backend tensors
-    a = np.asarray(a, dtype=dtype)
-    if a.ndim == 4 and data_format == "channels_last":
-        a = np.transpose(a, (0, 3, 1, 2))
-    return a
+    """Inputs of a Keras model as NCHW NumPy arrays for the core (images transposed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_core_input(np.zeros((2, 28, 28, 1))).shape
+    (2, 1, 28, 28)
+    """
+    return core_batch(x, data_format, dtype)
 
 
 def to_keras(net: Network, *, data_format: str = "channels_last", name: str | None = None) -> Any:
@@ -482,9 +434,7 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
     if data_format == "channels_last":
         net = with_flatten_order_everywhere(net, "channels_last")
     shapes = output_shapes(net)
-    in_shape = net.input_shape
-    if len(in_shape) == 3 and data_format == "channels_last":
-        in_shape = (in_shape[1], in_shape[2], in_shape[0])
+    in_shape = shape_from_core(net.input_shape, data_format)
     weights: list = []  # (layer, weights) set after the model is built
     per_layer: list[list] = []
     for i, layer in enumerate(net.layers):
@@ -528,7 +478,6 @@ def _keras_layers(
     """The plain Keras layers computing one core layer on inputs of ``shape_in`` (NCHW);
     their weights are appended to ``weights``. Add and Concat have none here. ``nonneg``:
     the input is a ReLU's output, so a max pooling's padding may be zeros."""
-    from tropref._array import to_numpy
 
     def a(x: Any) -> np.ndarray:
         return np.asarray(to_numpy(x), dtype=np.float32)
@@ -541,11 +490,10 @@ def _keras_layers(
         return [k]
     if isinstance(layer, Conv2d):
         O, _C, kh, kw = (int(s) for s in layer.W.shape)
-        padding = _keras_padding(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
+        padding = padding_keyword(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
         pre = []
         if padding is None:
-            t, b, l, r = layer.padding
-            pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
+            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format)]
             padding = "valid"
         k = L.Conv2D(
             O,
@@ -556,7 +504,7 @@ def _keras_layers(
             data_format=data_format,
             use_bias=layer.b is not None,
         )
-        weights.append((k, [np.transpose(a(layer.W), (2, 3, 1, 0))] + ([a(layer.b)] if layer.b is not None else [])))
+        weights.append((k, [kernel_from_core(a(layer.W))] + ([a(layer.b)] if layer.b is not None else [])))
         return [*pre, k]
     if isinstance(layer, BatchNorm):
         axis = -1 if (not rank4 or data_format == "channels_last") else 1
@@ -577,7 +525,7 @@ def _keras_layers(
     if isinstance(layer, ReLU):
         return [L.ReLU()]
     if isinstance(layer, MaxPool2d):
-        padding = _keras_padding(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
+        padding = padding_keyword(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
         is_avg = isinstance(layer, AvgPool2d)
         if padding == "same" and is_avg and layer.count_include_pad:
             padding = None  # Keras "same" average pooling does not count the padding
@@ -587,8 +535,7 @@ def _keras_layers(
                 raise ValueError(
                     f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent"
                 )
-            t, b, l, r = layer.padding
-            pre = [L.ZeroPadding2D(((t, b), (l, r)), data_format=data_format)]
+            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format)]
             padding = "valid"
         cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
         return [*pre, cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format)]
@@ -605,15 +552,6 @@ def _keras_layers(
     if isinstance(layer, (Add, Concat)):
         return []
     return [L.Identity()]
-
-
-def _keras_padding(pad: tuple[int, int, int, int], hw: Any, k: Any, s: Any, d: Any) -> str | None:
-    """``"valid"``, ``"same"`` or None (needs an explicit ZeroPadding2D)."""
-    if not any(pad):
-        return "valid"
-    if hw is not None and pad == _same_padding(hw[0], k[0], s[0], d[0]) + _same_padding(hw[1], k[1], s[1], d[1]):
-        return "same"
-    return None
 
 
 def compress(
@@ -658,7 +596,4 @@ def compress(
         data=to_core_input(data, fmt, dtype),
         **options,
     )
-    t1 = time.perf_counter()
-    out = to_keras(new, data_format=fmt, name=None)
-    steps = {"export": t_export, **report.steps, "import": time.perf_counter() - t1}
-    return out, replace(report, steps=steps, time_s=time.perf_counter() - t0)
+    return write_back(new, report, lambda new: to_keras(new, data_format=fmt, name=None), t0, t_export)

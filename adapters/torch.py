@@ -20,12 +20,25 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from tropref.adapters._reading import Pad, fold_pads, prune, refuse
+from tropref._array import to_numpy
+from tropref.adapters._layout import core_batch, host_copy
+from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
+from tropref.adapters._reading import Pad, append, fold_pads, prune
+from tropref.adapters._refusals import (
+    grouped_convolution,
+    reads_several,
+    refuse,
+    relu_variant,
+    relu_variant_classes,
+    returns_input,
+    several_inputs,
+    unsupported,
+)
+from tropref.adapters._round_trip import write_back
 from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
@@ -57,55 +70,42 @@ def _torch() -> Any:
     return torch
 
 
-def _np(t: Any, dtype: Any) -> np.ndarray | None:
-    if t is None:
-        return None
-    return t.detach().cpu().numpy().astype(dtype, copy=True)
-
-
 def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
-    """A batch of inputs (tensor or array) as a NumPy array for the core, or None."""
-    if x is None:
-        return None
-    torch = _torch()
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy().astype(dtype)
-    return np.asarray(x, dtype=dtype)
+    """A batch of inputs (tensor or array, NCHW) as a NumPy array for the core, or None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> to_numpy_input(torch.ones(2, 3)).dtype
+    dtype('float64')
+    """
+    return core_batch(x, "channels_first", dtype)
 
 
 # --------------------------------------------------------------------------- export
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _convert_module(name: str, m: Any, dtype: Any) -> list:
     nn = _torch().nn
     if isinstance(m, nn.Linear):
-        return [Dense(_np(m.weight, dtype), _np(m.bias, dtype), name=name)]
+        return [Dense(host_copy(m.weight, dtype), host_copy(m.bias, dtype), name=name)]
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
-            raise ValueError(f"layer {name!r}: grouped or depthwise convolution (groups={m.groups}) is not supported")
+            raise ValueError(grouped_convolution(name, m.groups))
         if m.padding_mode != "zeros":
             raise ValueError(f"layer {name!r}: padding_mode={m.padding_mode!r} is not supported (only zero padding)")
-        kh, kw = m.kernel_size
-        if isinstance(m.padding, str):
-            if m.padding == "valid":
-                pad = (0, 0, 0, 0)
-            else:  # "same" (stride 1): PyTorch puts the odd extra pixel at the end
-                th, tw = m.dilation[0] * (kh - 1), m.dilation[1] * (kw - 1)
-                pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        if isinstance(m.padding, str):  # PyTorch has "same" at stride 1 only: the input size does not matter
+            pad = explicit_padding(m.padding, None, m.kernel_size, m.stride, m.dilation, name)
         else:
-            ph, pw = _pair(m.padding)
+            ph, pw = pair(m.padding)
             pad = (ph, ph, pw, pw)
         return [
             Conv2d(
-                _np(m.weight, dtype),
-                _np(m.bias, dtype),
-                stride=_pair(m.stride),
+                host_copy(m.weight, dtype),
+                host_copy(m.bias, dtype),
+                stride=pair(m.stride),
                 padding=pad,
-                dilation=_pair(m.dilation),
+                dilation=pair(m.dilation),
                 name=name,
             )
         ]
@@ -116,10 +116,10 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
             )
         return [
             BatchNorm(
-                _np(m.running_mean, dtype),
-                _np(m.running_var, dtype),
-                _np(m.weight, dtype),
-                _np(m.bias, dtype),
+                host_copy(m.running_mean, dtype),
+                host_copy(m.running_var, dtype),
+                host_copy(m.weight, dtype),
+                host_copy(m.bias, dtype),
                 eps=m.eps,
                 name=name,
             )
@@ -127,7 +127,7 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     if isinstance(m, nn.ReLU):
         return [ReLU(name=name)]
     if isinstance(m, nn.MaxPool2d):
-        if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+        if pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
             raise ValueError(f"layer {name!r}: MaxPool2d with dilation, ceil_mode or return_indices is not supported")
         return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name)]
     if isinstance(m, nn.AvgPool2d):
@@ -149,33 +149,10 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         return [_Adaptive(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
     if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
-        left, right, top, bottom = (int(v) for v in m.padding)
-        return [Pad((top, bottom, left, right), float(m.value), name)]
-    if isinstance(m, RELU_VARIANTS(nn)):
-        raise ValueError(
-            f"layer {name!r} ({type(m).__name__}) is a ReLU variant: tropref merges units of max(x, 0) only; "
-            "replace it by nn.ReLU (and retrain or fine-tune) to compress this model"
-        )
-    raise ValueError(f"layer {name!r} ({type(m).__name__}) is not supported by tropref; supported: {SUPPORTED}")
-
-
-def RELU_VARIANTS(nn: Any) -> tuple:
-    """Activations that look like ReLU but are not ``max(x, 0)``: named in the refusals."""
-    return (
-        nn.ReLU6,
-        nn.LeakyReLU,
-        nn.PReLU,
-        nn.RReLU,
-        nn.ELU,
-        nn.SELU,
-        nn.CELU,
-        nn.GELU,
-        nn.SiLU,
-        nn.Hardswish,
-        nn.Hardtanh,
-        nn.Mish,
-        nn.Softplus,
-    )
+        return [Pad(from_lrtb(m.padding), float(m.value), name)]
+    if isinstance(m, relu_variant_classes(nn)):
+        raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
+    raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
 
 
 class _Adaptive:
@@ -218,9 +195,9 @@ class _Adaptive:
 
 
 def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, **kw: Any) -> MaxPool2d:
-    k = _pair(kernel)
-    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else _pair(stride)
-    ph, pw = _pair(padding)
+    k = pair(kernel)
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else pair(stride)
+    ph, pw = pair(padding)
     return cls(k, s, (ph, ph, pw, pw), name=name, **kw)
 
 
@@ -410,7 +387,7 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
     for node in graph.nodes:
         if node.op == "placeholder":
             if -1 in index.values():
-                problems.append(f"input {node.name!r}: the model has several inputs; tropref needs one")
+                problems.append(several_inputs(node.name))
             index[node] = -1
             continue
         if node.op == "get_attr":
@@ -439,10 +416,8 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
             else:
                 if len(ins) != 1:
                     what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node.target)
-                    raise ValueError(
-                        f"node {node.name!r} ({what}) reads {len(ins)} tensors; tropref reads layers of one input, "
-                        "additions and concatenations"
-                    )
+                    joins = "additions and concatenations"
+                    raise ValueError(reads_several(f"node {node.name!r}", what, len(ins), joins))
                 converted = (
                     _convert_module(str(node.target), model.get_submodule(node.target), dtype)
                     if node.op == "call_module"
@@ -455,13 +430,9 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
             srcs = tuple(index[n] for n in ins[:1])
             if not srcs:
                 continue
-        for layer in converted:
-            layers.append(layer)
-            inputs.append(srcs)
-            srcs = (len(layers) - 1,)
-        index[node] = srcs[0] if converted else index[ins[0]]
+        index[node] = append(layers, inputs, converted, srcs)
     if out_index is not None and out_index < 0 and not problems:
-        problems.append("the model returns its input unchanged: there is nothing to compress")
+        problems.append(returns_input())
     return layers, inputs, problems, out_index
 
 
@@ -591,8 +562,6 @@ def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
     fk = {"dtype": dtype, "device": device}
 
     def t(a: Any) -> Any:
-        from tropref._array import to_numpy
-
         h = to_numpy(a)  # copied once, by the copy_ below (not here as well)
         return torch.as_tensor(h if h.flags.writeable else np.array(h), dtype=dtype, device=device)
 
@@ -603,16 +572,15 @@ def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
             m.bias.copy_(t(layer.b))
         return [m]
     if isinstance(layer, Conv2d):
-        top, bottom, left, right = layer.padding
-        sym = top == bottom and left == right
-        pre = [] if sym else [nn.ZeroPad2d((left, right, top, bottom))]
+        sym = symmetric(layer.padding)
+        pre = [] if sym else [nn.ZeroPad2d(to_lrtb(layer.padding))]
         O, C, kh, kw = (int(s) for s in layer.W.shape)
         m = nn.Conv2d(
             C,
             O,
             (kh, kw),
             stride=layer.stride,
-            padding=(top, left) if sym else 0,
+            padding=sym or 0,
             dilation=layer.dilation,
             bias=layer.b is not None,
             **fk,
@@ -685,15 +653,16 @@ def _module_name(name: str, used: set[str]) -> str:
 
 
 def _torch_pool(nn: Any, layer: MaxPool2d) -> list:
-    top, bottom, left, right = layer.padding
-    sym = top == bottom and left == right and 2 * top <= layer.kernel[0] and 2 * left <= layer.kernel[1]
+    sym = symmetric(layer.padding)
+    if sym and (2 * sym[0] > layer.kernel[0] or 2 * sym[1] > layer.kernel[1]):
+        sym = None  # PyTorch's pooling pads at most half its kernel
     is_avg = isinstance(layer, AvgPool2d)
     pre: list = []
     if layer.padded and not sym:
         if is_avg and not layer.count_include_pad:
             raise ValueError(f"AvgPool2d {layer.name!r}: asymmetric padding without counting it has no PyTorch layer")
-        pre = [nn.ConstantPad2d((left, right, top, bottom), 0.0 if is_avg else float("-inf"))]
-    pad = (top, left) if sym else 0
+        pre = [nn.ConstantPad2d(to_lrtb(layer.padding), 0.0 if is_avg else float("-inf"))]
+    pad = sym or 0
     if is_avg:
         return [*pre, nn.AvgPool2d(layer.kernel, layer.stride, pad, count_include_pad=layer.count_include_pad)]
     return [*pre, nn.MaxPool2d(layer.kernel, layer.stride, pad)]
@@ -757,7 +726,4 @@ def compress(
         data=to_numpy_input(data, dtype),
         **options,
     )
-    t1 = time.perf_counter()
-    out = to_torch(new, dtype=out_dtype, device=out_device)
-    steps = {"export": t_export, **report.steps, "import": time.perf_counter() - t1}
-    return out, replace(report, steps=steps, time_s=time.perf_counter() - t0)
+    return write_back(new, report, lambda new: to_torch(new, dtype=out_dtype, device=out_device), t0, t_export)

@@ -1,0 +1,142 @@
+"""What the PyTorch and Keras adapters share (``tropref.adapters._padding``, ``_layout``,
+``_refusals``, ``_reading``, ``_round_trip``): the padding rules against the frameworks' own
+padding, the layout transposes against the frameworks' own convolutions, and the list of
+ReLU variants against the names the frameworks really have."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from helpers import run_doctests
+
+# Keras reads these on first import: set them before it is imported anywhere in this process.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="tropref-keras-"))
+
+torch = pytest.importorskip("torch")  # a guard only: CI installs torch and keras and runs these tests
+F = torch.nn.functional
+
+from tropref.adapters._layout import (  # noqa: E402
+    core_batch,
+    kernel_from_core,
+    kernel_to_core,
+    shape_from_core,
+    shape_to_core,
+)
+from tropref.adapters._padding import (  # noqa: E402
+    explicit_padding,
+    from_lrtb,
+    from_pairs,
+    padding_keyword,
+    same_padding,
+    to_lrtb,
+    to_pairs,
+)
+from tropref.adapters._refusals import RELU_VARIANTS, is_relu_variant, relu_variant_classes  # noqa: E402
+
+SHARED = ["_padding", "_layout", "_refusals", "_reading", "_round_trip"]
+# (input size, kernel, stride, dilation): odd and even sizes, strides that do and do not divide them
+AXES = [
+    (s, k, st, d) for s, k, st, d in itertools.product((7, 8, 11), (1, 2, 3, 5), (1, 2, 3), (1, 2)) if st == 1 or d == 1
+]
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_docstring_examples(name):
+    run_doctests(importlib.import_module(f"tropref.adapters.{name}"))
+
+
+@pytest.mark.parametrize(("size", "k", "s", "d"), AXES)
+def test_same_padding_gives_ceil_size_over_stride_outputs(size, k, s, d):
+    before, after = same_padding(size, k, s, d)
+    assert 0 <= before <= after <= before + 1  # the odd pixel goes after
+    assert (size + before + after - (k - 1) * d - 1) // s + 1 == -(-size // s)
+
+
+# PyTorch warns that even kernels make it copy the input to pad it: the case under test
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+@pytest.mark.parametrize(("k", "d"), list(itertools.product((1, 2, 3, 4, 5), (1, 2))))
+def test_torch_same_padding_is_the_shared_rule(k, d):
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 2, 9, 8), torch.randn(3, 2, k, k + 1)
+    pad = explicit_padding("same", None, (k, k + 1), (1, 1), (d, d), "conv")
+    want = F.conv2d(x, w, padding="same", dilation=d)
+    got = F.conv2d(F.pad(x, to_lrtb(pad)), w, dilation=d)
+    torch.testing.assert_close(got, want)
+
+
+def test_pad_orders_are_inverse():
+    pad = (1, 2, 3, 4)
+    assert from_lrtb(to_lrtb(pad)) == pad
+    assert from_pairs(to_pairs(pad)) == pad
+    x = torch.zeros(1, 1, 5, 6)
+    assert tuple(torch.nn.ZeroPad2d(to_lrtb(pad))(x).shape[2:]) == (5 + 1 + 2, 6 + 3 + 4)
+
+
+@pytest.mark.parametrize(("size", "k", "s", "d"), AXES)
+def test_padding_keyword_reads_back_explicit_padding(size, k, s, d):
+    hw, kk, ss, dd = (size, size + 1), (k, k), (s, s), (d, d)
+    same = explicit_padding("same", hw, kk, ss, dd, "conv")
+    assert padding_keyword(same, hw, kk, ss, dd) == ("same" if any(same) else "valid")
+    assert padding_keyword((0, 0, 0, 0), hw, kk, ss, dd) == "valid"
+    assert padding_keyword(tuple(p + 1 for p in same), hw, kk, ss, dd) is None
+
+
+def test_unknown_padding_word_is_refused_naming_the_layer():
+    with pytest.raises(ValueError, match=r"'c1': padding='causal'"):
+        explicit_padding("causal", (5, 5), (3, 3), (1, 1), (1, 1), "c1")
+    with pytest.raises(ValueError, match="stride 2"):
+        same_padding(None, 3, 2)
+
+
+def test_layout_transposes_are_inverse():
+    w = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(kernel_from_core(kernel_to_core(w)), w)
+    assert shape_from_core(shape_to_core((5, 6, 3), "channels_last"), "channels_last") == (5, 6, 3)
+    assert shape_to_core((3, 5, 6), "channels_first") == (3, 5, 6)
+    x = torch.randn(2, 5, 6, 3, requires_grad=True)
+    a = core_batch(x, "channels_last", np.float32)
+    assert a.dtype == np.float32
+    np.testing.assert_array_equal(a, x.detach().permute(0, 3, 1, 2).numpy())
+    assert core_batch(None) is None
+
+
+def test_relu_variants_name_real_activations():
+    """Every name is a PyTorch class or a Keras activation or layer (a typo would refuse nothing)."""
+    keras = pytest.importorskip("keras")
+    torch_names = {c.__name__ for c in relu_variant_classes(torch.nn)}
+    keras_names = {c.__name__ for c in relu_variant_classes(keras.layers)}
+    keras_names |= {n for n in dir(keras.activations) if is_relu_variant(n)}
+    found = {n.lower().replace("_", "") for n in torch_names | keras_names}
+    assert found == RELU_VARIANTS
+    assert {"ReLU6", "LeakyReLU", "GELU", "SiLU"} <= torch_names
+    assert not any(is_relu_variant(n) for n in ("ReLU", "relu", "softmax", "linear"))
+
+
+@pytest.mark.slow  # importing Keras and building models takes seconds
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+@pytest.mark.parametrize(("size", "k", "s"), [(7, 3, 2), (8, 3, 2), (8, 4, 3), (11, 5, 2), (9, 2, 1)])
+def test_keras_same_convolution_is_explicit_padding_and_the_core_layout(size, k, s):
+    """Keras's ``"same"`` equals the shared padding amounts, and its HWIO kernel on NHWC data
+    equals the transposed OIHW kernel on NCHW data (PyTorch's convolution, the core's layout)."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(size * k * s)
+    x = rng.normal(size=(2, size, size + 1, 3)).astype(np.float32)
+    conv = keras.layers.Conv2D(4, k, strides=s, padding="same", use_bias=False)
+    want = np.asarray(keras.ops.convert_to_numpy(conv(x)))
+    pad = explicit_padding("same", (size, size + 1), (k, k), (s, s), (1, 1), "conv")
+    valid = keras.Sequential([keras.layers.ZeroPadding2D(to_pairs(pad)), keras.layers.Conv2D(4, k, strides=s)])
+    valid.build((None, size, size + 1, 3))
+    valid.layers[-1].set_weights([conv.get_weights()[0], np.zeros(4, np.float32)])
+    np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(valid(x))), want, atol=1e-5)
+    core = F.conv2d(
+        F.pad(torch.from_numpy(core_batch(x, "channels_last", np.float32)), to_lrtb(pad)),
+        torch.from_numpy(np.ascontiguousarray(kernel_to_core(conv.get_weights()[0]))),
+        stride=s,
+    )
+    np.testing.assert_allclose(core.permute(0, 2, 3, 1).numpy(), want, atol=1e-5)
