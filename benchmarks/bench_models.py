@@ -35,8 +35,6 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 TOOLS = ("tropref-l1", "tropref-tropnnc", "torch-pruning")
 MODELS = ("alexnet", "vgg11_bn", "vgg16", "resnet18", "resnet50")
 
@@ -250,8 +248,7 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
     out = {"model": model_name, "tool": tool, "params_before": before, "model_rss_mb": rss_model}
     try:
         if tool.startswith("tropref-"):
-            sys.path.insert(0, ROOT)
-            from adapters.torch import compress
+            from tropref.adapters.torch import compress
 
             t = time.perf_counter()
             small, report = compress(

@@ -4,7 +4,7 @@ One run of either is one draw of a random variable; this prints, over ``--seeds`
 the mean and best final objective (weighted within-cluster sum of squares) of
 ``sklearn.cluster.KMeans(init="k-means++", n_init=1)``, of ``tropref.cluster.kmeans`` with
 ``n_init=1`` and of ``tropref.cluster.kmeans`` with its default ``n_init=3``, on the
-TropNNC problems of ``bench_cluster.py`` (same ``max_iter`` and ``tol``).
+TropNNC problems of ``layer_cases.py`` (same ``max_iter`` and ``tol``).
 
     python benchmarks/bench_quality.py
 """
@@ -12,16 +12,10 @@ TropNNC problems of ``bench_cluster.py`` (same ``max_iter`` and ``tol``).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench_cluster import layer_problem
+from layer_cases import layer_problem
 
 from tropref.cluster import kmeans
 

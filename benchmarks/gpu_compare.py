@@ -13,16 +13,11 @@ difference of the objectives. Exit status 1 if an objective differs by more than
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench_cluster import CASES, LAYERS, QUICK, layer_problem
+from layer_cases import CASES, LAYERS, QUICK, layer_problem
 
 from tropref import cluster
 

@@ -12,11 +12,7 @@ loose) and the measured change; writes demo.md, demo.json and demo.png to ``--ou
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tropref.experiments import demo
 

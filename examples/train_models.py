@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tropref.data import load_fashion_mnist, to_float
 
-from tropref.data import load_fashion_mnist, to_float  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout, whose tropref/assets/ the models are written to
 
 SEED = 0
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs these tests
 nn = torch.nn
 F = torch.nn.functional
-sys.path.insert(0, os.path.dirname(__file__))
 
 from torch_resnets import PreActResNet, randomise_batchnorm, resnet18, resnet50  # noqa: E402
 
