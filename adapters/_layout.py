@@ -9,7 +9,7 @@ array to the host), and every transpose between the two layouts is written here 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from tropref._array import to_numpy
 __all__ = [
     "host_copy",
     "core_batch",
+    "core_dtype",
     "kernel_to_core",
     "kernel_from_core",
     "shape_to_core",
@@ -75,6 +76,19 @@ def core_batch(x: Any, data_format: str = "channels_first", dtype: Any = np.floa
     if a.ndim == 4 and data_format == "channels_last":
         a = np.transpose(a, _NHWC_TO_NCHW)
     return a
+
+
+def core_dtype(dtypes: Iterable[Any]) -> type:
+    """The dtype the core computes in for a model whose weights have ``dtypes`` (any
+    framework's): float64 when one of them is float64, else float32 (the core computes in
+    float32 or float64 only, so float16 and bfloat16 models compute in float32).
+
+    Examples
+    --------
+    >>> core_dtype(["torch.float64"]).__name__, core_dtype(["float16", "float32"]).__name__
+    ('float64', 'float32')
+    """
+    return np.float64 if any(str(d).rsplit(".", 1)[-1] == "float64" for d in dtypes) else np.float32
 
 
 def kernel_to_core(w: np.ndarray) -> np.ndarray:

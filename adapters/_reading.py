@@ -5,19 +5,21 @@ layers it reads (``-1``: the model's input). Explicit padding layers (PyTorch's
 ``ZeroPad2d``/``ConstantPad2d``, Keras's ``ZeroPadding2D``) have no core layer: they are read
 as :class:`Pad` and folded into the one convolution or pooling that reads them
 (:func:`fold_pads`). Every problem found on the way is collected, so that one error lists
-every obstacle of a model (:func:`tropref.adapters._refusals.refuse`).
+every obstacle of a model (:func:`finish_reading`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, ReLU
+from tropref.adapters._graph import reads_relu
+from tropref.adapters._refusals import refuse
+from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, output_shapes
 
-__all__ = ["Pad", "append", "fold_pads", "prune"]
+__all__ = ["Pad", "append", "fold_pads", "prune", "finish_reading"]
 
 
 class Pad:
@@ -44,14 +46,6 @@ def append(layers: list, inputs: list, converted: Sequence[Any], srcs: Sequence[
         inputs.append(srcs)
         srcs = (len(layers) - 1,)
     return srcs[0]
-
-
-def _reads_relu(layers: list, inputs: list, p: int) -> bool:
-    """Whether the input of layer ``p`` is a ReLU's output (so it is >= 0)."""
-    (q,) = inputs[p]
-    while q >= 0 and isinstance(layers[q], Identity):
-        (q,) = inputs[q]
-    return q >= 0 and isinstance(layers[q], ReLU)
 
 
 def fold_pads(layers: list, inputs: list, problems: list[str]) -> list:
@@ -82,7 +76,7 @@ def fold_pads(layers: list, inputs: list, problems: list[str]) -> list:
             target = replace(target, count_include_pad=True)
             ok = True
         elif type(target) is MaxPool2d and (
-            layer.value == -math.inf or (layer.value == 0.0 and _reads_relu(layers, inputs, p))
+            layer.value == -math.inf or (layer.value == 0.0 and reads_relu(layers, inputs.__getitem__, p))
         ):
             ok = (
                 max(t + target.padding[0], b + target.padding[1]) < target.kernel[0]
@@ -118,3 +112,45 @@ def prune(layers: list, inputs: list, out: int, shape: tuple[int, ...] | None) -
         new_inputs.append(tuple(new_index[q] for q in inputs[i]))
         new_index[i] = len(new_layers) - 1
     return Network(tuple(new_layers), shape, tuple(new_inputs))
+
+
+def finish_reading(
+    layers: list,
+    inputs: list,
+    out: int | None,
+    shape: tuple[int, ...] | None,
+    problems: list[str],
+    resolve: Callable[[list, list, list[str]], None] | None = None,
+) -> Network:
+    """The network read from a model whose output is layer ``out``: explicit padding folded
+    (:func:`fold_pads`), then ``resolve(layers, inputs, problems)`` (an adapter's last step
+    on the layers, in place), every problem raised at once, and the network of the layers
+    the output depends on, for one sample of ``shape`` (None: unknown).
+
+    Raises
+    ------
+    ValueError
+        Listing every problem, collected while the model was read and here; or naming the
+        dense layer whose input size does not match ``shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Dense, ReLU
+    >>> layers, inputs = [Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4)))], [(-1,), (0,), (1,)]
+    >>> [type(l).__name__ for l in finish_reading(layers, inputs, 1, (3,), [])]
+    ['Dense', 'ReLU']
+    >>> finish_reading(layers, inputs, 2, (5,), [])
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 0 (Dense) expects (3,) inputs, gets (5,)...
+    """
+    if out is not None and not problems:
+        layers = fold_pads(layers, inputs, problems)
+    if out is not None and not problems and resolve is not None:
+        resolve(layers, inputs, problems)
+    refuse(problems)
+    net = prune(layers, inputs, out, shape)
+    if shape is not None:
+        output_shapes(net)  # a dense layer whose input size does not match is named here
+    return net

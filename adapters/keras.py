@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from tropref._array import to_numpy
+from tropref.adapters._graph import reads_relu, run_graph
 from tropref.adapters._layout import (
     channel_axis,
     core_batch,
+    core_dtype,
     host_copy,
     kernel_from_core,
     kernel_to_core,
@@ -36,12 +38,11 @@ from tropref.adapters._layout import (
     spatial,
 )
 from tropref.adapters._padding import explicit_padding, from_pairs, padding_keyword, to_pairs
-from tropref.adapters._reading import Pad, append, fold_pads, prune
+from tropref.adapters._reading import Pad, append, finish_reading
 from tropref.adapters._refusals import (
     grouped_convolution,
     is_relu_variant,
     reads_several,
-    refuse,
     relu_variant,
     relu_variant_classes,
     returns_input,
@@ -173,12 +174,7 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     out = _read_model(model, {id(x_in): -1}, fmt, dtype, layers, inputs, problems)
     if out is not None and out < 0 and not problems:
         problems.append(returns_input(model.name))
-    if not problems:
-        layers = fold_pads(layers, inputs, problems)
-    refuse(problems)
-    net = prune(layers, inputs, out, input_shape)
-    output_shapes(net)  # a dense layer whose input size does not match is named here
-    return net
+    return finish_reading(layers, inputs, out, input_shape, problems)
 
 
 def _read_model(
@@ -440,36 +436,30 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
     for i, layer in enumerate(net.layers):
         src = net.sources(i)[0]
         shape_in = net.input_shape if src < 0 else shapes[src]
-        per_layer.append(_keras_layers(L, layer, shape_in, data_format, weights, _after_relu(net, i)))
+        per_layer.append(
+            _keras_layers(L, layer, shape_in, data_format, weights, reads_relu(net.layers, net.sources, i))
+        )
     if net.is_chain:
         model = keras.Sequential([keras.Input(shape=in_shape)] + [k for ks in per_layer for k in ks], name=name)
     else:
-        x = keras.Input(shape=in_shape)
-        values = {-1: x}
-        for i, (layer, ks) in enumerate(zip(net.layers, per_layer, strict=False)):
-            srcs = [values[p] for p in net.sources(i)]
+
+        def step(i: int, srcs: list) -> Any:
+            layer = net.layers[i]
             if isinstance(layer, Add):
-                v = L.Add(name=layer.name)(srcs)
-            elif isinstance(layer, Concat):
-                rank4 = len(shapes[i]) == 3
-                v = L.Concatenate(axis=1 if rank4 and data_format == "channels_first" else -1, name=layer.name)(srcs)
-            else:
-                v = srcs[0]
-                for k in ks:
-                    v = k(v)
-            values[i] = v
-        model = keras.Model(x, values[len(net.layers) - 1], name=name)
+                return L.Add(name=layer.name)(srcs)
+            if isinstance(layer, Concat):
+                axis = channel_axis(len(shapes[i]) + 1, data_format)
+                return L.Concatenate(axis=axis, name=layer.name)(srcs)
+            v = srcs[0]
+            for k in per_layer[i]:
+                v = k(v)
+            return v
+
+        x = keras.Input(shape=in_shape)
+        model = keras.Model(x, run_graph(net, x, step), name=name)
     for k, w in weights:
         k.set_weights(w)
     return model
-
-
-def _after_relu(net: Network, i: int) -> bool:
-    """Whether layer ``i`` reads a ReLU's output (through identities and dropout)."""
-    (p,) = net.sources(i)[:1]
-    while p >= 0 and isinstance(net.layers[p], (Identity, Dropout)):
-        (p,) = net.sources(p)
-    return p >= 0 and isinstance(net.layers[p], ReLU)
 
 
 def _keras_layers(
@@ -583,8 +573,8 @@ def compress(
     """
     t0 = time.perf_counter()
     fmt = data_format_of(model)
-    if dtype is None:  # the model's own precision (the core computes in float32 or float64)
-        dtype = np.float64 if any(str(w.dtype) == "float64" for w in model.weights) else np.float32
+    if dtype is None:  # the model's own precision
+        dtype = core_dtype(w.dtype for w in model.weights)
     net = from_keras(model, dtype=dtype)
     t_export = time.perf_counter() - t0
     new, report = compress_network(

@@ -20,18 +20,19 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from tropref._array import to_numpy
-from tropref.adapters._layout import core_batch, host_copy
+from tropref.adapters._graph import run_graph
+from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
-from tropref.adapters._reading import Pad, append, fold_pads, prune
+from tropref.adapters._reading import Pad, append, finish_reading
 from tropref.adapters._refusals import (
     grouped_convolution,
     reads_several,
-    refuse,
     relu_variant,
     relu_variant_classes,
     returns_input,
@@ -55,7 +56,6 @@ from tropref.network import (
     ReLU,
     Softmax,
     node_output_shape,
-    output_shapes,
 )
 from tropref.network_compression import NetworkReport, compress_network
 
@@ -364,15 +364,7 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
         ) from exc
     layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
-    if out_index is not None and not problems:
-        layers = fold_pads(layers, inputs, problems)
-    if not problems and out_index is not None:
-        _resolve_adaptive(layers, inputs, shape, problems)
-    refuse(problems)
-    net = prune(layers, inputs, out_index, shape)
-    if shape is not None:
-        output_shapes(net)  # a dense layer whose input size does not match is named here
-    return net
+    return finish_reading(layers, inputs, out_index, shape, problems, partial(_resolve_adaptive, shape))
 
 
 def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[str], int | None]:
@@ -462,7 +454,7 @@ def _convert_cat(node: Any, ins: list) -> list:
     return [Concat(name=node.name)]
 
 
-def _resolve_adaptive(layers: list, inputs: list, shape: tuple[int, ...] | None, problems: list[str]) -> None:
+def _resolve_adaptive(shape: tuple[int, ...] | None, layers: list, inputs: list, problems: list[str]) -> None:
     """Adaptive poolings as fixed ones for the input size ``shape`` (in place)."""
     for p, layer in enumerate(layers):
         if not isinstance(layer, _Adaptive):
@@ -619,24 +611,25 @@ def _graph_module(net: Network, mods: list[list]) -> Any:
     fx = torch.fx
     root = torch.nn.Module()
     graph = fx.Graph()
-    values: dict[int, Any] = {-1: graph.placeholder("x")}
     used: set[str] = set()
-    for i, (layer, ms) in enumerate(zip(net.layers, mods, strict=False)):
-        srcs = [values[p] for p in net.sources(i)]
+
+    def step(i: int, srcs: list) -> Any:
+        layer = net.layers[i]
         if isinstance(layer, Add):
             v = srcs[0]
             for other in srcs[1:]:
                 v = graph.call_function(operator.add, (v, other))
-        elif isinstance(layer, Concat):
-            v = graph.call_function(torch.cat, (srcs, 1))
-        else:
-            v = srcs[0]
-            for m in ms:
-                name = _module_name(getattr(layer, "name", None) or f"layer{i}", used)
-                root.add_module(name, m)
-                v = graph.call_module(name, (v,))
-        values[i] = v
-    graph.output(values[len(net.layers) - 1])
+            return v
+        if isinstance(layer, Concat):
+            return graph.call_function(torch.cat, (srcs, 1))
+        v = srcs[0]
+        for m in mods[i]:
+            name = _module_name(getattr(layer, "name", None) or f"layer{i}", used)
+            root.add_module(name, m)
+            v = graph.call_module(name, (v,))
+        return v
+
+    graph.output(run_graph(net, graph.placeholder("x"), step))
     return fx.GraphModule(root, graph, class_name="TroprefGraph").eval()
 
 
@@ -713,8 +706,8 @@ def compress(
     params = list(model.parameters())
     out_dtype = params[0].dtype if params else torch.float32
     out_device = params[0].device if params else None
-    if dtype is None:  # the model's own precision (the core computes in float32 or float64)
-        dtype = np.float64 if out_dtype == torch.float64 else np.float32
+    if dtype is None:  # the model's own precision
+        dtype = core_dtype([out_dtype])
     net = from_torch(model, input_shape=input_shape, dtype=dtype)
     t_export = time.perf_counter() - t0
     new, report = compress_network(

@@ -39,7 +39,7 @@ from tropref.adapters._padding import (  # noqa: E402
 )
 from tropref.adapters._refusals import RELU_VARIANTS, is_relu_variant, relu_variant_classes  # noqa: E402
 
-SHARED = ["_padding", "_layout", "_refusals", "_reading", "_round_trip"]
+SHARED = ["_padding", "_layout", "_refusals", "_graph", "_reading", "_round_trip"]
 # (input size, kernel, stride, dilation): odd and even sizes, strides that do and do not divide them
 AXES = [
     (s, k, st, d) for s, k, st, d in itertools.product((7, 8, 11), (1, 2, 3, 5), (1, 2, 3), (1, 2)) if st == 1 or d == 1
@@ -140,3 +140,21 @@ def test_keras_same_convolution_is_explicit_padding_and_the_core_layout(size, k,
         stride=s,
     )
     np.testing.assert_allclose(core.permute(0, 2, 3, 1).numpy(), want, atol=1e-5)
+
+
+def test_zero_padding_before_max_pooling_of_relu_output_through_dropout_is_folded():
+    """A ZeroPad2d after ReLU and Dropout (an identity at inference) pads non-negative values,
+    so it folds into the max pooling: the same output, and no padding layer left."""
+    from tropref.adapters.torch import from_torch
+    from tropref.network import MaxPool2d, forward
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Dropout(0.3), nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(2))
+    model.eval()
+    x = torch.randn(4, 2, 8, 8)
+    net = from_torch(model, input_shape=(2, 8, 8))
+    (pool,) = [layer for layer in net.layers if isinstance(layer, MaxPool2d)]
+    assert pool.padding == (0, 1, 0, 1)
+    with torch.no_grad():
+        np.testing.assert_allclose(forward(net, x.numpy()), model(x).numpy(), atol=1e-6)
