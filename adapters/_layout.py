@@ -36,6 +36,8 @@ _OIHW_TO_HWIO = (2, 3, 1, 0)
 def _on_host(x: Any) -> Any:
     """``x`` as a NumPy-convertible value: framework tensors and array-API arrays through
     :func:`~tropref._array.to_numpy`, anything else (lists, NumPy arrays) as given."""
+    if hasattr(x, "detach") and str(x.dtype).endswith("bfloat16"):
+        x = x.detach().float()  # NumPy has no bfloat16; float32 holds every bfloat16 value exactly
     if hasattr(x, "detach") or hasattr(x, "__dlpack__"):
         return to_numpy(x)
     return x

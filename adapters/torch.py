@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tropref._array import to_numpy
+from tropref.adapters._adaptive import AdaptivePool, resolve_adaptive
 from tropref.adapters._graph import run_graph
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
@@ -55,7 +56,6 @@ from tropref.network import (
     Network,
     ReLU,
     Softmax,
-    node_output_shape,
 )
 from tropref.network_compression import NetworkReport, compress_network
 
@@ -147,51 +147,12 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     if isinstance(m, nn.Softmax) and m.dim in (1, -1):
         return [Softmax(name=name)]
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return [_Adaptive(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
+        return [AdaptivePool(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
     if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
         return [Pad(from_lrtb(m.padding), float(m.value), name)]
     if isinstance(m, relu_variant_classes(nn)):
         raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
     raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
-
-
-class _Adaptive:
-    """An adaptive pooling, resolved to a fixed one once the input size is known."""
-
-    def __init__(self, average: bool, output_size: Any, name: str) -> None:
-        self.average, self.output_size, self.name = average, output_size, name
-
-    @property
-    def kind(self) -> str:
-        return "AdaptiveAvgPool2d" if self.average else "AdaptiveMaxPool2d"
-
-    def sizes(self, H: int, W: int) -> tuple[int, int]:
-        out = self.output_size
-        oh, ow = (out, out) if isinstance(out, int) else tuple(out)
-        return oh or H, ow or W  # None keeps that size
-
-    def fits(self, shape: tuple[int, ...]) -> bool:
-        if len(shape) != 3:
-            return False
-        oh, ow = self.sizes(shape[1], shape[2])
-        return shape[1] % oh == 0 and shape[2] % ow == 0
-
-    def resolve(self, shape: tuple[int, ...] | None, hint: str = "") -> MaxPool2d:
-        if shape is None or len(shape) != 3:
-            raise ValueError(
-                f"layer {self.name!r} ({self.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
-                "(or `inputs=`), an input size for which this layer's input is a multiple of its output size"
-            )
-        H, W = shape[1], shape[2]
-        oh, ow = self.sizes(H, W)
-        if H % oh or W % ow:
-            raise ValueError(
-                f"layer {self.name!r} ({self.kind}): its input is {H}x{W}, not a multiple of the output {oh}x{ow}; "
-                f"tropref reads adaptive pooling as a fixed pooling, so the layer's input must be a multiple of "
-                f"{oh}x{ow}{hint}"
-            )
-        k = (H // oh, W // ow)
-        return (AvgPool2d if self.average else MaxPool2d)(k, k, 0, name=self.name)
 
 
 def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, **kw: Any) -> MaxPool2d:
@@ -268,7 +229,7 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
             )
         ]
     if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-        return [_Adaptive(target is F.adaptive_avg_pool2d, _arg(node, 1, "output_size", None), name)]
+        return [AdaptivePool(target is F.adaptive_avg_pool2d, _arg(node, 1, "output_size", None), name)]
     if target in (F.softmax, torch.softmax) and _arg(node, 1, "dim", None) in (1, -1):
         return [Softmax(name=name)]
     if target in (F.dropout, F.dropout2d):
@@ -364,7 +325,7 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
         ) from exc
     layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
-    return finish_reading(layers, inputs, out_index, shape, problems, partial(_resolve_adaptive, shape))
+    return finish_reading(layers, inputs, out_index, shape, problems, partial(resolve_adaptive, shape))
 
 
 def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[str], int | None]:
@@ -452,59 +413,6 @@ def _convert_cat(node: Any, ins: list) -> list:
             "along the channels (dim=1) only"
         )
     return [Concat(name=node.name)]
-
-
-def _resolve_adaptive(shape: tuple[int, ...] | None, layers: list, inputs: list, problems: list[str]) -> None:
-    """Adaptive poolings as fixed ones for the input size ``shape`` (in place)."""
-    for p, layer in enumerate(layers):
-        if not isinstance(layer, _Adaptive):
-            continue
-        if shape is None:
-            problems.append(
-                f"layer {layer.name!r} ({layer.kind}) needs the model's input size: pass `input_shape=(C, H, W)` "
-                "(or `inputs=`)"
-            )
-            continue
-        try:
-            here = _shape_at(layers, inputs, shape, p)
-            layers[p] = layer.resolve(here, "" if layer.fits(here) else _working_sizes(layers, inputs, shape, p, layer))
-        except ValueError as exc:
-            problems.append(str(exc))
-            return  # the shapes after it are unknown
-
-
-def _shape_at(layers: list, inputs: list, shape: tuple[int, ...], p: int) -> tuple[int, ...]:
-    """One sample's input shape of layer ``p`` (adaptive poolings before ``p`` resolved)."""
-    outs: list[tuple[int, ...]] = []
-    for i in range(p):
-        ins = [shape if q < 0 else outs[q] for q in inputs[i]]
-        layer = layers[i]
-        if isinstance(layer, _Adaptive):
-            layer = layer.resolve(ins[0])
-        outs.append(node_output_shape(layer, ins))
-    (q,) = inputs[p]
-    return shape if q < 0 else outs[q]
-
-
-def _working_sizes(layers: list, inputs: list, shape: tuple[int, ...], p: int, layer: _Adaptive) -> str:
-    """A hint naming model input sizes (same channels) for which layer ``p`` fits."""
-    if len(shape) != 3:
-        return ""
-    C, H, W = shape
-    first: dict[tuple[int, ...], int] = {}  # layer input -> the smallest square model input giving it
-    for size in range(8, 1025):
-        try:
-            here = _shape_at(layers, inputs, (C, size, size), p)
-        except ValueError:
-            continue
-        oh, ow = layer.sizes(here[1], here[2]) if len(here) == 3 else (0, 0)
-        if layer.fits(here) and here[1] >= oh > 0 and here[2] >= ow > 0:
-            first.setdefault(here, size)
-    if not first:
-        return ""
-    best = sorted(sorted(first.items(), key=lambda kv: abs(kv[1] - max(H, W)))[:3], key=lambda kv: kv[1])
-    sizes = ", ".join(f"input_shape=({C}, {s}, {s}) (the layer then reads {h[1]}x{h[2]})" for h, s in best)
-    return f"; the model's input is {H}x{W}: pass an input size that fits, e.g. {sizes}"
 
 
 # --------------------------------------------------------------------------- import

@@ -39,7 +39,7 @@ from tropref.adapters._padding import (  # noqa: E402
 )
 from tropref.adapters._refusals import RELU_VARIANTS, is_relu_variant, relu_variant_classes  # noqa: E402
 
-SHARED = ["_padding", "_layout", "_refusals", "_graph", "_reading", "_round_trip"]
+SHARED = ["_padding", "_layout", "_refusals", "_graph", "_reading", "_adaptive", "_round_trip"]
 # (input size, kernel, stride, dilation): odd and even sizes, strides that do and do not divide them
 AXES = [
     (s, k, st, d) for s, k, st, d in itertools.product((7, 8, 11), (1, 2, 3, 5), (1, 2, 3), (1, 2)) if st == 1 or d == 1
@@ -158,3 +158,20 @@ def test_zero_padding_before_max_pooling_of_relu_output_through_dropout_is_folde
     assert pool.padding == (0, 1, 0, 1)
     with torch.no_grad():
         np.testing.assert_allclose(forward(net, x.numpy()), model(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_torch_models_compute_in_float32_and_come_back_in_their_dtype(dtype):
+    """As compress() promises: NumPy has no bfloat16, so its weights and inputs are widened
+    (exactly) to float32 on the way to the core, and the new model is written in bfloat16."""
+    from tropref.adapters.torch import compress
+
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(dt)
+    x = torch.randn(8, 4).to(dt)
+    assert core_batch(x, dtype=np.float32).dtype == np.float32
+    small, report = compress(model, keep=0.5, inputs=x, progress=False)
+    assert small[0].weight.dtype == dt
+    assert small[0].out_features == 8
+    assert np.isfinite(report.certificate)
