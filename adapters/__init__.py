@@ -6,4 +6,12 @@
 Each has ``compress(model, keep=0.5, method="tropnnc", seed=0, **options)`` returning a new
 model of the same framework and the report. Importing this package imports no framework;
 each adapter imports its framework when it is itself imported.
+
+What the two adapters share is written once, in private modules that import no framework:
+``_padding`` (the padding rules: ``"same"``/``"valid"`` amounts, the frameworks' padding
+orders), ``_layout`` (framework tensors to NumPy, NCHW/NHWC and OIHW/HWIO transposes),
+``_refusals`` (the ReLU variants and the wording of every refusal), ``_graph`` (walks over a
+network's graph), ``_reading`` (explicit padding folded, the end of reading a model),
+``_adaptive`` (adaptive pooling as a fixed pooling) and ``_round_trip`` (the report's
+export and import steps).
 """

@@ -10,6 +10,7 @@ of those names.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -70,15 +71,16 @@ def is_relu_variant(name: str) -> bool:
     return _key(name) in RELU_VARIANTS
 
 
+@functools.cache  # looked up for every layer a reader meets that it does not support otherwise
 def relu_variant_classes(module: Any) -> tuple[type, ...]:
     """The classes of ``module`` (``torch.nn``, ``keras.layers``) named as ReLU variants.
 
     Examples
     --------
     >>> import types
-    >>> class ELU: ...
-    >>> class ReLU: ...
-    >>> [c.__name__ for c in relu_variant_classes(types.SimpleNamespace(ELU=ELU, ReLU=ReLU, elu=len))]
+    >>> layers = types.ModuleType("layers")
+    >>> layers.ELU, layers.ReLU, layers.elu = type("ELU", (), {}), type("ReLU", (), {}), len
+    >>> [c.__name__ for c in relu_variant_classes(layers)]
     ['ELU']
     """
     return tuple(c for n, c in sorted(vars(module).items()) if isinstance(c, type) and is_relu_variant(n))

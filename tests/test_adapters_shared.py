@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -49,6 +51,15 @@ AXES = [
 @pytest.mark.parametrize("name", SHARED)
 def test_docstring_examples(name):
     run_doctests(importlib.import_module(f"tropref.adapters.{name}"))
+
+
+def test_shared_modules_import_no_framework():
+    """Only tropref.adapters.torch and .keras import their framework (the package docstring's promise)."""
+    imports = "; ".join(f"import tropref.adapters.{name}" for name in SHARED)
+    frameworks = "('torch', 'keras', 'tensorflow', 'jax')"
+    code = f"import sys; {imports}; print(','.join(m for m in {frameworks} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 @pytest.mark.parametrize(("size", "k", "s", "d"), AXES)
