@@ -26,7 +26,7 @@ def write_back(
     --------
     >>> import time, numpy as np
     >>> from tropref.network import Dense, Network, ReLU
-    >>> from tropref.network_compression import compress_network
+    >>> from tropref import compress_network
     >>> rng = np.random.default_rng(0)
     >>> t0 = time.perf_counter()
     >>> net = Network([Dense(rng.normal(size=(8, 3))), ReLU(), Dense(rng.normal(size=(2, 8)))])

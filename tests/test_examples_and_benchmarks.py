@@ -1,6 +1,6 @@
 """The example and benchmark scripts run on the installed package: none edits ``sys.path``,
-and each starts (``--help``; the quickstart runs whole) from a folder outside the checkout, as the commands in the
-README, docs/ and the Makefile run them (``python examples/NAME.py``,
+and each starts (``--help``; the quickstart runs whole) from a folder outside the checkout,
+as the commands in the README, docs/ and the Makefile run them (``python examples/NAME.py``,
 ``python benchmarks/NAME.py``)."""
 
 from __future__ import annotations
