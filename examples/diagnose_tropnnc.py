@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from tropref.data import load_test, to_float
-from tropref.experiments import accuracy, load_model
+from tropref.experiments import accuracy, load_model, load_test, to_float
 from tropref.network_compression import compress_network
 
 VARIANTS = {

@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tropref.data import load_fashion_mnist, to_float  # noqa: E402
+from tropref.experiments import load_fashion_mnist, to_float  # noqa: E402
 
 SEED = 0
 

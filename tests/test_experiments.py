@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 from tropref import experiments as E
 from tropref.network import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, forward
@@ -50,6 +51,12 @@ def stand_in(net, n=60, seed=2):
     return x, np.argmax(np.asarray(forward(net, x)), axis=1)
 
 
+def test_docstring_examples():
+    from tropref.experiments import sweeps
+
+    run_doctests(sweeps)
+
+
 def test_predict_matches_reference_forward():
     net = tiny_cnn()
     x, _ = stand_in(net)
@@ -77,7 +84,7 @@ def test_predict_matches_reference_forward():
 
 
 def test_shipped_models_load_and_reach_recorded_accuracy():
-    from tropref.data import load_test_subset, to_float
+    from tropref.experiments.data import load_test_subset, to_float
 
     x, y = load_test_subset()
     x = to_float(x)
@@ -93,7 +100,7 @@ def test_shipped_models_load_and_reach_recorded_accuracy():
 
 
 def test_shipped_resnet20_is_a_graph_with_its_inner_channels_compressible():
-    from tropref.data import load_test_subset, to_float
+    from tropref.experiments.data import load_test_subset, to_float
 
     x, y = load_test_subset()
     net, meta = E.load_model("resnet20")
@@ -277,7 +284,7 @@ def test_cifar_shaped_network_sweep():
 
 
 def test_cli_compress_and_sweep(tmp_path, capsys):
-    from tropref.cli import main
+    from tropref.experiments.cli import main
 
     assert main(["models"]) == 0
     assert "lenet300" in capsys.readouterr().out
@@ -353,7 +360,7 @@ def test_certificate_check_holds_and_detects_exact_merge():
 def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
     """A user's PyTorch model and local CIFAR-10 copy: synthetic stand-ins of the real shapes."""
     torch = pytest.importorskip("torch")
-    from tropref.cli import main
+    from tropref.experiments.cli import main
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

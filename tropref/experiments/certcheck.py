@@ -1,0 +1,105 @@
+"""The certificate check: the layer certificate against the error measured on real inputs.
+
+Functions
+---------
+certificate_check
+    On a model's first hidden dense layer, compressed by several methods at several kept
+    fractions, the certificate ``β_i`` of :func:`tropref.compress_layer` beside the measured
+    ``max_x |Δz_i(x)| / ‖(x, 1)‖`` on test images.
+certificate_markdown
+    Its rows as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..compress import compress_layer
+from ..network import Conv2d, Dense, Flatten, Network, ReLU
+from .data import evaluation_data
+from .models import load_model
+
+__all__ = ["certificate_check", "certificate_markdown"]
+
+
+def certificate_check(
+    model: str | os.PathLike | Network = "lenet300",
+    *,
+    methods: Sequence[str] = ("tropnnc", "neural_path_kmeans", "neuron_merging", "cup", "l1"),
+    fractions: Sequence[float] = (0.5, 0.3, 0.1),
+    seed: int = 0,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    data_path: str | os.PathLike | None = None,
+    subset: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Layer certificate against the measured error, on the first hidden dense layer.
+
+    The first layer reads the images themselves, so ``u = (x, 1)`` is known exactly: for
+    every test image and every output ``i`` of the next layer, the measured
+    ``|Δz_i(x)| / ‖(x, 1)‖`` (``z`` the next layer's pre-activation) must stay below the
+    certificate ``β_i`` of :func:`tropref.compress_layer`. Returns one row per method and
+    fraction with ``max_i β_i``, the largest measured ratio, the tightness
+    ``max_i (measured_i / β_i)`` (at most 1 when the certificate holds) and the largest
+    absolute change ``max |Δz|``. ``options`` maps a method to its options
+    (``{"tropnnc": {"variant": "paper"}}``).
+    """
+    net = model if isinstance(model, Network) else load_model(model)[0]
+    idx = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    first, nxt = net.layers[idx[0]], net.layers[idx[1]]
+    if (
+        not isinstance(first, Dense)
+        or not isinstance(nxt, Dense)
+        or any(not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]])
+        or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]])
+    ):
+        raise ValueError(
+            "`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer"
+        )
+    x = evaluation_data(data_path, subset)[0] if test is None else test[0]
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    W, b = np.asarray(first.W, np.float64), np.asarray(first.b, np.float64)
+    V, c = np.asarray(nxt.W, np.float64), np.asarray(nxt.b, np.float64)
+    u = np.linalg.norm(np.concatenate([x, np.ones((len(x), 1))], axis=1), axis=1)
+    z = np.maximum(x @ W.T + b, 0) @ V.T + c
+    rows = []
+    for q in fractions:
+        k = max(1, round(q * W.shape[0]))
+        for m in methods:
+            res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed, **dict((options or {}).get(m, {})))
+            zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
+            ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
+            cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
+            rows.append(
+                {
+                    "method": m,
+                    "fraction": float(q),
+                    "k": k,
+                    "certificate_max": None if cert is None else float(cert.max()),
+                    "measured_ratio_max": float(ratio.max()),
+                    "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
+                    "abs_change_max": float(np.max(np.abs(z - zt))),
+                }
+            )
+    return rows
+
+
+def certificate_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`certificate_check` rows."""
+    out = [
+        r"| kept | method | max_i β_i | max_i max_x \|Δz_i\|/‖(x,1)‖ | tightness max_i (measured_i / β_i) | "
+        r"max \|Δz\| |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cert = "-" if r["certificate_max"] is None else f"{r['certificate_max']:.3g}"
+        tight = "-" if r["tightness"] is None else f"{r['tightness']:.3f}"
+        out.append(
+            f"| {100 * r['fraction']:g}% | `{r['method']}` | {cert} | {r['measured_ratio_max']:.3g} | "
+            f"{tight} | {r['abs_change_max']:.3g} |"
+        )
+    return "\n".join(out) + "\n"

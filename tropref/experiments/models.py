@@ -1,0 +1,321 @@
+"""Model files and evaluating them: the shipped models, the ``.npz`` format, layer groups.
+
+Functions
+---------
+shipped_models
+    The Fashion-MNIST models in ``tropref/assets/`` and the test accuracy each reached.
+load_model, save_model
+    A model as a :class:`tropref.network.Network`, from a shipped name or a ``.npz`` file
+    (``state_dict`` arrays in PyTorch layouts plus an ``__arch__`` JSON string, the format of
+    ``examples/train_models.py``), and back.
+predict, accuracy
+    The network's outputs (the one forward pass, :func:`tropref.network.forward`, in
+    chunks) and its top-1 accuracy on images and labels.
+input_dtype
+    The dtype a network's inputs are cast to (that of its weights).
+hidden_layer_names, keep_rule
+    The compressible layers by kind, and the ``keep`` argument of
+    :func:`tropref.compress_network` for a kept fraction and a layer group (``"dense"``,
+    ``"conv"``, ``"all"``, or ``"nonuniform"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._array import to_numpy
+from ..budget import Budget
+from ..network import (
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Network,
+    ReLU,
+    forward,
+)
+from ..network_compression import compressible_layers
+from .data import assets_dir
+
+__all__ = [
+    "LAYER_GROUPS",
+    "shipped_models",
+    "load_model",
+    "save_model",
+    "predict",
+    "input_dtype",
+    "accuracy",
+    "hidden_layer_names",
+    "keep_rule",
+]
+
+LAYER_GROUPS = ("dense", "conv", "all", "nonuniform")
+"""The layer groups :func:`keep_rule` knows (``"nonuniform"``: a :class:`tropref.Budget`)."""
+
+
+def shipped_models() -> dict[str, dict[str, Any]]:
+    """Architecture, parameters, training settings and test accuracy of the shipped models."""
+    return json.loads((assets_dir() / "models.json").read_text())
+
+
+def _network_from_arrays(
+    arch: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray], input_shape: Sequence[int] | None, dtype: Any
+) -> Network:
+    def get(name: str, what: str) -> np.ndarray:
+        key = f"{name}.{what}"
+        if key not in arrays:
+            raise ValueError(f"model file has no array {key!r} for layer {name!r}")
+        return np.asarray(arrays[key], dtype=dtype)
+
+    layers = []
+    graph = any("inputs" in spec for spec in arch)
+    for spec in arch:
+        kind, name = spec["kind"], spec.get("name")
+        if kind == "linear":
+            layers.append(Dense(get(name, "weight"), get(name, "bias"), name=name))
+        elif kind == "conv2d":
+            layers.append(
+                Conv2d(
+                    get(name, "weight"),
+                    get(name, "bias") if spec.get("bias", True) else None,
+                    stride=spec.get("stride", 1),
+                    padding=spec.get("padding", 0),
+                    name=name,
+                )
+            )
+        elif kind == "batchnorm2d":
+            layers.append(
+                BatchNorm(
+                    get(name, "running_mean"),
+                    get(name, "running_var"),
+                    get(name, "weight"),
+                    get(name, "bias"),
+                    eps=spec.get("eps", 1e-5),
+                    name=name,
+                )
+            )
+        elif kind == "relu":
+            layers.append(ReLU(name=name))
+        elif kind == "maxpool2d":
+            layers.append(MaxPool2d(spec["kernel_size"], spec.get("stride"), name=name))
+        elif kind == "avgpool2d":
+            layers.append(AvgPool2d(spec["kernel_size"], spec.get("stride"), name=name))
+        elif kind == "flatten":
+            layers.append(Flatten(spec.get("order", "channels_first"), name=name))
+        elif kind == "add":
+            layers.append(Add(name=name))
+        elif kind == "concat":
+            layers.append(Concat(name=name))
+        elif kind == "identity":
+            layers.append(Identity(name=name))
+        else:
+            raise ValueError(f"model file: unknown layer kind {kind!r}")
+    inputs = [tuple(spec.get("inputs", [i - 1])) for i, spec in enumerate(arch)] if graph else None
+    return Network(layers, None if input_shape is None else tuple(input_shape), inputs)
+
+
+def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Network, dict[str, Any]]:
+    """A shipped model by name (``"lenet300"``, ``"lenet5"``, ``"vgg_small"``) or a ``.npz`` file.
+
+    Returns
+    -------
+    network : Network
+        NumPy arrays of ``dtype``, input shape ``(1, 28, 28)`` for the shipped models.
+    meta : dict
+        The model's entry of ``models.json`` (test accuracy, training) or, for a file, its
+        ``__meta__`` JSON when present; always with ``name`` and ``architecture``.
+    """
+    models = shipped_models()
+    if isinstance(model, str) and model in models:
+        meta = dict(models[model])
+        path = assets_dir() / meta["file"]
+        meta["name"] = model
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"`model` {str(model)!r} is neither a shipped model ({', '.join(sorted(models))}) nor a .npz file"
+            )
+        meta = {"name": path.stem}
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if "__arch__" not in arrays:
+        raise ValueError(f"`model`: {str(path)!r} has no '__arch__' entry describing its layers")
+    arch = json.loads(str(arrays.pop("__arch__")))
+    if "__meta__" in arrays:
+        meta = {**json.loads(str(arrays.pop("__meta__"))), **meta}
+    meta["architecture"] = arch
+    input_shape = meta.get("input_shape", [1, 28, 28])
+    return _network_from_arrays(arch, arrays, input_shape, dtype), meta
+
+
+def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a network of dense, conv, BatchNorm, ReLU, max/avg-pool and flatten layers (and,
+    in a graph, additions, concatenations and identities) as ``.npz``.
+
+    The format of the shipped models (readable by :func:`load_model` and by a few lines of
+    PyTorch: see ``examples/train_models.py``'s ``build_torch``). Layers without a name get
+    ``layer<i>``; in a graph every layer lists the layers it reads as ``inputs``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    arch = []
+    for i, layer in enumerate(net.layers):
+        name = getattr(layer, "name", None) or f"layer{i}"
+        n_before = len(arch)
+        if not net.is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
+            arch.append({"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name})
+        elif (
+            isinstance(layer, AvgPool2d)
+            and not layer.padded
+            and layer.kernel[0] == layer.kernel[1]
+            and layer.stride[0] == layer.stride[1]
+        ):
+            arch.append({"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
+        elif isinstance(layer, Dense):
+            W = to_numpy(layer.W)
+            arch.append(
+                {"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])}
+            )
+            arrays[f"{name}.weight"] = W
+            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
+        elif isinstance(layer, Conv2d):
+            W = to_numpy(layer.W)
+            t, b_, l_, r_ = layer.padding
+            if (
+                not (t == b_ == l_ == r_)
+                or layer.dilation != (1, 1)
+                or layer.stride[0] != layer.stride[1]
+                or W.shape[2] != W.shape[3]
+            ):
+                raise ValueError(
+                    f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride"
+                )
+            arch.append(
+                {
+                    "kind": "conv2d",
+                    "name": name,
+                    "in_channels": int(W.shape[1]),
+                    "out_channels": int(W.shape[0]),
+                    "kernel_size": int(W.shape[2]),
+                    "stride": int(layer.stride[0]),
+                    "padding": int(t),
+                }
+            )
+            if layer.b is None and not net.is_chain:
+                arch[-1]["bias"] = False
+            else:
+                arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
+            arrays[f"{name}.weight"] = W
+        elif isinstance(layer, BatchNorm):
+            c = layer.channels
+            mean = to_numpy(layer.mean)
+            arch.append({"kind": "batchnorm2d", "name": name, "num_features": c, "eps": layer.eps})
+            arrays[f"{name}.running_mean"] = mean
+            arrays[f"{name}.running_var"] = to_numpy(layer.var)
+            arrays[f"{name}.weight"] = np.ones(c, mean.dtype) if layer.weight is None else to_numpy(layer.weight)
+            arrays[f"{name}.bias"] = np.zeros(c, mean.dtype) if layer.bias is None else to_numpy(layer.bias)
+        elif isinstance(layer, ReLU):
+            arch.append({"kind": "relu"})
+        elif (
+            isinstance(layer, MaxPool2d)
+            and type(layer) is MaxPool2d
+            and not layer.padded
+            and layer.kernel[0] == layer.kernel[1]
+            and layer.stride[0] == layer.stride[1]
+        ):
+            arch.append({"kind": "maxpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
+        elif isinstance(layer, Flatten):
+            arch.append({"kind": "flatten", "order": layer.order})
+        elif isinstance(layer, (Dropout, Identity)):
+            continue  # the identity at inference
+        else:
+            raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
+        if not net.is_chain and len(arch) > n_before:
+            arch[-1]["inputs"] = list(net.sources(i))
+    arrays["__arch__"] = np.array(json.dumps(arch))
+    meta = dict(meta or {})
+    if net.input_shape is not None:
+        meta.setdefault("input_shape", list(net.input_shape))
+    arrays["__meta__"] = np.array(json.dumps(meta, default=str))
+    path = Path(path)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
+    """``net(x)`` as a NumPy array: :func:`tropref.network.forward` in chunks of ``chunk``."""
+    return np.asarray(to_numpy(forward(net, np.asarray(x), chunk=chunk)))
+
+
+def input_dtype(net: Network) -> Any:
+    """The dtype of the network's first weights, which its inputs are cast to (else float32)."""
+    for layer in net.layers:
+        W = getattr(layer, "W", None)
+        if W is not None:
+            return np.asarray(W).dtype
+    return np.float32
+
+
+def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
+    """Top-1 accuracy of ``net`` on ``images`` (already preprocessed) and integer ``labels``."""
+    labels = np.asarray(labels)
+    if len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"`images` ({len(images)}) and `labels` ({len(labels)}) must be non-empty and of one length")
+    return float(np.mean(np.argmax(predict(net, images, batch), axis=1) == labels))
+
+
+def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
+    """Compressible layers by kind: in a chain every dense or conv layer but the last (the
+    classifier); in a graph the layers whose channels are not coupled to other paths
+    (:func:`tropref.network_compression.compressible_layers`).
+
+    Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
+    """
+    linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))][:-1]
+    if not net.is_chain:
+        linear = compressible_layers(net)
+    out: dict[str, list[Any]] = {"dense": [], "conv": []}
+    for i in linear:
+        layer = net.layers[i]
+        key = layer.name if layer.name else i
+        out["dense" if isinstance(layer, Dense) else "conv"].append(key)
+    return out
+
+
+def keep_rule(net: Network, fraction: float, layers: str = "all") -> Any:
+    """The ``keep`` argument of ``compress_network`` for a kept fraction and a layer group.
+
+    ``"dense"`` / ``"conv"``: that fraction of the units of every hidden dense / conv layer,
+    the others untouched; ``"all"``: every hidden layer; ``"nonuniform"``: a
+    ``tropref.Budget`` keeping that fraction of the hidden units of the whole network,
+    distributed over the layers from their certificates.
+    """
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.floating))
+        or not 0 < float(fraction) <= 1
+    ):
+        raise ValueError(f"`fraction` must lie in (0, 1], got {fraction!r}")
+    if layers not in LAYER_GROUPS:
+        raise ValueError(f"`layers` must be one of {LAYER_GROUPS}, got {layers!r}")
+    fraction = float(fraction)
+    if layers == "all":
+        return fraction
+    if layers == "nonuniform":
+        return Budget(units=fraction)
+    names = hidden_layer_names(net)[layers]
+    if not names:
+        raise ValueError(f"`layers`={layers!r}: the network has no hidden {layers} layer")
+    return {name: fraction for name in names}
