@@ -434,3 +434,18 @@ def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
     assert result["model"]["test_set"] == "cifar10 test"
     assert result["config"]["n_calibration"] == 50
     assert {r["method"] for r in result["records"]} == {"tropnnc", "thinet"}
+
+
+def test_application_level_imports_no_framework():
+    """Importing the experiments and the command line loads no framework (the CLI reads .pt
+    and .keras files through the adapters only when asked)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tropref.experiments, tropref.experiments.cli;"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'matplotlib') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

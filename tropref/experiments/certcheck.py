@@ -42,24 +42,44 @@ def certificate_check(
     The first layer reads the images themselves, so ``u = (x, 1)`` is known exactly: for
     every test image and every output ``i`` of the next layer, the measured
     ``|Δz_i(x)| / ‖(x, 1)‖`` (``z`` the next layer's pre-activation) must stay below the
-    certificate ``β_i`` of :func:`tropref.compress_layer`. Returns one row per method and
-    fraction with ``max_i β_i``, the largest measured ratio, the tightness
-    ``max_i (measured_i / β_i)`` (at most 1 when the certificate holds) and the largest
-    absolute change ``max |Δz|``. ``options`` maps a method to its options
-    (``{"tropnnc": {"variant": "paper"}}``).
+    certificate ``β_i`` of :func:`tropref.compress_layer`. Computed in float64.
+
+    Parameters
+    ----------
+    model : str, path or Network
+        A shipped model's name, a ``.npz`` model file or a network whose first hidden layer
+        is dense, read through flattening only, followed by ReLU and a dense layer.
+    methods : sequence of str
+        Names accepted by ``compress_layer(method=...)``.
+    fractions : sequence of float
+        Kept fractions of the first layer's units (``k = max(1, round(q · n))``).
+    seed : int
+    test : (images, labels), optional
+        Preprocessed test inputs (labels unused). Default:
+        :func:`~tropref.experiments.evaluation_data` from ``data_path`` and ``subset``.
+    data_path : path, optional
+        Folder with the Fashion-MNIST IDX files.
+    subset : bool
+        Use the shipped 2,000 test images even when the full split is available.
+    options : mapping, optional
+        Per-method options (``{"tropnnc": {"variant": "paper"}}``).
+
+    Returns
+    -------
+    list of dict
+        One row per fraction and method: ``method``, ``fraction``, ``k``,
+        ``certificate_max`` (``max_i β_i``), ``measured_ratio_max`` (the largest measured
+        ratio), ``tightness`` (``max_i measured_i / β_i``, at most 1 when the certificate
+        holds) and ``abs_change_max`` (``max |Δz|``); ``None`` where a method gives no
+        certificate.
+
+    Raises
+    ------
+    ValueError
+        When the network does not start with a dense layer, ReLU and a dense layer.
     """
     net = model if isinstance(model, Network) else load_model(model)[0]
-    idx = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
-    first, nxt = net.layers[idx[0]], net.layers[idx[1]]
-    if (
-        not isinstance(first, Dense)
-        or not isinstance(nxt, Dense)
-        or any(not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]])
-        or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]])
-    ):
-        raise ValueError(
-            "`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer"
-        )
+    first, nxt = _first_dense_pair(net)
     x = evaluation_data(data_path, subset)[0] if test is None else test[0]
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     W, b = np.asarray(first.W, np.float64), np.asarray(first.b, np.float64)
@@ -72,20 +92,35 @@ def certificate_check(
         for m in methods:
             res = compress_layer(W, b, k, W_next=V, b_next=c, method=m, seed=seed, **dict((options or {}).get(m, {})))
             zt = np.maximum(x @ res.W.T + res.b, 0) @ res.W_next.T + res.b_next
-            ratio = np.max(np.abs(z - zt) / u[:, None], axis=0)  # per output
-            cert = None if res.certificate is None else np.asarray(res.certificate, np.float64)
-            rows.append(
-                {
-                    "method": m,
-                    "fraction": float(q),
-                    "k": k,
-                    "certificate_max": None if cert is None else float(cert.max()),
-                    "measured_ratio_max": float(ratio.max()),
-                    "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
-                    "abs_change_max": float(np.max(np.abs(z - zt))),
-                }
-            )
+            rows.append({"method": m, "fraction": float(q), "k": k, **_compare(res.certificate, z - zt, u)})
     return rows
+
+
+def _first_dense_pair(net: Network) -> tuple[Dense, Dense]:
+    idx = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    first, nxt = net.layers[idx[0]], net.layers[idx[1]]
+    if (
+        not isinstance(first, Dense)
+        or not isinstance(nxt, Dense)
+        or any(not isinstance(l, (ReLU, Flatten)) for l in net.layers[idx[0] + 1 : idx[1]])
+        or any(not isinstance(l, Flatten) for l in net.layers[: idx[0]])
+    ):
+        raise ValueError(
+            "`model`: certificate_check needs a first hidden Dense layer followed by ReLU and a Dense layer"
+        )
+    return first, nxt
+
+
+def _compare(certificate: Any, change: np.ndarray, u: np.ndarray) -> dict[str, float | None]:
+    """The certificate ``β`` beside the change ``Δz`` (samples × outputs) over ``‖(x, 1)‖ = u``."""
+    ratio = np.max(np.abs(change) / u[:, None], axis=0)  # per output
+    cert = None if certificate is None else np.asarray(certificate, np.float64)
+    return {
+        "certificate_max": None if cert is None else float(cert.max()),
+        "measured_ratio_max": float(ratio.max()),
+        "tightness": None if cert is None else float(np.max(ratio / np.maximum(cert, 1e-300))),
+        "abs_change_max": float(np.max(np.abs(change))),
+    }
 
 
 def certificate_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
