@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 
@@ -51,10 +52,9 @@ def stand_in(net, n=60, seed=2):
     return x, np.argmax(np.asarray(forward(net, x)), axis=1)
 
 
-def test_docstring_examples():
-    from tropref.experiments import sweeps
-
-    run_doctests(sweeps)
+@pytest.mark.parametrize("module", ["models", "report", "sweeps", "certcheck"])
+def test_docstring_examples(module):
+    run_doctests(importlib.import_module(f"tropref.experiments.{module}"))
 
 
 def test_predict_matches_reference_forward():

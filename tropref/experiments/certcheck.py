@@ -77,6 +77,12 @@ def certificate_check(
     ------
     ValueError
         When the network does not start with a dense layer, ReLU and a dense layer.
+
+    Examples
+    --------
+    >>> rows = certificate_check("lenet300", methods=["tropnnc", "l1"], fractions=[0.5], subset=True)
+    >>> [(r["method"], r["k"], r["tightness"] <= 1) for r in rows]
+    [('tropnnc', 150, True), ('l1', 150, True)]
     """
     net = model if isinstance(model, Network) else load_model(model)[0]
     first, nxt = _first_dense_pair(net)

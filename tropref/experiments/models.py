@@ -66,7 +66,14 @@ LAYER_GROUPS = ("dense", "conv", "all", "nonuniform")
 
 
 def shipped_models() -> dict[str, dict[str, Any]]:
-    """Architecture, parameters, training settings and test accuracy of the shipped models."""
+    """Architecture, parameters, training settings and test accuracy of the shipped models.
+
+    Examples
+    --------
+    >>> meta = shipped_models()
+    >>> sorted(meta), meta["lenet300"]["parameters"]
+    (['lenet300', 'lenet5', 'resnet20', 'vgg_small'], 266610)
+    """
     return json.loads((assets_dir() / "models.json").read_text())
 
 
@@ -127,7 +134,16 @@ def _network_from_arrays(
 
 
 def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Network, dict[str, Any]]:
-    """A shipped model by name (``"lenet300"``, ``"lenet5"``, ``"vgg_small"``) or a ``.npz`` file.
+    """A shipped model by name (``"lenet300"``, ``"lenet5"``, ``"vgg_small"``, ``"resnet20"``)
+    or a ``.npz`` file.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A shipped model's name or a file written by :func:`save_model` (or
+        ``examples/train_models.py``).
+    dtype : dtype
+        The dtype of the network's arrays.
 
     Returns
     -------
@@ -136,6 +152,19 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
     meta : dict
         The model's entry of ``models.json`` (test accuracy, training) or, for a file, its
         ``__meta__`` JSON when present; always with ``name`` and ``architecture``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model`` is neither a shipped model nor an existing file.
+    ValueError
+        When the file has no ``__arch__`` entry, or names a layer kind or array it lacks.
+
+    Examples
+    --------
+    >>> net, meta = load_model("lenet300")
+    >>> [type(l).__name__ for l in net.layers], meta["name"]
+    (['Flatten', 'Dense', 'ReLU', 'Dense', 'ReLU', 'Dense'], 'lenet300')
     """
     models = shipped_models()
     if isinstance(model, str) and model in models:
@@ -167,7 +196,23 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
 
     The format of the shipped models (readable by :func:`load_model` and by a few lines of
     PyTorch: see ``examples/train_models.py``'s ``build_torch``). Layers without a name get
-    ``layer<i>``; in a graph every layer lists the layers it reads as ``inputs``.
+    ``layer<i>``; in a graph every layer lists the layers it reads as ``inputs``. ``meta``
+    is stored as JSON (with the network's ``input_shape``) and read back by :func:`load_model`.
+
+    Raises
+    ------
+    ValueError
+        For a layer the format cannot hold (asymmetric padding, dilation, a non-square
+        kernel or stride, a layer type it does not know).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> net, _ = load_model("lenet5")
+    >>> path = save_model(net, pathlib.Path(tempfile.mkdtemp()) / "copy.npz", {"note": "a copy"})
+    >>> back, meta = load_model(path)
+    >>> meta["note"], back.input_shape
+    ('a copy', (1, 28, 28))
     """
     arrays: dict[str, np.ndarray] = {}
     arch = []
@@ -255,12 +300,26 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
 
 
 def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
-    """``net(x)`` as a NumPy array: :func:`tropref.network.forward` in chunks of ``chunk``."""
+    """``net(x)`` as a NumPy array: :func:`tropref.network.forward` in chunks of ``chunk``.
+
+    Examples
+    --------
+    >>> from tropref.experiments import evaluation_data
+    >>> x, y, _ = evaluation_data(subset=True)
+    >>> predict(load_model("lenet300")[0], x[:3]).shape
+    (3, 10)
+    """
     return np.asarray(to_numpy(forward(net, np.asarray(x), chunk=chunk)))
 
 
 def input_dtype(net: Network) -> Any:
-    """The dtype of the network's first weights, which its inputs are cast to (else float32)."""
+    """The dtype of the network's first weights, which its inputs are cast to (else float32).
+
+    Examples
+    --------
+    >>> input_dtype(load_model("lenet300", dtype=np.float64)[0])
+    dtype('float64')
+    """
     for layer in net.layers:
         W = getattr(layer, "W", None)
         if W is not None:
@@ -269,7 +328,21 @@ def input_dtype(net: Network) -> Any:
 
 
 def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
-    """Top-1 accuracy of ``net`` on ``images`` (already preprocessed) and integer ``labels``."""
+    """Top-1 accuracy of ``net`` on ``images`` (already preprocessed) and integer ``labels``.
+
+    Raises
+    ------
+    ValueError
+        When ``images`` and ``labels`` differ in length or are empty.
+
+    Examples
+    --------
+    >>> from tropref.experiments import evaluation_data
+    >>> x, y, _ = evaluation_data(subset=True)
+    >>> net, meta = load_model("lenet300")
+    >>> abs(accuracy(net, x, y) - meta["test_accuracy_first_2000"]) < 1e-3
+    True
+    """
     labels = np.asarray(labels)
     if len(images) != len(labels) or len(labels) == 0:
         raise ValueError(f"`images` ({len(images)}) and `labels` ({len(labels)}) must be non-empty and of one length")
@@ -282,6 +355,11 @@ def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
     (:func:`tropref.network_compression.compressible_layers`).
 
     Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
+
+    Examples
+    --------
+    >>> hidden_layer_names(load_model("lenet5")[0])
+    {'dense': ['fc1', 'fc2'], 'conv': ['conv1', 'conv2']}
     """
     linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))][:-1]
     if not net.is_chain:
@@ -301,6 +379,18 @@ def keep_rule(net: Network, fraction: float, layers: str = "all") -> Any:
     the others untouched; ``"all"``: every hidden layer; ``"nonuniform"``: a
     ``tropref.Budget`` keeping that fraction of the hidden units of the whole network,
     distributed over the layers from their certificates.
+
+    Raises
+    ------
+    ValueError
+        When ``fraction`` is outside (0, 1], ``layers`` is not in :data:`LAYER_GROUPS`, or
+        the network has no hidden layer of that kind.
+
+    Examples
+    --------
+    >>> net, _ = load_model("lenet5")
+    >>> keep_rule(net, 0.5, "conv"), keep_rule(net, 0.5, "all")
+    ({'conv1': 0.5, 'conv2': 0.5}, 0.5)
     """
     if (
         isinstance(fraction, bool)

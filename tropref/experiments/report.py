@@ -53,7 +53,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per (layers, fraction, method): mean and std over seeds of every measure."""
+    """One row per (layers, fraction, method): mean and std over seeds of every measure.
+
+    The accuracy's std is the sample standard deviation (``ddof=1``; 0 for one run); the
+    certificate is averaged only when every run has one (else ``None``).
+
+    Examples
+    --------
+    >>> from tropref.experiments import sweep
+    >>> res = sweep("lenet300", methods=["random"], fractions=[0.5], seeds=[0, 1], subset=True, progress=False)
+    >>> row = summarize(res)[0]
+    >>> row["method"], row["runs"], row["accuracy_std"] > 0
+    ('random', 2, True)
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in result["records"]:
         groups.setdefault((r["layers"], r["fraction"], r["method"]), []).append(r)
@@ -93,6 +105,13 @@ def markdown(result: Mapping[str, Any], published: bool | None = None) -> str:
 
     ``published`` adds Neuron Merging's published numbers as extra columns (default: when
     the model is called ``lenet300`` and the layers swept are ``dense``).
+
+    Examples
+    --------
+    >>> from tropref.experiments import sweep
+    >>> res = sweep("lenet300", methods=["l1"], fractions=[0.5], subset=True, progress=False)
+    >>> print(markdown(res).splitlines()[4:7])
+    ['| kept | `l1` | NM paper: merge | NM paper: prune |', '|---|---|---|---|', '| 50% | **87.00** | 88.69 | 88.40 |']
     """
     rows = summarize(result)
     mdl = result["model"]
@@ -193,7 +212,12 @@ def plot(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 def write_report(
     result: Mapping[str, Any], out_dir: str | os.PathLike, stem: str | None = None, png: bool = True
 ) -> dict[str, Path]:
-    """Write ``<stem>.json`` (raw records), ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    """Write ``<stem>.json`` (raw records), ``<stem>.md`` and ``<stem>.png`` into ``out_dir``.
+
+    ``stem`` defaults to ``<model>_<layer groups>``; without matplotlib the plot is left
+    out with a note on stderr. Returns the paths written, by kind (``"json"``, ``"md"``,
+    ``"png"``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"{result['model']['name']}_{'-'.join(result['config']['layers'])}"
@@ -210,7 +234,13 @@ def write_report(
 
 def to_json(result: Any) -> str:
     """``result`` as indented JSON text ending in a newline; NumPy arrays become lists,
-    NumPy scalars numbers, anything else JSON cannot write its ``str``."""
+    NumPy scalars numbers, anything else JSON cannot write its ``str``.
+
+    Examples
+    --------
+    >>> to_json({"accuracy": np.float32(0.5), "widths": np.arange(2)})
+    '{\\n "accuracy": 0.5,\\n "widths": [\\n  0,\\n  1\\n ]\\n}\\n'
+    """
     return json.dumps(result, indent=1, default=_json_default) + "\n"
 
 
@@ -223,7 +253,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def code_version() -> dict[str, Any]:
-    """tropref's version and, in a git checkout, the commit and whether files were modified."""
+    """tropref's version and, in a git checkout, the commit and whether files were modified.
+
+    ``git_modified`` lists the tracked Python files of ``tropref/`` and ``adapters/`` that
+    differ from the commit (data, docs and results do not change what runs).
+
+    Examples
+    --------
+    >>> code_version()["tropref"] == __version__
+    True
+    """
     out: dict[str, Any] = {"tropref": __version__}
     root = Path(__file__).resolve().parents[2]  # the checkout: tropref/experiments/report.py
     try:
