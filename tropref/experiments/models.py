@@ -217,78 +217,13 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
     arrays: dict[str, np.ndarray] = {}
     arch = []
     for i, layer in enumerate(net.layers):
-        name = getattr(layer, "name", None) or f"layer{i}"
-        n_before = len(arch)
-        if not net.is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
-            arch.append({"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name})
-        elif (
-            isinstance(layer, AvgPool2d)
-            and not layer.padded
-            and layer.kernel[0] == layer.kernel[1]
-            and layer.stride[0] == layer.stride[1]
-        ):
-            arch.append({"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
-        elif isinstance(layer, Dense):
-            W = to_numpy(layer.W)
-            arch.append(
-                {"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])}
-            )
-            arrays[f"{name}.weight"] = W
-            arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
-        elif isinstance(layer, Conv2d):
-            W = to_numpy(layer.W)
-            t, b_, l_, r_ = layer.padding
-            if (
-                not (t == b_ == l_ == r_)
-                or layer.dilation != (1, 1)
-                or layer.stride[0] != layer.stride[1]
-                or W.shape[2] != W.shape[3]
-            ):
-                raise ValueError(
-                    f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride"
-                )
-            arch.append(
-                {
-                    "kind": "conv2d",
-                    "name": name,
-                    "in_channels": int(W.shape[1]),
-                    "out_channels": int(W.shape[0]),
-                    "kernel_size": int(W.shape[2]),
-                    "stride": int(layer.stride[0]),
-                    "padding": int(t),
-                }
-            )
-            if layer.b is None and not net.is_chain:
-                arch[-1]["bias"] = False
-            else:
-                arrays[f"{name}.bias"] = np.zeros(W.shape[0], W.dtype) if layer.b is None else to_numpy(layer.b)
-            arrays[f"{name}.weight"] = W
-        elif isinstance(layer, BatchNorm):
-            c = layer.channels
-            mean = to_numpy(layer.mean)
-            arch.append({"kind": "batchnorm2d", "name": name, "num_features": c, "eps": layer.eps})
-            arrays[f"{name}.running_mean"] = mean
-            arrays[f"{name}.running_var"] = to_numpy(layer.var)
-            arrays[f"{name}.weight"] = np.ones(c, mean.dtype) if layer.weight is None else to_numpy(layer.weight)
-            arrays[f"{name}.bias"] = np.zeros(c, mean.dtype) if layer.bias is None else to_numpy(layer.bias)
-        elif isinstance(layer, ReLU):
-            arch.append({"kind": "relu"})
-        elif (
-            isinstance(layer, MaxPool2d)
-            and type(layer) is MaxPool2d
-            and not layer.padded
-            and layer.kernel[0] == layer.kernel[1]
-            and layer.stride[0] == layer.stride[1]
-        ):
-            arch.append({"kind": "maxpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]})
-        elif isinstance(layer, Flatten):
-            arch.append({"kind": "flatten", "order": layer.order})
-        elif isinstance(layer, (Dropout, Identity)):
+        if net.is_chain and isinstance(layer, (Dropout, Identity)):
             continue  # the identity at inference
-        else:
-            raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
-        if not net.is_chain and len(arch) > n_before:
-            arch[-1]["inputs"] = list(net.sources(i))
+        spec, layer_arrays = _layer_entry(layer, i, net.is_chain)
+        if not net.is_chain:
+            spec["inputs"] = list(net.sources(i))
+        arch.append(spec)
+        arrays.update(layer_arrays)
     arrays["__arch__"] = np.array(json.dumps(arch))
     meta = dict(meta or {})
     if net.input_shape is not None:
@@ -297,6 +232,85 @@ def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | 
     path = Path(path)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def _layer_entry(layer: Any, i: int, is_chain: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Layer ``i``'s entry of ``__arch__`` and its arrays, named ``<layer name>.<array>``."""
+    name = getattr(layer, "name", None) or f"layer{i}"
+    if not is_chain and isinstance(layer, (Add, Concat, Dropout, Identity)):
+        return {"kind": {Add: "add", Concat: "concat"}.get(type(layer), "identity"), "name": name}, {}
+    if (
+        isinstance(layer, AvgPool2d)
+        and not layer.padded
+        and layer.kernel[0] == layer.kernel[1]
+        and layer.stride[0] == layer.stride[1]
+    ):
+        return {"kind": "avgpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]}, {}
+    if isinstance(layer, Dense):
+        W = to_numpy(layer.W)
+        spec = {"kind": "linear", "name": name, "in_features": int(W.shape[1]), "out_features": int(W.shape[0])}
+        return spec, {f"{name}.weight": W, f"{name}.bias": _bias(layer.b, W)}
+    if isinstance(layer, Conv2d):
+        return _conv_entry(layer, name, is_chain)
+    if isinstance(layer, BatchNorm):
+        return _batchnorm_entry(layer, name)
+    if isinstance(layer, ReLU):
+        return {"kind": "relu"}, {}
+    if (
+        isinstance(layer, MaxPool2d)
+        and type(layer) is MaxPool2d
+        and not layer.padded
+        and layer.kernel[0] == layer.kernel[1]
+        and layer.stride[0] == layer.stride[1]
+    ):
+        return {"kind": "maxpool2d", "kernel_size": layer.kernel[0], "stride": layer.stride[0]}, {}
+    if isinstance(layer, Flatten):
+        return {"kind": "flatten", "order": layer.order}, {}
+    raise ValueError(f"save_model: cannot write layer {i} ({type(layer).__name__})")
+
+
+def _bias(b: Any, W: np.ndarray) -> np.ndarray:
+    return np.zeros(W.shape[0], W.dtype) if b is None else to_numpy(b)
+
+
+def _conv_entry(layer: Conv2d, name: str, is_chain: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    W = to_numpy(layer.W)
+    t, b_, l_, r_ = layer.padding
+    if (
+        not (t == b_ == l_ == r_)
+        or layer.dilation != (1, 1)
+        or layer.stride[0] != layer.stride[1]
+        or W.shape[2] != W.shape[3]
+    ):
+        raise ValueError(f"save_model: layer {name!r} has asymmetric padding, dilation or non-square kernel/stride")
+    spec: dict[str, Any] = {
+        "kind": "conv2d",
+        "name": name,
+        "in_channels": int(W.shape[1]),
+        "out_channels": int(W.shape[0]),
+        "kernel_size": int(W.shape[2]),
+        "stride": int(layer.stride[0]),
+        "padding": int(t),
+    }
+    arrays = {}
+    if layer.b is None and not is_chain:
+        spec["bias"] = False  # graphs (resnet20's format) record a missing bias; chains store zeros, as always
+    else:
+        arrays[f"{name}.bias"] = _bias(layer.b, W)
+    arrays[f"{name}.weight"] = W
+    return spec, arrays
+
+
+def _batchnorm_entry(layer: BatchNorm, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    c = layer.channels
+    mean = to_numpy(layer.mean)
+    spec = {"kind": "batchnorm2d", "name": name, "num_features": c, "eps": layer.eps}
+    return spec, {
+        f"{name}.running_mean": mean,
+        f"{name}.running_var": to_numpy(layer.var),
+        f"{name}.weight": np.ones(c, mean.dtype) if layer.weight is None else to_numpy(layer.weight),
+        f"{name}.bias": np.zeros(c, mean.dtype) if layer.bias is None else to_numpy(layer.bias),
+    }
 
 
 def predict(net: Network, x: np.ndarray, chunk: int = 250) -> np.ndarray:
