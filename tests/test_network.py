@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tropref._array import to_numpy
-from tropref.budget import Budget
 from tropref.network import (
     AvgPool2d,
     BatchNorm,
+    Budget,
     Conv2d,
     Dense,
     Dropout,
@@ -29,6 +29,7 @@ from tropref.network import (
     ReLU,
     Softmax,
     apply_layer,
+    compress_network,
     conv_patches,
     count_macs,
     count_params,
@@ -38,7 +39,6 @@ from tropref.network import (
     map_arrays,
     with_flatten_order,
 )
-from tropref.network_compression import compress_network
 
 RNG = np.random.default_rng(12345)
 
@@ -560,7 +560,24 @@ def test_compress_network_on_strict_device(all_backends):
     assert report.measured_error <= report.certificate
 
 
-@pytest.mark.parametrize("name", ["tropref.network", "tropref.network_compression", "tropref.budget"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tropref.network.layers",
+        "tropref.network.shapes",
+        "tropref.network.forward",
+        "tropref.network.graph",
+        "tropref.network.segments",
+        "tropref.network.flatten",
+        "tropref.network.bounds",
+        "tropref.network.structure",
+        "tropref.network.widths",
+        "tropref.network.certificate",
+        "tropref.network.report",
+        "tropref.network.rewrite",
+        "tropref.network.compress",
+    ],
+)
 def test_docstring_examples(name):
     run_doctests(importlib.import_module(name))
 

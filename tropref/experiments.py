@@ -46,6 +46,7 @@ from .network import (
     Add,
     AvgPool2d,
     BatchNorm,
+    Budget,
     Concat,
     Conv2d,
     Dense,
@@ -311,13 +312,13 @@ def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 
 def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
     """Compressible layers by kind: in a chain every dense or conv layer but the last (the
     classifier); in a graph the layers whose channels are not coupled to other paths
-    (:func:`tropref.network_compression.compressible_layers`).
+    (:func:`tropref.network.compressible_layers`).
 
     Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
     """
     linear = [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))][:-1]
     if not net.is_chain:
-        from .network_compression import compressible_layers
+        from .network import compressible_layers
 
         linear = compressible_layers(net)
     out: dict[str, list[Any]] = {"dense": [], "conv": []}
@@ -348,10 +349,6 @@ def keep_rule(net: Network, fraction: float, layers: str = "all") -> Any:
     if layers == "all":
         return fraction
     if layers == "nonuniform":
-        try:
-            from .budget import Budget
-        except ImportError as exc:  # pragma: no cover - depends on the core's progress
-            raise NotImplementedError("`layers='nonuniform'` needs tropref.budget.Budget") from exc
         return Budget(units=fraction)
     names = hidden_layer_names(net)[layers]
     if not names:
@@ -363,7 +360,7 @@ def _compress_network() -> Callable[..., Any]:
     try:
         from . import compress_network  # type: ignore[attr-defined]
     except ImportError:
-        from .network_compression import compress_network
+        from .network import compress_network
     return compress_network
 
 
