@@ -20,7 +20,9 @@ from .graph import Network, map_arrays
 from .layers import Dropout, Identity
 from .shapes import output_shapes
 
-__all__ = ["network_certificate", "input_box", "certificate_step"]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["network_certificate"]
 
 
 def input_box(

@@ -29,7 +29,9 @@ from .shapes import out_size
 if TYPE_CHECKING:  # the graph module imports this one (Network.__call__): the annotation alone refers back
     from .graph import Network
 
-__all__ = ["forward", "node_outputs", "apply_node", "apply_layer", "conv_patches", "conv2d", "channel_view"]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["forward", "node_outputs", "apply_node", "apply_layer", "conv_patches", "conv2d"]
 
 
 def _pad(xp: Any, x: Array, pads: tuple[int, int, int, int], value: float) -> Array:

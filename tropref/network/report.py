@@ -22,7 +22,9 @@ from .layers import Conv2d, Dense
 from .shapes import count_macs, count_params, layer_macs, layer_params, output_shapes
 from .structure import Structure
 
-__all__ = ["LayerReport", "NetworkReport", "layer_reports", "network_report", "progress_sink", "say_layer"]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["LayerReport", "NetworkReport"]
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ from .layers import BatchNorm, Conv2d, Dense
 from .shapes import out_size
 from .structure import Folded, HiddenLayer, Part, pinned
 
-__all__ = ["compress_hidden", "layer_options", "FIRST_CONV_INPUT_RATIO"]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["compress_hidden"]
 
 FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""

@@ -36,19 +36,9 @@ from .layers import AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Ident
 from .segments import Segment, coupling, segment_network, segments, splice
 from .shapes import output_shapes
 
-__all__ = [
-    "HiddenLayer",
-    "Folded",
-    "Part",
-    "Structure",
-    "analyse",
-    "hidden_layers",
-    "compressible_layers",
-    "fold_batchnorm",
-    "pinned",
-    "min_width",
-    "keeps_batchnorm",
-]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["HiddenLayer", "Structure", "analyse", "hidden_layers", "compressible_layers", "fold_batchnorm"]
 
 _PASSIVE = (Dropout, Identity)
 

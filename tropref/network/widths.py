@@ -54,16 +54,9 @@ from .layers import BatchNorm, Conv2d, Dense
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
 from .structure import Structure, keeps_batchnorm, min_width, pinned
 
-__all__ = [
-    "Budget",
-    "keep_widths",
-    "budget_widths",
-    "allocate_budget",
-    "predict_cost",
-    "resolve_layers",
-    "fraction",
-    "k_of",
-]
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost"]
 
 
 @dataclass(frozen=True)
