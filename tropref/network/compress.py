@@ -159,8 +159,8 @@ def compress_network(
     x, at = None, (-1, 0)  # the data at (part, layer) of the partly compressed network
     t_layers = time.perf_counter()
     for count, g in enumerate(todo, 1):
-        part, i = structure.locate(g)
-        k = structure.parts.index(part)
+        k, i = structure.index(g)
+        part = structure.parts[k]
         if data is not None:
             if at[0] != k:  # a new segment: its input, from the graph compressed so far
                 src = structure.moved[part.segment.source]

@@ -251,12 +251,18 @@ class Structure:
     moved: dict[int, int]
 
     @cached_property
-    def _where(self) -> dict[int, tuple[Part, int]]:
-        return {g: (part, i) for part in self.parts for i, g in enumerate(part.at)}
+    def _where(self) -> dict[int, tuple[int, int]]:
+        return {g: (k, i) for k, part in enumerate(self.parts) for i, g in enumerate(part.at)}
+
+    def index(self, g: int) -> tuple[int, int]:
+        """The position of work layer ``g``: its part's index in ``parts`` and its index in
+        that part's chain."""
+        return self._where[g]
 
     def locate(self, g: int) -> tuple[Part, int]:
         """The part holding work layer ``g`` and its index in that part's chain."""
-        return self._where[g]
+        k, i = self._where[g]
+        return self.parts[k], i
 
     def origin(self, g: int) -> int:
         """The index in the user's network of work layer ``g``."""
