@@ -152,9 +152,6 @@ def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, A
     return out
 
 
-# --------------------------------------------------------------------------- flatten order
-
-
 def carry_bound(
     net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int, ...]], input_shape: tuple[int, ...]
 ) -> np.ndarray:

@@ -29,6 +29,13 @@ def with_flatten_order(net: Network, order: str) -> Network:
     ``p C + c`` in ``h, w, c`` order. Needs the channel count before the flatten, taken from
     the last convolution or BatchNorm before it (or ``input_shape``).
 
+    Raises
+    ------
+    ValueError
+        For an unknown ``order``; when the channel count before a flatten is unknown; when
+        the flattened features reach a layer other than BatchNorm, dropout, identity or
+        ReLU before a dense layer, or no dense layer at all (the output order would change).
+
     Examples
     --------
     >>> import numpy as np

@@ -306,6 +306,11 @@ def node_outputs(
     dict
         Layer index -> its output, for ``keep`` and ``stop``.
 
+    Raises
+    ------
+    ValueError
+        When a layer's input does not fit it (see :func:`apply_node`).
+
     Examples
     --------
     A residual block ``x + 2 relu(x)``: keep the ReLU's output beside the block's.
@@ -344,6 +349,25 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
     The batch is processed in chunks of ``chunk`` samples to bound the temporaries. A graph
     is run in its layers' order, each output kept until its last reader has run.
 
+    Parameters
+    ----------
+    net : Network
+        A chain or a graph.
+    x : array
+        The batch: ``(N, d)`` or ``(N, C, H, W)``, of any array-API library.
+    chunk : int
+        The most samples run at once.
+
+    Returns
+    -------
+    array
+        The output of the network's last layer, in ``x``'s library and device.
+
+    Raises
+    ------
+    ValueError
+        When a layer's input does not fit it (see :func:`apply_layer`, :func:`apply_node`).
+
     Examples
     --------
     >>> import numpy as np
@@ -367,9 +391,6 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
             y = node_outputs(net, y)[len(net.layers) - 1]
         outs.append(y)
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
-
-
-# --------------------------------------------------------------------------- shapes and counting
 
 
 def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | None = None) -> Array:

@@ -241,9 +241,6 @@ def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after
     return xp.reshape(v, (n,) + (1,) * len(extra))
 
 
-# --------------------------------------------------------------------------- the walk
-
-
 def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
     """The layer's inputs for data-driven methods: ``x`` itself for a dense layer, at most
     ``max_patches`` random input patches (drawn on the host) for a convolution."""

@@ -319,6 +319,3 @@ def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | 
             return None
         total += m
     return total
-
-
-# --------------------------------------------------------------------------- patches and bounds

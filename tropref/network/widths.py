@@ -69,6 +69,12 @@ class Budget:
     the uniform fraction meeting the budget would give it (``floor=0`` lets a layer go
     down to one unit).
 
+    Raises
+    ------
+    ValueError
+        When not exactly one of ``units``, ``params`` and ``macs`` is given, when it is not
+        a fraction in (0, 1], or when ``floor`` is not in [0, 1].
+
     Examples
     --------
     >>> Budget(params=0.5)
@@ -238,10 +244,10 @@ def predict_cost(
     ``chain`` (needed for MACs).
 
     A dense or convolutional layer with ``k_out`` units reading ``k_in`` of its original
-    ``n_in`` input channels costs ``k_out (fan_in k_in / n_in) kh kw`` weights (``kh kw =
-    1`` for a dense layer), plus ``k_out`` biases when it has a bias or its inputs were
-    compressed (a merge folds constants into it); times ``Ho Wo`` MACs for a convolution.
-    A remaining BatchNorm costs two parameters per channel.
+    ``n_in`` input channels has ``w = k_out (fan_in k_in / n_in) kh kw`` weights (``kh kw =
+    1`` for a dense layer) and ``k_out`` biases when it had a bias or its inputs were
+    compressed (the merge writes a bias into it); its MACs are ``w`` for a dense layer and
+    ``w Ho Wo`` for a convolution. A BatchNorm that stays has two parameters per channel.
 
     Raises
     ------
@@ -411,6 +417,11 @@ def keep_widths(keep: Any, structure: Structure, targets: Sequence[int]) -> dict
     """Units to keep per hidden layer (work indices ``targets``) from a fraction ``q`` (every
     layer keeps ``max(1, round(q n))``) or a mapping from layers (index in the user's
     network, or name) to ``k`` (an int or a fraction); layers not named keep their width.
+
+    Returns
+    -------
+    dict
+        Work index -> units kept, for every layer in ``targets``.
 
     Raises
     ------
