@@ -7,11 +7,8 @@ network certificate on the inputs the certificate is stated for.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
-from helpers import run_doctests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -558,28 +555,6 @@ def test_compress_network_on_strict_device(all_backends):
     x = be.asarray(np.random.default_rng(22).normal(size=(3, 2, 8, 8)))
     _new, report = compress_network(net, keep=0.5, seed=0, inputs=x)
     assert report.measured_error <= report.certificate
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tropref.network.layers",
-        "tropref.network.shapes",
-        "tropref.network.forward",
-        "tropref.network.graph",
-        "tropref.network.segments",
-        "tropref.network.flatten",
-        "tropref.network.bounds",
-        "tropref.network.structure",
-        "tropref.network.widths",
-        "tropref.network.certificate",
-        "tropref.network.report",
-        "tropref.network.rewrite",
-        "tropref.network.compress",
-    ],
-)
-def test_docstring_examples(name):
-    run_doctests(importlib.import_module(name))
 
 
 def test_budget_floor_keeps_every_layer_near_its_uniform_width():

@@ -57,6 +57,26 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
     ``r`` to ``A c + b`` and ``|A| r``; ReLU, pooling and flatten are monotone. Entry ``i``
     bounds the input of layer ``i``; the last entry bounds the output. ``lower``/``upper``
     have one sample's shape.
+
+    Returns
+    -------
+    list of (lower, upper)
+        ``len(net) + 1`` pairs of arrays of one sample's shape at each point.
+
+    Raises
+    ------
+    ValueError
+        When ``net`` is not a chain (:func:`node_bounds` takes graphs).
+
+    Examples
+    --------
+    ``x_1 − x_2`` over the square ``[−1, 1]^2``, then its ReLU:
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> net = Network([Dense(np.array([[1.0, -1.0]])), ReLU()])
+    >>> [(lo.tolist(), hi.tolist()) for lo, hi in interval_bounds(net, -np.ones(2), np.ones(2))]
+    [([-1.0, -1.0], [1.0, 1.0]), ([-2.0], [2.0]), ([0.0], [2.0])]
     """
     if not net.is_chain:
         raise ValueError(
@@ -104,6 +124,7 @@ def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, A
     """Elementwise bounds on every layer's output over the box ``lower <= x <= upper``
     (chain or graph): interval arithmetic as in :func:`interval_bounds`, and an
     :class:`Add` adds the bounds of its inputs, a :class:`Concat` joins them.
+
     Examples
     --------
     >>> import numpy as np
@@ -131,9 +152,6 @@ def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, A
     return out
 
 
-# --------------------------------------------------------------------------- flatten order
-
-
 def carry_bound(
     net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int, ...]], input_shape: tuple[int, ...]
 ) -> np.ndarray:
@@ -146,6 +164,40 @@ def carry_bound(
     (at most 1); an :class:`~tropref.network.Add` adds the bounds of its inputs (the paths
     that meet) and a :class:`~tropref.network.Concat` joins them, zero for inputs the
     change does not reach. ``shapes`` are the layers' output shapes.
+
+    Parameters
+    ----------
+    net : Network
+        A NumPy ``float64`` network (chain or graph).
+    j : int
+        The layer whose output changes.
+    e : numpy.ndarray
+        Per channel of layer ``j``'s output, a bound on the change of every entry.
+    shapes : sequence of tuple of int
+        :func:`~tropref.network.shapes.output_shapes` of ``net``.
+    input_shape : tuple of int
+        One sample's input shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        Per output entry (a convolutional output's per-channel bound repeated over its
+        positions), a bound on its change; zero when the change does not reach the output.
+
+    Examples
+    --------
+    In the residual block ``h + 2 relu(h)`` a change of ``h`` (layer 0) reaches the
+    addition along two paths: ``2 e`` through the ReLU and the dense layer ``2 I``, and
+    ``e`` through the skip; the addition adds them. A change of layer 2 takes one path.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add, output_shapes
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add()], inputs=[(-1,), (0,), (1,), (2, 0)])
+    >>> shapes = output_shapes(net, (2,))
+    >>> carry_bound(net, 0, np.array([1.0, 0.5]), shapes, (2,))
+    array([3. , 1.5])
+    >>> carry_bound(net, 2, np.array([1.0, 0.5]), shapes, (2,))
+    array([1. , 0.5])
     """
     bounds: dict[int, np.ndarray] = {j: np.asarray(e, dtype=np.float64)}
     for p in range(j + 1, len(net.layers)):

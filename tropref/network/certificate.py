@@ -109,9 +109,37 @@ def network_certificate(
     domain : str
         The input domain, in words.
 
+    Raises
+    ------
+    ValueError
+        For a negative ``input_radius``, or one without a known input shape
+        (:func:`input_box`).
+
     References
     ----------
     ``docs/theory.md``, "Whole networks".
+
+    Examples
+    --------
+    A hidden layer of 8 units compressed to 4 by :func:`tropref.compress_layer`; the
+    certificate over the box spanned by 100 inputs holds on those inputs.
+
+    >>> import numpy as np
+    >>> import tropref
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> rng = np.random.default_rng(0)
+    >>> W, b, V = rng.normal(size=(8, 3)), rng.normal(size=8), rng.normal(size=(2, 8))
+    >>> work = Network([Dense(W, b), ReLU(), Dense(V)], input_shape=(3,))
+    >>> res = tropref.compress_layer(W, b, 4, W_next=V, seed=0)
+    >>> small = Network([Dense(res.W, res.b), ReLU(), Dense(res.W_next, res.b_next)])
+    >>> x = rng.uniform(-1, 1, size=(100, 3))
+    >>> bound, shares, domain = network_certificate(work, small, {0: res.certificate}, {0: 2}, inputs=x)
+    >>> np.round(bound, 2), domain
+    (array([3.08, 6.98]), 'the box spanned by the 100 inputs given')
+    >>> bool(np.all(np.abs(small(x) - work(x)) <= bound))
+    True
+    >>> network_certificate(work, small, {0: res.certificate}, {0: 2})
+    (None, {}, 'no input domain (pass `inputs` or `input_radius`)')
     """
     box = input_box(work, inputs, input_radius)
     if box is None:

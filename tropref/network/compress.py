@@ -77,7 +77,7 @@ def compress_network(
           layers not named are not compressed;
         - a :class:`tropref.Budget` (units, parameters or MACs as a fraction of the whole
           network's): widths are allocated non-uniformly from the layers' certificates,
-          see :func:`tropref.budget.allocate_budget`. The budget is met.
+          see :func:`tropref.network.widths.allocate_budget`. The budget is met.
     method : str
         Any method of :func:`tropref.compress_layer`.
     seed : int, optional

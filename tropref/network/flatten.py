@@ -29,6 +29,13 @@ def with_flatten_order(net: Network, order: str) -> Network:
     ``p C + c`` in ``h, w, c`` order. Needs the channel count before the flatten, taken from
     the last convolution or BatchNorm before it (or ``input_shape``).
 
+    Raises
+    ------
+    ValueError
+        For an unknown ``order``; when the channel count before a flatten is unknown; when
+        the flattened features reach a layer other than BatchNorm, dropout, identity or
+        ReLU before a dense layer, or no dense layer at all (the output order would change).
+
     Examples
     --------
     >>> import numpy as np
@@ -105,7 +112,35 @@ def _take(a: Array, perm: np.ndarray, axis: int) -> Array:
 
 def with_flatten_order_everywhere(net: Network, order: str) -> Network:
     """:func:`tropref.network.with_flatten_order` on a chain, or on each chain segment of a
-    graph that holds a flatten of the other order (a graph needs its ``input_shape``)."""
+    graph that holds a flatten of the other order (a graph needs its ``input_shape``).
+
+    Each such segment is rewritten as a chain of its own (its input shape taken from the
+    graph's shapes) and spliced back (:func:`~tropref.network.segments.splice`): the
+    result computes the same outputs. ``net`` itself is returned when no flatten has the
+    other order.
+
+    Raises
+    ------
+    ValueError
+        When a graph to rewrite has no ``input_shape``, or as :func:`with_flatten_order`.
+
+    Examples
+    --------
+    A residual block before a flatten, rewritten for Keras's channels-last order:
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, Add, Flatten, Dense
+    >>> rng = np.random.default_rng(0)
+    >>> net = Network([Conv2d(rng.normal(size=(2, 2, 3, 3)), padding=1), ReLU(), Add(), Flatten(),
+    ...                Dense(rng.normal(size=(3, 32)))],
+    ...               input_shape=(2, 4, 4), inputs=[(-1,), (0,), (1, -1), (2,), (3,)])
+    >>> keras_order = with_flatten_order_everywhere(net, "channels_last")
+    >>> x = rng.normal(size=(5, 2, 4, 4))
+    >>> keras_order.layers[3].order, bool(np.allclose(net(x), keras_order(x)))
+    ('channels_last', True)
+    >>> with_flatten_order_everywhere(net, "channels_first") is net
+    True
+    """
     if not any(isinstance(l, Flatten) and l.order != order for l in net.layers):
         return net
     if net.is_chain:

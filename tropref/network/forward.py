@@ -74,7 +74,46 @@ _IM2COL_BYTES = 1 << 25  # largest patch matrix built at once by the convolution
 
 def conv2d(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: Any, dilation: Any) -> Array:
     """``(N, C, H, W)`` images convolved with ``OIHW`` kernels ``W`` (zero padding
-    ``(top, bottom, left, right)``, pairs ``stride`` and ``dilation``), as one im2col GEMM."""
+    ``(top, bottom, left, right)``, pairs ``stride`` and ``dilation``), as one im2col GEMM.
+
+    The cross-correlation ``y[n, o, r, c] = b[o] + Σ_{ch, i, j} W[o, ch, i, j]
+    x̂[n, ch, s_h r + d_h i, s_w c + d_w j]`` on the zero-padded input ``x̂``; the output
+    size per axis is :func:`~tropref.network.shapes.out_size`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array-API namespace of ``x`` and ``W``.
+    x : array, shape (N, C, H, W)
+    W : array, shape (O, C, kh, kw)
+    b : array, shape (O,), or None
+    stride, dilation : pair of int
+    padding : four ints
+        ``(top, bottom, left, right)``.
+
+    Returns
+    -------
+    array, shape (N, O, Ho, Wo)
+
+    Raises
+    ------
+    ValueError
+        When the (dilated) window is larger than the padded input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> x, W = np.arange(9.0).reshape(1, 1, 3, 3), np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> conv2d(xp, x, W, None, (1, 1), (0, 0, 0, 0), (1, 1))[0, 0]  # 0*0 + 1*1 + 2*3 + 3*4 = 19
+    array([[19., 25.],
+           [37., 43.]])
+    >>> conv2d(xp, x, W, np.array([1.0]), (2, 2), (1, 1, 1, 1), (1, 1))[0, 0]  # padded, stride 2, bias 1
+    array([[ 1.,  9.],
+           [22., 44.]])
+    >>> conv2d(xp, x, W, None, (1, 1), (0, 0, 0, 0), (2, 2))[0, 0]  # dilation 2 reads the corners
+    array([[38.]])
+    """
     O, C, kh, kw = (int(s) for s in W.shape)
     N, H, Wd = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
     t, btm, l, r = padding
@@ -142,7 +181,43 @@ def channel_view(xp: Any, v: Array, ndim: int) -> Array:
 
 
 def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
-    """Apply one layer to a batch ``x`` (``(N, d)`` or ``(N, C, H, W)``)."""
+    """Apply one layer to a batch ``x`` (``(N, d)`` or ``(N, C, H, W)``).
+
+    The layer's map (see :mod:`tropref.network.layers`) on every sample: ``x W^T + b``, a
+    convolution (:func:`conv2d`), ``scale x + shift`` per channel, ``max(x, 0)``, pooling,
+    softmax, a flatten in its order; dropout and identity return ``x``.
+
+    Parameters
+    ----------
+    layer : Layer
+        Any layer but a junction (:func:`apply_node` applies those).
+    x : array
+        The batch.
+    xp : namespace, optional
+        ``x``'s array-API namespace (found from ``x`` when not given).
+
+    Returns
+    -------
+    array
+
+    Raises
+    ------
+    ValueError
+        When ``x`` has the wrong number of axes for the layer (a dense layer or a softmax
+        on images, a convolution on vectors).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Dense, ReLU, Flatten
+    >>> apply_layer(Dense(np.array([[1.0, -1.0]]), np.array([0.5])), np.array([[3.0, 1.0]]))
+    array([[2.5]])
+    >>> apply_layer(ReLU(), np.array([[-1.0, 2.0]]))
+    array([[0., 2.]])
+    >>> x = np.arange(4.0).reshape(1, 2, 1, 2)  # two channels, two positions
+    >>> apply_layer(Flatten(), x), apply_layer(Flatten("channels_last"), x)
+    (array([[0., 1., 2., 3.]]), array([[0., 2., 1., 3.]]))
+    """
     xp = xp or namespace(x=x)
     if isinstance(layer, Dense):
         if x.ndim != 2:
@@ -177,7 +252,26 @@ def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
 
 def apply_node(layer: Layer, xs: Sequence[Array], xp: Any = None) -> Array:
     """Apply one layer to the outputs ``xs`` of the layers it reads (one, or several for
-    :class:`Add` and :class:`Concat`)."""
+    :class:`Add` and :class:`Concat`).
+
+    An :class:`Add` returns ``Σ xs``, a :class:`Concat` joins ``xs`` along axis 1 (the
+    channels or features); any other layer is :func:`apply_layer` on ``xs[0]``.
+
+    Raises
+    ------
+    ValueError
+        When an addition's inputs differ in shape, or a concatenation's in anything but
+        axis 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Add, Concat
+    >>> apply_node(Add(), [np.array([[1.0, 2.0]]), np.array([[10.0, 20.0]])])
+    array([[11., 22.]])
+    >>> apply_node(Concat(), [np.ones((1, 2, 4, 4)), np.zeros((1, 3, 4, 4))]).shape
+    (1, 5, 4, 4)
+    """
     xp = xp or namespace(x=xs[0])
     if isinstance(layer, Add):
         shapes = {tuple(x.shape) for x in xs}
@@ -206,6 +300,29 @@ def node_outputs(
 
     Every intermediate output is dropped once the last layer reading it has run, so a
     residual network holds only the outputs still needed.
+
+    Returns
+    -------
+    dict
+        Layer index -> its output, for ``keep`` and ``stop``.
+
+    Raises
+    ------
+    ValueError
+        When a layer's input does not fit it (see :func:`apply_node`).
+
+    Examples
+    --------
+    A residual block ``x + 2 relu(x)``: keep the ReLU's output beside the block's.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add()], inputs=[(-1,), (0,), (1,), (2, -1)])
+    >>> outs = node_outputs(net, np.array([[1.0, -1.0]]), keep=[1])
+    >>> sorted(outs), outs[1], outs[3]
+    ([1, 3], array([[1., 0.]]), array([[ 3., -1.]]))
+    >>> node_outputs(net, np.array([[1.0, -1.0]]), stop=1)
+    {1: array([[1., 0.]])}
     """
     xp = namespace(x=x)
     layers = net.layers if layers is None else layers
@@ -232,6 +349,25 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
     The batch is processed in chunks of ``chunk`` samples to bound the temporaries. A graph
     is run in its layers' order, each output kept until its last reader has run.
 
+    Parameters
+    ----------
+    net : Network
+        A chain or a graph.
+    x : array
+        The batch: ``(N, d)`` or ``(N, C, H, W)``, of any array-API library.
+    chunk : int
+        The most samples run at once.
+
+    Returns
+    -------
+    array
+        The output of the network's last layer, in ``x``'s library and device.
+
+    Raises
+    ------
+    ValueError
+        When a layer's input does not fit it (see :func:`apply_layer`, :func:`apply_node`).
+
     Examples
     --------
     >>> import numpy as np
@@ -257,15 +393,34 @@ def forward(net: Network, x: Array, *, chunk: int = 1024) -> Array:
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
 
-# --------------------------------------------------------------------------- shapes and counting
-
-
 def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | None = None) -> Array:
     """Input patches of a convolution, ``(N Ho Wo, C, kh, kw)``, in the order the outputs
     are produced (sample, row, column): ``layer(x)[n, :, r, c] = W . patch + b``.
 
     ``index`` (host integers into that order) keeps only those patches, gathered one kernel
     offset at a time so that the full patch matrix is never built.
+
+    Patch ``(n Ho + r) Wo + c`` is the zero-padded input window that output position
+    ``(r, c)`` of sample ``n`` reads (stride and dilation applied). These are the inputs of
+    a convolution as :func:`tropref.compress_layer` reads them (``data`` of data-driven
+    methods, and the ``‖(patch, 1)‖`` of its certificate).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Conv2d
+    >>> rng = np.random.default_rng(0)
+    >>> layer = Conv2d(rng.normal(size=(3, 2, 2, 2)), np.array([0.1, 0.2, 0.3]), stride=2, padding=1)
+    >>> x = rng.normal(size=(2, 2, 5, 5))
+    >>> y, P = apply_layer(layer, x), conv_patches(layer, x)
+    >>> y.shape, P.shape  # 2 samples of 3 x 3 positions: 18 patches
+    ((2, 3, 3, 3), (18, 2, 2, 2))
+    >>> n, r, c = 1, 2, 0
+    >>> patch = P[(n * 3 + r) * 3 + c]
+    >>> bool(np.allclose(np.tensordot(layer.W, patch, axes=3) + layer.b, y[n, :, r, c]))
+    True
+    >>> bool(np.allclose(conv_patches(layer, x, index=[(n * 3 + r) * 3 + c])[0], patch))
+    True
     """
     xp = namespace(x=x)
     kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])

@@ -146,7 +146,22 @@ def _check_inputs(layers: tuple, inputs: Any) -> tuple[tuple[int, ...], ...]:
 
 
 def map_arrays(net: Network, fn: Any) -> Network:
-    """A new network with ``fn`` applied to every array of every layer."""
+    """A new network with ``fn`` applied to every array of every layer.
+
+    ``fn`` maps each array field (``W``, ``b``, ``mean``, ``var``, ``weight``, ``bias``;
+    :data:`~tropref.network.layers.ARRAY_FIELDS`) to a new array: a cast, a copy to another
+    device or library. Layers without arrays are kept as they are; the structure
+    (``input_shape``, ``inputs``) is unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> net = Network([Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4)))])
+    >>> net32 = map_arrays(net, lambda a: a.astype(np.float32))
+    >>> net32.layers[0].W.dtype, net.layers[0].W.dtype, net32.layers[1] is net.layers[1]
+    (dtype('float32'), dtype('float64'), True)
+    """
     layers = []
     for layer in net.layers:
         changes = {f: fn(getattr(layer, f)) for f in ARRAY_FIELDS if getattr(layer, f, None) is not None}
@@ -155,7 +170,25 @@ def map_arrays(net: Network, fn: Any) -> Network:
 
 
 def network_namespace(net: Network) -> Any:
-    """The common array namespace of a network's arrays (NumPy when it has none)."""
+    """The common array namespace of a network's arrays (NumPy when it has none).
+
+    Raises
+    ------
+    TypeError, ValueError
+        When the layers hold arrays of different libraries or on different devices
+        (:func:`tropref._array.namespace`, naming the layer and field, e.g. ``"0.W"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_strict
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> net = Network([Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4)))])
+    >>> network_namespace(net).__name__, network_namespace(Network([ReLU()])).__name__
+    ('array_api_compat.numpy', 'array_api_compat.numpy')
+    >>> network_namespace(map_arrays(net, array_api_strict.asarray)).__name__
+    'array_api_strict'
+    """
     arrays = {
         f"{i}.{f}": getattr(l, f)
         for i, l in enumerate(net.layers)

@@ -94,8 +94,51 @@ def compress_hidden(
     module notes). ``data`` is the input of layer ``h.i`` in the compressed prefix (for
     data-driven methods: up to ``max_patches`` random patches of it, drawn with ``seed``).
 
-    Returns the layer certificate (largest entry), the certificate vector over the next
-    layer's channels, the method's info, and the width after.
+    Parameters
+    ----------
+    work : Network
+        The chain (BatchNorms before the ReLUs folded, :func:`~tropref.network.structure.fold_batchnorm`).
+    new : list of layers
+        ``work``'s layers as compressed so far; edited in place.
+    h : HiddenLayer
+        The hidden layer (:func:`~tropref.network.structure.hidden_layers` of ``work``).
+    k : int
+        Units to keep.
+    method, seed, options
+        As in :func:`tropref.compress_layer`.
+    data : array or None
+        The input of layer ``h.i`` in the compressed prefix (data-driven methods only).
+    max_patches : int
+        The most convolution input patches given to a data-driven method.
+
+    Returns
+    -------
+    certificate : float or None
+        The layer certificate's largest entry (None when the method gives none or the fold
+        does not commute with a max pooling in between).
+    vector : numpy.ndarray or None
+        The certificate over the next layer's channels: for an input ``x`` of layer
+        ``h.i``, the next layer's pre-activations change by at most ``vector ‖(patch, 1)‖``.
+    info : dict
+        The method's info (and notes on pinned channels and BatchNorm borders).
+    width : int
+        The units of layer ``h.i`` after.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, hidden_layers
+    >>> rng = np.random.default_rng(0)
+    >>> work = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    >>> new = list(work.layers)
+    >>> cmax, cert, info, width = compress_hidden(work, new, hidden_layers(work)[0], 4, method="tropnnc", seed=0,
+    ...                                          data=None, max_patches=4096, options={})
+    >>> width, new[0].W.shape, new[2].W.shape, cert.shape
+    (4, (4, 3), (2, 4), (2,))
+    >>> x = rng.normal(size=(50, 3))
+    >>> change = np.abs(work.replace_layers(new)(x) - work(x))
+    >>> bool(np.all(change <= cert * np.linalg.norm(np.hstack([x, np.ones((50, 1))]), axis=1)[:, None]))
+    True
     """
     xp = network_namespace(work)
     layer, nxt = new[h.i], new[h.j]
@@ -196,9 +239,6 @@ def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after
             return xp.reshape(v, (n, s))
         return xp.permute_dims(xp.reshape(v, (s, n)), (1, 0))
     return xp.reshape(v, (n,) + (1,) * len(extra))
-
-
-# --------------------------------------------------------------------------- the walk
 
 
 def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:

@@ -78,7 +78,31 @@ def segments(net: Network) -> list[Segment]:
 
 
 def segment_network(net: Network, seg: Segment, input_shape: Sequence[int] | None) -> Network:
-    """The chain of the segment's layers as a network of its own."""
+    """The chain of the segment's layers as a network of its own.
+
+    Parameters
+    ----------
+    net : Network
+    seg : Segment
+        One of :func:`segments` of ``net``.
+    input_shape : sequence of int or None
+        One sample's shape at the segment's input (the output shape of ``seg.source``).
+
+    Returns
+    -------
+    Network
+        A chain holding the same layer objects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> chain = segment_network(net, segments(net)[0], (2,))
+    >>> chain.is_chain, len(chain), chain.input_shape, chain.layers[2] is net.layers[2]
+    (True, 3, (2,), True)
+    """
     return Network(tuple(net.layers[i] for i in seg.nodes), None if input_shape is None else tuple(input_shape))
 
 
@@ -90,6 +114,30 @@ def splice(
     Segments not in ``replacement`` keep their layers. Returns the new network, per
     segment the indices of its layers in it (the segment's output is its last layer), and
     the new index of every junction and segment end of ``net`` (``-1`` stays ``-1``).
+
+    A replacement chain may have more or fewer layers than the segment: its first layer
+    reads what the segment's first read, and every reader of the segment's last layer
+    reads the chain's last.
+
+    Raises
+    ------
+    ValueError
+        When a segment is replaced by no layers.
+
+    Examples
+    --------
+    The residual block ``relu(x + 2 relu(x))`` with its branch replaced by one dense layer
+    ``3 x``: the new network computes ``relu(3 x + x)``.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> new, placed, moved = splice(net, segments(net), {0: [Dense(3 * np.eye(2))]})
+    >>> new.inputs, placed, moved
+    (((-1,), (0, -1), (1,)), [[0], [2]], {-1: -1, 2: 0, 3: 1, 4: 2})
+    >>> new(np.array([[1.0, -1.0]]))
+    array([[4., 0.]])
     """
     new_index: dict[int, int] = {-1: -1}  # old segment end (or junction) -> new index
     seg_first = {s.nodes[0]: k for k, s in enumerate(segs)}
@@ -119,7 +167,25 @@ def splice(
 
 def drop_layers(net: Network, drop: Sequence[int]) -> Network:
     """``net`` without the single-input layers in ``drop`` (each reader of a dropped layer
-    reads that layer's input instead). Used to remove placeholders that act as identities."""
+    reads that layer's input instead). Used to remove placeholders that act as identities.
+
+    Raises
+    ------
+    ValueError
+        When ``drop`` holds the output layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, Identity, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), Identity(), ReLU(), Add()], inputs=[(-1,), (0,), (1,), (2, -1)])
+    >>> short = drop_layers(net, [1])
+    >>> short.inputs, [type(layer).__name__ for layer in short]
+    (((-1,), (0,), (1, -1)), ['Dense', 'ReLU', 'Add'])
+    >>> x = np.array([[1.0, -1.0]])
+    >>> bool(np.allclose(short(x), net(x)))
+    True
+    """
     drop = set(drop)
     if len(net.layers) - 1 in drop:
         raise ValueError("the output layer cannot be dropped")
@@ -138,7 +204,35 @@ def drop_layers(net: Network, drop: Sequence[int]) -> Network:
 
 def coupling(net: Network, seg: Segment) -> str | None:
     """Why the channels at the end of a segment are shared with other paths (None when the
-    segment ends the network)."""
+    segment ends the network).
+
+    A segment's last layer is coupled when its output feeds a junction (an addition or a
+    concatenation) or is read by several layers: merging its channels would have to change
+    the other paths too, so :func:`tropref.compress_network` leaves them.
+
+    Examples
+    --------
+    In a residual block, the branch's last dense layer feeds the addition; the final ReLU
+    ends the network.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(name="sum"), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> branch, tail = segments(net)
+    >>> coupling(net, branch)
+    "its channels feed 'sum' (layer 3, Add) (residual sum), shared with another path"
+    >>> coupling(net, tail) is None
+    True
+
+    A layer read by two branches:
+
+    >>> from tropref.network import Concat
+    >>> fork = Network([Dense(np.eye(2)), ReLU(), Dense(np.eye(2)), Dense(np.eye(2)), Concat()],
+    ...                inputs=[(-1,), (0,), (1,), (1,), (2, 3)])
+    >>> coupling(fork, segments(fork)[0])
+    'its channels are read by 2 layers (layer 2 (Dense), layer 3 (Dense))'
+    """
     last = seg.nodes[-1]
     users = net.users()[last]
     if not users:

@@ -83,7 +83,39 @@ def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list
     """Per-sample shapes of a chain: entry ``i`` is the input shape of layer ``i``; the last
     is the output. (For a graph, see :func:`output_shapes`.)
 
-    Raises ``ValueError`` naming the first layer whose input does not fit.
+    A convolution or pooling window maps ``(C, H, W)`` to ``(O, H', W')`` with
+    :func:`out_size` per axis; a flatten gives ``(C H W,)``; the other layers keep the shape.
+
+    Parameters
+    ----------
+    net : Network
+        A chain.
+    input_shape : sequence of int, optional
+        One sample's shape, ``(d,)`` or ``(C, H, W)``; default ``net.input_shape``.
+
+    Returns
+    -------
+    list of tuple of int
+        ``len(net) + 1`` shapes: the input's, then every layer's output.
+
+    Raises
+    ------
+    ValueError
+        When ``net`` is not a chain, when no input shape is known, or naming the first
+        layer whose input does not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, MaxPool2d, Flatten, Dense
+    >>> net = Network([Conv2d(np.ones((2, 1, 3, 3))), ReLU(), MaxPool2d(2), Flatten(), Dense(np.ones((3, 8)))],
+    ...               input_shape=(1, 6, 6))
+    >>> layer_shapes(net)
+    [(1, 6, 6), (2, 4, 4), (2, 4, 4), (2, 2, 2), (8,), (3,)]
+    >>> layer_shapes(net, (1, 5, 5))
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 4 (Dense) expects (8,) inputs, gets (2,): its input size does not match the data
     """
     if not net.is_chain:
         raise ValueError(
@@ -105,8 +137,40 @@ def output_shapes(
     """Per-sample output shape of every layer (chain or graph), up to layer ``stop``
     (default: all).
 
-    Raises ``ValueError`` naming the first layer whose input does not fit (a dense layer
-    whose input size differs from its weights, additions of different shapes, ...).
+    Each layer's shape follows from the shapes of the layers it reads
+    (:func:`node_output_shape`), in the layers' order.
+
+    Parameters
+    ----------
+    net : Network
+        A chain or a graph.
+    input_shape : sequence of int, optional
+        One sample's shape; default ``net.input_shape``.
+    stop : int, optional
+        The last layer whose shape is wanted.
+
+    Returns
+    -------
+    list of tuple of int
+        Entry ``i``: the output shape of layer ``i``.
+
+    Raises
+    ------
+    ValueError
+        When no input shape is known, or naming the first layer whose input does not fit
+        (a dense layer whose input size differs from its weights, additions of different
+        shapes, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, Add, Concat
+    >>> net = Network([Conv2d(np.ones((2, 1, 3, 3)), padding=1), ReLU(), Add(), Concat()],
+    ...               input_shape=(1, 5, 5), inputs=[(-1,), (0,), (1, 0), (2, -1)])
+    >>> output_shapes(net)
+    [(2, 5, 5), (2, 5, 5), (2, 5, 5), (3, 5, 5)]
+    >>> output_shapes(net, (1, 3, 3), stop=1)
+    [(2, 3, 3), (2, 3, 3)]
     """
     first = _input_shape(net, input_shape)
     outs: list[tuple[int, ...]] = []
@@ -116,8 +180,39 @@ def output_shapes(
 
 
 def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str | None = None) -> tuple[int, ...]:
-    """One sample's output shape of ``layer`` given its inputs' shapes (``ValueError``
-    naming the layer, as ``label``, when they do not fit)."""
+    """One sample's output shape of ``layer`` given its inputs' shapes.
+
+    An :class:`Add` keeps the (common) shape, a :class:`Concat` sums the channels (axis 0
+    of one sample), any other layer reads ``ins[0]`` (see :func:`layer_shapes`).
+
+    Parameters
+    ----------
+    layer : Layer
+    ins : sequence of tuple of int
+        The shapes of the layers it reads, in order.
+    label : str, optional
+        How errors name the layer (default: its type and name).
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        Naming the layer when its inputs do not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Add, Concat, Dense
+    >>> node_output_shape(Concat(), [(2, 4, 4), (3, 4, 4)]), node_output_shape(Dense(np.ones((5, 3))), [(3,)])
+    ((5, 4, 4), (5,))
+    >>> node_output_shape(Add(name="sum"), [(2, 4, 4), (3, 4, 4)])
+    Traceback (most recent call last):
+    ...
+    ValueError: Add 'sum' sums inputs of different shapes [(2, 4, 4), (3, 4, 4)]
+    """
     label = label or f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
     ins = [tuple(int(v) for v in s) for s in ins]
     if isinstance(layer, Add):
@@ -132,7 +227,21 @@ def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str |
 
 
 def layer_params(layer: Layer) -> int:
-    """Parameters of one layer: weights and biases; ``2 C`` for a BatchNorm."""
+    """Parameters of one layer: weights and biases; ``2 C`` for a BatchNorm.
+
+    A dense layer ``(out, in)`` has ``out in + out``, a convolution ``O C kh kw + O``
+    (without a bias, no ``+ out``). A BatchNorm's ``C`` weights and ``C`` biases count, its
+    running mean and variance do not (buffers, as in PyTorch); the other layers have none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Dense, Conv2d, BatchNorm, ReLU
+    >>> layer_params(Dense(np.ones((4, 3)), np.zeros(4))), layer_params(Conv2d(np.ones((2, 1, 3, 3))))
+    (16, 18)
+    >>> layer_params(BatchNorm(np.zeros(5), np.ones(5))), layer_params(ReLU())
+    (10, 0)
+    """
     if isinstance(layer, (Dense, Conv2d)):
         return int(np.prod(layer.W.shape)) + (0 if layer.b is None else int(layer.b.shape[0]))
     if isinstance(layer, BatchNorm):
@@ -141,7 +250,19 @@ def layer_params(layer: Layer) -> int:
 
 
 def layer_macs(layer: Layer, out_shape: tuple[int, ...] | None) -> int | None:
-    """Multiply-accumulates of one layer for one sample (None: a conv without known shape)."""
+    """Multiply-accumulates of one layer for one sample (None: a conv without known shape).
+
+    A dense layer ``(out, in)`` costs ``out in``; a convolution ``O C kh kw`` per output
+    position, ``O C kh kw Ho Wo`` for its output shape ``(O, Ho, Wo)``; other layers 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Dense, Conv2d
+    >>> conv = Conv2d(np.ones((2, 1, 3, 3)))
+    >>> layer_macs(conv, (2, 4, 4)), layer_macs(conv, None), layer_macs(Dense(np.ones((4, 3))), (4,))
+    (288, None, 12)
+    """
     if isinstance(layer, Dense):
         return int(np.prod(layer.W.shape))
     if isinstance(layer, Conv2d):
@@ -152,12 +273,39 @@ def layer_macs(layer: Layer, out_shape: tuple[int, ...] | None) -> int | None:
 
 
 def count_params(net: Network) -> int:
-    """Total parameters of the network (see :func:`layer_params`)."""
+    """Total parameters of the network: the sum of :func:`layer_params` over its layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, MaxPool2d, Flatten, Dense
+    >>> net = Network([Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2)), ReLU(), MaxPool2d(2), Flatten(),
+    ...                Dense(np.ones((3, 8)), np.zeros(3))])
+    >>> count_params(net)  # (18 + 2) + (24 + 3)
+    47
+    """
     return sum(layer_params(layer) for layer in net.layers)
 
 
 def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | None:
-    """Total multiply-accumulates for one sample; None when a convolution's size is unknown."""
+    """Total multiply-accumulates for one sample; None when a convolution's size is unknown.
+
+    The sum of :func:`layer_macs` over the layers, at the shapes :func:`output_shapes`
+    gives for ``input_shape`` (default ``net.input_shape``). A network without
+    convolutions needs no input shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, MaxPool2d, Flatten, Dense
+    >>> net = Network([Conv2d(np.ones((2, 1, 3, 3))), ReLU(), MaxPool2d(2), Flatten(), Dense(np.ones((3, 8)))])
+    >>> count_macs(net, (1, 6, 6))  # 18 * 4 * 4 + 3 * 8
+    312
+    >>> count_macs(net) is None  # no input shape: the convolution's output size is unknown
+    True
+    >>> count_macs(Network([Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4)))]))
+    20
+    """
     try:
         shapes = output_shapes(net, input_shape)
     except ValueError:
@@ -171,6 +319,3 @@ def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | 
             return None
         total += m
     return total
-
-
-# --------------------------------------------------------------------------- patches and bounds

@@ -128,7 +128,27 @@ def _analyse(net: Network, i: int, j: int) -> HiddenLayer | str:
 
 
 def hidden_layers(net: Network) -> dict[int, HiddenLayer | str]:
-    """For every dense/conv layer of a chain but the last: its :class:`HiddenLayer`, or why it is none."""
+    """For every dense/conv layer of a chain but the last: its :class:`HiddenLayer`, or why it is none.
+
+    Layer ``i`` is hidden when a ReLU follows it before the next dense/conv layer ``j``,
+    with only dropout, identity, pooling, a flatten and at most one BatchNorm after the ReLU
+    in between (see the module notes); BatchNorms before the ReLU must have been folded
+    (:func:`fold_batchnorm`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Dropout
+    >>> net = Network([Dense(np.ones((4, 3))), Dense(np.ones((4, 4))), ReLU(), Dense(np.ones((3, 4))), ReLU(),
+    ...                Dropout(), Dense(np.ones((2, 3)))])
+    >>> hidden = hidden_layers(net)
+    >>> hidden[0]
+    'no ReLU after it'
+    >>> hidden[3]
+    HiddenLayer(i=3, j=6, path=(4, 5), bn=None, flatten=None, maxpool=False, padded_avg=False, max_after_bn=False)
+    >>> sorted(hidden)  # the classifier (layer 6) is not among them
+    [0, 1, 3]
+    """
     lin = _linear_indices(net)
     return {i: _analyse(net, i, j) for i, j in itertools.pairwise(lin)}
 
@@ -136,7 +156,41 @@ def hidden_layers(net: Network) -> dict[int, HiddenLayer | str]:
 def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
     """Fold every BatchNorm that acts on a dense/conv layer's pre-activations into it.
 
-    Returns the new network and, for each of its layers, the index in ``net``.
+    A BatchNorm ``y = s x + t`` reached from a dense or convolutional layer through dropout,
+    identity or max pooling only becomes part of it: ``W <- s W`` (per output unit),
+    ``b <- s b + t``; exact at inference. Through a max pooling only when ``s >= 0``
+    (``max`` commutes with non-negative scales); other BatchNorms stay.
+
+    Parameters
+    ----------
+    net : Network
+        A chain.
+
+    Returns
+    -------
+    folded : Network
+        The chain without the folded BatchNorms.
+    origin : list of int
+        For each layer of ``folded``, its index in ``net``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, BatchNorm, ReLU
+    >>> rng = np.random.default_rng(0)
+    >>> bn = BatchNorm(rng.normal(size=4), rng.uniform(1, 2, size=4), rng.normal(size=4), rng.normal(size=4))
+    >>> net = Network([Dense(rng.normal(size=(4, 3)), rng.normal(size=4)), bn, ReLU(), Dense(rng.normal(size=(2, 4)))])
+    >>> folded, origin = fold_batchnorm(net)
+    >>> [type(layer).__name__ for layer in folded], origin
+    (['Dense', 'ReLU', 'Dense'], [0, 2, 3])
+    >>> x = rng.normal(size=(5, 3))
+    >>> bool(np.allclose(folded(x), net(x)))
+    True
+
+    A BatchNorm after the ReLU acts on activations, not pre-activations: it stays.
+
+    >>> len(fold_batchnorm(Network([net.layers[0], ReLU(), bn, net.layers[3]]))[0])
+    4
     """
     layers = list(net.layers)
     origin = list(range(len(layers)))

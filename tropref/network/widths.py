@@ -69,6 +69,12 @@ class Budget:
     the uniform fraction meeting the budget would give it (``floor=0`` lets a layer go
     down to one unit).
 
+    Raises
+    ------
+    ValueError
+        When not exactly one of ``units``, ``params`` and ``macs`` is given, when it is not
+        a fraction in (0, 1], or when ``floor`` is not in [0, 1].
+
     Examples
     --------
     >>> Budget(params=0.5)
@@ -236,6 +242,35 @@ def predict_cost(
     ``vanishing_bn[i]`` is the BatchNorm (after the ReLU of layer ``i``) folded into the
     next layer once layer ``i`` is compressed; ``shapes`` are :func:`layer_shapes` of
     ``chain`` (needed for MACs).
+
+    A dense or convolutional layer with ``k_out`` units reading ``k_in`` of its original
+    ``n_in`` input channels has ``w = k_out (fan_in k_in / n_in) kh kw`` weights (``kh kw =
+    1`` for a dense layer) and ``k_out`` biases when it had a bias or its inputs were
+    compressed (the merge writes a bias into it); its MACs are ``w`` for a dense layer and
+    ``w Ho Wo`` for a convolution. A BatchNorm that stays has two parameters per channel.
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is neither ``"params"`` nor ``"macs"``.
+
+    Examples
+    --------
+    The prediction is what :func:`tropref.compress_network` builds:
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, compress_network, count_params, layer_shapes
+    >>> rng = np.random.default_rng(0)
+    >>> chain = Network([Dense(rng.normal(size=(8, 3)), np.zeros(8)), ReLU(), Dense(rng.normal(size=(6, 8))), ReLU(),
+    ...                  Dense(rng.normal(size=(2, 6)))])
+    >>> predict_cost(chain, {}, kind="params", shapes=None, vanishing_bn={}), count_params(chain)
+    (92, 92)
+    >>> predict_cost(chain, {0: 4, 2: 3}, kind="params", shapes=None, vanishing_bn={})  # 16 + (12 + 3) + (6 + 2)
+    39
+    >>> predict_cost(chain, {0: 4, 2: 3}, kind="macs", shapes=layer_shapes(chain, (3,)), vanishing_bn={})
+    30
+    >>> count_params(compress_network(chain, {0: 4, 2: 3}, seed=0)[0])
+    39
     """
     if kind not in ("params", "macs"):
         raise ValueError(f"`kind` must be 'params' or 'macs', got {kind!r}")
@@ -273,11 +308,46 @@ def budget_widths(
     each layer's error carried to the output along every path (:func:`carry_bound`), the
     smallest widths that pinned channels allow.
 
+    Parameters
+    ----------
+    structure : Structure
+        :func:`~tropref.network.structure.analyse` of the network.
+    budget : Budget
+        A fraction of the network's units, parameters or MACs.
+    targets : sequence of int
+        The hidden layers to compress (work indices, ``structure.compressible`` or part of it).
+    probe : callable
+        ``probe(g, k)``: the certificate vector of layer ``g`` compressed alone to ``k``
+        units (None when the method gives none: the uniform widths are then used).
+
+    Returns
+    -------
+    dict
+        Work index -> units kept.
+
     Raises
     ------
     ValueError
         For a MACs budget on a network whose input shape is unknown, or a budget that
         cannot be met.
+
+    Examples
+    --------
+    Half the 14 hidden units of a network, with a probe saying that merging units of the
+    first hidden layer costs a tenth of the second's: the first gives up more.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> rng = np.random.default_rng(0)
+    >>> net = Network([Dense(rng.normal(size=(8, 3))), ReLU(), Dense(rng.normal(size=(6, 8))), ReLU(),
+    ...                Dense(rng.normal(size=(2, 6)))], input_shape=(3,))
+    >>> s = analyse(net)
+    >>> budget_widths(s, Budget(units=0.5), s.compressible, lambda g, k: np.array([1.0 if g == 0 else 10.0]))
+    {0: 3, 2: 4}
+    >>> budget_widths(analyse(Network(net.layers)), Budget(macs=0.5), s.compressible, lambda g, k: None)
+    Traceback (most recent call last):
+    ...
+    ValueError: a MACs budget needs the network's `input_shape`
     """
     work, kind = structure.work, budget.kind
     n = {g: work.layers[g].units for g in targets}
@@ -348,11 +418,32 @@ def keep_widths(keep: Any, structure: Structure, targets: Sequence[int]) -> dict
     layer keeps ``max(1, round(q n))``) or a mapping from layers (index in the user's
     network, or name) to ``k`` (an int or a fraction); layers not named keep their width.
 
+    Returns
+    -------
+    dict
+        Work index -> units kept, for every layer in ``targets``.
+
     Raises
     ------
     TypeError, ValueError
         For a ``keep`` that is neither, a layer that is not a compressible hidden layer
         (the message says why), or a ``k`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> net = Network([Dense(np.ones((8, 3)), name="fc1"), ReLU(), Dense(np.ones((6, 8)), name="fc2"), ReLU(),
+    ...                Dense(np.ones((2, 6)), name="out")])
+    >>> s = analyse(net)
+    >>> keep_widths(0.5, s, s.compressible)  # round(0.5 * 8), round(0.5 * 6)
+    {0: 4, 2: 3}
+    >>> keep_widths({"fc2": 2}, s, s.compressible), keep_widths({0: 0.25}, s, s.compressible)
+    ({0: 8, 2: 2}, {0: 2, 2: 6})
+    >>> keep_widths({"out": 1}, s, s.compressible)
+    Traceback (most recent call last):
+    ...
+    ValueError: `keep` names 'out' (layer 4, Dense), which is not a compressible hidden layer
     """
     widths = {g: structure.work.layers[g].units for g in targets}
     if not isinstance(keep, Mapping):
