@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from tropref.adapters._reading import Pad, fold_pads, prune, refuse
-from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -40,11 +39,13 @@ from tropref.network import (
     Identity,
     MaxPool2d,
     Network,
+    NetworkReport,
     ReLU,
     Softmax,
+    compress_network,
     output_shapes,
+    with_flatten_order_everywhere,
 )
-from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from tropref.adapters._reading import Pad, fold_pads, prune, refuse
-from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -39,12 +38,14 @@ from tropref.network import (
     Identity,
     MaxPool2d,
     Network,
+    NetworkReport,
     ReLU,
     Softmax,
+    compress_network,
     node_output_shape,
     output_shapes,
+    with_flatten_order_everywhere,
 )
-from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
 

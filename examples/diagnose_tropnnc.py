@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from tropref.experiments import accuracy, load_model, load_test, to_float
-from tropref.network_compression import compress_network
+from tropref.network import compress_network
 
 VARIANTS = {
     "tropnnc (default)": ("tropnnc", {}),

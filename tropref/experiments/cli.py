@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..methods import METHODS
-from ..network_compression import compress_network
+from ..network import compress_network
 from .certcheck import certificate_check, certificate_markdown
 from .data import calibration_data, evaluation_data
 from .demos import demo

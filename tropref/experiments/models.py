@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from .._array import to_numpy
-from ..budget import Budget
 from ..network import (
     Add,
     AvgPool2d,
     BatchNorm,
+    Budget,
     Concat,
     Conv2d,
     Dense,
@@ -44,9 +44,9 @@ from ..network import (
     MaxPool2d,
     Network,
     ReLU,
+    compressible_layers,
     forward,
 )
-from ..network_compression import compressible_layers
 from .data import assets_dir
 
 __all__ = [
@@ -366,7 +366,7 @@ def accuracy(net: Network, images: np.ndarray, labels: np.ndarray, batch: int = 
 def hidden_layer_names(net: Network) -> dict[str, list[Any]]:
     """Compressible layers by kind: in a chain every dense or conv layer but the last (the
     classifier); in a graph the layers whose channels are not coupled to other paths
-    (:func:`tropref.network_compression.compressible_layers`).
+    (:func:`tropref.network.compressible_layers`).
 
     Keys ``"dense"`` and ``"conv"``; values are layer names (or indices when unnamed).
 

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..methods import METHODS
-from ..network import Network, count_macs, count_params
-from ..network_compression import compress_network
+from ..network import Network, compress_network, count_macs, count_params
 from .data import calibration_data, evaluation_data
 from .models import LAYER_GROUPS, input_dtype, keep_rule, load_model, predict
 from .report import code_version
