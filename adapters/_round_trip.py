@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from tropref.network import Network
-from tropref.network_compression import NetworkReport
+from tropref.network import Network, NetworkReport
 
 __all__ = ["write_back"]
 

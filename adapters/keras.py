@@ -50,7 +50,6 @@ from tropref.adapters._refusals import (
     unsupported,
 )
 from tropref.adapters._round_trip import write_back
-from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -63,11 +62,13 @@ from tropref.network import (
     Identity,
     MaxPool2d,
     Network,
+    NetworkReport,
     ReLU,
     Softmax,
+    compress_network,
     output_shapes,
+    with_flatten_order_everywhere,
 )
-from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 

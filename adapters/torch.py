@@ -41,7 +41,6 @@ from tropref.adapters._refusals import (
     unsupported,
 )
 from tropref.adapters._round_trip import write_back
-from tropref.graph import with_flatten_order_everywhere
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -54,10 +53,12 @@ from tropref.network import (
     Identity,
     MaxPool2d,
     Network,
+    NetworkReport,
     ReLU,
     Softmax,
+    compress_network,
+    with_flatten_order_everywhere,
 )
-from tropref.network_compression import NetworkReport, compress_network
 
 __all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
 

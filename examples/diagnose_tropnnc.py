@@ -17,9 +17,8 @@ import time
 
 import numpy as np
 
-from tropref.data import load_test, to_float
-from tropref.experiments import accuracy, load_model
-from tropref.network_compression import compress_network
+from tropref.experiments import accuracy, load_model, load_test, to_float
+from tropref.network import compress_network
 
 VARIANTS = {
     "tropnnc (default)": ("tropnnc", {}),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tropref.data import load_fashion_mnist, to_float
+from tropref.experiments import load_fashion_mnist, to_float
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout, whose tropref/assets/ the models are written to
 

@@ -18,8 +18,7 @@ keras = pytest.importorskip("keras")  # a guard only: CI installs keras and runs
 L = keras.layers
 
 from tropref.adapters.keras import compress, from_keras, to_core_input, to_keras  # noqa: E402
-from tropref.network import forward  # noqa: E402
-from tropref.network_compression import compress_network  # noqa: E402
+from tropref.network import compress_network, forward  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

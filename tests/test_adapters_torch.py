@@ -14,8 +14,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from tropref.adapters.torch import compress, from_torch, to_torch  # noqa: E402
-from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, forward  # noqa: E402
-from tropref.network_compression import compress_network  # noqa: E402
+from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, compress_network, forward  # noqa: E402
 
 
 class LeNet(nn.Module):

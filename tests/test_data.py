@@ -1,14 +1,16 @@
-"""Fashion-MNIST IDX reader and the shipped test subset."""
+"""Datasets of the experiments: the IDX reader, the shipped test subset, the one test split and calibration draw."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
-from tropref import data
+from tropref.experiments import data
 
 
 def write_idx(path, array, type_byte=0x08, compress=False):
@@ -102,3 +104,90 @@ def test_subset_is_the_first_test_images():
     xs, ys = data.load_test_subset()
     np.testing.assert_array_equal(xs, x[:2000])
     np.testing.assert_array_equal(ys, y[:2000])
+
+
+def test_docstring_examples():
+    run_doctests(data)
+
+
+def fashion_folder(tmp_path, n_train=50, n_test=7, shape=(2, 3)):
+    """IDX files in Fashion-MNIST's names; image i's first pixel is i (its index in its split)."""
+    rng = np.random.default_rng(4)
+    tmp_path.mkdir(exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+        images[:, 0, 0] = np.arange(n)
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", rng.integers(0, 3, size=n, dtype=np.uint8))
+    return tmp_path
+
+
+def test_evaluation_data_picks_the_split(tmp_path):
+    folder = fashion_folder(tmp_path)
+    x, y, name = data.evaluation_data(folder)
+    images, labels = data.load_fashion_mnist("test", folder)
+    assert name == "test"
+    np.testing.assert_array_equal(x, data.to_float(images))
+    np.testing.assert_array_equal(y, labels)
+    xs, ys, name = data.evaluation_data(folder, subset=True)  # the shipped subset, even with a folder
+    assert name == "test[:2000]"
+    assert xs.shape == (2000, 1, 28, 28)
+    np.testing.assert_array_equal(ys, data.load_test_subset()[1])
+    with pytest.raises(FileNotFoundError, match="`path`"):
+        data.evaluation_data(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="CIFAR-10 is not shipped"):
+        data.evaluation_data(dataset="cifar10")
+    with pytest.raises(ValueError, match="`dataset`"):
+        data.evaluation_data(folder, dataset="mnist")
+
+
+def test_calibration_data_is_one_seeded_draw_in_training_order(tmp_path):
+    folder = fashion_folder(tmp_path)
+    x = data.calibration_data(10, folder)
+    assert x.shape == (10, 1, 2, 3)
+    assert x.dtype == np.float32
+    index = np.rint(x[:, 0, 0, 0] * 255).astype(int)
+    # ten distinct training images, in the order of the split, drawn by default_rng(0)
+    np.testing.assert_array_equal(index, np.sort(np.random.default_rng(0).choice(50, size=10, replace=False)))
+    np.testing.assert_array_equal(data.calibration_data(10, folder), x)
+    assert not np.array_equal(data.calibration_data(10, folder, seed=1), x)
+    assert len(data.calibration_data(80, folder)) == 50  # at most the whole split
+    with pytest.raises(FileNotFoundError, match="train-images"):
+        data.calibration_data(10, tmp_path / "nowhere")
+
+
+def test_sweep_certcheck_and_cli_use_the_one_loader_and_draw(tmp_path, capsys):
+    """Given a data folder, the sweep (API and command line) evaluates on its test split and
+    calibrates ThiNet on its training split, drawn as calibration_data draws."""
+    from tropref import experiments as E
+    from tropref.experiments.cli import main
+    from tropref.network import Dense, Flatten, Network, ReLU
+
+    rng = np.random.default_rng(5)
+    net = Network(
+        [
+            Flatten(),
+            Dense(rng.normal(size=(8, 6)).astype(np.float32), rng.normal(size=8).astype(np.float32), name="fc1"),
+            ReLU(),
+            Dense(rng.normal(size=(3, 8)).astype(np.float32), np.zeros(3, np.float32), name="fc2"),
+        ],
+        (1, 2, 3),
+    )
+    folder = fashion_folder(tmp_path / "data")
+    kw = dict(methods=["thinet"], fractions=[0.5], layers="dense", progress=False)
+    res = E.sweep(net, data_path=folder, n_calibration=20, **kw)
+    assert (res["model"]["test_set"], res["model"]["test_size"], res["config"]["n_calibration"]) == ("test", 7, 20)
+    given = E.sweep(net, test=data.evaluation_data(folder)[:2], calibration=data.calibration_data(20, folder), **kw)
+    assert given["records"][0]["accuracy"] == res["records"][0]["accuracy"]
+    assert given["records"][0]["measured_error"] == res["records"][0]["measured_error"]
+    rows = E.certificate_check(net, methods=["l1"], fractions=[0.5], data_path=folder)
+    assert rows == E.certificate_check(net, methods=["l1"], fractions=[0.5], test=data.evaluation_data(folder)[:2])
+    path = E.save_model(net, tmp_path / "net.npz")
+    argv = ["sweep", "--model", str(path), "--data", str(folder), "--methods", "thinet", "--fractions", "0.5"]
+    argv += ["--calibration", "20", "--out", str(tmp_path), "--stem", "s", "--no-plot", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    cli = json.loads((tmp_path / "s.json").read_text())
+    assert (cli["model"]["test_size"], cli["config"]["n_calibration"]) == (7, 20)
+    assert cli["records"][0]["accuracy"] == res["records"][0]["accuracy"]
+    assert cli["records"][0]["measured_error"] == pytest.approx(res["records"][0]["measured_error"], rel=1e-6)

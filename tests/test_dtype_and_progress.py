@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, forward, map_arrays
-from tropref.network_compression import compress_network
+from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, compress_network, forward, map_arrays
 
 
 def cnn(dtype, seed=0):

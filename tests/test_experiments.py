@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 
 import numpy as np
 import pytest
+from helpers import run_doctests
 
 from tropref import experiments as E
 from tropref.network import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, forward
@@ -50,6 +52,11 @@ def stand_in(net, n=60, seed=2):
     return x, np.argmax(np.asarray(forward(net, x)), axis=1)
 
 
+@pytest.mark.parametrize("module", ["models", "report", "sweeps", "certcheck"])
+def test_docstring_examples(module):
+    run_doctests(importlib.import_module(f"tropref.experiments.{module}"))
+
+
 def test_predict_matches_reference_forward():
     net = tiny_cnn()
     x, _ = stand_in(net)
@@ -77,7 +84,7 @@ def test_predict_matches_reference_forward():
 
 
 def test_shipped_models_load_and_reach_recorded_accuracy():
-    from tropref.data import load_test_subset, to_float
+    from tropref.experiments.data import load_test_subset, to_float
 
     x, y = load_test_subset()
     x = to_float(x)
@@ -93,7 +100,7 @@ def test_shipped_models_load_and_reach_recorded_accuracy():
 
 
 def test_shipped_resnet20_is_a_graph_with_its_inner_channels_compressible():
-    from tropref.data import load_test_subset, to_float
+    from tropref.experiments.data import load_test_subset, to_float
 
     x, y = load_test_subset()
     net, meta = E.load_model("resnet20")
@@ -277,7 +284,7 @@ def test_cifar_shaped_network_sweep():
 
 
 def test_cli_compress_and_sweep(tmp_path, capsys):
-    from tropref.cli import main
+    from tropref.experiments.cli import main
 
     assert main(["models"]) == 0
     assert "lenet300" in capsys.readouterr().out
@@ -353,7 +360,7 @@ def test_certificate_check_holds_and_detects_exact_merge():
 def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
     """A user's PyTorch model and local CIFAR-10 copy: synthetic stand-ins of the real shapes."""
     torch = pytest.importorskip("torch")
-    from tropref.cli import main
+    from tropref.experiments.cli import main
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -427,3 +434,18 @@ def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
     assert result["model"]["test_set"] == "cifar10 test"
     assert result["config"]["n_calibration"] == 50
     assert {r["method"] for r in result["records"]} == {"tropnnc", "thinet"}
+
+
+def test_application_level_imports_no_framework():
+    """Importing the experiments and the command line loads no framework (the CLI reads .pt
+    and .keras files through the adapters only when asked)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tropref.experiments, tropref.experiments.cli;"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'matplotlib') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

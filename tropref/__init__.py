@@ -9,7 +9,7 @@ Main entry points
 compress_layer
     One dense or convolutional ReLU layer, on any array-API array (NumPy, CuPy, ...).
 compress_network
-    A feed-forward chain (:class:`Network`), front to back, with per-layer or global
+    A network, chain or graph (:class:`Network`), front to back, with per-layer or global
     (:class:`Budget`) widths, a report and a network certificate.
 tropref.adapters.torch, tropref.adapters.keras
     The same for PyTorch and Keras models, returning a model of the same framework.
@@ -17,14 +17,14 @@ tropref.adapters.torch, tropref.adapters.keras
 Modules: :mod:`tropref.tropical` (layer <-> zonotopes), :mod:`tropref.zonotope`
 (support functions, exact Hausdorff oracles), :mod:`tropref.cluster` (weighted K-means),
 :mod:`tropref.methods` (TropNNC, the predecessor's methods, baselines),
-:mod:`tropref.network` (the network description and its forward pass).
+:mod:`tropref.network` (the network level: layers, graphs, the forward pass, the walk of
+:func:`compress_network`), :mod:`tropref.experiments` (the application: model files,
+sweeps, reports, the command line).
 """
 
-from .budget import Budget
 from .compress import LayerCompression, compress_layer
 from .methods import METHODS
-from .network import Network, count_macs, count_params, forward
-from .network_compression import LayerReport, NetworkReport, compress_network
+from .network import Budget, LayerReport, Network, NetworkReport, compress_network, count_macs, count_params, forward
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Fashion-MNIST: reading the IDX files and the small test subset shipped with tropref.
+"""Datasets of the experiments: reading them, and the one test split and calibration draw.
 
 Functions
 ---------
@@ -10,27 +10,42 @@ load_fashion_mnist
 load_test_subset
     The first 2,000 test images and labels, shipped in ``tropref/assets/`` so that the
     demo runs on a machine without the Debian package.
+load_test
+    Fashion-MNIST's full test split when its files are found, else the shipped subset.
+load_cifar10
+    CIFAR-10 from a local copy of its Python batches.
+evaluation_data
+    The test inputs every experiment evaluates on (the sweeps, the certificate check, the
+    command line): preprocessed, with the name of the split.
+calibration_data
+    The training inputs given to data-driven methods (ThiNet): one seeded draw.
 
-Images are returned as ``uint8`` arrays of shape ``(N, 28, 28)`` and labels as ``int64``
-arrays of shape ``(N,)``; :func:`to_float` scales images to ``float32`` in ``[0, 1]`` with a
-channel axis, the form the shipped models were trained on.
+Fashion-MNIST images are returned as ``uint8`` arrays of shape ``(N, 28, 28)`` and labels
+as ``int64`` arrays of shape ``(N,)``; :func:`to_float` scales images to ``float32`` in
+``[0, 1]`` with a channel axis, the form the shipped models were trained on.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "DEFAULT_DIR",
+    "DATASETS",
     "CLASSES",
     "read_idx",
     "load_fashion_mnist",
     "load_test_subset",
+    "load_test",
+    "load_cifar10",
     "to_float",
+    "evaluation_data",
+    "calibration_data",
     "assets_dir",
 ]
 
@@ -49,6 +64,9 @@ CLASSES = (
     "Bag",
     "Ankle boot",
 )
+
+DATASETS = ("fashion-mnist", "cifar10")
+"""The datasets :func:`evaluation_data` and :func:`calibration_data` read."""
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -77,7 +95,7 @@ _INSTALL_HINT = (
 
 def assets_dir() -> Path:
     """The folder ``tropref/assets/`` with the shipped models and test subset."""
-    return Path(__file__).resolve().parent / "assets"
+    return Path(__file__).resolve().parents[1] / "assets"
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -185,10 +203,11 @@ def load_test_subset() -> tuple[np.ndarray, np.ndarray]:
         return np.array(f["images"]), np.array(f["labels"], dtype=np.int64)
 
 
-def load_test(path: str | os.PathLike | None = None, allow_subset: bool = True):
+def load_test(path: str | os.PathLike | None = None, allow_subset: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """The full test split when available, else (``allow_subset``) the shipped subset.
 
-    Returns ``(images, labels, name)`` with ``name`` either ``"test"`` or ``"test[:2000]"``.
+    Returns ``(images, labels, name)`` with ``name`` either ``"test"`` or ``"test[:2000]"``;
+    an explicit ``path`` without the files raises instead of falling back silently.
     """
     try:
         images, labels = load_fashion_mnist("test", path)
@@ -198,6 +217,137 @@ def load_test(path: str | os.PathLike | None = None, allow_subset: bool = True):
             raise
         images, labels = load_test_subset()
         return images, labels, "test[:2000]"
+
+
+def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from a local copy of the Python version (``cifar-10-batches-py``).
+
+    Returns ``float32`` images ``(N, 3, 32, 32)`` in ``[0, 1]`` and ``int64`` labels; apply
+    the normalisation your model expects before :func:`tropref.experiments.sweep`. Not shipped
+    and not run on the project's machines (tested on synthetic files of the same format).
+    """
+    folder = Path(path)
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    if split not in ("test", "train"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    xs, ys = [], []
+    for nm in names:
+        f = folder / nm
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"`path`: CIFAR-10 batch {nm!r} not found in {str(folder)!r} (the Python version, "
+                "cifar-10-python.tar.gz, unpacked)"
+            )
+        with open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+    return np.concatenate(xs).astype(np.float32) / np.float32(255.0), np.concatenate(ys)
+
+
+def evaluation_data(
+    path: str | os.PathLike | None = None, subset: bool = False, dataset: str = "fashion-mnist"
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test inputs and labels every experiment evaluates on, and the split's name.
+
+    The one place that picks the test split: :func:`tropref.experiments.sweep`,
+    :func:`tropref.experiments.certificate_check` and the command line all call it.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        Folder with the dataset's files. Fashion-MNIST: default the Debian package's folder.
+    subset : bool
+        Fashion-MNIST only: the shipped first 2,000 test images even when the full split is
+        available (fast, and the same on every machine).
+    dataset : {"fashion-mnist", "cifar10"}
+
+    Returns
+    -------
+    x : numpy.ndarray of float32, shape (N, C, H, W)
+        Images in ``[0, 1]`` (no normalisation).
+    labels : numpy.ndarray of int64, shape (N,)
+    name : str
+        ``"test"`` (all 10,000 Fashion-MNIST test images), ``"test[:2000]"`` (the shipped
+        subset: asked for, or the fallback when no ``path`` is given and the Debian package
+        is missing) or ``"cifar10 test"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When an explicit ``path`` lacks the files.
+    ValueError
+        For an unknown ``dataset``, or CIFAR-10 without ``path`` (it is not shipped).
+
+    Examples
+    --------
+    >>> x, y, name = evaluation_data(subset=True)
+    >>> x.shape, x.dtype, name
+    ((2000, 1, 28, 28), dtype('float32'), 'test[:2000]')
+    """
+    if _check_dataset(dataset, path) == "cifar10":
+        x, labels = load_cifar10(path, "test")
+        return x, labels, "cifar10 test"
+    if subset:
+        images, labels = load_test_subset()
+        name = "test[:2000]"
+    else:
+        images, labels, name = load_test(path)
+    return to_float(images), labels, name
+
+
+def calibration_data(
+    n: int, path: str | os.PathLike | None = None, dataset: str = "fashion-mnist", seed: int = 0
+) -> np.ndarray:
+    """``n`` training inputs for data-driven methods (ThiNet), the same ones every time.
+
+    The one calibration draw of the experiments: ``min(n, N)`` of the ``N`` training images
+    chosen without replacement by ``numpy.random.default_rng(seed)``, kept in the order of
+    the training split.
+
+    Parameters
+    ----------
+    n : int
+        How many images.
+    path : str or path-like, optional
+        Folder with the dataset's files (Fashion-MNIST: default the Debian package's).
+    dataset : {"fashion-mnist", "cifar10"}
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (min(n, N), C, H, W)
+        Images in ``[0, 1]`` (no normalisation).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the training split is not found (the shipped subset holds test images only).
+    ValueError
+        For an unknown ``dataset``, or CIFAR-10 without ``path``.
+
+    Examples
+    --------
+    >>> calibration_data(10, path="/nowhere")
+    Traceback (most recent call last):
+    FileNotFoundError: `path`: Fashion-MNIST file train-images-idx3-ubyte[.gz] not found in '/nowhere'...
+    """
+    if _check_dataset(dataset, path) == "cifar10":
+        images, _ = load_cifar10(path, "train")
+    else:
+        images, _ = load_fashion_mnist("train", path)
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
+    # pick before scaling: 1,000 images are converted instead of all 60,000 (same values)
+    return images[pick] if dataset == "cifar10" else to_float(images[pick])
+
+
+def _check_dataset(dataset: str, path: str | os.PathLike | None) -> str:
+    if dataset not in DATASETS:
+        raise ValueError(f"`dataset` must be one of {DATASETS}, got {dataset!r}")
+    if dataset == "cifar10" and path is None:
+        raise ValueError("`path`: CIFAR-10 is not shipped; give the unpacked cifar-10-batches-py folder")
+    return dataset
 
 
 def to_float(images: np.ndarray) -> np.ndarray:

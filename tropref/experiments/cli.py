@@ -8,7 +8,7 @@
     tropref sweep --model MODEL [--methods ...] [--fractions ...] [--layers ...] [--seeds ...] [--out DIR]
     tropref certcheck [--model lenet300] [--methods ...] [--fractions ...]   # certificate vs error
 
-``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``), a ``.npz``
+``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``, ``resnet20``), a ``.npz``
 model file in the shipped format, or a whole PyTorch model saved with ``torch.save``
 (``.pt``/``.pth``, read through ``tropref.adapters.torch``; needs PyTorch). Evaluation uses
 Fashion-MNIST's test split when the IDX files are found (``--data`` or the Debian package
@@ -27,6 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..methods import METHODS
+from ..network import compress_network
+from .certcheck import certificate_check, certificate_markdown
+from .data import calibration_data, evaluation_data
+from .demos import demo
+from .models import LAYER_GROUPS, input_dtype, keep_rule, load_model, predict, save_model, shipped_models
+from .report import write_report
+from .sweeps import sweep
 
 
 def _parse_value(text: str) -> Any:
@@ -54,8 +63,6 @@ def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict
 
 
 def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
-    from .experiments import load_model
-
     path = Path(model)
     if path.suffix in (".pt", ".pth"):
         try:
@@ -85,27 +92,13 @@ def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, di
 
 
 def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    from .data import load_test, load_test_subset, to_float
-
-    if args.dataset == "cifar10":
-        from .experiments import load_cifar10
-
-        if args.data is None:
-            raise SystemExit("tropref: --dataset cifar10 needs --data (the unpacked cifar-10-batches-py folder)")
-        try:
-            x, y = load_cifar10(args.data, "test")
-        except FileNotFoundError as exc:
-            raise SystemExit(f"tropref: {exc}") from None
-        name = "cifar10 test"
-    elif args.subset:
-        x, y = load_test_subset()
-        x, name = to_float(x), "test[:2000]"
-    else:
-        try:
-            x, y, name = load_test(args.data)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"tropref: {exc}") from None
-        x = to_float(x)
+    """The test split of ``--dataset`` (:func:`~tropref.experiments.evaluation_data`), normalised."""
+    if args.dataset == "cifar10" and args.data is None:
+        raise SystemExit("tropref: --dataset cifar10 needs --data (the unpacked cifar-10-batches-py folder)")
+    try:
+        x, y, name = evaluation_data(args.data, args.subset, args.dataset)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"tropref: {exc}") from None
     return _normalise(args, x), y, name
 
 
@@ -121,26 +114,15 @@ def _normalise(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
 
 
 def _calibration(args: argparse.Namespace, dtype: Any) -> np.ndarray:
-    """``args.calibration`` training images (drawn with seed 0) for data-driven methods."""
-    from .data import load_fashion_mnist, to_float
-
+    """``args.calibration`` training images (:func:`~tropref.experiments.calibration_data`), normalised."""
     try:
-        if args.dataset == "cifar10":
-            from .experiments import load_cifar10
-
-            tr, _ = load_cifar10(args.data, "train")
-        else:
-            tr, _ = load_fashion_mnist("train", args.data)
+        x = calibration_data(args.calibration, args.data, args.dataset)
     except FileNotFoundError as exc:
         raise SystemExit(f"tropref: 'thinet' needs training images as calibration data. {exc}") from None
-    pick = np.sort(np.random.default_rng(0).choice(len(tr), size=min(args.calibration, len(tr)), replace=False))
-    x = tr[pick] if args.dataset == "cifar10" else to_float(tr[pick])
     return _normalise(args, x).astype(dtype)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .experiments import shipped_models
-
     print(f"{'model':<10} {'parameters':>10} {'test accuracy':>14}  layers")
     for name, meta in shipped_models().items():
         kinds = [l["kind"] for l in meta["architecture"] if l["kind"] in ("linear", "conv2d")]
@@ -152,8 +134,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .experiments import demo
-
     t0 = time.perf_counter()
     demo(out_dir=args.out, progress=not args.no_progress)
     print(f"done in {time.perf_counter() - t0:.0f} s")
@@ -161,11 +141,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .experiments import _compress_network, keep_rule, predict, save_model
-
     net, meta = _load(args.model, args.input_shape)
     x, y, test_name = _test_data(args)
-    x = x.astype(np.asarray(next(l.W for l in net.layers if hasattr(l, "W"))).dtype)
+    x = x.astype(input_dtype(net))
     calibration = _calibration(args, x.dtype) if args.method == "thinet" else None
     try:
         keep = keep_rule(net, args.keep, args.layers)
@@ -173,7 +151,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise SystemExit(f"tropref: {exc}") from None
     box = np.stack([x.min(axis=0), x.max(axis=0)])
     opts = _options(args.option, [args.method]).get(args.method, {})
-    small, report = _compress_network()(
+    small, report = compress_network(
         net,
         keep,
         method=args.method,
@@ -209,8 +187,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments import sweep, write_report
-
     net, meta = _load(args.model, args.input_shape)
     x, y, test_name = _test_data(args)
     try:
@@ -239,8 +215,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_certcheck(args: argparse.Namespace) -> int:
-    from .experiments import certificate_check, certificate_markdown
-
     net, _ = _load(args.model, args.input_shape)
     x, y, _ = _test_data(args)
     try:
@@ -255,9 +229,6 @@ def cmd_certcheck(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiments import LAYER_GROUPS
-    from .methods import METHODS
-
     p = argparse.ArgumentParser(
         prog="tropref", description="TropNNC: data-free structured compression of ReLU networks."
     )

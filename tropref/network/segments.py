@@ -1,25 +1,21 @@
-"""The structure of a network graph: its chain segments, and rebuilding a graph from them.
+"""The chain segments of a network graph, and rebuilding a graph from them.
 
-A :class:`tropref.network.Network` with additions or concatenations is cut into
+A :class:`~tropref.network.Network` with additions or concatenations is cut into
 *segments*: maximal runs of layers ``n_1, ..., n_m`` in which each ``n_{t+1}`` reads
 ``n_t`` alone and ``n_t`` is read by ``n_{t+1}`` alone. An :class:`~tropref.network.Add`
 or :class:`~tropref.network.Concat` belongs to no segment, and a layer whose output is
-read by several layers ends its segment. Inside a segment the network is a chain, so the
-chain walk of :func:`tropref.compress_network` applies to it unchanged: its hidden ReLU
-layers (a dense or convolutional layer, its BatchNorm, a ReLU, optionally pooling and a
-flatten, read by exactly one dense or convolutional layer) are the unit sets that can be
+read by several layers ends its segment. A chain network is one segment. Inside a segment
+the network is a chain, so :func:`tropref.compress_network` walks it as one: its hidden
+ReLU layers (a dense or convolutional layer, its BatchNorm, a ReLU, optionally pooling and
+a flatten, read by exactly one dense or convolutional layer) are the unit sets that can be
 compressed. The last dense or convolutional layer of a segment that does not end the
 network feeds a junction or a branch: its channels are *coupled* to other paths (the
-residual stream of a ResNet) and are left unchanged.
+residual stream of a ResNet) and are left unchanged (:func:`coupling` says why).
 
 In a torchvision ``BasicBlock`` the segment ``conv1, bn1, relu, conv2, bn2`` gives one
 compressible set (``conv1``'s channels) and ``conv2`` is coupled; a ``Bottleneck`` gives
 two (``conv1``, ``conv2``); a pre-activation block ``bn1, relu, conv1, bn2, relu, conv2``
 gives ``conv1``.
-
-The module also carries a per-channel error bound from one layer to the network's output
-through a graph (:func:`carry_bound`): it is what keeps the network certificate valid
-through additions, where the bounds of the paths that meet are added.
 """
 
 from __future__ import annotations
@@ -27,32 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from .graph import Network
+from .layers import JUNCTIONS, Concat, Layer
 
-from .network import (
-    JUNCTIONS,
-    BatchNorm,
-    Concat,
-    Conv2d,
-    Dense,
-    Flatten,
-    Layer,
-    Network,
-    Softmax,
-    output_shapes,
-    with_flatten_order,
-)
-
-__all__ = [
-    "Segment",
-    "segments",
-    "segment_network",
-    "splice",
-    "drop_layers",
-    "carry_bound",
-    "coupling",
-    "with_flatten_order_everywhere",
-]
+__all__ = ["Segment", "segments", "segment_network", "splice", "drop_layers", "coupling"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +78,31 @@ def segments(net: Network) -> list[Segment]:
 
 
 def segment_network(net: Network, seg: Segment, input_shape: Sequence[int] | None) -> Network:
-    """The chain of the segment's layers as a network of its own."""
+    """The chain of the segment's layers as a network of its own.
+
+    Parameters
+    ----------
+    net : Network
+    seg : Segment
+        One of :func:`segments` of ``net``.
+    input_shape : sequence of int or None
+        One sample's shape at the segment's input (the output shape of ``seg.source``).
+
+    Returns
+    -------
+    Network
+        A chain holding the same layer objects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> chain = segment_network(net, segments(net)[0], (2,))
+    >>> chain.is_chain, len(chain), chain.input_shape, chain.layers[2] is net.layers[2]
+    (True, 3, (2,), True)
+    """
     return Network(tuple(net.layers[i] for i in seg.nodes), None if input_shape is None else tuple(input_shape))
 
 
@@ -116,6 +114,30 @@ def splice(
     Segments not in ``replacement`` keep their layers. Returns the new network, per
     segment the indices of its layers in it (the segment's output is its last layer), and
     the new index of every junction and segment end of ``net`` (``-1`` stays ``-1``).
+
+    A replacement chain may have more or fewer layers than the segment: its first layer
+    reads what the segment's first read, and every reader of the segment's last layer
+    reads the chain's last.
+
+    Raises
+    ------
+    ValueError
+        When a segment is replaced by no layers.
+
+    Examples
+    --------
+    The residual block ``relu(x + 2 relu(x))`` with its branch replaced by one dense layer
+    ``3 x``: the new network computes ``relu(3 x + x)``.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> new, placed, moved = splice(net, segments(net), {0: [Dense(3 * np.eye(2))]})
+    >>> new.inputs, placed, moved
+    (((-1,), (0, -1), (1,)), [[0], [2]], {-1: -1, 2: 0, 3: 1, 4: 2})
+    >>> new(np.array([[1.0, -1.0]]))
+    array([[4., 0.]])
     """
     new_index: dict[int, int] = {-1: -1}  # old segment end (or junction) -> new index
     seg_first = {s.nodes[0]: k for k, s in enumerate(segs)}
@@ -145,7 +167,25 @@ def splice(
 
 def drop_layers(net: Network, drop: Sequence[int]) -> Network:
     """``net`` without the single-input layers in ``drop`` (each reader of a dropped layer
-    reads that layer's input instead). Used to remove placeholders that act as identities."""
+    reads that layer's input instead). Used to remove placeholders that act as identities.
+
+    Raises
+    ------
+    ValueError
+        When ``drop`` holds the output layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, Identity, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), Identity(), ReLU(), Add()], inputs=[(-1,), (0,), (1,), (2, -1)])
+    >>> short = drop_layers(net, [1])
+    >>> short.inputs, [type(layer).__name__ for layer in short]
+    (((-1,), (0,), (1, -1)), ['Dense', 'ReLU', 'Add'])
+    >>> x = np.array([[1.0, -1.0]])
+    >>> bool(np.allclose(short(x), net(x)))
+    True
+    """
     drop = set(drop)
     if len(net.layers) - 1 in drop:
         raise ValueError("the output layer cannot be dropped")
@@ -164,7 +204,35 @@ def drop_layers(net: Network, drop: Sequence[int]) -> Network:
 
 def coupling(net: Network, seg: Segment) -> str | None:
     """Why the channels at the end of a segment are shared with other paths (None when the
-    segment ends the network)."""
+    segment ends the network).
+
+    A segment's last layer is coupled when its output feeds a junction (an addition or a
+    concatenation) or is read by several layers: merging its channels would have to change
+    the other paths too, so :func:`tropref.compress_network` leaves them.
+
+    Examples
+    --------
+    In a residual block, the branch's last dense layer feeds the addition; the final ReLU
+    ends the network.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add(name="sum"), ReLU()],
+    ...               inputs=[(-1,), (0,), (1,), (2, -1), (3,)])
+    >>> branch, tail = segments(net)
+    >>> coupling(net, branch)
+    "its channels feed 'sum' (layer 3, Add) (residual sum), shared with another path"
+    >>> coupling(net, tail) is None
+    True
+
+    A layer read by two branches:
+
+    >>> from tropref.network import Concat
+    >>> fork = Network([Dense(np.eye(2)), ReLU(), Dense(np.eye(2)), Dense(np.eye(2)), Concat()],
+    ...                inputs=[(-1,), (0,), (1,), (1,), (2, 3)])
+    >>> coupling(fork, segments(fork)[0])
+    'its channels are read by 2 layers (layer 2 (Dense), layer 3 (Dense))'
+    """
     last = seg.nodes[-1]
     users = net.users()[last]
     if not users:
@@ -174,72 +242,3 @@ def coupling(net: Network, seg: Segment) -> str | None:
         kind = "residual sum" if not isinstance(net.layers[j], Concat) else "concatenation"
         return f"its channels feed {net.label(j)} ({kind}), shared with another path"
     return f"its channels are read by {len(users)} layers ({', '.join(net.label(u) for u in users)})"
-
-
-def carry_bound(
-    net: Network, j: int, e: np.ndarray, shapes: Sequence[tuple[int, ...]], input_shape: tuple[int, ...]
-) -> np.ndarray:
-    """Bound on the change of the network's outputs from a per-channel bound ``e`` on the
-    change of layer ``j``'s output (NumPy float64 host network).
-
-    Every path from ``j`` to the output is followed with per-channel bounds: ReLU, pooling
-    and dropout keep them, a BatchNorm multiplies them by ``|scale|``, a dense layer applies
-    ``|W|``, a convolution ``Σ_{kh,kw} |W|``, a softmax turns them into ``max e / 2``
-    (at most 1); an :class:`~tropref.network.Add` adds the bounds of its inputs (the paths
-    that meet) and a :class:`~tropref.network.Concat` joins them, zero for inputs the
-    change does not reach. ``shapes`` are the layers' output shapes.
-    """
-    bounds: dict[int, np.ndarray] = {j: np.asarray(e, dtype=np.float64)}
-    for p in range(j + 1, len(net.layers)):
-        src = net.sources(p)
-        if not any(s in bounds for s in src):
-            continue
-        layer = net.layers[p]
-        if isinstance(layer, JUNCTIONS):
-            parts = [bounds.get(s, np.zeros(_channels(shapes, s, input_shape))) for s in src]
-            bounds[p] = np.concatenate(parts) if isinstance(layer, Concat) else np.sum(parts, axis=0)
-            continue
-        (s,) = src
-        x = bounds[s]
-        if isinstance(layer, Dense):
-            x = np.abs(layer.W) @ x
-        elif isinstance(layer, Conv2d):
-            x = np.abs(layer.W).sum(axis=(2, 3)) @ x
-        elif isinstance(layer, BatchNorm):
-            x = np.abs(layer.scale) * x
-        elif isinstance(layer, Softmax):  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
-            x = np.full_like(x, min(np.max(x) / 2, 1.0))
-        elif isinstance(layer, Flatten):
-            shape_in = input_shape if s < 0 else shapes[s]
-            if len(shape_in) == 3:
-                n = int(shape_in[1] * shape_in[2])
-                x = np.repeat(x, n) if layer.order == "channels_first" else np.tile(x, n)
-        bounds[p] = x
-    last = len(net.layers) - 1
-    out = bounds.get(last, np.zeros(_channels(shapes, last, input_shape)))
-    if len(shapes[last]) == 3:  # a convolutional output: every position has the channel's bound
-        out = np.repeat(out, int(shapes[last][1] * shapes[last][2]))
-    return out
-
-
-def _channels(shapes: Sequence[tuple[int, ...]], i: int, input_shape: tuple[int, ...]) -> int:
-    return int((input_shape if i < 0 else shapes[i])[0])
-
-
-def with_flatten_order_everywhere(net: Network, order: str) -> Network:
-    """:func:`tropref.network.with_flatten_order` on a chain, or on each chain segment of a
-    graph that holds a flatten of the other order (a graph needs its ``input_shape``)."""
-    if not any(isinstance(l, Flatten) and l.order != order for l in net.layers):
-        return net
-    if net.is_chain:
-        return with_flatten_order(net, order)
-    if net.input_shape is None:
-        raise ValueError("changing the order of a Flatten in a graph needs the network's `input_shape`")
-    shapes = output_shapes(net)
-    segs = segments(net)
-    repl = {}
-    for k, seg in enumerate(segs):
-        if any(isinstance(net.layers[i], Flatten) and net.layers[i].order != order for i in seg.nodes):
-            shape = net.input_shape if seg.source < 0 else shapes[seg.source]
-            repl[k] = with_flatten_order(segment_network(net, seg, shape), order).layers
-    return splice(net, segs, repl)[0]

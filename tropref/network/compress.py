@@ -1,0 +1,330 @@
+"""``compress_network``: a whole network, a chain or a graph, compressed front to back, with a report.
+
+The walk (``docs/networks.md`` says it with pictures), one step per module below this one:
+
+1. **Structure** (:mod:`~tropref.network.structure`): the network is cut into chain
+   segments, BatchNorms acting on pre-activations are folded into their layers, and the
+   hidden ReLU layers of every segment are found. A chain is one segment. Channels at the
+   end of a segment that feeds an addition, a concatenation or a branch are coupled to
+   other paths and left unchanged.
+2. **Widths** (:mod:`~tropref.network.widths`): ``k`` per hidden layer from ``keep`` (a
+   fraction, a mapping, or a :class:`~tropref.network.widths.Budget` allocated from the
+   layers' certificates).
+3. **Compress front to back** (:mod:`~tropref.network.rewrite`): the hidden layers in the
+   graph's order; each merges its units and rewrites the next layer, which is then
+   compressed in turn from its rewritten weights. Data-driven methods receive each layer's
+   inputs in the partly compressed network.
+4. **Certify and report** (:mod:`~tropref.network.certificate`,
+   :mod:`~tropref.network.report`): the layer certificates are composed along every path
+   into the network certificate, and the compressed network is measured on ``inputs``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._array import Array, namespace, resolve_seed
+from .certificate import certificate_step, network_certificate
+from .forward import apply_layer, apply_node, node_outputs
+from .graph import Network, network_namespace
+from .layers import Conv2d, Dense
+from .report import NetworkReport, layer_reports, network_report, progress_sink, say_layer
+from .rewrite import compress_hidden, layer_options
+from .segments import drop_layers
+from .structure import Folded, Structure, analyse
+from .widths import Budget, budget_widths, keep_widths, resolve_layers
+
+__all__ = ["compress_network"]
+
+
+def compress_network(
+    net: Network,
+    keep: float | Mapping[Any, Any] | Budget = 0.5,
+    *,
+    method: str = "tropnnc",
+    seed: int | None = None,
+    skip: Sequence[int | str] = (),
+    data: Array | None = None,
+    inputs: Array | None = None,
+    input_radius: float | None = None,
+    max_patches: int = 4096,
+    progress: bool | Callable[[str], None] | None = None,
+    certify: bool = True,
+    **options: Any,
+) -> tuple[Network, NetworkReport]:
+    """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
+
+    Each hidden layer ``l`` is compressed with :func:`tropref.compress_layer`, which merges
+    its units (output channels) and rewrites the inputs of the next dense/conv layer
+    through whatever lies between them (BatchNorm, pooling, flatten, dropout). The next
+    layer is then compressed from its rewritten weights. The last layer (classifier) has no
+    ReLU and is left alone. In a graph, the walk runs on every chain segment; channels that
+    feed an addition, a concatenation or a branch are coupled to other paths and left
+    unchanged (the report says so), and the certificate is carried along every path and
+    summed where paths meet. The input network is not modified.
+
+    Parameters
+    ----------
+    net : Network
+        The network (:mod:`tropref.network`); adapters build one from PyTorch or Keras.
+    keep : float, mapping or Budget
+        - a fraction ``q`` in (0, 1]: every hidden layer keeps ``max(1, round(q n))`` units;
+        - a mapping from layer (index in ``net`` or name) to ``k`` (an int, or a fraction);
+          layers not named are not compressed;
+        - a :class:`tropref.Budget` (units, parameters or MACs as a fraction of the whole
+          network's): widths are allocated non-uniformly from the layers' certificates,
+          see :func:`tropref.network.widths.allocate_budget`. The budget is met.
+    method : str
+        Any method of :func:`tropref.compress_layer`.
+    seed : int, optional
+        Seed; layer ``l`` uses a seed derived from ``(seed, l)``.
+    skip : sequence of int or str
+        Layers (index in ``net`` or name) to leave uncompressed.
+    data : array, optional
+        Sample inputs of the network (``(N, d)`` or NCHW), for data-driven methods: each
+        layer receives the inputs it sees in the partly compressed network (up to
+        ``max_patches`` random input patches for a convolution).
+    inputs : array, optional
+        Inputs on which to measure the error (default: ``data``). Their elementwise range
+        is also the input domain of the network certificate, unless ``input_radius`` is set.
+    input_radius : float, optional
+        Certify over ``{x : |x_i| <= r}`` (and, for the first layer, ``‖x‖ <= r``).
+    progress : bool, None or callable
+        One line per layer (its width, certificate, time and an estimate of the time left),
+        and a line before a slow step. ``None`` (default): printed to stderr once the call
+        has run for 2 s (short calls stay silent); ``True``: always; ``False``: never; a
+        callable receives the lines instead.
+    certify : bool
+        Compute the network certificate when an input domain is given (``inputs`` or
+        ``input_radius``); ``False`` skips its interval bounds, the costliest part of the
+        report (the measured error on ``inputs`` is still computed).
+    **options
+        Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
+
+    Returns
+    -------
+    network : Network
+        The compressed network; BatchNorms are folded away where exact.
+    report : NetworkReport
+        Per-layer widths, parameters, MACs, certificates and times; the network
+        certificate and the measured error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> rng = np.random.default_rng(0)
+    >>> W1 = rng.normal(size=(6, 3))
+    >>> net = Network([Dense(np.concatenate([W1, 2 * W1]), np.zeros(12)), ReLU(), Dense(rng.normal(size=(2, 12)))])
+    >>> small, report = compress_network(net, keep=0.5, seed=0, inputs=rng.normal(size=(50, 3)))
+    >>> small[0].W.shape
+    (6, 3)
+    >>> report.measured_error < 1e-9
+    True
+    """
+    t0 = time.perf_counter()
+    if not isinstance(net, Network):
+        raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
+    seed = resolve_seed(seed)
+    say = progress_sink(progress, t0)
+    if inputs is None:
+        inputs = data
+    data = _in_weights_dtype(network_namespace(net), net, data)
+    steps: dict[str, float] = {}
+
+    # 1. structure: segments, BatchNorms folded, hidden layers
+    structure = analyse(net, _input_shape(net, data, inputs))
+    work = structure.work
+    steps["fold_batchnorm"] = time.perf_counter() - t0
+    skipped = resolve_layers(net, skip, "skip")
+    targets = [g for g in structure.compressible if structure.origin(g) not in skipped]
+
+    # 2. widths
+    if isinstance(keep, Budget):
+        probe = _prober(structure, method, seed, data, max_patches, options)
+        ks = budget_widths(structure, keep, targets, probe)
+    else:
+        ks = keep_widths(keep, structure, targets)
+
+    # 3. compress the hidden layers front to back, each segment's chain edited in place
+    chains = [list(part.chain.layers) for part in structure.parts]
+    todo = [g for g in targets if ks[g] < work.layers[g].units]
+    cost = {g: _layer_cost(work, g, structure.next_layer(g)) for g in todo}
+    layer_info: dict[int, dict[str, Any]] = {}
+    memo: dict[int, Array] = {} if data is None else {-1: data}  # outputs of the compressed graph
+    x, at = None, (-1, 0)  # the data at (part, layer) of the partly compressed network
+    t_layers = time.perf_counter()
+    for count, g in enumerate(todo, 1):
+        k, i = structure.index(g)
+        part = structure.parts[k]
+        if data is not None:
+            if at[0] != k:  # a new segment: its input, from the graph compressed so far
+                src = structure.moved[part.segment.source]
+                x, at = _value_at(work, _graph_layers(structure, chains), memo, src), (k, 0)
+            x, at = _advance(chains[k], x, at[1], i), (k, i)
+        t1 = time.perf_counter()
+        cmax, cvec, info, width = compress_hidden(
+            part.chain,
+            chains[k],
+            part.hidden[i],
+            ks[g],
+            method=method,
+            seed=_layer_seed(seed, part.origin[i]),
+            data=x,
+            max_patches=max_patches,
+            options=layer_options(part, i, method, options),
+        )
+        layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
+        done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
+        eta = (time.perf_counter() - t_layers) * left / max(done, 1) if left else None
+        label, units = net.label(part.origin[i]), work.layers[g].units
+        say_layer(say, count, len(todo), label, units, width, cmax, layer_info[g]["time"], eta)
+    _layer_steps(steps, layer_info, time.perf_counter() - t_layers)
+    result = work.replace_layers(_graph_layers(structure, chains))
+
+    # 4. certify, measure, report
+    t1 = time.perf_counter()
+    per_output, bounds, domain = certificate_step(
+        say,
+        certify,
+        inputs,
+        input_radius,
+        len(work.layers),
+        lambda: network_certificate(
+            work,
+            result,
+            {g: v["certificate_vector"] for g, v in layer_info.items()},
+            {g: structure.next_layer(g) for g in layer_info},
+            inputs=inputs,
+            input_radius=input_radius,
+        ),
+    )
+    steps["network_certificate"] = time.perf_counter() - t1
+    final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
+    final = Network(final.layers, net.input_shape, final.inputs)  # the user's input shape, as given
+    report = network_report(
+        net,
+        final,
+        layer_reports(structure, result, skipped, layer_info, bounds),
+        inputs,
+        method=method,
+        seed=seed,
+        keep=keep,
+        per_output=per_output,
+        domain=domain,
+        t0=t0,
+        steps=steps,
+        input_shape=structure.input_shape,
+    )
+    return final, report
+
+
+def _input_shape(net: Network, data: Array | None, inputs: Array | None) -> tuple[int, ...] | None:
+    """One sample's shape: the network's, else the data's (None when neither is known)."""
+    if net.input_shape is not None:
+        return net.input_shape
+    x = inputs if inputs is not None else data
+    return None if x is None else tuple(int(s) for s in x.shape[1:])
+
+
+def _in_weights_dtype(xp: Any, net: Network, data: Array | None) -> Array | None:
+    """``data`` in the dtype of the network's weights: compress_layer wants one floating dtype."""
+    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
+    if data is not None and weights is not None and data.dtype != weights.dtype:
+        return xp.astype(data, weights.dtype)
+    return data
+
+
+def _layer_seed(seed: int, i: int) -> int:
+    """Layer ``i``'s seed, derived from the walk's: the same whichever layers are compressed."""
+    return int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _layer_cost(work: Network, g: int, j: int) -> int:
+    """Weights a layer's compression reads (its own and the next layer's): the progress estimate's unit."""
+    return sum(int(np.prod(work.layers[p].W.shape)) for p in (g, j))
+
+
+def _layer_steps(steps: dict[str, float], layer_info: Mapping[int, Mapping[str, Any]], seconds: float) -> None:
+    """The layers' time, and its method / rewrite / certificate parts summed from compress_layer."""
+    steps["layers"] = seconds
+    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
+
+
+def _advance(layers: Sequence[Any], x: Array, start: int, stop: int) -> Array:
+    """``x``, the input of chain layer ``start``, carried to the input of layer ``stop``."""
+    xp = namespace(x=x)
+    for p in range(start, stop):
+        x = apply_layer(layers[p], x, xp)
+    return x
+
+
+def _graph_layers(structure: Structure, chains: Sequence[Sequence[Any]]) -> list:
+    """The work graph's layers with every segment's chain as compressed so far."""
+    layers = list(structure.work.layers)
+    for part, chain in zip(structure.parts, chains, strict=True):
+        for g, layer in zip(part.at, chain, strict=True):
+            layers[g] = layer
+    return layers
+
+
+def _value_at(work: Network, layers: list, memo: dict[int, Array], node: int) -> Array:
+    """The output of ``node`` in the graph compressed so far, computed from the outputs kept
+    in ``memo`` (``-1``: the data). The segments are compressed in the graph's order, so
+    every layer upstream of a segment's input is final when it is computed; outputs whose
+    readers have all been computed are dropped from ``memo``."""
+    if node in memo:
+        return memo[node]
+    xp = namespace(x=memo[-1])
+    stack = [node]
+    while stack:
+        i = stack[-1]
+        missing = [p for p in work.sources(i) if p not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        if i not in memo:
+            memo[i] = apply_node(layers[i], [memo[p] for p in work.sources(i)], xp)
+    value = memo[node]
+    users = work.users()
+    for p in [p for p in memo if p >= 0 and p != node]:
+        if all(u in memo for u in users[p]):
+            del memo[p]
+    return value
+
+
+def _prober(
+    structure: Structure, method: str, seed: int, data: Array | None, max_patches: int, options: dict[str, Any]
+) -> Callable[[int, int], np.ndarray | None]:
+    """``probe(g, k)`` for budgets: the certificate vector of hidden layer ``g`` compressed
+    alone to ``k`` units in the original network."""
+    sources: dict[int, Array] = {}  # each segment's input in the original network
+
+    def probe(g: int, k: int) -> np.ndarray | None:
+        part, i = structure.locate(g)
+        layers, x = list(part.chain.layers), None
+        if data is not None:
+            src = part.segment.source
+            if src not in sources:
+                sources[src] = data if src < 0 else node_outputs(structure.net, data, stop=src)[src]
+            x = _advance(layers, sources[src], 0, i)
+        _, cvec, _, _ = compress_hidden(
+            part.chain,
+            layers,
+            part.hidden[i],
+            k,
+            method=method,
+            seed=_layer_seed(seed, part.origin[i]),
+            data=x,
+            max_patches=max_patches,
+            options=layer_options(part, i, method, options),
+        )
+        return cvec
+
+    return probe

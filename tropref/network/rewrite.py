@@ -1,0 +1,306 @@
+"""One hidden layer compressed inside a chain: the layer, its BatchNorm and the next layer rewritten.
+
+For hidden layer ``l`` with next layer ``l + 1``, the ops between its ReLU and layer
+``l + 1`` (max/avg pooling, flatten of either order, dropout, a BatchNorm after the ReLU)
+are carried through: the next layer's weights are read per unit as
+:func:`tropref.compress_layer` expects (``(m, n)``, ``(m, n, kh, kw)``, or the ``(m, n, s)``
+column blocks after a flatten), a BatchNorm after the ReLU is folded into the next layer,
+and :func:`tropref.compress_layer` merges the units and rewrites the next layer's inputs.
+
+Exactness rules kept here:
+
+- constants (units with zero weights) are folded into the next bias only where that is
+  exact: not into a zero-padded convolution and not through a zero-padded average pooling
+  that counts the padding (``fold_constants=False`` there);
+- a BatchNorm after the ReLU folds exactly into a dense or unpadded convolution. Before a
+  zero-padded convolution its shift ``t`` is not a bias (the padding is not shifted): it is
+  kept as a BatchNorm of scale 1 on the kept channels, with shifts ``t̃`` fitted by least
+  squares to the next layer's kernels; the fit's residual ``R`` goes into the next bias
+  (exact away from the borders) and ``Σ |R|``, an input-independent bound of the border
+  error, is added to the layer certificate. With nothing merged, the BatchNorm is kept as is.
+- max pooling commutes with a fold only when every unit folds into one kept unit with a
+  non-negative scale; for methods that fold otherwise, the layer certificate is dropped
+  (None) when a max pooling sits between the layers;
+- a channel whose BatchNorm after the ReLU has a negative scale and is followed by a max
+  pooling (``max(s a + t) = s min(a) + t``) is *pinned*: kept intact, after the kept
+  channels, with its BatchNorm; the other channels are compressed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .._array import Array, asarray_like, device, make_rng, take_rows, to_numpy
+from ..compress import compress_layer
+from .forward import conv_patches
+from .graph import Network, network_namespace
+from .layers import BatchNorm, Conv2d, Dense
+from .shapes import out_size
+from .structure import Folded, HiddenLayer, Part, pinned
+
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["compress_hidden"]
+
+FIRST_CONV_INPUT_RATIO = 1.0
+"""TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
+
+
+def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method options for layer ``i`` of ``part``: TropNNC (not its paper-literal
+    variant) clusters the network's first convolution in the metric of natural image
+    patches (``input_ratio``, ``docs/theory.md``) unless the options say otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Conv2d, ReLU, Flatten, Dense, analyse
+    >>> net = Network([Conv2d(np.ones((4, 1, 3, 3))), ReLU(), Flatten(), Dense(np.ones((2, 16)))])
+    >>> part = analyse(net).parts[0]
+    >>> layer_options(part, 0, "tropnnc", {}), layer_options(part, 0, "tropnnc", {"variant": "paper"})
+    ({'input_ratio': 1.0}, {'variant': 'paper'})
+    """
+    chain = part.chain
+    if part.segment.source >= 0:  # only the segment reading the network's input holds its first layer
+        return options
+    first = next(j for j, l in enumerate(chain.layers) if isinstance(l, (Dense, Conv2d)))
+    refined = method == "tropnnc" and options.get("variant", "refined") != "paper"
+    if refined and i == first and isinstance(chain.layers[i], Conv2d) and "input_ratio" not in options:
+        return {**options, "input_ratio": FIRST_CONV_INPUT_RATIO}
+    return options
+
+
+def compress_hidden(
+    work: Network,
+    new: list,
+    h: HiddenLayer,
+    k: int,
+    *,
+    method: str,
+    seed: int,
+    data: Array | None,
+    max_patches: int,
+    options: dict[str, Any],
+) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
+    """Compress hidden layer ``h.i`` of the chain ``work`` to ``k`` units.
+
+    ``new`` holds the chain's layers as compressed so far and is edited in place: layer
+    ``h.i``, its BatchNorm after the ReLU and the next layer ``h.j`` are rewritten (see the
+    module notes). ``data`` is the input of layer ``h.i`` in the compressed prefix (for
+    data-driven methods: up to ``max_patches`` random patches of it, drawn with ``seed``).
+
+    Parameters
+    ----------
+    work : Network
+        The chain (BatchNorms before the ReLUs folded, :func:`~tropref.network.structure.fold_batchnorm`).
+    new : list of layers
+        ``work``'s layers as compressed so far; edited in place.
+    h : HiddenLayer
+        The hidden layer (:func:`~tropref.network.structure.hidden_layers` of ``work``).
+    k : int
+        Units to keep.
+    method, seed, options
+        As in :func:`tropref.compress_layer`.
+    data : array or None
+        The input of layer ``h.i`` in the compressed prefix (data-driven methods only).
+    max_patches : int
+        The most convolution input patches given to a data-driven method.
+
+    Returns
+    -------
+    certificate : float or None
+        The layer certificate's largest entry (None when the method gives none or the fold
+        does not commute with a max pooling in between).
+    vector : numpy.ndarray or None
+        The certificate over the next layer's channels: for an input ``x`` of layer
+        ``h.i``, the next layer's pre-activations change by at most ``vector ‖(patch, 1)‖``.
+    info : dict
+        The method's info (and notes on pinned channels and BatchNorm borders).
+    width : int
+        The units of layer ``h.i`` after.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, hidden_layers
+    >>> rng = np.random.default_rng(0)
+    >>> work = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    >>> new = list(work.layers)
+    >>> cmax, cert, info, width = compress_hidden(work, new, hidden_layers(work)[0], 4, method="tropnnc", seed=0,
+    ...                                          data=None, max_patches=4096, options={})
+    >>> width, new[0].W.shape, new[2].W.shape, cert.shape
+    (4, (4, 3), (2, 4), (2,))
+    >>> x = rng.normal(size=(50, 3))
+    >>> change = np.abs(work.replace_layers(new)(x) - work(x))
+    >>> bool(np.all(change <= cert * np.linalg.norm(np.hstack([x, np.ones((50, 1))]), axis=1)[:, None]))
+    True
+    """
+    xp = network_namespace(work)
+    layer, nxt = new[h.i], new[h.j]
+    n = layer.units
+    net_now = work.replace_layers(new)
+    W_view, back = _next_view(net_now, h, n)
+    b_next = nxt.b
+    bn = new[h.bn] if h.bn is not None else None
+    mask = pinned(net_now, h)
+    free, fixed = np.flatnonzero(~mask), np.flatnonzero(mask)
+    info: dict[str, Any] = {"pinned_channels": int(fixed.size)} if fixed.size else {}
+    if free.size <= 1 or k - fixed.size >= free.size:
+        m = int(W_view.shape[0])
+        return 0.0, np.zeros(m), {**info, "note": "no channel can be merged"}, n
+    padded_next = isinstance(nxt, Conv2d) and nxt.padded
+    V = take_rows(xp, W_view, free, axis=1)  # how the next layer reads the free channels
+    shift_contrib = None
+    if bn is not None:
+        order = _order(new, h)
+        after_flatten = h.flatten is not None and h.flatten < h.bn
+        scale = take_rows(xp, _per_unit(xp, bn.scale, W_view, order, after_flatten), free)
+        shift = take_rows(xp, _per_unit(xp, bn.shift, W_view, order, after_flatten), free)
+        shift_contrib = V * shift[None, ...]  # (m, n_free, ...): what the shifts feed the next layer
+        V = V * scale[None, ...]  # the scale moves into the next layer (s >= 0 across a max pool)
+        if not padded_next:  # the next layer reads s a + t and t becomes bias: exact
+            total = xp.sum(xp.reshape(shift_contrib, (shift_contrib.shape[0], -1)), axis=1)
+            b_next = total if b_next is None else b_next + total
+            shift_contrib = None
+    fold_constants = not (padded_next or h.padded_avg)
+    patches = None if data is None else _sample_patches(layer, data, make_rng(seed), max_patches)
+    res = compress_layer(
+        take_rows(xp, layer.W, free),
+        None if layer.b is None else take_rows(xp, layer.b, free),
+        max(1, k - int(fixed.size)),
+        W_next=V,
+        b_next=b_next,
+        method=method,
+        seed=seed,
+        data=patches,
+        fold_constants=fold_constants,
+        **options,
+    )
+    info.update(res.info)
+    cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
+    if (
+        h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None]))
+    ):  # no (n, k) fold formed
+        cert = None
+        info["certificate_dropped"] = "the fold does not commute with max pooling"
+
+    b_next_new, t_kept = res.b_next, None
+    if shift_contrib is not None:
+        b_next_new, t_kept, border = _refit_shift(xp, res, shift_contrib, b_next_new)
+        info["bn_border_bound"] = float(np.max(border)) if border.size else 0.0
+        if cert is not None:
+            cert = cert + border
+
+    W_layer, b_layer, W_next_new = res.W, res.b, res.W_next
+    if fixed.size:  # pinned channels follow the kept ones, untouched (their BatchNorm stays)
+        W_layer = xp.concat([W_layer, take_rows(xp, layer.W, fixed)], axis=0)
+        b_layer = None if layer.b is None else xp.concat([b_layer, take_rows(xp, layer.b, fixed)], axis=0)
+        W_next_new = xp.concat([W_next_new, take_rows(xp, W_view, fixed, axis=1)], axis=1)
+    if bn is not None:
+        if padded_next or fixed.size:
+            new[h.bn] = _kept_batchnorm(xp, bn, res.k, t_kept, fixed, like=res.W)
+        else:
+            new[h.bn] = Folded(name=bn.name)  # folded into the next layer; removed at the end
+    new[h.i] = replace(layer, W=W_layer, b=b_layer)
+    new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
+    cmax = None if cert is None else (float(np.max(cert)) if cert.size else 0.0)
+    return cmax, cert, info, int(W_layer.shape[0])
+
+
+def _next_view(net: Network, h: HiddenLayer, n: int) -> tuple[Array, Callable[[Array], Array]]:
+    """The next layer's weights with the units of layer ``h.i`` on axis 1, and the map back."""
+    xp = network_namespace(net)
+    nxt = net.layers[h.j]
+    W = nxt.W
+    if isinstance(nxt, Conv2d) or h.flatten is None:
+        return W, lambda V: V
+    m, d = int(W.shape[0]), int(W.shape[1])
+    if d % n:
+        raise ValueError(f"{net.label(h.j)} has {d} inputs, not a multiple of the {n} channels of {net.label(h.i)}")
+    s = d // n
+    if net.layers[h.flatten].order == "channels_first":
+        return xp.reshape(W, (m, n, s)), lambda V: xp.reshape(V, (m, -1))
+    view = xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
+    return view, lambda V: xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m, -1))
+
+
+def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after_flatten: bool) -> Array:
+    """A per-channel (or, after a flatten, per-feature) vector laid out like ``W_view[0]``."""
+    n = int(W_view.shape[1])
+    extra = tuple(int(s) for s in W_view.shape[2:])
+    if after_flatten and W_view.ndim == 3:
+        s = extra[0]
+        if flatten_order == "channels_first":
+            return xp.reshape(v, (n, s))
+        return xp.permute_dims(xp.reshape(v, (s, n)), (1, 0))
+    return xp.reshape(v, (n,) + (1,) * len(extra))
+
+
+def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+    """The layer's inputs for data-driven methods: ``x`` itself for a dense layer, at most
+    ``max_patches`` random input patches (drawn on the host) for a convolution."""
+    if isinstance(layer, Dense):
+        return x
+    t, b, l, r = layer.padding
+    kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+    Ho = out_size(int(x.shape[2]), kh, layer.stride[0], t, b, layer.dilation[0])
+    Wo = out_size(int(x.shape[3]), kw, layer.stride[1], l, r, layer.dilation[1])
+    total = int(x.shape[0]) * Ho * Wo
+    index = None if total <= max_patches else np.sort(rng.choice(total, size=max_patches, replace=False))
+    return conv_patches(layer, x, index)
+
+
+def _single_nonneg(fold: Array) -> bool:
+    f = to_numpy(fold)
+    return bool(np.all(f >= 0) and np.all(np.count_nonzero(f, axis=1) <= 1))
+
+
+def _kept_batchnorm(
+    xp: Any, bn: BatchNorm, k: int, shifts: np.ndarray | None, fixed: np.ndarray, like: Array
+) -> BatchNorm:
+    """The BatchNorm after the compression: scale 1 and shifts ``t̃`` on the ``k`` kept
+    channels (their scales moved into the next layer), the original one on pinned channels."""
+    kw = dict(dtype=like.dtype, device=device(like))
+    t = xp.zeros((k,), **kw) if shifts is None else asarray_like(shifts, xp, like)
+    if not fixed.size:  # eps = 0 makes the scale exactly 1
+        return BatchNorm(xp.zeros((k,), **kw), xp.ones((k,), **kw), xp.ones((k,), **kw), t, eps=0.0, name=bn.name)
+    one = math.sqrt(1.0 + bn.eps)  # weight / sqrt(1 + eps) = 1 with the BatchNorm's own eps
+    ref = bn.mean
+    weight = bn.weight if bn.weight is not None else xp.ones_like(ref)
+    bias = bn.bias if bn.bias is not None else xp.zeros_like(ref)
+    return BatchNorm(
+        mean=xp.concat([xp.zeros((k,), **kw), take_rows(xp, bn.mean, fixed)]),
+        var=xp.concat([xp.ones((k,), **kw), take_rows(xp, bn.var, fixed)]),
+        weight=xp.concat([xp.full((k,), one, **kw), take_rows(xp, weight, fixed)]),
+        bias=xp.concat([t, take_rows(xp, bias, fixed)]),
+        eps=bn.eps,
+        name=bn.name,
+    )
+
+
+def _order(layers: list, h: HiddenLayer) -> str | None:
+    return None if h.flatten is None else layers[h.flatten].order
+
+
+def _refit_shift(xp: Any, res: Any, shift_contrib: Array, b_next: Array) -> tuple[Array, np.ndarray, np.ndarray]:
+    """Kept channels' BatchNorm shifts ``t̃`` before a zero-padded convolution.
+
+    The next convolution read the constant maps ``t_j`` of the original channels through
+    kernels ``W[:, j]``; it now reads ``t̃_c`` through the rewritten kernels ``W̃[:, c]``.
+    ``t̃`` minimises ``‖Σ_j W[:, j] t_j − Σ_c W̃[:, c] t̃_c‖`` (least squares, on the host);
+    the residual kernel ``R`` adds ``Σ R`` to the bias (exact in the interior) and at most
+    ``Σ |R|`` at the borders. Returns the new bias, ``t̃`` and that per-output border bound.
+    """
+    target = to_numpy(xp.sum(shift_contrib, axis=1)).astype(np.float64)  # (m, kh, kw)
+    Wn = to_numpy(res.W_next).astype(np.float64)  # (m, k', kh, kw)
+    m, kp = Wn.shape[:2]
+    A = np.moveaxis(Wn, 1, -1).reshape(-1, kp)
+    t_new, *_ = np.linalg.lstsq(A, target.reshape(-1), rcond=None)
+    R = (target.reshape(-1) - A @ t_new).reshape(m, -1)
+    b_new = b_next + asarray_like(R.sum(axis=1), xp, res.W)
+    return b_new, t_new, np.abs(R).sum(axis=1)

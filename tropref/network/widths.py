@@ -1,0 +1,526 @@
+"""How many units each hidden layer keeps: keep rules, global budgets and their allocation.
+
+``keep`` in :func:`tropref.compress_network` is a fraction (every hidden layer keeps
+``max(1, round(q n))`` units), a mapping from layers to widths (:func:`keep_widths`), or a
+:class:`Budget` allocated non-uniformly across the layers (the paper's non-uniform
+variant, :func:`budget_widths`).
+
+A :class:`Budget` asks for a whole compressed network of at most a fraction of the
+original's units, parameters or MACs. :func:`allocate_budget` turns it into a width per
+hidden layer.
+
+The rule (a tropref choice, documented in ``docs/networks.md``):
+
+1. ``q0``: the largest uniform keep fraction that meets the budget.
+2. Probe: compress each hidden layer alone to ``k0_l = round(q0 n_l)`` units and take its
+   certificate ``β_l`` (largest over the next layer's pre-activations), times the
+   amplification ``A_l`` of a unit change there to the network's outputs through the later
+   layers' ``|W|`` (see :func:`tropref.network.certificate.network_certificate`).
+   ``a_l = β_l A_l`` estimates the output error of that layer at ``k0_l``.
+3. Model the error of removing ``r`` units from layer ``l`` as ``a_l (r / r0_l)^2``
+   (``r0_l = n_l − k0_l``): convex, so the allocation is spread rather than all-or-nothing.
+4. With ``c_l`` the cost saved by removing one unit of layer ``l`` (at the uniform point),
+   minimising the summed model error under the budget gives, by a Lagrange multiplier
+   ``λ``, ``r_l = clip(λ c_l r0_l^2 / a_l, 0, n_l − 1)``. The smallest ``λ`` whose widths
+   meet the budget (bisection, with the exact cost of the integer widths) is used.
+
+Layers whose probe certificate is zero (exact merges) are given a small floor
+``a_l >= 10^-6 max a`` so that they are compressed first but not to one unit for free.
+
+5. Trust region: no layer gets fewer than ``ceil(floor · k0_l)`` units (``Budget.floor``,
+   default 0.5). The model of step 3 is fitted at the uniform point and stays bounded as
+   a layer shrinks to one unit, where the real damage does not: without the floor, the
+   last hidden layer of LeNet-300-100 (whose errors later layers amplify least) was cut to
+   a single unit at ``Budget(units=0.5)`` and the accuracy fell to chance
+   (``docs/results.md``). The uniform widths meet the budget, so the floor never makes it
+   infeasible.
+The cost is predicted exactly from the widths; the compressed network can only be smaller
+(methods may remove exactly removable units beyond ``k``), so the budget is always met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._array import to_numpy
+from .bounds import carry_bound
+from .graph import Network, map_arrays
+from .layers import BatchNorm, Conv2d, Dense
+from .shapes import count_macs, count_params, layer_shapes, output_shapes
+from .structure import Structure, keeps_batchnorm, min_width, pinned
+
+# The module's public API. Names without an underscore that are not listed here are shared
+# with the other modules of tropref.network (the walk's parts), not promised to users.
+__all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A global budget: the compressed network keeps at most this fraction of the original's
+    hidden ``units``, ``params`` (parameters) or ``macs`` (multiply-accumulates per sample).
+
+    Exactly one of the three is given, as a fraction in (0, 1]. ``floor`` bounds the
+    non-uniform allocation from below: no layer keeps fewer than ``floor`` times the width
+    the uniform fraction meeting the budget would give it (``floor=0`` lets a layer go
+    down to one unit).
+
+    Raises
+    ------
+    ValueError
+        When not exactly one of ``units``, ``params`` and ``macs`` is given, when it is not
+        a fraction in (0, 1], or when ``floor`` is not in [0, 1].
+
+    Examples
+    --------
+    >>> Budget(params=0.5)
+    Budget(units=None, params=0.5, macs=None, floor=0.5)
+    """
+
+    units: float | None = None
+    params: float | None = None
+    macs: float | None = None
+    floor: float = 0.5
+
+    def __post_init__(self) -> None:
+        given = {
+            k: v for k, v in (("units", self.units), ("params", self.params), ("macs", self.macs)) if v is not None
+        }
+        if len(given) != 1:
+            raise ValueError(f"Budget takes exactly one of units=, params=, macs=; got {sorted(given) or 'none'}")
+        ((kind, value),) = given.items()
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0 < float(value) <= 1
+        ):
+            raise ValueError(f"Budget({kind}=...) must be a fraction in (0, 1], got {value!r}")
+        if (
+            isinstance(self.floor, bool)
+            or not isinstance(self.floor, (int, float, np.integer, np.floating))
+            or not 0 <= float(self.floor) <= 1
+        ):
+            raise ValueError(f"Budget(floor=...) must be a fraction in [0, 1], got {self.floor!r}")
+
+    @property
+    def kind(self) -> str:
+        return "units" if self.units is not None else "params" if self.params is not None else "macs"
+
+    @property
+    def fraction(self) -> float:
+        return float(getattr(self, self.kind))
+
+
+def allocate_budget(
+    budget: Budget,
+    widths: Mapping[int, int],
+    *,
+    total: int,
+    cost: Callable[[Mapping[int, int]], int],
+    probe: Callable[[int, int], np.ndarray | None],
+    amplification: Mapping[int, float] | None = None,
+    min_width: Mapping[int, int] | None = None,
+) -> dict[int, int]:
+    """Widths per hidden layer meeting ``budget`` (see the module notes for the rule).
+
+    Parameters
+    ----------
+    budget : Budget
+    widths : mapping
+        The compressible hidden layers and their widths ``n_l`` before compression.
+    total : int
+        The units, parameters or MACs the budget is a fraction of (the user's network's).
+    cost : callable
+        ``cost(widths)``: the units, parameters or MACs of the compressed network when
+        layer ``l`` keeps ``widths[l]`` units (see :func:`predict_cost`).
+    probe : callable
+        ``probe(l, k)``: the certificate vector of layer ``l`` compressed alone to ``k``.
+    amplification : mapping, optional
+        ``A_l`` per layer (1 when missing).
+    min_width : mapping, optional
+        The fewest units each layer can be compressed to (1 when missing).
+
+    Returns
+    -------
+    dict
+        ``k`` for every layer in ``widths``.
+
+    Raises
+    ------
+    ValueError
+        When the budget cannot be met even with the smallest widths.
+
+    Examples
+    --------
+    Two layers of 4 units, a budget of half the units, and a probe saying that the second
+    layer's merges cost ten times the first's: the first gives up more units.
+
+    >>> import numpy as np
+    >>> allocate_budget(Budget(units=0.5), {0: 4, 1: 4}, total=8, cost=lambda w: sum(w.values()),
+    ...                 probe=lambda l, k: np.array([1.0 if l == 0 else 10.0]))
+    {0: 1, 1: 3}
+    """
+    kind = budget.kind
+    limit = budget.fraction * total
+    n = dict(widths)
+    low = {i: max(1, min(n[i], int((min_width or {}).get(i, 1)))) for i in n}
+
+    smallest = cost(low)
+    if smallest > limit:
+        raise ValueError(
+            f"the budget {budget} cannot be met: even the smallest widths (one unit per hidden layer, plus "
+            "pinned channels) leave "
+            f"{smallest} of {total} {kind} ({smallest / max(total, 1):.1%})"
+        )
+    if cost(n) <= limit:
+        return dict(n)
+
+    def uniform(q: float) -> dict[int, int]:
+        return {i: max(low[i], min(m, math.floor(q * m + 0.5))) for i, m in n.items()}
+
+    lo, hi = 0.0, 1.0  # cost(uniform(lo)) <= limit < cost(uniform(hi))
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if cost(uniform(mid)) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    k0 = uniform(lo)
+    low = {i: max(low[i], min(k0[i], math.ceil(budget.floor * k0[i]))) for i in n}
+
+    a, r0, c = {}, {}, {}
+    base = cost(k0)
+    for i, m in n.items():
+        if low[i] >= m:
+            continue
+        k_probe = min(k0[i], m - 1)
+        cert = probe(i, k_probe)
+        if cert is None:  # no certificate from this method: fall back to the uniform widths
+            return k0
+        a[i] = float(np.max(to_numpy(cert))) * float((amplification or {}).get(i, 1.0))
+        r0[i] = m - k_probe
+        less = dict(k0)
+        less[i] = max(low[i], k0[i] - 1)
+        saved = base - cost(less) if less[i] < k0[i] else cost({**k0, i: k0[i] + 1}) - base
+        c[i] = max(float(saved), 1e-12)
+    if not a:
+        return k0
+    floor = max(max(a.values()) * 1e-6, 1e-300)
+    g = {i: c[i] * r0[i] ** 2 / max(a[i], floor) for i in a}
+
+    def widths(lam: float) -> dict[int, int]:
+        out = dict(n)
+        for i in a:
+            r = min(lam * g[i], n[i] - low[i])
+            out[i] = n[i] - math.floor(r)
+        return out
+
+    lam_lo, lam_hi = 0.0, 1.0
+    while cost(widths(lam_hi)) > limit:
+        lam_hi *= 2.0
+        if lam_hi > 1e300:  # pragma: no cover - smallest widths were checked feasible above
+            return dict(low)
+    for _ in range(100):
+        mid = (lam_lo + lam_hi) / 2
+        if cost(widths(mid)) <= limit:
+            lam_hi = mid
+        else:
+            lam_lo = mid
+    return widths(lam_hi)
+
+
+def predict_cost(
+    chain: Network, widths: Mapping[int, int], *, kind: str, shapes: list | None, vanishing_bn: Mapping[int, int]
+) -> int:
+    """Parameters or MACs of the chain ``chain`` once layer ``i`` has ``widths[i]`` units
+    (layers not in ``widths`` keep theirs), as :func:`tropref.compress_network` builds it.
+
+    ``vanishing_bn[i]`` is the BatchNorm (after the ReLU of layer ``i``) folded into the
+    next layer once layer ``i`` is compressed; ``shapes`` are :func:`layer_shapes` of
+    ``chain`` (needed for MACs).
+
+    A dense or convolutional layer with ``k_out`` units reading ``k_in`` of its original
+    ``n_in`` input channels has ``w = k_out (fan_in k_in / n_in) kh kw`` weights (``kh kw =
+    1`` for a dense layer) and ``k_out`` biases when it had a bias or its inputs were
+    compressed (the merge writes a bias into it); its MACs are ``w`` for a dense layer and
+    ``w Ho Wo`` for a convolution. A BatchNorm that stays has two parameters per channel.
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is neither ``"params"`` nor ``"macs"``.
+
+    Examples
+    --------
+    The prediction is what :func:`tropref.compress_network` builds:
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, compress_network, count_params, layer_shapes
+    >>> rng = np.random.default_rng(0)
+    >>> chain = Network([Dense(rng.normal(size=(8, 3)), np.zeros(8)), ReLU(), Dense(rng.normal(size=(6, 8))), ReLU(),
+    ...                  Dense(rng.normal(size=(2, 6)))])
+    >>> predict_cost(chain, {}, kind="params", shapes=None, vanishing_bn={}), count_params(chain)
+    (92, 92)
+    >>> predict_cost(chain, {0: 4, 2: 3}, kind="params", shapes=None, vanishing_bn={})  # 16 + (12 + 3) + (6 + 2)
+    39
+    >>> predict_cost(chain, {0: 4, 2: 3}, kind="macs", shapes=layer_shapes(chain, (3,)), vanishing_bn={})
+    30
+    >>> count_params(compress_network(chain, {0: 4, 2: 3}, seed=0)[0])
+    39
+    """
+    if kind not in ("params", "macs"):
+        raise ValueError(f"`kind` must be 'params' or 'macs', got {kind!r}")
+    compressed = {i for i in widths if widths[i] < chain.layers[i].units}
+    gone_bn = {vanishing_bn[i] for i in compressed if i in vanishing_bn}
+    total = 0
+    prev_orig = prev_new = None
+    prev_changed = False
+    for p, layer in enumerate(chain.layers):
+        if isinstance(layer, (Dense, Conv2d)):
+            out = int(widths.get(p, layer.units))
+            fan_in = int(layer.W.shape[1])
+            if prev_orig is not None and prev_new != prev_orig:
+                fan_in = fan_in // prev_orig * prev_new
+            ksize = int(np.prod(layer.W.shape[2:])) if layer.W.ndim == 4 else 1
+            if kind == "params":
+                has_bias = layer.b is not None or prev_changed
+                total += out * fan_in * ksize + (out if has_bias else 0)
+            else:
+                spatial = 1 if isinstance(layer, Dense) else int(shapes[p + 1][1] * shapes[p + 1][2])
+                total += out * fan_in * ksize * spatial
+            prev_changed = p in compressed
+            prev_orig, prev_new = layer.units, out
+        elif isinstance(layer, BatchNorm) and kind == "params" and p not in gone_bn:
+            ratio = layer.channels // prev_orig if prev_orig else 1  # per-feature after a flatten
+            total += 2 * (prev_new * ratio if prev_orig else layer.channels)
+    return total
+
+
+def budget_widths(
+    structure: Structure, budget: Budget, targets: Sequence[int], probe: Callable[[int, int], np.ndarray | None]
+) -> dict[int, int]:
+    """:func:`allocate_budget` over the hidden layers ``targets`` (work indices) of a
+    network: the cost summed over its segments (:func:`predict_cost`), the amplification of
+    each layer's error carried to the output along every path (:func:`carry_bound`), the
+    smallest widths that pinned channels allow.
+
+    Parameters
+    ----------
+    structure : Structure
+        :func:`~tropref.network.structure.analyse` of the network.
+    budget : Budget
+        A fraction of the network's units, parameters or MACs.
+    targets : sequence of int
+        The hidden layers to compress (work indices, ``structure.compressible`` or part of it).
+    probe : callable
+        ``probe(g, k)``: the certificate vector of layer ``g`` compressed alone to ``k``
+        units (None when the method gives none: the uniform widths are then used).
+
+    Returns
+    -------
+    dict
+        Work index -> units kept.
+
+    Raises
+    ------
+    ValueError
+        For a MACs budget on a network whose input shape is unknown, or a budget that
+        cannot be met.
+
+    Examples
+    --------
+    Half the 14 hidden units of a network, with a probe saying that merging units of the
+    first hidden layer costs a tenth of the second's: the first gives up more.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> rng = np.random.default_rng(0)
+    >>> net = Network([Dense(rng.normal(size=(8, 3))), ReLU(), Dense(rng.normal(size=(6, 8))), ReLU(),
+    ...                Dense(rng.normal(size=(2, 6)))], input_shape=(3,))
+    >>> s = analyse(net)
+    >>> budget_widths(s, Budget(units=0.5), s.compressible, lambda g, k: np.array([1.0 if g == 0 else 10.0]))
+    {0: 3, 2: 4}
+    >>> budget_widths(analyse(Network(net.layers)), Budget(macs=0.5), s.compressible, lambda g, k: None)
+    Traceback (most recent call last):
+    ...
+    ValueError: a MACs budget needs the network's `input_shape`
+    """
+    work, kind = structure.work, budget.kind
+    n = {g: work.layers[g].units for g in targets}
+    if kind == "units":
+        total: int | None = sum(n.values())
+    else:
+        total = count_params(structure.net) if kind == "params" else count_macs(structure.net, structure.input_shape)
+    if total is None:
+        raise ValueError("a MACs budget needs the network's `input_shape`")
+    per_part = []  # each part's targets (local -> work index), vanishing BatchNorms and shapes
+    for part in structure.parts:
+        local = {i: g for i, g in enumerate(part.at) if g in n}
+        hidden = {i: part.hidden[i] for i in local}
+        vanishing = {
+            i: h.bn
+            for i, h in hidden.items()
+            if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any()
+        }
+        try:
+            shapes = layer_shapes(part.chain) if kind == "macs" else None
+        except ValueError:
+            raise ValueError("a MACs budget needs the network's `input_shape`") from None
+        per_part.append((part, local, vanishing, shapes))
+
+    def cost(widths: Mapping[int, int]) -> int:
+        if kind == "units":
+            return sum(widths.values())
+        return sum(
+            predict_cost(
+                part.chain,
+                {i: widths[g] for i, g in local.items() if g in widths},
+                kind=kind,
+                shapes=shapes,
+                vanishing_bn=vanishing,
+            )
+            for part, local, vanishing, shapes in per_part
+        )
+
+    return allocate_budget(
+        budget,
+        n,
+        total=total,
+        cost=cost,
+        probe=probe,
+        amplification=_amplifications(structure, targets),
+        min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
+    )
+
+
+def _amplifications(structure: Structure, targets: Sequence[int]) -> dict[int, float]:
+    """Largest output change per unit change of the next layer's pre-activations ({} when
+    the input shape is unknown: every layer then counts 1)."""
+    try:
+        host = map_arrays(structure.work, lambda a: to_numpy(a).astype(np.float64))
+        shapes = output_shapes(host)
+    except ValueError:
+        return {}
+    out = {}
+    for g in targets:
+        j = structure.next_layer(g)
+        ones = np.ones(structure.work.layers[j].units)
+        out[g] = float(np.max(carry_bound(host, j, ones, shapes, host.input_shape)))
+    return out
+
+
+def keep_widths(keep: Any, structure: Structure, targets: Sequence[int]) -> dict[int, int]:
+    """Units to keep per hidden layer (work indices ``targets``) from a fraction ``q`` (every
+    layer keeps ``max(1, round(q n))``) or a mapping from layers (index in the user's
+    network, or name) to ``k`` (an int or a fraction); layers not named keep their width.
+
+    Returns
+    -------
+    dict
+        Work index -> units kept, for every layer in ``targets``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a ``keep`` that is neither, a layer that is not a compressible hidden layer
+        (the message says why), or a ``k`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> net = Network([Dense(np.ones((8, 3)), name="fc1"), ReLU(), Dense(np.ones((6, 8)), name="fc2"), ReLU(),
+    ...                Dense(np.ones((2, 6)), name="out")])
+    >>> s = analyse(net)
+    >>> keep_widths(0.5, s, s.compressible)  # round(0.5 * 8), round(0.5 * 6)
+    {0: 4, 2: 3}
+    >>> keep_widths({"fc2": 2}, s, s.compressible), keep_widths({0: 0.25}, s, s.compressible)
+    ({0: 8, 2: 2}, {0: 2, 2: 6})
+    >>> keep_widths({"out": 1}, s, s.compressible)
+    Traceback (most recent call last):
+    ...
+    ValueError: `keep` names 'out' (layer 4, Dense), which is not a compressible hidden layer
+    """
+    widths = {g: structure.work.layers[g].units for g in targets}
+    if not isinstance(keep, Mapping):
+        q = fraction(keep, "keep")
+        return {g: max(1, min(n, math.floor(q * n + 0.5))) for g, n in widths.items()}
+    net = structure.net
+    by_name = {getattr(layer, "name", None): o for o, layer in enumerate(net.layers)}
+    to_work = {
+        part.origin[i]: (part, i, part.at[i])
+        for part in structure.parts
+        for i, layer in enumerate(part.chain.layers)
+        if isinstance(layer, (Dense, Conv2d))
+    }
+    ks = dict(widths)
+    for key, value in keep.items():
+        o = by_name.get(key) if isinstance(key, str) else key
+        if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or not 0 <= o < len(net.layers):
+            raise ValueError(f"`keep` names layer {key!r}, which is not a layer of the network")
+        part, i, g = to_work.get(int(o), (None, None, None))
+        if g not in widths:
+            raise ValueError(
+                f"`keep` names {net.label(int(o))}, which is not a compressible hidden layer{_why_not(part, i)}"
+            )
+        ks[g] = k_of(value, widths[g], f"keep[{key!r}]")
+    return ks
+
+
+def _why_not(part: Any, i: int | None) -> str:
+    if part is None:
+        return ""
+    h = part.hidden.get(i)
+    if isinstance(h, str):
+        return f" ({h})"
+    if h is None and part.coupled:
+        return f" (coupled: {part.coupled})"
+    return ""
+
+
+def fraction(q: Any, what: str) -> float:
+    """``q`` as a fraction in (0, 1] (``TypeError``/``ValueError`` naming ``what`` otherwise)."""
+    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}"
+        )
+    q = float(q)
+    if not 0 < q <= 1:
+        raise ValueError(f"`{what}` must be a fraction in (0, 1], got {q}")
+    return q
+
+
+def k_of(value: Any, n: int, what: str) -> int:
+    """A width ``1 <= k <= n`` from an int or a fraction of ``n`` (``ValueError`` naming ``what``)."""
+    if isinstance(value, (float, np.floating)):
+        return max(1, min(n, math.floor(fraction(value, what) * n + 0.5)))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
+        raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
+    return int(value)
+
+
+def resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
+    """Indices in ``net`` of the layers named in ``keys`` (indices, negative ones too, or
+    names); ``ValueError`` naming ``what`` for a key that is neither."""
+    if isinstance(keys, (str, int)):
+        keys = [keys]
+    names = {getattr(l, "name", None): i for i, l in enumerate(net.layers)}
+    out = set()
+    for key in keys:
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(f"`{what}` names layer {key!r}, which is not in the network")
+            out.add(names[key])
+        elif (
+            isinstance(key, (int, np.integer))
+            and not isinstance(key, bool)
+            and -len(net.layers) <= key < len(net.layers)
+        ):
+            out.add(int(key) % len(net.layers))
+        else:
+            raise ValueError(f"`{what}` holds {key!r}, not a layer index or name of the network")
+    return out
