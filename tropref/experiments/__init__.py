@@ -1,6 +1,6 @@
 """The application level: experiments on the shipped models and on a user's own.
 
-Modules, each with one job (imports point down the list):
+Modules, each with one job, each importing only those listed before it:
 
 - :mod:`~tropref.experiments.data`: datasets (Fashion-MNIST IDX files, the shipped
   2,000-image test subset, CIFAR-10 batches), the one test split and the one calibration
