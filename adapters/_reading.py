@@ -11,15 +11,27 @@ every obstacle of a model (:func:`finish_reading`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from tropref._array import to_numpy
 from tropref.adapters._graph import reads_relu
 from tropref.adapters._refusals import refuse
-from tropref.network import AvgPool2d, Conv2d, Identity, MaxPool2d, Network, output_shapes
+from tropref.network import (
+    ARRAY_FIELDS,
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Identity,
+    MaxPool2d,
+    Network,
+    output_shapes,
+)
 
-__all__ = ["Pad", "append", "fold_pads", "prune", "finish_reading"]
+__all__ = ["Pad", "append", "fold_pads", "prune", "finish_reading", "shared_layers"]
 
 
 class Pad:
@@ -153,4 +165,44 @@ def finish_reading(
     net = prune(layers, inputs, out, shape)
     if shape is not None:
         output_shapes(net)  # a dense layer whose input size does not match is named here
+    shared = shared_layers(net)
+    if shared:
+        calls = ", ".join(f"{name!r} ({n} calls)" for name, n in shared.items())
+        warnings.warn(
+            f"tropref reads every call of a layer used several times as a layer of its own: {calls}. A compressed "
+            "model gets one copy per call (their weights are no longer shared) and its report counts every copy's "
+            "parameters; give each call its own layer to compress them separately on purpose.",
+            UserWarning,
+            stacklevel=3,
+        )
     return net
+
+
+def shared_layers(net: Network) -> dict[str, int]:
+    """The layers with weights that the model calls several times (shared weights), by
+    name, with the number of calls: layers of ``net`` of one name and equal arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import ReLU
+    >>> W = np.ones((2, 2))
+    >>> shared_layers(Network([Dense(W, name="fc"), ReLU(), Dense(W.copy(), name="fc"), Dense(W, name="out")]))
+    {'fc': 2}
+    """
+    by_name: dict[str, list] = {}
+    for layer in net.layers:
+        if isinstance(layer, (Dense, Conv2d, BatchNorm)) and layer.name:
+            by_name.setdefault(layer.name, []).append(layer)
+    return {name: len(group) for name, group in by_name.items() if len(group) > 1 and _same_arrays(group)}
+
+
+def _same_arrays(group: Sequence[Any]) -> bool:
+    def arrays(layer: Any) -> list:
+        return [to_numpy(getattr(layer, f)) for f in ARRAY_FIELDS if getattr(layer, f, None) is not None]
+
+    first = arrays(group[0])
+    return all(
+        len(a) == len(first) and all(x.shape == y.shape and bool((x == y).all()) for x, y in zip(a, first, strict=True))
+        for a in map(arrays, group[1:])
+    )

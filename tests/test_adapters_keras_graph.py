@@ -142,3 +142,14 @@ def test_one_refusal_lists_every_obstacle():
     assert "'dw'" in msg
     assert "'capped'" in msg
     assert "'gate'" in msg
+
+
+def test_layer_called_twice_is_read_per_call_with_a_warning():
+    inp = keras.Input((8,))
+    shared = L.Dense(8, activation="relu", name="shared")
+    model = keras.Model(inp, L.Dense(2)(shared(shared(inp))))
+    with pytest.warns(UserWarning, match=r"'shared' \(2 calls\).*no longer shared"):
+        net = from_keras(model)
+    assert [type(l).__name__ for l in net.layers] == ["Dense", "ReLU", "Dense", "ReLU", "Dense"]
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    np.testing.assert_allclose(net(x), _np(model(x)), rtol=1e-5, atol=1e-6)

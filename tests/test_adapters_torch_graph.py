@@ -176,3 +176,36 @@ def test_graph_write_back_is_a_plain_graph_module():
     x = np.random.default_rng(0).normal(size=(2, 2, 3, 3))
     np.testing.assert_allclose(_out(model, torch.as_tensor(x)), forward(net, x), atol=1e-12)
     assert isinstance(from_torch(model, input_shape=(2, 3, 3))[2], Add)
+
+
+class _SharedLinear(torch.nn.Module):
+    """One Linear called twice (shared weights), as a weight-tied model does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.relu, self.out = torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.relu(self.fc(self.relu(self.fc(x)))))
+
+
+def test_layer_called_twice_is_read_per_call_with_a_warning():
+    model = _SharedLinear().eval()
+    with pytest.warns(UserWarning, match=r"'fc' \(2 calls\).*no longer shared"):
+        net = from_torch(model, input_shape=(8,))
+    assert [type(l).__name__ for l in net.layers] == ["Dense", "ReLU", "Dense", "ReLU", "Dense"]
+    x = torch.randn(16, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(forward(net, x.numpy()), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match="no longer shared"):
+        small, report = compress(model, keep=0.5, seed=0, inputs=x)
+    assert report.params_before == 2 * (8 * 8 + 8) + 2 * 8 + 2  # every call's copy counted
+    assert len(list(small.children())) == 5  # one module per call
+
+
+def test_relu_module_called_twice_warns_nothing(recwarn):
+    """Layers without weights (torchvision's BasicBlock calls its ReLU twice) share nothing."""
+    from torch_resnets import resnet18
+
+    from_torch(resnet18(width=8).eval(), input_shape=(3, 32, 32))
+    assert not [w for w in recwarn if "used several times" in str(w.message)]
