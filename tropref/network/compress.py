@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from .layers import Conv2d, Dense
 from .report import NetworkReport, layer_reports, network_report, progress_sink, say_layer
 from .rewrite import compress_hidden, layer_options
 from .segments import drop_layers
-from .structure import Folded, Structure, analyse
+from .structure import Folded, Part, Structure, analyse
 from .widths import Budget, budget_widths, keep_widths, resolve_layers
 
 __all__ = ["compress_network"]
@@ -143,10 +144,12 @@ def compress_network(
     skipped = resolve_layers(net, skip, "skip")
     targets = [g for g in structure.compressible if structure.origin(g) not in skipped]
 
+    # one hidden layer compressed, with its own seed and options, in the walk and in the budget's probes alike
+    step = partial(_compress_in_part, method=method, seed=seed, max_patches=max_patches, options=options)
+
     # 2. widths
     if isinstance(keep, Budget):
-        probe = _prober(structure, method, seed, data, max_patches, options)
-        ks = budget_widths(structure, keep, targets, probe)
+        ks = budget_widths(structure, keep, targets, _prober(structure, step, data))
     else:
         ks = keep_widths(keep, structure, targets)
 
@@ -167,17 +170,7 @@ def compress_network(
                 x, at = _value_at(work, _graph_layers(structure, chains), memo, src), (k, 0)
             x, at = _advance(chains[k], x, at[1], i), (k, i)
         t1 = time.perf_counter()
-        cmax, cvec, info, width = compress_hidden(
-            part.chain,
-            chains[k],
-            part.hidden[i],
-            ks[g],
-            method=method,
-            seed=_layer_seed(seed, part.origin[i]),
-            data=x,
-            max_patches=max_patches,
-            options=layer_options(part, i, method, options),
-        )
+        cmax, cvec, info, width = step(part, i, chains[k], ks[g], x)
         layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
         done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
         eta = (time.perf_counter() - t_layers) * left / max(done, 1) if left else None
@@ -299,8 +292,35 @@ def _value_at(work: Network, layers: list, memo: dict[int, Array], node: int) ->
     return value
 
 
+def _compress_in_part(
+    part: Part,
+    i: int,
+    layers: list,
+    k: int,
+    x: Array | None,
+    *,
+    method: str,
+    seed: int,
+    max_patches: int,
+    options: dict[str, Any],
+) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
+    """:func:`compress_hidden` on layer ``i`` of ``part`` (``layers``: its chain as compressed
+    so far, edited in place; ``x``: the layer's input), with the seed and options of that layer."""
+    return compress_hidden(
+        part.chain,
+        layers,
+        part.hidden[i],
+        k,
+        method=method,
+        seed=_layer_seed(seed, part.origin[i]),
+        data=x,
+        max_patches=max_patches,
+        options=layer_options(part, i, method, options),
+    )
+
+
 def _prober(
-    structure: Structure, method: str, seed: int, data: Array | None, max_patches: int, options: dict[str, Any]
+    structure: Structure, step: Callable[..., tuple], data: Array | None
 ) -> Callable[[int, int], np.ndarray | None]:
     """``probe(g, k)`` for budgets: the certificate vector of hidden layer ``g`` compressed
     alone to ``k`` units in the original network."""
@@ -314,17 +334,7 @@ def _prober(
             if src not in sources:
                 sources[src] = data if src < 0 else node_outputs(structure.net, data, stop=src)[src]
             x = _advance(layers, sources[src], 0, i)
-        _, cvec, _, _ = compress_hidden(
-            part.chain,
-            layers,
-            part.hidden[i],
-            k,
-            method=method,
-            seed=_layer_seed(seed, part.origin[i]),
-            data=x,
-            max_patches=max_patches,
-            options=layer_options(part, i, method, options),
-        )
+        _, cvec, _, _ = step(part, i, layers, k, x)
         return cvec
 
     return probe
