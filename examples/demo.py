@@ -1,4 +1,4 @@
-"""The main job: compress the shipped models with TropNNC and three baselines, in a few minutes.
+"""The main job: compress the shipped models with TropNNC and five baselines, in a few minutes.
 
     python examples/demo.py [--out DIR]        # or, installed: tropref demo
 

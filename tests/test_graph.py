@@ -173,7 +173,8 @@ def test_data_driven_methods_read_the_compressed_graph():
 @st.composite
 def residual_graphs(draw):
     """Random small residual networks of dense layers: a stem, 1-3 blocks of 1-2 hidden
-    ReLU layers each with an identity (or projected) shortcut, an optional
+    ReLU layers (each with an optional BatchNorm before its ReLU) with an identity (or
+    projected) shortcut, an optional
     concatenation, an optional softmax."""
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -185,10 +186,15 @@ def residual_graphs(draw):
         for _ in range(draw(st.integers(1, 2))):
             h = draw(st.integers(1, 6))
             dup = draw(st.booleans())  # duplicated units: exact merges
-            W = rng.normal(size=(h, width))
-            layers += [Dense(np.concatenate([W, 2 * W]) if dup else W, rng.normal(size=2 * h if dup else h)), ReLU()]
-            inputs += [(prev,), (len(layers) - 2,)]
-            prev, width = len(layers) - 1, (2 * h if dup else h)
+            W, units = rng.normal(size=(h, width)), 2 * h if dup else h
+            layers.append(Dense(np.concatenate([W, 2 * W]) if dup else W, rng.normal(size=units)))
+            inputs.append((prev,))
+            if draw(st.booleans()):  # a BatchNorm before the ReLU: statistics, so TropNNC corrects them
+                layers.append(_bn(rng, units))
+                inputs.append((len(layers) - 2,))
+            layers.append(ReLU())
+            inputs.append((len(layers) - 2,))
+            prev, width = len(layers) - 1, units
         layers.append(Dense(rng.normal(size=(w, width)), rng.normal(size=w)))
         inputs.append((prev,))
         layers.append(Add())

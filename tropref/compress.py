@@ -10,8 +10,11 @@ The call reads top to bottom:
 4. the method merges the remaining units into ``k`` (:mod:`tropref.methods`);
 5. the next layer is rewritten from the fold (a gather and a segment sum over each kept
    unit's members when every unit folds into one kept unit, never a product with the
-   ``n × k`` fold matrix), and the certificate is computed from the per-unit residuals the
-   proofs use (``docs/theory.md``, Proposition F).
+   ``n × k`` fold matrix);
+6. with the units' pre-activation statistics (``moments``), the next layer's bias is
+   corrected for the change of the mean it reads (``docs/theory.md``, section 5);
+7. the certificate is computed from the per-unit residuals the proofs use
+   (``docs/theory.md``, Proposition F), plus the bias correction.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ._array import (
 )
 from .methods import METHODS
 from .methods.base import LayerProblem, Merge
+from .statistics import relu_mean
 from .tropical import neuron_vectors, outgoing_weights
 
 __all__ = ["compress_layer", "LayerCompression"]
@@ -130,6 +134,7 @@ def compress_layer(
     seed: int | None = None,
     data: Array | None = None,
     fold_constants: bool = True,
+    moments: tuple[Array, Array] | None = None,
     **options: Any,
 ) -> LayerCompression:
     """Compress a dense or convolutional ReLU layer to ``k`` units, data-free.
@@ -177,6 +182,15 @@ def compress_layer(
         Fold constant units (zero weights, non-zero bias) into ``b_next``. Pass False when
         the next layer is a zero-padded convolution, where that fold is not exact at the
         borders: constant units are then treated as ordinary units.
+    moments : pair of arrays of shape (n,), optional
+        ``(μ, σ)``: the mean and standard deviation of every unit's pre-activation
+        ``w_j · (x, 1)`` on the data the network was trained on; a BatchNorm before the
+        ReLU stores them (``μ_j = β_j``, ``σ_j = |γ_j| √(v_j / (v_j + ε))``).
+        :func:`tropref.compress_network` passes them for every such layer. With them,
+        TropNNC corrects the statistics its merge changes, with no data: each merged unit
+        is rescaled so that its members see their own mean and spread, and the next
+        layer's bias absorbs the change of the mean it reads (``correct`` option,
+        ``docs/theory.md`` section 5). The certificate bounds the corrected layer.
     **options
         Method options, e.g. for ``"tropnnc"``: ``variant`` (``"refined"`` or
         ``"paper"``), ``cluster``, ``representative``, ``fold``, ``objective``, ``refine``,
@@ -200,7 +214,8 @@ def compress_layer(
         integer, ``fold_constants`` is not a bool, or an option is unknown to the method.
     ValueError
         When shapes do not match (the message names the argument and the shape expected),
-        an array holds NaN or infinity, arrays live on different devices, ``k`` is outside
+        an array holds NaN or infinity, ``moments`` is not two finite vectors of length ``n``
+        with ``σ >= 0``, arrays live on different devices, ``k`` is outside
         ``[1, n]``, ``seed`` is negative, ``method`` is unknown, a method option is out of
         range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``, or
         unit norms over- or underflow in the dtype.
@@ -243,6 +258,7 @@ def compress_layer(
     if method not in METHODS:
         raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
     seed = resolve_seed(seed)
+    stats = _check_moments(moments, n)
 
     clock = time.perf_counter()
     A = neuron_vectors(W, b)
@@ -253,7 +269,8 @@ def compress_layer(
     times = {"prepass": time.perf_counter() - clock}
     if kept.size:
         block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
-        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block)
+        kept_stats = None if stats is None else (stats[0][kept], stats[1][kept])
+        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block, kept_stats)
         merge = METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
     else:  # every unit is removable exactly: keep one silent unit so that the layer exists
         merge = Merge(
@@ -284,12 +301,19 @@ def compress_layer(
             b_next_new = b_next_new + _abs_read(xp, V, offset, absolute=False)
 
     times["rewrite"] = time.perf_counter() - clock - sum(times.values())
+    shift = None
+    if W_next is not None and stats is not None and merge.kept_moments is not None:
+        shift = _mean_correction(xp, V, V_new, stats, kept, merge.kept_moments, A)
+        b_next_new = b_next_new + shift
+
     certificate = None
     if merge.single_fold:
         residual = _unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
         certificate = _abs_read(xp, V, residual)
         if merge.zonotope_bound is not None:
             certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
+        if shift is not None:  # a constant change: |δ_i| <= |δ_i| ‖(x, 1)‖
+            certificate = certificate + xp.abs(shift)
 
     times["certificate"] = time.perf_counter() - clock - sum(times.values())
     info = dict(merge.info)
@@ -345,6 +369,39 @@ def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array
             f"got {tuple(data.shape)}"
         )
     return n
+
+
+def _check_moments(moments: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``moments`` as host float64 vectors ``(μ, σ)``, validated."""
+    if moments is None:
+        return None
+    if not isinstance(moments, (tuple, list)) or len(moments) != 2:
+        raise TypeError("`moments` must be a pair (mean, std) of arrays of shape (n,), or None")
+    mean, std = (to_numpy(v).astype(np.float64) for v in moments)
+    if mean.shape != (n,) or std.shape != (n,):
+        raise ValueError(f"`moments` must be two vectors of shape ({n},), got {mean.shape} and {std.shape}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= 0)):
+        raise ValueError("`moments` must be finite, with standard deviations >= 0")
+    return mean, std
+
+
+def _mean_correction(
+    xp: Any,
+    V: Array,
+    V_new: Array,
+    stats: tuple[np.ndarray, np.ndarray],
+    kept: np.ndarray,
+    kept_moments: tuple[np.ndarray, np.ndarray],
+    like: Array,
+) -> Array:
+    """``δ_i = Σ_{j,s} V[i, j, s] E[a_j] − Σ_{c,s} Ṽ[i, c, s] E[ã_c]``: the change of the mean
+    of the next layer's pre-activation, with ``E[relu(z)]`` of Gaussian pre-activations
+    (:func:`tropref.statistics.relu_mean`). Units removed exactly change nothing."""
+    mean_in = np.zeros(int(V.shape[1]))
+    mean_in[kept] = relu_mean(stats[0][kept], stats[1][kept])
+    mean_out = relu_mean(*kept_moments)
+    before = _abs_read(xp, V, asarray_like(mean_in, xp, like), absolute=False)
+    return before - _abs_read(xp, V_new, asarray_like(mean_out, xp, like), absolute=False)
 
 
 def _identity_outgoing(xp: Any, A: Array) -> Array:

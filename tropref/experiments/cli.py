@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("models", help="list the shipped models")
     q.set_defaults(fn=cmd_models)
 
-    q = sub.add_parser("demo", help="compress the shipped models with TropNNC and three baselines")
+    q = sub.add_parser("demo", help="compress the shipped models with TropNNC and five baselines")
     q.add_argument("--out", default="tropref-demo", help="folder for demo.md, demo.json, demo.png")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(fn=cmd_demo)

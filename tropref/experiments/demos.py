@@ -1,4 +1,4 @@
-"""The demo, the main job: the shipped models compressed by TropNNC and three baselines.
+"""The demo, the main job: the shipped models compressed by TropNNC and five baselines.
 
 Functions
 ---------
@@ -24,10 +24,10 @@ def demo(
     out_dir: str | os.PathLike = "tropref-demo",
     models: Sequence[str] = ("lenet300", "lenet5", "vgg_small", "resnet20"),
     fractions: Sequence[float] = (0.75, 0.5, 0.25),
-    methods: Sequence[str] = ("tropnnc", "cup", "neuron_merging", "l1"),
+    methods: Sequence[str] = ("tropnnc", "model_folding", "model_folding_ar", "cup", "neuron_merging", "l1"),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Compress the shipped models at a few fractions with TropNNC and three baselines.
+    """Compress the shipped models at a few fractions with TropNNC and five baselines.
 
     Runs on the shipped 2,000 test images (no download, no Debian package), all hidden
     layers of each model at once, one seed. Prints a table of accuracy, parameters and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import LayerProblem, Merge, MethodFn
 from .baselines import BASELINES
+from .folding import FOLDING
 from .predecessor import neural_path_kmeans, zonotope_kmeans
 from .thinet import THINET
 from .tropnnc import tropnnc
@@ -17,6 +18,7 @@ METHODS: dict[str, MethodFn] = {
     "zonotope_kmeans": zonotope_kmeans,
     "neural_path_kmeans": neural_path_kmeans,
     **BASELINES,
+    **FOLDING,
     **THINET,
 }
 

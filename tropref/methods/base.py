@@ -52,6 +52,11 @@ class LayerProblem:
     block : int
         Weights per input channel in ``inputs[:, :-1]``: ``kh * kw`` for a convolution,
         the fan-in for a dense layer (contiguous blocks, the OIHW flattening).
+    moments : tuple of numpy.ndarray, or None
+        Host float64 vectors ``(μ, σ)``, shape ``(n,)`` each: the mean and standard
+        deviation of every unit's pre-activation on the data the network was trained on
+        (from a BatchNorm, :mod:`tropref.statistics`), for the statistics correction;
+        None when no statistics exist.
     """
 
     xp: Any
@@ -59,6 +64,7 @@ class LayerProblem:
     outgoing: Array
     data: Array | None = None
     block: int = 0
+    moments: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.block == 0:  # a dense layer unless told otherwise: one block of the fan-in
@@ -103,6 +109,11 @@ class Merge:
         ``assignment[j]``: then the Proposition F certificate applies.
     info : mapping
         Method-specific facts (clustering iterations, objective, ...), JSON-friendly values.
+    kept_moments : tuple of numpy.ndarray, or None
+        Host float64 ``(μ̃, σ̃)``, shape ``(k,)`` each: the kept units' pre-activation mean
+        and spread as the method estimates them from ``LayerProblem.moments``. When given,
+        ``compress_layer`` corrects the next layer's bias for the change of the mean of
+        what it reads (``docs/theory.md``, section 5).
 
     Raises
     ------
@@ -120,7 +131,7 @@ class Merge:
            [1., 0.]])
     """
 
-    __slots__ = ("_fold", "_scale", "assignment", "info", "inputs", "single_fold", "zonotope_bound")
+    __slots__ = ("_fold", "_scale", "assignment", "info", "inputs", "kept_moments", "single_fold", "zonotope_bound")
 
     def __init__(
         self,
@@ -132,6 +143,7 @@ class Merge:
         info: Mapping[str, Any] | None = None,
         *,
         scale: Array | None = None,
+        kept_moments: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if inputs is None:
             raise ValueError("Merge needs `inputs`, the kept units' input vectors")
@@ -145,6 +157,7 @@ class Merge:
             ("zonotope_bound", zonotope_bound),
             ("single_fold", bool(single_fold)),
             ("info", MappingProxyType(dict(info or {}))),
+            ("kept_moments", kept_moments),
         ):
             object.__setattr__(self, name, value)
 

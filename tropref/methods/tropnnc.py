@@ -27,6 +27,7 @@ import numpy as np
 from .._array import Array, asarray_like, device, segment_sum, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
+from .correction import check_correct, correct_merge
 from .partition import (
     Part,
     allocate,
@@ -98,6 +99,8 @@ def tropnnc(
     max_iter: int = 300,
     tol: float = 1e-4,
     init: str = "k-means||",
+    correct: str | None = None,
+    outgoing: float = 0.0,
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
 
@@ -155,6 +158,19 @@ def tropnnc(
         reported.
     n_init, max_iter, tol, init
         Passed to :func:`tropref.cluster.kmeans`.
+    outgoing : float
+        ``β >= 0``: cluster the points ``(ŵ_j, β V̂_j)``, each unit's direction beside its
+        outgoing weights normalised, so that units the next layer reads alike merge (their
+        errors cancel there, ``docs/theory.md`` section 5). Representatives, folds and
+        certificates are those of the directions alone. Default 0 (directions only);
+        :func:`tropref.compress_network` uses 0.5 in residual branches.
+    correct : {"full", "variance", "mean", "none"}, optional
+        The statistics correction (:mod:`tropref.methods.correction`), applied when the
+        problem carries the units' pre-activation moments (a BatchNorm before the ReLU):
+        ``"variance"`` rescales and shifts every merged unit so that its members see their
+        own mean and spread again, ``"mean"`` corrects the next layer's bias for the change
+        of the mean it reads, ``"full"`` both. Default: ``"full"`` for the refined variant,
+        ``"none"`` for the paper's.
 
     Returns
     -------
@@ -182,6 +198,7 @@ def tropnnc(
     ([0, 0, 1], [0.0, 0.0])
     """
     cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
+    correct = check_correct(("full" if variant == "refined" else "none") if correct is None else correct)
     if refine not in (None, "weiszfeld"):
         raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
@@ -201,6 +218,8 @@ def tropnnc(
     groups = unit_groups(problem)
     masses = [float(np.sum(to_numpy(mass)[g])) for g in groups]
     points = mass[:, None] * directions if objective == "generators" else directions
+    if outgoing:
+        points = _with_outgoing(xp, points, V, outgoing)
     decimals = None if objective == "generators" else 9
     cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
     sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
@@ -245,8 +264,9 @@ def tropnnc(
     assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     if input_ratio is not None:
         inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
+    inputs, kept_moments, corrected = correct_merge(problem, assignment, scale, inputs, vnorm, correct)
     zonotope_bound = None
-    if problem.single_output and input_ratio is None:  # the bounds above are in M's metric otherwise
+    if problem.single_output and input_ratio is None and not corrected:  # else not about the units returned
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
     info = {
         "variant": variant,
@@ -259,8 +279,21 @@ def tropnnc(
         "input_ratio": input_ratio,
         "allocation": budget,
         "clustering": runs,
+        "correction": corrected or None,
     }
-    return Merge(assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info)
+    return Merge(
+        assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info, kept_moments=kept_moments
+    )
+
+
+def _with_outgoing(xp: Any, points: Array, V: Array, weight: Any) -> Array:
+    """``(p_j, β V̂_j)``: each unit's point beside its outgoing weights normalised, times ``β``."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"`outgoing` must be a number >= 0 (the weight of the outgoing columns), got {weight!r}")
+    m, n, s = (int(d) for d in V.shape)
+    columns = xp.reshape(xp.permute_dims(V, (1, 0, 2)), (n, m * s))
+    columns = columns / xp.linalg.vector_norm(columns, axis=1)[:, None]  # no unit here is unread
+    return xp.concat([points, float(weight) * columns], axis=1)
 
 
 def _resolve(

@@ -316,6 +316,7 @@ def _compress_in_part(
         data=x,
         max_patches=max_patches,
         options=layer_options(part, i, method, options),
+        moments=part.moments.get(i),
     )
 
 

@@ -50,11 +50,23 @@ __all__ = ["compress_hidden"]
 FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
 
+RESIDUAL_OUTGOING = 0.5
+"""TropNNC's ``outgoing`` weight in a residual branch (``docs/results.md``, section 9)."""
+
 
 def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The method options for layer ``i`` of ``part``: TropNNC (not its paper-literal
-    variant) clusters the network's first convolution in the metric of natural image
-    patches (``input_ratio``, ``docs/theory.md``) unless the options say otherwise.
+    """The method options for layer ``i`` of ``part``, TropNNC's defaults by where the layer sits.
+
+    Unless the options say otherwise, TropNNC (not its paper-literal variant)
+
+    - clusters the network's first convolution in the metric of natural image patches
+      (``input_ratio``, ``docs/theory.md``);
+    - in a residual branch (the layer's next layer ends a segment whose channels meet other
+      paths in an addition or a concatenation) corrects the merged units' statistics
+      (``correct="full"``) and lets the partition see the outgoing weights
+      (``outgoing=RESIDUAL_OUTGOING``); elsewhere it does neither (``correct="none"``). Both
+      were measured (``docs/results.md``, section 9): in residual branches they keep far more
+      of the network at every fraction, in the chain networks they cost accuracy.
 
     Examples
     --------
@@ -63,16 +75,21 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     >>> net = Network([Conv2d(np.ones((4, 1, 3, 3))), ReLU(), Flatten(), Dense(np.ones((2, 16)))])
     >>> part = analyse(net).parts[0]
     >>> layer_options(part, 0, "tropnnc", {}), layer_options(part, 0, "tropnnc", {"variant": "paper"})
-    ({'input_ratio': 1.0}, {'variant': 'paper'})
+    ({'input_ratio': 1.0, 'correct': 'none'}, {'variant': 'paper'})
     """
-    chain = part.chain
-    if part.segment.source >= 0:  # only the segment reading the network's input holds its first layer
+    if method != "tropnnc" or options.get("variant", "refined") == "paper":
         return options
-    first = next(j for j, l in enumerate(chain.layers) if isinstance(l, (Dense, Conv2d)))
-    refined = method == "tropnnc" and options.get("variant", "refined") != "paper"
-    if refined and i == first and isinstance(chain.layers[i], Conv2d) and "input_ratio" not in options:
-        return {**options, "input_ratio": FIRST_CONV_INPUT_RATIO}
-    return options
+    chain, extra = part.chain, {}
+    linear = [j for j, l in enumerate(chain.layers) if isinstance(l, (Dense, Conv2d))]
+    first_of_network = part.segment.source < 0 and i == linear[0]
+    if first_of_network and isinstance(chain.layers[i], Conv2d):
+        extra["input_ratio"] = FIRST_CONV_INPUT_RATIO
+    h = part.hidden[i]
+    branch = part.coupled is not None and isinstance(h, HiddenLayer) and h.j == linear[-1]
+    extra["correct"] = "full" if branch else "none"
+    if branch:
+        extra["outgoing"] = RESIDUAL_OUTGOING
+    return {**extra, **options}
 
 
 def compress_hidden(
@@ -86,6 +103,7 @@ def compress_hidden(
     data: Array | None,
     max_patches: int,
     options: dict[str, Any],
+    moments: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
     """Compress hidden layer ``h.i`` of the chain ``work`` to ``k`` units.
 
@@ -110,6 +128,9 @@ def compress_hidden(
         The input of layer ``h.i`` in the compressed prefix (data-driven methods only).
     max_patches : int
         The most convolution input patches given to a data-driven method.
+    moments : pair of numpy.ndarray, optional
+        The pre-activation mean and spread of the layer's units in the original network
+        (:attr:`~tropref.network.structure.Part.moments`), for the statistics correction.
 
     Returns
     -------
@@ -179,6 +200,7 @@ def compress_hidden(
         seed=seed,
         data=patches,
         fold_constants=fold_constants,
+        moments=None if moments is None else (moments[0][free], moments[1][free]),
         **options,
     )
     info.update(res.info)

@@ -192,8 +192,21 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
     >>> len(fold_batchnorm(Network([net.layers[0], ReLU(), bn, net.layers[3]]))[0])
     4
     """
+    folded, origin, _ = _fold_batchnorm(net)
+    return folded, origin
+
+
+def _fold_batchnorm(net: Network) -> tuple[Network, list[int], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`fold_batchnorm`, and the pre-activation moments each fold leaves behind.
+
+    A BatchNorm ``γ (x − m) / √(v + ε) + β`` right after its layer (through dropout or
+    identity only) normalises the pre-activations it was trained on: they then have mean
+    ``β`` and spread ``|γ| √(v / (v + ε))``. These are returned per folded layer (its index
+    in the folded chain), as host float64 vectors, for the statistics correction.
+    """
     layers = list(net.layers)
     origin = list(range(len(layers)))
+    moments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     out: list = []
     out_origin: list[int] = []
     last_linear: int | None = None  # index in `out` of the layer BN can fold into
@@ -207,6 +220,10 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
             ok = layer.channels == lin.units and (not through_max or bool(np.all(to_numpy(scale) >= 0)))
             if ok:
                 out[last_linear] = _scale_units(lin, scale, shift)
+                if not through_max:  # the statistics are of the layer's own pre-activations
+                    moments[last_linear] = _batchnorm_moments(layer)
+                else:
+                    moments.pop(last_linear, None)
                 continue
             last_linear = None
         elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
@@ -215,7 +232,15 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
             last_linear = None
         out.append(layer)
         out_origin.append(idx)
-    return net.replace_layers(out), out_origin
+    return net.replace_layers(out), out_origin, moments
+
+
+def _batchnorm_moments(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``β`` and spread ``|γ| √(v / (v + ε))`` of a BatchNorm's outputs on its training data."""
+    var = to_numpy(bn.var).astype(np.float64)
+    gamma = np.ones_like(var) if bn.weight is None else to_numpy(bn.weight).astype(np.float64)
+    beta = np.zeros_like(var) if bn.bias is None else to_numpy(bn.bias).astype(np.float64)
+    return beta, np.abs(gamma) * np.sqrt(np.maximum(var, 0.0) / (np.maximum(var, 0.0) + bn.eps))
 
 
 def _scale_units(layer: Dense | Conv2d, scale: Array, shift: Array) -> Dense | Conv2d:
@@ -270,6 +295,9 @@ class Part:
     coupled : str or None
         Why the channels at the segment's end are shared with other paths (None: the
         segment ends the network).
+    moments : dict
+        For each layer of ``chain`` whose BatchNorm was folded into it: the mean and spread
+        of its pre-activations that the BatchNorm stored (host float64 vectors).
     """
 
     segment: Segment
@@ -278,6 +306,7 @@ class Part:
     at: tuple[int, ...]
     hidden: dict[int, HiddenLayer | str] = field(default_factory=dict)
     coupled: str | None = None
+    moments: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -375,16 +404,17 @@ def analyse(net: Network, input_shape: Sequence[int] | None = None) -> Structure
     except ValueError as exc:
         raise ValueError(f"the network does not accept inputs of shape {shape}: {exc}") from None
     segs = segments(net)
-    chains, origins = [], []
+    chains, origins, stats = [], [], []
     for seg in segs:
         src_shape = None if shapes is None else (shape if seg.source < 0 else shapes[seg.source])
-        chain, local = fold_batchnorm(segment_network(net, seg, src_shape))
+        chain, local, moments = _fold_batchnorm(segment_network(net, seg, src_shape))
+        stats.append(moments)
         chains.append(chain)
         origins.append(tuple(seg.nodes[o] for o in local))
     work, placed, moved = splice(net, segs, {k: chain.layers for k, chain in enumerate(chains)})
     parts = tuple(
-        Part(seg, chain, origin, tuple(at), hidden_layers(chain), coupling(net, seg))
-        for seg, chain, origin, at in zip(segs, chains, origins, placed, strict=True)
+        Part(seg, chain, origin, tuple(at), hidden_layers(chain), coupling(net, seg), moments)
+        for seg, chain, origin, at, moments in zip(segs, chains, origins, placed, stats, strict=True)
     )
     return Structure(net, shape, Network(work.layers, shape, work.inputs), parts, moved)
 

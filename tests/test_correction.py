@@ -1,0 +1,233 @@
+"""The statistics correction (docs/theory.md, section 9) and Model Folding, checked independently.
+
+The certificate must bound the function returned, corrected: the sampled errors here are
+plain NumPy forward passes of the original and the returned weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import dense_layers, scale_of
+from test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
+
+import tropref
+
+CORRECTIONS = ["full", "variance", "mean", "none"]
+
+
+def moments_of(rng, n):
+    return rng.normal(size=n), rng.uniform(0.1, 3.0, size=n)
+
+
+@pytest.mark.parametrize("correct", CORRECTIONS)
+@given(layer=dense_layers(8, 3, 2), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_certificate_bounds_the_corrected_layer(correct, layer, k, seed):
+    """|Δ v_i(x)| <= certificate_i ‖(x, 1)‖ for the corrected units and next bias (Proposition F
+    plus the constant bias correction)."""
+    W, b, V, b_next = layer
+    rng = np.random.default_rng(seed)
+    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 8), correct=correct)
+    X = probe_inputs(rng, 3, 600)
+    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
+    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+@given(layer=dense_layers(6, 2, 1), k=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_single_output_certificate_with_correction(layer, k, seed):
+    """One output: the zonotope cap is dropped once the units are corrected, and the
+    certificate still bounds the corrected layer."""
+    W, b, V, b_next = layer
+    rng = np.random.default_rng(seed)
+    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 6))
+    X = probe_inputs(rng, 2, 600)
+    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
+    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+@pytest.mark.parametrize("correct", CORRECTIONS)
+def test_keeping_every_unit_is_exact_with_moments(correct):
+    """k = n: every cluster is one unit, the correction is the identity (gain 1, shift 0, δ = 0)."""
+    rng = np.random.default_rng(0)
+    W, b, V = rng.normal(size=(6, 4)), rng.normal(size=6), rng.normal(size=(3, 6))
+    res = tropref.compress_layer(W, b, 6, W_next=V, moments=moments_of(rng, 6), correct=correct)
+    X = rng.normal(size=(50, 4))
+    np.testing.assert_allclose(result_forward(res, X), dense_forward(W, b, V, None, X), rtol=1e-12, atol=1e-12)
+    assert float(np.max(res.certificate)) < 1e-12
+
+
+def test_variance_correction_restores_the_members_spread():
+    """Two unit-norm units 60° apart with isotropic inputs, merged onto their bisector: each is
+    read through its projection, so its spread falls to cos 30° without the correction and
+    comes back to 1 with it (measured on samples)."""
+    rng = np.random.default_rng(1)
+    W, b, V = np.array([[1.0, 0.0], [0.5, np.sqrt(0.75)]]), np.zeros(2), np.ones((1, 2))
+    X = rng.normal(size=(20000, 2))
+    moments = (np.zeros(2), np.ones(2))  # exact for x ~ N(0, I)
+    spread = {}
+    for correct in ("none", "variance"):
+        res = tropref.compress_layer(W, b, 1, W_next=V, moments=moments, correct=correct)
+        z = X @ np.asarray(res.W).T + np.asarray(res.b)
+        spread[correct] = np.asarray(res.scale) * float(z.std())
+    np.testing.assert_allclose(spread["none"], np.cos(np.pi / 6), rtol=0.03)
+    np.testing.assert_allclose(spread["variance"], 1.0, rtol=0.03)
+
+
+def test_mean_correction_moves_the_next_bias_by_the_mean_change():
+    """δ = V E[a] − Ṽ E[ã] with Gaussian moments: the returned next bias is b_next + δ, and δ
+    matches the change of the sampled mean of the next layer when the moments are exact."""
+    rng = np.random.default_rng(2)
+    n, d = 6, 5
+    W, b, V = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(2, n))
+    m = rng.normal(size=d)
+    X = m + rng.normal(size=(200000, d))
+    moments = (W @ m + b, np.linalg.norm(W, axis=1))  # x ~ N(m, I): exact
+    plain = tropref.compress_layer(W, b, 3, W_next=V, moments=moments, correct="none")
+    mean = tropref.compress_layer(W, b, 3, W_next=V, moments=moments, correct="mean")
+    np.testing.assert_allclose(np.asarray(plain.W), np.asarray(mean.W))
+    before = dense_forward(W, b, V, None, X).mean(axis=0)
+    after_plain = result_forward(plain, X).mean(axis=0)
+    after_mean = result_forward(mean, X).mean(axis=0)
+    np.testing.assert_allclose(np.asarray(mean.b_next) - np.asarray(plain.b_next), before - after_plain, atol=0.02)
+    assert np.all(np.abs(after_mean - before) < 0.02)
+
+
+def test_paper_variant_is_unchanged_by_moments():
+    rng = np.random.default_rng(3)
+    W, b, V = rng.normal(size=(8, 4)), rng.normal(size=8), rng.normal(size=(3, 8))
+    plain = tropref.compress_layer(W, b, 3, W_next=V, seed=0, variant="paper")
+    with_moments = tropref.compress_layer(W, b, 3, W_next=V, seed=0, variant="paper", moments=moments_of(rng, 8))
+    for a, c in ((plain.W, with_moments.W), (plain.W_next, with_moments.W_next), (plain.b_next, with_moments.b_next)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+@pytest.mark.parametrize(
+    ("moments", "error"),
+    [
+        ((np.zeros(3),), TypeError),
+        ((np.zeros(3), np.ones(4)), ValueError),
+        ((np.zeros(3), -np.ones(3)), ValueError),
+        ((np.array([0.0, np.nan, 0.0]), np.ones(3)), ValueError),
+    ],
+)
+def test_bad_moments_are_refused_by_name(moments, error):
+    with pytest.raises(error, match="moments"):
+        tropref.compress_layer(np.ones((3, 2)), None, 2, W_next=np.ones((1, 3)), moments=moments)
+
+
+def test_unknown_correction_is_refused():
+    with pytest.raises(ValueError, match="correct"):
+        tropref.compress_layer(np.eye(3), None, 2, W_next=np.ones((1, 3)), correct="some")
+
+
+# --- Model Folding ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["model_folding", "model_folding_ar"])
+@given(layer=dense_layers(8, 3, 2), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_model_folding_certificate_holds(method, layer, k, seed):
+    W, b, V, b_next = layer
+    rng = np.random.default_rng(seed)
+    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, seed=0, method=method, moments=moments_of(rng, 8))
+    X = probe_inputs(rng, 3, 600)
+    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
+    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+def test_model_folding_averages_rows_and_sums_columns():
+    W = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
+    V = np.array([[1.0, 2.0, 3.0]])
+    res = tropref.compress_layer(W, None, 2, W_next=V, method="model_folding", seed=0)
+    assert res.assignment.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(res.W, [[2.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(res.W_next, [[3.0, 3.0]])
+
+
+def test_fold_ar_factor_for_correlated_members():
+    """|C| members of pairwise correlation ρ: the averaged, normalised unit is scaled by
+    √(|C| / (1 + (|C| − 1) ρ)) times the members' mean spread."""
+    rho, size = 0.5, 3
+    # three unit vectors of pairwise cosine 1/2, no bias; one consumer reading all with weight 1
+    G = np.full((size, size), rho) + (1 - rho) * np.eye(size)
+    W = np.linalg.cholesky(G)
+    V = np.ones((1, size))
+    # concatenated features [w_j, 0, v_j]: the cosine of two members is (ρ + 1) / 2
+    rho_bar = (rho + 1.0) / 2.0
+    res = tropref.compress_layer(W, None, 1, W_next=V, method="model_folding_ar", moments=(np.zeros(3), 2 * np.ones(3)))
+    expected = 2.0 * np.sqrt(size / (1 + (size - 1) * rho_bar)) * W.mean(axis=0) / 2.0
+    np.testing.assert_allclose(res.W[0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["model_folding", "model_folding_ar"])
+def test_model_folding_refuses_unknown_options(method):
+    with pytest.raises(TypeError, match="bogus"):
+        tropref.compress_layer(np.eye(4), None, 2, W_next=np.ones((1, 4)), method=method, bogus=1)
+
+
+# --- the network level: statistics from BatchNorms, where TropNNC corrects ----------------
+
+
+def _bn_chain(rng):
+    from tropref.network import BatchNorm, Dense, Network, ReLU
+
+    bn = BatchNorm(rng.normal(size=4), rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), eps=1e-3)
+    return Network([Dense(rng.normal(size=(4, 3))), bn, ReLU(), Dense(rng.normal(size=(2, 4)))]), bn
+
+
+def test_folded_batchnorm_leaves_its_statistics():
+    from tropref.network import analyse
+
+    rng = np.random.default_rng(4)
+    net, bn = _bn_chain(rng)
+    mean, std = analyse(net).parts[0].moments[0]
+    np.testing.assert_allclose(mean, bn.bias)
+    np.testing.assert_allclose(std, np.abs(bn.weight) * np.sqrt(bn.var / (bn.var + 1e-3)))
+
+
+def test_batchnorm_after_a_max_pool_leaves_no_statistics():
+    from tropref.network import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, analyse
+
+    rng = np.random.default_rng(5)
+    bn = BatchNorm(rng.normal(size=3), rng.uniform(0.5, 2, 3), rng.uniform(0.5, 2, 3), rng.normal(size=3))
+    net = Network(
+        [Conv2d(rng.normal(size=(3, 1, 3, 3))), MaxPool2d(2), bn, ReLU(), Flatten(), Dense(rng.normal(size=(2, 12)))]
+    )
+    part = analyse(net, (1, 6, 6)).parts[0]
+    assert len(part.chain.layers) == len(net.layers) - 1  # folded through the max pooling (scale >= 0)
+    assert part.moments == {}
+
+
+def test_tropnnc_corrects_residual_branches_and_not_chains():
+    from test_graph import residual_net
+
+    from tropref.network import analyse
+    from tropref.network.rewrite import RESIDUAL_OUTGOING, layer_options
+
+    structure = analyse(residual_net())
+    branch = [structure.locate(g) for g in structure.compressible]
+    assert branch, "the residual net has a compressible inner layer"
+    for part, i in branch:
+        assert layer_options(part, i, "tropnnc", {}) == {"correct": "full", "outgoing": RESIDUAL_OUTGOING}
+        assert layer_options(part, i, "tropnnc", {"correct": "none"})["correct"] == "none"
+        assert layer_options(part, i, "cup", {}) == {}
+    rng = np.random.default_rng(6)
+    chain, _ = _bn_chain(rng)
+    part = analyse(chain).parts[0]
+    assert layer_options(part, 0, "tropnnc", {}) == {"correct": "none"}
+
+
+def test_network_certificate_holds_with_corrected_branches():
+    from test_graph import residual_net
+
+    from tropref import compress_network
+    from tropref.network import forward
+
+    net = residual_net(width=4, inner=8)
+    x = np.random.default_rng(7).normal(size=(40, 2, 6, 6))
+    small, report = compress_network(net, 0.5, seed=0, inputs=x)
+    assert report.layers
+    assert any(l.info.get("correction") for l in report.layers if l.info)
+    err = np.abs(forward(small, x) - forward(net, x))
+    assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)

@@ -1,0 +1,90 @@
+"""tropref.statistics: Gaussian ReLU moments and merged units' moments, against independent computations."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, stats
+
+from tropref.statistics import merged_moments, moment_match, relu_mean
+
+
+@given(mu=st.floats(-5, 5), sigma=st.floats(0.05, 5))
+@settings(max_examples=30, deadline=None)
+def test_relu_mean_equals_the_integral(mu, sigma):
+    """E[relu(z)] by quadrature of z φ((z − μ)/σ)/σ over z > 0 (where the density lives)."""
+    lo, hi = max(0.0, mu - 12 * sigma), max(0.0, mu + 12 * sigma)
+    value = (
+        integrate.quad(lambda z: z * stats.norm.pdf(z, mu, sigma), lo, hi, points=[max(lo, mu)])[0] if hi > lo else 0.0
+    )
+    assert relu_mean(np.array([mu]), np.array([sigma]))[0] == pytest.approx(value, rel=1e-7, abs=1e-10)
+
+
+def test_relu_mean_at_zero_spread_is_the_relu():
+    assert relu_mean(np.array([-2.0, 0.0, 3.0]), np.zeros(3)).tolist() == [0.0, 0.0, 3.0]
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 7), d=st.integers(2, 9), k=st.integers(1, 3))
+@settings(max_examples=30, deadline=None)
+def test_merged_moments_are_exact_for_isotropic_inputs(seed, n, d, k):
+    """For x ~ N(m, s² I) the members' moments are μ_j = w_j·m + b_j, σ_j = s‖w_j‖ and
+    cos(w_j, w_k) is their correlation: a merged unit in the members' span then has exactly
+    mean ũ·m + b̃ and spread s‖ũ‖."""
+    rng = np.random.default_rng(seed)
+    k = min(k, n)
+    A = rng.normal(size=(n, d + 1))
+    labels = np.concatenate([np.arange(k), rng.integers(0, k, size=n - k)])
+    kept = np.zeros((k, d + 1))
+    for c in range(k):  # a random combination of each cluster's members
+        members = np.flatnonzero(labels == c)
+        kept[c] = rng.normal(size=members.size) @ A[members]
+    m, s = rng.normal(size=d), rng.uniform(0.5, 2.0)
+    mean, std = A[:, :-1] @ m + A[:, -1], s * np.linalg.norm(A[:, :-1], axis=1)
+    mu, sigma = merged_moments(A, labels, kept, mean, std)
+    np.testing.assert_allclose(mu, kept[:, :-1] @ m + kept[:, -1], rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(sigma, s * np.linalg.norm(kept[:, :-1], axis=1), rtol=1e-6, atol=1e-8)
+
+
+def test_merged_moments_of_a_unit_without_members():
+    A = np.array([[1.0, 0.0, 0.5]])
+    mu, sigma = merged_moments(A, np.array([0]), np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 2.0]]), np.ones(1), np.ones(1))
+    assert mu.tolist() == [1.0, 2.0]
+    assert sigma.tolist() == [1.0, 0.0]
+
+
+@given(seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=30, deadline=None)
+def test_moment_match_minimises_the_weighted_squares(seed):
+    """σ'_c minimises Σ ω_j (f_j σ' − σ_j)² (and μ'_c the same for the means): no perturbation does better."""
+    rng = np.random.default_rng(seed)
+    n, k = 6, 2
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    f, w = rng.uniform(0.1, 2, n), rng.uniform(0.1, 2, n)
+    mean, std = rng.normal(size=n), rng.uniform(0.1, 2, n)
+    mu0, sd0 = rng.normal(size=k), rng.uniform(0.1, 2, k)
+    gain, shift = moment_match(labels, f, w, mean, std, mu0, sd0)
+    assert np.all(gain > 0)
+    sd, mu = gain * sd0, gain * mu0 + shift
+
+    def loss(values, fitted, members):
+        return np.sum(w[members] * (f[members] * fitted - values[members]) ** 2)
+
+    for c in range(k):
+        members = labels == c
+        for eps in (1e-3, -1e-3):
+            assert loss(std, sd[c], members) <= loss(std, sd[c] + eps, members)
+            assert loss(mean, mu[c], members) <= loss(mean, mu[c] + eps, members)
+
+
+def test_moment_match_leaves_unread_units_alone():
+    gain, shift = moment_match(
+        np.array([0, 1]),
+        np.array([0.0, 1.0]),
+        np.ones(2),
+        np.ones(2),
+        np.ones(2),
+        np.array([5.0, 1.0]),
+        np.array([2.0, 1.0]),
+    )
+    assert gain.tolist() == [1.0, 1.0]
+    assert shift.tolist() == [0.0, 0.0]
