@@ -190,7 +190,7 @@ def _read(model: Any, input_shape: Sequence[int] | None, dtype: Any) -> _Reading
             index[node.output[0]] = index[graph.node[fused[j]].output[0]]
             continue
         if not data:
-            _constant(node, r.values, shapes, r.problems)
+            _constant(node, r.values)
             continue
         if node.op_type == "Shape":
             _shape_value(node, data[0], shapes, r.values)
@@ -238,7 +238,7 @@ def _layer_name(node: Any, j: int, names: set[str]) -> str:
     return name
 
 
-def _constant(node: Any, values: dict, shapes: dict, problems: list[str]) -> None:
+def _constant(node: Any, values: dict) -> None:
     """A node that reads no data: a constant, evaluated when it is one tropref knows; the
     others are refused only if a layer reads them (see :func:`_const`)."""
     onnx = _onnx()
@@ -316,7 +316,9 @@ def _fused_bias(node: Any, r: _Reading, graph: Any, users: dict, outputs: set, u
     b = r.values.get(other)
     if b is None or b.dtype == object or b.size != units:
         return None, None
-    if b.ndim > 1 and (b.shape[-1 - channel_dims] != units):  # (1, C) / (C, 1, 1) / (1, C, 1, 1)
+    shape = tuple(int(d) for d in b.shape)
+    one_per_unit = [(units,), (1, units)] if channel_dims == 0 else [(units, 1, 1), (1, units, 1, 1)]
+    if shape not in one_per_unit and units > 1:  # any other shape broadcasts along another axis
         return None, None
     return b.reshape(-1), readers[0]
 
@@ -351,7 +353,7 @@ def _convert(
         C = const(2, "bias")
         b, owned = None, [j]
         if C is not None:
-            if C.size not in (1, W.shape[0]):
+            if C.size not in (1, W.shape[0]) or (C.ndim == 2 and C.shape[0] != 1) or C.ndim > 2:
                 raise ValueError(f"{label}: a bias of shape {C.shape} is not supported (one value per unit)")
             b = np.broadcast_to(cast(C).reshape(-1), (W.shape[0],)) * a.get("beta", 1.0)
         else:
@@ -790,7 +792,7 @@ class _Edit:
 
     def dtype(self, node: Any, k: int) -> Any:
         a = self.r.values.get(node.input[k]) if len(node.input) > k else None
-        return a.dtype if a is not None and a.dtype.kind == "f" else self.r.values.get("__dtype__", np.float32)
+        return a.dtype if a is not None and a.dtype.kind == "f" else np.float32
 
     def remove(self, node: Any) -> None:
         """A folded BatchNorm: its readers read its input (an Identity where it is the graph's output)."""

@@ -442,3 +442,22 @@ def test_cli_compresses_an_onnx_file(tmp_path, capsys):
     assert _run(small, x).shape == (8, 10)
     expect, _ = compress(tmp_path / "net.onnx", keep=0.5, seed=0)
     np.testing.assert_allclose(_run(small, x), _run(expect, x), rtol=0, atol=1e-5)
+
+
+def test_unnamed_nodes_and_initializers_listed_as_inputs():
+    """Older exporters leave node names empty and list the initializers among the graph's inputs."""
+    mp = _hand_chain()
+    for node in mp.graph.node:
+        node.name = ""
+    mp.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in mp.graph.initializer)
+    onnx.checker.check_model(mp)
+    x = _inputs((2, 6, 6))
+    small, report = compress(mp, keep=0.5, inputs=x)
+    assert [r.name for r in report.layers] == ["Conv_1", "Conv_5", "MatMul_9", "Gemm_12", "Gemm_14"]
+    new, _ = compress_network(from_onnx(mp), 0.5, seed=0, inputs=x)
+    expect = forward(new, x)
+    np.testing.assert_allclose(_run(small, x), expect, rtol=0, atol=1e-5 * np.abs(expect).max())
+    inits = {t.name for t in small.graph.initializer}
+    assert small.graph.input[0].name == "x"
+    assert {i.name for i in small.graph.input[1:]} <= inits  # no input left for a weight that was replaced
+    assert "pads" in inits  # the Pad node is copied unchanged, with its initializer
