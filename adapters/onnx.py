@@ -75,7 +75,28 @@ SUPPORTED = (
 )
 _ADVICE = "; re-export the model with these operators only (or replace the layer in the source framework)"
 _BATCH = "N"  # the batch size in a shape computed from Shape(x): unknown until run time
-_CONST_OPS = ("Identity", "Cast", "Unsqueeze", "Squeeze", "Gather", "Concat", "Reshape")
+_ARITHMETIC = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+    "Sqrt": np.sqrt,
+    "Neg": np.negative,
+    "Reciprocal": np.reciprocal,
+}
+_CONST_OPS = (
+    "Identity",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
+    "Gather",
+    "Concat",
+    "Reshape",
+    "Transpose",
+    "Slice",
+    "Flatten",
+)
+_CONST_OPS += tuple(_ARITHMETIC)
 
 
 def _onnx() -> Any:
@@ -272,11 +293,36 @@ def _constant(node: Any, values: dict) -> None:
             y = np.take(x, ins[1].astype(np.int64), axis=int(a.get("axis", 0)))
         elif node.op_type == "Concat":
             y = np.concatenate([np.atleast_1d(v) for v in ins], axis=int(a.get("axis", 0)))
-        else:  # Reshape of a constant
-            y = np.reshape(x, [int(v) for v in ins[1]])
-    except (ValueError, IndexError, KeyError, TypeError):
+        elif node.op_type == "Reshape":  # of a constant (0 keeps that dim)
+            target = [int(v) for v in ins[1]]
+            y = np.reshape(x, [x.shape[i] if v == 0 and not a.get("allowzero", 0) else v for i, v in enumerate(target)])
+        elif node.op_type == "Transpose":
+            y = np.transpose(x, a.get("perm"))
+        elif node.op_type == "Slice":
+            y = _slice(x, a, ins)
+        elif node.op_type == "Flatten":
+            axis = int(a.get("axis", 1)) % max(x.ndim, 1)
+            y = np.reshape(x, (int(np.prod(x.shape[:axis])), -1))
+        else:  # arithmetic on numbers, never on shapes holding the batch size
+            if any(v.dtype == object for v in ins):
+                return
+            y = _ARITHMETIC[node.op_type](*ins)
+            if node.op_type == "Div" and all(v.dtype.kind in "iu" for v in ins):
+                y = y.astype(ins[0].dtype)  # ONNX divides integers with truncation
+    except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError):
         return
     values[node.output[0]] = np.asarray(y, dtype=object) if x.dtype == object else np.asarray(y)
+
+
+def _slice(x: np.ndarray, a: dict, ins: list) -> np.ndarray:
+    """``Slice`` of a constant: ``starts``, ``ends``, ``axes``, ``steps`` as inputs (opset 10+) or attributes."""
+    starts, ends = (a["starts"], a["ends"]) if "starts" in a else (ins[1].tolist(), ins[2].tolist())
+    axes = a.get("axes", ins[3].tolist() if len(ins) > 3 else list(range(len(starts))))
+    steps = ins[4].tolist() if len(ins) > 4 else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+        index[int(ax)] = slice(int(s), int(e), int(st))
+    return x[tuple(index)]
 
 
 def _shape_value(node: Any, x: str, shapes: dict, values: dict) -> None:
@@ -373,6 +419,8 @@ def _convert(
     if op == "BatchNormalization":
         if a.get("training_mode", 0):
             raise ValueError(f"{label}: training_mode=1; export the model in inference (eval) mode")
+        if a.get("spatial", 1) == 0:
+            raise ValueError(f"{label}: spatial=0 (statistics per activation) is not supported, only per channel")
         scale, bias, mean, var = (cast(const(k, w)) for k, w in enumerate(("scale", "bias", "mean", "var"), 1))
         return [BatchNorm(mean, var, scale, bias, eps=float(a.get("epsilon", 1e-5)), name=name)], [j]
     if op == "Relu":

@@ -461,3 +461,62 @@ def test_unnamed_nodes_and_initializers_listed_as_inputs():
     assert small.graph.input[0].name == "x"
     assert {i.name for i in small.graph.input[1:]} <= inits  # no input left for a weight that was replaced
     assert "pads" in inits  # the Pad node is copied unchanged, with its initializer
+
+
+def test_a_model_zoo_style_graph():
+    """As ONNX's model zoo MNIST model is written: a fixed batch of 1, weights reshaped and
+    transposed by nodes, ``auto_pad=SAME_UPPER`` at stride 2 (asymmetric amounts), a bias
+    added of shape ``(C, 1, 1)``, a ``Reshape`` to ``[1, d]``, ``MatMul`` + ``Add`` of ``(1, m)``."""
+    rng = np.random.default_rng(3)
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["w1_flat", "w1_shape"], ["w1"], name="w1_reshape"),
+        n("Conv", ["x", "w1"], ["c1"], name="conv", kernel_shape=[5, 5], strides=[2, 2], auto_pad="SAME_UPPER"),
+        n("Add", ["c1", "b1"], ["a1"], name="conv_plus"),
+        n("Relu", ["a1"], ["r1"], name="relu1"),
+        n("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Reshape", ["p1", "flat_shape"], ["f"], name="flatten"),
+        n("Transpose", ["w2_t"], ["w2"], name="w2_transpose", perm=[1, 0]),
+        n("MatMul", ["f", "w2"], ["m2"], name="times"),
+        n("Add", ["m2", "b2"], ["a2"], name="plus"),
+        n("Relu", ["a2"], ["r2"], name="relu2"),
+        n("MatMul", ["r2", "w3"], ["m3"], name="out_times"),
+        n("Add", ["m3", "b3"], ["y"], name="out_plus"),
+    ]
+    inits = [
+        _init(rng, "w1_flat", 8 * 5 * 5),
+        numpy_helper.from_array(np.array([8, 1, 5, 5], np.int64), "w1_shape"),
+        _init(rng, "b1", 8, 1, 1),
+        numpy_helper.from_array(np.array([1, 72], np.int64), "flat_shape"),
+        _init(rng, "w2_t", 16, 72, scale=0.2),
+        _init(rng, "b2", 1, 16),
+        _init(rng, "w3", 16, 3),
+        _init(rng, "b3", 1, 3),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "zoo",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
+    mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    mp.ir_version = 7
+    onnx.checker.check_model(mp)
+    x = _inputs((1, 12, 12), n=6)
+    net = from_onnx(mp)
+    assert net.layers[0].padding == (1, 2, 1, 2)
+    y = np.concatenate([_run(mp, x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(forward(net, x), y, rtol=0, atol=1e-5 * np.abs(y).max())
+    small, report = compress(mp, keep=0.5, inputs=x)
+    assert {r.name: r.width_after for r in report.layers} == {"conv": 4, "times": 8, "out_times": 3}
+    new, _ = compress_network(net, 0.5, seed=0, inputs=x)
+    expect = forward(new, x)
+    got = np.concatenate([_run(small, x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-5 * np.abs(expect).max())
+    by_name = {node.name: node for node in small.graph.node}
+    assert {"w1_reshape", "w2_transpose"}.isdisjoint(by_name)  # they fed replaced weights only
+    inits = {t.name: numpy_helper.to_array(t) for t in small.graph.initializer}
+    assert inits[by_name["flatten"].input[1]].tolist() == [1, 36]
+    assert inits[by_name["conv_plus"].input[1]].shape == (4, 1, 1)
+    assert inits[by_name["plus"].input[1]].shape == (1, 8)
