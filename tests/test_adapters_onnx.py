@@ -7,8 +7,6 @@ PyTorch does not export (``Gemm`` with ``transB=0``/``alpha``/``beta``, ``MatMul
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -398,17 +396,28 @@ def test_docstring_examples():
 
 
 def test_the_adapter_imports_onnx_only():
-    """tropref.adapters.onnx reads and writes models with onnx alone: no training framework."""
-    code = (
-        "import sys, numpy as np; from tropref.adapters.onnx import compress, to_onnx;"
-        "from tropref.network import Network, Dense, ReLU;"
-        "rng = np.random.default_rng(0);"
-        "net = Network([Dense(rng.normal(size=(8, 3))), ReLU(), Dense(rng.normal(size=(2, 8)))], (3,));"
-        "compress(to_onnx(net), keep=0.5, progress=False);"
-        "print(','.join(m for m in ('torch', 'keras', 'tensorflow', 'jax') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    """tropref.adapters.onnx imports onnx and tropref (whose core imports no framework,
+    tests/test_docs.py), never a training framework."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "adapters" / "onnx.py").read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    roots = {name.split(".")[0] for name in names}
+    assert roots <= {
+        "onnx",
+        "numpy",
+        "tropref",
+        "__future__",
+        "os",
+        "time",
+        "collections",
+        "dataclasses",
+        "functools",
+        "typing",
+    }
+    assert "onnx" in roots
 
 
 def test_cli_compresses_an_onnx_file(tmp_path, capsys):
