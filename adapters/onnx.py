@@ -4,7 +4,8 @@
   ``alpha``, ``beta``), ``MatMul`` (with the ``Add`` of a bias after it), ``Conv`` (2-D,
   ``pads``/``auto_pad``, ``strides``, ``dilations``, ``group=1``), ``Relu``,
   ``BatchNormalization`` (inference mode), ``MaxPool``, ``AveragePool``
-  (``count_include_pad``), ``GlobalAveragePool``/``GlobalMaxPool``, ``Flatten`` (axis 1),
+  (``count_include_pad``), ``GlobalAveragePool``/``GlobalMaxPool`` (also ``ReduceMean``/
+  ``ReduceMax`` over the spatial axes, as PyTorch's default exporter writes them), ``Flatten`` (axis 1),
   ``Reshape`` used as a flatten (a constant target such as ``[-1, d]``, or the
   ``Shape → Gather → Unsqueeze → Concat`` chain that ``x.view(x.size(0), -1)`` exports to),
   ``Add`` and ``Sum`` of tensors (residual sums), ``Concat`` (axis 1), ``Pad`` (constant),
@@ -70,8 +71,9 @@ __all__ = ["from_onnx", "to_onnx", "compress"]
 
 SUPPORTED = (
     "Gemm, MatMul (+ Add of a bias), Conv (group=1), Relu, BatchNormalization, MaxPool, AveragePool, "
-    "GlobalAveragePool, GlobalMaxPool, Flatten, Reshape (as a flatten), Add, Sum, Concat (axis 1), Pad (constant), "
-    "Dropout, Identity, Softmax, Constant, and Shape/Gather/Unsqueeze/Concat/Cast on shapes"
+    "GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax (over axes 2, 3), Flatten, Reshape (as a flatten), "
+    "Add, Sum, Concat (axis 1), Pad (constant), Dropout, Identity, Softmax, Constant, and Shape/Gather/Unsqueeze/"
+    "Concat/Cast on shapes"
 )
 _ADVICE = "; re-export the model with these operators only (or replace the layer in the source framework)"
 _BATCH = "N"  # the batch size in a shape computed from Shape(x): unknown until run time
@@ -429,6 +431,8 @@ def _convert(
         return [_pool(node, name, a, shapes)], [j]
     if op in ("GlobalAveragePool", "GlobalMaxPool"):
         return [_GlobalPool(op == "GlobalAveragePool", name)], [j]
+    if op in ("ReduceMean", "ReduceMax"):
+        return _reduce(node, name, a, const, shapes), [j]
     if op == "Flatten":
         if int(a.get("axis", 1)) != 1:
             raise ValueError(f"{label}: axis={a['axis']} is not supported (only axis=1, keeping the batch)")
@@ -538,6 +542,24 @@ class _GlobalPool(AdaptivePool):
     @property
     def kind(self) -> str:
         return "GlobalAveragePool" if self.average else "GlobalMaxPool"
+
+
+def _reduce(node: Any, name: str, a: dict, const: Any, shapes: dict) -> list:
+    """``ReduceMean``/``ReduceMax`` over the two spatial axes of NCHW images (as PyTorch's
+    default exporter writes an adaptive pooling to 1x1): a global pooling, then a flatten
+    when the reduced axes are not kept."""
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = const(1, "axes").reshape(-1).tolist()
+    dims = shapes.get(node.input[0])
+    rank = len(dims) if dims else 4
+    if axes is None or rank != 4 or sorted(int(v) % 4 for v in axes) != [2, 3]:
+        raise ValueError(
+            f"{_label(node)}: tropref reads a reduction over the spatial axes (2, 3) of NCHW images only, as a "
+            f"global pooling; this one reduces axes {axes}" + _ADVICE
+        )
+    pool = _GlobalPool(node.op_type == "ReduceMean", name)
+    return [pool] if a.get("keepdims", 1) else [pool, Flatten("channels_first", name=f"{name}.flatten")]
 
 
 def _reshape(node: Any, name: str, a: dict, const: Any, r: _Reading, j: int) -> Flatten:

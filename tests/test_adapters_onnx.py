@@ -529,3 +529,32 @@ def test_a_model_zoo_style_graph():
     assert inits[by_name["flatten"].input[1]].tolist() == [1, 36]
     assert inits[by_name["conv_plus"].input[1]].shape == (4, 1, 1)
     assert inits[by_name["plus"].input[1]].shape == (1, 8)
+
+
+@pytest.mark.parametrize(("op", "keepdims"), [("ReduceMean", 0), ("ReduceMax", 1)])
+def test_spatial_reductions_as_global_pooling(op, keepdims):
+    """PyTorch's default (dynamo) exporter writes ``AdaptiveAvgPool2d(1)`` as a ``ReduceMean``
+    over axes 2 and 3 (the axes an input from opset 18 on)."""
+    rng = np.random.default_rng(4)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="relu"),
+        n(op, ["r1", "axes"], ["m"], name="pool", keepdims=keepdims),
+        *([] if not keepdims else [n("Flatten", ["m"], ["m_flat"], name="flatten")]),
+        n("Gemm", ["m_flat" if keepdims else "m", "w2"], ["y"], name="fc", transB=1),
+    ]
+    axes = numpy_helper.from_array(np.array([-2, -1] if keepdims else [2, 3], np.int64), "axes")
+    mp = _model(nodes, [_init(rng, "w1", 8, 2, 3, 3), _init(rng, "b1", 8), axes, _init(rng, "w2", 3, 8)], opset=18)
+    x = _inputs((2, 6, 6))
+    net = from_onnx(mp)
+    y = _run(mp, x)
+    np.testing.assert_allclose(forward(net, x), y, rtol=0, atol=1e-5 * np.abs(y).max())
+    small, report = compress(mp, keep=0.5, inputs=x)
+    assert report.layers[0].width_after == 4
+    new, _ = compress_network(net, 0.5, seed=0, inputs=x)
+    expect = forward(new, x)
+    np.testing.assert_allclose(_run(small, x), expect, rtol=0, atol=1e-5 * np.abs(expect).max())
+    mp.graph.initializer[2].CopyFrom(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    with pytest.raises(ValueError, match=f"node 'pool' \\({op}\\): tropref reads a reduction over the spatial axes"):
+        from_onnx(mp)
