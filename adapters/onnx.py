@@ -222,8 +222,9 @@ def _read(model: Any, input_shape: Sequence[int] | None, dtype: Any) -> _Reading
         for extra in node.output[1:]:
             if extra and (users.get(extra) or extra in outputs):
                 r.problems.append(f"{_label(node)}: its output {extra!r} is read; tropref reads the first output only")
+        n = _Node(node, j, name, r, shapes, dtype, users, outputs)
         try:
-            converted, owned = _convert(node, j, name, data, r, shapes, dtype, users, outputs)
+            converted, owned = _convert(n, data), n.owned
         except ValueError as exc:
             r.problems.append(str(exc))
             converted, owned = [Identity(name=name)], [j]  # stands in, so that the nodes after it are checked too
@@ -235,19 +236,23 @@ def _read(model: Any, input_shape: Sequence[int] | None, dtype: Any) -> _Reading
             r.by_name[name] = converted[0]
         srcs = [index[n] for n in data] if isinstance(converted[0], (Add, Concat)) else [index[data[0]]]
         index[node.output[0]] = append(r.layers, r.inputs, converted, srcs)
-    if len(graph.output) != 1:
-        r.problems.append(
-            f"the model has {len(graph.output)} outputs ({', '.join(repr(o.name) for o in graph.output)}); "
-            "tropref needs one"
-        )
-    elif graph.output[0].name not in index:
+    _find_output(r, index)
+    return r
+
+
+def _find_output(r: _Reading, index: dict[str, int]) -> None:
+    """The layer that is the model's one output (``r.out``), or the problem why there is none."""
+    outputs = r.graph.output
+    if len(outputs) != 1:
+        names = ", ".join(repr(o.name) for o in outputs)
+        r.problems.append(f"the model has {len(outputs)} outputs ({names}); tropref needs one")
+    elif outputs[0].name not in index:
         if not r.problems:
-            r.problems.append(f"the output {graph.output[0].name!r} does not depend on the input")
+            r.problems.append(f"the output {outputs[0].name!r} does not depend on the input")
     else:
-        r.out = index[graph.output[0].name]
+        r.out = index[outputs[0].name]
         if r.out < 0 and not r.problems:
             r.problems.append(returns_input())
-    return r
 
 
 def _layer_name(node: Any, j: int, names: set[str]) -> str:
@@ -336,201 +341,175 @@ def _shape_value(node: Any, x: str, shapes: dict, values: dict) -> None:
     values[node.output[0]] = np.asarray(full[start:end], dtype=object)
 
 
-def _const(r: _Reading, graph: Any, node: Any, k: int, what: str) -> np.ndarray | None:
-    """Input ``k`` of ``node`` as a constant (None when the input is absent)."""
-    if len(node.input) <= k or not node.input[k]:
-        return None
-    name = node.input[k]
-    if name in r.values:
-        return r.values[name]
-    producer = next((n for n in graph.node if name in n.output), None)
-    where = f" (computed by {_label(producer)}, which tropref cannot evaluate)" if producer is not None else ""
-    raise ValueError(
-        f"{_label(node)}: its {what} {name!r} is not a constant{where}; tropref reads weights as constants"
-    )
+@dataclass
+class _Node:
+    """One node that computes on the data (number ``j`` of the graph, read as the layers
+    named ``name``), with what reading it needs; ``owned``: the nodes its layers come from
+    (itself, then the ``Add`` of its bias, if any)."""
+
+    node: Any
+    j: int
+    name: str
+    r: _Reading
+    shapes: dict
+    dtype: Any
+    users: dict
+    outputs: set
+    owned: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.a = _attrs(self.node)
+        self.label = _label(self.node)
+        self.owned = [self.j]
+
+    def const(self, k: int, what: str) -> np.ndarray | None:
+        """Input ``k`` as a constant (None when the input is absent)."""
+        node = self.node
+        if len(node.input) <= k or not node.input[k]:
+            return None
+        name = node.input[k]
+        if name in self.r.values:
+            return self.r.values[name]
+        producer = next((n for n in self.r.graph.node if name in n.output), None)
+        where = f" (computed by {_label(producer)}, which tropref cannot evaluate)" if producer is not None else ""
+        raise ValueError(
+            f"{self.label}: its {what} {name!r} is not a constant{where}; tropref reads weights as constants"
+        )
+
+    def cast(self, x: Any) -> np.ndarray:
+        return np.array(x, dtype=self.dtype, order="C")
+
+    def bias_add(self, units: int, image: bool) -> np.ndarray | None:
+        """The bias of a MatMul, Gemm or Conv without one: the ``Add`` of a constant of one
+        value per unit that is the only reader of its output (then owned by this node)."""
+        out = self.node.output[0]
+        readers = self.users.get(out, [])
+        if len(readers) != 1 or out in self.outputs:
+            return None
+        add = self.r.graph.node[readers[0]]
+        if add.op_type != "Add" or len(add.input) != 2:
+            return None
+        b = self.r.values.get(add.input[1] if add.input[0] == out else add.input[0])
+        if b is None or b.dtype == object or b.size != units:
+            return None
+        one_per_unit = [(units, 1, 1), (1, units, 1, 1)] if image else [(units,), (1, units)]
+        if tuple(int(d) for d in b.shape) not in one_per_unit and units > 1:  # others broadcast along another axis
+            return None
+        self.owned.append(readers[0])
+        return self.cast(b.reshape(-1))
 
 
-def _fused_bias(node: Any, r: _Reading, graph: Any, users: dict, outputs: set, units: int, channel_dims: int) -> tuple:
-    """The bias of a MatMul, Gemm or Conv without one, when its output's only reader is an
-    ``Add`` of a constant of one value per unit: ``(bias, index of the Add)`` or ``(None, None)``."""
-    out = node.output[0]
-    readers = users.get(out, [])
-    if len(readers) != 1 or out in outputs:
-        return None, None
-    add = graph.node[readers[0]]
-    if add.op_type != "Add" or len(add.input) != 2:
-        return None, None
-    other = add.input[1] if add.input[0] == out else add.input[0]
-    b = r.values.get(other)
-    if b is None or b.dtype == object or b.size != units:
-        return None, None
-    shape = tuple(int(d) for d in b.shape)
-    one_per_unit = [(units,), (1, units)] if channel_dims == 0 else [(units, 1, 1), (1, units, 1, 1)]
-    if shape not in one_per_unit and units > 1:  # any other shape broadcasts along another axis
-        return None, None
-    return b.reshape(-1), readers[0]
-
-
-def _convert(
-    node: Any, j: int, name: str, data: list[str], r: _Reading, shapes: dict, dtype: Any, users: dict, outs: set
-) -> tuple[list, list[int]]:
-    """The core layers of node ``j`` (reading the data tensors ``data``), and the nodes they
-    come from (itself first; then the ``Add`` of its bias)."""
-    op, a, label = node.op_type, _attrs(node), _label(node)
-    graph = r.graph
-    const = partial(_const, r, graph, node)
-    cast = partial(np.asarray, dtype=dtype)
-    if op in ("Add", "Sum") and len(data) == len([n for n in node.input if n]) and len(data) >= 2:
-        return [Add(name=name)], [j]
+def _convert(n: _Node, data: list[str]) -> list:
+    """The core layers of one data node (reading the data tensors ``data``)."""
+    node, op = n.node, n.node.op_type
+    if op in ("Add", "Sum") and len(data) == len([i for i in node.input if i]) and len(data) >= 2:
+        return [Add(name=n.name)]
     if op == "Concat":
-        if len(data) < 2 or len(data) != len(node.input) or int(a.get("axis", 0)) != 1:
-            raise ValueError(f"{label}: tropref reads concatenations of two or more tensors along axis 1 only")
-        return [Concat(name=name)], [j]
+        if len(data) < 2 or len(data) != len(node.input) or int(n.a.get("axis", 0)) != 1:
+            raise ValueError(f"{n.label}: tropref reads concatenations of two or more tensors along axis 1 only")
+        return [Concat(name=n.name)]
     if len(data) != 1 or node.input[0] != data[0]:
         if op == "Add":
             raise ValueError(
-                f"{label} adds a constant: tropref reads a bias only as a Gemm's or Conv's, or as the Add right after "
-                "a MatMul, Gemm or Conv without one" + _ADVICE
+                f"{n.label} adds a constant: tropref reads a bias only as a Gemm's or Conv's, or as the Add right "
+                "after a MatMul, Gemm or Conv without one" + _ADVICE
             )
-        raise ValueError(reads_several(label, op, len(data), "Add, Sum and Concat") + _ADVICE)
-    if op == "Gemm":
-        if a.get("transA", 0):
-            raise ValueError(f"{label}: transA=1 is not supported (the input must be (batch, features))")
-        B = cast(const(1, "weight"))
-        W = (B if a.get("transB", 0) else B.T) * a.get("alpha", 1.0)
-        C = const(2, "bias")
-        b, owned = None, [j]
-        if C is not None:
-            if C.size not in (1, W.shape[0]) or (C.ndim == 2 and C.shape[0] != 1) or C.ndim > 2:
-                raise ValueError(f"{label}: a bias of shape {C.shape} is not supported (one value per unit)")
-            b = np.broadcast_to(cast(C).reshape(-1), (W.shape[0],)) * a.get("beta", 1.0)
-        else:
-            b, k = _fused_bias(node, r, graph, users, outs, W.shape[0], 0)
-            owned += [k] if k is not None else []
-        return [Dense(np.array(W, dtype=dtype), None if b is None else np.array(b, dtype=dtype), name=name)], owned
-    if op == "MatMul":
-        B = const(1, "weight")
-        if B is None or B.ndim != 2:
-            raise ValueError(f"{label}: tropref reads a MatMul by a constant 2-D matrix only")
-        b, k = _fused_bias(node, r, graph, users, outs, B.shape[1], 0)
-        return [Dense(cast(B).T.copy(), None if b is None else cast(b), name=name)], [j] + (
-            [k] if k is not None else []
-        )
-    if op == "Conv":
-        return _conv(node, name, a, const, cast, shapes, r, graph, users, outs, j)
-    if op == "BatchNormalization":
-        if a.get("training_mode", 0):
-            raise ValueError(f"{label}: training_mode=1; export the model in inference (eval) mode")
-        if a.get("spatial", 1) == 0:
-            raise ValueError(f"{label}: spatial=0 (statistics per activation) is not supported, only per channel")
-        scale, bias, mean, var = (cast(const(k, w)) for k, w in enumerate(("scale", "bias", "mean", "var"), 1))
-        return [BatchNorm(mean, var, scale, bias, eps=float(a.get("epsilon", 1e-5)), name=name)], [j]
-    if op == "Relu":
-        return [ReLU(name=name)], [j]
-    if op in ("MaxPool", "AveragePool"):
-        return [_pool(node, name, a, shapes)], [j]
-    if op in ("GlobalAveragePool", "GlobalMaxPool"):
-        return [_GlobalPool(op == "GlobalAveragePool", name)], [j]
-    if op in ("ReduceMean", "ReduceMax"):
-        return _reduce(node, name, a, const, shapes), [j]
-    if op == "Flatten":
-        if int(a.get("axis", 1)) != 1:
-            raise ValueError(f"{label}: axis={a['axis']} is not supported (only axis=1, keeping the batch)")
-        return [Flatten("channels_first", name=name)], [j]
-    if op == "Reshape":
-        return [_reshape(node, name, a, const, r, j)], [j]
-    if op == "Pad":
-        return [_pad(node, name, a, const)], [j]
-    if op == "Dropout":
-        if len(node.input) > 2 and node.input[2] and bool(np.asarray(const(2, "training_mode")).item()):
-            raise ValueError(f"{label}: training_mode is true; export the model in inference (eval) mode")
-        ratio = const(1, "ratio") if len(node.input) > 1 else None
-        return [Dropout(float(a.get("ratio", 0.5) if ratio is None else np.asarray(ratio).item()), name=name)], [j]
-    if op == "Identity":
-        return [Identity(name=name)], [j]
-    if op == "Softmax":
-        axis = int(a.get("axis", 1 if r.opset < 13 else -1))
-        if axis not in (1, -1):
-            raise ValueError(f"{label}: axis={axis} is not supported (only the features, axis 1 of a 2-D input)")
-        return [Softmax(name=name)], [j]
+        raise ValueError(reads_several(n.label, op, len(data), "Add, Sum and Concat") + _ADVICE)
+    if op in _READERS:
+        return _READERS[op](n)
+    who = node.name or node.output[0]
     if is_relu_variant(op):
-        raise ValueError(relu_variant(node.name or node.output[0], op, "Relu"))
+        raise ValueError(relu_variant(who, op, "Relu"))
     if op == "Clip":
         raise ValueError(
-            f"{label} is a clipped activation (ReLU6 exports as Clip): tropref merges units of max(x, 0) only; "
-            "replace it by ReLU (and retrain or fine-tune) to compress this model"
+            f"{n.label} is a clipped activation (ReLU6 exports as Clip): tropref merges units of max(x, 0) only; "
+            "replace it by Relu (and retrain or fine-tune) to compress this model"
         )
-    raise ValueError(unsupported(node.name or node.output[0], op, SUPPORTED) + _ADVICE)
+    raise ValueError(unsupported(who, op, SUPPORTED) + _ADVICE)
+
+
+def _gemm(n: _Node) -> list:
+    """``alpha * x @ B' + beta * C`` (``B' = B`` or ``B^T`` by ``transB``) as a dense layer."""
+    if n.a.get("transA", 0):
+        raise ValueError(f"{n.label}: transA=1 is not supported (the input must be (batch, features))")
+    B = n.cast(n.const(1, "weight"))
+    W = (B if n.a.get("transB", 0) else B.T) * n.a.get("alpha", 1.0)
+    C = n.const(2, "bias")
+    if C is None:
+        return [Dense(n.cast(W), n.bias_add(W.shape[0], image=False), name=n.name)]
+    if C.size not in (1, W.shape[0]) or C.ndim > 2 or (C.ndim == 2 and C.shape[0] != 1):
+        raise ValueError(f"{n.label}: a bias of shape {C.shape} is not supported (one value per unit)")
+    b = np.broadcast_to(n.cast(C).reshape(-1), (W.shape[0],)) * n.a.get("beta", 1.0)
+    return [Dense(n.cast(W), n.cast(b), name=n.name)]
+
+
+def _matmul(n: _Node) -> list:
+    B = n.const(1, "weight")
+    if B is None or B.ndim != 2:
+        raise ValueError(f"{n.label}: tropref reads a MatMul by a constant 2-D matrix only")
+    return [Dense(n.cast(B.T), n.bias_add(B.shape[1], image=False), name=n.name)]
+
+
+def _conv(n: _Node) -> list:
+    W = n.const(1, "weight")
+    if W is None or W.ndim != 4:
+        raise ValueError(f"{n.label}: tropref reads 2-D convolutions only (a constant OIHW weight)")
+    if int(n.a.get("group", 1)) != 1:
+        raise ValueError(
+            f"{n.label}: grouped or depthwise convolution (group={n.a['group']}) is not supported; tropref merges "
+            "the output channels of group=1 convolutions only"
+        )
+    stride, dilation = tuple(n.a.get("strides", (1, 1))), tuple(n.a.get("dilations", (1, 1)))
+    pad = _auto_pad(n, tuple(W.shape[2:]), stride, dilation)
+    b = n.const(2, "bias")
+    b = n.bias_add(W.shape[0], image=True) if b is None else n.cast(b)
+    return [Conv2d(n.cast(W), b, stride=stride, padding=pad, dilation=dilation, name=n.name)]
+
+
+def _batchnorm(n: _Node) -> list:
+    if n.a.get("training_mode", 0):
+        raise ValueError(f"{n.label}: training_mode=1; export the model in inference (eval) mode")
+    if n.a.get("spatial", 1) == 0:
+        raise ValueError(f"{n.label}: spatial=0 (statistics per activation) is not supported, only per channel")
+    scale, bias, mean, var = (n.cast(n.const(k, w)) for k, w in enumerate(("scale", "bias", "mean", "var"), 1))
+    return [BatchNorm(mean, var, scale, bias, eps=float(n.a.get("epsilon", 1e-5)), name=n.name)]
 
 
 def _onnx_pads(pads: Sequence[int]) -> tuple[int, int, int, int]:
     """ONNX's ``[top, left, bottom, right]`` as the core's ``(top, bottom, left, right)``."""
-    t, l, b, rr = (int(p) for p in pads)
-    return (t, b, l, rr)
+    t, l, b, r = (int(p) for p in pads)
+    return (t, b, l, r)
 
 
-def _auto_pad(a: dict, node: Any, shapes: dict, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
+def _auto_pad(n: _Node, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
     """The explicit padding of a Conv or pooling, from ``pads`` or ``auto_pad``."""
-    mode = a.get("auto_pad", "NOTSET")
+    mode = n.a.get("auto_pad", "NOTSET")
     if mode == "NOTSET":
-        return _onnx_pads(a.get("pads", [0, 0, 0, 0]))
+        return _onnx_pads(n.a.get("pads", [0, 0, 0, 0]))
     if mode == "VALID":
         return (0, 0, 0, 0)
     if mode in ("SAME_UPPER", "SAME_LOWER"):
-        dims = shapes.get(node.input[0])
+        dims = n.shapes.get(n.node.input[0])
         hw = tuple(dims[2:4]) if dims and len(dims) == 4 and None not in dims[2:4] else None
         try:
-            t, b, l, rr = explicit_padding("same", hw, kernel, stride, dilation, node.name)
+            t, b, l, r = explicit_padding("same", hw, kernel, stride, dilation, n.name)
         except ValueError as exc:
-            raise ValueError(f"{_label(node)}: auto_pad={mode}: {exc}; pass a model with static input sizes") from None
-        return (t, b, l, rr) if mode == "SAME_UPPER" else (b, t, rr, l)
-    raise ValueError(f"{_label(node)}: auto_pad={mode!r} is not supported")
+            raise ValueError(f"{n.label}: auto_pad={mode}: {exc}; pass a model with static input sizes") from None
+        return (t, b, l, r) if mode == "SAME_UPPER" else (b, t, r, l)
+    raise ValueError(f"{n.label}: auto_pad={mode!r} is not supported")
 
 
-def _conv(
-    node: Any,
-    name: str,
-    a: dict,
-    const: Any,
-    cast: Any,
-    shapes: dict,
-    r: _Reading,
-    graph: Any,
-    users: dict,
-    outs: set,
-    j: int,
-) -> tuple[list, list[int]]:
-    W = const(1, "weight")
-    if W is None or W.ndim != 4:
-        raise ValueError(f"{_label(node)}: tropref reads 2-D convolutions only (a constant OIHW weight)")
-    if int(a.get("group", 1)) != 1:
-        raise ValueError(
-            f"{_label(node)}: grouped or depthwise convolution (group={a['group']}) is not supported; tropref merges "
-            "the output channels of group=1 convolutions only"
-        )
-    stride = tuple(a.get("strides", (1, 1)))
-    dilation = tuple(a.get("dilations", (1, 1)))
-    pad = _auto_pad(a, node, shapes, tuple(W.shape[2:]), stride, dilation)
-    b = const(2, "bias")
-    owned = [j]
-    if b is None:
-        b, k = _fused_bias(node, r, graph, users, outs, W.shape[0], 2)
-        owned += [k] if k is not None else []
-    layer = Conv2d(cast(W), None if b is None else cast(b), stride=stride, padding=pad, dilation=dilation, name=name)
-    return [layer], owned
-
-
-def _pool(node: Any, name: str, a: dict, shapes: dict) -> MaxPool2d:
-    kernel = tuple(a["kernel_shape"])
+def _pool(n: _Node) -> list:
+    kernel = tuple(n.a["kernel_shape"])
     if len(kernel) != 2:
-        raise ValueError(f"{_label(node)}: tropref reads 2-D pooling only")
-    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", (1, 1))):
-        raise ValueError(f"{_label(node)}: ceil_mode=1 or dilations are not supported; export with ceil_mode=False")
-    stride = tuple(a.get("strides", (1, 1)))
-    pad = _auto_pad(a, node, shapes, kernel, stride, (1, 1))
-    if node.op_type == "MaxPool":
-        return MaxPool2d(kernel, stride, pad, name=name)
-    return AvgPool2d(kernel, stride, pad, name=name, count_include_pad=bool(a.get("count_include_pad", 0)))
+        raise ValueError(f"{n.label}: tropref reads 2-D pooling only")
+    if n.a.get("ceil_mode", 0) or any(d != 1 for d in n.a.get("dilations", (1, 1))):
+        raise ValueError(f"{n.label}: ceil_mode=1 or dilations are not supported; export with ceil_mode=False")
+    stride = tuple(n.a.get("strides", (1, 1)))
+    pad = _auto_pad(n, kernel, stride, (1, 1))
+    if n.node.op_type == "MaxPool":
+        return [MaxPool2d(kernel, stride, pad, name=n.name)]
+    return [AvgPool2d(kernel, stride, pad, name=n.name, count_include_pad=bool(n.a.get("count_include_pad", 0)))]
 
 
 class _GlobalPool(AdaptivePool):
@@ -544,60 +523,98 @@ class _GlobalPool(AdaptivePool):
         return "GlobalAveragePool" if self.average else "GlobalMaxPool"
 
 
-def _reduce(node: Any, name: str, a: dict, const: Any, shapes: dict) -> list:
+def _reduce(n: _Node) -> list:
     """``ReduceMean``/``ReduceMax`` over the two spatial axes of NCHW images (as PyTorch's
     default exporter writes an adaptive pooling to 1x1): a global pooling, then a flatten
     when the reduced axes are not kept."""
-    axes = a.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = const(1, "axes").reshape(-1).tolist()
-    dims = shapes.get(node.input[0])
-    rank = len(dims) if dims else 4
-    if axes is None or rank != 4 or sorted(int(v) % 4 for v in axes) != [2, 3]:
+    axes = n.a.get("axes")
+    if axes is None and len(n.node.input) > 1 and n.node.input[1]:
+        axes = n.const(1, "axes").reshape(-1).tolist()
+    dims = n.shapes.get(n.node.input[0])
+    if axes is None or (dims and len(dims) != 4) or sorted(int(v) % 4 for v in axes) != [2, 3]:
         raise ValueError(
-            f"{_label(node)}: tropref reads a reduction over the spatial axes (2, 3) of NCHW images only, as a "
+            f"{n.label}: tropref reads a reduction over the spatial axes (2, 3) of NCHW images only, as a "
             f"global pooling; this one reduces axes {axes}" + _ADVICE
         )
-    pool = _GlobalPool(node.op_type == "ReduceMean", name)
-    return [pool] if a.get("keepdims", 1) else [pool, Flatten("channels_first", name=f"{name}.flatten")]
+    pool = _GlobalPool(n.node.op_type == "ReduceMean", n.name)
+    return [pool] if n.a.get("keepdims", 1) else [pool, Flatten("channels_first", name=f"{n.name}.flatten")]
 
 
-def _reshape(node: Any, name: str, a: dict, const: Any, r: _Reading, j: int) -> Flatten:
+def _flatten(n: _Node) -> list:
+    if int(n.a.get("axis", 1)) != 1:
+        raise ValueError(f"{n.label}: axis={n.a['axis']} is not supported (only axis=1, keeping the batch)")
+    return [Flatten("channels_first", name=n.name)]
+
+
+def _reshape(n: _Node) -> list:
     """A Reshape to ``(batch, features)``: a constant target, or one computed from ``Shape(x)``."""
-    target = const(1, "shape")
+    target = n.const(1, "shape")
     t = list(np.asarray(target).reshape(-1))
-    first_ok = len(t) == 2 and (t[0] == _BATCH or (t[0] == 0 and not a.get("allowzero", 0)) or t[0] == -1 or t[0] > 0)
-    second_ok = len(t) == 2 and t[1] != _BATCH and t[1] is not None and (t[1] == -1 or t[1] > 0)
-    if not (first_ok and second_ok) or (t[0] == -1 and t[1] == -1):
-        shown = [str(v) for v in t]
+    batch = len(t) == 2 and (t[0] in (_BATCH, -1) or (t[0] == 0 and not n.a.get("allowzero", 0)) or t[0] > 0)
+    features = len(t) == 2 and t[1] not in (_BATCH, None) and (t[1] == -1 or t[1] > 0)
+    if not (batch and features) or (t[0] == -1 and t[1] == -1):
         raise ValueError(
-            f"{_label(node)}: a reshape to [{', '.join(shown)}] is not supported; tropref reads a Reshape as a "
-            "flatten to (batch, features) only (as x.view(x.size(0), -1) exports)" + _ADVICE
+            f"{n.label}: a reshape to [{', '.join(str(v) for v in t)}] is not supported; tropref reads a Reshape as "
+            "a flatten to (batch, features) only (as x.view(x.size(0), -1) exports)" + _ADVICE
         )
-    if node.input[1] in r.values and np.asarray(target).dtype != object and int(t[1]) > 0:
-        r.reshapes[j] = (name, [int(v) for v in t])  # a constant feature count: rewritten when it changes
-    return Flatten("channels_first", name=name)
+    if target.dtype != object and int(t[1]) > 0:
+        n.r.reshapes[n.j] = (n.name, [int(v) for v in t])  # a constant feature count: rewritten when it changes
+    return [Flatten("channels_first", name=n.name)]
 
 
-def _pad(node: Any, name: str, a: dict, const: Any) -> Pad:
-    if a.get("mode", "constant") != "constant":
-        raise ValueError(f"{_label(node)}: mode={a['mode']!r} is not supported (only constant padding)")
-    pads = a.get("pads")
-    if pads is None:
-        pads = const(1, "pads")
-    value = a.get("value", 0.0)
-    if len(node.input) > 2 and node.input[2]:
-        value = float(np.asarray(const(2, "constant_value")).item())
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    if len(node.input) > 3 and node.input[3]:
-        axes = [int(x) % 4 for x in np.asarray(const(3, "axes")).reshape(-1)]
+def _pad(n: _Node) -> list:
+    if n.a.get("mode", "constant") != "constant":
+        raise ValueError(f"{n.label}: mode={n.a['mode']!r} is not supported (only constant padding)")
+    pads = n.a.get("pads")
+    pads = [int(p) for p in np.asarray(n.const(1, "pads") if pads is None else pads).reshape(-1)]
+    value = n.a.get("value", 0.0)
+    if len(n.node.input) > 2 and n.node.input[2]:
+        value = float(np.asarray(n.const(2, "constant_value")).item())
+    if len(n.node.input) > 3 and n.node.input[3]:  # opset 18: the padded axes
+        axes = [int(x) % 4 for x in np.asarray(n.const(3, "axes")).reshape(-1)]
         full = [0] * 8
         for i, ax in enumerate(axes):
             full[ax], full[4 + ax] = pads[i], pads[len(axes) + i]
         pads = full
     if len(pads) != 8 or any(pads[k] for k in (0, 1, 4, 5)):
-        raise ValueError(f"{_label(node)}: tropref reads padding of the two spatial axes of NCHW images only")
-    return Pad((pads[2], pads[6], pads[3], pads[7]), float(value), name)
+        raise ValueError(f"{n.label}: tropref reads padding of the two spatial axes of NCHW images only")
+    return [Pad((pads[2], pads[6], pads[3], pads[7]), float(value), n.name)]
+
+
+def _dropout(n: _Node) -> list:
+    if len(n.node.input) > 2 and n.node.input[2] and bool(np.asarray(n.const(2, "training_mode")).item()):
+        raise ValueError(f"{n.label}: training_mode is true; export the model in inference (eval) mode")
+    ratio = n.const(1, "ratio")
+    return [Dropout(float(n.a.get("ratio", 0.5) if ratio is None else np.asarray(ratio).item()), name=n.name)]
+
+
+def _softmax(n: _Node) -> list:
+    axis = int(n.a.get("axis", 1 if n.r.opset < 13 else -1))
+    if axis not in (1, -1):
+        raise ValueError(f"{n.label}: axis={axis} is not supported (only the features, axis 1 of a 2-D input)")
+    return [Softmax(name=n.name)]
+
+
+_READERS = {
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Conv": _conv,
+    "BatchNormalization": _batchnorm,
+    "Relu": lambda n: [ReLU(name=n.name)],
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": lambda n: [_GlobalPool(True, n.name)],
+    "GlobalMaxPool": lambda n: [_GlobalPool(False, n.name)],
+    "ReduceMean": _reduce,
+    "ReduceMax": _reduce,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Pad": _pad,
+    "Dropout": _dropout,
+    "Identity": lambda n: [Identity(name=n.name)],
+    "Softmax": _softmax,
+}
+"""How each operator tropref reads becomes core layers (joins and refusals: :func:`_convert`)."""
 
 
 def from_onnx(model: Any, *, input_shape: Sequence[int] | None = None, dtype: Any = None) -> Network:
@@ -813,8 +830,10 @@ def _edit(model: Any, r: _Reading, net: Network) -> Any:
         elif name is None or j != r.owners[name][0]:
             if name is None:
                 edit.nodes.append(node)  # not compressed: copied unchanged (the bias Add is written with its node)
-        elif name not in final:
+        elif name not in final and isinstance(r.by_name[name], BatchNorm):
             edit.remove(node)  # a BatchNorm folded into its layer
+        elif name not in final:  # not on the output's path: nothing read it
+            edit.nodes.extend([node] + [edit.aliased(model.graph.node[k]) for k in r.owners[name][1:]])
         elif _unchanged(final[name], r.by_name[name]):
             edit.nodes.extend([node] + [edit.aliased(model.graph.node[k]) for k in r.owners[name][1:]])
         else:
