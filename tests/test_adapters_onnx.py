@@ -558,3 +558,22 @@ def test_spatial_reductions_as_global_pooling(op, keepdims):
     mp.graph.initializer[2].CopyFrom(numpy_helper.from_array(np.array([1], np.int64), "axes"))
     with pytest.raises(ValueError, match=f"node 'pool' \\({op}\\): tropref reads a reduction over the spatial axes"):
         from_onnx(mp)
+
+
+def test_batchnorm_after_the_relu_rewritten_or_removed():
+    """A BatchNorm after a ReLU stays, with new statistics, where tropref keeps it (before the
+    next convolution) and is removed where tropref folds it into the next layer (the Linear)."""
+    torch.manual_seed(5)
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8), nn.MaxPool2d(2)]
+    layers += [nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)]
+    model = randomise_batchnorm(nn.Sequential(*layers))
+    mp = _export(model, (3, 8, 8))
+    x = _inputs((3, 8, 8))
+    _same_as_torch_adapter(model, mp, x)
+    small, _ = compress(mp, keep=0.5, seed=3, inputs=x)
+    bns = [node for node in small.graph.node if node.op_type == "BatchNormalization"]
+    assert [node.name for node in bns] == [
+        mp.graph.node[[n.op_type for n in mp.graph.node].index("BatchNormalization")].name
+    ]
+    inits = {t.name: tuple(t.dims) for t in small.graph.initializer}
+    assert [inits[i] for i in bns[0].input[1:]] == [(4,)] * 4  # its channels merged with the convolution's
