@@ -577,3 +577,21 @@ def test_batchnorm_after_the_relu_rewritten_or_removed():
     ]
     inits = {t.name: tuple(t.dims) for t in small.graph.initializer}
     assert [inits[i] for i in bns[0].input[1:]] == [(4,)] * 4  # its channels merged with the convolution's
+
+
+def test_cli_writes_any_model_as_onnx(tmp_path, capsys):
+    """``--out FILE.onnx`` of a model that was not read from ONNX writes a new ONNX graph."""
+    from tropref.experiments.cli import main
+    from tropref.experiments.models import load_model, predict
+
+    out = tmp_path / "lenet.onnx"
+    assert main(["compress", "lenet300", "--keep", "0.5", "--out", str(out), "--subset", "--no-progress"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    small = onnx.load(out)
+    onnx.checker.check_model(small)
+    assert [tuple(t.dims) for t in small.graph.initializer if len(t.dims) == 2] == [(150, 784), (50, 150), (10, 50)]
+    x = _inputs((1, 28, 28))
+    net, _ = load_model("lenet300")
+    new, _ = compress_network(net, 0.5, seed=0)  # data-free: the CLI's inputs only measure the error
+    expect = predict(new, x)
+    np.testing.assert_allclose(_run(small, x), expect, rtol=0, atol=1e-5 * np.abs(expect).max())
