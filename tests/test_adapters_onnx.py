@@ -147,8 +147,8 @@ def _check_written_back(original, new) -> None:
 def _same_as_torch_adapter(model: nn.Module, mp, x: np.ndarray, keep: float = 0.5, compressed: int = 2) -> None:
     """The ONNX adapter's model of the export equals the PyTorch adapter's of the source model:
     the same widths, the same outputs (float32 round-off)."""
-    small, report = compress(mp, keep=keep, seed=3, inputs=x)
-    ref, ref_report = tropref_torch.compress(model, keep=keep, seed=3, inputs=torch.from_numpy(x))
+    small, report = compress(mp, keep=keep, seed=3, inputs=x, certify=False)  # no certificate: faster, same model
+    ref, ref_report = tropref_torch.compress(model, keep=keep, seed=3, inputs=torch.from_numpy(x), certify=False)
     assert [r.width_after for r in report.layers] == [r.width_after for r in ref_report.layers]
     assert [r.status.split(":")[0] for r in report.layers] == [r.status.split(":")[0] for r in ref_report.layers]
     assert sum(r.width_after < r.width_before for r in report.layers) >= compressed  # something was compressed
@@ -197,7 +197,7 @@ def test_resnet56_style_cifar_network(resnet56):
     assert sum(isinstance(l, Add) for l in net.layers) == 27
     assert sum(isinstance(l, BatchNorm) for l in net.layers) == 57  # 55 convolutions' and 2 shortcuts' BatchNorms
     x = _inputs((3, 32, 32), n=4)
-    full, _ = compress(mp, keep=1.0, inputs=x)
+    full, _ = compress(mp, keep=1.0, inputs=x, certify=False)
     y = _run(mp, x)
     np.testing.assert_allclose(_run(full, x), y, rtol=0, atol=1e-5 * np.abs(y).max())
     np.testing.assert_allclose(y, _torch_out(model, x), rtol=0, atol=1e-5 * np.abs(y).max())
