@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build (README, "Installing")
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,torch,keras,plot,bench]"
+	$(PY) -m pip install -q -e ".[test,torch,keras,plot,bench,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -56,7 +56,7 @@ def test_docstring_examples(name):
 def test_shared_modules_import_no_framework():
     """Only tropref.adapters.torch and .keras import their framework (the package docstring's promise)."""
     imports = "; ".join(f"import tropref.adapters.{name}" for name in SHARED)
-    frameworks = "('torch', 'keras', 'tensorflow', 'jax')"
+    frameworks = "('torch', 'keras', 'tensorflow', 'jax', 'onnx')"
     code = f"import sys; {imports}; print(','.join(m for m in {frameworks} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

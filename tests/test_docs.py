@@ -79,7 +79,7 @@ def test_core_imports_no_framework():
     """The core never imports a deep-learning framework (only the adapters do)."""
     code = (
         "import sys, tropref, tropref.network, tropref.cluster;"
-        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy') if m in sys.modules];"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'onnx') if m in sys.modules];"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -108,5 +108,6 @@ def test_single_version_source():
 @pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: a developer may leave extras out")
 def test_ci_installs_every_optional_dependency():
     """In CI the guards `pytest.importorskip(...)` must never skip: every extra is installed."""
-    for name in ("torch", "keras", "matplotlib", "sklearn", "array_api_strict", "hypothesis", "ruff"):
+    for name in ("torch", "keras", "matplotlib", "sklearn", "array_api_strict", "hypothesis", "ruff", "onnx"):
         assert importlib.util.find_spec(name) is not None, f"{name} is not installed in CI"
+    assert importlib.util.find_spec("onnxruntime") is not None, "onnxruntime is not installed in CI"

@@ -444,7 +444,7 @@ def test_application_level_imports_no_framework():
 
     code = (
         "import sys, tropref.experiments, tropref.experiments.cli;"
-        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'matplotlib') if m in sys.modules];"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'matplotlib', 'onnx') if m in sys.modules];"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

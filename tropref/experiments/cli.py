@@ -14,6 +14,8 @@ model file in the shipped format, or a whole PyTorch model saved with ``torch.sa
 Fashion-MNIST's test split when the IDX files are found (``--data`` or the Debian package
 ``dataset-fashion-mnist``), else the 2,000 test images shipped with tropref (``--subset``
 forces them). Options of a method: ``--option tropnnc.refine=weiszfeld`` (repeatable).
+``MODEL`` may also be an ONNX file (``.onnx``, read through ``tropref.adapters.onnx``; needs
+onnx); ``--out FILE.onnx`` writes the compressed ONNX model.
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, di
         from tropref.adapters.keras import from_keras
 
         return from_keras(keras.saving.load_model(path)), {"name": path.stem}
+    if path.suffix == ".onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise SystemExit("tropref: reading a .onnx model needs onnx (pip install 'tropref[onnx]')") from None
+        from tropref.adapters.onnx import from_onnx
+
+        return from_onnx(path, input_shape=input_shape), {"name": path.stem, "onnx": path}
     try:
         return load_model(model)
     except (FileNotFoundError, ValueError) as exc:
@@ -170,7 +180,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"test accuracy on {test_name} ({len(y)} images): "
         f"{100 * np.mean(before.argmax(1) == y):.2f}% -> {100 * np.mean(after.argmax(1) == y):.2f}%"
     )
-    if args.out:
+    if args.out and str(args.out).endswith(".onnx"):  # the ONNX model read, its graph edited (else a new one)
+        import onnx
+
+        from tropref.adapters.onnx import to_onnx
+
+        onnx.save(to_onnx(small, like=meta.get("onnx")), args.out)
+        print(f"wrote {args.out}")
+    elif args.out:
         path = save_model(
             small,
             args.out,
@@ -269,12 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_demo)
 
     q = sub.add_parser("compress", help="compress one model and report layer by layer")
-    q.add_argument("model", help="shipped name, .npz model file, or torch.save'd .pt model")
+    q.add_argument("model", help="shipped name, .npz model file, torch.save'd .pt model, or .onnx model")
     q.add_argument("--method", default="tropnnc", choices=sorted(METHODS))
     q.add_argument("--keep", type=float, default=0.5, help="kept fraction of units (default 0.5)")
     q.add_argument("--layers", default="all", choices=LAYER_GROUPS)
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", default=None, help="write the compressed model to this .npz")
+    q.add_argument("--out", default=None, help="write the compressed model to this .npz (or .onnx)")
     data_args(q)
     q.set_defaults(fn=cmd_compress)
 
