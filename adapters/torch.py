@@ -150,14 +150,7 @@ def _not_plain(model: Any) -> list[str]:
             if getattr(m, a, None)
         ]
         if kinds:
-            problems.append(
-                not_plain(
-                    name,
-                    type(m).__name__,
-                    "has a " + " and a ".join(kinds),
-                    "remove it (handle.remove()) or write what it does as layers",
-                )
-            )
+            problems.append(not_plain(name, type(m).__name__, "has a " + " and a ".join(kinds), _hook_fix(m)))
         if "forward" in vars(m) or "__call__" in vars(m):
             problems.append(not_plain(name, type(m).__name__, "has its own forward set on the instance", "delete it"))
         base = next((c for c in type(m).__mro__ if c in plain), None)
@@ -173,6 +166,24 @@ def _not_plain(model: Any) -> list[str]:
                     )
                 )
     return problems
+
+
+# hooks PyTorch's own utilities install, and how to make what they do part of the weights
+_HOOK_FIXES = {
+    "torch.nn.utils.prune": "make the pruning permanent first (torch.nn.utils.prune.remove(module, 'weight'))",
+    "torch.nn.utils.weight_norm": "fold it into the weight first (torch.nn.utils.remove_weight_norm(module))",
+    "torch.nn.utils.spectral_norm": "fold it into the weight first (torch.nn.utils.remove_spectral_norm(module))",
+}
+
+
+def _hook_fix(m: Any) -> str:
+    """What to do about the hooks of module ``m``."""
+    hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+    for h in hooks:
+        for where, fix in _HOOK_FIXES.items():
+            if type(h).__module__.startswith(where):
+                return fix
+    return "remove it (handle.remove()) or write what it does as layers"
 
 
 def _meta_tensors(model: Any) -> list[str]:

@@ -44,6 +44,19 @@ def test_torch_forward_hooks_and_pre_hooks_are_refused_by_name():
     _same_outputs(small, model, torch.randn(8, 3))
 
 
+def test_torch_pruning_hooks_are_refused_with_the_fix():
+    from torch.nn.utils import prune
+
+    model = _mlp()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    msg = _refusal(TA.from_torch, model)
+    assert "layer '0' (Linear) has a forward pre-hook" in msg
+    assert "torch.nn.utils.prune.remove" in msg
+    prune.remove(model[0], "weight")
+    small, _ = TA.compress(model, keep=1.0)
+    _same_outputs(small, model, torch.randn(8, 3))
+
+
 def test_torch_global_forward_hook_is_refused():
     model = _mlp()
     handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: o)

@@ -154,3 +154,10 @@ def test_keras_safe_mode_refusal_is_a_tropref_message(tmp_path):
     assert "safe_mode" in msg
     (tmp_path / "junk.keras").write_bytes(b"junk")
     assert _cli_exit(["compress", str(tmp_path / "junk.keras"), "--subset"]).startswith("tropref: cannot load")
+
+
+def test_old_framework_versions_are_refused(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    assert "needs PyTorch 2.6 or later" in _cli_exit(["compress", str(tmp_path / "w.pt"), "--subset"])

@@ -117,6 +117,11 @@ def _torch_module(torch: Any, path: Path, trust_pickle: bool, arch: str | None) 
 
     if not path.is_file():
         raise SystemExit(f"tropref: no file {str(path)!r}")
+    if not trust_pickle and _version(torch.__version__) < (2, 6):
+        raise SystemExit(
+            f"tropref: reading a .pt file safely needs PyTorch 2.6 or later (torch.load's weights_only mode of "
+            f"older versions can be made to run code); you have {torch.__version__}: upgrade PyTorch"
+        )
     try:
         obj = torch.load(path, weights_only=not trust_pickle, map_location="cpu")
     except pickle.UnpicklingError as exc:
@@ -146,6 +151,13 @@ def _torch_module(torch: Any, path: Path, trust_pickle: bool, arch: str | None) 
     except (RuntimeError, ValueError) as exc:
         raise SystemExit(f"tropref: the state_dict in {str(path)!r} does not fit --arch {arch}: {exc}") from None
     return module.eval()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"2.13.0+cpu"`` as ``(2, 13, 0)``: the numeric release, for comparisons."""
+    import re
+
+    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:3])
 
 
 def _refused_global(exc: Exception) -> str | None:
@@ -185,6 +197,11 @@ def _keras_model(keras: Any, path: Path) -> Any:
     """A ``.keras`` file loaded with Keras's ``safe_mode`` on (no code from the file runs)."""
     if not path.is_file():
         raise SystemExit(f"tropref: no file {str(path)!r}")
+    if _version(keras.__version__) < (3, 11, 3):
+        raise SystemExit(
+            f"tropref: reading a .keras file safely needs Keras 3.11.3 or later (older versions have known ways "
+            f"around safe_mode); you have {keras.__version__}: upgrade Keras"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras raises several kinds; each becomes one tropref message
