@@ -690,6 +690,7 @@ def segment_sum(
         shape[axis] = 0
         return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
     out = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=axis)
+    pieces.clear()  # now copied into `out`: freed before the gather below makes a second copy
     placed = np.concatenate(segments)
     inverse = np.empty(k, dtype=np.int64)
     inverse[placed] = np.arange(k)
