@@ -24,6 +24,8 @@ __all__ = [
     "several_inputs",
     "reads_several",
     "returns_input",
+    "not_plain",
+    "overrides",
     "refuse",
 ]
 
@@ -155,6 +157,35 @@ def returns_input(model: str | None = None) -> str:
     """
     who = "the model" if model is None else f"model {model!r}"
     return f"{who} returns its input unchanged: there is nothing to compress"
+
+
+def not_plain(name: str | None, what: str, why: str, fix: str) -> str:
+    """The refusal of a layer ``name`` (``what``; None: the model itself) whose computation is
+    not the plain one of its kind (``why``: a hook, an override, LoRA, quantization, a custom
+    activation), and ``fix``.
+
+    Examples
+    --------
+    >>> not_plain("fc", "Linear", "has a forward hook", "remove it")
+    "layer 'fc' (Linear) has a forward hook: tropref reads a layer's plain computation only and would misread this one; remove it"
+    """  # noqa: E501
+    who = "the model" if name is None else f"layer {name!r}"
+    return f"{who} ({what}) {why}: tropref reads a layer's plain computation only and would misread this one; {fix}"
+
+
+def overrides(cls: type, base: type, methods: Sequence[str]) -> list[str]:
+    """The methods of ``methods`` that the subclass ``cls`` of ``base`` defines anew.
+
+    Examples
+    --------
+    >>> class Base:
+    ...     def call(self): ...
+    >>> class Mine(Base):
+    ...     def call(self): ...
+    >>> overrides(Mine, Base, ["call", "build"]), overrides(Base, Base, ["call"])
+    (['call'], [])
+    """
+    return [m for m in methods if getattr(cls, m, None) is not getattr(base, m, None)]
 
 
 def refuse(problems: Sequence[str] | Iterable[str]) -> None:

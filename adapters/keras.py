@@ -42,7 +42,10 @@ from tropref.adapters._reading import Pad, append, finish_reading
 from tropref.adapters._refusals import (
     grouped_convolution,
     is_relu_variant,
+    not_plain,
+    overrides,
     reads_several,
+    refuse,
     relu_variant,
     relu_variant_classes,
     returns_input,
@@ -86,17 +89,109 @@ def _keras() -> Any:
 
 
 def _activation(activation: Any, name: str) -> list:
-    """The core layers of a Keras activation: ReLU, softmax or nothing (linear)."""
+    """The core layers of a Keras activation: ReLU, softmax or nothing (linear), told apart by
+    the function itself (Keras's own), not by its name."""
+    keras = _keras()
+    A, ops = keras.activations, keras.ops
     fn = getattr(activation, "__name__", str(activation))
-    if fn == "relu":
-        return [ReLU(name=f"{name}.relu")]
-    if fn == "softmax":
-        return [Softmax(name=f"{name}.softmax")]
-    if fn == "linear" or activation is None:
+    if activation is None or activation is A.linear:
         return []
+    if activation is A.relu or activation is ops.relu:
+        return [ReLU(name=f"{name}.relu")]
+    if activation is A.softmax or activation is ops.softmax:
+        return [Softmax(name=f"{name}.softmax")]
+    if fn in ("relu", "softmax", "linear"):
+        where = f"{getattr(activation, '__module__', '?')}.{getattr(activation, '__qualname__', fn)}"
+        raise ValueError(
+            not_plain(
+                name,
+                f"activation {fn!r}",
+                f"is not Keras's own {fn} but another function of that name ({where})",
+                f"use activation={fn!r} (keras.activations.{fn})",
+            )
+        )
     if is_relu_variant(fn):
         raise ValueError(relu_variant(name, f"activation {fn!r}", _RELU))
     raise ValueError(f"layer {name!r}: activation {fn!r} is not supported (only 'relu', 'softmax' and linear)")
+
+
+def _plain_classes(L: Any) -> tuple:
+    """The layer classes :func:`_convert_layer` reads, whose own ``call`` it assumes."""
+    return (
+        L.Add,
+        L.Concatenate,
+        L.ZeroPadding2D,
+        L.Dense,
+        L.Conv2D,
+        L.BatchNormalization,
+        L.ReLU,
+        L.Activation,
+        L.Softmax,
+        L.MaxPooling2D,
+        L.AveragePooling2D,
+        L.GlobalAveragePooling2D,
+        L.GlobalMaxPooling2D,
+        L.Flatten,
+        L.Dropout,
+        L.SpatialDropout2D,
+        L.Rescaling,
+        L.Identity,
+        *_inference_identities(L),
+    )
+
+
+# what a subclass may not define anew: the computation, and how Dense and Conv2D get their kernel
+_COMPUTATION = ("call", "__call__", "quantized_call", "kernel")
+
+
+def _not_plain(layer: Any, plain: tuple) -> str | None:
+    """Why ``layer``'s computation is not the plain one of its class (``plain``: the classes
+    the reader assumes), or None: a subclass that defines its computation anew, LoRA,
+    quantization."""
+    name, what = layer.name, type(layer).__name__
+    base = next((c for c in type(layer).__mro__ if c in plain), None)
+    if base is not None and type(layer) is not base:
+        changed = overrides(type(layer), base, _COMPUTATION)
+        if changed:
+            return not_plain(
+                name,
+                f"{what}, a subclass of {base.__name__}",
+                f"defines {', '.join(changed)} anew",
+                f"use keras.layers.{base.__name__} itself, and write the extra computation as layers",
+            )
+    if getattr(layer, "lora_enabled", False):
+        return not_plain(
+            name, what, "has LoRA enabled (kernel + lora_kernel_a @ lora_kernel_b)", "merge the LoRA weights first"
+        )
+    mode = getattr(layer, "quantization_mode", None) or getattr(
+        getattr(layer, "dtype_policy", None), "quantization_mode", None
+    )
+    if mode:
+        return not_plain(name, what, f"is quantized ({mode})", "compress the float model, then quantize it")
+    return None
+
+
+def _model_classes(keras: Any) -> tuple:
+    """Keras's own model classes whose ``call`` runs the model's graph."""
+    from keras.src.models.functional import Functional  # the class of keras.Model(inputs, outputs)
+
+    return (keras.Sequential, Functional)
+
+
+def _model_not_plain(model: Any) -> str | None:
+    """Why ``model`` (a ``keras.Model``) does not compute its own graph: a subclass that
+    defines ``call`` anew. None when it does."""
+    keras = _keras()
+    plain = _model_classes(keras)
+    base = next((c for c in type(model).__mro__ if c in plain), None)
+    if base is None or overrides(type(model), base, ("call", "__call__")):
+        return not_plain(
+            model.name,
+            f"{type(model).__name__}, a subclass of keras.Model",
+            "defines call anew, so it may not compute the graph of its layers",
+            "build it as a keras.Sequential or functional keras.Model of plain layers",
+        )
+    return None
 
 
 def _all_layers(model: Any) -> list:
@@ -154,7 +249,9 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     ------
     ValueError
         Listing every obstacle at once, each naming its layer (unsupported layers, ReLU
-        variants, depthwise and grouped convolutions, ...).
+        variants, depthwise and grouped convolutions, layers whose computation is not the
+        plain one: subclasses that define ``call`` anew, LoRA, quantization, activations
+        that are not Keras's own ``relu``/``softmax``, ...).
 
     Examples
     --------
@@ -164,6 +261,9 @@ def from_keras(model: Any, *, dtype: Any = np.float32) -> Network:
     ['Dense', 'ReLU', 'Dense']
     """
     fmt = data_format_of(model)
+    problem = _model_not_plain(model)
+    if problem:
+        refuse([problem])
     x_in, _x_out = _io(model)
     in_shape = tuple(int(s) for s in x_in.shape[1:])
     if len(in_shape) not in (1, 3):
@@ -223,6 +323,10 @@ def _read_model(
             index[id(t)] = None
             continue
         if isinstance(op, keras.Model):
+            if _model_not_plain(op):
+                problems.append(_model_not_plain(op))
+                index[id(t)] = None
+                continue
             try:
                 sub_in, _ = _io(op)
             except ValueError as exc:
@@ -255,6 +359,9 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     keras = _keras()
     L = keras.layers
     name = layer.name
+    problem = _not_plain(layer, _plain_classes(L))
+    if problem:
+        raise ValueError(problem)
     shape = shapes[0]
     rank = len(shape)
 

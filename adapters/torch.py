@@ -33,6 +33,8 @@ from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetr
 from tropref.adapters._reading import Pad, append, finish_reading
 from tropref.adapters._refusals import (
     grouped_convolution,
+    not_plain,
+    overrides,
     reads_several,
     relu_variant,
     relu_variant_classes,
@@ -84,6 +86,110 @@ def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- export
+
+
+def _plain_classes() -> tuple:
+    """The module classes :func:`_convert_module` reads, whose own ``forward`` it assumes."""
+    nn = _torch().nn
+    return (
+        nn.Linear,
+        nn.Conv2d,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.Flatten,
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.AlphaDropout,
+        nn.Identity,
+        nn.Softmax,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveMaxPool2d,
+        nn.ZeroPad2d,
+        nn.ConstantPad2d,
+    )
+
+
+def _tracer() -> Any:
+    """A ``torch.fx`` tracer that keeps subclasses of the supported layers as layers (not
+    traced through), so that :func:`_not_plain` can tell whether they change ``forward``."""
+    torch = _torch()
+    plain = _plain_classes()
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            return isinstance(m, plain) or super().is_leaf_module(m, qualname)
+
+    return Tracer()
+
+
+def _not_plain(model: Any) -> list[str]:
+    """Every module whose computation is not the plain one the reader assumes: forward
+    hooks and pre-hooks (the module's own and global ones), a ``forward`` set on the
+    instance, subclasses of a supported layer that define ``forward`` anew."""
+    torch = _torch()
+    problems = []
+    glob = torch.nn.modules.module
+    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(glob, kind, None):
+            problems.append(
+                f"every layer: a global forward {'pre-' if 'pre' in kind else ''}hook is registered "
+                "(torch.nn.modules.module.register_module_forward_"
+                f"{'pre_' if 'pre' in kind else ''}hook), which changes what every module computes; remove it "
+                "(handle.remove()) to compress this model"
+            )
+    plain = _plain_classes()
+    for name, m in model.named_modules():
+        name = name or None  # the model itself
+        kinds = [
+            k
+            for k, a in (("forward hook", "_forward_hooks"), ("forward pre-hook", "_forward_pre_hooks"))
+            if getattr(m, a, None)
+        ]
+        if kinds:
+            problems.append(not_plain(name, type(m).__name__, "has a " + " and a ".join(kinds), _hook_fix(m)))
+        if "forward" in vars(m) or "__call__" in vars(m):
+            problems.append(not_plain(name, type(m).__name__, "has its own forward set on the instance", "delete it"))
+        base = next((c for c in type(m).__mro__ if c in plain), None)
+        if base is not None and type(m) is not base:
+            changed = overrides(type(m), base, ["forward", "__call__", "_call_impl"])
+            if changed:
+                problems.append(
+                    not_plain(
+                        name,
+                        f"{type(m).__name__}, a subclass of {base.__name__}",
+                        f"defines {', '.join(changed)} anew",
+                        f"use nn.{base.__name__} itself, and write the extra computation as layers",
+                    )
+                )
+    return problems
+
+
+# hooks PyTorch's own utilities install, and how to make what they do part of the weights
+_HOOK_FIXES = {
+    "torch.nn.utils.prune": "make the pruning permanent first (torch.nn.utils.prune.remove(module, 'weight'))",
+    "torch.nn.utils.weight_norm": "fold it into the weight first (torch.nn.utils.remove_weight_norm(module))",
+    "torch.nn.utils.spectral_norm": "fold it into the weight first (torch.nn.utils.remove_spectral_norm(module))",
+}
+
+
+def _hook_fix(m: Any) -> str:
+    """What to do about the hooks of module ``m``."""
+    hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+    for h in hooks:
+        for where, fix in _HOOK_FIXES.items():
+            if type(h).__module__.startswith(where):
+                return fix
+    return "remove it (handle.remove()) or write what it does as layers"
+
+
+def _meta_tensors(model: Any) -> list[str]:
+    """Parameters and buffers without values (on the ``meta`` device), by name."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [n for n, t in tensors if getattr(t, "is_meta", False)]
 
 
 def _convert_module(name: str, m: Any, dtype: Any) -> list:
@@ -303,9 +409,13 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     ------
     ValueError
         Listing every obstacle at once, each naming its layer: unsupported layers (ReLU
-        variants such as ``ReLU6``, grouped and depthwise convolutions, ...), operations
-        tropref cannot read, adaptive pooling whose input size does not fit (with the input
-        sizes that do), a dense layer whose input size does not match.
+        variants such as ``ReLU6``, grouped and depthwise convolutions, ...), layers whose
+        computation is not the plain one (forward hooks and pre-hooks, global hooks,
+        subclasses that define ``forward`` anew), operations tropref cannot read, adaptive
+        pooling whose input size does not fit (with the input sizes that do), a dense layer
+        whose input size does not match; parameters on the ``meta`` device.
+    TypeError
+        When ``model`` is not a ``torch.nn.Module``.
 
     Examples
     --------
@@ -317,14 +427,22 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     torch = _torch()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    meta = _meta_tensors(model)
+    if meta:
+        raise ValueError(
+            f"`model` has parameters on the meta device, without values ({', '.join(meta[:5])}"
+            f"{', ...' if len(meta) > 5 else ''}): load its weights first (model.to_empty(device='cpu'), "
+            "then load_state_dict)"
+        )
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = _tracer().trace(model)
     except Exception as exc:
         raise ValueError(
             f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential "
             "or a module whose forward has no data-dependent control flow"
         ) from exc
     layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
+    problems = _not_plain(model) + problems
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     return finish_reading(layers, inputs, out_index, shape, problems, partial(resolve_adaptive, shape))
 
@@ -607,6 +725,8 @@ def compress(
     8
     """
     torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     t0 = time.perf_counter()
     if inputs is not None and input_shape is None:
         input_shape = tuple(inputs.shape[1:])

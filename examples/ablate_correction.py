@@ -44,7 +44,7 @@ def main() -> None:
     lines = [f"Test accuracy / agreement with the original's predictions (%), first {len(y)} images of {name}."]
     t0 = time.perf_counter()
     for model, fractions in FRACTIONS.items():
-        net, meta = load_model(model)
+        net, _ = load_model(model)
         reference = predict(net, x).argmax(1)
         lines += ["", f"**{model}** (uncompressed {100 * np.mean(reference == y):.2f})", ""]
         lines.append("| TropNNC options | " + " | ".join(f"{q:.0%}" for q in fractions) + " | mean |")

@@ -402,6 +402,7 @@ def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
         "0.25",
         "0.25",
         "--no-progress",
+        "--trust-pickle",  # a whole pickled module, made by this test
     ]
     assert main(["compress", str(tmp_path / "net.pt"), "--keep", "0.5", *args]) == 0
     assert "8->4" in capsys.readouterr().out

@@ -29,6 +29,8 @@ __all__ = [
     "device",
     "check_floating",
     "check_finite",
+    "check_magnitude",
+    "max_abs",
     "check_int",
     "to_numpy",
     "asarray_like",
@@ -85,6 +87,15 @@ def namespace(**arrays: Array | None) -> Any:
     for name, a in given.items():
         if isinstance(a, (list, tuple, int, float, complex, bool)) or not hasattr(a, "shape"):
             raise TypeError(f"`{name}` must be an array, got {type(a).__name__}")
+        # NumPy subclasses whose arithmetic is not the array API's: a matrix's `*` is a
+        # product and it stays 2-D; a masked array's mask would be dropped silently
+        if isinstance(a, np.matrix):
+            raise TypeError(f"`{name}` is a numpy.matrix, whose operators are not elementwise; pass np.asarray({name})")
+        if isinstance(a, np.ma.MaskedArray):
+            raise TypeError(
+                f"`{name}` is a masked array; tropref would ignore its mask: pass {name}.filled(0) "
+                f"(or the values you mean) as a plain array"
+            )
     try:
         xp = array_namespace(*given.values())
     except TypeError as exc:
@@ -174,6 +185,83 @@ def check_finite(xp: Any, **arrays: Array | None) -> None:
     for name, a in arrays.items():
         if a is not None and not all(bool(xp.all(xp.isfinite(blk))) for blk in row_blocks(a)):
             raise ValueError(f"`{name}` contains NaN or infinite values")
+
+
+def check_magnitude(xp: Any, dtype: Any, terms: int, **scales: float) -> None:
+    """Raise ``ValueError`` when sums of ``terms`` squared products of entries could overflow.
+
+    The methods form squared norms, Gram matrices and masses from products of an entry of
+    each named array (and of each array alone), summed over at most ``terms`` terms: with
+    ``M`` the largest of the scales and of their product, every such sum is below
+    ``16 · terms · M²``. Checking that bound before any work gives one clear error where an
+    overflow would otherwise surface as infinities, NaN or an unrelated message later on.
+
+    Parameters
+    ----------
+    xp : namespace
+    dtype : dtype
+        The floating dtype of the computation.
+    terms : int
+        The most terms any sum has (units times the entries of a unit's features).
+    **scales : float
+        ``max |entry|`` of each argument, by argument name.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument of the largest scale, the bound and the dtype's largest value,
+        and saying what to do: rescale, or compute in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref._array import check_magnitude
+    >>> check_magnitude(xp, xp.float32, 100, W=3.0, W_next=1e3)
+    >>> check_magnitude(xp, xp.float32, 100, W=3.0, W_next=1e37)
+    Traceback (most recent call last):
+        ...
+    ValueError: `W_next` (largest |entry| 1e+37) is too large for float32 with `W` (3): the squared norms and masses computed from them reach about 1.4e+78, over the largest float32 3.4e+38; rescale the weights (divide them by a power of 2, and the outputs back) or use float64
+    """  # noqa: E501
+    if not scales:
+        return
+    limit = float(xp.finfo(dtype).max)
+    values = [float(v) for v in scales.values()]
+    product = float(np.prod(np.asarray(values, dtype=np.float64)))  # float64 on the host: inf when huge
+    biggest = max(*values, product)
+    with np.errstate(over="ignore"):
+        bound = 16.0 * float(terms) * np.float64(biggest) ** 2
+    if bound < limit:
+        return
+    name = max(scales, key=lambda n: scales[n])
+    others = ", ".join(f"`{n}` ({scales[n]:.3g})" for n in scales if n != name)
+    kind = "float32" if limit < 1e39 else "float64"
+    advice = "rescale the weights (divide them by a power of 2, and the outputs back)"
+    raise ValueError(
+        f"`{name}` (largest |entry| {scales[name]:.3g}) is too large for {kind}"
+        + (f" with {others}" if others else "")
+        + ": the squared norms and masses computed from them reach "
+        + (f"about {bound:.2g}, over" if np.isfinite(bound) else "more than")
+        + f" the largest {kind} {limit:.2g}; {advice}"
+        + (" or use float64" if kind == "float32" else "")
+    )
+
+
+def max_abs(xp: Any, a: Array | None) -> float:
+    """The largest ``|entry|`` of ``a`` as a host float (0.0 for None), block by block so
+    that the ``|a|`` temporary stays small.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref._array import max_abs
+    >>> max_abs(xp, np.array([[1.0, -4.0], [2.0, 3.0]])), max_abs(xp, None)
+    (4.0, 0.0)
+    """
+    if a is None or any(int(d) == 0 for d in a.shape):
+        return 0.0
+    return max(float(to_numpy(xp.max(xp.abs(blk)))) for blk in row_blocks(a))
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -602,6 +690,7 @@ def segment_sum(
         shape[axis] = 0
         return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
     out = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=axis)
+    pieces.clear()  # now copied into `out`: freed before the gather below makes a second copy
     placed = np.concatenate(segments)
     inverse = np.empty(k, dtype=np.int64)
     inverse[placed] = np.arange(k)

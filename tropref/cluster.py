@@ -802,8 +802,8 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     The algorithm is deterministic and draws no random numbers: the same points give the
     same partition, whatever the seed. It runs on the host in float64 with an ``n × n``
     cost matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for the Gram
-    matrix (wide inputs in slices of 4096 columns, so no float64 copy of ``X``) and
-    ``O(n²)`` for the merges.
+    matrix (summed over slices of columns and blocks of rows, so no float64 copy of ``X``
+    and no second ``n × n`` temporary) and ``O(n²)`` for the merges.
 
     Parameters
     ----------
@@ -857,10 +857,19 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     # Host algorithm (sequential merges); only the (n, d) points and (n,) weights cross.
     Y = to_numpy(X)
     cost, sq = np.zeros((n, n)), np.zeros(n)
-    for lo in range(0, int(Y.shape[1]), _WARD_COLUMNS):  # float64 Gram, wide inputs in slices
-        part = Y[:, lo : lo + _WARD_COLUMNS].astype(np.float64)
-        cost += part @ part.T
+    # float64 Gram, wide inputs in slices of columns, each slice's product added in blocks
+    # of rows on and right of the diagonal (half the work, as a symmetric product does),
+    # the other triangle mirrored after: the temporaries stay at most 32 MiB and 16 MiB,
+    # next to the n × n matrix itself, where one product per slice took another n × n
+    columns = max(256, min(_WARD_COLUMNS, (32 * 2**20) // (8 * n)))
+    step = max(1, (16 * 2**20) // (8 * n))
+    for lo in range(0, int(Y.shape[1]), columns):
+        part = Y[:, lo : lo + columns].astype(np.float64)
+        for r in range(0, n, step):
+            cost[r : r + step, r:] += part[r : r + step] @ part[r:].T
         sq += np.einsum("ij,ij->i", part, part)
+    for r in range(0, n, step):
+        cost[r + step :, r : r + step] = cost[r : r + step, r + step :].T
     # then, in place and in row blocks (no n × n temporaries):
     for lo in range(0, n, 256):  # Δ(i, j) = w_i w_j / (w_i + w_j) ‖x_i − x_j‖²
         rows = cost[lo : lo + 256]

@@ -19,6 +19,7 @@ The call reads top to bottom:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ from ._array import (
     check_finite,
     check_floating,
     check_int,
+    check_magnitude,
     device,
     make_rng,
+    max_abs,
     namespace,
     relu,
     resolve_seed,
@@ -44,7 +47,7 @@ from ._array import (
     take_rows,
     to_numpy,
 )
-from .methods import METHODS
+from .methods import METHODS, check_method
 from .methods.base import LayerProblem, Merge
 from .statistics import relu_mean
 from .tropical import neuron_vectors, outgoing_weights
@@ -211,14 +214,16 @@ def compress_layer(
     TypeError
         When an argument is not an array, the arrays come from different libraries, a dtype
         is not float32 or float64 or differs between arrays, ``k`` or ``seed`` is not an
-        integer, ``fold_constants`` is not a bool, or an option is unknown to the method.
+        integer, ``fold_constants`` is not a bool, an option is unknown to the method, or an
+        array is a ``numpy.matrix`` or a masked array.
     ValueError
         When shapes do not match (the message names the argument and the shape expected),
         an array holds NaN or infinity, ``moments`` is not two finite vectors of length ``n``
         with ``σ >= 0``, arrays live on different devices, ``k`` is outside
         ``[1, n]``, ``seed`` is negative, ``method`` is unknown, a method option is out of
-        range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``, or
-        unit norms over- or underflow in the dtype.
+        range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``,
+        unit norms over- or underflow in the dtype, or the products of ``W`` and ``W_next``
+        the methods square and sum would overflow it (rescale, or use float64).
 
     See Also
     --------
@@ -255,9 +260,15 @@ def compress_layer(
     k = check_int("k", k, 1, n)
     if not isinstance(fold_constants, (bool, np.bool_)):
         raise TypeError(f"`fold_constants` must be True or False, got {fold_constants!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown `method` {method!r}; choose one of {sorted(METHODS)}")
+    check_method(method, options)  # before the early return below, where no method runs
     seed = resolve_seed(seed)
+    # products of a unit's weights and its outgoing weights, squared and summed over the
+    # unit's features: refused here, before they overflow somewhere in the method
+    scales = {"W": max(max_abs(xp, W), max_abs(xp, b))}
+    if W_next is not None:
+        scales["W_next"] = max_abs(xp, W_next)
+    features = (math.prod(W.shape) // n + 1) * (1 if W_next is None else math.prod(W_next.shape) // n)
+    check_magnitude(xp, W.dtype, n * features, **scales)
     stats = _check_moments(moments, n)
 
     clock = time.perf_counter()

@@ -9,8 +9,9 @@
     tropref certcheck [--model lenet300] [--methods ...] [--fractions ...]   # certificate vs error
 
 ``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``, ``resnet20``), a ``.npz``
-model file in the shipped format, or a whole PyTorch model saved with ``torch.save``
-(``.pt``/``.pth``, read through ``tropref.adapters.torch``; needs PyTorch). Evaluation uses
+model file in the shipped format, or a PyTorch file (``.pt``/``.pth``, read through ``tropref.adapters.torch``; needs
+PyTorch): a state_dict with ``--arch module:Class``, or a whole pickled module with
+``--trust-pickle`` only (unpickling can run code; ``docs/security.md``). Evaluation uses
 Fashion-MNIST's test split when the IDX files are found (``--data`` or the Debian package
 ``dataset-fashion-mnist``), else the 2,000 test images shipped with tropref (``--subset``
 forces them). Options of a method: ``--option tropnnc.refine=weiszfeld`` (repeatable).
@@ -64,7 +65,9 @@ def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict
     return out
 
 
-def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
+def _load(
+    model: str, input_shape: Sequence[int] | None = None, trust_pickle: bool = False, arch: str | None = None
+) -> tuple[Any, dict[str, Any]]:
     path = Path(model)
     if path.suffix in (".pt", ".pth"):
         try:
@@ -73,9 +76,8 @@ def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, di
             raise SystemExit("tropref: reading a .pt model needs PyTorch (pip install torch)") from None
         from tropref.adapters.torch import from_torch
 
-        module = torch.load(path, weights_only=False, map_location="cpu")
-        net = from_torch(module, input_shape=tuple(input_shape or (1, 28, 28)))
-        return net, {"name": path.stem}
+        module = _torch_module(torch, path, trust_pickle, arch)
+        return _read(from_torch, module, input_shape=tuple(input_shape or (1, 28, 28))), {"name": path.stem}
     if path.suffix == ".keras":
         import os
 
@@ -86,7 +88,7 @@ def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, di
             raise SystemExit("tropref: reading a .keras model needs Keras (pip install keras)") from None
         from tropref.adapters.keras import from_keras
 
-        return from_keras(keras.saving.load_model(path)), {"name": path.stem}
+        return _read(from_keras, _keras_model(keras, path)), {"name": path.stem}
     if path.suffix == ".onnx":
         try:
             import onnx  # noqa: F401
@@ -94,11 +96,133 @@ def _load(model: str, input_shape: Sequence[int] | None = None) -> tuple[Any, di
             raise SystemExit("tropref: reading a .onnx model needs onnx (pip install 'tropref[onnx]')") from None
         from tropref.adapters.onnx import from_onnx
 
-        return from_onnx(path, input_shape=input_shape), {"name": path.stem, "onnx": path}
+        return _read(from_onnx, path, input_shape=input_shape), {"name": path.stem, "onnx": path}
     try:
         return load_model(model)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
+
+
+def _read(reader: Any, model: Any, **kw: Any) -> Any:
+    """``reader(model)``, its refusal as a tropref message."""
+    try:
+        return reader(model, **kw)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+
+
+_UNSAFE_PT = (
+    "tropref: {path} holds Python objects, not only tensors ({why}); building them means unpickling, "
+    "which can run any code the file names, so tropref refuses. Save the weights with "
+    "torch.save(model.state_dict(), path) and pass --arch module:Class (the model's class, built with no "
+    "arguments), or, only for a file you trust as you trust your own code, pass --trust-pickle"
+)
+
+
+def _torch_module(torch: Any, path: Path, trust_pickle: bool, arch: str | None) -> Any:
+    """The module in a ``.pt`` file: read with ``weights_only=True`` (tensors and containers
+    only, never code), a state_dict loaded into ``arch``; a whole pickled module only when
+    the user trusts the file (``--trust-pickle``)."""
+    import pickle
+
+    if not path.is_file():
+        raise SystemExit(f"tropref: no file {str(path)!r}")
+    if not trust_pickle and _version(torch.__version__) < (2, 6):
+        raise SystemExit(
+            f"tropref: reading a .pt file safely needs PyTorch 2.6 or later (torch.load's weights_only mode of "
+            f"older versions can be made to run code); you have {torch.__version__}: upgrade PyTorch"
+        )
+    try:
+        obj = torch.load(path, weights_only=not trust_pickle, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if _refused_global(exc):
+            raise SystemExit(_UNSAFE_PT.format(path=str(path), why=f"refused: {_refused_global(exc)}")) from None
+        raise SystemExit(f"tropref: cannot read {str(path)!r} as a PyTorch file ({exc})") from None
+    except Exception as exc:  # a damaged or foreign file: whatever torch raises, say which file
+        raise SystemExit(
+            f"tropref: cannot read {str(path)!r} as a PyTorch file ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(obj, torch.nn.Module):
+        if arch is not None:
+            raise SystemExit(f"tropref: {str(path)!r} holds a whole module; --arch is for a file of a state_dict")
+        return obj
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SystemExit(
+            f"tropref: {str(path)!r} holds a {type(obj).__name__}, neither a module nor a state_dict of tensors"
+        )
+    if arch is None:
+        raise SystemExit(
+            f"tropref: {str(path)!r} holds a state_dict (weights without the architecture): pass "
+            "--arch module:Class (or file.py:Class), the model's class, built with no arguments"
+        )
+    module = _arch_class(torch, arch)()
+    try:
+        module.load_state_dict(obj)
+    except (RuntimeError, ValueError) as exc:
+        raise SystemExit(f"tropref: the state_dict in {str(path)!r} does not fit --arch {arch}: {exc}") from None
+    return module.eval()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"2.13.0+cpu"`` as ``(2, 13, 0)``: the numeric release, for comparisons."""
+    import re
+
+    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def _refused_global(exc: Exception) -> str | None:
+    """The object torch's weights-only unpickler refused, from its long message."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
+def _arch_class(torch: Any, arch: str) -> Any:
+    """The ``nn.Module`` class ``module:Class`` or ``file.py:Class`` (the user's own code)."""
+    import importlib
+    import importlib.util
+
+    where, _, name = arch.rpartition(":")
+    if not where or not name:
+        raise SystemExit(f"tropref: --arch must look like module:Class or file.py:Class, got {arch!r}")
+    try:
+        if where.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if spec is None or spec.loader is None or not Path(where).is_file():
+                raise ImportError(f"no file {where!r}")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(where)
+    except ImportError as exc:
+        raise SystemExit(f"tropref: --arch {arch}: cannot import {where!r} ({exc})") from None
+    cls = getattr(mod, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise SystemExit(f"tropref: --arch {arch}: {where!r} has no torch.nn.Module class {name!r}")
+    return cls
+
+
+def _keras_model(keras: Any, path: Path) -> Any:
+    """A ``.keras`` file loaded with Keras's ``safe_mode`` on (no code from the file runs)."""
+    if not path.is_file():
+        raise SystemExit(f"tropref: no file {str(path)!r}")
+    if _version(keras.__version__) < (3, 11, 3):
+        raise SystemExit(
+            f"tropref: reading a .keras file safely needs Keras 3.11.3 or later (older versions have known ways "
+            f"around safe_mode); you have {keras.__version__}: upgrade Keras"
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises several kinds; each becomes one tropref message
+        why = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        if "safe_mode=False" in str(exc) or "arbitrary code" in str(exc):
+            raise SystemExit(
+                f"tropref: {str(path)!r} stores code (a Lambda layer or a function), which Keras's safe_mode "
+                f"refuses to run ({why}); tropref keeps safe_mode on. Rebuild the model from plain layers, "
+                "then save it again"
+            ) from None
+        raise SystemExit(f"tropref: cannot load {str(path)!r} with Keras ({why})") from None
 
 
 def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
@@ -107,7 +231,7 @@ def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         raise SystemExit("tropref: --dataset cifar10 needs --data (the unpacked cifar-10-batches-py folder)")
     try:
         x, y, name = evaluation_data(args.data, args.subset, args.dataset)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
     return _normalise(args, x), y, name
 
@@ -129,6 +253,8 @@ def _calibration(args: argparse.Namespace, dtype: Any) -> np.ndarray:
         x = calibration_data(args.calibration, args.data, args.dataset)
     except FileNotFoundError as exc:
         raise SystemExit(f"tropref: 'thinet' needs training images as calibration data. {exc}") from None
+    except ValueError as exc:
+        raise SystemExit(f"tropref: {exc}") from None
     return _normalise(args, x).astype(dtype)
 
 
@@ -151,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    net, meta = _load(args.model, args.input_shape)
+    net, meta = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
     x, y, test_name = _test_data(args)
     x = x.astype(input_dtype(net))
     calibration = _calibration(args, x.dtype) if args.method == "thinet" else None
@@ -204,7 +330,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    net, meta = _load(args.model, args.input_shape)
+    net, meta = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
     x, y, test_name = _test_data(args)
     try:
         result = sweep(
@@ -232,7 +358,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_certcheck(args: argparse.Namespace) -> int:
-    net, _ = _load(args.model, args.input_shape)
+    net, _ = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
     x, y, _ = _test_data(args)
     try:
         options = _options(args.option, args.methods)
@@ -275,6 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (repeatable)"
         )
+        q.add_argument(
+            "--arch",
+            default=None,
+            metavar="MODULE:CLASS",
+            help="for a .pt file holding a state_dict: the model's nn.Module class (module:Class or file.py:Class), "
+            "imported and built with no arguments (this runs that code, your own), then given the weights",
+        )
+        q.add_argument(
+            "--trust-pickle",
+            action="store_true",
+            help="read a .pt file holding a whole pickled module. RISK: unpickling runs any code the file names, "
+            "with your permissions; pass it only for files you made or trust like your own code (docs/security.md)",
+        )
         q.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("models", help="list the shipped models")
@@ -286,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_demo)
 
     q = sub.add_parser("compress", help="compress one model and report layer by layer")
-    q.add_argument("model", help="shipped name, .npz model file, torch.save'd .pt model, or .onnx model")
+    q.add_argument(
+        "model", help="shipped name, .npz model file, .pt file (a state_dict with --arch), .keras or .onnx file"
+    )
     q.add_argument("--method", default="tropnnc", choices=sorted(METHODS))
     q.add_argument("--keep", type=float, default=0.5, help="kept fraction of units (default 0.5)")
     q.add_argument("--layers", default="all", choices=LAYER_GROUPS)

@@ -219,12 +219,73 @@ def load_test(path: str | os.PathLike | None = None, allow_subset: bool = True) 
         return images, labels, "test[:2000]"
 
 
+# What a CIFAR-10 batch may hold: builtin containers and scalars, and the NumPy arrays of
+# its images. Anything else a pickle names is refused before it is looked up, so that no
+# callable of the file's choosing ever runs (``pickle.load`` would call whatever it names).
+_BATCH_GLOBALS = frozenset(
+    {
+        *(
+            ("builtins", n)
+            for n in ("list", "dict", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float", "bool")
+        ),
+        *(("__builtin__", n) for n in ("list", "dict", "tuple", "set", "frozenset", "bytearray")),
+        ("_codecs", "encode"),  # how protocol 2 pickles written by Python 3 hold bytes
+        *((m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")),
+        *((m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what :data:`_BATCH_GLOBALS` allows."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"refused {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path) -> dict:
+    """One CIFAR-10 batch file: a dict of bytes keys, read without running its code."""
+    try:
+        with open(path, "rb") as fh:
+            d = _BatchUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"`path`: {str(path)!r} is not a CIFAR-10 batch tropref reads ({exc}); a batch holds only a dict "
+            "of lists, bytes and NumPy arrays, and tropref refuses every other object a pickle names, "
+            "so that reading a file never runs its code: use the official cifar-10-python.tar.gz"
+        ) from None
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise ValueError(f"`path`: {str(path)!r} is not a CIFAR-10 batch (a dict with b'data' and b'labels')")
+    for key in (b"data", b"labels"):
+        if np.asarray(d[key]).dtype == object:
+            raise ValueError(f"`path`: {str(path)!r}: {key!r} holds Python objects, not numbers")
+    n, size = len(d[b"labels"]), np.asarray(d[b"data"]).size
+    if size != n * 3072:
+        raise ValueError(f"`path`: {str(path)!r} holds {size} pixel values for {n} labels (3,072 per image)")
+    return d
+
+
 def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 from a local copy of the Python version (``cifar-10-batches-py``).
 
     Returns ``float32`` images ``(N, 3, 32, 32)`` in ``[0, 1]`` and ``int64`` labels; apply
     the normalisation your model expects before :func:`tropref.experiments.sweep`. Not shipped
     and not run on the project's machines (tested on synthetic files of the same format).
+
+    The batch files are pickles: they are read with an unpickler that builds only builtin
+    containers, numbers, strings and NumPy arrays, and refuses any other object by name, so
+    that a crafted batch cannot run code (``docs/security.md``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When a batch file is missing.
+    ValueError
+        When a batch is not a CIFAR-10 batch, or names anything else to build (refused by name).
     """
     folder = Path(path)
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
@@ -238,8 +299,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarr
                 f"`path`: CIFAR-10 batch {nm!r} not found in {str(folder)!r} (the Python version, "
                 "cifar-10-python.tar.gz, unpacked)"
             )
-        with open(f, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+        d = _read_batch(f)
         xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(d[b"labels"], dtype=np.int64))
     return np.concatenate(xs).astype(np.float32) / np.float32(255.0), np.concatenate(ys)

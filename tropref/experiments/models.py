@@ -158,7 +158,9 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
     FileNotFoundError
         When ``model`` is neither a shipped model nor an existing file.
     ValueError
-        When the file has no ``__arch__`` entry, or names a layer kind or array it lacks.
+        When the file is not a ``.npz`` of plain arrays, has no ``__arch__`` entry, its
+        ``__arch__`` or ``__meta__`` is not valid JSON of the right form, or names a layer
+        kind, key or array it lacks.
 
     Examples
     --------
@@ -178,16 +180,41 @@ def load_model(model: str | os.PathLike, dtype: Any = np.float32) -> tuple[Netwo
                 f"`model` {str(model)!r} is neither a shipped model ({', '.join(sorted(models))}) nor a .npz file"
             )
         meta = {"name": path.stem}
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:  # allow_pickle=False: an object array in the file is refused, never unpickled
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # not a .npz, a damaged zip, pickled objects: NumPy and zipfile raise several kinds
+        why = "it holds pickled Python objects, which tropref never unpickles" if "pickle" in str(exc) else str(exc)
+        raise ValueError(f"`model`: {str(path)!r} is not a .npz model file tropref reads ({why})") from None
     if "__arch__" not in arrays:
         raise ValueError(f"`model`: {str(path)!r} has no '__arch__' entry describing its layers")
-    arch = json.loads(str(arrays.pop("__arch__")))
+    arch = _json_entry(arrays.pop("__arch__"), "__arch__", path, list)
     if "__meta__" in arrays:
-        meta = {**json.loads(str(arrays.pop("__meta__"))), **meta}
+        meta = {**_json_entry(arrays.pop("__meta__"), "__meta__", path, dict), **meta}
     meta["architecture"] = arch
     input_shape = meta.get("input_shape", [1, 28, 28])
-    return _network_from_arrays(arch, arrays, input_shape, dtype), meta
+    try:
+        return _network_from_arrays(arch, arrays, input_shape, dtype), meta
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        what = f"misses the key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(
+            f"`model`: tropref cannot build the layers of {str(path)!r} from its '__arch__' and '__meta__' "
+            f"entries ({what}); each layer is a "
+            "JSON object with a 'kind' (linear, conv2d, batchnorm2d, relu, maxpool2d, avgpool2d, flatten, add, "
+            "concat, identity) and a 'name' naming its arrays, as save_model writes it"
+        ) from None
+
+
+def _json_entry(value: np.ndarray, key: str, path: Path, kind: type) -> Any:
+    """The JSON text stored under ``key`` in a model file, parsed and checked to be a ``kind``."""
+    try:
+        parsed = json.loads(str(value))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"`model`: the {key!r} entry of {str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(parsed, kind) or (kind is list and not all(isinstance(s, dict) for s in parsed)):
+        want = "a list of layer objects" if kind is list else "an object"
+        raise ValueError(f"`model`: the {key!r} entry of {str(path)!r} must be {want}, got {str(value)[:80]!r}")
+    return parsed
 
 
 def save_model(net: Network, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:

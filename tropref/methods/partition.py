@@ -149,4 +149,5 @@ def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like:
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     scale = take_rows(xp, xp.concat(scales), inverse)
-    return xp.asarray(labels, dtype=xp.int64, device=device(like)), scale, xp.concat(inputs, axis=0)
+    kept = inputs[0] if len(inputs) == 1 else xp.concat(inputs, axis=0)  # one group: no copy
+    return xp.asarray(labels, dtype=xp.int64, device=device(like)), scale, kept

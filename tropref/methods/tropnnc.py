@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, device, segment_sum, take_rows, to_numpy
+from .._array import Array, asarray_like, chunk_rows, device, segment_sum, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .correction import check_correct, correct_merge
@@ -348,14 +348,27 @@ def _input_metric(xp: Any, A: Array, ratio: Any, block: int, *, inverse: bool = 
 def _residuals(xp: Any, D: Array, coef: Array, target: Array) -> Array:
     """``‖ŵ_j − c_j u_{C(j)}‖`` per unit (``target[j] = u_{C(j)}``); times ``m_j`` these are
     the Proposition F terms."""
-    return xp.linalg.vector_norm(D - coef[:, None] * target, axis=1)
+    # in blocks of rows (each row's norm is the same): the n × p differences never exist at once
+    parts = [
+        xp.linalg.vector_norm(D[lo:hi, :] - coef[lo:hi, None] * target[lo:hi, :], axis=1) for lo, hi in _row_ranges(D)
+    ]
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
+def _row_ranges(D: Array, max_bytes: int = 8 * 2**20) -> list[tuple[int, int]]:
+    """``(lo, hi)`` blocks of the rows of ``D`` whose float64-sized temporaries stay below ``max_bytes``."""
+    n = int(D.shape[0])
+    rows = chunk_rows(n, int(D.shape[1]) * 8, max_bytes)
+    return [(lo, min(lo + rows.step, n)) for lo in rows]
 
 
 def _projection(xp: Any, D: Array, target: Array) -> Array:
     """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its
     representative ``u = target[j]``."""
-    dots = xp.sum(D * target, axis=1)
-    sq = xp.sum(target * target, axis=1)
+    # in blocks of rows, as _residuals: no n × p product exists at once
+    ranges = _row_ranges(D)
+    dots = xp.concat([xp.sum(D[lo:hi, :] * target[lo:hi, :], axis=1) for lo, hi in ranges])
+    sq = xp.concat([xp.sum(target[lo:hi, :] * target[lo:hi, :], axis=1) for lo, hi in ranges])
     positive = (dots > 0) & (sq > 0)  # a zero representative (members cancel) reads nothing
     return xp.where(positive, dots / xp.where(sq > 0, sq, xp.ones_like(sq)), xp.zeros_like(dots))
 

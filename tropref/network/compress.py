@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, namespace, resolve_seed
+from ..methods import check_method
 from .certificate import certificate_step, network_certificate
 from .forward import apply_layer, apply_node, node_outputs
-from .graph import Network, network_namespace
+from .graph import Network, check_finite_layers, network_namespace
 from .layers import Conv2d, Dense
 from .report import NetworkReport, layer_reports, network_report, progress_sink, say_layer
 from .rewrite import compress_hidden, layer_options
@@ -130,6 +131,8 @@ def compress_network(
     t0 = time.perf_counter()
     if not isinstance(net, Network):
         raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
+    check_method(method, options)  # before anything, also where nothing needs compressing
+    check_finite_layers(net)  # each layer named, before a compressed layer's own check names its arguments
     seed = resolve_seed(seed)
     say = progress_sink(progress, t0)
     if inputs is None:
@@ -145,7 +148,7 @@ def compress_network(
     targets = [g for g in structure.compressible if structure.origin(g) not in skipped]
 
     # one hidden layer compressed, with its own seed and options, in the walk and in the budget's probes alike
-    step = partial(_compress_in_part, method=method, seed=seed, max_patches=max_patches, options=options)
+    step = _naming_layer(partial(_compress_in_part, method=method, seed=seed, max_patches=max_patches, options=options))
 
     # 2. widths
     if isinstance(keep, Budget):
@@ -339,3 +342,18 @@ def _prober(
         return cvec
 
     return probe
+
+
+def _naming_layer(step: Callable[..., tuple]) -> Callable[..., tuple]:
+    """``step(part, i, ...)`` whose ValueError says which hidden layer it was compressing
+    (the arguments :func:`~tropref.compress_layer` names are the network's layers)."""
+
+    def named(part: Part, i: int, *args: Any) -> tuple:
+        try:
+            return step(part, i, *args)
+        except ValueError as exc:
+            raise ValueError(
+                f"{part.chain.label(part.hidden[i].i)}, compressed with the layer it feeds: {exc}"
+            ) from exc
+
+    return named

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .._array import Array, namespace, to_numpy
+from .._array import Array, check_finite, namespace, to_numpy
 from .forward import forward
 from .layers import ARRAY_FIELDS, JUNCTIONS, LAYER_TYPES, Layer
 
-__all__ = ["Network", "map_arrays", "network_namespace"]
+__all__ = ["Network", "map_arrays", "check_finite_layers", "network_namespace"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,32 @@ def map_arrays(net: Network, fn: Any) -> Network:
         changes = {f: fn(getattr(layer, f)) for f in ARRAY_FIELDS if getattr(layer, f, None) is not None}
         layers.append(replace(layer, **changes) if changes else layer)
     return net.replace_layers(layers)
+
+
+def check_finite_layers(net: Network) -> None:
+    """Raise ``ValueError`` naming the first layer (and its array) that holds NaN or infinity.
+
+    Raises
+    ------
+    ValueError
+        ``"'fc1' (layer 1, Dense): `W` contains NaN or infinite values; ..."``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> check_finite_layers(Network([Dense(np.ones((2, 3))), ReLU(), Dense(np.array([[1.0, np.nan]]), name="out")]))
+    Traceback (most recent call last):
+        ...
+    ValueError: 'out' (layer 2, Dense): `W` contains NaN or infinite values; fix or retrain the model
+    """
+    for i, layer in enumerate(net.layers):
+        arrays = {f: getattr(layer, f) for f in ARRAY_FIELDS if getattr(layer, f, None) is not None}
+        if arrays:
+            try:
+                check_finite(namespace(**arrays), **arrays)
+            except ValueError as exc:
+                raise ValueError(f"{net.label(i)}: {exc}; fix or retrain the model") from None
 
 
 def network_namespace(net: Network) -> Any:
