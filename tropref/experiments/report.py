@@ -86,6 +86,7 @@ def summarize(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "params": float(np.mean([r["params"] for r in recs])),
                 "macs": float(np.mean(macs)) if macs else None,
                 "certificate": float(np.mean(certs)) if len(certs) == len(recs) else None,
+                "certificate_capped": any(r.get("certificate_capped", False) for r in recs),
                 "measured_error": float(np.mean(errs)) if errs else None,
                 "seconds": float(np.mean([r["seconds"] for r in recs])),
             }
