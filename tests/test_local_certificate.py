@@ -244,3 +244,19 @@ def test_strides_dilation_padding_and_pools_are_passed_exactly():
     np.testing.assert_allclose(certify(net, small, x, 0.0), np.abs(net(x) - small(x)), rtol=1e-8, atol=1e-7)
     for kw in ({}, {"generators": 4, "refine": 0}):
         assert np.all(worst_found(net, small, x, 0.05, 0) <= certify(net, small, x, 0.05, **kw))
+
+
+def test_report_says_when_the_network_certificate_is_the_interval_cap():
+    from tropref.experiments.data import load_test_subset
+    from tropref.experiments.models import keep_rule, load_model
+
+    net = load_model("lenet300")[0]
+    x = load_test_subset()[0][:50, None].astype(np.float32) / 255
+    rep = compress_network(net, keep_rule(net, 0.5), seed=0, inputs=x, progress=False)[1]
+    assert "only the interval cap" in rep.table()
+    assert f"{rep.certificate:.4g}" not in rep.table()
+    rng = np.random.default_rng(0)
+    one = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    rep = compress_network(one, 0.5, seed=0, inputs=rng.uniform(-1, 1, size=(20, 3)), progress=False)[1]
+    assert "interval cap" not in rep.table()
+    assert f"max|Δf| <= {rep.certificate:.4g}" in rep.table()
