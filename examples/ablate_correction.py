@@ -1,4 +1,4 @@
-"""The statistics correction and the outgoing-weight partition, each on its own (docs/results.md, section 9).
+"""The statistics correction and the outgoing-weight partition, each on its own (docs/results.md, section 10).
 
     python examples/ablate_correction.py [--images 1000] [--out FILE.md]
 

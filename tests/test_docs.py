@@ -37,6 +37,7 @@ CORE_MODULES = [
     "tropref.network.structure",
     "tropref.network.widths",
     "tropref.network.certificate",
+    "tropref.network.local",
     "tropref.network.report",
     "tropref.network.rewrite",
     "tropref.network.compress",

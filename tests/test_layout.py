@@ -21,6 +21,7 @@ NETWORK_ORDER = [
     "structure",
     "widths",
     "certificate",
+    "local",
     "report",
     "rewrite",
     "compress",

@@ -11,6 +11,9 @@ compress_layer
 compress_network
     A network, chain or graph (:class:`Network`), front to back, with per-layer or global
     (:class:`Budget`) widths, a report and a network certificate.
+certify
+    A sound bound on the change ``|f(x′) − f̂(x′)|`` between a network and its compressed
+    copy over L∞ balls around given inputs (the local certificate).
 tropref.adapters.torch, tropref.adapters.keras
     The same for PyTorch and Keras models, returning a model of the same framework.
 
@@ -24,7 +27,17 @@ sweeps, reports, the command line).
 
 from .compress import LayerCompression, compress_layer
 from .methods import METHODS
-from .network import Budget, LayerReport, Network, NetworkReport, compress_network, count_macs, count_params, forward
+from .network import (
+    Budget,
+    LayerReport,
+    Network,
+    NetworkReport,
+    certify,
+    compress_network,
+    count_macs,
+    count_params,
+    forward,
+)
 
 __version__ = "0.1.0"
 
@@ -32,6 +45,7 @@ __all__ = [
     "compress_layer",
     "LayerCompression",
     "compress_network",
+    "certify",
     "Network",
     "Budget",
     "NetworkReport",

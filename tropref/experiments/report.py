@@ -86,6 +86,7 @@ def summarize(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "params": float(np.mean([r["params"] for r in recs])),
                 "macs": float(np.mean(macs)) if macs else None,
                 "certificate": float(np.mean(certs)) if len(certs) == len(recs) else None,
+                "certificate_capped": any(r.get("certificate_capped", False) for r in recs),
                 "measured_error": float(np.mean(errs)) if errs else None,
                 "seconds": float(np.mean([r["seconds"] for r in recs])),
             }
@@ -163,6 +164,7 @@ def markdown(result: Mapping[str, Any], published: bool | None = None) -> str:
                 params = f"{r['params']:,.0f} ({r['params'] / mdl['params']:.1%})"
                 macs = "-" if r["macs"] is None or not mdl.get("macs") else f"{r['macs'] / mdl['macs']:.1%}"
                 cert = "-" if r["certificate"] is None else f"{r['certificate']:.3g}"
+                cert = "interval cap" if r.get("certificate_capped") else cert  # the number would mean nothing
                 err = "-" if r["measured_error"] is None else f"{r['measured_error']:.3g}"
                 out.append(f"| {100 * q:g}% | `{m}` | {params} | {macs} | {cert} | {err} | {r['seconds']:.2f} |")
     return "\n".join(out) + "\n"

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..methods import METHODS
 from ..network import Network, compress_network, count_macs, count_params
+from ..network.certificate import CAPPED
 from .data import calibration_data, evaluation_data
 from .models import LAYER_GROUPS, input_dtype, keep_rule, load_model, predict
 from .report import code_version
@@ -249,6 +250,7 @@ def _run(
         "params": int(report.params_after),
         "macs": None if report.macs_after is None else int(report.macs_after),
         "certificate": report.certificate,
+        "certificate_capped": CAPPED in report.input_domain,  # the interval cap, not a composed bound
         "measured_error": float(np.max(np.abs(out[: len(test.reference)] - test.reference))),
         "widths": {r.name: [r.width_before, r.width_after] for r in report.layers},
         "layer_certificates": {r.name: r.certificate for r in report.layers if r.certificate is not None},

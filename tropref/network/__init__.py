@@ -13,6 +13,7 @@ Modules, each importing only those above it in this list:
 - :mod:`~tropref.network.structure`: what can be compressed (hidden layers), BatchNorm folding;
 - :mod:`~tropref.network.widths`: keep rules and :class:`Budget` allocation;
 - :mod:`~tropref.network.certificate`: the network certificate;
+- :mod:`~tropref.network.local`: :func:`certify`, the local certificate over L∞ balls around inputs;
 - :mod:`~tropref.network.report`: :class:`NetworkReport` and :class:`LayerReport`;
 - :mod:`~tropref.network.rewrite`: one hidden layer compressed, the next layer rewritten;
 - :mod:`~tropref.network.compress`: :func:`compress_network`, the walk over the graph.
@@ -42,6 +43,7 @@ from .layers import (
     ReLU,
     Softmax,
 )
+from .local import certify
 from .report import LayerReport, NetworkReport
 from .segments import Segment, coupling, drop_layers, segment_network, segments, splice
 from .shapes import (
@@ -108,6 +110,7 @@ __all__ = [
     "max_patch_norm",
     "carry_bound",
     "network_certificate",
+    "certify",
     # compression
     "HiddenLayer",
     "Structure",

@@ -24,6 +24,9 @@ from .shapes import output_shapes
 # with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["network_certificate"]
 
+CAPPED = "; the composed bound exceeds the span of the interval output boxes, which is shown instead"
+"""Appended to the domain when the network certificate is that span (the interval cap)."""
+
 
 def input_box(
     net: Network, inputs: Array | None, input_radius: float | None
@@ -168,6 +171,9 @@ def network_certificate(
         (lo_f, hi_f), (lo_c, hi_c) = node_bounds(host, lo, hi)[-1], boxes[-1]
         span = (np.maximum(hi_f, hi_c) - np.minimum(lo_f, lo_c)).reshape(-1)
         bound = np.minimum(total, span)
+        top = int(np.argmax(bound))
+        if total[top] >= span[top]:
+            domain += CAPPED
     if not np.all(np.isfinite(bound)):
         return None, {}, domain + " (certificate unavailable: the interval bounds overflow)"
     return bound, shares, domain

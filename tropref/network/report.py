@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, to_numpy
+from .certificate import CAPPED
 from .graph import Network, network_namespace
 from .layers import Conv2d, Dense
 from .shapes import count_macs, count_params, layer_macs, layer_params, output_shapes
@@ -161,7 +162,13 @@ class NetworkReport:
             rows.append(
                 f"MACs       {self.macs_before} -> {self.macs_after} ({self.macs_after / self.macs_before:.1%})"
             )
-        if self.certificate is not None:
+        if self.certificate is not None and CAPPED in self.input_domain:
+            rows.append(
+                f"network certificate: only the interval cap ({self.certificate:.3g}, the span of the output boxes on "
+                f"{self.input_domain.replace(CAPPED, '')}): it says nothing about this change; "
+                "tropref.certify(net, compressed, x, eps) bounds it around inputs"
+            )
+        elif self.certificate is not None:
             rows.append(
                 f"network certificate max|Δf| <= {self.certificate:.4g} on {self.input_domain} (composed per "
                 "layer; loose for deep nets)"

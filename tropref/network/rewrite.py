@@ -51,7 +51,7 @@ FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
 
 RESIDUAL_OUTGOING = 0.5
-"""TropNNC's ``outgoing`` weight in a residual branch (``docs/results.md``, section 9)."""
+"""TropNNC's ``outgoing`` weight in a residual branch (``docs/results.md``, section 10)."""
 
 
 def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
       paths in an addition or a concatenation) corrects the merged units' statistics
       (``correct="full"``) and lets the partition see the outgoing weights
       (``outgoing=RESIDUAL_OUTGOING``); elsewhere it does neither (``correct="none"``). Both
-      were measured (``docs/results.md``, section 9): in residual branches they keep far more
+      were measured (``docs/results.md``, section 10): in residual branches they keep far more
       of the network at every fraction, in the chain networks they cost accuracy.
 
     Examples
