@@ -85,6 +85,20 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
     return [(lower, upper), *node_bounds(net, lower, upper)]
 
 
+def node_step(xp: Any, layer: Layer, ins: Sequence[tuple[Array, Array]]) -> tuple[Array, Array]:
+    """Bounds on one node's output from elementwise bounds ``(lo, hi)`` on each of its inputs
+    (batched along axis 0): an :class:`Add` adds them, a :class:`Concat` joins them, any
+    other layer maps its one input's bounds (:func:`_interval_step`)."""
+    if isinstance(layer, Add):
+        lo, hi = ins[0]
+        for a, b in ins[1:]:
+            lo, hi = lo + a, hi + b
+        return lo, hi
+    if isinstance(layer, Concat):
+        return xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
+    return _interval_step(xp, layer, *ins[0])
+
+
 def _interval_step(xp: Any, layer: Layer, lo: Array, hi: Array) -> tuple[Array, Array]:
     """Bounds on one layer's output from elementwise bounds on its input (batch of one)."""
     if isinstance(layer, (Dense, Conv2d, BatchNorm)):
@@ -138,15 +152,7 @@ def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, A
     vals: dict[int, tuple[Array, Array]] = {-1: (lower[None, ...], upper[None, ...])}
     out = []
     for i, layer in enumerate(net.layers):
-        ins = [vals[p] for p in net.sources(i)]
-        if isinstance(layer, Add):
-            lo, hi = ins[0]
-            for a, b in ins[1:]:
-                lo, hi = lo + a, hi + b
-        elif isinstance(layer, Concat):
-            lo, hi = xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
-        else:
-            lo, hi = _interval_step(xp, layer, *ins[0])
+        lo, hi = node_step(xp, layer, [vals[p] for p in net.sources(i)])
         vals[i] = (lo, hi)
         out.append((lo[0, ...], hi[0, ...]))
     return out

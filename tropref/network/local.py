@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, to_numpy
+from .bounds import node_step
 from .forward import apply_layer, channel_view, conv2d
 from .graph import Network, map_arrays
 from .layers import (
@@ -261,15 +262,7 @@ def _sample_bounds(
     needs = {s for i, l in enumerate(net.layers) if _nonlinear(l) for s in net.sources(i)}
     zono = _Zonotope(net, x, eps, generators) if generators >= 0 and eps > 0 else None
     for i, layer in enumerate(net.layers):
-        ins = [vals[p] for p in net.sources(i)]
-        if isinstance(layer, Add):
-            lo, hi = ins[0]
-            for a, b in ins[1:]:
-                lo, hi = lo + a, hi + b
-        elif isinstance(layer, Concat):
-            lo, hi = np.concatenate([a for a, _ in ins], axis=1), np.concatenate([b for _, b in ins], axis=1)
-        else:
-            lo, hi = _interval_step(xp, layer, *ins[0])
+        lo, hi = node_step(xp, layer, [vals[p] for p in net.sources(i)])
         if zono is not None:
             z_lo, z_hi = zono.step(i, vals)
             lo, hi = np.maximum(lo, z_lo), np.minimum(hi, z_hi)
@@ -384,21 +377,6 @@ def _zono_maxpool(
     ]
     Gp, cp, rp = pick
     return Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), np.where(sure, rp, (u_max - l_max) / 2)
-
-
-def _interval_step(xp: Any, layer: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds on one layer's output from elementwise bounds on its input (a batch)."""
-    if isinstance(layer, (Dense, Conv2d, BatchNorm)):
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        c = apply_layer(layer, c, xp)
-        if isinstance(layer, Dense):
-            r = r @ np.abs(layer.W).T
-        elif isinstance(layer, Conv2d):
-            r = conv2d(xp, r, np.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
-        else:
-            r = r * channel_view(xp, np.abs(layer.scale), r.ndim)
-        return c - r, c + r
-    return apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)  # monotone: ReLU, pooling, flatten, identity
 
 
 def _refine(
