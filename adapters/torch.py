@@ -9,17 +9,25 @@
   ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
   features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
-- :func:`to_torch` builds a new ``nn.Sequential`` of plain layers (state_dict round trips).
-- :func:`compress` does both around :func:`tropref.compress_network`.
+- :func:`to_torch` builds a new model of plain layers: an ``nn.Sequential`` for a chain, a
+  ``torch.fx.GraphModule`` (class ``TroprefGraph``) for a graph.
+- :func:`compress` reads, compresses with :func:`tropref.compress_network`, and returns a
+  deep copy of the user's own module with its layers resized in place (its ``state_dict``
+  keys kept), falling back to :func:`to_torch` where the module tree cannot carry the result;
+  :func:`load_compressed` rebuilds the compressed shapes on a fresh instance from a saved
+  ``state_dict``.
 
 The weights are copied to NumPy arrays: the model given is never modified.
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -28,6 +36,7 @@ import numpy as np
 from tropref._array import to_numpy
 from tropref.adapters._adaptive import AdaptivePool, resolve_adaptive
 from tropref.adapters._graph import run_graph
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
 from tropref.adapters._reading import Pad, append, finish_reading
@@ -62,7 +71,7 @@ from tropref.network import (
     with_flatten_order_everywhere,
 )
 
-__all__ = ["from_torch", "to_torch", "compress", "to_numpy_input"]
+__all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_numpy_input"]
 
 SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
@@ -701,17 +710,38 @@ def compress(
     inputs: Any = None,
     data: Any = None,
     dtype: Any = None,
+    in_place: bool = False,
     **options: Any,
 ) -> tuple[Any, NetworkReport]:
-    """Compress a PyTorch chain model; returns a new ``nn.Sequential`` and the report.
+    """Compress a PyTorch model; returns the compressed model and the report.
+
+    By default (``in_place=False``, for now) the result is the rebuilt model of
+    :func:`to_torch`. With ``in_place=True`` it is a ``copy.deepcopy`` of ``model`` itself:
+    same class, same attribute names, same ``forward``, with every ``Linear``, ``Conv2d``
+    and ``BatchNorm1d/2d`` whose width changed resized in place (its parameters and
+    buffers replaced by the compressed ones), so
+    ``small.state_dict()`` has the original's keys at smaller shapes and
+    :func:`load_compressed` rebuilds it on a fresh instance. A BatchNorm that the compression
+    folded into the layer before it stays in the copy as an exact identity in eval mode
+    (``running_mean`` 0, ``weight`` 1, ``running_var`` with ``running_var + eps == 1`` in the
+    model's dtype), carrying the folded bias when that layer has none: ``bn(conv(x))`` is the
+    compressed layer. In training mode such a BatchNorm normalises by the batch statistics
+    again, as any BatchNorm does. The copy is checked against the compressed network by a
+    forward pass on two seeded inputs (when the input shape is known).
+
+    Where the tree cannot carry the compressed network (a layer called several times, a
+    ``forward`` that does not fit the new widths, such as a hard-coded ``x.view(-1, 400)``),
+    the result is the rebuilt model of :func:`to_torch` (an ``nn.Sequential`` for a chain, a
+    ``torch.fx.GraphModule`` of class ``TroprefGraph`` for a graph), with a ``UserWarning`` and
+    a note in ``report.notes`` saying why.
 
     The model is read with :func:`from_torch` (weights copied, in ``dtype`` for the
     computation: by default the model's own floating dtype, float32 for float32, float16
     and bfloat16 models; ``dtype=np.float64`` computes in double precision), compressed by
     :func:`tropref.compress_network` with ``keep``, ``method``,
     ``seed`` and every other option (``skip``, ``input_radius``, ``progress``, ``data``,
-    method options...), and written back with :func:`to_torch` in the model's own dtype and
-    device. ``inputs`` (a tensor or array, NCHW) are used to measure the error and as the
+    method options...), and written back in the model's own dtype and device (the original
+    is never modified). ``inputs`` (a tensor or array, NCHW) are used to measure the error and as the
     certificate's input domain; their shape gives ``input_shape`` when it is not passed.
 
     Examples
@@ -748,4 +778,197 @@ def compress(
         data=to_numpy_input(data, dtype),
         **options,
     )
-    return write_back(new, report, lambda new: to_torch(new, dtype=out_dtype, device=out_device), t0, t_export)
+    notes: list[str] = []
+
+    def write(new: Network) -> Any:
+        if in_place:
+            try:
+                small, said = _in_place(model, net, new, dtype)
+                notes.extend(said)
+                return small
+            except NotInPlace as exc:
+                why = f"the model was rebuilt as plain layers, not resized in place: {exc}"
+                notes.append(why)
+                warnings.warn(f"tropref: {why}", UserWarning, stacklevel=3)
+        return to_torch(new, dtype=out_dtype, device=out_device)
+
+    small, report = write_back(new, report, write, t0, t_export)
+    return small, replace(report, notes=(*report.notes, *notes))
+
+
+# --------------------------------------------------------------------------- the user's own module
+
+
+def _slots(model: Any) -> dict[str, Slot]:
+    """The model's dense, convolutional and BatchNorm layers by module path."""
+    nn = _torch().nn
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            out[name] = Slot("dense", m.bias is not None)
+        elif isinstance(m, nn.Conv2d):
+            out[name] = Slot("conv", m.bias is not None)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            out[name] = Slot("batchnorm", m.weight is not None)
+    return out
+
+
+def _unit_var(eps: float, dtype: Any) -> float:
+    """A variance ``v`` for which PyTorch's eval-mode BatchNorm of ``eps`` is exactly the
+    identity in ``dtype`` (``v + eps`` rounds to 1): ``1 - eps`` nudged until it does."""
+    torch = _torch()
+    F = torch.nn.functional
+    x = torch.linspace(-3.0, 3.0, 97, dtype=torch.float64).to(dtype).reshape(1, -1)
+    v = torch.tensor([1.0 - eps], dtype=dtype)
+    one = torch.ones(1, dtype=dtype)
+    for _ in range(64):
+        y = F.batch_norm(x.T, torch.zeros(1, dtype=dtype), v, one, torch.zeros(1, dtype=dtype), False, 0.0, eps)
+        if torch.equal(y.T, x):
+            return float(v)
+        v = torch.nextafter(v, one + 1) if float(v) + eps < 1 else torch.nextafter(v, -one)
+    return 1.0 - eps  # pragma: no cover - every float dtype reaches 1 within a few steps
+
+
+def _resize(model: Any, state: Any) -> None:
+    """Every ``Linear``, ``Conv2d`` and ``BatchNorm1d/2d`` of ``model`` resized, in place, to the
+    shapes of its entries in ``state`` (a bias added or removed as ``state`` has one). The
+    module objects stay (their class, hyper-parameters and attribute names); their parameters
+    and buffers are new tensors of the new shapes, on the module's device and dtype."""
+    torch = _torch()
+    nn = torch.nn
+    for name, m in model.named_modules():
+        p = f"{name}." if name else ""
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and f"{p}weight" in state:
+            shape = tuple(state[f"{p}weight"].shape)
+            if isinstance(m, nn.Linear):
+                if len(shape) != 2:
+                    raise ValueError(f"`state_dict`: {p}weight has shape {shape}; Linear {name!r} needs (out, in)")
+                m.out_features, m.in_features = shape
+            else:
+                if len(shape) != 4 or shape[2:] != tuple(m.kernel_size):
+                    raise ValueError(
+                        f"`state_dict`: {p}weight has shape {shape}; Conv2d {name!r} has kernel {tuple(m.kernel_size)}"
+                    )
+                m.out_channels, m.in_channels = shape[0], shape[1] * m.groups
+            _new_param(m, "weight", shape)
+            if f"{p}bias" in state:
+                _new_param(m, "bias", (shape[0],))
+            else:
+                m.register_parameter("bias", None)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and f"{p}running_mean" in state:
+            c = int(state[f"{p}running_mean"].shape[0])
+            m.num_features = c
+            for f in ("running_mean", "running_var"):
+                setattr(m, f, torch.empty(c, dtype=getattr(m, f).dtype, device=getattr(m, f).device))
+            if m.weight is not None:
+                _new_param(m, "weight", (c,))
+                _new_param(m, "bias", (c,))
+
+
+def _new_param(m: Any, what: str, shape: tuple) -> None:
+    torch = _torch()
+    ref = m.weight
+    old = getattr(m, what)
+    if old is not None and tuple(old.shape) == tuple(shape):
+        return
+    grad = ref.requires_grad if old is None else old.requires_grad
+    t = torch.empty(shape, dtype=ref.dtype, device=ref.device)
+    setattr(m, what, torch.nn.Parameter(t, requires_grad=grad))
+
+
+def load_compressed(model: Any, state_dict: Any, *, strict: bool = True) -> Any:
+    """A copy of ``model`` resized to the shapes of ``state_dict`` and loaded with it (eval mode).
+
+    The state of a model that :func:`compress` returned has the original model's keys at
+    smaller shapes; ``load_compressed(Net(), state_dict)`` rebuilds those shapes on a fresh
+    instance (every ``Linear``, ``Conv2d`` and ``BatchNorm1d/2d`` resized in place, from the
+    shapes found in ``state_dict``) and loads it. The widths are in the state itself, and in
+    the report of the compression (``report.layers[i].width_after``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or callable
+        A model of the original architecture (copied, never modified), or a function of no
+        arguments that builds one.
+    state_dict : mapping
+        The compressed model's ``state_dict()`` (for example ``torch.load(f, weights_only=True)``).
+    strict : bool
+        Passed to ``load_state_dict``.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is neither a module nor a function that returns one.
+    ValueError
+        When a weight's shape does not fit its layer (rank, or a convolution's kernel size).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> _ = torch.manual_seed(0)
+    >>> def Net():
+    ...     return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    >>> small, report = compress(Net(), keep=0.5, input_shape=(4,), progress=False, in_place=True)
+    >>> again = load_compressed(Net, small.state_dict())
+    >>> again[0].out_features, torch.equal(again(torch.ones(1, 4)), small(torch.ones(1, 4)))
+    (8, True)
+    """
+    torch = _torch()
+    if isinstance(model, torch.nn.Module):
+        model = copy.deepcopy(model)
+    elif callable(model):
+        model = model()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module or a function returning one, got {type(model).__name__}")
+    _resize(model, state_dict)
+    model.load_state_dict(state_dict, strict=strict)
+    return model.eval()
+
+
+def _in_place(model: Any, net: Network, new: Network, core: Any) -> tuple[Any, list[str]]:
+    """A deep copy of ``model`` with its layers resized to carry ``new`` (in eval mode), and
+    notes for the report; :class:`NotInPlace` when the tree cannot carry it."""
+    torch = _torch()
+    small = copy.deepcopy(model)
+    ref = next(iter(small.parameters()), None)
+    dtype = torch.float32 if ref is None else ref.dtype
+    arrays, notes = in_place_arrays(net, new, _slots(small), lambda eps: _unit_var(eps, dtype))
+    state = small.state_dict()
+    for name, fields in arrays.items():
+        m = small.get_submodule(name)
+        for f, a in fields.items():
+            old = getattr(m, f, None)
+            like = old if old is not None else m.weight
+            state[f"{name}.{f}"] = torch.as_tensor(a, dtype=like.dtype, device=like.device)
+    _resize(small, state)
+    small.load_state_dict(state)
+    small.eval()
+    return small, notes + _check(small, new, core, dtype)
+
+
+def _check(small: Any, new: Network, core: Any, dtype: Any) -> list[str]:
+    """The copy's output against the compressed network's on two seeded inputs (the copy runs
+    the user's forward, which may not fit the new widths: a hard-coded ``view``, say)."""
+    torch = _torch()
+    shape = new.input_shape
+    if shape is None and isinstance(new.layers[0], Dense):
+        shape = (int(new.layers[0].W.shape[1]),)
+    if shape is None:
+        return ["the resized model was not checked by a forward pass (no input shape: pass input_shape= or inputs=)"]
+    ref = next(iter(small.parameters()))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *shape), generator=g, dtype=torch.float64)
+    want = np.asarray(to_numpy(new(np.asarray(x.numpy(), dtype=core))), dtype=np.float64)
+    try:
+        with torch.no_grad():
+            got = small(x.to(dtype=dtype, device=ref.device)).double().cpu().numpy()
+    except Exception as exc:  # the user's forward, run on the new widths
+        raise NotInPlace(
+            f"the model's own forward fails on the compressed widths ({type(exc).__name__}: {exc})"
+        ) from None
+    tol = 1e-9 if dtype == torch.float64 and np.dtype(core) == np.float64 else 1e-3 if dtype == torch.float32 else 5e-2
+    if got.shape != want.shape or not np.allclose(got, want, rtol=tol, atol=tol * (1 + np.abs(want).max())):
+        raise NotInPlace(
+            "the model's own forward, run on the compressed widths, does not compute the compressed network"
+        )
+    return []

@@ -41,7 +41,7 @@ from tropref.adapters._padding import (  # noqa: E402
 )
 from tropref.adapters._refusals import RELU_VARIANTS, is_relu_variant, relu_variant_classes  # noqa: E402
 
-SHARED = ["_padding", "_layout", "_refusals", "_graph", "_reading", "_adaptive", "_round_trip"]
+SHARED = ["_padding", "_layout", "_refusals", "_graph", "_reading", "_adaptive", "_round_trip", "_in_place"]
 # (input size, kernel, stride, dilation): odd and even sizes, strides that do and do not divide them
 AXES = [
     (s, k, st, d) for s, k, st, d in itertools.product((7, 8, 11), (1, 2, 3, 5), (1, 2, 3), (1, 2)) if st == 1 or d == 1

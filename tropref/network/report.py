@@ -114,6 +114,9 @@ class NetworkReport:
         ``method``, ``rewrite`` of the next layers and ``layer_certificates``),
         ``network_certificate``, ``measured_error``; the adapters add ``export`` and
         ``import``.
+    notes : tuple of str
+        What an adapter says about the model it wrote back (for example, why the PyTorch
+        adapter rebuilt the model instead of resizing the user's own module tree).
 
     Examples
     --------
@@ -142,6 +145,7 @@ class NetworkReport:
     input_domain: str
     time_s: float
     steps: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def table(self) -> str:
         """A plain-text table of the layers and the totals."""
@@ -178,6 +182,7 @@ class NetworkReport:
         rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
         if self.steps:
             rows.append("time s: " + ", ".join(f"{k} {v:.2f}" for k, v in self.steps.items()))
+        rows.extend(f"note: {n}" for n in self.notes)
         return "\n".join(rows)
 
     __str__ = table

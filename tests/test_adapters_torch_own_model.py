@@ -1,0 +1,50 @@
+"""compress(..., in_place=True): a resized deep copy of the user's own module, and load_compressed."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn as nn  # noqa: E402
+from torch_resnets import randomise_batchnorm, resnet18  # noqa: E402
+
+from tropref.adapters.torch import compress, load_compressed  # noqa: E402
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.bn2 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.pool, self.fc1, self.fc2 = nn.MaxPool2d(2), nn.Linear(256, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.c1(x)))
+        x = self.pool(torch.relu(self.bn2(self.c2(x))))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("make", "shape"), [(Net, (3, 8, 8)), (lambda: resnet18(width=8, num_classes=5), (3, 32, 32))])
+def test_own_module_resized_in_place_and_reloaded(make, shape, dtype):
+    torch.manual_seed(0)
+    model = randomise_batchnorm(make()).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, *shape, dtype=dtype)
+    small, report = compress(model, 0.5, inputs=x, progress=False, in_place=True)
+    assert type(small) is type(model)
+    assert report.notes == ()
+    assert list(small.state_dict()) == list(model.state_dict())
+    assert any(small.state_dict()[k].shape != v.shape for k, v in before.items())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # input untouched
+    rebuilt, _ = compress(model, 0.5, inputs=x, progress=False)  # the tropref network written back
+    buf = io.BytesIO()
+    torch.save(small.state_dict(), buf)
+    buf.seek(0)
+    again = load_compressed(make().to(dtype), torch.load(buf, weights_only=True))
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    with torch.no_grad():
+        assert torch.allclose(small(x), rebuilt(x), atol=tol, rtol=tol)
+        assert torch.equal(again(x), small(x))
