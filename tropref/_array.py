@@ -13,6 +13,7 @@ here, once, so that the numerical modules need not repeat them:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "row_blocks",
     "relu",
     "segment_sum",
+    "size_blocks",
     "scaled_one_hot",
 ]
 
@@ -662,23 +664,13 @@ def segment_sum(
         raise ValueError(f"`labels` must have shape ({n},) to match axis {axis} of `x`, got {labels.shape}")
     if labels.size and (labels.min() < -1 or labels.max() >= k):
         raise ValueError(f"`labels` must lie in [-1, {k}), got values in [{labels.min()}, {labels.max()}]")
-    members = labels >= 0
-    order = np.flatnonzero(members)[np.argsort(labels[members], kind="stable")]  # by segment, then index
-    sizes = np.bincount(labels[members], minlength=k)
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sizes = np.bincount(labels[labels >= 0], minlength=k)
     slice_bytes = max(1, int(np.prod([int(d) for i, d in enumerate(x.shape) if i != axis]))) * _itemsize(x)
     pieces, segments = [], []
-    for size in np.unique(sizes[sizes > 0]):
-        segs = np.flatnonzero(sizes == size)
-        if size == 1 and weights is None:
-            step = segs.size  # the gather is the result itself: no temporary to bound
-        else:
-            step = max(1, int(max_bytes // (slice_bytes * int(size) * (1 if weights is None else 2))))
-        for lo in range(0, segs.size, step):
-            chunk = segs[lo : lo + step]
-            idx = (start[chunk][:, None] + np.arange(size)[None, :]).reshape(-1)
-            pieces.append(_gather_sum(xp, x, order[idx], int(size), axis, weights))
-            segments.append(chunk)
+    row_bytes = slice_bytes * (1 if weights is None else 2)
+    for chunk, members in size_blocks(labels, k, row_bytes, max_bytes, whole_singletons=weights is None):
+        pieces.append(_gather_sum(xp, x, members.reshape(-1), int(members.shape[1]), axis, weights))
+        segments.append(chunk)
     empty = np.flatnonzero(sizes == 0)
     if empty.size:
         shape = list(x.shape)
@@ -695,6 +687,44 @@ def segment_sum(
     inverse = np.empty(k, dtype=np.int64)
     inverse[placed] = np.arange(k)
     return take_rows(xp, out, inverse, axis=axis)
+
+
+def size_blocks(
+    labels: np.ndarray, k: int, row_bytes: int, max_bytes: int = 64 * 2**20, *, whole_singletons: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The non-empty segments of host ``labels``, those of equal size together, in blocks.
+
+    Yields ``(segments, members)``: ``members[b]`` holds the indices of segment
+    ``segments[b]`` (ascending), all blocks of one size ``s`` have shape ``(B, s)``, and a
+    block's ``B s`` members need at most ``max_bytes`` of temporaries at ``row_bytes`` each
+    (at least one segment per block). ``labels[j] = -1`` is in no segment. With
+    ``whole_singletons`` the segments of one member come in one block: a gather of them is
+    the result itself, with no temporary to bound.
+
+    Examples
+    --------
+    Segment 3 is empty and unit 3 in none; 16 bytes hold two singletons, or one segment of 3:
+
+    >>> import numpy as np
+
+    >>> for segments, members in size_blocks(np.array([1, 0, 1, -1, 2, 1]), 4, row_bytes=8, max_bytes=16):
+    ...     print(segments.tolist(), members.tolist())
+    [0, 2] [[1], [4]]
+    [1] [[0, 2, 5]]
+    """
+    members = labels >= 0
+    order = np.flatnonzero(members)[np.argsort(labels[members], kind="stable")]  # by segment, then index
+    sizes = np.bincount(labels[members], minlength=k)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    for size in np.unique(sizes[sizes > 0]):
+        segments = np.flatnonzero(sizes == size)
+        if size == 1 and whole_singletons:
+            step = segments.size
+        else:
+            step = max(1, int(max_bytes // (max(int(row_bytes), 1) * int(size))))
+        for lo in range(0, segments.size, step):
+            chunk = segments[lo : lo + step]
+            yield chunk, order[start[chunk][:, None] + np.arange(size)[None, :]]
 
 
 def _gather_sum(xp: Any, x: Array, index: np.ndarray, size: int, axis: int, weights: Array | None) -> Array:

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from scipy.special import ndtr
 
+from ._array import size_blocks
+
 __all__ = ["relu_mean", "merged_moments", "moment_match"]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -105,26 +107,17 @@ def merged_moments(
     k = int(kept.shape[0])
     mu_out = kept[:, -1].astype(np.float64).copy()
     sd_out = np.zeros(k)
-    members = labels >= 0
-    sizes = np.bincount(labels[members], minlength=k)
-    order = np.argsort(np.where(members, labels, k), kind="stable")[: int(np.count_nonzero(members))]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    for size in np.unique(sizes[sizes > 0]):
-        clusters = np.flatnonzero(sizes == size)
-        idx = order[starts[clusters][:, None] + np.arange(size)]  # (clusters, size)
-        step = max(1, (64 * 2**20) // (8 * size * max(1, A.shape[1])))
-        for lo in range(0, clusters.size, step):
-            block, cl = idx[lo : lo + step], clusters[lo : lo + step]
-            Wc = A[block, :-1].astype(np.float64)  # (B, size, d)
-            G = Wc @ np.swapaxes(Wc, 1, 2)
-            rhs = Wc @ kept[cl, :-1].astype(np.float64)[:, :, None]
-            lam = (_pinv_psd(G) @ rhs)[:, :, 0]  # (B, size)
-            shift = mean[block] - A[block, -1].astype(np.float64)  # E[w_j · x]
-            mu_out[cl] += np.sum(lam * shift, axis=1)
-            norms = np.sqrt(np.maximum(np.einsum("bii->bi", G), 0.0))
-            v = lam * std[block] / np.where(norms > 0, norms, 1.0)
-            var = np.einsum("bi,bij,bj->b", v, G, v)
-            sd_out[cl] = np.sqrt(np.maximum(var, 0.0))
+    for cl, block in size_blocks(labels, k, 8 * max(1, int(A.shape[1]))):
+        Wc = A[block, :-1].astype(np.float64)  # (B, size, d)
+        G = Wc @ np.swapaxes(Wc, 1, 2)
+        rhs = Wc @ kept[cl, :-1].astype(np.float64)[:, :, None]
+        lam = (_pinv_psd(G) @ rhs)[:, :, 0]  # (B, size)
+        shift = mean[block] - A[block, -1].astype(np.float64)  # E[w_j · x]
+        mu_out[cl] += np.sum(lam * shift, axis=1)
+        norms = np.sqrt(np.maximum(np.einsum("bii->bi", G), 0.0))
+        v = lam * std[block] / np.where(norms > 0, norms, 1.0)
+        var = np.einsum("bi,bij,bj->b", v, G, v)
+        sd_out[cl] = np.sqrt(np.maximum(var, 0.0))
     return mu_out, sd_out
 
 

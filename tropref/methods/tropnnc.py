@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, chunk_rows, device, segment_sum, take_rows, to_numpy
+from .._array import Array, asarray_like, chunk_rows, device, segment_sum, size_blocks, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .correction import check_correct, correct_merge
@@ -387,24 +387,16 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
     """
     k, n = int(mean.shape[0]), int(D.shape[0])
     Dh, root = to_numpy(D), np.sqrt(to_numpy(m).astype(np.float64))  # D stays in its dtype
-    sizes = np.bincount(labels, minlength=k)
-    members = np.argsort(labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     coef, fallback = np.zeros(n), np.zeros(k, dtype=bool)
-    for size in np.unique(sizes):
-        clusters = np.flatnonzero(sizes == size)
-        idx = members[starts[clusters][:, None] + np.arange(size)]  # (clusters, size)
-        if size == 1:
-            coef[idx[:, 0]] = 1.0
+    for clusters, block in size_blocks(labels, k, 8 * int(Dh.shape[1]), whole_singletons=True):
+        if block.shape[1] == 1:
+            coef[block[:, 0]] = 1.0
             continue
-        step = max(1, (64 * 2**20) // (8 * size * Dh.shape[1]))
-        for lo in range(0, clusters.size, step):
-            block = idx[lo : lo + step]
-            X = Dh[block].astype(np.float64) * root[block][:, :, None]
-            y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
-            agree = np.sum(root[block] * y, axis=1)
-            coef[block] = root[block] * y * np.sign(agree)[:, None]
-            fallback[clusters[lo : lo + step]] = agree == 0
+        X = Dh[block].astype(np.float64) * root[block][:, :, None]
+        y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
+        agree = np.sum(root[block] * y, axis=1)
+        coef[block] = root[block] * y * np.sign(agree)[:, None]
+        fallback[clusters] = agree == 0
     u = segment_sum(xp, D, labels, k, weights=asarray_like(coef, xp, D))
     u = u / xp.linalg.vector_norm(u, axis=1)[:, None]
     return xp.where(asarray_like(fallback, xp, D, dtype=xp.bool)[:, None], mean, u)
