@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import asarray_like, check_int, device, to_numpy
+from .._array import asarray_like, check_int, device, segment_sum, to_numpy
 from .base import LayerProblem, Merge
 from .partition import cluster_labels
 
@@ -138,19 +138,21 @@ def _fold(
     xp = problem.xp
     A = to_numpy(problem.inputs).astype(np.float64)
     V = to_numpy(problem.outgoing).astype(np.float64)
-    mean, std = problem.moments if problem.moments is not None else (np.zeros(n), np.ones(n))
-    spread = np.where(std > 0, std, 1.0)
-    normalised = A.copy()
-    normalised[:, -1] -= mean
-    normalised /= spread[:, None]
-    consumers = np.moveaxis(V, 1, 0).reshape(n, -1)
-    features = _robust_scale(normalised) if repair else np.concatenate([A, consumers], axis=1)
+    # everything that shares the unit's channel axis: its input vector and the consumers' columns
+    described = np.concatenate([A, np.moveaxis(V, 1, 0).reshape(n, -1)], axis=1)
+    if repair:
+        mean, std = problem.moments if problem.moments is not None else (np.zeros(n), np.ones(n))
+        spread = np.where(std > 0, std, 1.0)
+        normalised = A.copy()
+        normalised[:, -1] -= mean
+        normalised /= spread[:, None]
+    features = _robust_scale(normalised) if repair else described
     labels, run = cluster_labels(
         asarray_like(features, xp, problem.inputs), k, None, rng, n_init=n_init, max_iter=max_iter
     )
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     if repair:
-        rho = _mean_pairwise_cosine(np.concatenate([A, consumers], axis=1), labels, k)
+        rho = _mean_pairwise_cosine(described, labels, k)
         # 1 + (|C| − 1) ρ̄ = ‖Σ_C u_j‖² / |C| >= 0; where the members cancel, the average is
         # (nearly) zero and there is no spread to give back
         denom = 1.0 + (sizes - 1.0) * rho
@@ -168,9 +170,7 @@ def _fold(
 
 
 def _segment_mean(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((k, X.shape[1]))
-    np.add.at(out, labels, X)
-    return out / np.bincount(labels, minlength=k)[:, None]
+    return segment_sum(np, X, labels, k) / np.bincount(labels, minlength=k)[:, None]
 
 
 def _robust_scale(X: np.ndarray) -> np.ndarray:
@@ -184,8 +184,7 @@ def _mean_pairwise_cosine(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarr
     """``ρ̄_C``: the mean cosine over ordered pairs of distinct members (0 for a single unit)."""
     norms = np.linalg.norm(X, axis=1)
     U = X / np.where(norms > 0, norms, 1.0)[:, None]
-    total = np.zeros((k, U.shape[1]))
-    np.add.at(total, labels, U)
+    total = segment_sum(np, U, labels, k)
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     # Σ_{j≠l} u_j · u_l = ‖Σ u_j‖² − Σ ‖u_j‖²
     squares = np.bincount(labels, weights=np.sum(U * U, axis=1), minlength=k)
