@@ -24,6 +24,7 @@ NETWORK_ORDER = [
     "local",
     "report",
     "rewrite",
+    "coupled",
     "compress",
 ]
 

@@ -16,12 +16,14 @@ Modules, each importing only those above it in this list:
 - :mod:`~tropref.network.local`: :func:`certify`, the local certificate over L∞ balls around inputs;
 - :mod:`~tropref.network.report`: :class:`NetworkReport` and :class:`LayerReport`;
 - :mod:`~tropref.network.rewrite`: one hidden layer compressed, the next layer rewritten;
+- :mod:`~tropref.network.coupled`: coupled channel groups (a residual stream), one partition each;
 - :mod:`~tropref.network.compress`: :func:`compress_network`, the walk over the graph.
 """
 
 from .bounds import carry_bound, interval_bounds, max_patch_norm, node_bounds
 from .certificate import network_certificate
 from .compress import compress_network
+from .coupled import Group, compress_group, coupled_groups
 from .flatten import with_flatten_order, with_flatten_order_everywhere
 from .forward import apply_layer, apply_node, conv_patches, forward, node_outputs
 from .graph import Network, map_arrays, network_namespace
@@ -117,6 +119,9 @@ __all__ = [
     "analyse",
     "hidden_layers",
     "compressible_layers",
+    "Group",
+    "coupled_groups",
+    "compress_group",
     "Budget",
     "keep_widths",
     "budget_widths",

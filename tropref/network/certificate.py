@@ -69,6 +69,8 @@ def network_certificate(
     *,
     inputs: Array | None = None,
     input_radius: float | None = None,
+    earlier: np.ndarray | None = None,
+    original: Network | None = None,
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """Compose per-layer certificates into a bound on the change of the network's outputs.
 
@@ -101,6 +103,12 @@ def network_certificate(
     inputs, input_radius
         The input domain: the box spanned by ``inputs``, or ``|x_i| <= input_radius``
         (see :func:`input_box`).
+    earlier : numpy.ndarray, optional
+        Per output, a bound on the change that ``work`` itself carries from an earlier
+        step (the coupled groups compressed before the hidden layers,
+        :func:`tropref.network.coupled.groups_certificate`): added before the cap.
+    original : Network, optional
+        With ``earlier``: the network before that step, whose output box the cap spans.
 
     Returns
     -------
@@ -150,14 +158,14 @@ def network_certificate(
     lo, hi, domain = box
     host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
     shapes = output_shapes(host, lo.shape)
-    if not layer_certificates:
+    if not layer_certificates and earlier is None:
         return np.zeros(int(np.prod(shapes[-1]))), {}, domain
     if any(v is None for v in layer_certificates.values()):
         return None, {}, domain
     comp = map_arrays(compressed, lambda a: to_numpy(a).astype(np.float64))
     with np.errstate(over="ignore", invalid="ignore"):
         boxes = node_bounds(comp, lo, hi)
-        total = None
+        total = earlier
         shares = {}
         for g, beta in sorted(layer_certificates.items()):
             (src,) = comp.sources(g)
@@ -168,7 +176,8 @@ def network_certificate(
             e = carry_bound(host, next_layer[g], beta * rho, shapes, tuple(lo.shape))
             shares[g] = float(np.max(e))
             total = e if total is None else total + e
-        (lo_f, hi_f), (lo_c, hi_c) = node_bounds(host, lo, hi)[-1], boxes[-1]
+        reference = host if original is None else map_arrays(original, lambda a: to_numpy(a).astype(np.float64))
+        (lo_f, hi_f), (lo_c, hi_c) = node_bounds(reference, lo, hi)[-1], boxes[-1]
         span = (np.maximum(hi_f, hi_c) - np.minimum(lo_f, lo_c)).reshape(-1)
         bound = np.minimum(total, span)
         top = int(np.argmax(bound))

@@ -31,6 +31,7 @@ import numpy as np
 from .._array import Array, namespace, resolve_seed
 from ..methods import check_method
 from .certificate import certificate_step, network_certificate
+from .coupled import Group, compress_group, coupled_groups, group_keys, group_widths, groups_certificate
 from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
 from .layers import Conv2d, Dense
@@ -56,6 +57,7 @@ def compress_network(
     max_patches: int = 4096,
     progress: bool | Callable[[str], None] | None = None,
     certify: bool = True,
+    coupled: bool = False,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
     """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
@@ -104,6 +106,16 @@ def compress_network(
         Compute the network certificate when an input domain is given (``inputs`` or
         ``input_radius``); ``False`` skips its interval bounds, the costliest part of the
         report (the measured error on ``inputs`` is still computed).
+    coupled : bool
+        Also compress the coupled channel groups (:mod:`tropref.network.coupled`): the
+        channels that meet in an addition, as the residual stream of a ResNet, each group
+        with one partition shared by all the layers that write it, and every reader
+        rewritten. ``keep`` applies to each group as to a hidden layer (a mapping names a
+        group by any of its producers). The groups are compressed first, on the original
+        weights, then the hidden layers. Needs a data-free method; a :class:`Budget` does
+        not allocate over groups yet. Off by default: on the shipped ResNet-20 the inner
+        channels alone keep more of the function at the same parameter count
+        (``docs/results.md``, section 11).
     **options
         Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
 
@@ -146,6 +158,7 @@ def compress_network(
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
     targets = [g for g in structure.compressible if structure.origin(g) not in skipped]
+    groups = _groups(structure, skipped, keep) if coupled else []
 
     # one hidden layer compressed, with its own seed and options, in the walk and in the budget's probes alike
     step = _naming_layer(partial(_compress_in_part, method=method, seed=seed, max_patches=max_patches, options=options))
@@ -154,7 +167,27 @@ def compress_network(
     if isinstance(keep, Budget):
         ks = budget_widths(structure, keep, targets, _prober(structure, step, data))
     else:
-        ks = keep_widths(keep, structure, targets)
+        ks = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
+    group_ks = group_widths(keep, groups, net, structure.origin)
+
+    # 3a. the coupled groups, each with one partition, on the original weights
+    original = structure
+    states, done_groups, group_info = [work], [], {}
+    for t, k in group_ks.items():
+        if k >= groups[t].units:
+            continue
+        t1, layers = time.perf_counter(), list(states[-1].layers)
+        errors, scale, info = _compress_group(layers, states[-1], groups[t], k, structure, method, seed, options)
+        states.append(states[-1].replace_layers(layers))
+        done_groups.append((groups[t], errors, scale, info["assignment"]))
+        seconds = time.perf_counter() - t1
+        for p in groups[t].producers:
+            group_info[p] = dict(certificate=float(np.max(errors[p])), info=info, time=seconds / len(errors))
+        label, width = groups[t].label(work), layers[groups[t].producers[0]].units
+        say_layer(say, len(done_groups), len(group_ks), label, groups[t].units, width, None, seconds, None)
+    if done_groups:
+        structure = structure.with_layers(states[-1].layers)
+        work = structure.work
 
     # 3. compress the hidden layers front to back, each segment's chain edited in place
     chains = [list(part.chain.layers) for part in structure.parts]
@@ -190,14 +223,7 @@ def compress_network(
         inputs,
         input_radius,
         len(work.layers),
-        lambda: network_certificate(
-            work,
-            result,
-            {g: v["certificate_vector"] for g, v in layer_info.items()},
-            {g: structure.next_layer(g) for g in layer_info},
-            inputs=inputs,
-            input_radius=input_radius,
-        ),
+        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius),
     )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
@@ -205,7 +231,7 @@ def compress_network(
     report = network_report(
         net,
         final,
-        layer_reports(structure, result, skipped, layer_info, bounds),
+        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups)),
         inputs,
         method=method,
         seed=seed,
@@ -217,6 +243,67 @@ def compress_network(
         input_shape=structure.input_shape,
     )
     return final, report
+
+
+def _certificate(
+    structure: Structure,
+    states: Sequence[Network],
+    done_groups: Sequence[tuple],
+    result: Network,
+    layer_info: Mapping[int, Mapping[str, Any]],
+    inputs: Array | None,
+    input_radius: float | None,
+) -> tuple[np.ndarray | None, dict[int, float], str]:
+    """The network certificate: the coupled groups' share (from the original to
+    ``structure.work``), then the hidden layers' (from it to ``result``), capped once."""
+    earlier, shares = None, {}
+    if done_groups:
+        earlier, per_group = groups_certificate(
+            states, *zip(*done_groups, strict=True), inputs=inputs, input_radius=input_radius
+        )
+        shares = {p: share for (group, *_), share in zip(done_groups, per_group, strict=True) for p in group.producers}
+        if earlier is None:
+            return None, {}, "the coupled groups' bound is not finite (certificate unavailable)"
+    bound, layer_shares, domain = network_certificate(
+        structure.work,
+        result,
+        {g: v["certificate_vector"] for g, v in layer_info.items()},
+        {g: structure.next_layer(g) for g in layer_info},
+        inputs=inputs,
+        input_radius=input_radius,
+        earlier=earlier,
+        original=states[0] if done_groups else None,
+    )
+    return bound, {**layer_shares, **shares}, domain
+
+
+def _groups(structure: Structure, skipped: set[int], keep: Any) -> list[Group]:
+    """The coupled groups of the work graph that ``coupled=True`` compresses: every group
+    but those with a skipped producer (a :class:`Budget` does not allocate over groups)."""
+    if isinstance(keep, Budget):
+        raise ValueError("`coupled=True` takes a fraction or a mapping for `keep`, not a Budget (not allocated yet)")
+    return [g for g in coupled_groups(structure.work) if not any(structure.origin(p) in skipped for p in g.producers)]
+
+
+def _unchanged(groups: Sequence[Group]) -> dict[int, str]:
+    """Why each producer of a group that cannot be compressed is left as it is."""
+    return {p: f"its coupled group cannot be compressed ({g.why})" for g in groups if g.why for p in g.producers}
+
+
+def _without(keep: Any, keys: set[Any]) -> Any:
+    """``keep`` without the keys that name coupled groups (a fraction as it is)."""
+    return {k: v for k, v in keep.items() if k not in keys} if isinstance(keep, Mapping) else keep
+
+
+def _compress_group(
+    layers: list, net: Network, group: Group, k: int, structure: Structure, method: str, seed: int, options: dict
+) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
+    """:func:`compress_group` with the seed of its first producer, naming the group in its errors."""
+    first = structure.origin(group.producers[0])
+    try:
+        return compress_group(layers, net, group, k, method=method, seed=_layer_seed(seed, first), options=options)
+    except ValueError as exc:
+        raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
 
 
 def _input_shape(net: Network, data: Array | None, inputs: Array | None) -> tuple[int, ...] | None:

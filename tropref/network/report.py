@@ -212,12 +212,14 @@ def layer_reports(
     skipped: set[int],
     layer_info: Mapping[int, Mapping[str, Any]],
     bounds: Mapping[int, float],
+    unchanged: Mapping[int, str] | None = None,
 ) -> list[LayerReport]:
     """One :class:`LayerReport` per dense and convolutional layer, in the user's order.
 
     ``compressed`` is the work graph after the walk (same indices as ``structure.work``),
     ``layer_info[g]`` what the walk recorded for compressed layer ``g`` and ``bounds[g]``
-    its share of the network certificate.
+    its share of the network certificate; ``unchanged[g]`` says why the coupled group of
+    layer ``g`` was left unchanged when one was asked for (``coupled=True``).
     """
     net, work = structure.net, structure.work
     try:
@@ -233,6 +235,8 @@ def layer_reports(
             h = part.hidden.get(i)
             if g in layer_info:
                 status = "compressed"
+            elif g in (unchanged or {}):
+                status = f"coupled: {part.coupled}; left unchanged: {unchanged[g]}"
             elif i == lin[-1]:
                 status = "classifier" if part.coupled is None else f"coupled: {part.coupled}; left unchanged"
             elif o in skipped:

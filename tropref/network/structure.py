@@ -27,6 +27,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -364,6 +365,19 @@ class Structure:
         """The work index of the layer that reads hidden layer ``g``."""
         part, _ = self.locate(g)
         return part.at[self.hidden(g).j]
+
+    def with_layers(self, layers: Sequence[Any]) -> Structure:
+        """The same structure over other work layers of the same kinds in the same places
+        (widths may differ, as after compressing a coupled group): every part's chain holds
+        the new layers and its input shape follows."""
+        work = self.work.replace_layers(layers)
+        shapes = None if work.input_shape is None else output_shapes(work)
+        parts = []
+        for part in self.parts:
+            src = part.segment.source
+            shape = None if shapes is None else (work.input_shape if src < 0 else shapes[self.moved[src]])
+            parts.append(replace(part, chain=Network(tuple(layers[g] for g in part.at), shape)))
+        return replace(self, work=work, parts=tuple(parts))
 
     @property
     def compressible(self) -> list[int]:

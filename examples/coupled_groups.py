@@ -1,0 +1,135 @@
+"""ResNet-20 with its residual stream compressed, beside its inner channels alone (docs/results.md, section 11).
+
+    python examples/coupled_groups.py [--images N] [--seeds 0 1 2] [--out FILE.md]
+
+Compresses the shipped ``resnet20`` two ways with every data-free method:
+
+- *inner*: the channels inside the residual blocks (``compress_network(net, q)``, the
+  default scope; section 10 of ``docs/results.md``);
+- *whole*: the same and the three residual streams, each a coupled group compressed with
+  one partition (``compress_network(net, q, coupled=True)``).
+
+For each, the accuracy on the test split, the agreement with the original's predictions,
+the relative logit error ``‖f − f̂‖ / ‖f‖`` and the parameters and MACs kept. Then the
+question that decides the default scope: at the *same parameter count*, which keeps more
+of the function? For every whole-network width, the inner-only fraction with the closest
+parameter count not above it is found (bisection on ``q``) and compressed too.
+
+Methods that draw random numbers are run with every seed of ``--seeds`` (mean ± std);
+TropNNC, CUP, Neuron Merging and L1 are deterministic (seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from tropref.experiments import evaluation_data, load_model, predict
+from tropref.network import compress_network, count_macs, count_params
+
+METHODS = {  # label: (method, options, seeded)
+    "tropnnc": ("tropnnc", {}, False),
+    "tropnnc, no correction": ("tropnnc", {"correct": "none", "outgoing": 0}, False),
+    "model_folding": ("model_folding", {}, True),
+    "model_folding_ar": ("model_folding_ar", {}, True),
+    "cup": ("cup", {}, False),
+    "neuron_merging": ("neuron_merging", {}, False),
+    "l1": ("l1", {}, False),
+}
+FRACTIONS = (0.75, 0.5, 0.3)
+
+
+def _scores(net, small, x, y, f):
+    g = predict(small, x)
+    acc, agree = 100 * np.mean(g.argmax(1) == y), 100 * np.mean(g.argmax(1) == f.argmax(1))
+    return acc, agree, float(np.linalg.norm(f - g) / np.linalg.norm(f))
+
+
+def _cell(values):
+    a = np.asarray(values)
+    return f"{a.mean():.2f}" if a.size == 1 else f"{a.mean():.2f} ± {a.std():.2f}"
+
+
+def _matching_inner(net, params):
+    """The inner-only fraction whose compressed network has the most parameters <= ``params``."""
+    lo, hi = 0.01, 1.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        small, _ = compress_network(net, mid, method="l1", seed=0, certify=False, progress=False)
+        lo, hi = (mid, hi) if count_params(small) <= params else (lo, mid)
+    return lo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", help="also write the tables to this Markdown file")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    x, y, name = evaluation_data()
+    x, y = x[: args.images], y[: args.images]
+    net, _ = load_model("resnet20")
+    f = predict(net, x)
+    shape = tuple(x.shape[1:])
+    p0, m0 = count_params(net), count_macs(net, shape)
+    lines = [
+        f"`resnet20` on {name} ({len(y)} images; original {100 * np.mean(f.argmax(1) == y):.2f} %). "
+        "Cells: accuracy % / agreement % / relative logit error.",
+        "",
+    ]
+    scopes = {"inner": {}, "whole": {"coupled": True}}
+    header = "| scope | kept | params | MACs | " + " | ".join(f"`{m}`" for m in METHODS) + " |"
+    rows = [header, "|---" * (4 + len(METHODS)) + "|"]
+    matched = []
+    for q in FRACTIONS:
+        for scope, extra in scopes.items():
+            cells, size = [], None
+            for method, options, seeded in METHODS.values():
+                runs = []
+                for seed in args.seeds if seeded else [0]:
+                    small, _ = compress_network(
+                        net, q, method=method, seed=seed, certify=False, progress=False, **extra, **options
+                    )
+                    runs.append(_scores(net, small, x, y, f))
+                    size = (count_params(small), count_macs(small, shape))
+                acc, agree, rel = zip(*runs, strict=True)
+                cells.append(f"{_cell(acc)} / {_cell(agree)} / {_cell(rel).split(' ±')[0]}")
+            params, macs = size
+            rows.append(
+                f"| {scope} | {q:.0%} | {params:,} ({params / p0:.1%}) | {macs / m0:.1%} | " + " | ".join(cells) + " |"
+            )
+            if scope == "whole":
+                matched.append((q, params))
+            print(rows[-1], flush=True)
+    lines += rows
+    lines += [
+        "",
+        "At the same parameter count: TropNNC (default options) on the whole network at a fraction, "
+        "and on the inner channels alone at the fraction whose parameters are closest below.",
+        "",
+        "| whole-network fraction | params | TropNNC whole | inner fraction | params | TropNNC inner |",
+        "|---|---|---|---|---|---|",
+    ]
+    for q, params in matched:
+        qi = _matching_inner(net, params)
+        whole, _ = compress_network(net, q, seed=0, certify=False, progress=False, coupled=True)
+        inner, _ = compress_network(net, qi, seed=0, certify=False, progress=False)
+        sw, si = _scores(net, whole, x, y, f), _scores(net, inner, x, y, f)
+        lines.append(
+            f"| {q:.0%} | {count_params(whole):,} | {sw[0]:.2f} / {sw[1]:.1f} / {sw[2]:.3f} | {qi:.3f} | "
+            f"{count_params(inner):,} | {si[0]:.2f} / {si[1]:.1f} / {si[2]:.3f} |"
+        )
+        print(lines[-1], flush=True)
+    lines += ["", f"({time.perf_counter() - t0:.0f} s)"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Coupled channel groups (tropref.network.coupled): found where channels meet, compressed
+with one partition, exact where channels are duplicates, and certified."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_graph import residual_graphs
+
+from tropref import Budget
+from tropref.experiments import load_model
+from tropref.network import (
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Network,
+    ReLU,
+    analyse,
+    compress_network,
+    forward,
+)
+from tropref.network.coupled import compress_group, coupled_groups
+
+
+def _stream_net(rng, n=4, dup=True, d=3, hidden=5, scaled=True):
+    """A stem writing ``n`` stream channels (``2n`` when ``dup``: every channel twice, the
+    copy scaled by 0.5 .. 2 when ``scaled``), two residual blocks adding to it, a classifier
+    reading it."""
+    scale = rng.uniform(0.5, 2.0, size=n) if scaled else np.ones(n)
+
+    def rows(m_in):
+        W, b = rng.normal(size=(n, m_in)), rng.normal(size=n)
+        if not dup:
+            return W, b
+        return np.concatenate([W, scale[:, None] * W]), np.concatenate([b, scale * b])
+
+    layers, inputs = [Dense(*rows(d), name="stem"), ReLU()], [(-1,), (0,)]
+    stream, width = 1, 2 * n if dup else n
+    for blk in range(2):
+        Vin = rng.normal(size=(hidden, width))
+        layers += [
+            Dense(Vin, rng.normal(size=hidden), name=f"b{blk}_in"),
+            ReLU(),
+            Dense(*rows(hidden), name=f"b{blk}_out"),
+            Add(),
+            ReLU(),
+        ]
+        at = len(inputs)
+        inputs += [(stream,), (at,), (at + 1,), (at + 2, stream), (at + 3,)]
+        stream = at + 4
+    layers.append(Dense(rng.normal(size=(2, width)), name="fc"))  # read any way: the fold is exact
+    inputs.append((stream,))
+    return Network(layers, (d,), inputs)
+
+
+def test_groups_of_resnet20_are_its_three_streams():
+    net, _ = load_model("resnet20")
+    work = analyse(net).work
+    groups = coupled_groups(work)
+    assert [g.units for g in groups] == [16, 32, 64]
+    assert all(g.why is None for g in groups)
+    names = [[work.label(p).split("'")[1] for p in g.producers] for g in groups]
+    assert names[0] == ["stem", "s1b1_conv2", "s1b2_conv2", "s1b3_conv2"]
+    assert names[1] == ["s2b1_conv2", "s2b1_down", "s2b2_conv2", "s2b3_conv2"]
+    readers = [work.label(r).split("'")[1] for r, _ in groups[2].readers]
+    assert readers == ["s3b2_conv1", "s3b3_conv1", "fc"]  # the classifier through the pooling and flatten
+    assert groups[2].readers[-1][1] is not None
+
+
+def test_group_why_names_what_is_in_the_way():
+    I = np.eye(2)
+    to_input = Network([Dense(I), Add()], (2,), [(-1,), (0, -1)])
+    (g,) = coupled_groups(to_input)
+    assert "network's input" in g.why
+    assert "network's output" in g.why
+    concat = Network(
+        [Dense(I), ReLU(), Dense(I), Add(), Concat(), Dense(np.ones((1, 4)))],
+        (2,),
+        [(-1,), (0,), (1,), (2, 1), (3, 1), (4,)],
+    )
+    assert "Concat" in coupled_groups(concat)[0].why
+    bn = BatchNorm(np.zeros(2), np.ones(2), np.ones(2), np.zeros(2))
+    preact = Network(
+        [Dense(I), Dense(I), Add(), bn, ReLU(), Dense(np.ones((1, 2)))], (2,), [(-1,), (0,), (1, 0), (2,), (3,), (4,)]
+    )
+    assert "BatchNorm" in coupled_groups(preact)[0].why
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "scaled"),
+    [("tropnnc", {}, True), ("tropnnc", {"variant": "paper"}, True), ("model_folding", {}, False), ("cup", {}, False)],
+)
+def test_duplicated_stream_channels_merge_exactly(method, options, scaled):
+    """Copies (scaled copies for the methods that fold with a scale) merge with no error."""
+    rng = np.random.default_rng(0)
+    net = _stream_net(rng, scaled=scaled)
+    x = rng.normal(size=(50, 3))
+    small, report = compress_network(net, {"stem": 4}, method=method, seed=0, coupled=True, inputs=x, **options)
+    assert small.layers[0].W.shape == (4, 3)
+    assert small.layers[-1].W.shape == (2, 4)
+    assert report.measured_error < 1e-9
+    assert report.certificate < 1e-8
+    status = {r.name: r.status for r in report.layers}
+    assert status["stem"] == status["b0_out"] == status["b1_out"] == "compressed"
+    assert status["b0_in"] == "kept"  # not named in the mapping: the inner channels keep their width
+
+
+def test_inputs_unchanged_and_hidden_layers_compressed_too():
+    rng = np.random.default_rng(1)
+    net = _stream_net(rng, dup=False, n=6)
+    before = [np.copy(layer.W) for layer in net.layers if hasattr(layer, "W")]
+    x = rng.normal(size=(40, 3))
+    small, report = compress_network(net, 0.5, seed=0, coupled=True, inputs=x)
+    widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
+    assert widths["stem"] == widths["b1_out"] == (6, 3)
+    assert widths["b0_in"] == (5, 2) or widths["b0_in"] == (5, 3)
+    assert widths["fc"] == (2, 2)
+    np.testing.assert_allclose(forward(small, x), small(x))
+    assert report.measured_error <= report.certificate
+    after = [layer.W for layer in net.layers if hasattr(layer, "W")]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    plain, _ = compress_network(net, 0.5, seed=0)
+    assert plain.layers[0].W.shape == (6, 3)  # off by default
+
+
+def test_coupled_refuses_budgets_and_data_driven_methods():
+    rng = np.random.default_rng(2)
+    net = _stream_net(rng, dup=False)
+    with pytest.raises(ValueError, match="Budget"):
+        compress_network(net, Budget(params=0.5), coupled=True)
+    with pytest.raises(ValueError, match=r"coupled group stream of 'stem'.*data"):
+        compress_network(net, 0.5, method="thinet", coupled=True, data=rng.normal(size=(20, 3)))
+
+
+def test_conv_stream_through_pooling_and_flatten_is_exact_when_duplicated():
+    rng = np.random.default_rng(3)
+    n = 3
+    W0 = rng.normal(size=(n, 2, 3, 3))
+    s = rng.uniform(0.5, 2, size=n)[:, None, None, None]
+    W2 = rng.normal(size=(n, 4, 3, 3))
+    layers = [
+        Conv2d(np.concatenate([W0, s * W0]), padding=(1, 1, 1, 1), name="stem"),
+        ReLU(),
+        Conv2d(rng.normal(size=(4, 2 * n, 3, 3)), rng.normal(size=4), padding=(1, 1, 1, 1)),
+        ReLU(),
+        Conv2d(np.concatenate([W2, s * W2]), padding=(1, 1, 1, 1)),
+        Add(),
+        ReLU(),
+        AvgPool2d((2, 2)),
+        Flatten(),
+        Dense(rng.normal(size=(3, 2 * n * 4))),
+    ]
+    inputs = [(-1,), (0,), (1,), (2,), (3,), (4, 1), (5,), (6,), (7,), (8,)]
+    net = Network(layers, (2, 4, 4), inputs)
+    x = rng.normal(size=(10, 2, 4, 4))
+    small, report = compress_network(net, {"stem": n}, seed=0, coupled=True, inputs=x)
+    assert small.layers[-1].W.shape == (3, n * 4)
+    assert report.measured_error < 1e-9
+    assert report.certificate < 1e-8
+
+
+@settings(max_examples=30, deadline=None)
+@given(residual_graphs(), st.sampled_from([0.3, 0.6, 1.0]), st.sampled_from(["tropnnc", "model_folding", "l1"]))
+def test_certificate_holds_with_coupled_groups_on_random_residual_graphs(case, keep, method):
+    net, x = case
+    small, report = compress_network(net, keep, method=method, seed=0, inputs=x, coupled=True)
+    err = np.abs(forward(small, x) - forward(net, x))
+    if report.certificate is not None:
+        assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)
+    if keep == 1.0:
+        assert report.measured_error <= 1e-9
+
+
+def test_group_errors_bound_each_producer_against_an_independent_expansion():
+    rng = np.random.default_rng(4)
+    net = _stream_net(rng, dup=False, n=6)
+    work = analyse(net).work
+    (group,) = coupled_groups(work)
+    layers = list(work.layers)
+    errors, scale, info = compress_group(layers, work, group, 3, method="tropnnc", seed=0, options={})
+    labels = info["assignment"]
+    for p in group.producers:  # the compressed producer, read through the fold, against the original rows
+        old, new = work.layers[p], layers[p]
+        expanded = scale[:, None] * np.hstack([new.W, new.b[:, None]])[labels]
+        diff = np.hstack([old.W, old.b[:, None]]) - expanded
+        np.testing.assert_allclose(errors[p], np.linalg.norm(diff, axis=1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_certificate_holds_when_a_producer_reads_its_own_group(seed):
+    """``s' = relu(W s + s)``: the branch's one layer both reads and writes the stream."""
+    rng = np.random.default_rng(seed)
+    n, d = 6, 3
+    layers = [Dense(rng.normal(size=(n, d)), rng.normal(size=n)), ReLU()]
+    inputs = [(-1,), (0,)]
+    for _ in range(2):
+        at = len(layers)
+        layers += [Dense(rng.normal(size=(n, n)) / 2, rng.normal(size=n)), Add(), ReLU()]
+        inputs += [(at - 1,), (at, at - 1), (at + 1,)]
+    layers.append(Dense(rng.normal(size=(2, n))))
+    inputs.append((len(layers) - 2,))
+    net = Network(layers, (d,), inputs)
+    (group,) = coupled_groups(net)
+    assert set(group.producers) & {r for r, _ in group.readers}  # read and written by the same layers
+    x = rng.normal(size=(200, d)) * 3
+    small, report = compress_network(net, 0.5, seed=0, coupled=True, inputs=x)
+    assert small.layers[0].W.shape == (3, d)
+    err = np.abs(forward(small, x) - forward(net, x))
+    assert np.all(err <= report.certificate_per_output * (1 + 1e-9) + 1e-12)
+    assert report.measured_error > 0
+
+
+# --------------------------------------------------------------------------- the adapters
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_torch_resnet18_streams_compressed_written_back_and_reloaded(in_place):
+    torch = pytest.importorskip("torch")
+    import io
+
+    from torch_resnets import randomise_batchnorm, resnet18
+
+    from tropref.adapters.torch import compress, from_torch, load_compressed
+
+    torch.manual_seed(0)
+    model = randomise_batchnorm(resnet18(width=8, num_classes=5)).double().eval()
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small, report = compress(model, 0.5, inputs=x, coupled=True, progress=False, in_place=in_place)
+    status = {r.name: r.status for r in report.layers}
+    assert status["layer1.0.conv2"] == status["conv1"] == status["layer2.0.downsample.0"] == "compressed"
+    assert status["fc"] == "classifier"
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input is untouched
+    # the written-back model computes what tropref's compressed network computes
+    net = from_torch(model, input_shape=(3, 32, 32), dtype=np.float64)
+    ref, _ = compress_network(net, 0.5, coupled=True, inputs=x.numpy(), progress=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(small(x).numpy(), forward(ref, x.numpy()), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            float(np.max(np.abs(small(x).numpy() - model(x).numpy()))), report.measured_error, rtol=1e-6
+        )
+    widths = {r.name: r.width_after for r in report.layers}
+    assert widths["conv1"] == 4
+    assert widths["layer4.1.conv2"] == widths["layer4.0.downsample.0"] == 32
+    if in_place:
+        assert small.conv1.out_channels == 4
+        assert small.layer4[1].conv2.out_channels == 32
+    assert report.certificate is None or report.certificate >= report.measured_error
+    if in_place:  # the user's own class, reloaded from a saved state
+        buf = io.BytesIO()
+        torch.save(small.state_dict(), buf)
+        buf.seek(0)
+        again = load_compressed(resnet18(width=8, num_classes=5).double(), torch.load(buf, weights_only=True))
+        with torch.no_grad():
+            assert torch.equal(again.eval()(x), small(x))
+
+
+def test_torch_preact_resnet_groups_left_unchanged_with_the_reason():
+    torch = pytest.importorskip("torch")
+    from torch_resnets import PreActResNet, randomise_batchnorm
+
+    from tropref.adapters.torch import compress
+
+    torch.manual_seed(1)
+    model = randomise_batchnorm(PreActResNet()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    small, report = compress(model, 0.5, inputs=x, coupled=True, progress=False)
+    status = {r.name: r.status for r in report.layers}
+    for name in ("conv1", "blocks.0.conv2", "blocks.2.shortcut", "blocks.3.conv2"):
+        assert "left unchanged" in status[name], status[name]
+        assert "pre-activation" in status[name], status[name]
+    assert status["blocks.0.conv1"] == "compressed"  # the inner channels are still compressed
+    with torch.no_grad():
+        assert float((small(x) - model(x)).abs().max()) == pytest.approx(report.measured_error, rel=1e-5, abs=1e-6)
+
+
+def test_keras_resnet50_streams_compressed():
+    keras = pytest.importorskip("keras")
+    from test_adapters_keras_graph import _np, _randomise_bn
+
+    from tropref.adapters.keras import compress
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    _randomise_bn(model.layers)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    small, report = compress(model, 0.5, inputs=x, coupled=True, progress=False)
+    status = {r.name: r.status for r in report.layers}
+    for name in ("conv1_conv", "conv2_block1_0_conv", "conv2_block1_3_conv", "conv5_block3_3_conv"):
+        assert status[name] == "compressed", (name, status[name])
+    widths = {r.name: r.width_after for r in report.layers}
+    assert widths["conv2_block3_3_conv"] == widths["conv2_block1_0_conv"] == 128  # 256 stream channels halved
+    out = _np(small(x))
+    assert float(np.max(np.abs(out - _np(model(x))))) == pytest.approx(report.measured_error, rel=1e-4, abs=1e-6)

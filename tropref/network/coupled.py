@@ -1,0 +1,420 @@
+"""Coupled channel groups: channels that meet in an addition, compressed with one partition.
+
+In a residual network the outputs of several layers are added: the stem and every block's
+last convolution of a ResNet stage write the same channels (the *residual stream*), and
+every block of the stage reads them. Such channels cannot be merged one layer at a time.
+A **coupled group** (``docs/theory.md``, section 8) is
+
+- its *members*: the additions and the channel-wise ops between them (ReLU, pooling,
+  dropout, identity), every node whose output carries the group's channels;
+- its *producers*: the dense and convolutional layers whose outputs (BatchNorms folded)
+  are members' inputs;
+- its *readers*: the dense and convolutional layers that read a member (directly, or
+  through a flatten).
+
+:func:`compress_group` clusters the channels once, over the producers' concatenated
+generators ``g_j = (w_{1,j}, b_{1,j}, ..., w_{P,j}, b_{P,j})``, with any data-free method
+of :func:`tropref.compress_layer`: every producer keeps one merged row per cluster,
+``g_j ≈ f_j g̃_{C(j)}`` with one scale ``f_j >= 0`` per channel shared by all producers, and
+every reader's columns are folded (``Σ_{j ∈ C} f_j V[:, j]``). ReLU, pooling and addition
+commute with a non-negative per-channel scale, so the stream of the compressed network is
+exactly the merged stream: channel ``j`` of the original is read as ``f_j`` times channel
+``C(j)``. The only approximation is in the producers, by at most
+``‖g_{p,j} − f_j g̃_{p,C(j)}‖ ‖(patch, 1)‖`` per output (:func:`group_errors`), which is
+what the network certificate carries to the outputs (:func:`groups_certificate`).
+
+Groups that touch the network's input or output, a concatenation, or a layer that does
+not act channel by channel (a BatchNorm reading the stream, as in a pre-activation ResNet)
+are left unchanged, and :attr:`Group.why` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .._array import Array, to_numpy
+from ..compress import compress_layer
+from .bounds import carry_bound, max_patch_norm, node_bounds
+from .certificate import input_box
+from .graph import Network, map_arrays, network_namespace
+from .layers import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Identity, MaxPool2d, ReLU
+from .shapes import output_shapes
+from .widths import fraction, k_of
+
+__all__ = ["Group", "coupled_groups", "compress_group", "group_widths"]
+
+_MEMBERS = (Add, ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)
+"""Nodes that carry the group's channels: each acts channel by channel, commutes with a
+non-negative per-channel scale, and maps zero to zero."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One coupled channel group of a network (indices in that network).
+
+    Attributes
+    ----------
+    producers : tuple of int
+        The dense/convolutional layers writing the group's channels, in order.
+    members : tuple of int
+        The additions and channel-wise nodes carrying them.
+    readers : tuple of (int, int or None)
+        Each dense/convolutional layer reading a member, and the flatten it reads through
+        (None: it reads the member directly).
+    units : int
+        The channels of the group.
+    why : str or None
+        Why the group cannot be compressed (None: it can).
+    """
+
+    producers: tuple[int, ...]
+    members: tuple[int, ...]
+    readers: tuple[tuple[int, int | None], ...]
+    units: int
+    why: str | None = None
+
+    def label(self, net: Network) -> str:
+        """The group named by its first producer and how many more there are."""
+        more = len(self.producers) - 1
+        return f"stream of {net.label(self.producers[0])}" + (f" (+{more} producers)" if more else "")
+
+
+def coupled_groups(net: Network) -> list[Group]:
+    """The coupled channel groups of ``net``: one per connected set of additions, and one per
+    branch (a layer whose channels several layers read, through channel-wise nodes only).
+
+    Starting from every :class:`~tropref.network.Add` (or a branching layer's readers), the
+    members are collected through the channel-wise nodes both ways; the dense and
+    convolutional layers met on the way in are the producers, those met on the way out the
+    readers (see the module notes). Sorted by their first producer.
+
+    Examples
+    --------
+    Two residual blocks on a stream written by a stem; the classifier reads it.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> I = np.eye(3)
+    >>> net = Network([Dense(I), ReLU(), Dense(I), ReLU(), Dense(I), Add(), ReLU(), Dense(np.ones((2, 3)))],
+    ...               inputs=[(-1,), (0,), (1,), (2,), (3,), (4, 1), (5,), (6,)])
+    >>> (g,) = coupled_groups(net)
+    >>> g.producers, g.members, g.readers, g.units, g.why
+    ((0, 4), (1, 5, 6), ((2, None), (7, None)), 3, None)
+    """
+    users = net.users()
+    seen: set[int] = set()
+    groups = []
+    for start, layer in enumerate(net.layers):
+        if isinstance(layer, Add) and start not in seen:
+            group = _collect(net, users, [start])
+            seen.update(group.members)
+            groups.append(group)
+    producers = {p for g in groups for p in g.producers}
+    for p, layer in enumerate(net.layers):  # a branch: one layer's channels read by several layers
+        after = users[p]
+        if isinstance(layer, (Dense, Conv2d)) and p not in producers and after and not seen.intersection(after):
+            if all(isinstance(net.layers[u], _MEMBERS) for u in after):
+                group = _collect(net, users, after)
+                if len(group.readers) > 1 and group.producers == (p,):
+                    seen.update(group.members)
+                    groups.append(group)
+    return sorted(groups, key=lambda g: g.producers)
+
+
+def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Group:
+    """The group holding the members ``starts``: members, producers, readers, or why not."""
+    members, producers, readers, why = set(starts), set(), set(), []
+    todo = list(starts)
+    while todo:
+        i = todo.pop()
+        for p in net.sources(i):  # the way in
+            if p < 0:
+                why.append("it adds the network's input")
+            elif isinstance(net.layers[p], (Dense, Conv2d)):
+                producers.add(p)
+            elif isinstance(net.layers[p], _MEMBERS):
+                if p not in members:
+                    members.add(p)
+                    todo.append(p)
+            else:
+                why.append(f"{net.label(p)} writes it")
+        if i == len(net.layers) - 1:
+            why.append("it is the network's output")
+        for u in users[i]:  # the way out
+            if isinstance(net.layers[u], (Dense, Conv2d)):
+                readers.add((u, None))
+            elif isinstance(net.layers[u], _MEMBERS):
+                if u not in members:
+                    members.add(u)
+                    todo.append(u)
+            elif isinstance(net.layers[u], Flatten) and (dense := _dense_after(net, users, u)) is not None:
+                readers.add((dense, u))
+            else:
+                why.append(f"{net.label(u)} reads it")
+    for p in producers:  # a producer's output read by anything but members and readers
+        for u in users[p]:
+            if u not in members and not isinstance(net.layers[u], (Dense, Conv2d)):
+                why.append(f"{net.label(u)} reads {net.label(p)}")
+            elif u not in members:
+                readers.add((u, None))
+    if any(isinstance(net.layers[u], BatchNorm) for i in members | producers for u in users[i]):
+        why.append("a BatchNorm on the stream (a pre-activation block) does not commute with merging its channels")
+    units = {net.layers[p].units for p in producers}
+    if len(units) > 1:
+        why.append(f"its producers have {sorted(units)} channels")
+    return Group(
+        tuple(sorted(producers)),
+        tuple(sorted(members)),
+        tuple(sorted(readers)),
+        units.pop() if len(units) == 1 else 0,
+        "; ".join(dict.fromkeys(why)) or None,
+    )
+
+
+def _dense_after(net: Network, users: list[list[int]], flatten: int) -> int | None:
+    """The dense layer that alone reads ``flatten`` (through dropout and identities), if any."""
+    i = flatten
+    while len(users[i]) == 1:
+        i = users[i][0]
+        if isinstance(net.layers[i], Dense):
+            return i
+        if not isinstance(net.layers[i], (Dropout, Identity)):
+            return None
+    return None
+
+
+def group_widths(
+    keep: Any, groups: Sequence[Group], net: Network, origin: Callable[[int], int] | None = None
+) -> dict[int, int]:
+    """Channels each compressible group keeps (by its position in ``groups``): from a fraction
+    ``q`` (``max(1, round(q n))``) or from a mapping naming any of its producers (index in
+    ``net`` or name; groups not named keep their width). ``origin`` maps the groups' layer
+    indices to ``net``'s (the identity by default).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> I = np.eye(4)
+    >>> net = Network([Dense(I, name="stem"), ReLU(), Dense(I), Add(), ReLU(), Dense(np.ones((2, 4)))],
+    ...               inputs=[(-1,), (0,), (1,), (2, 1), (3,), (4,)])
+    >>> groups = coupled_groups(net)
+    >>> group_widths(0.5, groups, net), group_widths({"stem": 3}, groups, net), group_widths({}, groups, net)
+    ({0: 2}, {0: 3}, {0: 4})
+    """
+    out = {}
+    for t, group in enumerate(groups):
+        if group.why is not None:
+            continue
+        n = group.units
+        if not isinstance(keep, Mapping):
+            out[t] = max(1, min(n, math.floor(fraction(keep, "keep") * n + 0.5)))
+            continue
+        named = [key for key in keep if _names(net, key) in _origins(group, origin)]
+        out[t] = k_of(keep[named[0]], n, f"keep[{named[0]!r}]") if named else n
+    return out
+
+
+def group_keys(
+    keep: Any, groups: Sequence[Group], net: Network, origin: Callable[[int], int] | None = None
+) -> set[Any]:
+    """The keys of a ``keep`` mapping that name a group's producer (not hidden layers)."""
+    if not isinstance(keep, Mapping):
+        return set()
+    producers = {p for g in groups for p in _origins(g, origin)}
+    return {key for key in keep if _names(net, key) in producers}
+
+
+def _origins(group: Group, origin: Callable[[int], int] | None) -> set[int]:
+    return {p if origin is None else origin(p) for p in group.producers}
+
+
+def _names(net: Network, key: Any) -> int | None:
+    """The index in ``net`` of the layer a ``keep`` key names (None: none)."""
+    if isinstance(key, str):
+        return next((i for i, layer in enumerate(net.layers) if getattr(layer, "name", None) == key), None)
+    return int(key) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else None
+
+
+def compress_group(
+    layers: list,
+    net: Network,
+    group: Group,
+    k: int,
+    *,
+    method: str,
+    seed: int,
+    options: Mapping[str, Any],
+) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
+    """Compress the channels of ``group`` to ``k`` with one partition (see the module notes).
+
+    ``layers`` holds ``net``'s layers and is edited in place: every producer gets its
+    merged rows, every reader its folded columns.
+
+    Returns
+    -------
+    errors : dict
+        Per producer, ``‖g_{p,j} − f_j g̃_{p,C(j)}‖`` for each original channel ``j``
+        (host float64): the producer's output channel ``j`` changes by at most that times
+        ``‖(patch, 1)‖`` of its input.
+    scale : numpy.ndarray
+        ``f_j`` per original channel, ``0`` for a channel removed (host float64).
+    info : dict
+        What the method reported, and the labels of ``C(j)`` (``"assignment"``).
+
+    Raises
+    ------
+    ValueError
+        When the method's fold does not send every channel to one kept channel with a
+        non-negative scale (a stream cannot be folded otherwise).
+
+    Examples
+    --------
+    A stream whose channels 0 and 1 are duplicates in both producers merges exactly:
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add, forward
+    >>> rng = np.random.default_rng(0)
+    >>> W, B = rng.normal(size=(3, 2)), rng.normal(size=(3, 3))
+    >>> W[1], B[1] = W[0], B[0]
+    >>> net = Network([Dense(W), ReLU(), Dense(rng.normal(size=(3, 3))), ReLU(), Dense(B), Add(), ReLU(),
+    ...                Dense(rng.normal(size=(2, 3)))], inputs=[(-1,), (0,), (1,), (2,), (3,), (4, 1), (5,), (6,)])
+    >>> (group,) = coupled_groups(net)
+    >>> layers = list(net.layers)
+    >>> errors, scale, info = compress_group(layers, net, group, 2, method="tropnnc", seed=0, options={})
+    >>> [layers[p].W.shape for p in group.producers], max(float(e.max()) for e in errors.values()) < 1e-12
+    ([(2, 2), (2, 3)], True)
+    >>> x = rng.normal(size=(5, 2))
+    >>> bool(np.allclose(forward(Network(layers, inputs=net.inputs), x), forward(net, x)))
+    True
+    """
+    xp = network_namespace(net)
+    n = group.units
+    pieces = [_generator(xp, layers[p], n) for p in group.producers]
+    G = xp.concat(pieces, axis=1)
+    views = [_reader_view(xp, layers, r, f, n) for r, f in group.readers]
+    V = xp.concat([xp.reshape(xp.moveaxis(v, 1, -1), (-1, n)) for v in views], axis=0)
+    res = compress_layer(G, None, k, W_next=V, method=method, seed=seed, fold_constants=False, **options)
+    if res.scale is None or bool(np.any(to_numpy(res.scale) < 0)):
+        raise ValueError(
+            f"{method!r} folds channels into mixtures of kept channels; a coupled group needs every "
+            "channel read as a non-negative multiple of one kept channel (use a merging method such as 'tropnnc')"
+        )
+    fold = res.fold  # (n, k')
+    host_fold = to_numpy(fold).astype(np.float64)
+    errors, at = {}, 0
+    for p, piece in zip(group.producers, pieces, strict=True):
+        width = int(piece.shape[1])
+        rows = res.W[:, at : at + width]
+        at += width
+        g = to_numpy(piece).astype(np.float64)
+        errors[p] = np.linalg.norm(g - host_fold @ to_numpy(rows).astype(np.float64), axis=1)
+        layers[p] = _with_rows(xp, layers[p], rows)
+    for r, f in group.readers:  # after the rows: a producer may read its own group
+        v = _reader_view(xp, layers, r, f, n)
+        folded = xp.moveaxis(xp.tensordot(v, fold, axes=([1], [0])), -1, 1)
+        layers[r] = _with_columns(xp, layers, r, f, folded)
+    info = {**res.info, "assignment": to_numpy(res.assignment), "producers": len(group.producers)}
+    return errors, to_numpy(res.scale).astype(np.float64), info
+
+
+def _generator(xp: Any, layer: Dense | Conv2d, n: int) -> Array:
+    """The layer's rows ``(w_j, b_j)`` flattened, ``(n, d + 1)`` (``(n, d)`` without a bias)."""
+    W = xp.reshape(layer.W, (n, -1))
+    return W if layer.b is None else xp.concat([W, layer.b[:, None]], axis=1)
+
+
+def _with_rows(xp: Any, layer: Dense | Conv2d, rows: Array) -> Dense | Conv2d:
+    k = int(rows.shape[0])
+    d = math.prod(layer.W.shape[1:])
+    W = xp.reshape(rows[:, :d], (k, *layer.W.shape[1:]))
+    return replace(layer, W=W, b=None if layer.b is None else rows[:, d])
+
+
+def _reader_view(xp: Any, layers: list, r: int, flatten: int | None, n: int) -> Array:
+    """Reader ``r``'s weights with the group's channels on axis 1: ``(m, n)``, ``(m, n, kh,
+    kw)``, or ``(m, n, s)`` after a flatten."""
+    W = layers[r].W
+    if flatten is None:
+        return W
+    m, s = int(W.shape[0]), int(W.shape[1]) // n
+    if layers[flatten].order == "channels_first":
+        return xp.reshape(W, (m, n, s))
+    return xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
+
+
+def _with_columns(xp: Any, layers: list, r: int, flatten: int | None, view: Array) -> Dense | Conv2d:
+    layer = layers[r]
+    if flatten is None:
+        return replace(layer, W=view)
+    m = int(view.shape[0])
+    if layers[flatten].order != "channels_first":
+        view = xp.permute_dims(view, (0, 2, 1))
+    return replace(layer, W=xp.reshape(view, (m, -1)))
+
+
+def groups_certificate(
+    states: Sequence[Network],
+    groups: Sequence[Group],
+    errors: Sequence[Mapping[int, np.ndarray]],
+    scales: Sequence[np.ndarray],
+    assignments: Sequence[np.ndarray],
+    *,
+    inputs: Array | None,
+    input_radius: float | None,
+) -> tuple[np.ndarray | None, list[float]]:
+    """A bound on the change of the outputs from compressing the groups one after the other.
+
+    ``states[t]`` is the network with the first ``t`` groups compressed (``states[0]`` the
+    original, BatchNorms folded). Group ``t`` changes ``states[t]`` only in its producers,
+    and, reading every member ``j`` as ``f_j`` times the merged channel, the compressed
+    network is ``states[t]`` with producer ``p``'s rows replaced by ``f_j g̃_{p,C(j)}``. Taking
+    the producers in order (telescoping), producer ``p``'s output channel ``j`` changes by at
+    most ``errors[t][p][j] ρ_p``, ``ρ_p`` the largest ``‖(patch, 1)‖`` of its input over the
+    domain in ``states[t + 1]`` (its input depends only on layers before it; a member of the
+    group itself is read as ``f_j`` times the merged channel), and that change reaches the
+    outputs through ``states[t]`` (:func:`~tropref.network.bounds.carry_bound`).
+
+    Returns the bound per output (None without an input domain, or when it is not finite)
+    and each group's share (its largest entry).
+    """
+    box = input_box(states[0], inputs, input_radius)
+    if box is None:
+        return None, []
+    lo, hi, _ = box
+    total, shares = None, []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t, group in enumerate(groups):
+            host = map_arrays(states[t], lambda a: to_numpy(a).astype(np.float64))
+            after = map_arrays(states[t + 1], lambda a: to_numpy(a).astype(np.float64))
+            shapes = output_shapes(host, lo.shape)
+            boxes = node_bounds(after, lo, hi)
+            share = None
+            for p in group.producers:
+                (src,) = host.sources(p)
+                b_lo, b_hi = (lo, hi) if src < 0 else boxes[src]
+                bound = np.maximum(np.abs(b_lo), np.abs(b_hi))
+                if src in group.members:  # the member's channel j is f_j times merged channel C(j)
+                    bound = _expanded(bound, scales[t], assignments[t])
+                rho = max_patch_norm(host.layers[p], bound)
+                e = carry_bound(host, p, errors[t][p] * rho, shapes, tuple(lo.shape))
+                share = e if share is None else share + e
+            shares.append(float(np.max(share)) if share is not None else 0.0)
+            if share is not None:
+                total = share if total is None else total + share
+    if total is None:
+        return np.zeros(int(np.prod(output_shapes(states[0], lo.shape)[-1]))), shares
+    return (total if np.all(np.isfinite(total)) else None), shares
+
+
+def _expanded(bound: np.ndarray, scale: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per original channel ``j``, ``f_j`` times the bound of merged channel ``labels[j]``."""
+    out = np.zeros((labels.size, *bound.shape[1:]))
+    kept = labels >= 0
+    out[kept] = scale[kept].reshape((-1,) + (1,) * (bound.ndim - 1)) * bound[labels[kept]]
+    return out
