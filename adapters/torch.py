@@ -557,8 +557,7 @@ def _convert_cat(node: Any, ins: list) -> list:
         return [Identity(name=node.name)]
     if dim not in (1, -3):
         raise ValueError(
-            f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations along the channels "
-            "(dim=1) only"
+            f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations along the channels (dim=1) only"
         )
     return [Concat(name=node.name)]
 

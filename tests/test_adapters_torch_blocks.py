@@ -90,8 +90,8 @@ class Inception(nn.Module):
     def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int) -> None:
         super().__init__()
         self.branch1 = BasicConv2d(cin, c1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(cin, c3r, kernel_size=1), BasicConv2d(c3r, c3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(cin, c5r, kernel_size=1), BasicConv2d(c5r, c5, kernel_size=3, padding=1))
+        self.branch2 = nn.Sequential(BasicConv2d(cin, c3r, kernel_size=1), BasicConv2d(c3r, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(BasicConv2d(cin, c5r, kernel_size=1), BasicConv2d(c5r, c5, 3, padding=1))
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True), BasicConv2d(cin, pool, kernel_size=1)
         )
@@ -228,12 +228,12 @@ def test_one_tensor_concatenation_is_the_identity():
     net = from_torch(One(), input_shape=(2, 4, 4))
     assert [type(l).__name__ for l in net.layers] == ["Conv2d", "Identity", "ReLU"]
     assert net.is_chain
+
+    class Two(One):
+        def forward(self, x):
+            return torch.cat([self.conv(x), self.conv(x)], 2)
+
     with pytest.raises(ValueError, match=r"torch.cat, dim=2\): tropref reads concatenations along the channels"):
-
-        class Two(One):
-            def forward(self, x):
-                return torch.cat([self.conv(x), self.conv(x)], 2)
-
         from_torch(Two(), input_shape=(2, 4, 4))
 
 
