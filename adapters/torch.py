@@ -5,7 +5,8 @@
   zero padding), ``BatchNorm1d``/``BatchNorm2d`` (running statistics, i.e. eval-mode
   semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
   ``AvgPool2d`` (also their functional forms; adaptive pooling when the input size, given
-  as ``input_shape``, is a multiple of the output size), ``Flatten`` (also ``torch.flatten(x, 1)``,
+  as ``input_shape``, is a multiple of the output size; ``ceil_mode`` max pooling, with the
+  input size, as extra ``-inf`` padding), ``Flatten`` (also ``torch.flatten(x, 1)``,
   ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
   features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
