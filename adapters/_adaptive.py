@@ -7,15 +7,21 @@ pooling is exactly the fixed pooling of kernel and stride ``(H / oh, W / ow)``, 
 adapter reads it as :class:`AdaptivePool` and resolves it once the model's input size is
 known (:func:`resolve_adaptive`); otherwise the refusal names the model input sizes for
 which it would fit.
+
+PyTorch's ``MaxPool2d(ceil_mode=True)`` is the same kind of layer: how many windows it has,
+and so how much extra padding after the input the core's floor-mode pooling needs, depends
+on its input size. It is read as :class:`CeilPool` and resolved alongside, to a
+:class:`~tropref.network.MaxPool2d` whose extra bottom and right padding is ``-inf``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tropref.adapters._padding import ceil_padding
 from tropref.network import AvgPool2d, MaxPool2d, node_output_shape
 
-__all__ = ["AdaptivePool", "resolve_adaptive"]
+__all__ = ["AdaptivePool", "CeilPool", "resolve_adaptive"]
 
 
 class AdaptivePool:
@@ -65,10 +71,46 @@ class AdaptivePool:
         return (AvgPool2d if self.average else MaxPool2d)(k, k, 0, name=self.name)
 
 
+class CeilPool:
+    """A max pooling read with ``ceil_mode=True`` (kernel, stride, symmetric padding
+    ``(ph, pw)``) from the layer ``name``: resolved to a floor-mode
+    :class:`~tropref.network.MaxPool2d` once its input size is known, the windows that
+    ``ceil_mode`` adds kept by extra ``-inf`` padding after the input
+    (:func:`~tropref.adapters._padding.ceil_padding`).
+
+    Examples
+    --------
+    >>> CeilPool((3, 3), (2, 2), (0, 0), "pool").resolve((4, 8, 7))
+    MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(0, 1, 0, 0), name='pool')
+    """
+
+    kind = "MaxPool2d with ceil_mode=True"
+
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], name: str) -> None:
+        self.kernel, self.stride, self.padding, self.name = kernel, stride, padding, name
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 3
+
+    def resolve(self, shape: tuple[int, ...] | None, hint: str = "") -> MaxPool2d:
+        if shape is None or len(shape) != 3:
+            raise ValueError(
+                f"layer {self.name!r} ({self.kind}) needs its input size, (C, H, W): pass the model's "
+                "`input_shape=(C, H, W)` (or `inputs=`)"
+            )
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        extra_h, extra_w = ceil_padding(shape[1], kh, sh, ph), ceil_padding(shape[2], kw, sw, pw)
+        return MaxPool2d(self.kernel, self.stride, (ph, ph + extra_h, pw, pw + extra_w), name=self.name)
+
+
+_SIZED = (AdaptivePool, CeilPool)  # the layers resolved once the input size is known
+
+
 def resolve_adaptive(shape: tuple[int, ...] | None, layers: list, inputs: list, problems: list[str]) -> None:
-    """Every :class:`AdaptivePool` of ``layers`` (reading ``inputs``) as the fixed pooling it
-    is for a model input of one sample's ``shape`` (None: unknown), in place; what cannot be
-    resolved is added to ``problems``, with the model input sizes that would fit.
+    """Every :class:`AdaptivePool` and :class:`CeilPool` of ``layers`` (reading ``inputs``) as
+    the fixed pooling it is for a model input of one sample's ``shape`` (None: unknown), in
+    place; what cannot be resolved is added to ``problems``, with the model input sizes that
+    would fit.
 
     Examples
     --------
@@ -78,7 +120,7 @@ def resolve_adaptive(shape: tuple[int, ...] | None, layers: list, inputs: list, 
     layer 'pool' (AdaptiveMaxPool2d): its input is 10x10, not a multiple of the output 7x7; ... e.g. input_shape=(3, 14, 14) ...
     """  # noqa: E501
     for p, layer in enumerate(layers):
-        if not isinstance(layer, AdaptivePool):
+        if not isinstance(layer, _SIZED):
             continue
         if shape is None:
             problems.append(
@@ -95,12 +137,12 @@ def resolve_adaptive(shape: tuple[int, ...] | None, layers: list, inputs: list, 
 
 
 def _shape_at(layers: list, inputs: list, shape: tuple[int, ...], p: int) -> tuple[int, ...]:
-    """One sample's input shape of layer ``p`` (adaptive poolings before ``p`` resolved)."""
+    """One sample's input shape of layer ``p`` (the poolings before ``p`` resolved)."""
     outs: list[tuple[int, ...]] = []
     for i in range(p):
         ins = [shape if q < 0 else outs[q] for q in inputs[i]]
         layer = layers[i]
-        if isinstance(layer, AdaptivePool):
+        if isinstance(layer, _SIZED):
             layer = layer.resolve(ins[0])
         outs.append(node_output_shape(layer, ins))
     (q,) = inputs[p]

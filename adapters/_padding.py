@@ -19,6 +19,7 @@ __all__ = [
     "Padding",
     "pair",
     "same_padding",
+    "ceil_padding",
     "explicit_padding",
     "padding_keyword",
     "symmetric",
@@ -70,6 +71,28 @@ def same_padding(size: int | None, kernel: int, stride: int = 1, dilation: int =
         out = math.ceil(size / stride)
         total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def ceil_padding(size: int, kernel: int, stride: int, pad: int = 0) -> int:
+    """The extra padding after one spatial axis that makes a floor-mode pooling compute
+    PyTorch's ``ceil_mode=True`` one (of symmetric padding ``pad``).
+
+    ``ceil_mode`` rounds the number of windows up, ``ceil((size + 2 pad − kernel) / stride) + 1``,
+    except that the last window must start inside the input or its leading padding
+    (PyTorch drops it otherwise). The extra positions are padded after the axis, with
+    ``-inf`` for a max pooling: they never win a maximum, and every window keeps an input
+    value.
+
+    Examples
+    --------
+    >>> ceil_padding(7, 3, 2), ceil_padding(8, 3, 2), ceil_padding(8, 3, 2, 1), ceil_padding(6, 2, 2)
+    (0, 1, 1, 0)
+    """
+    span = size + 2 * pad - kernel
+    out = -(-span // stride) + 1  # ceil
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return max((out - 1) * stride + kernel - (size + 2 * pad), 0)
 
 
 def explicit_padding(

@@ -5,7 +5,8 @@
   zero padding), ``BatchNorm1d``/``BatchNorm2d`` (running statistics, i.e. eval-mode
   semantics), ``ReLU`` (also ``F.relu``, ``torch.relu``, ``x.relu()``), ``MaxPool2d``,
   ``AvgPool2d`` (also their functional forms; adaptive pooling when the input size, given
-  as ``input_shape``, is a multiple of the output size), ``Flatten`` (also ``torch.flatten(x, 1)``,
+  as ``input_shape``, is a multiple of the output size; ``ceil_mode`` max pooling, with the
+  input size, as extra ``-inf`` padding), ``Flatten`` (also ``torch.flatten(x, 1)``,
   ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), ``Dropout``, ``Identity``, and a ``Softmax`` over the
   features (``dim=1``). Anything else, and graphs that are
   not a chain (residual additions, concatenations), raise ``ValueError`` naming the layer.
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from tropref._array import to_numpy
-from tropref.adapters._adaptive import AdaptivePool, resolve_adaptive
+from tropref.adapters._adaptive import AdaptivePool, CeilPool, resolve_adaptive
 from tropref.adapters._graph import run_graph
 from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
@@ -243,12 +244,18 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     if isinstance(m, nn.ReLU):
         return [ReLU(name=name)]
     if isinstance(m, nn.MaxPool2d):
-        if pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
-            raise ValueError(f"layer {name!r}: MaxPool2d with dilation, ceil_mode or return_indices is not supported")
-        return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name)]
+        if pair(m.dilation) != (1, 1) or m.return_indices:
+            raise ValueError(
+                f"layer {name!r}: MaxPool2d with dilation or return_indices is not supported "
+                "(use dilation=1, return_indices=False)"
+            )
+        return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name, ceil=bool(m.ceil_mode))]
     if isinstance(m, nn.AvgPool2d):
         if m.ceil_mode or m.divisor_override is not None:
-            raise ValueError(f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported")
+            raise ValueError(
+                f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported "
+                "(its divisor at the border is not a padding; use ceil_mode=False, divisor_override=None)"
+            )
         return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
@@ -271,10 +278,14 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
 
 
-def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, **kw: Any) -> MaxPool2d:
+def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, ceil: bool = False, **kw: Any) -> Any:
+    """The core pooling of PyTorch's arguments; with ``ceil`` (a max pooling's
+    ``ceil_mode=True``) a :class:`CeilPool`, whose extra padding waits for the input size."""
     k = pair(kernel)
     s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else pair(stride)
     ph, pw = pair(padding)
+    if ceil:
+        return CeilPool(k, s, (ph, pw), name)
     return cls(k, s, (ph, ph, pw, pw), name=name, **kw)
 
 
@@ -316,12 +327,11 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
             return [Flatten(name=name)]
         raise ValueError(f"node {name!r}: torch.flatten must flatten from dim 1 to -1")
     if target in (F.max_pool2d,):
-        if (
-            _arg(node, 4, "dilation", 1) not in (1, (1, 1))
-            or _arg(node, 5, "ceil_mode", False)
-            or _arg(node, 6, "return_indices", False)
-        ):
-            raise ValueError(f"node {name!r}: max_pool2d with dilation, ceil_mode or return_indices is not supported")
+        if _arg(node, 4, "dilation", 1) not in (1, (1, 1)) or _arg(node, 6, "return_indices", False):
+            raise ValueError(
+                f"node {name!r}: max_pool2d with dilation or return_indices is not supported "
+                "(use dilation=1, return_indices=False)"
+            )
         return [
             _pool(
                 MaxPool2d,
@@ -329,11 +339,15 @@ def _convert_function(node: Any, dtype: Any) -> list | None:
                 _arg(node, 2, "stride", None),
                 _arg(node, 3, "padding", 0),
                 name,
+                ceil=bool(_arg(node, 5, "ceil_mode", False)),
             )
         ]
     if target in (F.avg_pool2d,):
         if _arg(node, 4, "ceil_mode", False) or _arg(node, 6, "divisor_override", None) is not None:
-            raise ValueError(f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported")
+            raise ValueError(
+                f"node {name!r}: avg_pool2d with ceil_mode or divisor_override is not supported "
+                "(its divisor at the border is not a padding; use ceil_mode=False, divisor_override=None)"
+            )
         return [
             _pool(
                 AvgPool2d,
@@ -535,10 +549,16 @@ def _convert_add(node: Any, ins: list) -> list:
 def _convert_cat(node: Any, ins: list) -> list:
     dim = _arg(node, 1, "dim", 0)
     tensors = node.args[0] if node.args else node.kwargs.get("tensors")
-    if dim not in (1, -3) or not isinstance(tensors, (list, tuple)) or len(tensors) < 2 or list(tensors) != ins:
+    if not isinstance(tensors, (list, tuple)) or not tensors or list(tensors) != ins:
         raise ValueError(
-            f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations of two or more tensors "
-            "along the channels (dim=1) only"
+            f"node {node.name!r} (torch.cat): tropref reads concatenations of a list of tensors, each the output "
+            "of a layer, only"
+        )
+    if len(tensors) == 1:  # the identity, whatever the dim (torchvision's DenseNet concatenates [x] first)
+        return [Identity(name=node.name)]
+    if dim not in (1, -3):
+        raise ValueError(
+            f"node {node.name!r} (torch.cat, dim={dim}): tropref reads concatenations along the channels (dim=1) only"
         )
     return [Concat(name=node.name)]
 

@@ -1,7 +1,7 @@
 """What the PyTorch and Keras adapters share (``tropref.adapters._padding``, ``_layout``,
 ``_refusals``, ``_reading``, ``_round_trip``): the padding rules against the frameworks' own
-padding, the layout transposes against the frameworks' own convolutions, and the list of
-ReLU variants against the names the frameworks really have."""
+padding (and PyTorch's ``ceil_mode`` pooling), the layout transposes against the frameworks'
+own convolutions, and the list of ReLU variants against the names the frameworks really have."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tropref.adapters._layout import (  # noqa: E402
     shape_to_core,
 )
 from tropref.adapters._padding import (  # noqa: E402
+    ceil_padding,
     explicit_padding,
     from_lrtb,
     from_pairs,
@@ -79,6 +80,22 @@ def test_torch_same_padding_is_the_shared_rule(k, d):
     want = F.conv2d(x, w, padding="same", dilation=d)
     got = F.conv2d(F.pad(x, to_lrtb(pad)), w, dilation=d)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(("k", "s"), list(itertools.product((1, 2, 3, 4), (1, 2, 3))))
+def test_ceil_padding_is_torch_ceil_mode_max_pooling(k, s):
+    """The floor-mode pooling of the extra ``-inf`` padding computes ``ceil_mode=True``'s:
+    the output sizes, the window starts and every value (all sizes, every allowed padding)."""
+    for size, p in itertools.product(range(max(k - 2, 1), 14), range(k // 2 + 1)):
+        if size + 2 * p < k:
+            continue  # PyTorch refuses an input smaller than the kernel
+        x = torch.randn(1, 2, size, size + 1, dtype=torch.float64)
+        want = F.max_pool2d(x, k, s, p, ceil_mode=True)
+        eh, ew = ceil_padding(size, k, s, p), ceil_padding(size + 1, k, s, p)
+        assert 0 <= eh < s  # ceil_mode adds one window at most
+        assert 0 <= ew < s
+        got = F.max_pool2d(F.pad(x, (p, p + ew, p, p + eh), value=-float("inf")), k, s)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_pad_orders_are_inverse():
