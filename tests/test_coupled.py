@@ -89,7 +89,9 @@ def test_group_why_names_what_is_in_the_way():
     preact = Network(
         [Dense(I), Dense(I), Add(), bn, ReLU(), Dense(np.ones((1, 2)))], (2,), [(-1,), (0,), (1, 0), (2,), (3,), (4,)]
     )
-    assert "BatchNorm" in coupled_groups(preact)[0].why
+    (g,) = coupled_groups(preact)  # a BatchNorm then a ReLU reading the stream: a gate
+    assert g.why is None
+    assert g.gates[0].bn == 3
 
 
 @pytest.mark.parametrize(
@@ -216,6 +218,95 @@ def test_certificate_holds_when_a_producer_reads_its_own_group(seed):
     assert report.measured_error > 0
 
 
+def _preact_net(rng, n=4, dup=True, d=3, hidden=5, scaled=True, proportional=True):
+    """A pre-activation stream: a stem writing ``n`` channels (``2n`` when ``dup``, the copy
+    scaled by 0.5 .. 2 when ``scaled``), two blocks ``s + B relu(A relu(bn(s)))``, and
+    ``fc relu(bn(s))``. A copy's BatchNorm reads it as ``r`` times its original (``r`` random
+    positive), so every copy's gate is ``r`` times its original's (unless not ``proportional``:
+    then the copies' BatchNorms are drawn on their own)."""
+    scale = rng.uniform(0.5, 2.0, size=n) if scaled else np.ones(n)
+    width = 2 * n if dup else n
+
+    def rows(m_in):
+        W, b = rng.normal(size=(n, m_in)), rng.normal(size=n)
+        return (np.concatenate([W, scale[:, None] * W]), np.concatenate([b, scale * b])) if dup else (W, b)
+
+    def bn():
+        mean, var, weight, bias = rng.normal(size=n), rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n)
+        if not dup:
+            return BatchNorm(mean, var, weight, bias)
+        if not proportional:
+            mean, var = np.concatenate([mean, rng.normal(size=n)]), np.concatenate([var, rng.uniform(0.5, 2, n)])
+            return BatchNorm(mean, var, np.abs(rng.normal(size=2 * n)), rng.normal(size=2 * n))
+        r = rng.uniform(0.5, 2.0, size=n)
+        cat = np.concatenate
+        return BatchNorm(
+            cat([mean, scale * mean]), cat([var, var]), cat([weight, weight * r / scale]), cat([bias, r * bias])
+        )
+
+    layers, inputs, stream = [Dense(*rows(d), name="stem")], [(-1,)], 0
+    for blk in range(2):
+        at = len(layers)
+        layers += [bn(), ReLU(), Dense(rng.normal(size=(hidden, width)), rng.normal(size=hidden)), ReLU()]
+        layers += [Dense(*rows(hidden), name=f"b{blk}_out"), Add()]
+        inputs += [(stream,), (at,), (at + 1,), (at + 2,), (at + 3,), (at + 4, stream)]
+        stream = at + 5
+    layers += [bn(), ReLU(), Dense(rng.normal(size=(2, width)), name="fc")]
+    inputs += [(stream,), (stream + 1,), (stream + 2,)]
+    return Network(layers, (d,), inputs)
+
+
+def test_preact_stream_gates_are_found():
+    net = _preact_net(np.random.default_rng(0))
+    (group,) = coupled_groups(analyse(net).work)
+    assert group.why is None
+    assert [(g.bn, g.relu, g.readers) for g in group.gates] == [
+        (1, 2, ((3, None),)),
+        (7, 8, ((9, None),)),
+        (13, 14, ((15, None),)),
+    ]
+    assert group.readers == ()
+
+
+@pytest.mark.parametrize(
+    ("method", "scaled"), [("tropnnc", True), ("tropnnc", False), ("model_folding", False), ("cup", False)]
+)
+def test_preact_duplicated_channels_merge_exactly_through_their_gates(method, scaled):
+    rng = np.random.default_rng(1)
+    net = _preact_net(rng, scaled=scaled)
+    x = rng.normal(size=(50, 3))
+    small, report = compress_network(net, {"stem": 4}, method=method, seed=0, coupled=True, inputs=x)
+    assert small.layers[1].channels == 4
+    assert small.layers[-1].W.shape == (2, 4)
+    assert report.measured_error < 1e-9
+    assert report.certificate < 1e-8
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_certificate_holds_through_merged_gates(seed):
+    rng = np.random.default_rng(seed)
+    net = _preact_net(rng, n=6, dup=False)
+    x = rng.normal(size=(300, 3))
+    small, report = compress_network(net, 0.5, seed=0, coupled=True, inputs=x)
+    err = np.abs(forward(small, x) - forward(net, x))
+    assert report.measured_error > 0
+    assert np.all(err <= report.certificate_per_output * (1 + 1e-9) + 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gate_bound_alone_holds_and_is_what_the_certificate_carries(seed):
+    """Duplicated stream channels (the producers merge exactly) read by BatchNorms that are
+    not proportional: the only change is in the merged gates, and the certificate (then the
+    gates' terms alone) still holds."""
+    rng = np.random.default_rng(seed)
+    net = _preact_net(rng, proportional=False)
+    x = rng.normal(size=(300, 3))
+    small, report = compress_network(net, {"stem": 4}, seed=0, coupled=True, inputs=x, correct="none", outgoing=0)
+    err = np.abs(forward(small, x) - forward(net, x))
+    assert report.measured_error > 1e-3
+    assert np.all(err <= report.certificate_per_output * (1 + 1e-9) + 1e-12)
+
+
 # --------------------------------------------------------------------------- the adapters
 
 
@@ -261,23 +352,46 @@ def test_torch_resnet18_streams_compressed_written_back_and_reloaded(in_place):
             assert torch.equal(again.eval()(x), small(x))
 
 
-def test_torch_preact_resnet_groups_left_unchanged_with_the_reason():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_torch_preact_resnet_streams_compressed_through_their_gates(in_place):
     torch = pytest.importorskip("torch")
+    import io
+
     from torch_resnets import PreActResNet, randomise_batchnorm
 
-    from tropref.adapters.torch import compress
+    from tropref.adapters.torch import compress, from_torch, load_compressed
 
     torch.manual_seed(1)
-    model = randomise_batchnorm(PreActResNet()).eval()
-    x = torch.randn(2, 3, 8, 8)
-    small, report = compress(model, 0.5, inputs=x, coupled=True, progress=False)
-    status = {r.name: r.status for r in report.layers}
-    for name in ("conv1", "blocks.0.conv2", "blocks.2.shortcut", "blocks.3.conv2"):
-        assert "left unchanged" in status[name], status[name]
-        assert "pre-activation" in status[name], status[name]
-    assert status["blocks.0.conv1"] == "compressed"  # the inner channels are still compressed
+    model = randomise_batchnorm(PreActResNet()).double().eval()
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    small, report = compress(model, 0.5, inputs=x, coupled=True, progress=False, in_place=in_place)
+    widths = {r.name: r.width_after for r in report.layers}
+    assert widths["conv1"] == widths["blocks.1.conv2"] == 4
+    assert widths["blocks.2.shortcut"] == widths["blocks.3.conv2"] == 8
+    ref, _ = compress_network(from_torch(model, dtype=np.float64), 0.5, coupled=True, inputs=x.numpy(), progress=False)
     with torch.no_grad():
-        assert float((small(x) - model(x)).abs().max()) == pytest.approx(report.measured_error, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(small(x).numpy(), forward(ref, x.numpy()), rtol=1e-9, atol=1e-9)
+        assert float((small(x) - model(x)).abs().max()) == pytest.approx(report.measured_error, rel=1e-9)
+    assert report.certificate >= report.measured_error
+    if in_place:
+        assert small.blocks[1].bn1.num_features == 4
+        buf = io.BytesIO()
+        torch.save(small.state_dict(), buf)
+        buf.seek(0)
+        again = load_compressed(PreActResNet().double(), torch.load(buf, weights_only=True))
+        with torch.no_grad():
+            assert torch.equal(again.eval()(x), small(x))
+
+
+def test_batchnorm_on_the_stream_without_a_relu_is_left_unchanged_with_the_reason():
+    rng = np.random.default_rng(0)
+    net = Network(
+        [Dense(rng.normal(size=(4, 3))), BatchNorm(np.zeros(4), np.ones(4)), Dense(rng.normal(size=(4, 4))), Add()],
+        (3,),
+        [(-1,), (0,), (1,), (2, 0)],
+    )
+    (group,) = coupled_groups(net)
+    assert "not followed by a ReLU alone" in group.why
 
 
 def test_keras_resnet50_streams_compressed():

@@ -23,7 +23,7 @@ Modules, each importing only those above it in this list:
 from .bounds import carry_bound, interval_bounds, max_patch_norm, node_bounds
 from .certificate import network_certificate
 from .compress import compress_network
-from .coupled import Group, compress_group, coupled_groups
+from .coupled import Gate, Group, compress_group, coupled_groups
 from .flatten import with_flatten_order, with_flatten_order_everywhere
 from .forward import apply_layer, apply_node, conv_patches, forward, node_outputs
 from .graph import Network, map_arrays, network_namespace
@@ -120,6 +120,7 @@ __all__ = [
     "hidden_layers",
     "compressible_layers",
     "Group",
+    "Gate",
     "coupled_groups",
     "compress_group",
     "Budget",

@@ -179,7 +179,7 @@ def compress_network(
         t1, layers = time.perf_counter(), list(states[-1].layers)
         errors, scale, info = _compress_group(layers, states[-1], groups[t], k, structure, method, seed, options)
         states.append(states[-1].replace_layers(layers))
-        done_groups.append((groups[t], errors, scale, info["assignment"]))
+        done_groups.append((groups[t], errors, scale, info["assignment"], info["gates"]))
         seconds = time.perf_counter() - t1
         for p in groups[t].producers:
             group_info[p] = dict(certificate=float(np.max(errors[p])), info=info, time=seconds / len(errors))

@@ -23,9 +23,15 @@ exactly the merged stream: channel ``j`` of the original is read as ``f_j`` time
 ``‖g_{p,j} − f_j g̃_{p,C(j)}‖ ‖(patch, 1)‖`` per output (:func:`group_errors`), which is
 what the network certificate carries to the outputs (:func:`groups_certificate`).
 
+A BatchNorm followed by a ReLU that reads the stream (a pre-activation block's
+``relu(bn(x))``) is a *gate* (:class:`Gate`): it gets one merged channel per cluster,
+``relu(a_c x̃_c + b_c)`` read as ``t_j`` times channel ``C(j)`` by the gate's readers, with
+``t_j >= 0`` and ``(a_c, b_c)`` fitted to the members' ``(s_j f_j, β_j)``; this is exact
+when the members' thresholds agree, and the rest is bounded (``docs/theory.md``, section 8).
+
 Groups that touch the network's input or output, a concatenation, or a layer that does
-not act channel by channel (a BatchNorm reading the stream, as in a pre-activation ResNet)
-are left unchanged, and :attr:`Group.why` says why.
+not act channel by channel (a BatchNorm not followed by a ReLU alone) are left unchanged,
+and :attr:`Group.why` says why.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, to_numpy
+from .._array import Array, asarray_like, to_numpy
 from ..compress import compress_layer
 from .bounds import carry_bound, max_patch_norm, node_bounds
 from .certificate import input_box
@@ -46,11 +52,32 @@ from .layers import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, 
 from .shapes import output_shapes
 from .widths import fraction, k_of
 
-__all__ = ["Group", "coupled_groups", "compress_group", "group_widths"]
+__all__ = ["Gate", "Group", "coupled_groups", "compress_group", "group_widths"]
 
 _MEMBERS = (Add, ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)
 """Nodes that carry the group's channels: each acts channel by channel, commutes with a
 non-negative per-channel scale, and maps zero to zero."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A BatchNorm and the ReLU after it reading a coupled group (indices in the network).
+
+    Attributes
+    ----------
+    bn, relu : int
+        The BatchNorm (reading a member or a producer of the group) and the ReLU reading it.
+    members : tuple of int
+        The channel-wise nodes after the ReLU (pooling, dropout, identity, ReLU).
+    readers : tuple of (int, int or None)
+        The dense/convolutional layers reading the ReLU or one of ``members``, and the
+        flatten they read through.
+    """
+
+    bn: int
+    relu: int
+    members: tuple[int, ...] = ()
+    readers: tuple[tuple[int, int | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,8 @@ class Group:
         The channels of the group.
     why : str or None
         Why the group cannot be compressed (None: it can).
+    gates : tuple of Gate
+        The BatchNorm-ReLU pairs reading the group (pre-activation blocks).
     """
 
     producers: tuple[int, ...]
@@ -77,6 +106,7 @@ class Group:
     readers: tuple[tuple[int, int | None], ...]
     units: int
     why: str | None = None
+    gates: tuple[Gate, ...] = ()
 
     def label(self, net: Network) -> str:
         """The group named by its first producer and how many more there are."""
@@ -128,7 +158,7 @@ def coupled_groups(net: Network) -> list[Group]:
 
 def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Group:
     """The group holding the members ``starts``: members, producers, readers, or why not."""
-    members, producers, readers, why = set(starts), set(), set(), []
+    members, producers, readers, gates, why = set(starts), set(), set(), {}, []
     todo = list(starts)
     while todo:
         i = todo.pop()
@@ -154,16 +184,20 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
                     todo.append(u)
             elif isinstance(net.layers[u], Flatten) and (dense := _dense_after(net, users, u)) is not None:
                 readers.add((dense, u))
+            elif isinstance(net.layers[u], BatchNorm):
+                gates[u] = _gate(net, users, u, why)
             else:
                 why.append(f"{net.label(u)} reads it")
     for p in producers:  # a producer's output read by anything but members and readers
         for u in users[p]:
-            if u not in members and not isinstance(net.layers[u], (Dense, Conv2d)):
-                why.append(f"{net.label(u)} reads {net.label(p)}")
-            elif u not in members:
+            if u in members:
+                continue
+            if isinstance(net.layers[u], (Dense, Conv2d)):
                 readers.add((u, None))
-    if any(isinstance(net.layers[u], BatchNorm) for i in members | producers for u in users[i]):
-        why.append("a BatchNorm on the stream (a pre-activation block) does not commute with merging its channels")
+            elif isinstance(net.layers[u], BatchNorm):
+                gates[u] = _gate(net, users, u, why)
+            else:
+                why.append(f"{net.label(u)} reads {net.label(p)}")
     units = {net.layers[p].units for p in producers}
     if len(units) > 1:
         why.append(f"its producers have {sorted(units)} channels")
@@ -173,7 +207,34 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
         tuple(sorted(readers)),
         units.pop() if len(units) == 1 else 0,
         "; ".join(dict.fromkeys(why)) or None,
+        tuple(g for _, g in sorted(gates.items()) if g is not None),
     )
+
+
+def _gate(net: Network, users: list[list[int]], bn: int, why: list[str]) -> Gate | None:
+    """The gate at BatchNorm ``bn``: its ReLU and what reads it, or None (``why`` says why)."""
+    after = users[bn]
+    if len(after) != 1 or not isinstance(net.layers[after[0]], ReLU):
+        why.append(f"{net.label(bn)} reads it and is not followed by a ReLU alone")
+        return None
+    relu = after[0]
+    members, readers, todo = set(), set(), [relu]
+    while todo:
+        i = todo.pop()
+        if i == len(net.layers) - 1:
+            why.append(f"{net.label(bn)}'s channels are the network's output")
+        for u in users[i]:
+            layer = net.layers[u]
+            if isinstance(layer, (Dense, Conv2d)):
+                readers.add((u, None))
+            elif isinstance(layer, (ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)) and u not in members:
+                members.add(u)
+                todo.append(u)
+            elif isinstance(layer, Flatten) and (dense := _dense_after(net, users, u)) is not None:
+                readers.add((dense, u))
+            elif u not in members:
+                why.append(f"{net.label(u)} reads {net.label(bn)}'s channels")
+    return Gate(bn, relu, tuple(sorted(members)), tuple(sorted(readers)))
 
 
 def _dense_after(net: Network, users: list[list[int]], flatten: int) -> int | None:
@@ -254,7 +315,8 @@ def compress_group(
     """Compress the channels of ``group`` to ``k`` with one partition (see the module notes).
 
     ``layers`` holds ``net``'s layers and is edited in place: every producer gets its
-    merged rows, every reader its folded columns.
+    merged rows, every gate's BatchNorm its merged channels (:func:`_merge_gate`), every
+    reader its folded columns (``f_j`` on the stream, ``t_j`` after a gate).
 
     Returns
     -------
@@ -265,7 +327,9 @@ def compress_group(
     scale : numpy.ndarray
         ``f_j`` per original channel, ``0`` for a channel removed (host float64).
     info : dict
-        What the method reported, and the labels of ``C(j)`` (``"assignment"``).
+        What the method reported, the labels of ``C(j)`` (``"assignment"``), and per gate
+        (``"gates"``) its ReLU and input nodes, ``t_j`` (``"scale"``) and the bound's terms
+        ``|s_j f_j − t_j a_c|`` (``"coef"``) and ``|β_j − t_j b_c|`` (``"offset"``).
 
     Raises
     ------
@@ -297,8 +361,13 @@ def compress_group(
     n = group.units
     pieces = [_generator(xp, layers[p], n) for p in group.producers]
     G = xp.concat(pieces, axis=1)
-    views = [_reader_view(xp, layers, r, f, n) for r, f in group.readers]
-    V = xp.concat([xp.reshape(xp.moveaxis(v, 1, -1), (-1, n)) for v in views], axis=0)
+    # the outgoing weights the partition sees: the readers' columns, through a gate times
+    # its BatchNorm's scale (what the reader reads of the stream, to first order)
+    gate_views = [[_reader_view(xp, layers, r, f, n) for r, f in g.readers] for g in group.gates]
+    columns = [_columns(xp, _reader_view(xp, layers, r, f, n), n) for r, f in group.readers]
+    for gate, views in zip(group.gates, gate_views, strict=True):
+        columns += [_columns(xp, v, n) * layers[gate.bn].scale for v in views]
+    V = xp.concat(columns, axis=0)
     res = compress_layer(G, None, k, W_next=V, method=method, seed=seed, fold_constants=False, **options)
     if res.scale is None or bool(np.any(to_numpy(res.scale) < 0)):
         raise ValueError(
@@ -315,12 +384,63 @@ def compress_group(
         g = to_numpy(piece).astype(np.float64)
         errors[p] = np.linalg.norm(g - host_fold @ to_numpy(rows).astype(np.float64), axis=1)
         layers[p] = _with_rows(xp, layers[p], rows)
-    for r, f in group.readers:  # after the rows: a producer may read its own group
-        v = _reader_view(xp, layers, r, f, n)
-        folded = xp.moveaxis(xp.tensordot(v, fold, axes=([1], [0])), -1, 1)
-        layers[r] = _with_columns(xp, layers, r, f, folded)
-    info = {**res.info, "assignment": to_numpy(res.assignment), "producers": len(group.producers)}
-    return errors, to_numpy(res.scale).astype(np.float64), info
+    labels, scale = to_numpy(res.assignment), to_numpy(res.scale).astype(np.float64)
+    folds = [(group.readers, fold)]
+    gates = []
+    for gate, views in zip(group.gates, gate_views, strict=True):
+        weight = sum(np.sum(to_numpy(_columns(xp, v, n)).astype(np.float64) ** 2, axis=0) for v in views)
+        merged, t, coef, offset = _merge_gate(xp, layers[gate.bn], labels, scale, weight, int(fold.shape[1]))
+        layers[gate.bn] = merged
+        T = np.zeros((n, int(fold.shape[1])))
+        T[labels >= 0, labels[labels >= 0]] = t[labels >= 0]
+        folds.append((gate.readers, asarray_like(T, xp, fold)))
+        gates.append({"relu": gate.relu, "source": net.sources(gate.bn)[0], "coef": coef, "offset": offset, "scale": t})
+    for readers, matrix in folds:  # after the rows: a producer may read its own group
+        for r, f in readers:
+            v = _reader_view(xp, layers, r, f, n)
+            folded = xp.moveaxis(xp.tensordot(v, matrix, axes=([1], [0])), -1, 1)
+            layers[r] = _with_columns(xp, layers, r, f, folded)
+    info = {**res.info, "assignment": labels, "producers": len(group.producers), "gates": gates}
+    return errors, scale, info
+
+
+def _merge_gate(
+    xp: Any, bn: BatchNorm, labels: np.ndarray, f: np.ndarray, weight: np.ndarray, k: int
+) -> tuple[BatchNorm, np.ndarray, np.ndarray, np.ndarray]:
+    """The merged BatchNorm of a gate, and per original channel ``t_j``, ``|s_j f_j − t_j a_c|``
+    and ``|β_j − t_j b_c|`` (host float64; ``docs/theory.md``, section 8).
+
+    Channel ``j`` reads ``s_j f_j x̃_c + β_j`` (``s``, ``β`` the BatchNorm's scale and shift,
+    ``c = C(j)``); the merged channel computes ``a_c x̃_c + b_c`` with ``a_c = ±1/√(1 + ε)``
+    (the sign of the readers' weighted ``s_j f_j``), and the readers read ``t_j relu(a_c x̃_c +
+    b_c)`` with ``t_j = max(s_j f_j / a_c, 0)``: exact in the scale, and ``b_c`` the
+    ``weight``-weighted least-squares fit of ``β_j ≈ t_j b_c``."""
+    s_host = to_numpy(bn.scale).astype(np.float64)
+    beta = to_numpy(bn.shift).astype(np.float64)
+    kept = labels >= 0
+    sf = s_host * f
+    w = weight + 1e-30
+    lean = np.bincount(labels[kept], (w * sf)[kept], minlength=k)
+    host = lambda v: asarray_like(v, xp, bn.mean)  # noqa: E731
+    probe = BatchNorm(
+        host(np.zeros(k)), host(np.ones(k)), host(np.where(lean < 0, -1.0, 1.0)), host(np.zeros(k)), bn.eps, bn.name
+    )
+    a = to_numpy(probe.scale).astype(np.float64)
+    t = np.zeros_like(f)
+    t[kept] = np.maximum(sf[kept] / a[labels[kept]], 0.0)
+    num = np.bincount(labels[kept], (w * t * beta)[kept], minlength=k)
+    den = np.bincount(labels[kept], (w * t * t)[kept], minlength=k)
+    merged = replace(probe, bias=host(np.divide(num, den, out=np.zeros(k), where=den > 0)))
+    a, b = to_numpy(merged.scale).astype(np.float64), to_numpy(merged.shift).astype(np.float64)
+    at = np.where(kept, labels, 0)
+    coef = np.abs(sf - np.where(kept, t * a[at], 0.0))
+    offset = np.abs(beta - np.where(kept, t * b[at], 0.0))
+    return merged, t, coef, offset
+
+
+def _columns(xp: Any, view: Array, n: int) -> Array:
+    """A reader's view as columns, one per group channel: ``(m · positions, n)``."""
+    return xp.reshape(xp.moveaxis(view, 1, -1), (-1, n))
 
 
 def _generator(xp: Any, layer: Dense | Conv2d, n: int) -> Array:
@@ -364,6 +484,7 @@ def groups_certificate(
     errors: Sequence[Mapping[int, np.ndarray]],
     scales: Sequence[np.ndarray],
     assignments: Sequence[np.ndarray],
+    gates: Sequence[Sequence[Mapping[str, Any]]],
     *,
     inputs: Array | None,
     input_radius: float | None,
@@ -378,7 +499,10 @@ def groups_certificate(
     most ``errors[t][p][j] ρ_p``, ``ρ_p`` the largest ``‖(patch, 1)‖`` of its input over the
     domain in ``states[t + 1]`` (its input depends only on layers before it; a member of the
     group itself is read as ``f_j`` times the merged channel), and that change reaches the
-    outputs through ``states[t]`` (:func:`~tropref.network.bounds.carry_bound`).
+    outputs through ``states[t]`` (:func:`~tropref.network.bounds.carry_bound`). A gate
+    (``gates[t]``, from :func:`compress_group`'s ``info``) changes its ReLU's channel ``j`` by
+    at most ``coef_j X_{C(j)} + offset_j``, ``X_c`` the largest ``|x̃_c|`` of the merged
+    channel it reads in ``states[t + 1]``, carried the same way.
 
     Returns the bound per output (None without an input domain, or when it is not finite)
     and each group's share (its largest entry).
@@ -394,15 +518,25 @@ def groups_certificate(
             after = map_arrays(states[t + 1], lambda a: to_numpy(a).astype(np.float64))
             shapes = output_shapes(host, lo.shape)
             boxes = node_bounds(after, lo, hi)
+            # channel j of these nodes is (scale_j) times merged channel C(j) in states[t + 1]
+            region = dict.fromkeys((*group.members, *group.producers), scales[t])
+            for gate, terms in zip(group.gates, gates[t], strict=True):
+                region.update(dict.fromkeys((gate.relu, *gate.members), terms["scale"]))
             share = None
             for p in group.producers:
                 (src,) = host.sources(p)
                 b_lo, b_hi = (lo, hi) if src < 0 else boxes[src]
                 bound = np.maximum(np.abs(b_lo), np.abs(b_hi))
-                if src in group.members:  # the member's channel j is f_j times merged channel C(j)
-                    bound = _expanded(bound, scales[t], assignments[t])
+                if src in region:
+                    bound = _expanded(bound, region[src], assignments[t])
                 rho = max_patch_norm(host.layers[p], bound)
                 e = carry_bound(host, p, errors[t][p] * rho, shapes, tuple(lo.shape))
+                share = e if share is None else share + e
+            for terms in gates[t]:
+                b_lo, b_hi = boxes[terms["source"]]
+                X = np.max(np.maximum(np.abs(b_lo), np.abs(b_hi)).reshape(b_lo.shape[0], -1), axis=1)
+                merged = np.where(assignments[t] >= 0, X[np.maximum(assignments[t], 0)], 0.0)
+                e = carry_bound(host, terms["relu"], terms["coef"] * merged + terms["offset"], shapes, tuple(lo.shape))
                 share = e if share is None else share + e
             shares.append(float(np.max(share)) if share is not None else 0.0)
             if share is not None:
