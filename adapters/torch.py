@@ -440,6 +440,12 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     TypeError
         When ``model`` is not a ``torch.nn.Module``.
 
+    Warns
+    -----
+    UserWarning
+        When ``model`` is in training mode and has a BatchNorm or dropout: it is read as in
+        eval mode (running statistics, no dropout), which is what its compressed copy computes.
+
     Examples
     --------
     >>> import torch.nn as nn
@@ -456,6 +462,15 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
             f"`model` has parameters on the meta device, without values ({', '.join(meta[:5])}"
             f"{', ...' if len(meta) > 5 else ''}): load its weights first (model.to_empty(device='cpu'), "
             "then load_state_dict)"
+        )
+    nn = _torch().nn
+    mode_dependent = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)  # what train() and eval() compute differently
+    if model.training and any(isinstance(m, mode_dependent) for m in model.modules()):
+        warnings.warn(
+            f"`model` ({type(model).__name__}) is in training mode; tropref reads it as in eval mode (BatchNorm "
+            "running statistics, dropout off), which is what it compresses: call model.eval() first to say so",
+            UserWarning,
+            stacklevel=2,
         )
     try:
         graph = _tracer().trace(model)
@@ -796,6 +811,7 @@ def compress(
         seed=seed,
         inputs=to_numpy_input(inputs, dtype),
         data=to_numpy_input(data, dtype),
+        model_name=options.pop("model_name", type(model).__name__),
         **options,
     )
     notes: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -248,3 +249,25 @@ def test_docstring_examples():
     import tropref.adapters.torch as mod
 
     run_doctests(mod)
+
+
+def test_a_model_in_training_mode_is_read_as_eval_with_a_warning():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"training mode.*model\.eval\(\)"):
+        net = from_torch(model)
+    model.eval()
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x.numpy()), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_torch(model)  # in eval mode: no warning
+        from_torch(nn.Sequential(nn.Linear(3, 2)).train())  # nothing that depends on the mode
+
+
+def test_progress_lines_name_the_model():
+    lines = []
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    compress(model, 0.5, progress=lines.append)
+    assert lines
+    assert all(line.startswith("[tropref Sequential] ") for line in lines)

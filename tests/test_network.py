@@ -586,3 +586,13 @@ def test_first_convolution_is_clustered_in_the_image_patch_metric():
     assert all(lr.info.get("input_ratio") is None for lr in paper.layers)
     _, everywhere = compress_network(net, 0.5, seed=0, input_ratio=2.0)
     assert {lr.info.get("input_ratio") for lr in everywhere.layers if lr.status == "compressed"} == {2.0}
+
+
+def test_report_says_why_there_is_no_network_certificate():
+    rng = np.random.default_rng(0)
+    net = Network([Dense(rng.normal(size=(8, 3))), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    _, report = compress_network(net, 0.5, progress=False)
+    assert report.certificate is None
+    assert "network certificate: none: no input domain (pass `inputs` or `input_radius`)" in report.table()
+    _, report = compress_network(net, 0.5, progress=False, inputs=rng.normal(size=(4, 3)), certify=False)
+    assert "network certificate: none: not certified (certify=False)" in report.table()

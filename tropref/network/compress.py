@@ -58,6 +58,7 @@ def compress_network(
     progress: bool | Callable[[str], None] | None = None,
     certify: bool = True,
     coupled: bool = False,
+    model_name: str | None = None,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
     """Compress every hidden ReLU layer of a network (a chain or a graph), front to back.
@@ -116,6 +117,9 @@ def compress_network(
         not allocate over groups yet. Off by default: on the shipped ResNet-20 the inner
         channels alone keep more of the function at the same parameter count
         (``docs/results.md``, section 11).
+    model_name : str, optional
+        The model's name in the progress lines (``[tropref ResNet] 3/9 ...``; the adapters
+        pass the model's class or name).
     **options
         Passed to the method (e.g. ``objective``, ``refine`` for ``"tropnnc"``).
 
@@ -146,7 +150,7 @@ def compress_network(
     check_method(method, options)  # before anything, also where nothing needs compressing
     check_finite_layers(net)  # each layer named, before a compressed layer's own check names its arguments
     seed = resolve_seed(seed)
-    say = progress_sink(progress, t0)
+    say = progress_sink(progress, t0, model=model_name)
     if inputs is None:
         inputs = data
     data = _in_weights_dtype(network_namespace(net), net, data)

@@ -177,6 +177,8 @@ class NetworkReport:
                 f"network certificate max|Δf| <= {self.certificate:.4g} on {self.input_domain} (composed per "
                 "layer; loose for deep nets)"
             )
+        else:  # say why there is none, rather than leave the line out
+            rows.append(f"network certificate: none: {self.input_domain}")
         if self.measured_error is not None:
             rows.append(f"measured max|Δf| = {self.measured_error:.4g} on the inputs given")
         rows.append(f"method {self.method}, seed {self.seed}, keep {self.keep}, {self.time_s:.2f} s")
@@ -309,16 +311,21 @@ def network_report(
 
 
 def progress_sink(
-    progress: bool | Callable[[str], None] | None, t0: float, after: float = 2.0
+    progress: bool | Callable[[str], None] | None, t0: float, after: float = 2.0, model: str | None = None
 ) -> Callable[[str], None]:
-    """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds have passed."""
+    """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds
+    have passed; with ``model``, every line's ``[tropref]`` reads ``[tropref <model>]``."""
+    if not progress and progress is not None:
+        return lambda line: None
     if callable(progress):
-        return progress
-    if progress is None:
-        return lambda line: print(line, file=sys.stderr, flush=True) if time.perf_counter() - t0 > after else None
-    if progress:
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    return lambda line: None
+        sink = progress
+    elif progress is None:
+        sink = lambda line: print(line, file=sys.stderr, flush=True) if time.perf_counter() - t0 > after else None  # noqa: E731
+    else:
+        sink = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if model is None:
+        return sink
+    return lambda line: sink(line.replace("[tropref]", f"[tropref {model}]", 1))
 
 
 def say_layer(
