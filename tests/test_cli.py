@@ -291,6 +291,7 @@ def test_keras_model_written_back_as_keras(tmp_path, capsys, suffix):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 def test_h5_with_code_is_refused_by_safe_mode(tmp_path):
     keras = pytest.importorskip("keras")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(3)])
