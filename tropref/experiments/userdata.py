@@ -176,9 +176,7 @@ def check_fit(
     ValueError: the model takes inputs of shape 3x2x2, but Fashion-MNIST has inputs of shape 1x28x28...
     """
     got = tuple(int(s) for s in x.shape[1:])
-    hint = "give inputs of the model's shape, in its own layout, with --data x.npy [y.npy] (or an .npz of x and y)" + (
-        ", or pass --input-shape" if not channels_last else ""
-    )
+    hint = "give inputs of the model's shape, in its own layout, with --data x.npy [y.npy] (or an .npz of x and y)"
     want = net.input_shape
     if want is not None and tuple(int(s) for s in want) != got:
         raise ValueError(
@@ -190,7 +188,7 @@ def check_fit(
     except Exception as exc:  # whatever the forward pass raises on that shape, said with both names
         raise ValueError(
             f"{model} does not run on the inputs of {dataset} (shape {_shape(got, channels_last)}: "
-            f"{type(exc).__name__}: {exc}); {hint}"
+            f"{type(exc).__name__}: {exc}); {hint}, or pass --input-shape (a .pt or ONNX model)"
         ) from None
     if out.ndim != 2:
         raise ValueError(
