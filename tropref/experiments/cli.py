@@ -341,6 +341,8 @@ def _setup(args: argparse.Namespace, model: str) -> tuple[Any, dict[str, Any], n
             f"{described}; pass --input-shape, or --data with inputs of the model's shape)"
         )
     net, meta = _load(model, hint, args.trust_pickle, args.arch, context)
+    if meta["format"] == "onnx" and net.input_shape is None:  # no static dims in the graph: the data's
+        net, meta = _load(model, x.shape[1:], args.trust_pickle, args.arch, context)
     channels_last = meta.get("data_format") == "channels_last"
     if args.arrays is not None and channels_last and x.ndim == 4:
         x = np.transpose(x, (0, 3, 1, 2))  # the model's NHWC images as the core reads them
@@ -480,8 +482,9 @@ def _write(args: argparse.Namespace, out: Path, small: Any, meta: dict[str, Any]
     if suffix in (".pt", ".pth"):
         import torch
 
-        if type(module) is not type(meta["module"]):
-            why = "; ".join(n for n in report.notes if "rebuilt" in n) or "the model was rebuilt as plain layers"
+        rebuilt = [n for n in report.notes if "not resized in place" in n]  # compress's fallback, said in a note
+        if rebuilt or type(module) is not type(meta["module"]):
+            why = "; ".join(rebuilt) or "the model was rebuilt as plain layers"
             raise SystemExit(
                 f"tropref: cannot write {str(out)!r} as a state_dict of {type(meta['module']).__name__}: {why}. "
                 "Write --out small.onnx or small.npz instead"
@@ -617,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
             "cifar10 the unpacked cifar-10-batches-py), or your own arrays: x.npy [y.npy], or one .npz with arrays "
             "x [and y]; inputs of any shape in the model's own layout (NHWC for a channels-last Keras model), "
             "labels as class indices (or one-hot rows). A model that does not fit the data (input shape, number "
-            "of outputs) is refused",
+            "of outputs) is refused. Give MODEL before --data",
         )
         q.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images")
         q.add_argument(
