@@ -181,7 +181,10 @@ def test_own_pt_model_on_data_of_another_shape_and_other_refusals(user_model):
     assert "3x32x32" in msg
     assert "--input-shape" in msg
     msg = _exit(["compress", str(tmp / "w.pt"), "--arch", arch, "--subset", "--out", str(tmp / "small.keras")])
-    assert "a PyTorch model is written as .pt or .pth (its own format), or as .onnx or .npz" in msg
+    assert (
+        "a PyTorch model is written as .pt or .pth (its own format), or as .onnx (ONNX) or .npz (tropref's format)"
+        in msg
+    )
     assert not (tmp / "small.keras").exists()
     msg = _exit(["compress", str(tmp / "w.pt"), "--arch", f"{tmp / 'mynet.py'}:NeedsArgs", "--subset"])
     assert "building NeedsArgs() failed" in msg
@@ -220,7 +223,7 @@ def test_npz_out_keeps_its_name_and_keep_budgets(tmp_path, capsys):
     assert count_params(small) <= 0.3 * count_params(original) < count_params(original)
     assert meta["keep"] == "params=0.3"
     msg = _exit([*argv, "--out", str(tmp_path / "small.pt")])
-    assert "a tropref (.npz or shipped) model is written as .npz (its own format), or as .onnx" in msg
+    assert "a tropref model is written as .npz (its own format), or as .onnx (ONNX); got .pt" in msg
     assert "--layers dense does not apply" in _exit([*argv, "--keep", "macs=0.5", "--layers", "dense"])
     with pytest.raises(SystemExit) as info:
         main([*argv, "--keep", "weights=0.5"])
@@ -300,3 +303,29 @@ def test_h5_with_code_is_refused_by_safe_mode(tmp_path):
     assert msg.startswith("tropref: ")
     assert "safe_mode" in msg
     assert "lam.h5" in msg
+
+
+def test_onnx_model_and_arrays_written_back_as_onnx(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from tropref.adapters.onnx import from_onnx, to_onnx
+
+    _, net = _npz_model(tmp_path / "m.npz", (1, 28, 28), 10, seed=3)
+    onnx.save(to_onnx(net), tmp_path / "net.onnx")
+    rng = np.random.default_rng(2)
+    x = rng.random((25, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", rng.integers(0, 10, size=25))
+    out = tmp_path / "small.onnx"
+    argv = ["compress", str(tmp_path / "net.onnx"), "--data", str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    assert main([*argv, "--keep", "0.5", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "6->3" in text
+    assert f"wrote {out}" in text
+    session = ort.InferenceSession(str(out))  # the documented call
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    new, _ = compress_network(from_onnx(tmp_path / "net.onnx"), 0.5, seed=0, progress=False)
+    want = E.predict(new, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert _accuracies(text)[1] == pytest.approx(100 * np.mean(got.argmax(1) == np.load(tmp_path / "y.npy")), abs=0.01)
+    assert "an ONNX model is written as .onnx" in _exit([*argv, "--out", str(tmp_path / "small.pt")])

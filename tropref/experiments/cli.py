@@ -77,7 +77,8 @@ def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict
 _FORMATS = {".pt": "pt", ".pth": "pt", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".onnx": "onnx"}
 # what --out writes for each format: the same format, or ONNX / tropref's .npz for any model
 _OWN_SUFFIXES = {"pt": (".pt", ".pth"), "keras": (".keras", ".h5"), "onnx": (".onnx",), "npz": (".npz",)}
-_FORMAT_NAMES = {"pt": "PyTorch", "keras": "Keras", "onnx": "ONNX", "npz": "tropref (.npz or shipped)"}
+_FORMAT_NAMES = {"pt": "a PyTorch", "keras": "a Keras", "onnx": "an ONNX", "npz": "a tropref"}
+_PORTABLE = {".onnx": ".onnx (ONNX)", ".npz": ".npz (tropref's format)"}
 
 LOAD_BACK = """\
 how to load the file --out wrote:
@@ -425,8 +426,8 @@ def _out_checked(args: argparse.Namespace) -> Path | None:
     others = [x for x in (".onnx", ".npz") if x not in own]
     if out.suffix.lower() not in (*own, *others):
         raise SystemExit(
-            f"tropref: --out {args.out!r}: a {_FORMAT_NAMES[fmt]} model is written as {' or '.join(own)} (its own "
-            f"format), or as {' or '.join(others)} (ONNX, tropref's .npz); got {out.suffix or 'no suffix'}"
+            f"tropref: --out {args.out!r}: {_FORMAT_NAMES[fmt]} model is written as {' or '.join(own)} (its own "
+            f"format), or as {' or '.join(_PORTABLE[o] for o in others)}; got {out.suffix or 'no suffix'}"
         )
     if not out.parent.is_dir():
         raise SystemExit(f"tropref: --out {args.out!r}: no folder {str(out.parent)!r}")
