@@ -52,7 +52,7 @@ def stand_in(net, n=60, seed=2):
     return x, np.argmax(np.asarray(forward(net, x)), axis=1)
 
 
-@pytest.mark.parametrize("module", ["models", "report", "sweeps", "certcheck"])
+@pytest.mark.parametrize("module", ["models", "report", "sweeps", "certcheck", "userdata"])
 def test_docstring_examples(module):
     run_doctests(importlib.import_module(f"tropref.experiments.{module}"))
 

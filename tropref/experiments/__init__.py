@@ -13,6 +13,9 @@ Modules, each with one job, each importing only those listed before it:
   groups × seeds, evaluated.
 - :mod:`~tropref.experiments.certcheck`: the layer certificate beside the measured error.
 - :mod:`~tropref.experiments.demos`: :func:`demo`, the main job.
+- :mod:`~tropref.experiments.userdata`: a user's own test arrays (``x.npy [y.npy]``, an
+  ``.npz``), whether a model and a dataset fit each other, ``--keep`` budgets, the
+  agreement of a compressed model with the original.
 - :mod:`~tropref.experiments.cli`: the ``tropref`` command line.
 
 Every public name is re-exported here: ``from tropref import experiments as E;
@@ -49,6 +52,7 @@ from .models import (
 )
 from .report import NEURON_MERGING_PUBLISHED, code_version, markdown, plot, summarize, to_json, write_report
 from .sweeps import DETERMINISTIC, sweep
+from .userdata import agreement, check_fit, load_arrays, parse_keep
 
 __all__ = [
     # data
@@ -88,4 +92,9 @@ __all__ = [
     "certificate_check",
     "certificate_markdown",
     "demo",
+    # a user's own data
+    "load_arrays",
+    "check_fit",
+    "parse_keep",
+    "agreement",
 ]

@@ -4,19 +4,26 @@
 
     tropref models                                  # the shipped Fashion-MNIST models
     tropref demo [--out DIR]                        # the main job, about two minutes
-    tropref compress MODEL [--method M] [--keep Q] [--layers G] [--out FILE.npz]
+    tropref compress MODEL [--method M] [--keep Q|params=Q|macs=Q|units=Q] [--layers G] [--data ...] [--out FILE]
     tropref sweep --model MODEL [--methods ...] [--fractions ...] [--layers ...] [--seeds ...] [--out DIR]
     tropref certcheck [--model lenet300] [--methods ...] [--fractions ...]   # certificate vs error
 
-``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``, ``resnet20``), a ``.npz``
-model file in the shipped format, or a PyTorch file (``.pt``/``.pth``, read through ``tropref.adapters.torch``; needs
-PyTorch): a state_dict with ``--arch module:Class``, or a whole pickled module with
-``--trust-pickle`` only (unpickling can run code; ``docs/security.md``). Evaluation uses
-Fashion-MNIST's test split when the IDX files are found (``--data`` or the Debian package
-``dataset-fashion-mnist``), else the 2,000 test images shipped with tropref (``--subset``
-forces them). Options of a method: ``--option tropnnc.refine=weiszfeld`` (repeatable).
-``MODEL`` may also be an ONNX file (``.onnx``, read through ``tropref.adapters.onnx``; needs
-onnx); ``--out FILE.onnx`` writes the compressed ONNX model.
+``MODEL`` is a shipped model's name (``lenet300``, ``lenet5``, ``vgg_small``, ``resnet20``), a
+``.npz`` model file in tropref's format, a PyTorch file (``.pt``/``.pth``, read through
+``tropref.adapters.torch``; needs PyTorch): a state_dict with ``--arch module:Class``, or a
+whole pickled module with ``--trust-pickle`` only (unpickling can run code;
+``docs/security.md``), a Keras file (``.keras``, or legacy ``.h5``; read with Keras's safe
+mode) or an ONNX file (``.onnx``). ``--out`` writes the compressed model in the input's
+format under the name given (``.onnx`` and tropref's ``.npz`` are accepted for any input):
+the help of ``tropref compress`` says how to load each back.
+
+``--data`` is a folder (Fashion-MNIST IDX files, or with ``--dataset cifar10`` the unpacked
+``cifar-10-batches-py``), or the user's own arrays: ``x.npy [y.npy]`` or one ``.npz`` with
+``x`` and optionally ``y``, inputs of any shape in the model's own layout. Without it,
+evaluation uses Fashion-MNIST's test split when the Debian package ``dataset-fashion-mnist``
+is installed, else the 2,000 test images shipped with tropref (``--subset`` forces them). A
+model whose input shape or number of outputs does not fit the data is refused. Options of a
+method: ``--option tropnnc.refine=weiszfeld`` (repeatable).
 """
 
 from __future__ import annotations
@@ -32,13 +39,14 @@ from typing import Any
 import numpy as np
 
 from ..methods import METHODS
-from ..network import compress_network
+from ..network import Budget, compress_network
 from .certcheck import certificate_check, certificate_markdown
 from .data import calibration_data, evaluation_data
 from .demos import demo
 from .models import LAYER_GROUPS, input_dtype, keep_rule, load_model, predict, save_model, shipped_models
 from .report import write_report
 from .sweeps import sweep
+from .userdata import agreement, check_fit, load_arrays, parse_keep
 
 
 def _parse_value(text: str) -> Any:
@@ -65,11 +73,47 @@ def _options(items: Sequence[str], methods: Sequence[str] | None = None) -> dict
     return out
 
 
+# the format of a model file by its suffix (anything else: a shipped name or tropref's .npz)
+_FORMATS = {".pt": "pt", ".pth": "pt", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".onnx": "onnx"}
+# what --out writes for each format: the same format, or ONNX / tropref's .npz for any model
+_OWN_SUFFIXES = {"pt": (".pt", ".pth"), "keras": (".keras", ".h5"), "onnx": (".onnx",), "npz": (".npz",)}
+_FORMAT_NAMES = {"pt": "a PyTorch", "keras": "a Keras", "onnx": "an ONNX", "npz": "a tropref"}
+_PORTABLE = {".onnx": ".onnx (ONNX)", ".npz": ".npz (tropref's format)"}
+
+LOAD_BACK = """\
+how to load the file --out wrote:
+  .pt     a state_dict of the compressed model, in your own class, resized:
+            from tropref.adapters.torch import load_compressed
+            small = load_compressed(Net(), torch.load("small.pt", weights_only=True))
+          (Net: the --arch class; for a whole pickled module, the original module itself)
+  .keras  a Keras model of plain layers (.h5: the legacy format):
+            small = keras.saving.load_model("small.keras")
+  .onnx   the model's own graph with new weights (a new graph for other inputs):
+            onnxruntime.InferenceSession("small.onnx")   # or onnx.load
+  .npz    tropref's format:  net, meta = tropref.experiments.load_model("small.npz")
+"""
+
+
+def _format(model: str) -> str:
+    """``"pt"``, ``"keras"``, ``"onnx"`` or ``"npz"`` (tropref's files and shipped names)."""
+    return _FORMATS.get(Path(model).suffix.lower(), "npz")
+
+
 def _load(
-    model: str, input_shape: Sequence[int] | None = None, trust_pickle: bool = False, arch: str | None = None
+    model: str,
+    input_shape: Sequence[int] | None = None,
+    trust_pickle: bool = False,
+    arch: str | None = None,
+    context: str = "",
 ) -> tuple[Any, dict[str, Any]]:
+    """The model as a Network, and what writing it back needs (``meta``); ``context`` is
+    added to a refusal (where ``input_shape`` came from)."""
     path = Path(model)
-    if path.suffix in (".pt", ".pth"):
+    fmt = _format(model)
+    if arch is not None and fmt != "pt":
+        raise SystemExit(f"tropref: --arch is for a .pt file holding a state_dict; {str(path)!r} is not one")
+    meta: dict[str, Any] = {"name": path.stem, "format": fmt}
+    if fmt == "pt":
         try:
             import torch
         except ImportError:
@@ -77,38 +121,41 @@ def _load(
         from tropref.adapters.torch import from_torch
 
         module = _torch_module(torch, path, trust_pickle, arch)
-        return _read(from_torch, module, input_shape=tuple(input_shape or (1, 28, 28))), {"name": path.stem}
-    if path.suffix == ".keras":
+        shape = tuple(input_shape or (1, 28, 28))
+        return _read(from_torch, module, context, input_shape=shape), {**meta, "module": module}
+    if fmt == "keras":
         import os
 
         os.environ.setdefault("KERAS_BACKEND", "torch")
         try:
             import keras
         except ImportError:
-            raise SystemExit("tropref: reading a .keras model needs Keras (pip install keras)") from None
-        from tropref.adapters.keras import from_keras
+            raise SystemExit(f"tropref: reading a {path.suffix} model needs Keras (pip install keras)") from None
+        from tropref.adapters.keras import data_format_of, from_keras
 
-        return _read(from_keras, _keras_model(keras, path)), {"name": path.stem}
-    if path.suffix == ".onnx":
+        k = _keras_model(keras, path)
+        return _read(from_keras, k, context), {**meta, "data_format": data_format_of(k)}
+    if fmt == "onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise SystemExit("tropref: reading a .onnx model needs onnx (pip install 'tropref[onnx]')") from None
         from tropref.adapters.onnx import from_onnx
 
-        return _read(from_onnx, path, input_shape=input_shape), {"name": path.stem, "onnx": path}
+        return _read(from_onnx, path, context, input_shape=input_shape), {**meta, "onnx": path}
     try:
-        return load_model(model)
+        net, info = load_model(model)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
+    return net, {**info, "format": "npz", "shipped": model in shipped_models()}
 
 
-def _read(reader: Any, model: Any, **kw: Any) -> Any:
+def _read(reader: Any, model: Any, context: str = "", **kw: Any) -> Any:
     """``reader(model)``, its refusal as a tropref message."""
     try:
         return reader(model, **kw)
     except (ValueError, TypeError) as exc:
-        raise SystemExit(f"tropref: {exc}") from None
+        raise SystemExit(f"tropref: {exc}{context}") from None
 
 
 _UNSAFE_PT = (
@@ -138,6 +185,13 @@ def _torch_module(torch: Any, path: Path, trust_pickle: bool, arch: str | None) 
         if _refused_global(exc):
             raise SystemExit(_UNSAFE_PT.format(path=str(path), why=f"refused: {_refused_global(exc)}")) from None
         raise SystemExit(f"tropref: cannot read {str(path)!r} as a PyTorch file ({exc})") from None
+    except (AttributeError, ImportError) as exc:  # a pickled module whose class cannot be found here
+        raise SystemExit(
+            f"tropref: {str(path)!r} holds a whole pickled module whose class Python cannot find here "
+            f"({type(exc).__name__}: {exc}): torch.save(model) stores the class by module and name, not its "
+            "code. Save the weights with torch.save(model.state_dict(), path) and pass --arch module:Class "
+            "(or file.py:Class), or run tropref where the class's module can be imported (PYTHONPATH)"
+        ) from None
     except Exception as exc:  # a damaged or foreign file: whatever torch raises, say which file
         raise SystemExit(
             f"tropref: cannot read {str(path)!r} as a PyTorch file ({type(exc).__name__}: {exc})"
@@ -155,7 +209,14 @@ def _torch_module(torch: Any, path: Path, trust_pickle: bool, arch: str | None) 
             f"tropref: {str(path)!r} holds a state_dict (weights without the architecture): pass "
             "--arch module:Class (or file.py:Class), the model's class, built with no arguments"
         )
-    module = _arch_class(torch, arch)()
+    cls = _arch_class(torch, arch)
+    try:
+        module = cls()
+    except Exception as exc:  # the user's constructor: whatever it raises, said with the option's name
+        raise SystemExit(
+            f"tropref: --arch {arch}: building {cls.__name__}() failed ({type(exc).__name__}: {exc}); --arch "
+            "names a class built with no arguments: give its arguments defaults, or name a subclass that passes them"
+        ) from None
     try:
         module.load_state_dict(obj)
     except (RuntimeError, ValueError) as exc:
@@ -195,8 +256,8 @@ def _arch_class(torch: Any, arch: str) -> Any:
             spec.loader.exec_module(mod)
         else:
             mod = importlib.import_module(where)
-    except ImportError as exc:
-        raise SystemExit(f"tropref: --arch {arch}: cannot import {where!r} ({exc})") from None
+    except Exception as exc:  # ImportError, or whatever the user's module raises when it runs
+        raise SystemExit(f"tropref: --arch {arch}: cannot import {where!r} ({type(exc).__name__}: {exc})") from None
     cls = getattr(mod, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise SystemExit(f"tropref: --arch {arch}: {where!r} has no torch.nn.Module class {name!r}")
@@ -225,20 +286,94 @@ def _keras_model(keras: Any, path: Path) -> Any:
         raise SystemExit(f"tropref: cannot load {str(path)!r} with Keras ({why})") from None
 
 
-def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test split of ``--dataset`` (:func:`~tropref.experiments.evaluation_data`), normalised."""
+def _data_source(args: argparse.Namespace) -> None:
+    """``--data`` told apart by what it is: a folder (``args.data``, the IDX or CIFAR-10
+    files) or the user's arrays (``args.arrays``: ``x.npy [y.npy]`` or one ``.npz``)."""
+    given = list(args.data or [])
+    args.data, args.arrays = None, None
+    if not given:
+        return
+    if len(given) == 1 and Path(given[0]).is_dir():
+        args.data = given[0]
+        return
+    missing = [p for p in given if not Path(p).exists()]
+    if missing:
+        raise SystemExit(f"tropref: --data: no file or folder {missing[0]!r}")
+    if len(given) > 2 or any(Path(p).suffix not in (".npy", ".npz") for p in given):
+        raise SystemExit(
+            f"tropref: --data takes a folder (the Fashion-MNIST IDX files, or with --dataset cifar10 the unpacked "
+            f"cifar-10-batches-py), x.npy [y.npy], or one .npz of arrays x [and y]; got {' '.join(given)}"
+        )
+    if args.dataset != "fashion-mnist" or args.subset:
+        raise SystemExit("tropref: --dataset and --subset name a built-in dataset; with --data arrays leave them out")
+    args.arrays = given
+
+
+def _test_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    """The test inputs (the user's arrays in the model's own layout, else the built-in
+    split, NCHW), labels (None for arrays without them), the split's name and a
+    description of the dataset for messages."""
+    if args.arrays is not None:
+        try:
+            x, y, name = load_arrays(args.arrays)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"tropref: {exc}") from None
+        return x, y, name, name
     if args.dataset == "cifar10" and args.data is None:
         raise SystemExit("tropref: --dataset cifar10 needs --data (the unpacked cifar-10-batches-py folder)")
     try:
         x, y, name = evaluation_data(args.data, args.subset, args.dataset)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
-    return _normalise(args, x), y, name
+    described = name if args.dataset == "cifar10" else f"Fashion-MNIST {name}"
+    return x, y, name, described
+
+
+def _setup(args: argparse.Namespace, model: str) -> tuple[Any, dict[str, Any], np.ndarray, np.ndarray | None, str]:
+    """The model read, the test data as it reads them (normalised, in its dtype), checked to
+    fit each other: ``(net, meta, x, y, test_name)``."""
+    _data_source(args)
+    x, y, name, described = _test_data(args)
+    hint, context = args.input_shape, ""
+    if hint is None and _format(model) == "pt":  # a .pt file does not store its input shape: the data's
+        hint = x.shape[1:]
+        context = (
+            f" (tropref read the model with inputs of shape {'x'.join(map(str, hint))}, those of "
+            f"{described}; pass --input-shape, or --data with inputs of the model's shape)"
+        )
+    net, meta = _load(model, hint, args.trust_pickle, args.arch, context)
+    if meta["format"] == "onnx" and net.input_shape is None:  # no static dims in the graph: the data's
+        net, meta = _load(model, x.shape[1:], args.trust_pickle, args.arch, context)
+    channels_last = meta.get("data_format") == "channels_last"
+    if args.arrays is not None and channels_last and x.ndim == 4:
+        x = np.transpose(x, (0, 3, 1, 2))  # the model's NHWC images as the core reads them
+    x = _normalise(args, x).astype(input_dtype(net))
+    label = f"{str(model)!r}" if meta.get("format") != "npz" or not meta.get("shipped") else model
+    try:
+        k = check_fit(net, x, y, described, label, channels_last)
+    except ValueError as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    if args.arrays is None and args.data is None and args.dataset == "fashion-mnist" and not meta.get("shipped"):
+        shape = "x".join(str(int(s)) for s in x.shape[1:])
+        print(
+            f"tropref: note: scoring on {described} ({len(x)} images; no --data given), which fits the model "
+            f"({shape} inputs, {k} outputs); pass --data x.npy [y.npy] to score on your own data",
+            file=sys.stderr,
+        )
+    if y is not None and int(y.max()) + 1 < k:
+        print(
+            f"tropref: note: the model gives {k} outputs, the labels of {described} name {int(y.max()) + 1} "
+            "classes; the other outputs count as wrong answers",
+            file=sys.stderr,
+        )
+    return net, meta, x, y, name
 
 
 def _normalise(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
     if args.mean is None and args.std is None:
         return x
+    if x.ndim != 4:
+        raise SystemExit(f"tropref: --mean/--std are per channel of images (N, C, H, W); the inputs are {x.shape}")
     c = x.shape[1]
     mean = np.asarray(args.mean if args.mean is not None else [0.0] * c, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(args.std if args.std is not None else [1.0] * c, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -249,6 +384,11 @@ def _normalise(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
 
 def _calibration(args: argparse.Namespace, dtype: Any) -> np.ndarray:
     """``args.calibration`` training images (:func:`~tropref.experiments.calibration_data`), normalised."""
+    if args.arrays is not None:
+        raise SystemExit(
+            "tropref: 'thinet' needs training images as calibration data, and --data arrays are the test set: "
+            "pass --data FOLDER (Fashion-MNIST IDX files, or --dataset cifar10), or use a data-free method"
+        )
     try:
         x = calibration_data(args.calibration, args.data, args.dataset)
     except FileNotFoundError as exc:
@@ -276,62 +416,135 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
-    net, meta = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
-    x, y, test_name = _test_data(args)
-    x = x.astype(input_dtype(net))
-    calibration = _calibration(args, x.dtype) if args.method == "thinet" else None
+def _out_checked(args: argparse.Namespace) -> Path | None:
+    """``--out``, checked before any work: a suffix the input's format is written as, and a
+    folder that exists."""
+    if not args.out:
+        return None
+    out, fmt = Path(args.out), _format(args.model)
+    own = _OWN_SUFFIXES[fmt]
+    others = [x for x in (".onnx", ".npz") if x not in own]
+    if out.suffix.lower() not in (*own, *others):
+        raise SystemExit(
+            f"tropref: --out {args.out!r}: {_FORMAT_NAMES[fmt]} model is written as {' or '.join(own)} (its own "
+            f"format), or as {' or '.join(_PORTABLE[o] for o in others)}; got {out.suffix or 'no suffix'}"
+        )
+    if not out.parent.is_dir():
+        raise SystemExit(f"tropref: --out {args.out!r}: no folder {str(out.parent)!r}")
+    return out
+
+
+def _keep(args: argparse.Namespace, net: Any) -> Any:
+    """The ``keep`` of ``compress_network`` for ``--keep`` and ``--layers``."""
+    if isinstance(args.keep, Budget):
+        if args.layers not in ("all", "nonuniform"):
+            raise SystemExit(
+                f"tropref: --keep {_keep_text(args.keep)} is a budget over the whole network; "
+                f"--layers {args.layers} does not apply to it: leave --layers at all"
+            )
+        return args.keep
     try:
-        keep = keep_rule(net, args.keep, args.layers)
+        return keep_rule(net, args.keep, args.layers)
     except (ValueError, NotImplementedError) as exc:
         raise SystemExit(f"tropref: {exc}") from None
+
+
+def _compress(args: argparse.Namespace, net: Any, meta: dict[str, Any], x: np.ndarray, out: Path | None) -> Any:
+    """Compress ``net``: through ``compress_network``, or, for a ``.pt`` written as ``.pt``,
+    through ``tropref.adapters.torch.compress(..., in_place=True)`` (the user's own class,
+    resized): ``(compressed network, report, module or None)``."""
+    calibration = _calibration(args, x.dtype) if args.method == "thinet" else None
+    keep = _keep(args, net)
     box = np.stack([x.min(axis=0), x.max(axis=0)])
     opts = _options(args.option, [args.method]).get(args.method, {})
-    small, report = compress_network(
-        net,
-        keep,
-        method=args.method,
-        seed=args.seed,
-        data=calibration,
-        inputs=box,
-        progress=not args.no_progress,
-        **opts,
-    )
-    before, after = predict(net, x), predict(small, x)
-    # the report's own "measured" line refers to the two box corners passed as `inputs`
-    table = report.table().replace("the box spanned by the 2 inputs given", f"the box spanned by {test_name}")
-    print("\n".join(line for line in table.splitlines() if "on the inputs given" not in line))
-    print(f"measured max|Δ logits| on {test_name}: {float(np.max(np.abs(before - after))):.4g}")
-    print(
-        f"test accuracy on {test_name} ({len(y)} images): "
-        f"{100 * np.mean(before.argmax(1) == y):.2f}% -> {100 * np.mean(after.argmax(1) == y):.2f}%"
-    )
-    if args.out and str(args.out).endswith(".onnx"):  # the ONNX model read, its graph edited (else a new one)
+    kw = dict(method=args.method, seed=args.seed, data=calibration, inputs=box, progress=not args.no_progress, **opts)
+    try:
+        if meta["format"] == "pt" and out is not None and out.suffix.lower() in (".pt", ".pth"):
+            import warnings
+
+            from tropref.adapters.torch import compress, from_torch
+
+            with warnings.catch_warnings():  # a fallback is said below, as a refusal to write the file
+                warnings.simplefilter("ignore", UserWarning)
+                module, report = compress(
+                    meta["module"], keep, input_shape=net.input_shape, dtype=input_dtype(net), in_place=True, **kw
+                )
+            small = from_torch(module, input_shape=net.input_shape, dtype=input_dtype(net))
+            return small, report, module
+        small, report = compress_network(net, keep, **kw)
+    except (ValueError, NotImplementedError) as exc:
+        raise SystemExit(f"tropref: {exc}") from None
+    return small, report, None
+
+
+def _write(args: argparse.Namespace, out: Path, small: Any, meta: dict[str, Any], report: Any, module: Any) -> None:
+    """The compressed model written to ``out`` in the format its suffix names."""
+    suffix = out.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        rebuilt = [n for n in report.notes if "not resized in place" in n]  # compress's fallback, said in a note
+        if rebuilt or type(module) is not type(meta["module"]):
+            why = "; ".join(rebuilt) or "the model was rebuilt as plain layers"
+            raise SystemExit(
+                f"tropref: cannot write {str(out)!r} as a state_dict of {type(meta['module']).__name__}: {why}. "
+                "Write --out small.onnx or small.npz instead"
+            )
+        torch.save(module.state_dict(), out)
+    elif suffix in (".keras", ".h5"):
+        from tropref.adapters.keras import to_keras
+
+        to_keras(small, data_format=meta["data_format"]).save(out)
+    elif suffix == ".onnx":  # the ONNX model read, its graph edited (else a new one)
         import onnx
 
         from tropref.adapters.onnx import to_onnx
 
-        onnx.save(to_onnx(small, like=meta.get("onnx")), args.out)
-        print(f"wrote {args.out}")
-    elif args.out:
-        path = save_model(
-            small,
-            args.out,
-            {
-                "compressed_from": meta.get("name"),
-                "method": args.method,
-                "keep": args.keep,
-                "layers": args.layers,
-                "seed": report.seed,
-            },
+        onnx.save(to_onnx(small, like=meta.get("onnx")), out)
+    else:
+        try:
+            save_model(
+                small,
+                out,
+                {
+                    "compressed_from": meta.get("name"),
+                    "method": args.method,
+                    "keep": _keep_text(args.keep),
+                    "layers": args.layers,
+                    "seed": report.seed,
+                },
+            )
+        except ValueError as exc:
+            raise SystemExit(f"tropref: cannot write {str(out)!r}: {exc}; write --out small.onnx instead") from None
+    print(f"wrote {out}")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    out = _out_checked(args)
+    net, meta, x, y, test_name = _setup(args, args.model)
+    small, report, module = _compress(args, net, meta, x, out)
+    before, after = predict(net, x), predict(small, x)
+    # the report's own "measured" line refers to the two box corners passed as `inputs`
+    table = report.table().replace("the box spanned by the 2 inputs given", f"the box spanned by {test_name}")
+    print("\n".join(line for line in table.splitlines() if "on the inputs given" not in line))
+    same, relative = agreement(before, after)
+    print(f"measured max|Δ logits| on {test_name}: {float(np.max(np.abs(before - after))):.4g}")
+    print(f"relative logit error on {test_name}: ‖Δ logits‖ / ‖logits‖ = {relative:.4g}")
+    print(f"top-1 agreement with the original on {test_name} ({len(x)} inputs): {100 * same:.2f}%")
+    if y is not None:
+        print(
+            f"test accuracy on {test_name} ({len(y)} images): "
+            f"{100 * np.mean(before.argmax(1) == y):.2f}% -> {100 * np.mean(after.argmax(1) == y):.2f}%"
         )
-        print(f"wrote {path}")
+    if out is not None:
+        _write(args, out, small, meta, report, module)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    net, meta = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
-    x, y, test_name = _test_data(args)
+    net, meta, x, y, test_name = _setup(args, args.model)
+    if y is None:
+        raise SystemExit("tropref: a sweep scores accuracy: give labels with the inputs (--data x.npy y.npy)")
     try:
         result = sweep(
             net,
@@ -358,8 +571,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_certcheck(args: argparse.Namespace) -> int:
-    net, _ = _load(args.model, args.input_shape, args.trust_pickle, args.arch)
-    x, y, _ = _test_data(args)
+    net, _, x, y, _ = _setup(args, args.model)
     try:
         options = _options(args.option, args.methods)
         rows = certificate_check(
@@ -371,6 +583,28 @@ def cmd_certcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_text(keep: Any) -> str:
+    return f"{keep.kind}={keep.fraction:g}" if isinstance(keep, Budget) else f"{keep:g}"
+
+
+def _keep_arg(text: str) -> Any:
+    """``--keep`` for argparse: its refusal as argparse's own error (naming the option)."""
+    try:
+        return parse_keep(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_MODEL_HELP = (
+    "a shipped model's name, a tropref .npz model file, a PyTorch .pt/.pth file (a state_dict with --arch "
+    "module:Class; a whole pickled module only with --trust-pickle), a Keras .keras or .h5 file, or an ONNX .onnx file"
+)
+_LAYERS_HELP = (
+    "the layers compressed (default: all): dense, conv, all (every hidden layer) or nonuniform (a units "
+    "budget spread over the layers)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tropref", description="TropNNC: data-free structured compression of ReLU networks."
@@ -379,7 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(q: argparse.ArgumentParser) -> None:
         q.add_argument(
-            "--data", default=None, help="folder with the Fashion-MNIST IDX files (default: the Debian package's)"
+            "--data",
+            nargs="+",
+            default=None,
+            metavar="PATH",
+            help="test data: a folder (the Fashion-MNIST IDX files, default the Debian package's; with --dataset "
+            "cifar10 the unpacked cifar-10-batches-py), or your own arrays: x.npy [y.npy], or one .npz with arrays "
+            "x [and y]; inputs of any shape in the model's own layout (NHWC for a channels-last Keras model), "
+            "labels as class indices (or one-hot rows). A model that does not fit the data (input shape, number "
+            "of outputs) is refused. Give MODEL before --data",
         )
         q.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images")
         q.add_argument(
@@ -393,7 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std dividing the inputs")
         q.add_argument(
-            "--input-shape", type=int, nargs="+", default=None, help="C H W of a .pt model's input (default 1 28 28)"
+            "--input-shape",
+            type=int,
+            nargs="+",
+            default=None,
+            help="C H W (or D) of one input of a .pt model, or of an ONNX model without static dims "
+            "(default: the shape of the test inputs)",
         )
         q.add_argument(
             "--calibration", type=int, default=1000, help="training images given to data-driven methods (thinet)"
@@ -424,20 +671,40 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(fn=cmd_demo)
 
-    q = sub.add_parser("compress", help="compress one model and report layer by layer")
-    q.add_argument(
-        "model", help="shipped name, .npz model file, .pt file (a state_dict with --arch), .keras or .onnx file"
+    q = sub.add_parser(
+        "compress",
+        help="compress one model and report layer by layer",
+        description="Compress one model, report layer by layer, score it against the original on test data "
+        "(accuracy with labels; top-1 agreement and relative logit error always), and write it with --out.",
+        epilog=LOAD_BACK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    q.add_argument("model", help=_MODEL_HELP)
     q.add_argument("--method", default="tropnnc", choices=sorted(METHODS))
-    q.add_argument("--keep", type=float, default=0.5, help="kept fraction of units (default 0.5)")
-    q.add_argument("--layers", default="all", choices=LAYER_GROUPS)
+    q.add_argument(
+        "--keep",
+        type=_keep_arg,
+        default=0.5,
+        metavar="Q|params=Q|macs=Q|units=Q",
+        help="kept fraction of the units of each layer of --layers (default 0.5), or a tropref.Budget over the "
+        "whole network: params=0.3, macs=0.5 or units=0.4 (at most that fraction of the parameters, "
+        "multiply-accumulates or hidden units, spread over the layers by their certificates)",
+    )
+    q.add_argument("--layers", default="all", choices=LAYER_GROUPS, help=_LAYERS_HELP)
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", default=None, help="write the compressed model to this .npz (or .onnx)")
+    q.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write the compressed model to FILE, exactly that name, in the input's format: .pt (a state_dict of "
+        "your --arch class, resized), .keras or .h5, .onnx, .npz; .onnx and .npz (tropref's format) for any "
+        "input. How to load each back: below",
+    )
     data_args(q)
     q.set_defaults(fn=cmd_compress)
 
     q = sub.add_parser("certcheck", help="layer certificate against measured error on the first dense layer")
-    q.add_argument("--model", default="lenet300")
+    q.add_argument("--model", default="lenet300", help=_MODEL_HELP)
     q.add_argument(
         "--methods",
         nargs="+",
@@ -450,10 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_certcheck)
 
     q = sub.add_parser("sweep", help="methods x kept fractions x layer groups x seeds, with report and plot")
-    q.add_argument("--model", required=True)
+    q.add_argument("--model", required=True, help=_MODEL_HELP)
     q.add_argument("--methods", nargs="+", default=["tropnnc", "cup", "l1", "neuron_merging"], choices=sorted(METHODS))
     q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
-    q.add_argument("--layers", nargs="+", default=["dense"], choices=LAYER_GROUPS)
+    q.add_argument("--layers", nargs="+", default=["all"], choices=LAYER_GROUPS, help=_LAYERS_HELP)
     q.add_argument("--seeds", nargs="+", type=int, default=[0])
     q.add_argument("--out", default="results", help="folder for <stem>.json, .md, .png")
     q.add_argument("--stem", default=None, help="file name stem (default: <model>_<layers>)")
