@@ -90,7 +90,9 @@ def in_place_arrays(
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """For every named layer of the model, the arrays it takes when ``net`` (the model as
     read) is replaced by ``new`` (its compressed network): ``weight``, ``bias``,
-    ``running_mean``, ``running_var`` as NumPy arrays (float64), and notes for the report.
+    ``running_mean``, ``running_var`` as NumPy arrays (the compressed network's own, in its
+    precision, not copied again: a model's big weights are converted once, by the adapter), and
+    notes for the report.
 
     ``slots`` describes the model's layers by name; ``unit_var(eps)`` is a variance ``v``
     with ``v + eps == 1`` exactly in the model's precision (a folded BatchNorm kept as an
@@ -150,7 +152,7 @@ def in_place_arrays(
 
 def _layer_arrays(layer: Any, slot: Slot) -> dict[str, np.ndarray]:
     def host(a: Any) -> np.ndarray:
-        return np.asarray(to_numpy(a), dtype=np.float64)
+        return np.asarray(to_numpy(a))  # no float64 copy: the adapter converts once, to the model's dtype
 
     if isinstance(layer, BatchNorm):
         c = layer.channels
