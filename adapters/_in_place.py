@@ -129,7 +129,8 @@ def in_place_arrays(
     arrays: dict[str, dict[str, np.ndarray]] = {}
     notes: list[str] = []
     for name, (_, layer) in new_by.items():
-        arrays[name] = _layer_arrays(layer, slots[name])
+        eps = old_by[name][1].eps if isinstance(layer, BatchNorm) else 0.0
+        arrays[name] = _layer_arrays(layer, slots[name], eps, unit_var)
     for name, (i, layer) in old_by.items():
         if name in new_by:
             continue
@@ -150,7 +151,9 @@ def in_place_arrays(
     return arrays, notes
 
 
-def _layer_arrays(layer: Any, slot: Slot) -> dict[str, np.ndarray]:
+def _layer_arrays(layer: Any, slot: Slot, eps: float, unit_var: Callable[[float], float]) -> dict[str, np.ndarray]:
+    """The arrays of one compressed layer; ``eps``: the model's epsilon for a BatchNorm."""
+
     def host(a: Any) -> np.ndarray:
         return np.asarray(to_numpy(a))  # no float64 copy: the adapter converts once, to the model's dtype
 
@@ -158,6 +161,13 @@ def _layer_arrays(layer: Any, slot: Slot) -> dict[str, np.ndarray]:
         c = layer.channels
         out = {"running_mean": host(layer.mean), "running_var": host(layer.var)}
         weight = np.ones(c) if layer.weight is None else host(layer.weight)
+        if layer.eps != eps:
+            # The model's layer keeps its own epsilon (a BatchNorm the compression refitted has
+            # eps 0): the scale 1 / sqrt(var + eps) moves into the weight, over an identity variance.
+            denom = np.sqrt(np.asarray(out["running_var"], dtype=np.float64) + layer.eps)
+            if np.any(denom != 1):
+                weight = np.asarray(weight, dtype=np.float64) / denom
+            out["running_var"] = np.full(c, unit_var(eps))
         bias = np.zeros(c) if layer.bias is None else host(layer.bias)
         if slot.bias:
             out.update(weight=weight, bias=bias)
