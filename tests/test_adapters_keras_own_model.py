@@ -144,14 +144,15 @@ def test_own_model_back_with_names_batchnorms_and_type(make, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("make", [functional_bn, residual], ids=["functional_bn", "residual"])
-def test_functional_model_saves_and_reloads_as_h5(make, tmp_path):
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_model_saves_and_reloads_as_h5(make, tmp_path):
     pytest.importorskip("h5py")
     model = make()
     x = _x(model)
     small, _ = _compress(model, x)
     small.save(tmp_path / "small.h5")
     again = keras.models.load_model(tmp_path / "small.h5")
+    assert type(again) is type(model)
     assert [layer.name for layer in again.layers] == [layer.name for layer in small.layers]
     np.testing.assert_array_equal(_np(again(x)), _np(small(x)))
 
@@ -191,13 +192,16 @@ def test_nested_model_whose_input_width_changes_is_cloned_on_its_new_input():
     keras.utils.set_random_seed(4)
     block_in = keras.Input((10,), name="block_in")
     block = keras.Model(block_in, L.Dense(6, activation="relu", name="inner")(block_in), name="block")
+    seq = keras.Sequential([keras.Input((6,), name="seq_in"), L.Dense(8, activation="relu", name="deep")], name="seq")
     inp = keras.Input((4,), name="x")
-    out = L.Dense(3, name="out")(block(L.Dense(10, activation="relu", name="outer")(inp)))
+    out = L.Dense(3, name="out")(seq(block(L.Dense(10, activation="relu", name="outer")(inp))))
     model = keras.Model(inp, out, name="nest")
     x = _x(model, 16)
     small, _ = _compress(model, x)
-    assert [layer.name for layer in small.layers] == ["x", "outer", "block", "out"]
+    assert [layer.name for layer in small.layers] == ["x", "outer", "block", "seq", "out"]
+    assert type(small.get_layer("seq")) is keras.Sequential
     assert small.get_layer("block").get_layer("inner").units == 3
+    assert small.get_layer("seq").get_layer("deep").units == 4
     assert small.get_layer("outer").units == 5
     core, _ = compress_network(from_keras(model), 0.5, inputs=x, progress=False)
     np.testing.assert_allclose(_np(small(x)), forward(core, x), rtol=1e-5, atol=1e-5)
