@@ -12,7 +12,7 @@
 - :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``),
   every layer named explicitly after the network's layers.
 - :func:`compress` reads the model, runs :func:`tropref.compress_network` and returns the
-  user's own model resized: a clone of it (``keras.models.clone_model``: same classes,
+  user's own model resized: a clone of it (as ``keras.models.clone_model`` makes: same classes,
   configs, layer names, graph, nesting, model and input names; a ``Sequential`` for a
   ``Sequential``, a functional model for a functional one) whose ``Dense`` and ``Conv2D``
   layers have the compressed widths and weights. A BatchNorm folded into its layer stays as
@@ -28,6 +28,7 @@ given is never modified.
 from __future__ import annotations
 
 import functools
+import re
 import time
 import warnings
 from dataclasses import replace
@@ -728,7 +729,7 @@ def compress(
 ) -> tuple[Any, NetworkReport]:
     """Compress a Keras model; returns the user's own model, resized, and the report.
 
-    The result is a clone of ``model`` (``keras.models.clone_model``): the same layer classes,
+    The result is a clone of ``model`` (as ``keras.models.clone_model`` makes): the same layer classes,
     configs, names and graph, the model's name and its input and output names, a
     ``Sequential`` for a ``Sequential`` and a functional ``keras.Model`` for a functional
     model, nested models cloned on their new inputs. Every ``Dense`` and ``Conv2D`` has its
@@ -743,8 +744,8 @@ def compress(
     It saves and loads as ``.keras`` (and as legacy ``.h5``).
 
     Where the model cannot carry the compressed network (a layer called several times,
-    whose calls tropref compresses as separate layers; a nested ``Sequential`` in a
-    ``Sequential`` whose input width changed), the result is :func:`to_keras`'s model of
+    whose calls tropref compresses as separate layers; a ``Rescaling`` that would need
+    per-channel values), the result is :func:`to_keras`'s model of
     plain layers, named after the network's layers, with the model's name and input name
     (functional for a functional model), with a ``UserWarning`` and a note in
     ``report.notes`` saying why.
@@ -906,7 +907,8 @@ class _Later:
 
 
 def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, list[str]]:
-    """A clone of ``model`` (``keras.models.clone_model``: same classes, configs, names, graph,
+    """A clone of ``model`` (``keras.models.clone_model`` for a functional model, the same by
+    hand for a Sequential, to follow shapes to nested models: same classes, configs, names, graph,
     nesting, model and input names) with its layers resized to carry ``new``, and notes for
     the report; :class:`NotInPlace` when the model cannot carry it."""
     keras = _keras()
@@ -916,12 +918,29 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, l
     read = {layer.name: layer for layer in net.layers if isinstance(layer, BatchNorm)}
     made: dict[str, Any] = {}
 
-    def in_sequential(layer: Any) -> Any:  # a Sequential lists its layers: a nested model is cloned now
-        if isinstance(layer, keras.Sequential):
-            return keras.models.clone_model(layer, clone_function=in_sequential)
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=in_functional, call_function=call)
-        return clone_layer(layer)
+    def sequential(seq: Any, shape: tuple | None = None) -> Any:
+        """A clone of the Sequential ``seq`` on inputs of batch shape ``shape`` (None: its own):
+        a Sequential lists its layers, so a nested model's input shape is followed through
+        the layers before it (``compute_output_shape``, symbolic) to clone it on that shape."""
+        ref = _io(seq)[0]
+        shape = tuple(ref.shape) if shape is None else tuple(shape)
+        x = keras.Input(batch_shape=shape, dtype=ref.dtype, name=_input_name(ref))
+        out = []
+        for k, layer in enumerate(seq.layers):
+            if isinstance(layer, keras.Model):
+                out.append(nested(layer, shape, ref.dtype))
+            else:
+                out.append(clone_layer(layer))
+            if any(isinstance(later, keras.Model) for later in seq.layers[k + 1 :]):
+                shape = tuple(out[-1].compute_output_shape(shape))
+        return keras.Sequential([x, *out], name=seq.name, trainable=seq.trainable)
+
+    def nested(inner: Any, shape: tuple, dtype: Any) -> Any:
+        """A clone of the nested model ``inner`` on inputs of batch shape ``shape``."""
+        if isinstance(inner, keras.Sequential):
+            return sequential(inner, shape)
+        x = keras.Input(batch_shape=shape, dtype=dtype, name=_input_name(_io(inner)[0]))
+        return keras.models.clone_model(inner, input_tensors=x, clone_function=in_functional, call_function=call)
 
     def in_functional(layer: Any) -> Any:  # a functional model calls its layers: a nested model waits
         return _Later(layer) if isinstance(layer, keras.Model) else clone_layer(layer)
@@ -934,21 +953,20 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, l
 
     def call(op: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(op, _Later):  # on the tensor it reads now, whose width may have changed
-            inner = op.model
-            x = keras.Input(batch_shape=args[0].shape, dtype=args[0].dtype, name=_input_name(_io(inner)[0]))
-            if isinstance(inner, keras.Sequential):
-                op = keras.models.clone_model(inner, input_tensors=x, clone_function=in_sequential)
-            else:
-                op = keras.models.clone_model(inner, input_tensors=x, clone_function=in_functional, call_function=call)
+            op = nested(op.model, tuple(args[0].shape), args[0].dtype)
         return op(*args, **kwargs)
 
     try:
         if isinstance(model, keras.Sequential):
-            small = keras.models.clone_model(model, clone_function=in_sequential)
+            small = sequential(model)
+            if model.compiled:  # as keras.models.clone_model does
+                small.compile_from_config(model.get_compile_config())
         else:
             small = keras.models.clone_model(model, clone_function=in_functional, call_function=call)
-    except (ValueError, TypeError) as exc:  # a nested Sequential whose input width changed, say
-        raise NotInPlace(f"Keras could not rebuild the model at the compressed widths ({exc})") from None
+    except (ValueError, TypeError, NotImplementedError) as exc:  # a layer without compute_output_shape, say
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+        why = next((line for line in first if "incompatible" in line), first[0] if first else type(exc).__name__)
+        raise NotInPlace(f"Keras could not rebuild the model at the compressed widths ({why.strip()})") from None
     for name, a in arrays.items():
         _assign(made[name], a)
     _check(small, new, fmt)

@@ -205,6 +205,14 @@ def test_nested_model_whose_input_width_changes_is_cloned_on_its_new_input():
     assert small.get_layer("outer").units == 5
     core, _ = compress_network(from_keras(model), 0.5, inputs=x, progress=False)
     np.testing.assert_allclose(_np(small(x)), forward(core, x), rtol=1e-5, atol=1e-5)
+    # the same in a Sequential: the nested model's input shape is followed through the layers before it
+    inner = keras.Sequential([keras.Input((10,), name="inner_in"), L.Dense(6, activation="relu", name="deep")])
+    model = keras.Sequential([keras.Input((4,)), L.Dense(10, activation="relu", name="first"), inner, L.Dense(3)])
+    small, _ = _compress(model, x)
+    assert type(small.layers[1]) is keras.Sequential
+    assert small.layers[1].get_layer("deep").units == 3
+    core, _ = compress_network(from_keras(model), 0.5, inputs=x, progress=False)
+    np.testing.assert_allclose(_np(small(x)), forward(core, x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:tropref reads every call of a layer used several times")
