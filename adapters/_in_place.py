@@ -90,7 +90,9 @@ def in_place_arrays(
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """For every named layer of the model, the arrays it takes when ``net`` (the model as
     read) is replaced by ``new`` (its compressed network): ``weight``, ``bias``,
-    ``running_mean``, ``running_var`` as NumPy arrays (float64), and notes for the report.
+    ``running_mean``, ``running_var`` as NumPy arrays (the compressed network's own, in its
+    precision, not copied again: a model's big weights are converted once, by the adapter), and
+    notes for the report.
 
     ``slots`` describes the model's layers by name; ``unit_var(eps)`` is a variance ``v``
     with ``v + eps == 1`` exactly in the model's precision (a folded BatchNorm kept as an
@@ -127,7 +129,8 @@ def in_place_arrays(
     arrays: dict[str, dict[str, np.ndarray]] = {}
     notes: list[str] = []
     for name, (_, layer) in new_by.items():
-        arrays[name] = _layer_arrays(layer, slots[name])
+        eps = old_by[name][1].eps if isinstance(layer, BatchNorm) else 0.0
+        arrays[name] = _layer_arrays(layer, slots[name], eps, unit_var)
     for name, (i, layer) in old_by.items():
         if name in new_by:
             continue
@@ -148,14 +151,23 @@ def in_place_arrays(
     return arrays, notes
 
 
-def _layer_arrays(layer: Any, slot: Slot) -> dict[str, np.ndarray]:
+def _layer_arrays(layer: Any, slot: Slot, eps: float, unit_var: Callable[[float], float]) -> dict[str, np.ndarray]:
+    """The arrays of one compressed layer; ``eps``: the model's epsilon for a BatchNorm."""
+
     def host(a: Any) -> np.ndarray:
-        return np.asarray(to_numpy(a), dtype=np.float64)
+        return np.asarray(to_numpy(a))  # no float64 copy: the adapter converts once, to the model's dtype
 
     if isinstance(layer, BatchNorm):
         c = layer.channels
         out = {"running_mean": host(layer.mean), "running_var": host(layer.var)}
         weight = np.ones(c) if layer.weight is None else host(layer.weight)
+        if layer.eps != eps:
+            # The model's layer keeps its own epsilon (a BatchNorm the compression refitted has
+            # eps 0): the scale 1 / sqrt(var + eps) moves into the weight, over an identity variance.
+            denom = np.sqrt(np.asarray(out["running_var"], dtype=np.float64) + layer.eps)
+            if np.any(denom != 1):
+                weight = np.asarray(weight, dtype=np.float64) / denom
+            out["running_var"] = np.full(c, unit_var(eps))
         bias = np.zeros(c) if layer.bias is None else host(layer.bias)
         if slot.bias:
             out.update(weight=weight, bias=bias)

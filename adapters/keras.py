@@ -9,8 +9,17 @@
   augmentation and noise layers (identities at inference), nested chain models,
   ``InputLayer``. Keras's ``Flatten`` orders features ``h, w, c`` when its own data format
   matches the tensor's layout (the usual case): a channels-last flatten in the core.
-- :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``).
-- :func:`compress` does both around :func:`tropref.compress_network`.
+- :func:`to_keras` builds a new Keras model of plain layers (saves and loads as ``.keras``),
+  every layer named explicitly after the network's layers.
+- :func:`compress` reads the model, runs :func:`tropref.compress_network` and returns the
+  user's own model resized: a clone of it (as ``keras.models.clone_model`` makes: same classes,
+  configs, layer names, graph, nesting, model and input names; a ``Sequential`` for a
+  ``Sequential``, a functional model for a functional one) whose ``Dense`` and ``Conv2D``
+  layers have the compressed widths and weights. A BatchNorm folded into its layer stays as
+  an exact identity (``moving_mean`` 0, ``gamma`` 1, ``moving_variance + epsilon == 1``),
+  carrying the folded bias when the layer has none. Where the model cannot carry the
+  compressed network (a layer called several times, say) it returns the model of
+  :func:`to_keras` instead, with a warning and a note in the report.
 
 The core computes in NCHW: :func:`to_core_input` transposes channels-last inputs. The model
 given is never modified.
@@ -18,7 +27,10 @@ given is never modified.
 
 from __future__ import annotations
 
+import functools
+import re
 import time
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +38,7 @@ import numpy as np
 
 from tropref._array import to_numpy
 from tropref.adapters._graph import reads_relu, run_graph
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays
 from tropref.adapters._layout import (
     channel_axis,
     core_batch,
@@ -512,14 +525,29 @@ def to_core_input(x: Any, data_format: str = "channels_last", dtype: Any = np.fl
     return core_batch(x, data_format, dtype)
 
 
-def to_keras(net: Network, *, data_format: str = "channels_last", name: str | None = None) -> Any:
+def to_keras(
+    net: Network,
+    *,
+    data_format: str = "channels_last",
+    name: str | None = None,
+    functional: bool = False,
+    input_name: str | None = None,
+) -> Any:
     """A new Keras model of plain layers computing ``net``: a ``Sequential`` for a chain, a
-    functional ``Model`` (with ``Add`` and ``Concatenate``) for a graph.
+    functional ``Model`` (with ``Add`` and ``Concatenate``) for a graph or when
+    ``functional=True``.
 
     ``net.input_shape`` is required. With ``data_format="channels_last"`` the model takes
     ``(H, W, C)`` images and convolution kernels are written HWIO; padding that is not
     Keras's ``"valid"`` or ``"same"`` for that size becomes a ``ZeroPadding2D`` before the
     layer (max pooling accepts only ``"valid"``/``"same"`` padding).
+
+    Every Keras layer is named explicitly, so that the names do not depend on how many models
+    were built before: a layer of ``net`` gives its name to the Keras layer computing it (``.``
+    and ``/``, which Keras's PyTorch backend refuses, become ``_``; an unnamed layer ``i`` is
+    ``<kind>_<i>``, as ``dense_0``), a ``ZeroPadding2D`` written before a layer is
+    ``<name>_pad``, a name taken already gets ``_2``, ``_3``, ... The model is ``name``
+    (``"tropref"`` when None), its input ``input_name`` (``"input"`` when None).
 
     Examples
     --------
@@ -541,41 +569,72 @@ def to_keras(net: Network, *, data_format: str = "channels_last", name: str | No
     in_shape = shape_from_core(net.input_shape, data_format)
     weights: list = []  # (layer, weights) set after the model is built
     per_layer: list[list] = []
+    used = {input_name or "input"}
+    names = [
+        _fresh(_keras_name(layer.name, type(layer).__name__.lower(), i), used) for i, layer in enumerate(net.layers)
+    ]
     for i, layer in enumerate(net.layers):
         src = net.sources(i)[0]
         shape_in = net.input_shape if src < 0 else shapes[src]
         per_layer.append(
-            _keras_layers(L, layer, shape_in, data_format, weights, reads_relu(net.layers, net.sources, i))
+            _keras_layers(
+                L, layer, shape_in, data_format, weights, reads_relu(net.layers, net.sources, i), names[i], used
+            )
         )
-    if net.is_chain:
-        model = keras.Sequential([keras.Input(shape=in_shape)] + [k for ks in per_layer for k in ks], name=name)
+    x = keras.Input(shape=in_shape, name=input_name or "input")
+    if net.is_chain and not functional:
+        model = keras.Sequential([x] + [k for ks in per_layer for k in ks], name=name or "tropref")
     else:
 
         def step(i: int, srcs: list) -> Any:
             layer = net.layers[i]
             if isinstance(layer, Add):
-                return L.Add(name=layer.name)(srcs)
+                return L.Add(name=names[i])(srcs)
             if isinstance(layer, Concat):
                 axis = channel_axis(len(shapes[i]) + 1, data_format)
-                return L.Concatenate(axis=axis, name=layer.name)(srcs)
+                return L.Concatenate(axis=axis, name=names[i])(srcs)
             v = srcs[0]
             for k in per_layer[i]:
                 v = k(v)
             return v
 
-        x = keras.Input(shape=in_shape)
-        model = keras.Model(x, run_graph(net, x, step), name=name)
+        model = keras.Model(x, run_graph(net, x, step), name=name or "tropref")
     for k, w in weights:
         k.set_weights(w)
     return model
 
 
+def _keras_name(name: str | None, kind: str, i: int) -> str:
+    """A Keras layer name for layer ``i`` of a network: its own name with ``.`` and ``/``
+    (refused by Keras's PyTorch backend) as ``_``, or ``<kind>_<i>`` when it has none."""
+    return name.replace(".", "_").replace("/", "_") if name else f"{kind}_{i}"
+
+
+def _fresh(name: str, used: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... when taken (``used`` gets the result)."""
+    out, k = name, 2
+    while out in used:
+        out, k = f"{name}_{k}", k + 1
+    used.add(out)
+    return out
+
+
 def _keras_layers(
-    L: Any, layer: Any, shape_in: tuple[int, ...], data_format: str, weights: list, nonneg: bool = False
+    L: Any,
+    layer: Any,
+    shape_in: tuple[int, ...],
+    data_format: str,
+    weights: list,
+    nonneg: bool = False,
+    name: str = "layer",
+    used: set[str] | None = None,
 ) -> list:
     """The plain Keras layers computing one core layer on inputs of ``shape_in`` (NCHW);
     their weights are appended to ``weights``. Add and Concat have none here. ``nonneg``:
-    the input is a ReLU's output, so a max pooling's padding may be zeros."""
+    the input is a ReLU's output, so a max pooling's padding may be zeros. The layer is
+    ``name``; a ``ZeroPadding2D`` before it ``<name>_pad`` (a fresh name, ``used`` holding
+    the names taken)."""
+    used = set() if used is None else used
 
     def a(x: Any) -> np.ndarray:
         return np.asarray(to_numpy(x), dtype=np.float32)
@@ -583,7 +642,7 @@ def _keras_layers(
     hw = shape_in[1:] if len(shape_in) == 3 else None
     rank4 = len(shape_in) == 3
     if isinstance(layer, Dense):
-        k = L.Dense(layer.units, use_bias=layer.b is not None)
+        k = L.Dense(layer.units, use_bias=layer.b is not None, name=name)
         weights.append((k, [a(layer.W).T] + ([a(layer.b)] if layer.b is not None else [])))
         return [k]
     if isinstance(layer, Conv2d):
@@ -591,7 +650,7 @@ def _keras_layers(
         padding = padding_keyword(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
         pre = []
         if padding is None:
-            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format)]
+            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format, name=_fresh(f"{name}_pad", used))]
             padding = "valid"
         k = L.Conv2D(
             O,
@@ -601,12 +660,13 @@ def _keras_layers(
             dilation_rate=layer.dilation,
             data_format=data_format,
             use_bias=layer.b is not None,
+            name=name,
         )
         weights.append((k, [kernel_from_core(a(layer.W))] + ([a(layer.b)] if layer.b is not None else [])))
         return [*pre, k]
     if isinstance(layer, BatchNorm):
         axis = -1 if (not rank4 or data_format == "channels_last") else 1
-        k = L.BatchNormalization(axis=axis, epsilon=layer.eps)
+        k = L.BatchNormalization(axis=axis, epsilon=layer.eps, name=name)
         c = layer.channels
         weights.append(
             (
@@ -621,7 +681,7 @@ def _keras_layers(
         )
         return [k]
     if isinstance(layer, ReLU):
-        return [L.ReLU()]
+        return [L.ReLU(name=name)]
     if isinstance(layer, MaxPool2d):
         padding = padding_keyword(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
         is_avg = isinstance(layer, AvgPool2d)
@@ -633,23 +693,27 @@ def _keras_layers(
                 raise ValueError(
                     f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent"
                 )
-            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format)]
+            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format, name=_fresh(f"{name}_pad", used))]
             padding = "valid"
         cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
-        return [*pre, cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format)]
+        return [
+            *pre,
+            cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format, name=name),
+        ]
     if isinstance(layer, Flatten):
         if (
             rank4 and data_format == "channels_first"
         ):  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
-            return [L.Flatten(data_format="channels_first" if layer.order == "channels_last" else "channels_last")]
-        return [L.Flatten()]
+            order = "channels_first" if layer.order == "channels_last" else "channels_last"
+            return [L.Flatten(data_format=order, name=name)]
+        return [L.Flatten(name=name)]
     if isinstance(layer, Dropout):
-        return [L.Dropout(layer.rate)]
+        return [L.Dropout(layer.rate, name=name)]
     if isinstance(layer, Softmax):
-        return [L.Softmax()]
+        return [L.Softmax(name=name)]
     if isinstance(layer, (Add, Concat)):
         return []
-    return [L.Identity()]
+    return [L.Identity(name=name)]
 
 
 def compress(
@@ -663,21 +727,42 @@ def compress(
     dtype: Any = None,
     **options: Any,
 ) -> tuple[Any, NetworkReport]:
-    """Compress a Keras chain model; returns a new Keras model of plain layers and the report.
+    """Compress a Keras model; returns the user's own model, resized, and the report.
+
+    The result is a clone of ``model`` (as ``keras.models.clone_model`` makes): the same layer classes,
+    configs, names and graph, the model's name and its input and output names, a
+    ``Sequential`` for a ``Sequential`` and a functional ``keras.Model`` for a functional
+    model, nested models cloned on their new inputs. Every ``Dense`` and ``Conv2D`` has its
+    compressed width and weights, under its own name, so ``small.get_layer(r.name)`` finds
+    every layer ``r`` of ``report.layers``. A ``BatchNormalization`` that the compression
+    folded into the layer before it stays, under its name, as an exact identity at inference
+    (``moving_mean`` 0, ``gamma`` 1, ``moving_variance`` ``v`` with ``v + epsilon == 1`` in the
+    model's dtype), carrying the folded bias in ``beta`` when that layer has none; a layer
+    that needs a bias it lacks gets ``use_bias=True`` and a note in ``report.notes``. The
+    clone computes the compressed network (:func:`tropref.network.forward`) to round-off; no
+    forward pass checks it here (its layers are those the reader read), only its output shape.
+    It saves and loads as ``.keras`` (and as legacy ``.h5``).
+
+    Where the model cannot carry the compressed network (a layer called several times,
+    whose calls tropref compresses as separate layers; a ``Rescaling`` that would need
+    per-channel values), the result is :func:`to_keras`'s model of
+    plain layers, named after the network's layers, with the model's name and input name
+    (functional for a functional model), with a ``UserWarning`` and a note in
+    ``report.notes`` saying why.
 
     ``inputs`` and ``data`` are in the model's own layout (NHWC for channels-last models);
     every other option goes to :func:`tropref.compress_network` (``skip``, budgets,
     ``input_radius``, ``progress``, method options...). The computation runs in ``dtype``:
-    by default the model's own (float32, or float64 for a float64 model). The new model has
-    the same data format and saves and loads as ``.keras``.
+    by default the model's own (float32, or float64 for a float64 model); the result keeps
+    the model's own dtype and data format.
 
     Examples
     --------
     >>> import keras, numpy as np
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     >>> small, report = compress(m, keep=0.5, inputs=np.random.default_rng(0).normal(size=(32, 4)))
-    >>> small.layers[0].units
-    8
+    >>> small.layers[0].units, [r.name for r in report.layers] == [l.name for l in small.layers]
+    (8, True)
     """
     t0 = time.perf_counter()
     fmt = data_format_of(model)
@@ -694,4 +779,206 @@ def compress(
         data=to_core_input(data, fmt, dtype),
         **options,
     )
-    return write_back(new, report, lambda new: to_keras(new, data_format=fmt, name=None), t0, t_export)
+    notes: list[str] = []
+
+    def write(new: Network) -> Any:
+        try:
+            small, said = _own_model(model, net, new, fmt)
+            notes.extend(said)
+            return small
+        except NotInPlace as exc:
+            why = f"the model was rebuilt as plain layers, not the model's own layers resized: {exc}"
+            notes.append(why)
+            warnings.warn(f"tropref: {why}", UserWarning, stacklevel=3)
+        x_in, _ = _io(model)
+        functional = not isinstance(model, _keras().Sequential)
+        return to_keras(new, data_format=fmt, name=model.name, functional=functional, input_name=_input_name(x_in))
+
+    small, report = write_back(new, report, write, t0, t_export)
+    return small, replace(report, notes=(*report.notes, *notes))
+
+
+def _input_name(x: Any) -> str | None:
+    """The name of the input layer that made the symbolic tensor ``x``."""
+    history = getattr(x, "_keras_history", None)
+    return getattr(history.operation, "name", None) if history is not None else getattr(x, "name", None)
+
+
+# --------------------------------------------------------------------------- the user's own model
+
+
+def _slots(layers: list) -> dict[str, Slot]:
+    """The model's dense, convolutional and BatchNorm layers by name. A ``Rescaling`` is read
+    as a BatchNorm, so it is one here; every BatchNorm slot has an affine part, since the
+    clone may give a ``BatchNormalization`` the ``scale``/``center`` it lacks."""
+    L = _keras().layers
+    out = {}
+    for layer in layers:
+        if isinstance(layer, L.Dense):
+            out[layer.name] = Slot("dense", bool(layer.use_bias))
+        elif isinstance(layer, L.Conv2D):
+            out[layer.name] = Slot("conv", bool(layer.use_bias))
+        elif isinstance(layer, (L.BatchNormalization, L.Rescaling)):
+            out[layer.name] = Slot("batchnorm", True)
+    return out
+
+
+@functools.cache
+def _unit_var(eps: float, dtype: str) -> float:
+    """A variance ``v`` for which Keras's inference BatchNorm of ``eps`` is exactly the identity
+    in ``dtype`` (``v + eps`` rounds to 1, whose inverse square root is 1): ``1 - eps`` nudged
+    until ``keras.ops.batch_normalization`` returns its input bit for bit."""
+    ops = _keras().ops
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:  # bfloat16 and the like: NumPy cannot step through their values
+        return 1.0 - eps
+    x = np.linspace(-3.0, 3.0, 97).astype(np_dtype).reshape(-1, 1)
+    zero, one = np.zeros(1, np_dtype), np.ones(1, np_dtype)
+    v = np.array([1.0 - eps], dtype=np_dtype)
+    for _ in range(64):
+        y = ops.batch_normalization(x, zero, v, axis=-1, offset=zero, scale=one, epsilon=eps)
+        if np.array_equal(ops.convert_to_numpy(y), x):
+            return float(v[0])
+        v = np.nextafter(v, np_dtype.type(2)) if float(v[0]) + eps < 1 else np.nextafter(v, np_dtype.type(-1))
+    return 1.0 - eps  # pragma: no cover - every float dtype reaches 1 within a few steps
+
+
+def _resized_config(layer: Any, a: dict[str, np.ndarray], old: Any, notes: list[str]) -> dict:
+    """``layer``'s config for the arrays ``a`` it takes: its width, and a bias, scale or offset
+    where the compressed layer needs one the layer lacks. ``old``: the layer as the original
+    network read it (a Rescaling's BatchNorm)."""
+    L = _keras().layers
+    config = layer.get_config()
+    if isinstance(layer, L.Dense):
+        config.update(units=int(a["weight"].shape[0]), use_bias="bias" in a)
+    elif isinstance(layer, L.Conv2D):
+        config.update(filters=int(a["weight"].shape[0]), use_bias="bias" in a)
+    elif isinstance(layer, L.BatchNormalization):
+        scale = layer.scale or bool(np.any(a["weight"] != 1))
+        center = layer.center or bool(np.any(a["bias"] != 0))
+        if (scale, center) != (layer.scale, layer.center):
+            notes.append(f"BatchNormalization {layer.name!r} gets scale={scale}, center={center} (its new values)")
+        config.update(scale=scale, center=center)
+    elif isinstance(layer, L.Rescaling):
+        same = all(
+            np.array_equal(np.asarray(to_numpy(getattr(old, f))), a[k])
+            for f, k in (("weight", "weight"), ("bias", "bias"), ("mean", "running_mean"), ("var", "running_var"))
+        )
+        identity = (np.all(a["weight"] == 1) and np.all(a["bias"] == 0) and np.all(a["running_mean"] == 0)) and np.all(
+            a["running_var"] + old.eps == 1
+        )
+        if identity and not same:
+            config.update(scale=1.0, offset=0.0)
+        elif not same:
+            raise NotInPlace(f"Rescaling {layer.name!r} would need per-channel values (the compressed network's)")
+    return config
+
+
+def _assign(layer: Any, a: dict[str, np.ndarray]) -> None:
+    """The arrays ``a`` (core layout) into the cloned, built ``layer``'s variables."""
+    keras = _keras()
+    L = keras.layers
+
+    def put(var: Any, value: np.ndarray) -> None:
+        var.assign(keras.ops.cast(value, var.dtype))
+
+    if isinstance(layer, L.Dense):
+        put(layer.kernel, a["weight"].T)
+    elif isinstance(layer, L.Conv2D):
+        put(layer.kernel, kernel_from_core(a["weight"]))
+    elif isinstance(layer, L.BatchNormalization):
+        if layer.scale:
+            put(layer.gamma, a["weight"])
+        if layer.center:
+            put(layer.beta, a["bias"])
+        put(layer.moving_mean, a["running_mean"])
+        put(layer.moving_variance, a["running_var"])
+    if isinstance(layer, (L.Dense, L.Conv2D)) and "bias" in a:
+        put(layer.bias, a["bias"])
+
+
+class _Later:
+    """A model nested in a functional model, cloned when the outer graph calls it: its input
+    tensor is then known, with the width the compressed layer before it gives."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+
+def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, list[str]]:
+    """A clone of ``model`` (``keras.models.clone_model`` for a functional model, the same by
+    hand for a Sequential, to follow shapes to nested models: same classes, configs, names, graph,
+    nesting, model and input names) with its layers resized to carry ``new``, and notes for
+    the report; :class:`NotInPlace` when the model cannot carry it."""
+    keras = _keras()
+    layers = _all_layers(model)
+    dtype = keras.backend.standardize_dtype(model.weights[0].dtype) if model.weights else "float32"
+    arrays, notes = in_place_arrays(net, new, _slots(layers), lambda eps: _unit_var(float(eps), dtype))
+    read = {layer.name: layer for layer in net.layers if isinstance(layer, BatchNorm)}
+    made: dict[str, Any] = {}
+
+    def sequential(seq: Any, shape: tuple | None = None) -> Any:
+        """A clone of the Sequential ``seq`` on inputs of batch shape ``shape`` (None: its own):
+        a Sequential lists its layers, so a nested model's input shape is followed through
+        the layers before it (``compute_output_shape``, symbolic) to clone it on that shape."""
+        ref = _io(seq)[0]
+        shape = tuple(ref.shape) if shape is None else tuple(shape)
+        x = keras.Input(batch_shape=shape, dtype=ref.dtype, name=_input_name(ref))
+        out = []
+        for k, layer in enumerate(seq.layers):
+            if isinstance(layer, keras.Model):
+                out.append(nested(layer, shape, ref.dtype))
+            else:
+                out.append(clone_layer(layer))
+            if any(isinstance(later, keras.Model) for later in seq.layers[k + 1 :]):
+                shape = tuple(out[-1].compute_output_shape(shape))
+        return keras.Sequential([x, *out], name=seq.name, trainable=seq.trainable)
+
+    def nested(inner: Any, shape: tuple, dtype: Any) -> Any:
+        """A clone of the nested model ``inner`` on inputs of batch shape ``shape``."""
+        if isinstance(inner, keras.Sequential):
+            return sequential(inner, shape)
+        x = keras.Input(batch_shape=shape, dtype=dtype, name=_input_name(_io(inner)[0]))
+        return keras.models.clone_model(inner, input_tensors=x, clone_function=in_functional, call_function=call)
+
+    def in_functional(layer: Any) -> Any:  # a functional model calls its layers: a nested model waits
+        return _Later(layer) if isinstance(layer, keras.Model) else clone_layer(layer)
+
+    def clone_layer(layer: Any) -> Any:
+        a = arrays.get(layer.name)
+        config = layer.get_config() if a is None else _resized_config(layer, a, read.get(layer.name), notes)
+        made[layer.name] = out = type(layer).from_config(config)
+        return out
+
+    def call(op: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(op, _Later):  # on the tensor it reads now, whose width may have changed
+            op = nested(op.model, tuple(args[0].shape), args[0].dtype)
+        return op(*args, **kwargs)
+
+    try:
+        if isinstance(model, keras.Sequential):
+            small = sequential(model)
+            if model.compiled:  # as keras.models.clone_model does
+                small.compile_from_config(model.get_compile_config())
+        else:
+            small = keras.models.clone_model(model, clone_function=in_functional, call_function=call)
+    except (ValueError, TypeError, NotImplementedError) as exc:  # a layer without compute_output_shape, say
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+        why = next((line for line in first if "incompatible" in line), first[0] if first else type(exc).__name__)
+        raise NotInPlace(f"Keras could not rebuild the model at the compressed widths ({why.strip()})") from None
+    for name, a in arrays.items():
+        _assign(made[name], a)
+    _check(small, new, fmt)
+    return small, notes
+
+
+def _check(small: Any, new: Network, fmt: str) -> None:
+    """The clone's output shape against the compressed network's (free: Keras knows it
+    symbolically). No forward pass: the clone runs the very layers the reader read, with the
+    semantics it read them with (tests check the outputs), so a pass over the weights would
+    only cost time."""
+    want = shape_from_core(output_shapes(new)[-1], fmt)
+    got = tuple(int(s) for s in small.outputs[0].shape[1:])
+    if got != want:
+        raise NotInPlace(f"the model's own layers, at the compressed widths, give outputs of shape {got}, not {want}")

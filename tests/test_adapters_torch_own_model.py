@@ -48,3 +48,18 @@ def test_own_module_resized_in_place_and_reloaded(make, shape, dtype):
     with torch.no_grad():
         assert torch.allclose(small(x), rebuilt(x), atol=tol, rtol=tol)
         assert torch.equal(again(x), small(x))
+
+
+def test_batchnorm_after_relu_keeps_its_own_eps_exactly():
+    # the compression refits a BatchNorm after a ReLU with eps 0; the module keeps its own eps
+    torch.manual_seed(0)
+    # (a zero-padded convolution reads it, so it cannot fold into that convolution)
+    layers = [nn.Conv2d(2, 8, 3), nn.ReLU(), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1), nn.ReLU()]
+    model = randomise_batchnorm(nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, 3))).double()
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    small, report = compress(model, 0.5, inputs=x, progress=False, in_place=True)
+    rebuilt, _ = compress(model, 0.5, inputs=x, progress=False)
+    assert report.notes == ()  # resized in place, no fallback
+    assert small[2].eps == model[2].eps
+    with torch.no_grad():
+        assert torch.allclose(small(x), rebuilt(x), atol=1e-12, rtol=1e-12)
