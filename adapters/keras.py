@@ -367,6 +367,21 @@ def _read_model(
 _RELU = "activation='relu' or keras.layers.ReLU()"  # what a ReLU variant's refusal proposes instead
 
 
+def _host(x: Any) -> np.ndarray:
+    """A Keras tensor or variable value as a NumPy array, without the NumPy-2
+    ``DeprecationWarning`` of the torch backend (Keras converts torch tensors through
+    ``np.array``, whose ``copy=`` torch's ``__array__`` does not take): torch tensors are
+    read through torch itself."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(_keras().ops.convert_to_numpy(x))
+
+
+def _weights(layer: Any) -> list[np.ndarray]:
+    """``layer.get_weights()``, through :func:`_host`."""
+    return [_host(v.value) for v in layer.weights]
+
+
 def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     """The core layers of one Keras layer call with inputs of ``shapes`` (ValueError naming it)."""
     keras = _keras()
@@ -404,7 +419,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     if isinstance(layer, L.Dense):
         if rank != 2:
             raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
-        w = layer.get_weights()
+        w = _weights(layer)
         out.append(Dense(arr(w[0].T), arr(w[1]) if layer.use_bias else None, name=name))
         return out + _activation(layer.activation, name)
     if isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
@@ -413,7 +428,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         _check_format(layer, fmt)
         k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
         pad = explicit_padding(layer.padding, spatial(shape, fmt), k, s, d, name)
-        w = layer.get_weights()
+        w = _weights(layer)
         out.append(
             Conv2d(
                 arr(kernel_to_core(w[0])),
@@ -432,7 +447,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
             raise ValueError(
                 f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channels})"
             )
-        w = list(layer.get_weights())
+        w = _weights(layer)
         gamma = arr(w.pop(0)) if layer.scale else None
         beta = arr(w.pop(0)) if layer.center else None
         return [BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name)]
@@ -777,6 +792,7 @@ def compress(
         seed=seed,
         inputs=to_core_input(inputs, fmt, dtype),
         data=to_core_input(data, fmt, dtype),
+        model_name=options.pop("model_name", model.name),
         **options,
     )
     notes: list[str] = []
@@ -838,7 +854,7 @@ def _unit_var(eps: float, dtype: str) -> float:
     v = np.array([1.0 - eps], dtype=np_dtype)
     for _ in range(64):
         y = ops.batch_normalization(x, zero, v, axis=-1, offset=zero, scale=one, epsilon=eps)
-        if np.array_equal(ops.convert_to_numpy(y), x):
+        if np.array_equal(_host(y), x):
             return float(v[0])
         v = np.nextafter(v, np_dtype.type(2)) if float(v[0]) + eps < 1 else np.nextafter(v, np_dtype.type(-1))
     return 1.0 - eps  # pragma: no cover - every float dtype reaches 1 within a few steps

@@ -1022,6 +1022,7 @@ def compress(
         seed=seed,
         inputs=core_batch(inputs, "channels_first", dtype),
         data=core_batch(data, "channels_first", dtype),
+        model_name=options.pop("model_name", model.graph.name or "onnx"),
         **options,
     )
     return write_back(new, report, lambda new: _edit(model, r, new), t0, t_export)

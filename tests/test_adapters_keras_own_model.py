@@ -239,3 +239,15 @@ def test_to_keras_names_are_explicit_and_do_not_depend_on_earlier_models():
     seq = to_keras(from_keras(sequential()), name="s", functional=True)
     assert type(seq).__name__ == "Functional"
     assert seq.name == "s"
+
+
+def test_compress_raises_no_numpy_deprecation_warning():
+    """Keras's own ``get_weights`` warns under NumPy 2 on the torch backend; the adapter
+    reads and writes weights without it."""
+    head = [keras.Input((6, 6, 2)), L.Conv2D(6, 3, name="c1"), L.BatchNormalization(name="bn"), L.ReLU(name="r")]
+    model = keras.Sequential([*head, L.Flatten(name="f"), L.Dense(8, activation="relu", name="fc1"), L.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        small, _ = compress(model, 0.5, inputs=x, progress=False)
+        small(x)

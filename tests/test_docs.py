@@ -97,6 +97,17 @@ def test_readme_code_blocks_run():
         exec(compile(block, "README.md", "exec"), {})
 
 
+def test_own_model_page_runs():
+    """docs/own_model.md: compress, evaluate, fine-tune, save and reload, in PyTorch and Keras."""
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "own_model.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/own_model.md", "exec"), {})
+
+
 def test_single_version_source():
     """The installed metadata reads its version from tropref.__version__ (pyproject: dynamic)."""
     from importlib.metadata import version

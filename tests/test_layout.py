@@ -29,7 +29,7 @@ NETWORK_ORDER = [
 ]
 
 # tropref/experiments/ from the bottom up.
-EXPERIMENTS_ORDER = ["data", "models", "report", "sweeps", "certcheck", "demos", "cli"]
+EXPERIMENTS_ORDER = ["data", "models", "userdata", "report", "sweeps", "certcheck", "demos", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -7,15 +7,15 @@ Modules, each with one job, each importing only those listed before it:
   draw every experiment uses.
 - :mod:`~tropref.experiments.models`: model files (the shipped models, the ``.npz``
   format), predictions and accuracy, layer groups and keep rules.
+- :mod:`~tropref.experiments.userdata`: a user's own test arrays (``x.npy [y.npy]``, an
+  ``.npz``), whether a model and a dataset fit each other, ``--keep`` budgets, the
+  agreement of a compressed model with the original.
 - :mod:`~tropref.experiments.report`: summaries over seeds, Markdown tables, PNG plots,
   the files a sweep writes, the code version recorded in them.
 - :mod:`~tropref.experiments.sweeps`: :func:`sweep`, methods × kept fractions × layer
   groups × seeds, evaluated.
 - :mod:`~tropref.experiments.certcheck`: the layer certificate beside the measured error.
 - :mod:`~tropref.experiments.demos`: :func:`demo`, the main job.
-- :mod:`~tropref.experiments.userdata`: a user's own test arrays (``x.npy [y.npy]``, an
-  ``.npz``), whether a model and a dataset fit each other, ``--keep`` budgets, the
-  agreement of a compressed model with the original.
 - :mod:`~tropref.experiments.cli`: the ``tropref`` command line.
 
 Every public name is re-exported here: ``from tropref import experiments as E;
