@@ -271,3 +271,11 @@ def test_progress_lines_name_the_model():
     compress(model, 0.5, progress=lines.append)
     assert lines
     assert all(line.startswith("[tropref Sequential] ") for line in lines)
+
+
+def test_round_to_reaches_the_written_back_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 70), nn.ReLU(), nn.Linear(70, 3)).eval()
+    small, report = compress(model, 0.3, round_to=8, progress=False)
+    assert small[0].out_features == 24  # round(0.3 * 70) = 21 -> 24
+    assert report.layers[0].width_after == 24

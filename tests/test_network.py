@@ -596,3 +596,34 @@ def test_report_says_why_there_is_no_network_certificate():
     assert "network certificate: none: no input domain (pass `inputs` or `input_radius`)" in report.table()
     _, report = compress_network(net, 0.5, progress=False, inputs=rng.normal(size=(4, 3)), certify=False)
     assert "network certificate: none: not certified (certify=False)" in report.table()
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5, {"fc1": 37}])
+def test_round_to_gives_multiples_never_above_the_original(keep):
+    rng = np.random.default_rng(0)
+    fc1, fc2 = Dense(rng.normal(size=(70, 5)), name="fc1"), Dense(rng.normal(size=(20, 70)), name="fc2")
+    net = Network([fc1, ReLU(), fc2, ReLU(), Dense(rng.normal(size=(3, 20)))])
+    x = rng.normal(size=(30, 5))
+    small, report = compress_network(net, keep, round_to=8, inputs=x, progress=False)
+    widths = {r.name: r.width_after for r in report.layers}
+    assert widths["fc1"] % 8 == 0
+    assert widths["fc1"] <= 64
+    assert widths["fc2"] % 8 == 0 or widths["fc2"] == 20
+    assert np.all(np.abs(forward(small, x) - forward(net, x)) <= report.certificate_per_output * (1 + 1e-9) + 1e-9)
+
+
+def test_round_to_applies_after_a_budget_and_to_coupled_groups():
+    from tropref.experiments import load_model
+
+    net, _ = load_model("resnet20")
+    _, report = compress_network(net, Budget(params=0.5), round_to=8, certify=False, progress=False)
+    assert all(r.width_after % 8 == 0 for r in report.layers if r.status == "compressed")
+    _, report = compress_network(net, 0.4, coupled=True, round_to=8, certify=False, progress=False)
+    assert {r.width_after for r in report.layers if r.status == "compressed"} <= {8, 16, 24, 32}
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
+def test_round_to_must_be_a_positive_integer(bad):
+    net = Network([Dense(np.ones((4, 2))), ReLU(), Dense(np.ones((1, 4)))])
+    with pytest.raises(ValueError, match="`round_to` must be a positive integer"):
+        compress_network(net, 0.5, round_to=bad, progress=False)

@@ -59,7 +59,7 @@ from .shapes import (
     output_shapes,
 )
 from .structure import HiddenLayer, Structure, analyse, compressible_layers, hidden_layers
-from .widths import Budget, allocate_budget, budget_widths, keep_widths, predict_cost
+from .widths import Budget, allocate_budget, budget_widths, keep_widths, predict_cost, rounded_width
 
 __all__ = [
     # layers
@@ -128,6 +128,7 @@ __all__ = [
     "budget_widths",
     "allocate_budget",
     "predict_cost",
+    "rounded_width",
     "compress_network",
     "NetworkReport",
     "LayerReport",

@@ -39,7 +39,7 @@ from .report import NetworkReport, layer_reports, network_report, progress_sink,
 from .rewrite import compress_hidden, layer_options
 from .segments import drop_layers
 from .structure import Folded, Part, Structure, analyse
-from .widths import Budget, budget_widths, keep_widths, resolve_layers
+from .widths import Budget, budget_widths, keep_widths, resolve_layers, rounded_width
 
 __all__ = ["compress_network"]
 
@@ -58,6 +58,7 @@ def compress_network(
     progress: bool | Callable[[str], None] | None = None,
     certify: bool = True,
     coupled: bool = False,
+    round_to: int | None = None,
     model_name: str | None = None,
     **options: Any,
 ) -> tuple[Network, NetworkReport]:
@@ -117,6 +118,11 @@ def compress_network(
         not allocate over groups yet. Off by default: on the shipped ResNet-20 the inner
         channels alone keep more of the function at the same parameter count
         (``docs/results.md``, section 11).
+    round_to : int, optional
+        Round every width to a multiple of ``round_to`` (8 or 16 for hardware that runs
+        such channel counts fastest), never above the layer's own width
+        (:func:`~tropref.network.widths.rounded_width`); after a :class:`Budget`'s
+        allocation, so the budget holds to within the rounding.
     model_name : str, optional
         The model's name in the progress lines (``[tropref ResNet] 3/9 ...``; the adapters
         pass the model's class or name).
@@ -150,6 +156,7 @@ def compress_network(
     check_method(method, options)  # before anything, also where nothing needs compressing
     check_finite_layers(net)  # each layer named, before a compressed layer's own check names its arguments
     seed = resolve_seed(seed)
+    rounded_width(1, 1, round_to)  # `round_to` checked before any work
     say = progress_sink(progress, t0, model=model_name)
     if inputs is None:
         inputs = data
@@ -173,6 +180,9 @@ def compress_network(
     else:
         ks = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
     group_ks = group_widths(keep, groups, net, structure.origin)
+    if round_to is not None:  # after the allocation: a Budget holds to within the rounding
+        ks = {g: rounded_width(k, work.layers[g].units, round_to) for g, k in ks.items()}
+        group_ks = {t: rounded_width(k, groups[t].units, round_to) for t, k in group_ks.items()}
 
     # 3a. the coupled groups, each with one partition, on the original weights
     original = structure

@@ -56,7 +56,7 @@ from .structure import Structure, keeps_batchnorm, min_width, pinned
 
 # The module's public API. Names without an underscore that are not listed here are shared
 # with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost"]
+__all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost", "rounded_width"]
 
 
 @dataclass(frozen=True)
@@ -480,6 +480,37 @@ def _why_not(part: Any, i: int | None) -> str:
     if h is None and part.coupled:
         return f" (coupled: {part.coupled})"
     return ""
+
+
+def rounded_width(k: int, n: int, round_to: int | None) -> int:
+    """``k`` of ``n`` units rounded to the nearest multiple of ``round_to`` (halves up), at
+    least ``round_to`` and never above the largest multiple that ``n`` holds; ``k`` itself
+    when ``round_to`` is None or 1, when ``k == n`` (a layer left whole stays whole), or when
+    ``n < round_to`` (no multiple fits).
+
+    Hardware runs channel counts in multiples of 8 or 16 fastest; fewer MACs at other
+    widths often give no speed-up.
+
+    Raises
+    ------
+    ValueError
+        When ``round_to`` is not a positive integer.
+
+    Examples
+    --------
+    >>> rounded_width(29, 64, 8), rounded_width(3, 64, 8), rounded_width(62, 64, 8), rounded_width(5, 6, 8)
+    (32, 8, 64, 5)
+    >>> rounded_width(70, 70, 8), rounded_width(69, 70, 8)  # a multiple never above the original
+    (70, 64)
+    """
+    if round_to is None:
+        return k
+    if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
+        raise ValueError(f"`round_to` must be a positive integer (e.g. 8), got {round_to!r}")
+    if round_to == 1 or k >= n or n < round_to:
+        return k
+    top = (n // round_to) * round_to
+    return int(min(top, max(round_to, math.floor(k / round_to + 0.5) * round_to)))
 
 
 def fraction(q: Any, what: str) -> float:
