@@ -7,9 +7,14 @@ says, for every named layer of the model, which arrays it takes in the compresse
 that the adapter can resize the layers of a copy of the model in place: same class, same
 attribute names, same forward, the state's keys unchanged.
 
-A BatchNorm folded away is kept in the model as an exact identity (mean 0, weight 1, a
-variance ``v`` with ``v + eps == 1`` in the model's precision), carrying the folded layer's
-bias when the layer before it has none: ``BN(conv(x))`` is then the compressed layer. When
+A BatchNorm folded away is kept in the model with the statistics of the compressed layer's
+units: the running mean ``μ̃_c`` and variance ``σ̃_c²`` that its members' BatchNorm implies
+(``LayerReport.info["moments"]``, estimated without data), weight ``√(σ̃² + eps)`` and bias
+``μ̃``, so that ``BN(conv(x))`` is the compressed layer in eval mode (to rounding) and, in
+training mode, normalises by the batch and restores the same mean and spread, as the
+original did. Where no statistics are known (a coupled group's layers) it is an exact
+identity (mean 0, weight 1, a variance ``v`` with ``v + eps == 1`` in the model's
+precision). Either carries the folded layer's bias when the layer before it has none. When
 the tree cannot carry the compressed network (a layer called several times, a layer the
 compressed network changed in kind or hyper-parameters, a width that cannot be traced),
 :class:`NotInPlace` says why, and the adapter falls back to a rebuilt model.
@@ -26,7 +31,7 @@ import numpy as np
 from tropref._array import to_numpy
 from tropref.network import Add, BatchNorm, Conv2d, Dense, Dropout, Identity, MaxPool2d, Network, ReLU
 
-__all__ = ["NotInPlace", "Slot", "in_place_arrays"]
+__all__ = ["NotInPlace", "Slot", "in_place_arrays", "unit_moments"]
 
 _WEIGHTED = (Dense, Conv2d, BatchNorm)
 _PASS = (ReLU, MaxPool2d, Dropout, Identity, BatchNorm, Add)  # same channels as they read (AvgPool2d too)
@@ -40,10 +45,18 @@ class NotInPlace(ValueError):
 @dataclass(frozen=True)
 class Slot:
     """One layer of the user's model: its ``kind`` (``"dense"``, ``"conv"``, ``"batchnorm"``)
-    and whether it has a bias (for BatchNorm: an affine part)."""
+    and whether it has a bias (for BatchNorm: an affine part), and for a BatchNorm whether it
+    has one already (``native``: False when the adapter would have to add it)."""
 
     kind: str
     bias: bool
+    native: bool = True
+
+
+def unit_moments(report: Any) -> dict[str, tuple[Any, Any]]:
+    """The kept units' estimated pre-activation statistics of every compressed layer of a
+    :class:`~tropref.network.NetworkReport`, by layer name (those the walk recorded)."""
+    return {r.name: r.info["moments"] for r in report.layers if "moments" in r.info}
 
 
 def _by_name(net: Network, what: str) -> dict[str, tuple[int, Any]]:
@@ -87,6 +100,7 @@ def in_place_arrays(
     new: Network,
     slots: Mapping[str, Slot],
     unit_var: Callable[[float], float],
+    moments: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """For every named layer of the model, the arrays it takes when ``net`` (the model as
     read) is replaced by ``new`` (its compressed network): ``weight``, ``bias``,
@@ -96,7 +110,8 @@ def in_place_arrays(
 
     ``slots`` describes the model's layers by name; ``unit_var(eps)`` is a variance ``v``
     with ``v + eps == 1`` exactly in the model's precision (a folded BatchNorm kept as an
-    identity).
+    identity); ``moments[name]`` the mean and spread of compressed layer ``name``'s units'
+    pre-activations (with its folded bias), for the BatchNorm folded into it.
 
     Raises
     ------
@@ -135,10 +150,14 @@ def in_place_arrays(
         if name in new_by:
             continue
         c = _channels(net, new_by, i, name)
+        src = net.layers[net.sources(i)[0]] if net.sources(i)[0] >= 0 else None
+        stats = None if src is None or moments is None else moments.get(src.name)
+        if stats is not None and slots[name].bias and slots[name].native and len(stats[0]) == c:
+            arrays[name] = _with_statistics(arrays[src.name], slots[src.name].bias, stats, layer.eps)
+            continue
         identity = {"running_mean": np.zeros(c), "running_var": np.full(c, unit_var(layer.eps))}
         if slots[name].bias:
             identity.update(weight=np.ones(c), bias=np.zeros(c))
-        src = net.layers[net.sources(i)[0]] if net.sources(i)[0] >= 0 else None
         if isinstance(src, (Dense, Conv2d)) and slots[name].bias and not slots[src.name].bias:
             identity["bias"] = arrays[src.name].pop("bias", np.zeros(c))  # the folded bias goes to the BN
         arrays[name] = identity
@@ -149,6 +168,27 @@ def in_place_arrays(
             else:
                 del a["bias"]
     return arrays, notes
+
+
+def _with_statistics(
+    src: dict[str, np.ndarray], has_bias: bool, stats: tuple[Any, Any], eps: float
+) -> dict[str, np.ndarray]:
+    """The arrays of a BatchNorm kept after compressed layer ``src`` (its arrays, edited: a
+    layer without a bias slot hands its folded bias on) with its units' statistics: ``z`` the
+    compressed pre-activation, ``z − b`` what the layer computes without its bias, mean
+    ``μ``, spread ``σ``; ``BN(y) = √(σ² + eps) (y − m) / √(σ² + eps) + β`` is ``z`` for ``m``
+    the mean of ``y`` and ``β = μ``."""
+    mean, std = (np.asarray(v, dtype=np.float64) for v in stats)
+    bias = np.asarray(src.get("bias", np.zeros(mean.size)), dtype=np.float64)
+    if not has_bias:
+        src.pop("bias", None)
+    var = std**2
+    return {
+        "running_mean": mean if has_bias else mean - bias,
+        "running_var": var,
+        "weight": np.sqrt(var + eps),
+        "bias": mean,
+    }
 
 
 def _layer_arrays(layer: Any, slot: Slot, eps: float, unit_var: Callable[[float], float]) -> dict[str, np.ndarray]:

@@ -15,9 +15,9 @@
   user's own model resized: a clone of it (as ``keras.models.clone_model`` makes: same classes,
   configs, layer names, graph, nesting, model and input names; a ``Sequential`` for a
   ``Sequential``, a functional model for a functional one) whose ``Dense`` and ``Conv2D``
-  layers have the compressed widths and weights. A BatchNorm folded into its layer stays as
-  an exact identity (``moving_mean`` 0, ``gamma`` 1, ``moving_variance + epsilon == 1``),
-  carrying the folded bias when the layer has none. Where the model cannot carry the
+  layers have the compressed widths and weights. A BatchNorm folded into its layer stays,
+  with the compressed units' estimated statistics (``docs/networks.md``; an exact identity
+  where none are known), carrying the folded bias when the layer has none. Where the model cannot carry the
   compressed network (a layer called several times, say) it returns the model of
   :func:`to_keras` instead, with a warning and a note in the report.
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from tropref._array import to_numpy
 from tropref.adapters._graph import reads_relu, run_graph
-from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, unit_moments
 from tropref.adapters._layout import (
     channel_axis,
     core_batch,
@@ -750,9 +750,11 @@ def compress(
     model, nested models cloned on their new inputs. Every ``Dense`` and ``Conv2D`` has its
     compressed width and weights, under its own name, so ``small.get_layer(r.name)`` finds
     every layer ``r`` of ``report.layers``. A ``BatchNormalization`` that the compression
-    folded into the layer before it stays, under its name, as an exact identity at inference
-    (``moving_mean`` 0, ``gamma`` 1, ``moving_variance`` ``v`` with ``v + epsilon == 1`` in the
-    model's dtype), carrying the folded bias in ``beta`` when that layer has none; a layer
+    folded into the layer before it stays, under its name, with the compressed units'
+    estimated statistics (``moving_mean``, ``moving_variance``; ``gamma = sqrt(var +
+    epsilon)``, ``beta`` the mean), the identity at inference, the units' own mean and spread
+    in training; an exact identity (``moving_mean`` 0, ``gamma`` 1) where no statistics are
+    known; it carries the folded bias in ``beta`` when that layer has none; a layer
     that needs a bias it lacks gets ``use_bias=True`` and a note in ``report.notes``. The
     clone computes the compressed network (:func:`tropref.network.forward`) to round-off; no
     forward pass checks it here (its layers are those the reader read), only its output shape.
@@ -799,7 +801,7 @@ def compress(
 
     def write(new: Network) -> Any:
         try:
-            small, said = _own_model(model, net, new, fmt)
+            small, said = _own_model(model, net, new, fmt, unit_moments(report))
             notes.extend(said)
             return small
         except NotInPlace as exc:
@@ -835,7 +837,8 @@ def _slots(layers: list) -> dict[str, Slot]:
         elif isinstance(layer, L.Conv2D):
             out[layer.name] = Slot("conv", bool(layer.use_bias))
         elif isinstance(layer, (L.BatchNormalization, L.Rescaling)):
-            out[layer.name] = Slot("batchnorm", True)
+            native = isinstance(layer, L.BatchNormalization) and bool(layer.scale and layer.center)
+            out[layer.name] = Slot("batchnorm", True, native)
     return out
 
 
@@ -922,7 +925,7 @@ class _Later:
         self.model = model
 
 
-def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, list[str]]:
+def _own_model(model: Any, net: Network, new: Network, fmt: str, moments: Any) -> tuple[Any, list[str]]:
     """A clone of ``model`` (``keras.models.clone_model`` for a functional model, the same by
     hand for a Sequential, to follow shapes to nested models: same classes, configs, names, graph,
     nesting, model and input names) with its layers resized to carry ``new``, and notes for
@@ -930,7 +933,7 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str) -> tuple[Any, l
     keras = _keras()
     layers = _all_layers(model)
     dtype = keras.backend.standardize_dtype(model.weights[0].dtype) if model.weights else "float32"
-    arrays, notes = in_place_arrays(net, new, _slots(layers), lambda eps: _unit_var(float(eps), dtype))
+    arrays, notes = in_place_arrays(net, new, _slots(layers), lambda eps: _unit_var(float(eps), dtype), moments)
     read = {layer.name: layer for layer in net.layers if isinstance(layer, BatchNorm)}
     made: dict[str, Any] = {}
 

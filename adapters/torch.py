@@ -27,7 +27,7 @@ import copy
 import operator
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -37,7 +37,7 @@ import numpy as np
 from tropref._array import to_numpy
 from tropref.adapters._adaptive import AdaptivePool, CeilPool, resolve_adaptive
 from tropref.adapters._graph import run_graph
-from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, unit_moments
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
 from tropref.adapters._reading import Pad, append, finish_reading
@@ -757,12 +757,15 @@ def compress(
     buffers replaced by the compressed ones), so
     ``small.state_dict()`` has the original's keys at smaller shapes and
     :func:`load_compressed` rebuilds it on a fresh instance. A BatchNorm that the compression
-    folded into the layer before it stays in the copy as an exact identity in eval mode
-    (``running_mean`` 0, ``weight`` 1, ``running_var`` with ``running_var + eps == 1`` in the
-    model's dtype), carrying the folded bias when that layer has none: ``bn(conv(x))`` is the
-    compressed layer. In training mode such a BatchNorm normalises by the batch statistics
-    again, as any BatchNorm does. The copy is checked against the compressed network by a
-    forward pass on two seeded inputs (when the input shape is known).
+    folded into the layer before it stays in the copy with the compressed units' estimated
+    statistics (``running_mean``, ``running_var`` from its members' BatchNorm, ``weight =
+    sqrt(running_var + eps)``, ``bias`` the mean), carrying the folded bias when that layer
+    has none: ``bn(conv(x))`` is the compressed layer in eval mode (to rounding), and in
+    training mode it normalises by the batch and restores the units' own mean and spread.
+    Where no statistics are known (a coupled group's layers) it is an exact identity
+    (``running_mean`` 0, ``weight`` 1, ``running_var + eps == 1`` in the model's dtype).
+    The copy is checked against the compressed network by a forward pass on two seeded
+    inputs (when the input shape is known).
 
     Where the tree cannot carry the compressed network (a layer called several times, a
     ``forward`` that does not fit the new widths, such as a hard-coded ``x.view(-1, 400)``),
@@ -819,7 +822,7 @@ def compress(
     def write(new: Network) -> Any:
         if in_place:
             try:
-                small, said = _in_place(model, net, new, dtype)
+                small, said = _in_place(model, net, new, dtype, unit_moments(report))
                 notes.extend(said)
                 return small
             except NotInPlace as exc:
@@ -961,14 +964,15 @@ def load_compressed(model: Any, state_dict: Any, *, strict: bool = True) -> Any:
     return model.eval()
 
 
-def _in_place(model: Any, net: Network, new: Network, core: Any) -> tuple[Any, list[str]]:
-    """A deep copy of ``model`` with its layers resized to carry ``new`` (in eval mode), and
+def _in_place(model: Any, net: Network, new: Network, core: Any, moments: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """A deep copy of ``model`` with its layers resized to carry ``new`` (in eval mode; its
+    kept BatchNorms take ``moments``, :func:`~tropref.adapters._in_place.unit_moments`), and
     notes for the report; :class:`NotInPlace` when the tree cannot carry it."""
     torch = _torch()
     small = copy.deepcopy(model)
     ref = next(iter(small.parameters()), None)
     dtype = torch.float32 if ref is None else ref.dtype
-    arrays, notes = in_place_arrays(net, new, _slots(small), lambda eps: _unit_var(eps, dtype))
+    arrays, notes = in_place_arrays(net, new, _slots(small), lambda eps: _unit_var(eps, dtype), moments)
     state = small.state_dict()
     for name, fields in arrays.items():
         m = small.get_submodule(name)

@@ -63,3 +63,25 @@ def test_batchnorm_after_relu_keeps_its_own_eps_exactly():
     assert small[2].eps == model[2].eps
     with torch.no_grad():
         assert torch.allclose(small(x), rebuilt(x), atol=1e-12, rtol=1e-12)
+
+
+def test_kept_batchnorm_holds_the_merged_units_statistics():
+    """In training mode a BatchNorm normalises by the batch and restores its affine part:
+    the kept ``bn1`` restores the compressed units' estimated mean and spread (not 0 and 1),
+    and in eval mode it still computes the compressed network."""
+    torch.manual_seed(0)
+    model = randomise_batchnorm(Net()).eval()
+    x = torch.randn(8, 3, 8, 8)
+    small, report = compress(model, 0.5, inputs=x, progress=False, in_place=True)
+    (c1,) = [r for r in report.layers if r.name == "c1"]
+    mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in c1.info["moments"])
+    bn = small.bn1
+    assert torch.allclose(bn.running_var, std**2)
+    assert torch.allclose(bn.weight, torch.sqrt(std**2 + bn.eps))
+    assert torch.allclose(bn.bias, mean)
+    # c1 has no bias of its own: the folded bias b moves to the BatchNorm, whose running mean
+    # is that of c1's output without it, mean - b
+    assert not torch.allclose(bn.running_mean, mean)
+    rebuilt, _ = compress(model, 0.5, inputs=x, progress=False)
+    with torch.no_grad():
+        assert torch.allclose(small(x), rebuilt(x), atol=1e-4, rtol=1e-4)

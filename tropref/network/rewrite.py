@@ -218,6 +218,10 @@ def compress_hidden(
         if cert is not None:
             cert = cert + border
 
+    if moments is not None and res.assignment is not None:
+        info["moments"] = _kept_moments(
+            res, (moments[0][free], moments[1][free]), (moments[0][fixed], moments[1][fixed])
+        )
     W_layer, b_layer, W_next_new = res.W, res.b, res.W_next
     if fixed.size:  # pinned channels follow the kept ones, untouched (their BatchNorm stays)
         W_layer = xp.concat([W_layer, take_rows(xp, layer.W, fixed)], axis=0)
@@ -232,6 +236,29 @@ def compress_hidden(
     new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
     cmax = None if cert is None else (float(np.max(cert)) if cert.size else 0.0)
     return cmax, cert, info, int(W_layer.shape[0])
+
+
+def _kept_moments(
+    res: Any, free: tuple[np.ndarray, np.ndarray], fixed: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each kept unit's pre-activation mean and spread, estimated from its members' (host
+    float64; the pinned units' own after them): a member ``j`` reads ``f_j`` times the kept
+    unit, so ``z̃_c ≈ z_j / f_j``, averaged over the cluster (what the statistics correction
+    matches, where it is on). A kept unit without members (none here) gets mean 0, spread 1.
+    A model that keeps its BatchNorms (the adapters' ``in_place``) stores these as the
+    BatchNorm's running statistics."""
+    labels = to_numpy(res.assignment)
+    f = np.ones(labels.size) if res.scale is None else to_numpy(res.scale).astype(np.float64)
+    ok = (labels >= 0) & (f > 0)
+    k = int(res.W.shape[0])
+    count = np.bincount(labels[ok], minlength=k)
+    mean = np.bincount(labels[ok], free[0][ok] / f[ok], minlength=k)
+    std = np.bincount(labels[ok], free[1][ok] / f[ok], minlength=k)
+    mean, std = (
+        np.where(count > 0, mean / np.maximum(count, 1), 0.0),
+        np.where(count > 0, std / np.maximum(count, 1), 1.0),
+    )
+    return np.concatenate([mean, fixed[0]]), np.concatenate([std, fixed[1]])
 
 
 def _next_view(net: Network, h: HiddenLayer, n: int) -> tuple[Array, Callable[[Array], Array]]:
