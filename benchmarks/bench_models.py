@@ -21,6 +21,7 @@ A tool that refuses a model (tropref before residual networks) prints ``refused:
     python benchmarks/bench_models.py                       # alexnet vgg11_bn vgg16 resnet18 resnet50, 1 run
     python benchmarks/bench_models.py --models vgg16 --repeat 3
     python benchmarks/bench_models.py --models tiny --tools tropref-l1 torch-pruning
+    python benchmarks/bench_models.py --models resnet18 --latency --round-to 8   # latency at batch 1 and 32
 
 Never asserts; prints a table, and ``--json PATH`` writes every run.
 """
@@ -37,6 +38,7 @@ import time
 
 TOOLS = ("tropref-l1", "tropref-tropnnc", "torch-pruning")
 MODELS = ("alexnet", "vgg11_bn", "vgg16", "resnet18", "resnet50")
+LATENCY_BATCHES = (1, 32)
 
 
 # --------------------------------------------------------------------------- architectures
@@ -237,7 +239,25 @@ def _rss_now_mb() -> float:
         return float("nan")
 
 
-def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
+def latency_ms(model, shape: tuple[int, ...], batch: int, repeat: int = 5) -> float:
+    """Median wall time of one forward pass of ``model`` on a ``batch`` of random inputs (ms),
+    after one warm-up pass."""
+    import torch
+
+    x = torch.randn(batch, *shape)
+    with torch.no_grad():
+        model.eval()(x)
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def child(
+    model_name: str, tool: str, keep: float, seed: int, round_to: int | None = None, latency: bool = False
+) -> dict:
     import torch
 
     torch.set_grad_enabled(False)
@@ -246,13 +266,21 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
     before = count(model)
     rss_model = _rss_now_mb()
     out = {"model": model_name, "tool": tool, "params_before": before, "model_rss_mb": rss_model}
+    if latency:
+        out["latency_before_ms"] = {b: latency_ms(model, shape, b) for b in LATENCY_BATCHES}
     try:
         if tool.startswith("tropref-"):
             from tropref.adapters.torch import compress
 
             t = time.perf_counter()
             small, report = compress(
-                model, keep=keep, method=tool.split("-", 1)[1], seed=seed, input_shape=shape, progress=False
+                model,
+                keep=keep,
+                method=tool.split("-", 1)[1],
+                seed=seed,
+                input_shape=shape,
+                progress=False,
+                round_to=round_to,
             )
             out["time_s"] = time.perf_counter() - t
             out["steps"] = (
@@ -270,11 +298,14 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
                     importance=tp.importance.MagnitudeImportance(p=1),
                     pruning_ratio=1.0 - keep,
                     ignored_layers=[last],
+                    **({} if round_to is None else {"round_to": round_to}),
                 )
                 pruner.step()
                 out["time_s"] = time.perf_counter() - t
             small = model
         out["params_after"] = count(small)
+        if latency:
+            out["latency_after_ms"] = {b: latency_ms(small, shape, b) for b in LATENCY_BATCHES}
     except (ValueError, NotImplementedError, TypeError) as exc:
         out["refused"] = f"{type(exc).__name__}: {exc}"
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -284,8 +315,12 @@ def child(model_name: str, tool: str, keep: float, seed: int) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
-def run_child(model: str, tool: str, keep: float, seed: int, timeout: float) -> dict:
+def run_child(
+    model: str, tool: str, keep: float, seed: int, timeout: float, round_to: int | None = None, latency: bool = False
+) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", model, tool, str(keep), str(seed)]
+    cmd += ["--round-to", str(round_to)] if round_to else []
+    cmd += ["--latency"] if latency else []
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -294,6 +329,11 @@ def run_child(model: str, tool: str, keep: float, seed: int, timeout: float) -> 
     if proc.returncode or not lines:
         return {"model": model, "tool": tool, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
     return json.loads(lines[-1])
+
+
+def _latency(rec: dict, batch: int) -> str:
+    before, after = rec["latency_before_ms"][str(batch)], rec["latency_after_ms"][str(batch)]
+    return f"  latency b{batch} {before:.1f} -> {after:.1f} ms"
 
 
 def available(tool: str) -> str | None:
@@ -314,11 +354,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--json", help="write every run to this file")
+    ap.add_argument("--round-to", type=int, default=None, help="widths in multiples of N (both tools' round_to)")
+    ap.add_argument(
+        "--latency", action="store_true", help=f"also time a forward pass before and after, batch {LATENCY_BATCHES}"
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         model, tool, keep, seed = args.child
-        print(json.dumps(child(model, tool, float(keep), int(seed))), flush=True)
+        print(json.dumps(child(model, tool, float(keep), int(seed), args.round_to, args.latency)), flush=True)
         return 0
 
     import torch
@@ -336,7 +380,10 @@ def main(argv=None) -> int:
                 best[model, tool] = {"refused": why}
                 print(f"{model:10s} {tool:16s} skipped: {why}", flush=True)
                 continue
-            got = [run_child(model, tool, args.keep, args.seed, args.timeout) for _ in range(args.repeat)]
+            got = [
+                run_child(model, tool, args.keep, args.seed, args.timeout, args.round_to, args.latency)
+                for _ in range(args.repeat)
+            ]
             runs += got
             ok = [r for r in got if "time_s" in r]
             if ok:
@@ -349,7 +396,8 @@ def main(argv=None) -> int:
                     f"{model:10s} {tool:16s} {times[0]:8.2f} s ({times[0]:.1f}-{times[-1]:.1f})  peak RSS "
                     f"{rec['peak_rss_mb']:7.0f} MB (model {rec['model_rss_mb']:.0f} MB)  params "
                     f"{rec['params_before'] / 1e6:.1f} M -> {rec['params_after'] / 1e6:.1f} M"
-                    + (f"  steps {rec['steps']}" if rec.get("steps") else ""),
+                    + (f"  steps {rec['steps']}" if rec.get("steps") else "")
+                    + "".join(_latency(rec, b) for b in LATENCY_BATCHES if "latency_after_ms" in rec),
                     flush=True,
                 )
             else:
