@@ -314,9 +314,15 @@ def compress_group(
 ) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
     """Compress the channels of ``group`` to ``k`` with one partition (see the module notes).
 
-    ``layers`` holds ``net``'s layers and is edited in place: every producer gets its
-    merged rows, every gate's BatchNorm its merged channels (:func:`_merge_gate`), every
-    reader its folded columns (``f_j`` on the stream, ``t_j`` after a gate).
+    ``layers`` holds ``net``'s layers and is edited in place, in five steps:
+
+    1. the group is one layer: the producers' generators concatenated, read by every
+       reader's columns (through a gate, scaled by its BatchNorm);
+    2. :func:`tropref.compress_layer` partitions and merges it (``method``, ``options``),
+       with a fold that must send each channel to one kept channel, ``f_j >= 0``;
+    3. every producer gets its merged rows;
+    4. every gate's BatchNorm its merged channels (:func:`_merge_gate`);
+    5. every reader its folded columns (``f_j`` on the stream, ``t_j`` after a gate).
 
     Returns
     -------
@@ -359,49 +365,67 @@ def compress_group(
     """
     xp = network_namespace(net)
     n = group.units
+    # 1. the group as one layer: the producers' concatenated rows, read by every reader
     pieces = [_generator(xp, layers[p], n) for p in group.producers]
-    G = xp.concat(pieces, axis=1)
-    # the outgoing weights the partition sees: the readers' columns, through a gate times
-    # its BatchNorm's scale (what the reader reads of the stream, to first order)
     gate_views = [[_reader_view(xp, layers, r, f, n) for r, f in g.readers] for g in group.gates]
-    columns = [_columns(xp, _reader_view(xp, layers, r, f, n), n) for r, f in group.readers]
-    for gate, views in zip(group.gates, gate_views, strict=True):
-        columns += [_columns(xp, v, n) * layers[gate.bn].scale for v in views]
-    V = xp.concat(columns, axis=0)
-    res = compress_layer(G, None, k, W_next=V, method=method, seed=seed, fold_constants=False, **options)
+    V = _outgoing(xp, layers, group, gate_views)
+    # 2. one partition and one merge, by the method
+    res = compress_layer(
+        xp.concat(pieces, axis=1), None, k, W_next=V, method=method, seed=seed, fold_constants=False, **options
+    )
     if res.scale is None or bool(np.any(to_numpy(res.scale) < 0)):
         raise ValueError(
             f"{method!r} folds channels into mixtures of kept channels; a coupled group needs every "
             "channel read as a non-negative multiple of one kept channel (use a merging method such as 'tropnnc')"
         )
-    fold = res.fold  # (n, k')
-    host_fold = to_numpy(fold).astype(np.float64)
-    errors, at = {}, 0
-    for p, piece in zip(group.producers, pieces, strict=True):
-        width = int(piece.shape[1])
-        rows = res.W[:, at : at + width]
-        at += width
-        g = to_numpy(piece).astype(np.float64)
-        errors[p] = np.linalg.norm(g - host_fold @ to_numpy(rows).astype(np.float64), axis=1)
-        layers[p] = _with_rows(xp, layers[p], rows)
     labels, scale = to_numpy(res.assignment), to_numpy(res.scale).astype(np.float64)
-    folds = [(group.readers, fold)]
-    gates = []
+    # 3. every producer gets its merged rows
+    errors = _merge_producers(xp, layers, group, pieces, res)
+    # 4. every gate its merged BatchNorm, and the fold its readers read through
+    folds, gates = [(group.readers, res.fold)], []
     for gate, views in zip(group.gates, gate_views, strict=True):
         weight = sum(np.sum(to_numpy(_columns(xp, v, n)).astype(np.float64) ** 2, axis=0) for v in views)
-        merged, t, coef, offset = _merge_gate(xp, layers[gate.bn], labels, scale, weight, int(fold.shape[1]))
+        merged, t, coef, offset = _merge_gate(xp, layers[gate.bn], labels, scale, weight, int(res.fold.shape[1]))
         layers[gate.bn] = merged
-        T = np.zeros((n, int(fold.shape[1])))
+        T = np.zeros((n, int(res.fold.shape[1])))
         T[labels >= 0, labels[labels >= 0]] = t[labels >= 0]
-        folds.append((gate.readers, asarray_like(T, xp, fold)))
+        folds.append((gate.readers, asarray_like(T, xp, res.fold)))
         gates.append({"relu": gate.relu, "source": net.sources(gate.bn)[0], "coef": coef, "offset": offset, "scale": t})
-    for readers, matrix in folds:  # after the rows: a producer may read its own group
+    # 5. every reader its folded columns (after the rows: a producer may read its own group)
+    for readers, matrix in folds:
         for r, f in readers:
             v = _reader_view(xp, layers, r, f, n)
             folded = xp.moveaxis(xp.tensordot(v, matrix, axes=([1], [0])), -1, 1)
             layers[r] = _with_columns(xp, layers, r, f, folded)
     info = {**res.info, "assignment": labels, "producers": len(group.producers), "gates": gates}
     return errors, scale, info
+
+
+def _outgoing(xp: Any, layers: list, group: Group, gate_views: list[list[Array]]) -> Array:
+    """The outgoing weights the partition sees, one column per channel: the readers'
+    columns, and through a gate times its BatchNorm's scale (what the reader reads of the
+    stream, to first order)."""
+    n = group.units
+    columns = [_columns(xp, _reader_view(xp, layers, r, f, n), n) for r, f in group.readers]
+    for gate, views in zip(group.gates, gate_views, strict=True):
+        columns += [_columns(xp, v, n) * layers[gate.bn].scale for v in views]
+    return xp.concat(columns, axis=0)
+
+
+def _merge_producers(xp: Any, layers: list, group: Group, pieces: list[Array], res: Any) -> dict[int, np.ndarray]:
+    """Each producer's merged rows written into ``layers``; per producer, the error
+    ``‖g_{p,j} − f_j g̃_{p,C(j)}‖`` of every original channel (host float64)."""
+    fold = to_numpy(res.fold).astype(np.float64)
+    errors, at = {}, 0
+    for p, piece in zip(group.producers, pieces, strict=True):
+        width = int(piece.shape[1])
+        rows = res.W[:, at : at + width]
+        at += width
+        errors[p] = np.linalg.norm(
+            to_numpy(piece).astype(np.float64) - fold @ to_numpy(rows).astype(np.float64), axis=1
+        )
+        layers[p] = _with_rows(xp, layers[p], rows)
+    return errors
 
 
 def _merge_gate(
