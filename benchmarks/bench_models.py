@@ -35,6 +35,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 
 TOOLS = ("tropref-l1", "tropref-tropnnc", "torch-pruning")
 MODELS = ("alexnet", "vgg11_bn", "vgg16", "resnet18", "resnet50")
@@ -127,6 +128,12 @@ def build(name: str):
         return model, (3, 224, 224)
     if name in ("resnet18", "resnet50"):
         return _resnet(nn, torch, name), (3, 224, 224)
+    if name == "squeezenet1_1":
+        return _squeezenet(nn, torch), (3, 224, 224)
+    if name == "densenet121":
+        return _densenet(nn, torch), (3, 224, 224)
+    if name == "googlenet":
+        return _googlenet(nn, torch), (3, 224, 224)
     raise SystemExit(f"unknown model {name!r}; choose from {(*MODELS, 'tiny')}")
 
 
@@ -205,6 +212,153 @@ def _resnet(nn, torch, name):
     if name == "resnet18":
         return ResNet(BasicBlock, [2, 2, 2, 2])
     return ResNet(Bottleneck, [3, 4, 6, 3])
+
+
+def _squeezenet(nn, torch):
+    """torchvision's ``squeezenet1_1``: Fire modules, ``ceil_mode`` max pooling, a conv classifier."""
+
+    class Fire(nn.Module):
+        def __init__(self, cin, squeeze, e1, e3):
+            super().__init__()
+            self.squeeze, self.squeeze_activation = nn.Conv2d(cin, squeeze, 1), nn.ReLU(inplace=True)
+            self.expand1x1, self.expand1x1_activation = nn.Conv2d(squeeze, e1, 1), nn.ReLU(inplace=True)
+            self.expand3x3, self.expand3x3_activation = nn.Conv2d(squeeze, e3, 3, padding=1), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            x = self.squeeze_activation(self.squeeze(x))
+            return torch.cat(
+                [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+            )
+
+    class SqueezeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, 3, stride=2), nn.ReLU(inplace=True), pool(),
+                Fire(64, 16, 64, 64), Fire(128, 16, 64, 64), pool(),
+                Fire(128, 32, 128, 128), Fire(256, 32, 128, 128), pool(),
+                Fire(256, 48, 192, 192), Fire(384, 48, 192, 192), Fire(384, 64, 256, 256), Fire(512, 64, 256, 256),
+            )  # fmt: skip
+            self.classifier = nn.Sequential(
+                nn.Dropout(0.5), nn.Conv2d(512, 1000, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
+            )
+
+        def forward(self, x):
+            return torch.flatten(self.classifier(self.features(x)), 1)
+
+    return SqueezeNet()
+
+
+def _densenet(nn, torch):
+    """torchvision's ``densenet121``: dense blocks concatenating every layer's features
+    (the first layer's ``torch.cat`` is of a one-tensor list), transitions, BatchNorm first."""
+
+    class DenseLayer(nn.Module):
+        def __init__(self, cin, growth=32, bn_size=4):
+            super().__init__()
+            self.norm1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+            self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, bias=False)
+            self.norm2, self.relu2 = nn.BatchNorm2d(bn_size * growth), nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+        def forward(self, features):
+            x = self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+            return self.conv2(self.relu2(self.norm2(x)))
+
+    class DenseBlock(nn.ModuleDict):
+        def __init__(self, count, cin, growth=32):
+            super().__init__({f"denselayer{i + 1}": DenseLayer(cin + i * growth) for i in range(count)})
+
+        def forward(self, x):
+            features = [x]
+            for layer in self.values():
+                features.append(layer(features))
+            return torch.cat(features, 1)
+
+    class Transition(nn.Sequential):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.norm, self.relu = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+            self.conv, self.pool = nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2, 2)
+
+    class DenseNet(nn.Module):
+        def __init__(self, blocks=(6, 12, 24, 16)):
+            super().__init__()
+            mods = {"conv0": nn.Conv2d(3, 64, 7, 2, 3, bias=False), "norm0": nn.BatchNorm2d(64)}
+            mods |= {"relu0": nn.ReLU(inplace=True), "pool0": nn.MaxPool2d(3, 2, 1)}
+            c = 64
+            for i, count in enumerate(blocks):
+                mods[f"denseblock{i + 1}"] = DenseBlock(count, c)
+                c += count * 32
+                if i != len(blocks) - 1:
+                    mods[f"transition{i + 1}"] = Transition(c, c // 2)
+                    c //= 2
+            mods["norm5"] = nn.BatchNorm2d(c)
+            self.features = nn.Sequential(OrderedDict(mods))
+            self.classifier = nn.Linear(c, 1000)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(nn.functional.relu(self.features(x)), (1, 1))
+            return self.classifier(torch.flatten(x, 1))
+
+    return DenseNet()
+
+
+def _googlenet(nn, torch):
+    """torchvision's ``googlenet`` without its auxiliary classifiers (they run only in
+    training): Inception blocks, ``ceil_mode`` max pooling, BatchNorm with eps 1e-3."""
+
+    class BasicConv2d(nn.Module):
+        def __init__(self, cin, cout, kernel_size, **kw):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(cin, cout, kernel_size, bias=False, **kw), nn.BatchNorm2d(cout, eps=0.001)
+
+        def forward(self, x):
+            return nn.functional.relu(self.bn(self.conv(x)), inplace=True)
+
+    class Inception(nn.Module):
+        def __init__(self, cin, c1, c3r, c3, c5r, c5, proj):
+            super().__init__()
+            self.branch1 = BasicConv2d(cin, c1, 1)
+            self.branch2 = nn.Sequential(BasicConv2d(cin, c3r, 1), BasicConv2d(c3r, c3, 3, padding=1))
+            self.branch3 = nn.Sequential(BasicConv2d(cin, c5r, 1), BasicConv2d(c5r, c5, 3, padding=1))
+            self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, proj, 1))
+
+        def forward(self, x):
+            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+    class GoogLeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            pool = lambda k=3: nn.MaxPool2d(k, 2, ceil_mode=True)
+            self.conv1, self.maxpool1 = BasicConv2d(3, 64, 7, stride=2, padding=3), pool()
+            self.conv2, self.conv3 = BasicConv2d(64, 64, 1), BasicConv2d(64, 192, 3, padding=1)
+            self.maxpool2 = pool()
+            self.inception3a, self.inception3b = (
+                Inception(192, 64, 96, 128, 16, 32, 32),
+                Inception(256, 128, 128, 192, 32, 96, 64),
+            )
+            self.maxpool3 = pool()
+            self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+            self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+            self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+            self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+            self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+            self.maxpool4 = pool(2)
+            self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+            self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+            self.avgpool, self.dropout, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Dropout(0.2), nn.Linear(1024, 1000)
+
+        def forward(self, x):
+            x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+            x = self.maxpool3(self.inception3b(self.inception3a(x)))
+            for name in ("4a", "4b", "4c", "4d", "4e"):
+                x = getattr(self, f"inception{name}")(x)
+            x = self.inception5b(self.inception5a(self.maxpool4(x)))
+            return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+    return GoogLeNet()
 
 
 def randomise(model, seed: int) -> None:

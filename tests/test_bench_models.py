@@ -21,6 +21,9 @@ TORCHVISION = {
     "vgg16": 138_357_544,
     "resnet18": 11_689_512,
     "resnet50": 25_557_032,
+    "squeezenet1_1": 1_235_496,
+    "densenet121": 7_978_856,
+    "googlenet": 6_624_904,  # without the auxiliary classifiers (13,004,888 with them)
 }
 
 
