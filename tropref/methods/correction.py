@@ -118,6 +118,7 @@ def gaussian_refit(
     *,
     ridge: float = 0.1,
     correlation: str = "cosine",
+    variance: bool = False,
 ) -> tuple[Array, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """The least-squares fold of the units on the kept units under a Gaussian model: a
     data-free ThiNet refit of the next layer.
@@ -205,6 +206,25 @@ def gaussian_refit(
     d = np.where(d > 0, d, max(float(np.max(d)), 1.0) * 1e-12)
     lhs = C_kk + ridge * np.diag(d) + 1e-10 * float(np.max(d)) * np.eye(k)
     F = np.linalg.solve(lhs, (C_ak + ridge * F0 * d[None, :]).T).T
+    info_extra = {}
+    if variance:
+        # least squares shrinks what the next layer reads (Var(F ã) <= Var(a)); rescale the
+        # fold so that the total variance read, Σ_{i,s} Var((V a)_is), is the original's
+        V = to_numpy(problem.outgoing).astype(np.float64)
+        m, _, s = V.shape
+        Vt = np.transpose(V, (1, 0, 2)).reshape(n, m * s)
+        G = Vt @ Vt.T
+        C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho) - np.outer(Ea, Ea)
+        before, after = float(np.sum(G * C_aa)), float(np.sum(G * (F @ C_kk @ F.T)))
+        gamma = math.sqrt(before / after) if after > 0 and before > 0 else 1.0
+        F = gamma * F
+        info_extra["refit_gain"] = gamma
     change = float(np.linalg.norm(F - F0) / max(np.linalg.norm(F0), 1e-300))
-    info = {"refit": "gaussian", "refit_ridge": float(ridge), "refit_correlation": correlation, "refit_change": change}
+    info = {
+        "refit": "gaussian",
+        "refit_ridge": float(ridge),
+        "refit_correlation": correlation,
+        "refit_change": change,
+        **info_extra,
+    }
     return asarray_like(F, problem.xp, inputs), (mu_k, sd_k), info

@@ -104,6 +104,7 @@ def tropnnc(
     refit: str = "none",
     refit_ridge: float = 0.1,
     refit_correlation: str = "cosine",
+    refit_variance: bool = False,
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
 
@@ -189,6 +190,9 @@ def tropnnc(
     refit_correlation : {"cosine", "centred"}
         The refit's model of the units' correlations: cosines of the weights, or of the
         weights centred over the fan-in.
+    refit_variance : bool
+        Rescale the refitted fold so that the total variance the next layer reads is the
+        original's under the model (least squares shrinks it). Default False.
 
     Returns
     -------
@@ -288,7 +292,13 @@ def tropnnc(
     fold_matrix, anchor = None, None
     if refit == "gaussian" and problem.moments is not None:
         fold_matrix, kept_moments, refitted = gaussian_refit(
-            problem, assignment, scale, inputs, ridge=refit_ridge, correlation=refit_correlation
+            problem,
+            assignment,
+            scale,
+            inputs,
+            ridge=refit_ridge,
+            correlation=refit_correlation,
+            variance=refit_variance,
         )
         corrected = {**corrected, **refitted}
         anchor = scale
