@@ -199,8 +199,10 @@ def compress_layer(
     **options
         Method options, e.g. for ``"tropnnc"``: ``variant`` (``"refined"`` or
         ``"paper"``), ``cluster``, ``representative``, ``fold``, ``objective``, ``refine``,
-        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``
-        (:func:`tropref.methods.tropnnc`).
+        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``,
+        ``correct``, ``outgoing``, ``refit`` (the data-free Gaussian least-squares refit
+        of the next layer, with ``moments``; ``docs/refit.md``), ``refit_ridge``,
+        ``refit_correlation``, ``refit_variance`` (:func:`tropref.methods.tropnnc`).
 
     Returns
     -------
