@@ -281,6 +281,7 @@ def test_refit_without_moments_is_the_single_fold():
         ({"refit": "lsq"}, "refit"),
         ({"refit_ridge": -1.0}, "refit_ridge"),
         ({"refit_correlation": "x"}, "refit_correlation"),
+        ({"refit_variance": "True"}, "refit_variance"),
     ],
 )
 def test_bad_refit_options_are_refused_by_name(options, name):

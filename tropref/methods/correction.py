@@ -149,6 +149,10 @@ def gaussian_refit(
         ``r >= 0``.
     correlation : {"cosine", "centred"}
         ``ρ``: the cosines of the weights, or of the weights centred over the fan-in.
+    variance : bool
+        Rescale ``F`` by one scalar so that the total variance the next layer reads under
+        the model, ``tr(G Cov(a))`` with ``G = V_flat V_flatᵀ``, is the original's (least
+        squares shrinks it; ``docs/refit.md``).
 
     Returns
     -------
@@ -161,8 +165,8 @@ def gaussian_refit(
     Raises
     ------
     ValueError
-        When ``problem.moments`` is None, ``ridge`` is not a number >= 0, or
-        ``correlation`` is unknown.
+        When ``problem.moments`` is None, ``ridge`` is not a number >= 0,
+        ``correlation`` is unknown or ``variance`` is not a bool.
 
     Examples
     --------
@@ -182,6 +186,8 @@ def gaussian_refit(
         raise ValueError("`refit='gaussian'` needs the units' pre-activation statistics (`moments`)")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not (math.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"`refit_ridge` must be a number >= 0, got {ridge!r}")
+    if not isinstance(variance, (bool, np.bool_)):
+        raise ValueError(f"`refit_variance` must be True or False, got {variance!r}")
     if correlation not in _CORRELATIONS:
         raise ValueError(f"unknown `refit_correlation` {correlation!r}; choose one of {_CORRELATIONS}")
     mean, std = problem.moments
