@@ -1,13 +1,14 @@
 """TropNNC's data-free Gaussian refit of the next layer (``refit="gaussian"``), on and off.
 
-    python examples/ablate_refit.py [--images 1000] [--fractions 0.75 0.5 0.3] [--models resnet20 vgg_small]
-                                    [--configs NAME ...] [--out FILE.md]
+    python examples/ablate_refit.py [--images 1000] [--full] [--fractions 0.75 0.5 0.3]
+                                    [--models resnet20 vgg_small] [--configs NAME ...] [--out FILE.md]
 
 Compresses every hidden layer of the shipped ``resnet20`` (the channels inside its blocks)
 and of the chain ``vgg_small`` with TropNNC, with and without the refit, combined with the
 statistics correction or not, and prints the accuracy and the agreement with the
-uncompressed network's predictions on the first ``--images`` test images (the full split
-with ``--images 10000`` and ``--full``). Options not set here keep
+uncompressed network's predictions on the first ``--images`` test images of the shipped
+2,000-image subset (of the full split with ``--full``; ``--images 10000`` for all of it).
+``docs/refit.md`` has the measurements. Options not set here keep
 :func:`tropref.compress_network`'s defaults by where the layer sits (``correct="full"`` and
 ``outgoing=0.5`` in residual branches, ``correct="none"`` elsewhere). Deterministic (Ward).
 The refit acts only where the units' statistics exist (a BatchNorm before the ReLU).
