@@ -231,3 +231,75 @@ def test_network_certificate_holds_with_corrected_branches():
     assert any(l.info.get("correction") for l in report.layers if l.info)
     err = np.abs(forward(small, x) - forward(net, x))
     assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)
+
+
+@pytest.mark.parametrize("options", [{}, {"correct": "none"}, {"refit_variance": True, "refit_ridge": 0.0}])
+@given(layer=dense_layers(8, 3, 2), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_certificate_bounds_the_refitted_layer(options, layer, k, seed):
+    """The Gaussian refit mixes the kept units (a general fold); the certificate, Proposition F
+    on the single fold plus Σ_c |Ṽ − V F₀| ‖w̃_c‖ plus the bias change, still bounds it."""
+    W, b, V, b_next = layer
+    rng = np.random.default_rng(seed)
+    res = tropref.compress_layer(
+        W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 8), refit="gaussian", **options
+    )
+    assert res.scale is None
+    assert res.certificate is not None
+    X = probe_inputs(rng, 3, 600)
+    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
+    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+def test_refit_lowers_the_error_where_the_gaussian_model_is_exact():
+    """x ~ N(0, I): the pre-activations are jointly Gaussian with the cosine correlations, so
+    the refit is the population least-squares fold and beats the single fold on a sample."""
+    rng = np.random.default_rng(3)
+    n, d = 12, 6
+    W, b, V = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(4, n))
+    moments = (b, np.linalg.norm(W, axis=1))
+    X = rng.normal(size=(20000, d))
+    exact = dense_forward(W, b, V, None, X)
+    errors = {}
+    for refit in ("none", "gaussian"):
+        res = tropref.compress_layer(W, b, 5, W_next=V, seed=0, moments=moments, correct="none", refit=refit)
+        errors[refit] = float(np.mean((result_forward(res, X) - exact) ** 2))
+    assert errors["gaussian"] < 0.9 * errors["none"]
+
+
+def test_refit_without_moments_is_the_single_fold():
+    rng = np.random.default_rng(4)
+    W, b, V = rng.normal(size=(8, 4)), rng.normal(size=8), rng.normal(size=(3, 8))
+    plain = tropref.compress_layer(W, b, 4, W_next=V, seed=0)
+    refit = tropref.compress_layer(W, b, 4, W_next=V, seed=0, refit="gaussian")
+    assert refit.scale is not None
+    np.testing.assert_array_equal(np.asarray(refit.W_next), np.asarray(plain.W_next))
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"refit": "lsq"}, "refit"),
+        ({"refit_ridge": -1.0}, "refit_ridge"),
+        ({"refit_correlation": "x"}, "refit_correlation"),
+        ({"refit_variance": "True"}, "refit_variance"),
+    ],
+)
+def test_bad_refit_options_are_refused_by_name(options, name):
+    rng = np.random.default_rng(5)
+    W, b, V = rng.normal(size=(6, 3)), rng.normal(size=6), rng.normal(size=(2, 6))
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        tropref.compress_layer(W, b, 3, W_next=V, moments=moments_of(rng, 6), **{"refit": "gaussian", **options})
+
+
+def test_network_certificate_holds_with_refitted_branches():
+    from test_graph import residual_net
+
+    from tropref import compress_network
+    from tropref.network import forward
+
+    net = residual_net(width=4, inner=8)
+    x = np.random.default_rng(8).normal(size=(40, 2, 6, 6))
+    small, report = compress_network(net, 0.5, seed=0, inputs=x, refit="gaussian", refit_variance=True)
+    assert any((l.info or {}).get("correction", {}).get("refit") == "gaussian" for l in report.layers)
+    err = np.abs(forward(small, x) - forward(net, x))
+    assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)

@@ -6,7 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from tropref.statistics import merged_moments, moment_match, relu_mean
+from tropref.statistics import (
+    merged_covariance,
+    merged_moments,
+    moment_match,
+    relu_mean,
+    relu_product_mean,
+    weight_correlation,
+)
 
 
 @given(mu=st.floats(-5, 5), sigma=st.floats(0.05, 5))
@@ -88,3 +95,64 @@ def test_moment_match_leaves_unread_units_alone():
     )
     assert gain.tolist() == [1.0, 1.0]
     assert shift.tolist() == [0.0, 0.0]
+
+
+@given(
+    mu1=st.floats(-3, 3),
+    s1=st.floats(0.1, 3),
+    mu2=st.floats(-3, 3),
+    s2=st.floats(0.1, 3),
+    rho=st.floats(-0.999, 0.999),
+)
+@settings(max_examples=30, deadline=None)
+def test_relu_product_mean_equals_the_integral(mu1, s1, mu2, s2, rho):
+    """E[relu(z) relu(z')] by quadrature over u of φ(u) relu(μ + σu) E[relu(z') | u], where
+    z' | u ~ N(μ' + σ'ρu, σ'²(1 − ρ²)) has the closed-form mean of relu_mean (one dimension)."""
+    sd = s2 * np.sqrt(1.0 - rho * rho)
+    lo = max(-mu1 / s1, -10.0)
+
+    def inner(u):
+        return stats.norm.pdf(u) * (mu1 + s1 * u) * relu_mean(np.array([mu2 + s2 * rho * u]), np.array([sd]))[0]
+
+    value = integrate.quad(inner, lo, max(lo, 10.0), limit=200)[0] if lo < 10 else 0.0
+    got = relu_product_mean(np.array(mu1), np.array(s1), np.array(mu2), np.array(s2), np.array(rho))
+    assert float(got) == pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+def test_relu_product_mean_limits():
+    """ρ = 1 on one unit is E[relu(z)²]; ρ = 0 the product of the means; no spread the relu."""
+    mu, sd = np.array([-0.7, 0.0, 1.3]), np.array([0.5, 1.0, 2.0])
+    square = [
+        integrate.quad(lambda z, m=m, s=s: z * z * stats.norm.pdf(z, m, s), 0, m + 12 * s)[0]
+        for m, s in zip(mu, sd, strict=True)
+    ]
+    np.testing.assert_allclose(relu_product_mean(mu, sd, mu, sd, np.ones(3)), square, rtol=1e-9)
+    np.testing.assert_allclose(
+        relu_product_mean(mu, sd, mu[::-1], sd[::-1], np.zeros(3)),
+        relu_mean(mu, sd) * relu_mean(mu[::-1], sd[::-1]),
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        relu_product_mean(mu, np.zeros(3), mu, sd, np.full(3, 0.3)), np.maximum(mu, 0) * relu_mean(mu, sd)
+    )
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 6), d=st.integers(2, 8), k=st.integers(1, 3))
+@settings(max_examples=20, deadline=None)
+def test_merged_covariance_is_exact_for_isotropic_inputs(seed, n, d, k):
+    """For x ~ N(0, I): Cov(z_j, z̃_c) = w_j · ũ_c and Cov(z̃_c, z̃_d) = ũ_c · ũ_d, with the
+    cosines of the weights and σ_j = ‖w_j‖, when each kept unit lies in its members' span."""
+    rng = np.random.default_rng(seed)
+    k = min(k, n)
+    A = rng.normal(size=(n, d + 1))
+    labels = rng.integers(0, k, size=n)
+    labels[:k] = np.arange(k)
+    kept = np.zeros((k, d + 1))
+    for c in range(k):
+        kept[c] = rng.normal(size=int(np.sum(labels == c))) @ A[labels == c]
+    mu, cross, cov = merged_covariance(
+        A, labels, kept, A[:, -1], np.linalg.norm(A[:, :-1], axis=1), weight_correlation(A)
+    )
+    np.testing.assert_allclose(mu, kept[:, -1], atol=1e-9)
+    np.testing.assert_allclose(cross, A[:, :-1] @ kept[:, :-1].T, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(cov, kept[:, :-1] @ kept[:, :-1].T, rtol=1e-7, atol=1e-9)

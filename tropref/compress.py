@@ -82,7 +82,9 @@ class LayerCompression:
     certificate : array or None
         ``|Δ v_i(x)| <= certificate[i] * ‖(x, 1)‖`` for every input ``x`` and every output
         ``i`` of the next layer's pre-activation (of every original unit when ``W_next`` is
-        None). None for methods whose fold is not a single non-negative scale per unit.
+        None). None for methods whose fold is not a single non-negative scale per unit,
+        unless the fold refits one (TropNNC's ``refit="gaussian"``: Proposition F on that
+        single fold plus the refit's change, ``docs/refit.md``).
     zonotope_bound : array, shape (2,), or None
         Single-output sign-split methods: upper bounds on ``H(P, P̃)`` and ``H(Q, Q̃)`` of the
         clustered units' zonotopes.
@@ -197,8 +199,10 @@ def compress_layer(
     **options
         Method options, e.g. for ``"tropnnc"``: ``variant`` (``"refined"`` or
         ``"paper"``), ``cluster``, ``representative``, ``fold``, ``objective``, ``refine``,
-        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``
-        (:func:`tropref.methods.tropnnc`).
+        ``out_norm``, ``input_ratio``, ``n_init``, ``max_iter``, ``tol``, ``init``,
+        ``correct``, ``outgoing``, ``refit`` (the data-free Gaussian least-squares refit
+        of the next layer, with ``moments``; ``docs/refit.md``), ``refit_ridge``,
+        ``refit_correlation``, ``refit_variance`` (:func:`tropref.methods.tropnnc`).
 
     Returns
     -------
@@ -323,8 +327,17 @@ def compress_layer(
         certificate = _abs_read(xp, V, residual)
         if merge.zonotope_bound is not None:
             certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
-        if shift is not None:  # a constant change: |δ_i| <= |δ_i| ‖(x, 1)‖
-            certificate = certificate + xp.abs(shift)
+    elif merge.anchor is not None:
+        # a general fold F refitting a single fold F0 (scale f_j): V a − Ṽ ã splits into
+        # Σ_j V_j (a_j − f_j ã_c(j)) (Proposition F) and −Σ_c (Ṽ − V F0)_c ã_c, where
+        # |ã_c| <= ‖w̃_c‖ ‖(x, 1)‖ (docs/refit.md)
+        anchor = _embed_scale(xp, merge.anchor, kept, n)
+        residual = _unit_residuals(xp, A, anchor, labels, merge.inputs, exact=removed)
+        refitted = V_new if W_next is not None else _rewrite_next(xp, V, labels, None, fold, k_new)
+        change = refitted - _rewrite_next(xp, V, labels, anchor, None, k_new)
+        certificate = _abs_read(xp, V, residual) + _abs_read(xp, change, xp.linalg.vector_norm(merge.inputs, axis=1))
+    if certificate is not None and shift is not None:  # a constant change: |δ_i| <= |δ_i| ‖(x, 1)‖
+        certificate = certificate + xp.abs(shift)
 
     times["certificate"] = time.perf_counter() - clock - sum(times.values())
     info = dict(merge.info)
@@ -457,6 +470,14 @@ def _embed(xp: Any, merge: Merge, kept: np.ndarray, n: int) -> tuple[Array, Arra
     fold_kept = merge.fold
     padded = xp.concat([fold_kept, xp.zeros((1, fold_kept.shape[1]), dtype=fold_kept.dtype, device=device(fold_kept))])
     return assignment, None, take_rows(xp, padded, rows)
+
+
+def _embed_scale(xp: Any, scale: Array, kept: np.ndarray, n: int) -> Array:
+    """A per-unit vector of the method's units embedded among all ``n`` (0 for removed units)."""
+    rows = np.full(n, kept.size, dtype=np.int64)
+    rows[kept] = np.arange(kept.size)
+    padded = xp.concat([scale, xp.zeros((1,), dtype=scale.dtype, device=device(scale))])
+    return take_rows(xp, padded, rows)
 
 
 def _rewrite_next(xp: Any, V: Array, labels: np.ndarray, scale: Array | None, fold: Array | None, k: int) -> Array:

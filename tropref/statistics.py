@@ -11,7 +11,11 @@ functions turn such statistics into the quantities the statistics correction of
   pre-activation ``z̃_c = w̃_c · (x, 1)``, from the members' statistics and the correlation
   ``ρ_jk = cos(w_j, w_k)`` of their weights (what the statistics imply for isotropic inputs);
 - :func:`moment_match`: the gain and shift of each merged unit that best match the
-  members' means and spreads through their fold scales.
+  members' means and spreads through their fold scales;
+- :func:`weight_correlation` and :func:`merged_covariance`: the joint Gaussian model of a
+  layer's units and its merged units (correlations from the weights);
+- :func:`relu_product_mean`: ``E[relu(z) relu(z')]`` for jointly Gaussian ``z, z'``, in
+  closed form (the second moments of the data-free least-squares refit).
 
 All work on the host in float64 on per-unit vectors and per-cluster blocks; the caller
 moves the few resulting ``(k,)`` vectors back to its array namespace.
@@ -22,11 +26,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, owens_t
 
 from ._array import size_blocks
 
-__all__ = ["relu_mean", "merged_moments", "moment_match"]
+__all__ = [
+    "relu_mean",
+    "merged_moments",
+    "moment_match",
+    "relu_product_mean",
+    "weight_correlation",
+    "merged_covariance",
+]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
@@ -184,3 +195,185 @@ def moment_match(
     gain = np.where(spread, sd / np.where(merged_std > 0, merged_std, 1.0), 1.0)
     shift = np.where(read, mu - gain * merged_mean, 0.0)
     return gain, shift
+
+
+def relu_product_mean(
+    mean1: np.ndarray, std1: np.ndarray, mean2: np.ndarray, std2: np.ndarray, corr: np.ndarray
+) -> np.ndarray:
+    """``E[relu(z) relu(z')]`` for jointly Gaussian ``z ~ N(μ, σ²)``, ``z' ~ N(μ', σ'²)`` of
+    correlation ``ρ``, elementwise (all arguments broadcast).
+
+    With ``a = μ/σ``, ``b = μ'/σ'``, ``s = √(1 − ρ²)`` and standard ``(u, v)`` of correlation
+    ``ρ``, ``relu(z) relu(z') = σσ' (a + u)(b + v)`` on the quadrant ``u > −a, v > −b``, whose
+    moments are Rosenbaum's (1961)::
+
+        L      = Φ₂(a, b; ρ)
+        E[u;·] = φ(a) Φ((b − ρa)/s) + ρ φ(b) Φ((a − ρb)/s)        (and E[v;·] likewise)
+        E[uv;·] = ρ L − ρ a φ(a) Φ((b − ρa)/s) − ρ b φ(b) Φ((a − ρb)/s) + s φ(a) φ((b − ρa)/s)
+
+    and ``E = σσ' (ab L + a E[v;·] + b E[u;·] + E[uv;·])``. The bivariate normal CDF ``Φ₂``
+    is Owen's formula with his ``T`` function (``scipy.special.owens_t``), vectorised.
+    ``|ρ| = 1`` is the limit (``z'`` an affine function of ``z``); a zero spread makes that
+    factor the constant ``relu(μ)``.
+
+    Parameters
+    ----------
+    mean1, std1, mean2, std2 : numpy.ndarray
+        ``μ, σ >= 0, μ', σ' >= 0``.
+    corr : numpy.ndarray
+        ``ρ`` in ``[−1, 1]`` (clipped there).
+
+    Returns
+    -------
+    numpy.ndarray of float64
+
+    References
+    ----------
+    .. [1] S. Rosenbaum, "Moments of a Truncated Bivariate Normal Distribution", Journal of
+           the Royal Statistical Society B 23 (1961).
+    .. [2] D. B. Owen, "Tables for Computing Bivariate Normal Probabilities", Annals of
+           Mathematical Statistics 27 (1956).
+
+    Examples
+    --------
+    ``E[relu(z)²] = 1/2`` for a standard ``z``; independent factors give the product of the
+    means, ``(1/√(2π))²``:
+
+    >>> import numpy as np
+    >>> relu_product_mean(np.zeros(2), np.ones(2), np.zeros(2), np.ones(2), np.array([1.0, 0.0])).round(6).tolist()
+    [0.5, 0.159155]
+    """
+    mu1, s1, mu2, s2, rho = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (mean1, std1, mean2, std2, corr))
+    )
+    rho = np.clip(rho, -1.0, 1.0)
+    spread = (s1 > 0) & (s2 > 0)
+    a = mu1 / np.where(s1 > 0, s1, 1.0)
+    b = mu2 / np.where(s2 > 0, s2, 1.0)
+    # |ρ| near 1: the quadrant formulas divide by s; nudge ρ inside, where they are accurate
+    # to O(1 - |ρ|) (the self-products E[relu(z)²] are handled exactly below)
+    r = np.clip(rho, -1.0 + 1e-9, 1.0 - 1e-9)
+    s = np.sqrt(1.0 - r * r)
+    pa, pb = np.exp(-0.5 * a * a) / _SQRT_2PI, np.exp(-0.5 * b * b) / _SQRT_2PI
+    ta, tb = (b - r * a) / s, (a - r * b) / s
+    L = _bivariate_cdf(a, b, r)
+    Eu = pa * ndtr(ta) + r * pb * ndtr(tb)
+    Ev = pb * ndtr(tb) + r * pa * ndtr(ta)
+    Euv = r * L - r * a * pa * ndtr(ta) - r * b * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
+    value = s1 * s2 * (a * b * L + a * Ev + b * Eu + Euv)
+    # ρ = ±1 exactly: z' = μ' ± (σ'/σ)(z − μ); ρ = 1 with a = b is E[relu(z)²] σ'/σ
+    same = (rho == 1.0) & np.isclose(a, b, rtol=0.0, atol=1e-12)
+    square = s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa)
+    value = np.where(same, square, value)
+    # a factor without spread is the constant relu(μ)
+    const = np.where(s1 > 0, relu_mean(mu1, s1) * np.maximum(mu2, 0.0), 0.0)
+    const = np.where(s2 > 0, np.maximum(mu1, 0.0) * relu_mean(mu2, s2), const)
+    const = np.where((s1 > 0) | (s2 > 0), const, np.maximum(mu1, 0.0) * np.maximum(mu2, 0.0))
+    return np.where(spread, np.maximum(value, 0.0), const)
+
+
+def _bivariate_cdf(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``Φ₂(a, b; ρ) = P(u < a, v < b)`` for ``|ρ| < 1``, by Owen's formula::
+
+        Φ₂ = (Φ(a) + Φ(b))/2 − T(a, (b − ρa)/(a s)) − T(b, (a − ρb)/(b s)) − β,
+
+    ``β = 1/2`` when ``a b < 0`` (or one is 0 and ``a + b < 0``), else 0."""
+    s = np.sqrt(1.0 - r * r)
+    tiny = 1e-300
+    # T(0, ±∞) = ±1/4: a = 0 is taken as a tiny number of the sign that keeps the formula's limit
+    a0 = np.where(a == 0, np.where(b >= 0, tiny, -tiny), a)
+    b0 = np.where(b == 0, np.where(a0 >= 0, tiny, -tiny), b)
+    with np.errstate(over="ignore", divide="ignore"):
+        ha = (b0 - r * a0) / (a0 * s)
+        hb = (a0 - r * b0) / (b0 * s)
+    ha, hb = np.nan_to_num(ha, posinf=1e300, neginf=-1e300), np.nan_to_num(hb, posinf=1e300, neginf=-1e300)
+    beta = np.where(a0 * b0 < 0, 0.5, 0.0)
+    return 0.5 * (ndtr(a0) + ndtr(b0)) - owens_t(a0, ha) - owens_t(b0, hb) - beta
+
+
+def weight_correlation(A: np.ndarray, *, centre: bool = False) -> np.ndarray:
+    """The correlation model of the units' pre-activations: ``ρ_jk = cos(w_j, w_k)``.
+
+    Exact for isotropic inputs (the model of :func:`merged_moments`). With ``centre=True``
+    each weight vector is first centred (its mean over the fan-in subtracted): the
+    correlation for inputs whose common mode, every coordinate moving together, carries no
+    variance. Units with zero (centred) weights get correlation 0 with the others, 1 with
+    themselves.
+
+    Parameters
+    ----------
+    A : numpy.ndarray, shape (n, p)
+        The units' input vectors (weights, then bias; the bias is ignored).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n, n)
+        Symmetric positive semi-definite, unit diagonal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weight_correlation(np.array([[1.0, 0.0, 5.0], [1.0, 1.0, -2.0]])).round(4).tolist()
+    [[1.0, 0.7071], [0.7071, 1.0]]
+    """
+    W = np.asarray(A, dtype=np.float64)[:, :-1]
+    if centre:
+        W = W - W.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(W, axis=1)
+    U = W / np.where(norms > 0, norms, 1.0)[:, None]
+    rho = np.clip(U @ U.T, -1.0, 1.0)
+    np.fill_diagonal(rho, 1.0)
+    return rho
+
+
+def merged_covariance(
+    A: np.ndarray, labels: np.ndarray, kept: np.ndarray, mean: np.ndarray, std: np.ndarray, corr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The joint Gaussian model of the units' and the merged units' pre-activations.
+
+    The units' pre-activations ``z`` have means ``μ``, spreads ``σ`` and correlations
+    ``corr``: ``Σ = diag(σ) ρ diag(σ)``. Kept unit ``c`` is written, as in
+    :func:`merged_moments`, as ``ũ_c = Σ_{j∈C} λ_j w_j`` (least squares over its members'
+    weights), so ``z̃_c − b̃_c = Σ_j λ_j (z_j − b_j)``: with ``Λ`` the ``(n, k)`` matrix of
+    these coefficients, ``Cov(z, z̃) = Σ Λ`` and ``Cov(z̃) = Λᵀ Σ Λ``. With ``corr`` the
+    cosines of the weights the merged spreads are those of :func:`merged_moments`.
+
+    Parameters
+    ----------
+    A, labels, kept, mean, std
+        As in :func:`merged_moments`.
+    corr : numpy.ndarray, shape (n, n)
+        ``ρ``, e.g. :func:`weight_correlation`.
+
+    Returns
+    -------
+    merged_mean : numpy.ndarray, shape (k,)
+        ``μ̃``.
+    cross : numpy.ndarray, shape (n, k)
+        ``Cov(z_j, z̃_c)``.
+    merged_cov : numpy.ndarray, shape (k, k)
+        ``Cov(z̃_c, z̃_d)``.
+
+    Examples
+    --------
+    Two units of spread 1 and correlation 1/2, averaged:
+
+    >>> import numpy as np
+    >>> A = np.array([[1.0, 0.0, 0.0], [0.5, np.sqrt(0.75), 0.0]])
+    >>> mu, cross, cov = merged_covariance(A, np.array([0, 0]), A.mean(axis=0, keepdims=True),
+    ...                                    np.zeros(2), np.ones(2), weight_correlation(A))
+    >>> cross.round(4).tolist(), round(float(cov[0, 0]), 6)
+    ([[0.75], [0.75]], 0.75)
+    """
+    n, k = int(A.shape[0]), int(kept.shape[0])
+    lam = np.zeros((n, k))
+    for cl, block in size_blocks(labels, k, 8 * max(1, int(A.shape[1]))):
+        Wc = A[block, :-1].astype(np.float64)  # (B, size, d)
+        G = Wc @ np.swapaxes(Wc, 1, 2)
+        rhs = Wc @ kept[cl, :-1].astype(np.float64)[:, :, None]
+        lam[block, np.broadcast_to(cl[:, None], block.shape)] = (_pinv_psd(G) @ rhs)[:, :, 0]
+    sd = np.asarray(std, dtype=np.float64)
+    cov = sd[:, None] * np.asarray(corr, dtype=np.float64) * sd[None, :]
+    shift = np.asarray(mean, dtype=np.float64) - A[:, -1].astype(np.float64)
+    cross = cov @ lam
+    return kept[:, -1].astype(np.float64) + lam.T @ shift, cross, lam.T @ cross

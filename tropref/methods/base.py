@@ -114,6 +114,12 @@ class Merge:
         and spread as the method estimates them from ``LayerProblem.moments``. When given,
         ``compress_layer`` corrects the next layer's bias for the change of the mean of
         what it reads (``docs/theory.md``, section 5).
+    anchor : array, shape (n,), or None
+        For a general fold that refits a single fold (TropNNC's ``refit="gaussian"``): the
+        per-unit scales ``f_j`` of that single fold, at ``assignment[j]``. The certificate is
+        then Proposition F's on the single fold plus what the refit changed in the next
+        layer, ``Σ_c |Ṽ − V F₀|_{ic} ‖w̃_c‖`` (``docs/refit.md``), so it holds for the refitted
+        layer. None otherwise.
 
     Raises
     ------
@@ -131,7 +137,17 @@ class Merge:
            [1., 0.]])
     """
 
-    __slots__ = ("_fold", "_scale", "assignment", "info", "inputs", "kept_moments", "single_fold", "zonotope_bound")
+    __slots__ = (
+        "_fold",
+        "_scale",
+        "anchor",
+        "assignment",
+        "info",
+        "inputs",
+        "kept_moments",
+        "single_fold",
+        "zonotope_bound",
+    )
 
     def __init__(
         self,
@@ -144,6 +160,7 @@ class Merge:
         *,
         scale: Array | None = None,
         kept_moments: tuple[np.ndarray, np.ndarray] | None = None,
+        anchor: Array | None = None,
     ) -> None:
         if inputs is None:
             raise ValueError("Merge needs `inputs`, the kept units' input vectors")
@@ -158,6 +175,7 @@ class Merge:
             ("single_fold", bool(single_fold)),
             ("info", MappingProxyType(dict(info or {}))),
             ("kept_moments", kept_moments),
+            ("anchor", anchor),
         ):
             object.__setattr__(self, name, value)
 

@@ -16,21 +16,36 @@ compound through depth. Given each unit's pre-activation mean and spread
 
 ``"full"`` does both. The certificate is computed afterwards on the corrected units and
 bias (``docs/theory.md``, section 5), so it bounds the function returned.
+
+The refit (TropNNC's ``refit="gaussian"``, :func:`gaussian_refit`) goes one step further,
+a data-free ThiNet: under the same Gaussian model, now joint over all the units and the
+merged units, it replaces the single fold by the least-squares fold
+``F = Cov(a, ã) Cov(ã)⁻¹`` of the original activations on the kept ones (``docs/refit.md``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .._array import Array, asarray_like, to_numpy
-from ..statistics import merged_moments, moment_match
+from ..statistics import (
+    merged_covariance,
+    merged_moments,
+    moment_match,
+    relu_mean,
+    relu_product_mean,
+    weight_correlation,
+)
 from .base import LayerProblem
 
-__all__ = ["CORRECTIONS", "check_correct", "correct_merge"]
+__all__ = ["CORRECTIONS", "REFITS", "check_correct", "correct_merge", "gaussian_refit"]
 
 CORRECTIONS = ("none", "mean", "variance", "full")
+REFITS = ("none", "gaussian")
+_CORRELATIONS = ("cosine", "centred")
 
 
 def check_correct(correct: Any) -> str:
@@ -93,3 +108,129 @@ def correct_merge(
         inputs = asarray_like(kept, xp, inputs)
         info["gain"] = {"min": float(gain.min()), "median": float(np.median(gain)), "max": float(gain.max())}
     return inputs, ((mu, sigma) if correct in ("mean", "full") else None), info
+
+
+def gaussian_refit(
+    problem: LayerProblem,
+    assignment: Array,
+    scale: Array,
+    inputs: Array,
+    *,
+    ridge: float = 0.1,
+    correlation: str = "cosine",
+    variance: bool = False,
+) -> tuple[Array, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """The least-squares fold of the units on the kept units under a Gaussian model: a
+    data-free ThiNet refit of the next layer.
+
+    The units' pre-activations are modelled as jointly Gaussian, ``z ~ N(μ, Σ)`` with the
+    moments of ``problem.moments`` and ``Σ_jk = σ_j σ_k ρ_jk``, ``ρ`` from the weights
+    (:func:`tropref.statistics.weight_correlation`); the kept units' ``z̃_c = w̃_c · (x, 1)``
+    are linear in them (:func:`tropref.statistics.merged_covariance`). With ``a = relu(z)``
+    and ``ã = relu(z̃)`` the fold
+
+        F = (Cov(a, ã) + r F₀ D) (Cov(ã) + r D)⁻¹,     D = diag(Cov(ã)),
+
+    minimises ``E‖V (a − E a) − V F (ã − E ã)‖² + r ‖V (F − F₀) D^{1/2}‖²`` for every read-out
+    ``V`` at once: the least-squares refit of the next layer, shrunk by the ridge ``r``
+    towards the single fold ``F₀`` (``scale`` at ``assignment``). The second moments are
+    the closed forms of :func:`tropref.statistics.relu_product_mean`. The kept units' moments
+    come back for the next layer's bias, which then absorbs ``V E[a] − V F E[ã]``.
+
+    Parameters
+    ----------
+    problem : LayerProblem
+        Must carry ``moments``.
+    assignment, scale : arrays, shape (n,)
+        The single fold ``F₀``.
+    inputs : array, shape (k, p)
+        The kept units' input vectors (after any correction).
+    ridge : float
+        ``r >= 0``.
+    correlation : {"cosine", "centred"}
+        ``ρ``: the cosines of the weights, or of the weights centred over the fan-in.
+    variance : bool
+        Rescale ``F`` by one scalar so that the total variance the next layer reads under
+        the model, ``tr(G Cov(a))`` with ``G = V_flat V_flatᵀ``, is the original's (least
+        squares shrinks it; ``docs/refit.md``).
+
+    Returns
+    -------
+    fold : array, shape (n, k)
+        ``F``, in the namespace of ``inputs``.
+    kept_moments : pair of numpy.ndarray, shape (k,)
+        ``(μ̃, σ̃)`` of the kept units under the model.
+    info : dict
+
+    Raises
+    ------
+    ValueError
+        When ``problem.moments`` is None, ``ridge`` is not a number >= 0,
+        ``correlation`` is unknown or ``variance`` is not a bool.
+
+    Examples
+    --------
+    Two identical units merged into one, read through ``f = 1/2`` each: the refit reads both
+    through the kept unit with the same weights.
+
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> A = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> problem = LayerProblem(xp, A, np.ones((1, 3, 1)), moments=(np.zeros(3), np.ones(3)))
+    >>> F, _, _ = gaussian_refit(problem, np.array([0, 0, 1]), np.array([0.5, 0.5, 1.0]), 2 * A[[0, 2]], ridge=0.0)
+    >>> F.round(6).tolist()
+    [[0.5, 0.0], [0.5, 0.0], [0.0, 0.5]]
+    """
+    if problem.moments is None:
+        raise ValueError("`refit='gaussian'` needs the units' pre-activation statistics (`moments`)")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not (math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"`refit_ridge` must be a number >= 0, got {ridge!r}")
+    if not isinstance(variance, (bool, np.bool_)):
+        raise ValueError(f"`refit_variance` must be True or False, got {variance!r}")
+    if correlation not in _CORRELATIONS:
+        raise ValueError(f"unknown `refit_correlation` {correlation!r}; choose one of {_CORRELATIONS}")
+    mean, std = problem.moments
+    labels = to_numpy(assignment).astype(np.int64)
+    A_host, kept = to_numpy(problem.inputs).astype(np.float64), to_numpy(inputs).astype(np.float64)
+    n, k = int(A_host.shape[0]), int(kept.shape[0])
+    rho = weight_correlation(A_host, centre=correlation == "centred")
+    mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)
+    sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
+    corr_x = cross / np.where(std > 0, std, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]
+    corr_k = cov_k / np.where(sd_k > 0, sd_k, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]
+    np.fill_diagonal(corr_k, 1.0)
+    Ea, Ek = relu_mean(mean, std), relu_mean(mu_k, sd_k)
+    C_ak = relu_product_mean(mean[:, None], std[:, None], mu_k[None, :], sd_k[None, :], corr_x) - np.outer(Ea, Ek)
+    C_kk = relu_product_mean(mu_k[:, None], sd_k[:, None], mu_k[None, :], sd_k[None, :], corr_k) - np.outer(Ek, Ek)
+    C_kk = 0.5 * (C_kk + C_kk.T)
+    F0 = np.zeros((n, k))
+    members = labels >= 0
+    F0[np.flatnonzero(members), labels[members]] = to_numpy(scale).astype(np.float64)[members]
+    d = np.diag(C_kk).copy()
+    # a kept unit that never fires under the model (zero variance) keeps its single fold
+    d = np.where(d > 0, d, max(float(np.max(d)), 1.0) * 1e-12)
+    lhs = C_kk + ridge * np.diag(d) + 1e-10 * float(np.max(d)) * np.eye(k)
+    F = np.linalg.solve(lhs, (C_ak + ridge * F0 * d[None, :]).T).T
+    info_extra = {}
+    if variance:
+        # least squares shrinks what the next layer reads (Var(F ã) <= Var(a)); rescale the
+        # fold so that the total variance read, Σ_{i,s} Var((V a)_is), is the original's
+        V = to_numpy(problem.outgoing).astype(np.float64)
+        m, _, s = V.shape
+        Vt = np.transpose(V, (1, 0, 2)).reshape(n, m * s)
+        G = Vt @ Vt.T
+        C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho) - np.outer(Ea, Ea)
+        before, after = float(np.sum(G * C_aa)), float(np.sum(G * (F @ C_kk @ F.T)))
+        gamma = math.sqrt(before / after) if after > 0 and before > 0 else 1.0
+        F = gamma * F
+        info_extra["refit_gain"] = gamma
+    change = float(np.linalg.norm(F - F0) / max(np.linalg.norm(F0), 1e-300))
+    info = {
+        "refit": "gaussian",
+        "refit_ridge": float(ridge),
+        "refit_correlation": correlation,
+        "refit_change": change,
+        **info_extra,
+    }
+    return asarray_like(F, problem.xp, inputs), (mu_k, sd_k), info

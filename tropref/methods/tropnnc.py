@@ -27,7 +27,7 @@ import numpy as np
 from .._array import Array, asarray_like, chunk_rows, device, segment_sum, size_blocks, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
-from .correction import check_correct, correct_merge
+from .correction import REFITS, check_correct, correct_merge, gaussian_refit
 from .partition import (
     Part,
     allocate,
@@ -101,6 +101,10 @@ def tropnnc(
     init: str = "k-means||",
     correct: str | None = None,
     outgoing: float = 0.0,
+    refit: str = "none",
+    refit_ridge: float = 0.1,
+    refit_correlation: str = "cosine",
+    refit_variance: bool = False,
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
 
@@ -171,6 +175,24 @@ def tropnnc(
         own mean and spread again, ``"mean"`` corrects the next layer's bias for the change
         of the mean it reads, ``"full"`` both. Default: ``"full"`` for the refined variant,
         ``"none"`` for the paper's.
+    refit : {"none", "gaussian"}
+        ``"gaussian"``, applied when the problem carries the units' moments: after the
+        merge (and ``correct``), the single fold is replaced by the least-squares fold of
+        the units' activations on the kept ones under a Gaussian model of the
+        pre-activations (:func:`tropref.methods.correction.gaussian_refit`), a data-free
+        ThiNet refit; the next layer's bias absorbs the change of the mean it reads. The
+        fold is then general (the kept units mixed); the certificate is Proposition F's on
+        the single fold plus what the refit changed (``docs/refit.md``). Default
+        ``"none"``.
+    refit_ridge : float
+        The refit's ridge ``r >= 0``, towards the single fold, relative to each kept unit's
+        variance.
+    refit_correlation : {"cosine", "centred"}
+        The refit's model of the units' correlations: cosines of the weights, or of the
+        weights centred over the fan-in.
+    refit_variance : bool
+        Rescale the refitted fold so that the total variance the next layer reads is the
+        original's under the model (least squares shrinks it). Default False.
 
     Returns
     -------
@@ -199,6 +221,8 @@ def tropnnc(
     """
     cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
     correct = check_correct(("full" if variant == "refined" else "none") if correct is None else correct)
+    if refit not in REFITS:
+        raise ValueError(f"unknown `refit` {refit!r}; choose one of {REFITS}")
     if refine not in (None, "weiszfeld"):
         raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
@@ -265,6 +289,19 @@ def tropnnc(
     if input_ratio is not None:
         inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
     inputs, kept_moments, corrected = correct_merge(problem, assignment, scale, inputs, vnorm, correct)
+    fold_matrix, anchor = None, None
+    if refit == "gaussian" and problem.moments is not None:
+        fold_matrix, kept_moments, refitted = gaussian_refit(
+            problem,
+            assignment,
+            scale,
+            inputs,
+            ridge=refit_ridge,
+            correlation=refit_correlation,
+            variance=refit_variance,
+        )
+        corrected = {**corrected, **refitted}
+        anchor = scale
     zonotope_bound = None
     if problem.single_output and input_ratio is None and not corrected:  # else not about the units returned
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
@@ -281,6 +318,10 @@ def tropnnc(
         "clustering": runs,
         "correction": corrected or None,
     }
+    if fold_matrix is not None:  # a general fold: the kept units mixed
+        return Merge(
+            assignment, fold_matrix, inputs, single_fold=False, info=info, kept_moments=kept_moments, anchor=anchor
+        )
     return Merge(
         assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info, kept_moments=kept_moments
     )
