@@ -25,9 +25,10 @@ from tropref.experiments import evaluation_data, keep_rule, load_model, predict
 from tropref.network import compress_network
 
 CONFIGS = {  # name: TropNNC options on top of the defaults
-    "default": {},
-    "no correction": {"correct": "none"},
-    "refit": {"refit": "gaussian"},
+    "default": {},  # in residual branches: the refit with the variance rescale
+    "section 10": {"refit": "none"},  # the default before the refit (docs/results.md, section 10)
+    "no correction": {"correct": "none", "refit": "none"},
+    "refit": {"refit": "gaussian", "refit_variance": False},
     "refit + variance": {"refit": "gaussian", "refit_variance": True},
     "refit + variance, no correction": {"refit": "gaussian", "refit_variance": True, "correct": "none"},
     "refit + variance, centred ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "centred"},

@@ -31,7 +31,7 @@ from tropref.network import compress_network, count_macs, count_params
 
 METHODS = {  # label: (method, options, seeded)
     "tropnnc": ("tropnnc", {}, False),
-    "tropnnc, no correction": ("tropnnc", {"correct": "none", "outgoing": 0}, False),
+    "tropnnc, no correction": ("tropnnc", {"correct": "none", "outgoing": 0, "refit": "none"}, False),
     "model_folding": ("model_folding", {}, True),
     "model_folding_ar": ("model_folding_ar", {}, True),
     "cup": ("cup", {}, False),
@@ -67,7 +67,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", help="also write the tables to this Markdown file")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="columns to run")
     args = parser.parse_args()
+    methods = {label: METHODS[label] for label in args.methods}
     t0 = time.perf_counter()
     x, y, name = evaluation_data()
     x, y = x[: args.images], y[: args.images]
@@ -81,13 +83,13 @@ def main() -> None:
         "",
     ]
     scopes = {"inner": {}, "whole": {"coupled": True}}
-    header = "| scope | kept | params | MACs | " + " | ".join(f"`{m}`" for m in METHODS) + " |"
-    rows = [header, "|---" * (4 + len(METHODS)) + "|"]
+    header = "| scope | kept | params | MACs | " + " | ".join(f"`{m}`" for m in methods) + " |"
+    rows = [header, "|---" * (4 + len(methods)) + "|"]
     matched = []
     for q in FRACTIONS:
         for scope, extra in scopes.items():
             cells, size = [], None
-            for method, options, seeded in METHODS.values():
+            for method, options, seeded in methods.values():
                 runs = []
                 for seed in args.seeds if seeded else [0]:
                     small, _ = compress_network(

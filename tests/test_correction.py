@@ -209,7 +209,9 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
     branch = [structure.locate(g) for g in structure.compressible]
     assert branch, "the residual net has a compressible inner layer"
     for part, i in branch:
-        assert layer_options(part, i, "tropnnc", {}) == {"correct": "full", "outgoing": RESIDUAL_OUTGOING}
+        expected = {"correct": "full", "outgoing": RESIDUAL_OUTGOING, "refit": "gaussian", "refit_variance": True}
+        assert layer_options(part, i, "tropnnc", {}) == expected
+        assert layer_options(part, i, "tropnnc", {"refit": "none"})["refit"] == "none"
         assert layer_options(part, i, "tropnnc", {"correct": "none"})["correct"] == "none"
         assert layer_options(part, i, "cup", {}) == {}
     rng = np.random.default_rng(6)

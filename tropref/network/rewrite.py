@@ -63,10 +63,14 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
       (``input_ratio``, ``docs/theory.md``);
     - in a residual branch (the layer's next layer ends a segment whose channels meet other
       paths in an addition or a concatenation) corrects the merged units' statistics
-      (``correct="full"``) and lets the partition see the outgoing weights
-      (``outgoing=RESIDUAL_OUTGOING``); elsewhere it does neither (``correct="none"``). Both
-      were measured (``docs/results.md``, section 10): in residual branches they keep far more
-      of the network at every fraction, in the chain networks they cost accuracy.
+      (``correct="full"``), lets the partition see the outgoing weights
+      (``outgoing=RESIDUAL_OUTGOING``) and refits the next layer by least squares under the
+      Gaussian model of its statistics, keeping the variance it reads (``refit="gaussian"``,
+      ``refit_variance=True``; ``docs/refit.md``); elsewhere it does none of these
+      (``correct="none"``). Each was measured (``docs/results.md``, sections 10 and 12): in
+      residual branches they keep far more of the network at every fraction, in the chain
+      networks the correction costs accuracy and the refit is mixed. Where no BatchNorm
+      statistics exist, the correction and the refit do nothing.
 
     Examples
     --------
@@ -89,6 +93,7 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     extra["correct"] = "full" if branch else "none"
     if branch:
         extra["outgoing"] = RESIDUAL_OUTGOING
+        extra.update(refit="gaussian", refit_variance=True)
     return {**extra, **options}
 
 
