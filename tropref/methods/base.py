@@ -32,7 +32,7 @@ from array_api_compat import array_namespace
 
 from .._array import Array, device, scaled_one_hot
 
-__all__ = ["LayerProblem", "Merge", "Method"]
+__all__ = ["LayerProblem", "Merge", "Method", "check_no_options"]
 
 
 @dataclass(frozen=True)
@@ -225,3 +225,23 @@ class Method(Protocol):
 
 
 MethodFn = Callable[..., Merge]
+
+
+def check_no_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse the options of a method that takes none (after its own were taken out).
+
+    Raises
+    ------
+    TypeError
+        Naming the method and the options it does not know.
+
+    Examples
+    --------
+    >>> check_no_options("l1", {})
+    >>> check_no_options("l1", {"refine": 3})
+    Traceback (most recent call last):
+    ...
+    TypeError: method 'l1' got unknown option(s) ['refine']
+    """
+    if options:
+        raise TypeError(f"method {name!r} got unknown option(s) {sorted(options)}")

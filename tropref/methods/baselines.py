@@ -26,18 +26,13 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, asarray_like, check_int, device, row_blocks, segment_sum, take_rows, to_numpy
-from .base import LayerProblem, Merge
+from .base import LayerProblem, Merge, check_no_options
 from .partition import canonical_labels
 
 __all__ = ["l1", "random", "cup", "neuron_merging", "BASELINES"]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_options(name: str, options: dict[str, Any]) -> None:
-    if options:
-        raise TypeError(f"method {name!r} got unknown option(s) {sorted(options)}")
 
 
 def _row_norms(xp: Any, X: Array, order: int) -> np.ndarray:
@@ -149,7 +144,7 @@ def l1(problem: LayerProblem, k: int, *, rng: np.random.Generator, include_bias:
     [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
 
     """
-    _check_options("l1", options)
+    check_no_options("l1", options)
     k = check_int("k", k, 1, problem.n)
     A = problem.inputs
     X = A if include_bias else A[:, :-1]
@@ -199,7 +194,7 @@ def random(problem: LayerProblem, k: int, *, rng: np.random.Generator, **options
     (True, 2)
 
     """
-    _check_options("random", options)
+    check_no_options("random", options)
     k = check_int("k", k, 1, problem.n)
     keep = np.sort(rng.choice(problem.n, size=k, replace=False)).astype(np.int64)
     return _prune(problem, keep, {"kept": keep.tolist()})
@@ -312,7 +307,7 @@ def cup(
     """
     from scipy.cluster import hierarchy
 
-    _check_options("cup", options)
+    check_no_options("cup", options)
     n = problem.n
     k = check_int("k", k, 1, n)
     if linkage not in ("single", "complete", "average", "weighted", "centroid", "median", "ward"):
@@ -436,7 +431,7 @@ def neuron_merging(
     ([0, 1, 0], [[1.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
 
     """
-    _check_options("neuron_merging", options)
+    check_no_options("neuron_merging", options)
     n = problem.n
     k = check_int("k", k, 1, n)
     if criterion not in ("l1", "l2"):

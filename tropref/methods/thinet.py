@@ -13,8 +13,7 @@ import numpy as np
 import scipy.linalg
 
 from .._array import asarray_like, check_int, device, to_numpy
-from .base import LayerProblem, Merge
-from .baselines import _check_options
+from .base import LayerProblem, Merge, check_no_options
 
 __all__ = ["thinet", "THINET"]
 
@@ -110,7 +109,7 @@ def thinet(
     >>> bool(merge.info["relative_residual"] < 1e-12)   # unit 4 stands in for unit 0 exactly
     True
     """
-    _check_options("thinet", options)
+    check_no_options("thinet", options)
     n = problem.n
     k = check_int("k", k, 1, n)
     if rescale not in ("full", "channel", "none"):
