@@ -43,7 +43,11 @@ _INITS = ("k-means||", "k-means++")
 _ROUNDS = 5  # k-means‖ rounds (Bahmani et al. use 5 with ℓ = 2k)
 _OVERSAMPLING = 2.0  # ℓ / k
 _ASSUMED_ITERS = 20  # Lloyd iterations assumed when choosing the mode
-_WARD_COLUMNS = 4096  # Ward's Gram is summed over slices of this many input columns
+_WARD_COLUMNS = 4096  # Ward's float64 Gram is summed over slices of this many input columns
+_WARD_BLOCK = 16 * 2**20  # bytes of one block of rows of Ward's Gram (the only temporary)
+# A float32 Gram entry is trusted where its probabilistic error bound (below) is at most this
+# fraction of the squared distance it enters; closer pairs are recomputed in float64.
+_WARD_RELATIVE = 2.0**-10
 
 
 @dataclass(frozen=True)
@@ -800,10 +804,13 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     partition is the state after the ``n - k`` cheapest merges.
 
     The algorithm is deterministic and draws no random numbers: the same points give the
-    same partition, whatever the seed. It runs on the host in float64 with an ``n × n``
-    cost matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for the Gram
-    matrix (summed over slices of columns and blocks of rows, so no float64 copy of ``X``
-    and no second ``n × n`` temporary) and ``O(n²)`` for the merges.
+    same partition, whatever the seed. It runs on the host with a float64 ``n × n`` cost
+    matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for one Gram
+    matrix, built in blocks of rows (no copy of ``X``, no second ``n × n`` temporary), and
+    ``O(n²)`` for the merges. The Gram is computed in the dtype of ``X``: float32 points
+    get a float32 Gram, with the pairs too close for float32 recomputed in float64, so every
+    initial cost is within a relative ``2⁻¹⁰`` of the float64 one; merges whose costs are
+    that close can come in another order than with float64 points (they are near-ties).
 
     Parameters
     ----------
@@ -855,28 +862,7 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     if k == n:
         return np.arange(n, dtype=np.int64)
     # Host algorithm (sequential merges); only the (n, d) points and (n,) weights cross.
-    Y = to_numpy(X)
-    cost, sq = np.zeros((n, n)), np.zeros(n)
-    # float64 Gram, wide inputs in slices of columns, each slice's product added in blocks
-    # of rows on and right of the diagonal (half the work, as a symmetric product does),
-    # the other triangle mirrored after: the temporaries stay at most 32 MiB and 16 MiB,
-    # next to the n × n matrix itself, where one product per slice took another n × n
-    columns = max(256, min(_WARD_COLUMNS, (32 * 2**20) // (8 * n)))
-    step = max(1, (16 * 2**20) // (8 * n))
-    for lo in range(0, int(Y.shape[1]), columns):
-        part = Y[:, lo : lo + columns].astype(np.float64)
-        for r in range(0, n, step):
-            cost[r : r + step, r:] += part[r : r + step] @ part[r:].T
-        sq += np.einsum("ij,ij->i", part, part)
-    for r in range(0, n, step):
-        cost[r + step :, r : r + step] = cost[r : r + step, r + step :].T
-    # then, in place and in row blocks (no n × n temporaries):
-    for lo in range(0, n, 256):  # Δ(i, j) = w_i w_j / (w_i + w_j) ‖x_i − x_j‖²
-        rows = cost[lo : lo + 256]
-        rows *= -2.0
-        rows += sq[lo : lo + 256, None] + sq[None, :]
-        np.maximum(rows, 0.0, out=rows)
-        rows *= w[lo : lo + 256, None] * w[None, :] / (w[lo : lo + 256, None] + w[None, :])
+    cost = _ward_costs(to_numpy(X), w)
     np.fill_diagonal(cost, np.inf)
     size = w.copy()
     active = np.ones(n, dtype=bool)
@@ -921,3 +907,103 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     _, first = np.unique(roots, return_index=True)
     rank = {int(roots[f]): c for c, f in enumerate(np.sort(first))}
     return np.array([rank[int(r)] for r in roots], dtype=np.int64)
+
+
+def _ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Ward's initial merge costs ``Δ(i, j) = w_i w_j / (w_i + w_j) ‖y_i − y_j‖²`` (host, float64).
+
+    ``‖y_i − y_j‖² = ‖y_i‖² + ‖y_j‖² − 2 G_ij`` from the Gram matrix ``G = Y Yᵀ``, the
+    ``O(n² d)`` part. It is formed once, in blocks of rows on and right of the diagonal
+    (half the work, as a symmetric product does), straight into the ``n × n`` float64 cost
+    matrix, the other triangle mirrored after; the only temporary is one block of rows
+    (``_WARD_BLOCK``), so memory stays ``8 n²`` bytes plus a block.
+
+    float64 points: the Gram is summed in float64 over slices of ``_WARD_COLUMNS`` columns.
+    float32 points: the Gram is computed in float32 (half the time and no float64 copy of
+    ``Y``), with the squared norms ``‖y_i‖²`` in float64. A float32 product of length ``d``
+    is off by ``|δG_ij| ≲ 4 √d u ‖y_i‖ ‖y_j‖`` (``u = 2⁻²⁴``; the probabilistic bound of
+    Higham and Mary, 2019, with a margin; the worst case ``d u`` is not reached by blocked
+    BLAS sums), which only matters where ``‖y_i − y_j‖²`` is small: the pairs where
+    ``2 |δG_ij|`` may exceed ``_WARD_RELATIVE`` of their squared distance (nearly parallel
+    units) are recomputed in float64. When those are more than an eighth of all pairs the
+    whole Gram is formed in float64 instead. Every cost is then within a relative
+    ``_WARD_RELATIVE`` of the float64 one; merges whose costs differ by less can come in
+    another order (``docs/performance.md``, "Ward in float32").
+    """
+    n, d = (int(s) for s in Y.shape)
+    cost = np.empty((n, n))
+    if Y.dtype != np.float32:
+        _distances(cost, _gram64(Y, cost), w)
+        return cost
+    sq = np.empty(n)
+    rows_sq = max(1, _WARD_BLOCK // (8 * d))
+    for lo in range(0, n, rows_sq):  # float64 squared norms, one block of rows at a time
+        part = Y[lo : lo + rows_sq].astype(np.float64)
+        sq[lo : lo + rows_sq] = np.einsum("ij,ij->i", part, part)
+    step = max(1, _WARD_BLOCK // (4 * n))
+    for r in range(0, n, step):
+        cost[r : r + step, r:] = Y[r : r + step] @ Y[r:].T
+    _mirror(cost, step)
+    # 2 |δG_ij| <= _WARD_RELATIVE ‖y_i − y_j‖² is trusted; the other pairs are recomputed
+    i, j = _distances(cost, sq, w, 8.0 * math.sqrt(d) * 2.0**-24 / _WARD_RELATIVE)
+    if 8 * i.size > n * (n - 1) // 2:  # mostly near-parallel units: float64 throughout
+        _distances(cost, _gram64(Y, cost), w)
+        return cost
+    chunk = max(1, _WARD_BLOCK // (16 * d))
+    for lo in range(0, i.size, chunk):
+        a, b = i[lo : lo + chunk], j[lo : lo + chunk]
+        g = np.einsum("ij,ij->i", Y[a].astype(np.float64), Y[b].astype(np.float64))
+        cost[a, b] = cost[b, a] = np.maximum(sq[a] + sq[b] - 2.0 * g, 0.0) * (w[a] * w[b] / (w[a] + w[b]))
+    return cost
+
+
+def _distances(
+    cost: np.ndarray, sq: np.ndarray, w: np.ndarray, close: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Gram ``cost`` turned, in place and in row blocks (no ``n × n`` temporary), into
+    ``Δ(i, j) = w_i w_j / (w_i + w_j) max(sq_i + sq_j − 2 G_ij, 0)``.
+
+    With ``close`` also returns the pairs ``i < j`` whose squared distance is at most
+    ``close · √(sq_i sq_j)`` (host index arrays), found in the same pass.
+    """
+    n = int(cost.shape[0])
+    norms = np.sqrt(sq) if close is not None else None
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for lo in range(0, n, 256):
+        rows = cost[lo : lo + 256]
+        rows *= -2.0
+        rows += sq[lo : lo + 256, None] + sq[None, :]
+        if close is not None:
+            i, j = np.nonzero(rows <= close * norms[lo : lo + 256, None] * norms[None, :])
+            upper = i + lo < j  # each pair once, the diagonal never
+            found_i.append(i[upper] + lo)
+            found_j.append(j[upper])
+        np.maximum(rows, 0.0, out=rows)
+        rows *= w[lo : lo + 256, None] * w[None, :] / (w[lo : lo + 256, None] + w[None, :])
+    return np.concatenate(found_i), np.concatenate(found_j)
+
+
+def _gram64(Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = Y Yᵀ`` in float64, summed over slices of columns, in blocks of rows; returns
+    the squared norms of the rows, summed in the same slices."""
+    n = int(Y.shape[0])
+    out[...] = 0.0
+    sq = np.zeros(n)
+    # wide inputs in slices of columns, each slice's product added in blocks of rows on and
+    # right of the diagonal: the temporaries stay at most 32 MiB and 16 MiB
+    columns = max(256, min(_WARD_COLUMNS, (2 * _WARD_BLOCK) // (8 * n)))
+    step = max(1, _WARD_BLOCK // (8 * n))
+    for lo in range(0, int(Y.shape[1]), columns):
+        part = Y[:, lo : lo + columns].astype(np.float64)
+        for r in range(0, n, step):
+            out[r : r + step, r:] += part[r : r + step] @ part[r:].T
+        sq += np.einsum("ij,ij->i", part, part)
+    _mirror(out, step)
+    return sq
+
+
+def _mirror(G: np.ndarray, step: int) -> None:
+    """Copy the upper triangle of ``G`` (filled in blocks of ``step`` rows) onto the lower."""
+    n = int(G.shape[0])
+    for r in range(0, n, step):
+        G[r + step :, r : r + step] = G[r : r + step, r + step :].T
