@@ -393,9 +393,12 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
 
     ``S_C = X_Cᵀ X_C`` with rows ``√m_j ŵ_j``, so its leading eigenvector is ``X_Cᵀ y``
     for ``y`` the leading eigenvector of the small ``|C| × |C|`` matrix ``X_C X_Cᵀ``
-    (the leading right singular vector of ``X_C``). Those matrices are formed and
-    decomposed on the host in float64, clusters of equal size together, in blocks of at
-    most 64 MB (``O(Σ_C |C|² p)`` work: small when most clusters are small); ``u = Σ_j
+    (the leading right singular vector of ``X_C``). Those matrices are formed on the host
+    in float64; for float32 directions as ``D_C D_Cᵀ`` in float32, then scaled in float64
+    (the rows are not copied to float64: a kept unit's direction moves by float32
+    round-off, and the certificate is computed from it afterwards). They are decomposed in
+    float64, clusters of equal size together, in blocks of at most 64 MB (``O(Σ_C |C|² p)``
+    work: small when most clusters are small); ``u = Σ_j
     √m_j y_j ŵ_j`` is then one segment sum on the device. The sign makes
     ``Σ_C m_j ŵ_j · u = λ Σ_C √m_j y_j`` positive; a cluster where that is zero keeps its
     mean. A single unit is its own direction.
@@ -407,8 +410,14 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
         if block.shape[1] == 1:
             coef[block[:, 0]] = 1.0
             continue
-        X = Dh[block].astype(np.float64) * root[block][:, :, None]
-        y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
+        r = root[block]
+        if Dh.dtype == np.float64:
+            X = Dh[block] * r[:, :, None]
+            small = X @ np.swapaxes(X, 1, 2)
+        else:  # D_C D_Cᵀ in float32 (no float64 copy of the rows), scaled by √m_i √m_j in float64
+            X = Dh[block]
+            small = (X @ np.swapaxes(X, 1, 2)).astype(np.float64) * (r[:, :, None] * r[:, None, :])
+        y = np.linalg.eigh(small)[1][:, :, -1]
         agree = np.sum(root[block] * y, axis=1)
         coef[block] = root[block] * y * np.sign(agree)[:, None]
         fallback[clusters] = agree == 0
