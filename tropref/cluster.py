@@ -936,7 +936,7 @@ def _ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
         _distances(cost, _gram64(Y, cost), w)
         return cost
     sq = np.empty(n)
-    rows_sq = max(1, _WARD_BLOCK // (8 * d))
+    rows_sq = max(1, 2**18 // (8 * d))  # small blocks: in cache, and no fresh pages to fault in
     for lo in range(0, n, rows_sq):  # float64 squared norms, one block of rows at a time
         part = Y[lo : lo + rows_sq].astype(np.float64)
         sq[lo : lo + rows_sq] = np.einsum("ij,ij->i", part, part)
