@@ -230,7 +230,10 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-sklearn", dest="sklearn", action="store_false")
     args = ap.parse_args(argv)
-    print(f"numpy {np.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"numpy {np.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
+        f"tropref from {os.path.dirname(tropref.__file__)}"
+    )
     if args.layers:
         layers(args)
     if args.ward:
