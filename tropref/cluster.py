@@ -866,13 +866,15 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     np.fill_diagonal(cost, np.inf)
     size = w.copy()
     active = np.ones(n, dtype=bool)
+    mask = np.zeros(n)  # +inf on merged-away clusters: they are masked, not erased
+    row, new, tmp = np.empty(n), np.empty(n), np.empty(n)  # reused: no allocation per step
     merges: list[tuple[float, int, int]] = []
     chain: list[int] = []
     while len(merges) < n - 1:
         if not chain:
             chain.append(int(np.argmax(active)))
         a = chain[-1]
-        row = np.where(active, cost[a], np.inf)  # merged-away clusters are masked, not erased
+        np.add(cost[a], mask, out=row)
         b = int(np.argmin(row))
         if len(chain) > 1 and row[chain[-2]] <= row[b]:
             b = chain[-2]  # ties go back down the chain, so that it always ends
@@ -883,12 +885,22 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
         chain.pop()
         lo, hi = min(a, b), max(a, b)
         d_ab = float(cost[a, b])
-        new = ((size[a] + size) * cost[a] + (size[b] + size) * cost[b] - size * d_ab) / (size[a] + size[b] + size)
+        # Lance-Williams, ((W_a + W) Δ_a + (W_b + W) Δ_b − W Δ_ab) / (W_a + W_b + W), in place
+        np.add(size, size[a], out=new)
+        new *= cost[a]
+        np.add(size, size[b], out=tmp)
+        tmp *= cost[b]
+        new += tmp
+        np.multiply(size, d_ab, out=tmp)
+        new -= tmp
+        np.add(size, size[a] + size[b], out=tmp)
+        new /= tmp
         new[lo] = np.inf
         cost[lo, :] = new
         cost[:, lo] = new  # the one strided write per merge
         size[lo] += size[hi]
         active[hi] = False
+        mask[hi] = np.inf
         merges.append((d_ab, lo, hi))
     # The n - k cheapest merges (stable: a merge comes after the merges it builds on).
     order = np.argsort(np.array([m[0] for m in merges]), kind="stable")[: n - k]
@@ -913,14 +925,15 @@ def _ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Ward's initial merge costs ``Δ(i, j) = w_i w_j / (w_i + w_j) ‖y_i − y_j‖²`` (host, float64).
 
     ``‖y_i − y_j‖² = ‖y_i‖² + ‖y_j‖² − 2 G_ij`` from the Gram matrix ``G = Y Yᵀ``, the
-    ``O(n² d)`` part. It is formed once, in blocks of rows on and right of the diagonal
-    (half the work, as a symmetric product does), straight into the ``n × n`` float64 cost
-    matrix, the other triangle mirrored after; the only temporary is one block of rows
-    (``_WARD_BLOCK``), so memory stays ``8 n²`` bytes plus a block.
+    ``O(n² d)`` part, formed once straight into the ``n × n`` float64 cost matrix; the only
+    temporary is one block (``_WARD_BLOCK``), so memory stays ``8 n²`` bytes plus a block.
 
-    float64 points: the Gram is summed in float64 over slices of ``_WARD_COLUMNS`` columns.
-    float32 points: the Gram is computed in float32 (half the time and no float64 copy of
-    ``Y``), with the squared norms ``‖y_i‖²`` in float64. A float32 product of length ``d``
+    float64 points: the Gram is summed in float64 over slices of ``_WARD_COLUMNS`` columns,
+    each in blocks of rows on and right of the diagonal (half the work, as a symmetric
+    product does), the other triangle mirrored after. float32 points: the Gram is one
+    float32 symmetric product (half the time of float64, and no float64 copy of ``Y``)
+    written into the cost matrix's own memory and widened there (``_gram32_in_place``),
+    with the squared norms ``‖y_i‖²`` in float64. A float32 product of length ``d``
     is off by ``|δG_ij| ≲ 4 √d u ‖y_i‖ ‖y_j‖`` (``u = 2⁻²⁴``; the probabilistic bound of
     Higham and Mary, 2019, with a margin; the worst case ``d u`` is not reached by blocked
     BLAS sums), which only matters where ``‖y_i − y_j‖²`` is small: the pairs where
@@ -940,10 +953,7 @@ def _ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
     for lo in range(0, n, rows_sq):  # float64 squared norms, one block of rows at a time
         part = Y[lo : lo + rows_sq].astype(np.float64)
         sq[lo : lo + rows_sq] = np.einsum("ij,ij->i", part, part)
-    step = max(1, _WARD_BLOCK // (4 * n))
-    for r in range(0, n, step):
-        cost[r : r + step, r:] = Y[r : r + step] @ Y[r:].T
-    _mirror(cost, step)
+    _gram32_in_place(Y, cost)
     # 2 |δG_ij| <= _WARD_RELATIVE ‖y_i − y_j‖² is trusted; the other pairs are recomputed
     i, j = _distances(cost, sq, w, 8.0 * math.sqrt(d) * 2.0**-24 / _WARD_RELATIVE)
     if 8 * i.size > n * (n - 1) // 2:  # mostly near-parallel units: float64 throughout
@@ -955,6 +965,24 @@ def _ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
         g = np.einsum("ij,ij->i", Y[a].astype(np.float64), Y[b].astype(np.float64))
         cost[a, b] = cost[b, a] = np.maximum(sq[a] + sq[b] - 2.0 * g, 0.0) * (w[a] * w[b] / (w[a] + w[b]))
     return cost
+
+
+def _gram32_in_place(Y: np.ndarray, cost: np.ndarray) -> None:
+    """``cost = Y Yᵀ`` (float64 ``n × n``) from one float32 product written into ``cost``'s own memory.
+
+    The float32 Gram (``X @ X.T``: NumPy calls SYRK, half the flops) fills the first half
+    of ``cost``'s bytes, then is widened to float64 in place, from the last block of rows to
+    the first: float64 rows ``[r, r + s)`` overwrite float32 rows ``[2r, 2r + 2s)``, which are
+    already widened, so a copy of the block being widened is the only temporary.
+    """
+    n = int(Y.shape[0])
+    flat = cost.reshape(-1)
+    G32 = flat.view(np.float32)[: n * n].reshape(n, n)
+    np.matmul(Y, Y.T, out=G32)
+    step = max(1, _WARD_BLOCK // (4 * n))
+    for r in range(((n - 1) // step) * step, -1, -step):
+        block = G32[r : r + step].copy()
+        cost[r : r + step] = block
 
 
 def _distances(
