@@ -806,8 +806,8 @@ def ward(X: Array, k: int, *, weights: Array | None = None) -> np.ndarray:
     The algorithm is deterministic and draws no random numbers: the same points give the
     same partition, whatever the seed. It runs on the host with a float64 ``n × n`` cost
     matrix (``8 n²`` bytes: 134 MB for ``n = 4096``) in ``O(n² d)`` time for one Gram
-    matrix, built in blocks of rows (no copy of ``X``, no second ``n × n`` temporary), and
-    ``O(n²)`` for the merges. The Gram is computed in the dtype of ``X``: float32 points
+    matrix, formed straight into the cost matrix (no float64 copy of ``X``, no second
+    ``n × n`` temporary), and ``O(n²)`` for the merges. The Gram is computed in the dtype of ``X``: float32 points
     get a float32 Gram, with the pairs too close for float32 recomputed in float64, so every
     initial cost is within a relative ``2⁻¹⁰`` of the float64 one; merges whose costs are
     that close can come in another order than with float64 points (they are near-ties).
