@@ -9,12 +9,20 @@ Two parts, both printing and never asserting:
     n_init=1)`` does the clustering (``tropref.methods.partition.kmeans`` monkeypatched),
     same ``max_iter`` and ``tol``; the clustering objectives of both are printed beside the
     times. The last column times TropNNC's default (Ward partition, no K-means).
+``--ward fc7-10 fc6-10 ...``
+    TropNNC's default (``compress_layer(W, b, k, W_next=V, seed=0)``: Ward partition) on the
+    same layers, ``--repeat`` times, each run beside two references measured in the same
+    process right after it (best of 3): the *GEMM floor*, one product ``A · Ãᵀ`` of the
+    layer's canonical vectors ``A = [W | b]`` with the kept units, and the layer's *own Gram
+    matrix* ``A Aᵀ`` (in the layer's dtype), the lower bound of exact Ward. Prints the
+    time, its split (``info["time_s"]``, and Ward's own call), and the ratios to both.
 ``--vgg``
     A whole VGG-16-shaped network (13 convolutions, fc6, fc7, fc8: about 138 M parameters)
     compressed at ``--keep`` (default 50 %) front to back, every hidden layer through
     ``compress_layer`` with the next layer rewritten for the kept units; per-layer times.
 
     python benchmarks/bench_compress.py --layers fc7-10 fc7-50 fc6-10
+    python benchmarks/bench_compress.py --ward fc7-10 fc6-10 --repeat 3
     python benchmarks/bench_compress.py --vgg
 """
 
@@ -120,6 +128,57 @@ def layers(args):
         )
 
 
+def best_of(fn, times=3):
+    best = math.inf
+    for _ in range(times):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def ward_floors(args):
+    """TropNNC's default on one layer against the GEMM floor and the layer's own Gram matrix."""
+    print(
+        "layer    dtype       n      d     k | run | total s  (prepass method rewrite cert; ward) | "
+        "floor s  gram s | floors  x gram"
+    )
+    for case in args.ward:
+        name, pct = case.split("-")
+        n, fan_in, m = FC[name]
+        rng = np.random.default_rng(0)
+        W, b = he(rng, (n, fan_in), fan_in, args.dtype), np.zeros(n, args.dtype)
+        V, c = he(rng, (m, n), n, args.dtype), np.zeros(m, args.dtype)
+        k = round(n * int(pct) / 100)
+        A = np.concatenate([W, b[:, None]], axis=1)
+        for run in range(args.repeat):
+            ward_time: list[float] = []
+            saved = partition.ward
+
+            def timed(*a, saved=saved, ward_time=ward_time, **kw):
+                t0 = time.perf_counter()
+                out = saved(*a, **kw)
+                ward_time.append(time.perf_counter() - t0)
+                return out
+
+            partition.ward = timed
+            try:
+                t = time.perf_counter()
+                res = tropref.compress_layer(W, b, k, W_next=V, b_next=c, seed=0)
+                total = time.perf_counter() - t
+            finally:
+                partition.ward = saved
+            kept = np.concatenate([np.asarray(res.W), np.asarray(res.b)[:, None]], axis=1)
+            floor = best_of(lambda A=A, kept=kept: A @ kept.T)
+            gram = best_of(lambda A=A: A @ A.T)
+            split = " ".join(f"{res.info['time_s'][s]:.2f}" for s in ("prepass", "method", "rewrite", "certificate"))
+            print(
+                f"{case:8s} {args.dtype:8s} {n:5d} {fan_in + 1:6d} {k:5d} | {run:3d} | {total:7.2f}  ({split}; "
+                f"{sum(ward_time):.2f}) | {floor:7.4f} {gram:6.3f} | {total / floor:6.1f} {total / gram:6.2f}",
+                flush=True,
+            )
+
+
 def vgg(args):
     """Compress a random VGG-16-shaped network front to back; print where the time goes."""
     rng = np.random.default_rng(0)
@@ -164,14 +223,21 @@ def vgg(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", nargs="*", default=[])
+    ap.add_argument("--ward", nargs="*", default=[], help="TropNNC's default against the floor and the Gram")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per --ward case")
     ap.add_argument("--vgg", action="store_true")
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-sklearn", dest="sklearn", action="store_false")
     args = ap.parse_args(argv)
-    print(f"numpy {np.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"numpy {np.__version__}; cores {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
+        f"tropref from {os.path.dirname(tropref.__file__)}"
+    )
     if args.layers:
         layers(args)
+    if args.ward:
+        ward_floors(args)
     if args.vgg:
         vgg(args)
 

@@ -406,3 +406,64 @@ def test_ward_edge_cases_and_errors(backend):
     before = backend.numpy(Xc).copy()
     cluster.ward(Xc, 2)
     np.testing.assert_array_equal(backend.numpy(Xc), before)  # input untouched
+
+
+def _unit_layer(rng, n, d, dtype):
+    """TropNNC's Ward input for a random He-normal layer: unit directions, weighted by mass."""
+    W = rng.normal(scale=np.sqrt(2.0 / d), size=(n, d))
+    V = rng.normal(scale=np.sqrt(2.0 / n), size=(16, n))
+    X = (W / np.linalg.norm(W, axis=1, keepdims=True)).astype(dtype)
+    return X, np.linalg.norm(W, axis=1) * np.abs(V).sum(axis=0)
+
+
+@pytest.mark.parametrize("case", ["layer", "separated", "near-parallel", "duplicates"])
+def test_ward_float32_gram_gives_the_float64_partition(case):
+    """float32 points get a float32 Gram (the close pairs in float64); the partition is the
+    one of the same points in float64, which is how every dtype was clustered before.
+    Exact ties are the exception: with 12 distinct points, which copies stay apart at
+    k > 12 is arbitrary (every such partition has the objective 0) and may differ."""
+    rng = np.random.default_rng(11)
+    if case == "layer":
+        X, w = _unit_layer(rng, 300, 257, np.float32)
+    else:
+        centres = rng.normal(size=(12, 40))
+        spread = {"separated": 0.05, "near-parallel": 1e-4, "duplicates": 0.0}[case]
+        X = (centres[rng.integers(0, 12, 240)] + spread * rng.normal(size=(240, 40))).astype(np.float32)
+        w = rng.uniform(0.5, 2.0, size=240)
+    for k in (6, 12, X.shape[0] // 10, X.shape[0] // 2):
+        ours, before = cluster.ward(X, k, weights=w), cluster.ward(X.astype(np.float64), k, weights=w)
+        if case == "duplicates" and k > 12:
+            assert _ward_objective(X, w, ours) < 1e-20
+            assert _ward_objective(X, w, before) < 1e-20
+        else:
+            assert np.array_equal(ours, before), (case, k)
+
+
+def test_ward_float32_costs_are_float64_costs_to_the_documented_precision():
+    """Nearly parallel units (squared distances 1e-8, far below float32's Gram error) are
+    recomputed in float64: every initial cost within a relative 2⁻¹⁰ of the float64 one."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(20, 500))
+    X = np.concatenate([base, base + 1e-4 * rng.normal(size=base.shape), rng.normal(size=(200, 500))])
+    X32, w = X.astype(np.float32), rng.uniform(0.5, 2.0, size=X.shape[0])
+    c32, c64 = cluster._ward_costs(X32, w), cluster._ward_costs(X32.astype(np.float64), w)
+    off = ~np.eye(X.shape[0], dtype=bool)
+    assert np.all(np.abs(c32 - c64)[off] <= cluster._WARD_RELATIVE * c64[off])
+    naive = X32 @ X32.T  # what an uncorrected float32 Gram would give for the close pairs
+    sq = np.einsum("ij,ij->i", X32.astype(np.float64), X32.astype(np.float64))
+    d_naive = sq[:20] + sq[20:40] - 2.0 * np.diagonal(naive[:20, 20:40])
+    d_exact = np.diagonal(c64[:20, 20:40]) * (w[:20] + w[20:40]) / (w[:20] * w[20:40])
+    assert np.max(np.abs(d_naive - d_exact) / d_exact) > cluster._WARD_RELATIVE  # the correction is needed
+
+
+def test_ward_costs_blocks_do_not_change_the_costs(monkeypatch):
+    """Blocks of a few rows (and, in float64, slices of a few columns) give the same costs,
+    to the round-off of the dtype (BLAS sums a float32 block in another order)."""
+    rng = np.random.default_rng(4)
+    X, w = _unit_layer(rng, 70, 300, np.float64)
+    whole = {dt: cluster._ward_costs(X.astype(dt), w) for dt in (np.float32, np.float64)}
+    monkeypatch.setattr(cluster, "_WARD_BLOCK", 8 * 70 * 3)  # 3 float64 rows, 6 float32 rows
+    monkeypatch.setattr(cluster, "_WARD_COLUMNS", 64)
+    off = ~np.eye(70, dtype=bool)  # the diagonal is never read (Ward sets it to inf)
+    for dt, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        np.testing.assert_allclose(cluster._ward_costs(X.astype(dt), w)[off], whole[dt][off], rtol=rtol, atol=0)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, chunk_rows, device, segment_sum, size_blocks, take_rows, to_numpy
+from .._array import Array, asarray_like, device, row_blocks, segment_sum, size_blocks, take_rows, to_numpy
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .correction import REFITS, check_correct, correct_merge, gaussian_refit
@@ -73,13 +73,20 @@ def outgoing_norm(xp: Any, V: Array, kind: str = "l1") -> Array:
     >>> outgoing_norm(np, V).tolist(), outgoing_norm(np, V, "linf").tolist()
     ([4.0, 2.5], [3.0, 2.0])
     """
-    if kind == "l1":
-        return xp.sum(xp.abs(V), axis=(0, 2))
-    if kind == "l2":
-        return xp.sqrt(xp.sum(V * V, axis=(0, 2)))
-    if kind == "linf":
-        return xp.max(xp.abs(V), axis=(0, 2))
-    raise ValueError(f"unknown `out_norm` {kind!r}; choose one of {_NORMS}")
+    if kind not in _NORMS:
+        raise ValueError(f"unknown `out_norm` {kind!r}; choose one of {_NORMS}")
+    # over blocks of outputs, so that |V| (or V²) never exists whole: a copy of fc6's view
+    # (4096 × 512 × 49) cost 1.7 s of page faults, against one pass in cache here
+    out = None
+    for blk in row_blocks(V):
+        if kind == "l1":
+            part = xp.sum(xp.abs(blk), axis=(0, 2))
+        elif kind == "l2":
+            part = xp.sum(blk * blk, axis=(0, 2))
+        else:
+            part = xp.max(xp.abs(blk), axis=(0, 2))
+        out = part if out is None else (xp.maximum(out, part) if kind == "linf" else out + part)
+    return xp.sqrt(out) if kind == "l2" else out
 
 
 def tropnnc(
@@ -232,7 +239,7 @@ def tropnnc(
         A = _input_metric(xp, A, input_ratio, problem.block)
     kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
-    alpha = xp.linalg.vector_norm(A, axis=1)
+    alpha = _row_norms(xp, A)
     vnorm = outgoing_norm(xp, V, out_norm)
     mass = alpha * vnorm
     _check_scale(xp, alpha, "W", A.dtype)
@@ -266,19 +273,19 @@ def tropnnc(
         rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
         if refine == "weiszfeld" and k_g < idx.size:
             run["certificate_objective_before_refine"] = float(
-                xp.sum(m * _residuals(xp, D, xp.ones_like(a), take_rows(xp, rep, labels)))
+                xp.sum(m * _fold(xp, D, rep, labels, projection=False)[1])
             )
             refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
             labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
             run["refine_n_iter"] = refined.n_iter
         elif representative == "principal":
             rep = _principal(xp, labels, D, m, rep)
-        target = take_rows(xp, rep, labels)  # each unit's representative, gathered once
-        # φ_j / α_j per unit: how much of the representative each member is read through
-        coef = _projection(xp, D, target) if fold == "projection" else xp.ones_like(a)
+        # φ_j / α_j per unit (how much of the representative each member is read through)
+        # and ‖ŵ_j − (φ_j / α_j) u_C‖, in one pass over the directions
+        coef, residual = _fold(xp, D, rep, labels, projection=fold == "projection")
         scale_tilde = segment_sum(xp, v * a * coef, labels, k_g) / segment_sum(xp, v, labels, k_g)
         scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
-        residual = m * _residuals(xp, D, coef, target)
+        residual = m * residual
         run["certificate_objective"] = float(xp.sum(residual))
         parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
         if problem.single_output:
@@ -386,32 +393,40 @@ def _input_metric(xp: Any, A: Array, ratio: Any, block: int, *, inverse: bool = 
     return xp.concat([scaled, A[:, -1:]], axis=1)
 
 
-def _residuals(xp: Any, D: Array, coef: Array, target: Array) -> Array:
-    """``‖ŵ_j − c_j u_{C(j)}‖`` per unit (``target[j] = u_{C(j)}``); times ``m_j`` these are
-    the Proposition F terms."""
-    # in blocks of rows (each row's norm is the same): the n × p differences never exist at once
-    parts = [
-        xp.linalg.vector_norm(D[lo:hi, :] - coef[lo:hi, None] * target[lo:hi, :], axis=1) for lo, hi in _row_ranges(D)
-    ]
+def _row_norms(xp: Any, A: Array) -> Array:
+    """``‖A[j]‖`` per row, in cache-sized blocks (the squares never exist whole)."""
+    parts = [xp.linalg.vector_norm(blk, axis=1) for blk in row_blocks(A)]
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
-def _row_ranges(D: Array, max_bytes: int = 8 * 2**20) -> list[tuple[int, int]]:
-    """``(lo, hi)`` blocks of the rows of ``D`` whose float64-sized temporaries stay below ``max_bytes``."""
-    n = int(D.shape[0])
-    rows = chunk_rows(n, int(D.shape[1]) * 8, max_bytes)
-    return [(lo, min(lo + rows.step, n)) for lo in rows]
+def _fold(xp: Any, D: Array, rep: Array, labels: np.ndarray, *, projection: bool) -> tuple[Array, Array]:
+    """Coefficients ``c_j`` and residuals ``‖ŵ_j − c_j u_{C(j)}‖`` (times ``m_j`` these are
+    the Proposition F terms), in one pass over the rows of ``D``.
 
-
-def _projection(xp: Any, D: Array, target: Array) -> Array:
-    """Least-squares coefficients ``max(ŵ_j · u, 0) / ‖u‖²`` of each unit on its
-    representative ``u = target[j]``."""
-    # in blocks of rows, as _residuals: no n × p product exists at once
-    ranges = _row_ranges(D)
-    dots = xp.concat([xp.sum(D[lo:hi, :] * target[lo:hi, :], axis=1) for lo, hi in ranges])
-    sq = xp.concat([xp.sum(target[lo:hi, :] * target[lo:hi, :], axis=1) for lo, hi in ranges])
-    positive = (dots > 0) & (sq > 0)  # a zero representative (members cancel) reads nothing
-    return xp.where(positive, dots / xp.where(sq > 0, sq, xp.ones_like(sq)), xp.zeros_like(dots))
+    ``projection``: ``c_j = max(ŵ_j · u, 0) / ‖u‖²``, the least-squares coefficient of each
+    unit on its representative ``u = rep[labels[j]]``; else ``c_j = 1``. Each block of rows
+    gathers its representatives (cache-sized): no ``n × p`` array of targets, products or
+    differences exists, and ``‖u‖²`` is computed once per cluster.
+    """
+    sq = xp.sum(rep * rep, axis=1) if projection else None
+    coefs, residuals, lo = [], [], 0
+    for blk in row_blocks(D):
+        hi = lo + int(blk.shape[0])
+        target = take_rows(xp, rep, labels[lo:hi])
+        if projection:
+            dots = xp.sum(blk * target, axis=1)
+            t_sq = take_rows(xp, sq, labels[lo:hi])
+            positive = (dots > 0) & (t_sq > 0)  # a zero representative (members cancel) reads nothing
+            coef = xp.where(positive, dots / xp.where(t_sq > 0, t_sq, xp.ones_like(t_sq)), xp.zeros_like(dots))
+            residuals.append(xp.linalg.vector_norm(blk - coef[:, None] * target, axis=1))
+        else:
+            coef = xp.ones((hi - lo,), dtype=D.dtype, device=device(D))
+            residuals.append(xp.linalg.vector_norm(blk - target, axis=1))
+        coefs.append(coef)
+        lo = hi
+    if len(coefs) == 1:
+        return coefs[0], residuals[0]
+    return xp.concat(coefs), xp.concat(residuals)
 
 
 def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> Array:
@@ -419,9 +434,12 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
 
     ``S_C = X_Cᵀ X_C`` with rows ``√m_j ŵ_j``, so its leading eigenvector is ``X_Cᵀ y``
     for ``y`` the leading eigenvector of the small ``|C| × |C|`` matrix ``X_C X_Cᵀ``
-    (the leading right singular vector of ``X_C``). Those matrices are formed and
-    decomposed on the host in float64, clusters of equal size together, in blocks of at
-    most 64 MB (``O(Σ_C |C|² p)`` work: small when most clusters are small); ``u = Σ_j
+    (the leading right singular vector of ``X_C``). Those matrices are formed on the host
+    in float64; for float32 directions as ``D_C D_Cᵀ`` in float32, then scaled in float64
+    (the rows are not copied to float64: a kept unit's direction moves by float32
+    round-off, and the certificate is computed from it afterwards). They are decomposed in
+    float64, clusters of equal size together, in blocks of at most 64 MB (``O(Σ_C |C|² p)``
+    work: small when most clusters are small); ``u = Σ_j
     √m_j y_j ŵ_j`` is then one segment sum on the device. The sign makes
     ``Σ_C m_j ŵ_j · u = λ Σ_C √m_j y_j`` positive; a cluster where that is zero keeps its
     mean. A single unit is its own direction.
@@ -433,8 +451,14 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
         if block.shape[1] == 1:
             coef[block[:, 0]] = 1.0
             continue
-        X = Dh[block].astype(np.float64) * root[block][:, :, None]
-        y = np.linalg.eigh(X @ np.swapaxes(X, 1, 2))[1][:, :, -1]
+        r = root[block]
+        if Dh.dtype == np.float64:
+            X = Dh[block] * r[:, :, None]
+            small = X @ np.swapaxes(X, 1, 2)
+        else:  # D_C D_Cᵀ in float32 (no float64 copy of the rows), scaled by √m_i √m_j in float64
+            X = Dh[block]
+            small = (X @ np.swapaxes(X, 1, 2)).astype(np.float64) * (r[:, :, None] * r[:, None, :])
+        y = np.linalg.eigh(small)[1][:, :, -1]
         agree = np.sum(root[block] * y, axis=1)
         coef[block] = root[block] * y * np.sign(agree)[:, None]
         fallback[clusters] = agree == 0
