@@ -10,8 +10,8 @@ fine-tuning. Prints a table of test accuracy, parameters, the network certificat
 on the change of the logits over the box of the test inputs; composed layer by layer, so
 loose) and the measured change, then where the time went (compression, certificate,
 measured error, evaluation: most of it is evaluating ResNet-20 on the 2,000 images, 18
-times); writes demo.md, demo.json and demo.png to ``--out``. 113 s on the 2-core
-development machine while another job ran.
+times); writes demo.md, demo.json and demo.png to ``--out``. 121 s on the 2-core
+development machine with nothing else running.
 """
 
 import argparse
