@@ -536,10 +536,14 @@ def groups_certificate(
         return None, []
     lo, hi, _ = box
     total, shares = None, []
+
+    def to_host(net: Network) -> Network:
+        return map_arrays(net, lambda a: to_numpy(a).astype(np.float64))
+
+    after = to_host(states[0])
     with np.errstate(over="ignore", invalid="ignore"):
         for t, group in enumerate(groups):
-            host = map_arrays(states[t], lambda a: to_numpy(a).astype(np.float64))
-            after = map_arrays(states[t + 1], lambda a: to_numpy(a).astype(np.float64))
+            host, after = after, to_host(states[t + 1])  # each state converted once, two held at a time
             shapes = output_shapes(host, lo.shape)
             boxes = node_bounds(after, lo, hi)
             # channel j of these nodes is (scale_j) times merged channel C(j) in states[t + 1]
