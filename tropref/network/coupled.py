@@ -50,13 +50,15 @@ from .certificate import input_box
 from .graph import Network, map_arrays, network_namespace
 from .layers import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Identity, MaxPool2d, ReLU
 from .shapes import output_shapes
-from .widths import fraction, k_of
+from .widths import fraction, k_of, units_kept
 
 __all__ = ["Gate", "Group", "coupled_groups", "compress_group", "group_widths"]
 
-_MEMBERS = (Add, ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)
-"""Nodes that carry the group's channels: each acts channel by channel, commutes with a
-non-negative per-channel scale, and maps zero to zero."""
+_CHANNELWISE = (ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)
+"""Nodes that act channel by channel, commute with a non-negative per-channel scale, and
+map zero to zero: they carry a group's channels (and a gate's, after its ReLU)."""
+_MEMBERS = (Add, *_CHANNELWISE)
+"""Nodes that carry the group's channels: the channel-wise ones, and the additions."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def _gate(net: Network, users: list[list[int]], bn: int, why: list[str]) -> Gate
             layer = net.layers[u]
             if isinstance(layer, (Dense, Conv2d)):
                 readers.add((u, None))
-            elif isinstance(layer, (ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)) and u not in members:
+            elif isinstance(layer, _CHANNELWISE) and u not in members:
                 members.add(u)
                 todo.append(u)
             elif isinstance(layer, Flatten) and (dense := _dense_after(net, users, u)) is not None:
@@ -274,7 +276,7 @@ def group_widths(
             continue
         n = group.units
         if not isinstance(keep, Mapping):
-            out[t] = max(1, min(n, math.floor(fraction(keep, "keep") * n + 0.5)))
+            out[t] = units_kept(fraction(keep, "keep"), n)
             continue
         named = [key for key in keep if _names(net, key) in _origins(group, origin)]
         out[t] = k_of(keep[named[0]], n, f"keep[{named[0]!r}]") if named else n

@@ -180,7 +180,7 @@ def allocate_budget(
         return dict(n)
 
     def uniform(q: float) -> dict[int, int]:
-        return {i: max(low[i], min(m, math.floor(q * m + 0.5))) for i, m in n.items()}
+        return {i: max(low[i], units_kept(q, m)) for i, m in n.items()}
 
     lo, hi = 0.0, 1.0  # cost(uniform(lo)) <= limit < cost(uniform(hi))
     for _ in range(40):
@@ -448,7 +448,7 @@ def keep_widths(keep: Any, structure: Structure, targets: Sequence[int]) -> dict
     widths = {g: structure.work.layers[g].units for g in targets}
     if not isinstance(keep, Mapping):
         q = fraction(keep, "keep")
-        return {g: max(1, min(n, math.floor(q * n + 0.5))) for g, n in widths.items()}
+        return {g: units_kept(q, n) for g, n in widths.items()}
     net = structure.net
     by_name = {getattr(layer, "name", None): o for o, layer in enumerate(net.layers)}
     to_work = {
@@ -525,10 +525,15 @@ def fraction(q: Any, what: str) -> float:
     return q
 
 
+def units_kept(q: float, n: int) -> int:
+    """The units a fraction ``q`` keeps of ``n``: ``round(q n)`` (halves up), at least 1, at most ``n``."""
+    return max(1, min(n, math.floor(q * n + 0.5)))
+
+
 def k_of(value: Any, n: int, what: str) -> int:
     """A width ``1 <= k <= n`` from an int or a fraction of ``n`` (``ValueError`` naming ``what``)."""
     if isinstance(value, (float, np.floating)):
-        return max(1, min(n, math.floor(fraction(value, what) * n + 0.5)))
+        return units_kept(fraction(value, what), n)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
         raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
     return int(value)
