@@ -22,6 +22,7 @@ compressed network changed in kind or hyper-parameters, a width that cannot be t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 from tropref._array import to_numpy
 from tropref.network import Add, BatchNorm, Conv2d, Dense, Dropout, Identity, MaxPool2d, Network, ReLU
 
-__all__ = ["NotInPlace", "Slot", "in_place_arrays", "unit_moments"]
+__all__ = ["NotInPlace", "Slot", "in_place_arrays", "own_or_rebuilt", "unit_moments"]
 
 _WEIGHTED = (Dense, Conv2d, BatchNorm)
 _PASS = (ReLU, MaxPool2d, Dropout, Identity, BatchNorm, Add)  # same channels as they read (AvgPool2d too)
@@ -51,6 +52,24 @@ class Slot:
     kind: str
     bias: bool
     native: bool = True
+
+
+def own_or_rebuilt(
+    resize: Callable[[], tuple[Any, list[str]]], rebuild: Callable[[], Any], notes: list[str], instead: str
+) -> Any:
+    """The user's own model resized (``resize()``: the model and notes for the report), or,
+    when it cannot carry the compressed network (:class:`NotInPlace`), ``rebuild()``, with
+    ``instead`` and the reason in ``notes`` and in a warning (raised at the adapter's
+    ``compress``, through its ``write_back`` and ``write``)."""
+    try:
+        small, said = resize()
+    except NotInPlace as exc:
+        why = f"{instead}: {exc}"
+        notes.append(why)
+        warnings.warn(f"tropref: {why}", UserWarning, stacklevel=4)
+        return rebuild()
+    notes.extend(said)
+    return small
 
 
 def unit_moments(report: Any) -> dict[str, tuple[Any, Any]]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import re
 import time
-import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +37,7 @@ import numpy as np
 
 from tropref._array import to_numpy
 from tropref.adapters._graph import reads_relu, run_graph
-from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, unit_moments
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, own_or_rebuilt, unit_moments
 from tropref.adapters._layout import (
     channel_axis,
     core_batch,
@@ -799,18 +798,18 @@ def compress(
     )
     notes: list[str] = []
 
-    def write(new: Network) -> Any:
-        try:
-            small, said = _own_model(model, net, new, fmt, unit_moments(report))
-            notes.extend(said)
-            return small
-        except NotInPlace as exc:
-            why = f"the model was rebuilt as plain layers, not the model's own layers resized: {exc}"
-            notes.append(why)
-            warnings.warn(f"tropref: {why}", UserWarning, stacklevel=3)
+    def rebuild(new: Network) -> Any:
         x_in, _ = _io(model)
         functional = not isinstance(model, _keras().Sequential)
         return to_keras(new, data_format=fmt, name=model.name, functional=functional, input_name=_input_name(x_in))
+
+    def write(new: Network) -> Any:
+        return own_or_rebuilt(
+            lambda: _own_model(model, net, new, fmt, unit_moments(report)),
+            lambda: rebuild(new),
+            notes,
+            "the model was rebuilt as plain layers, not the model's own layers resized",
+        )
 
     small, report = write_back(new, report, write, t0, t_export)
     return small, replace(report, notes=(*report.notes, *notes))

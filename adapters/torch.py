@@ -37,7 +37,7 @@ import numpy as np
 from tropref._array import to_numpy
 from tropref.adapters._adaptive import AdaptivePool, CeilPool, resolve_adaptive
 from tropref.adapters._graph import run_graph
-from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, unit_moments
+from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, own_or_rebuilt, unit_moments
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
 from tropref.adapters._reading import Pad, append, finish_reading
@@ -820,16 +820,17 @@ def compress(
     notes: list[str] = []
 
     def write(new: Network) -> Any:
-        if in_place:
-            try:
-                small, said = _in_place(model, net, new, dtype, unit_moments(report))
-                notes.extend(said)
-                return small
-            except NotInPlace as exc:
-                why = f"the model was rebuilt as plain layers, not resized in place: {exc}"
-                notes.append(why)
-                warnings.warn(f"tropref: {why}", UserWarning, stacklevel=3)
-        return to_torch(new, dtype=out_dtype, device=out_device)
+        def rebuild() -> Any:
+            return to_torch(new, dtype=out_dtype, device=out_device)
+
+        if not in_place:
+            return rebuild()
+        return own_or_rebuilt(
+            lambda: _in_place(model, net, new, dtype, unit_moments(report)),
+            rebuild,
+            notes,
+            "the model was rebuilt as plain layers, not resized in place",
+        )
 
     small, report = write_back(new, report, write, t0, t_export)
     return small, replace(report, notes=(*report.notes, *notes))
