@@ -101,18 +101,25 @@ def compress(W, b, k, W_next, b_next, kmeans_fn, **options):
         partition.kmeans = saved
 
 
+def layer_case(case: str, dtype: str):
+    """``"fc7-10"``: the layer ``FC["fc7"]`` with He-initialised weights (seed 0), zero
+    biases, its next layer, and the ``k`` that keeps 10 % of its units."""
+    name, pct = case.split("-")
+    n, fan_in, m = FC[name]
+    rng = np.random.default_rng(0)
+    W, b = he(rng, (n, fan_in), fan_in, dtype), np.zeros(n, dtype)
+    V, c = he(rng, (m, n), n, dtype), np.zeros(m, dtype)
+    return W, b, V, c, round(n * int(pct) / 100)
+
+
 def layers(args):
     print(
         "layer    dtype       n      d     k | tropref s  (clustering s, obj, iters) | sklearn-backed s  "
         "(clustering s, obj, iters) | speed-up  obj ratio | default (Ward) s"
     )
     for case in args.layers:
-        name, pct = case.split("-")
-        n, fan_in, m = FC[name]
-        rng = np.random.default_rng(0)
-        W, b = he(rng, (n, fan_in), fan_in, args.dtype), np.zeros(n, args.dtype)
-        V, c = he(rng, (m, n), n, args.dtype), np.zeros(m, args.dtype)
-        k = round(n * int(pct) / 100)
+        W, b, V, c, k = layer_case(case, args.dtype)
+        n, fan_in = W.shape
         _, t_ours, calls = compress(W, b, k, V, c, partition.kmeans, cluster="kmeans")
         ours = f"{t_ours:9.2f}  ({sum(x[0] for x in calls):6.2f}, {sum(x[1] for x in calls):.6g}, {calls[0][2]})"
         if args.sklearn:
@@ -144,12 +151,8 @@ def ward_floors(args):
         "floor s  gram s | floors  x gram"
     )
     for case in args.ward:
-        name, pct = case.split("-")
-        n, fan_in, m = FC[name]
-        rng = np.random.default_rng(0)
-        W, b = he(rng, (n, fan_in), fan_in, args.dtype), np.zeros(n, args.dtype)
-        V, c = he(rng, (m, n), n, args.dtype), np.zeros(m, args.dtype)
-        k = round(n * int(pct) / 100)
+        W, b, V, c, k = layer_case(case, args.dtype)
+        n, fan_in = W.shape
         A = np.concatenate([W, b[:, None]], axis=1)
         for run in range(args.repeat):
             ward_time: list[float] = []
