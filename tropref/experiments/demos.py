@@ -90,7 +90,8 @@ def _demo_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 def _time_split(results: Mapping[str, Mapping[str, Any]], sweeps: float, local: float) -> str:
     """Where the demo's time went: compression, network certificate, measured error and
-    evaluation per model (from the sweep records), the local certificates, the rest."""
+    evaluation per model (from the sweep records; a model's total also holds its reference
+    predictions and the files written), the local certificates, and the demo's total."""
     lines = ["\ntime (s): compression / network certificate / measured error / evaluation on the test images"]
     for name, res in results.items():
         rs = res["records"]
