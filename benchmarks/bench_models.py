@@ -22,6 +22,7 @@ A tool that refuses a model (tropref before residual networks) prints ``refused:
     python benchmarks/bench_models.py --models vgg16 --repeat 3
     python benchmarks/bench_models.py --models tiny --tools tropref-l1 torch-pruning
     python benchmarks/bench_models.py --models resnet18 --latency --round-to 8   # latency at batch 1 and 32
+    python benchmarks/bench_models.py --models resnet50 --tools tropref-tropnnc --option refit=none
 
 Never asserts; prints a table, and ``--json PATH`` writes every run.
 """
@@ -410,7 +411,13 @@ def latency_ms(model, shape: tuple[int, ...], batch: int, repeat: int = 5) -> fl
 
 
 def child(
-    model_name: str, tool: str, keep: float, seed: int, round_to: int | None = None, latency: bool = False
+    model_name: str,
+    tool: str,
+    keep: float,
+    seed: int,
+    round_to: int | None = None,
+    latency: bool = False,
+    options: dict | None = None,
 ) -> dict:
     import torch
 
@@ -435,6 +442,7 @@ def child(
                 input_shape=shape,
                 progress=False,
                 round_to=round_to,
+                **(options or {}),
             )
             out["time_s"] = time.perf_counter() - t
             out["steps"] = (
@@ -470,11 +478,19 @@ def child(
 
 
 def run_child(
-    model: str, tool: str, keep: float, seed: int, timeout: float, round_to: int | None = None, latency: bool = False
+    model: str,
+    tool: str,
+    keep: float,
+    seed: int,
+    timeout: float,
+    round_to: int | None = None,
+    latency: bool = False,
+    options: tuple[str, ...] = (),
 ) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", model, tool, str(keep), str(seed)]
     cmd += ["--round-to", str(round_to)] if round_to else []
     cmd += ["--latency"] if latency else []
+    cmd += [arg for item in options for arg in ("--option", item)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -488,6 +504,13 @@ def run_child(
 def _latency(rec: dict, batch: int) -> str:
     before, after = rec["latency_before_ms"][str(batch)], rec["latency_after_ms"][str(batch)]
     return f"  latency b{batch} {before:.1f} -> {after:.1f} ms"
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def available(tool: str) -> str | None:
@@ -512,11 +535,15 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--latency", action="store_true", help=f"also time a forward pass before and after, batch {LATENCY_BATCHES}"
     )
+    ap.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a tropref option (JSON value), repeatable"
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         model, tool, keep, seed = args.child
-        print(json.dumps(child(model, tool, float(keep), int(seed), args.round_to, args.latency)), flush=True)
+        options = {k: _value(v) for k, v in (item.split("=", 1) for item in args.option)}
+        print(json.dumps(child(model, tool, float(keep), int(seed), args.round_to, args.latency, options)), flush=True)
         return 0
 
     import torch
@@ -535,7 +562,7 @@ def main(argv=None) -> int:
                 print(f"{model:10s} {tool:16s} skipped: {why}", flush=True)
                 continue
             got = [
-                run_child(model, tool, args.keep, args.seed, args.timeout, args.round_to, args.latency)
+                run_child(model, tool, args.keep, args.seed, args.timeout, args.round_to, args.latency, args.option)
                 for _ in range(args.repeat)
             ]
             runs += got
