@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
@@ -104,6 +104,7 @@ def test_moment_match_leaves_unread_units_alone():
     s2=st.floats(0.1, 3),
     rho=st.floats(-0.999, 0.999),
 )
+@example(mu1=1.2402862056353105e-252, s1=1.0, mu2=-1.7929915376776528e-186, s2=1.0, rho=0.5)  # a b underflows
 @settings(max_examples=30, deadline=None)
 def test_relu_product_mean_equals_the_integral(mu1, s1, mu2, s2, rho):
     """E[relu(z) relu(z')] by quadrature over u of φ(u) relu(μ + σu) E[relu(z') | u], where

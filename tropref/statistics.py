@@ -287,7 +287,8 @@ def _bivariate_cdf(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
         ha = (b0 - r * a0) / (a0 * s)
         hb = (a0 - r * b0) / (b0 * s)
     ha, hb = np.nan_to_num(ha, posinf=1e300, neginf=-1e300), np.nan_to_num(hb, posinf=1e300, neginf=-1e300)
-    beta = np.where(a0 * b0 < 0, 0.5, 0.0)
+    # by the signs, not the product: a0 b0 of two tiny numbers underflows to ±0 and loses it
+    beta = np.where(np.signbit(a0) != np.signbit(b0), 0.5, 0.0)
     return 0.5 * (ndtr(a0) + ndtr(b0)) - owens_t(a0, ha) - owens_t(b0, hb) - beta
 
 
