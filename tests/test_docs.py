@@ -28,6 +28,8 @@ CORE_MODULES = [
     "tropref.methods.correction",
     "tropref.statistics",
     "tropref.network.layers",
+    "tropref.network.windows",
+    "tropref.network.kinds",
     "tropref.network.shapes",
     "tropref.network.forward",
     "tropref.network.graph",

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1] / "tropref"
 # tropref/network/ from the bottom up: each module may import only those before it.
 NETWORK_ORDER = [
     "layers",
+    "windows",
+    "kinds",
     "shapes",
     "forward",
     "graph",

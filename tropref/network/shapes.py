@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
+from .kinds import kind_of
+from .layers import Layer
 
-from .layers import Add, BatchNorm, Concat, Conv2d, Dense, Flatten, Layer, MaxPool2d
+# the one window-size formula lives below the kinds (windows.py); re-exported here, where
+# shapes were always read from
+from .windows import out_size
 
 if TYPE_CHECKING:  # graph -> forward -> shapes: the annotation alone refers back
     from .graph import Network
@@ -32,51 +35,6 @@ __all__ = [
     "count_params",
     "count_macs",
 ]
-
-
-def out_size(size: int, k: int, s: int, p0: int = 0, p1: int = 0, d: int = 1) -> int:
-    """Output length of a window ``k`` (stride ``s``, dilation ``d``) sliding over ``size``
-    inputs padded by ``p0`` before and ``p1`` after: ``⌊(size + p0 + p1 − d (k − 1) − 1) / s⌋ + 1``.
-
-    Examples
-    --------
-    >>> out_size(28, 5, 1), out_size(28, 3, 2, 1, 1), out_size(7, 3, 1, d=2)
-    (24, 14, 3)
-    """
-    return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
-
-
-def _layer_out_shape(layer: Layer, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(layer, Dense):
-        if len(shape) != 1 or shape[0] != layer.W.shape[1]:
-            raise ValueError(
-                f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data"
-            )
-        return (layer.units,)
-    if isinstance(layer, Conv2d):
-        if len(shape) != 3 or shape[0] != layer.W.shape[1]:
-            raise ValueError(f"{label} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
-        t, b, l, r = layer.padding
-        kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
-        return (
-            layer.units,
-            out_size(shape[1], kh, layer.stride[0], t, b, layer.dilation[0]),
-            out_size(shape[2], kw, layer.stride[1], l, r, layer.dilation[1]),
-        )
-    if isinstance(layer, MaxPool2d):
-        if len(shape) != 3:
-            raise ValueError(f"{label} needs (C, H, W) inputs, gets {shape}")
-        t, b, l, r = layer.padding
-        return (
-            shape[0],
-            out_size(shape[1], layer.kernel[0], layer.stride[0], t, b),
-            out_size(shape[2], layer.kernel[1], layer.stride[1], l, r),
-        )
-    if isinstance(layer, Flatten):
-        return (int(np.prod(shape)),)
-    if isinstance(layer, BatchNorm) and shape[0] != layer.channels:
-        raise ValueError(f"{label} has {layer.channels} channels, its input has {shape[0]}")
-    return shape
 
 
 def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
@@ -215,15 +173,7 @@ def node_output_shape(layer: Layer, ins: Sequence[tuple[int, ...]], label: str |
     """
     label = label or f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
     ins = [tuple(int(v) for v in s) for s in ins]
-    if isinstance(layer, Add):
-        if len(set(ins)) != 1:
-            raise ValueError(f"{label} sums inputs of different shapes {ins}")
-        return ins[0]
-    if isinstance(layer, Concat):
-        if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
-            raise ValueError(f"{label} joins inputs of shapes {ins}: only the channel axis may differ")
-        return (sum(s[0] for s in ins), *ins[0][1:])
-    return _layer_out_shape(layer, label, ins[0])
+    return kind_of(layer).out_shape(layer, ins, label)
 
 
 def layer_params(layer: Layer) -> int:
@@ -242,11 +192,7 @@ def layer_params(layer: Layer) -> int:
     >>> layer_params(BatchNorm(np.zeros(5), np.ones(5))), layer_params(ReLU())
     (10, 0)
     """
-    if isinstance(layer, (Dense, Conv2d)):
-        return int(np.prod(layer.W.shape)) + (0 if layer.b is None else int(layer.b.shape[0]))
-    if isinstance(layer, BatchNorm):
-        return 2 * layer.channels
-    return 0
+    return kind_of(layer).params(layer)
 
 
 def layer_macs(layer: Layer, out_shape: tuple[int, ...] | None) -> int | None:
@@ -263,13 +209,7 @@ def layer_macs(layer: Layer, out_shape: tuple[int, ...] | None) -> int | None:
     >>> layer_macs(conv, (2, 4, 4)), layer_macs(conv, None), layer_macs(Dense(np.ones((4, 3))), (4,))
     (288, None, 12)
     """
-    if isinstance(layer, Dense):
-        return int(np.prod(layer.W.shape))
-    if isinstance(layer, Conv2d):
-        if out_shape is None:
-            return None
-        return int(np.prod(layer.W.shape)) * int(out_shape[1]) * int(out_shape[2])
-    return 0
+    return kind_of(layer).macs(layer, out_shape)
 
 
 def count_params(net: Network) -> int:
@@ -309,7 +249,7 @@ def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | 
     try:
         shapes = output_shapes(net, input_shape)
     except ValueError:
-        if any(isinstance(l, Conv2d) for l in net.layers):
+        if any(kind_of(l).macs(l, None) is None for l in net.layers):  # a size only the shapes give
             return None
         shapes = [None] * len(net.layers)
     total = 0

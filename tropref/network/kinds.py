@@ -1,0 +1,601 @@
+"""The layer kinds: for each layer type, in one place, what the walk needs of it.
+
+Every layer type of :mod:`tropref.network.layers` has one :class:`Kind` here, and the walk
+(:mod:`~tropref.network.forward`, :mod:`~tropref.network.shapes`,
+:mod:`~tropref.network.bounds`, :mod:`~tropref.network.structure`,
+:mod:`~tropref.network.rewrite`, :mod:`~tropref.network.certificate`,
+:mod:`~tropref.network.report`) asks :func:`kind_of` instead of testing the layer's type.
+A kind says (its :data:`ENTRIES`):
+
+- ``forward``: its output for the outputs of the layers it reads;
+- ``out_shape``: one sample's output shape for its inputs' shapes;
+- ``params`` and ``macs``: its parameters, and its multiply-accumulates for one sample;
+- ``read_units``: how it reads the channels of the layer before it, per unit, so that the
+  units merged there can be rewritten in its weights (None: it has no weights per input
+  channel);
+- ``interval``: its interval step (elementwise bounds on its output from bounds on its
+  inputs);
+- ``carry``: its certificate step (per-channel bounds on a change of its inputs carried to
+  its output);
+- ``passes_channels``: whether output channel ``c`` is input channel ``c``, mapped on its
+  own without parameters (ReLU, pooling, dropout, identity), so that merged channels stay
+  merged through it;
+- ``role``: its part in a hidden layer's path (:mod:`tropref.network.structure`).
+
+A dense or convolutional kind (``linear``) also says how to bound and sample what it reads
+(``patch_norm``, ``patches``), whether it reads images (``images``) and whether it
+zero-pads them (``pads_inputs``). ``docs/architecture.md`` ("Adding a layer type") says
+what a new layer type adds where.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._array import Array, device, namespace, to_numpy
+from .layers import (
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    Layer,
+    MaxPool2d,
+    ReLU,
+    Softmax,
+)
+from .windows import avg_pool, channel_view, conv2d, conv_patches, max_pool, out_size
+
+__all__ = ["Kind", "KINDS", "ENTRIES", "ROLES", "kind_of"]
+
+Shape = tuple[int, ...]
+Bounds = tuple[Array, Array]
+
+ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry")
+"""The methods every kind implements."""
+
+LINEAR_ENTRIES = ("patch_norm", "patches", "pads_inputs")
+"""The methods a ``linear`` kind (units, weights per input channel) implements as well."""
+
+ROLES = ("linear", "relu", "max", "avg", "flatten", "batchnorm", "passive", None)
+"""A kind's ``role`` in a hidden layer's path (see :mod:`tropref.network.structure`):
+compressible, the activation, max or average pooling, a flatten, a BatchNorm, nothing
+(dropout and identities), or none of these (the path stops there)."""
+
+
+class Kind(ABC):
+    """What the walk needs of one layer type (see the module notes).
+
+    Attributes
+    ----------
+    layer_type : type
+        The layer type of :mod:`tropref.network.layers`.
+    linear : bool
+        A dense or convolutional layer: it has units and weights per input channel.
+    passes_channels : bool
+        Output channel ``c`` is input channel ``c``, unparametrised.
+    junction : bool
+        It reads two or more layers.
+    role : str or None
+        One of :data:`ROLES`.
+    """
+
+    layer_type: type
+    linear = False
+    passes_channels = False
+    junction = False
+    role: str | None = None
+
+    @abstractmethod
+    def forward(self, xp: Any, layer: Layer, xs: Sequence[Array]) -> Array:
+        """The output for the outputs ``xs`` of the layers it reads (batched on axis 0)."""
+
+    @abstractmethod
+    def out_shape(self, layer: Layer, ins: Sequence[Shape], label: str) -> Shape:
+        """One sample's output shape for its inputs' shapes; errors name ``label``."""
+
+    @abstractmethod
+    def params(self, layer: Layer) -> int:
+        """Its parameters (weights and biases; not buffers such as running statistics)."""
+
+    @abstractmethod
+    def macs(self, layer: Layer, out_shape: Shape | None) -> int | None:
+        """Its multiply-accumulates for one sample (None: unknown without ``out_shape``)."""
+
+    @abstractmethod
+    def read_units(
+        self, xp: Any, layer: Layer, n: int, order: str | None, label: str, source: str
+    ) -> tuple[Array, Callable[[Array], Array]] | None:
+        """Its weights with the ``n`` units of the layer before it (``source``) on axis 1, and
+        the map back, or None when it has no weights per input channel. ``order`` is the
+        order of a flatten in between (None: none)."""
+
+    @abstractmethod
+    def interval(self, xp: Any, layer: Layer, ins: Sequence[Bounds]) -> Bounds:
+        """Elementwise ``(lo, hi)`` on its output from ``(lo, hi)`` on each input (batched)."""
+
+    @abstractmethod
+    def carry(self, layer: Layer, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        """Per-channel bounds on the change of its output from per-channel bounds ``es`` on
+        the change of each input (host float64), whose shapes are ``in_shapes``."""
+
+
+class _Weightless(Kind):
+    """A layer without weights: no parameters, no multiply-accumulates, nothing to rewrite."""
+
+    def params(self, layer: Layer) -> int:
+        return 0
+
+    def macs(self, layer: Layer, out_shape: Shape | None) -> int | None:
+        return 0
+
+    def read_units(
+        self, xp: Any, layer: Layer, n: int, order: str | None, label: str, source: str
+    ) -> tuple[Array, Callable[[Array], Array]] | None:
+        return None
+
+
+class _Monotone(_Weightless):
+    """An elementwise non-decreasing map of one input (or the identity) that keeps the shape
+    and the channels: its interval step maps both ends, its certificate step keeps the bounds."""
+
+    def out_shape(self, layer: Layer, ins: Sequence[Shape], label: str) -> Shape:
+        return ins[0]
+
+    def interval(self, xp: Any, layer: Layer, ins: Sequence[Bounds]) -> Bounds:
+        lo, hi = ins[0]
+        return self.forward(xp, layer, [lo]), self.forward(xp, layer, [hi])
+
+    def carry(self, layer: Layer, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return es[0]
+
+
+def _identity(V: Array) -> Array:
+    return V
+
+
+class _Linear(Kind):
+    """A dense or convolutional layer: units on axis 0 of ``W``, an optional bias."""
+
+    linear = True
+    role = "linear"
+    images = False  # whether it reads (C, H, W) images
+
+    def params(self, layer: Layer) -> int:
+        return int(np.prod(layer.W.shape)) + (0 if layer.b is None else int(layer.b.shape[0]))
+
+    @abstractmethod
+    def patch_norm(self, layer: Layer, bound: Array) -> float:
+        """The largest ``‖(patch, 1)‖`` it reads from inputs with ``|x| <= bound``."""
+
+    @abstractmethod
+    def patches(self, layer: Layer, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+        """What it reads from the batch ``x``, as rows for a data-driven method."""
+
+    @abstractmethod
+    def pads_inputs(self, layer: Layer) -> bool:
+        """Whether it zero-pads its input (a constant input is then not a bias)."""
+
+
+class DenseKind(_Linear):
+    """``y = x W^T + b``."""
+
+    layer_type = Dense
+
+    def forward(self, xp: Any, layer: Dense, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        if x.ndim != 2:
+            raise ValueError(
+                f"Dense {layer.name!r} needs a 2-D input (N, d); got shape {tuple(x.shape)} (missing Flatten?)"
+            )
+        y = xp.matmul(x, xp.permute_dims(layer.W, (1, 0)))
+        return y if layer.b is None else y + layer.b
+
+    def out_shape(self, layer: Dense, ins: Sequence[Shape], label: str) -> Shape:
+        shape = ins[0]
+        if len(shape) != 1 or shape[0] != layer.W.shape[1]:
+            raise ValueError(
+                f"{label} expects ({layer.W.shape[1]},) inputs, gets {shape}: its input size does not match the data"
+            )
+        return (layer.units,)
+
+    def macs(self, layer: Dense, out_shape: Shape | None) -> int | None:
+        return int(np.prod(layer.W.shape))
+
+    def read_units(
+        self, xp: Any, layer: Dense, n: int, order: str | None, label: str, source: str
+    ) -> tuple[Array, Callable[[Array], Array]] | None:
+        # after a flatten each of the n channels is a block of s features, interleaved in
+        # the flatten's order: the view puts the channel on axis 1 and the s features on axis 2
+        W = layer.W
+        if order is None:
+            return W, _identity
+        m, d = int(W.shape[0]), int(W.shape[1])
+        if d % n:
+            raise ValueError(f"{label} has {d} inputs, not a multiple of the {n} channels of {source}")
+        s = d // n
+        if order == "channels_first":
+            return xp.reshape(W, (m, n, s)), lambda V: xp.reshape(V, (m, -1))
+        view = xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
+        return view, lambda V: xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m, -1))
+
+    def interval(self, xp: Any, layer: Dense, ins: Sequence[Bounds]) -> Bounds:
+        lo, hi = ins[0]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c = self.forward(xp, layer, [c])
+        r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
+        return c - r, c + r
+
+    def carry(self, layer: Dense, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return np.abs(layer.W) @ es[0]
+
+    def patch_norm(self, layer: Dense, bound: Array) -> float:
+        xp = namespace(bound=bound)
+        return math.sqrt(float(to_numpy(xp.sum(bound * bound))) + 1.0)
+
+    def patches(self, layer: Dense, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+        return x
+
+    def pads_inputs(self, layer: Dense) -> bool:
+        return False
+
+
+class Conv2dKind(_Linear):
+    """A 2-D cross-correlation (one im2col product, :func:`~tropref.network.windows.conv2d`)."""
+
+    layer_type = Conv2d
+    images = True
+
+    def forward(self, xp: Any, layer: Conv2d, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        if x.ndim != 4:
+            raise ValueError(f"Conv2d {layer.name!r} needs a 4-D input (N, C, H, W); got shape {tuple(x.shape)}")
+        return conv2d(xp, x, layer.W, layer.b, layer.stride, layer.padding, layer.dilation)
+
+    def out_shape(self, layer: Conv2d, ins: Sequence[Shape], label: str) -> Shape:
+        shape = ins[0]
+        if len(shape) != 3 or shape[0] != layer.W.shape[1]:
+            raise ValueError(f"{label} expects ({layer.W.shape[1]}, H, W) inputs, gets {shape}")
+        t, b, l, r = layer.padding
+        kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+        return (
+            layer.units,
+            out_size(shape[1], kh, layer.stride[0], t, b, layer.dilation[0]),
+            out_size(shape[2], kw, layer.stride[1], l, r, layer.dilation[1]),
+        )
+
+    def macs(self, layer: Conv2d, out_shape: Shape | None) -> int | None:
+        if out_shape is None:
+            return None
+        return int(np.prod(layer.W.shape)) * int(out_shape[1]) * int(out_shape[2])
+
+    def read_units(
+        self, xp: Any, layer: Conv2d, n: int, order: str | None, label: str, source: str
+    ) -> tuple[Array, Callable[[Array], Array]] | None:
+        return layer.W, _identity  # OIHW: the input channels are already on axis 1
+
+    def interval(self, xp: Any, layer: Conv2d, ins: Sequence[Bounds]) -> Bounds:
+        lo, hi = ins[0]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c = self.forward(xp, layer, [c])
+        r = conv2d(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
+        return c - r, c + r
+
+    def carry(self, layer: Conv2d, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return np.abs(layer.W).sum(axis=(2, 3)) @ es[0]
+
+    def patch_norm(self, layer: Conv2d, bound: Array) -> float:
+        # the squared norm of every window: a convolution of the per-pixel squared bounds
+        # (summed over the channels) with a kernel of ones
+        xp = namespace(bound=bound)
+        per_pixel = xp.sum(bound * bound, axis=0)[None, None, ...]  # (1, 1, H, W)
+        ones = xp.ones((1, 1, int(layer.W.shape[2]), int(layer.W.shape[3])), dtype=bound.dtype, device=device(bound))
+        sums = conv2d(xp, per_pixel, ones, None, layer.stride, layer.padding, layer.dilation)
+        return math.sqrt(float(to_numpy(xp.max(sums))) + 1.0)
+
+    def patches(self, layer: Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
+        t, b, l, r = layer.padding
+        kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+        Ho = out_size(int(x.shape[2]), kh, layer.stride[0], t, b, layer.dilation[0])
+        Wo = out_size(int(x.shape[3]), kw, layer.stride[1], l, r, layer.dilation[1])
+        total = int(x.shape[0]) * Ho * Wo
+        index = None if total <= max_patches else np.sort(rng.choice(total, size=max_patches, replace=False))
+        return conv_patches(layer, x, index)
+
+    def pads_inputs(self, layer: Conv2d) -> bool:
+        return layer.padded
+
+
+class BatchNormKind(Kind):
+    """``y = scale x + shift`` per channel; its parameters are per channel, so merged channels
+    rewrite it (:mod:`tropref.network.rewrite` folds it into the next layer or keeps it on
+    the kept channels), and it has no weights across channels."""
+
+    layer_type = BatchNorm
+    role = "batchnorm"
+
+    def forward(self, xp: Any, layer: BatchNorm, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        return x * channel_view(xp, layer.scale, x.ndim) + channel_view(xp, layer.shift, x.ndim)
+
+    def out_shape(self, layer: BatchNorm, ins: Sequence[Shape], label: str) -> Shape:
+        shape = ins[0]
+        if shape[0] != layer.channels:
+            raise ValueError(f"{label} has {layer.channels} channels, its input has {shape[0]}")
+        return shape
+
+    def params(self, layer: BatchNorm) -> int:
+        return 2 * layer.channels  # weight and bias; the running statistics are buffers
+
+    def macs(self, layer: BatchNorm, out_shape: Shape | None) -> int | None:
+        return 0  # folds into a neighbour at deployment
+
+    def read_units(
+        self, xp: Any, layer: BatchNorm, n: int, order: str | None, label: str, source: str
+    ) -> tuple[Array, Callable[[Array], Array]] | None:
+        return None
+
+    def interval(self, xp: Any, layer: BatchNorm, ins: Sequence[Bounds]) -> Bounds:
+        lo, hi = ins[0]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c = self.forward(xp, layer, [c])
+        r = r * channel_view(xp, xp.abs(layer.scale), r.ndim)
+        return c - r, c + r
+
+    def carry(self, layer: BatchNorm, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return np.abs(layer.scale) * es[0]
+
+
+class ReLUKind(_Monotone):
+    """``max(x, 0)``."""
+
+    layer_type = ReLU
+    passes_channels = True
+    role = "relu"
+
+    def forward(self, xp: Any, layer: ReLU, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        return xp.maximum(x, xp.asarray(0, dtype=x.dtype, device=device(x)))
+
+
+class _Pool(_Monotone):
+    """A pooling window per channel: the channels pass, the positions shrink."""
+
+    passes_channels = True
+
+    def out_shape(self, layer: MaxPool2d, ins: Sequence[Shape], label: str) -> Shape:
+        shape = ins[0]
+        if len(shape) != 3:
+            raise ValueError(f"{label} needs (C, H, W) inputs, gets {shape}")
+        t, b, l, r = layer.padding
+        return (
+            shape[0],
+            out_size(shape[1], layer.kernel[0], layer.stride[0], t, b),
+            out_size(shape[2], layer.kernel[1], layer.stride[1], l, r),
+        )
+
+
+class MaxPool2dKind(_Pool):
+    """Max pooling (non-decreasing in every input)."""
+
+    layer_type = MaxPool2d
+    role = "max"
+
+    def forward(self, xp: Any, layer: MaxPool2d, xs: Sequence[Array]) -> Array:
+        return max_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding)
+
+
+class AvgPool2dKind(_Pool):
+    """Average pooling (non-negative weights: non-decreasing in every input)."""
+
+    layer_type = AvgPool2d
+    role = "avg"
+
+    def forward(self, xp: Any, layer: AvgPool2d, xs: Sequence[Array]) -> Array:
+        return avg_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding, layer.count_include_pad)
+
+
+class FlattenKind(_Monotone):
+    """``(N, C, H, W)`` to ``(N, C H W)`` in its order; each channel becomes ``H W`` features."""
+
+    layer_type = Flatten
+    role = "flatten"
+
+    def forward(self, xp: Any, layer: Flatten, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        if x.ndim == 2:
+            return x
+        if layer.order == "channels_last":
+            x = xp.permute_dims(x, (0, 2, 3, 1))
+        return xp.reshape(x, (x.shape[0], -1))
+
+    def out_shape(self, layer: Flatten, ins: Sequence[Shape], label: str) -> Shape:
+        return (int(np.prod(ins[0])),)
+
+    def carry(self, layer: Flatten, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        # a channel's bound holds for each of its positions, which the flatten lays out
+        # channel by channel (channels_first) or position by position (channels_last)
+        x, shape_in = es[0], in_shapes[0]
+        if len(shape_in) == 3:
+            n = int(shape_in[1] * shape_in[2])
+            x = np.repeat(x, n) if layer.order == "channels_first" else np.tile(x, n)
+        return x
+
+
+class _Passive(_Monotone):
+    """The identity at inference."""
+
+    passes_channels = True
+    role = "passive"
+
+    def forward(self, xp: Any, layer: Layer, xs: Sequence[Array]) -> Array:
+        return xs[0]
+
+
+class DropoutKind(_Passive):
+    """Dropout: the identity at inference."""
+
+    layer_type = Dropout
+
+
+class IdentityKind(_Passive):
+    """The identity (also a BatchNorm folded during the walk, a subclass)."""
+
+    layer_type = Identity
+
+
+class SoftmaxKind(_Weightless):
+    """``softmax`` over the features of a 2-D input."""
+
+    layer_type = Softmax
+
+    def forward(self, xp: Any, layer: Softmax, xs: Sequence[Array]) -> Array:
+        x = xs[0]
+        if x.ndim != 2:
+            raise ValueError(f"Softmax {layer.name!r} needs a 2-D input (N, d); got shape {tuple(x.shape)}")
+        z = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        return z / xp.sum(z, axis=1, keepdims=True)
+
+    def out_shape(self, layer: Softmax, ins: Sequence[Shape], label: str) -> Shape:
+        return ins[0]
+
+    def interval(self, xp: Any, layer: Softmax, ins: Sequence[Bounds]) -> Bounds:
+        # p_i is increasing in z_i and decreasing in the other z_j: p_i >= 1 / (1 + Σ_{j≠i}
+        # exp(hi_j - lo_i)), written with shifted exponents so that no 0/0 occurs
+        lo, hi = ins[0]
+        lo_p = 1.0 / (1.0 + _sum_others_exp(xp, lo, hi))
+        hi_p = 1.0 / (1.0 + _sum_others_exp(xp, hi, lo))
+        return lo_p, hi_p
+
+    def carry(self, layer: Softmax, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        x = es[0]  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
+        return np.full_like(x, min(np.max(x) / 2, 1.0))
+
+
+def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
+    """``Σ_{j≠i} exp(others_j − own_i)`` for every ``i`` (inputs ``(1, d)``), computed
+    without overflow to NaN: an infinite sum is fine (the bound is then 0 or 1)."""
+    d = int(own.shape[1])
+    diff = others[:, None, :] - own[:, :, None]  # (1, d, d): entry (i, j) = others_j - own_i
+    eye = xp.eye(d, dtype=own.dtype, device=device(own))[None, ...]
+    big = xp.asarray(-math.inf, dtype=own.dtype, device=device(own))
+    diff = xp.where(eye > 0, big, diff)
+    m = xp.max(diff, axis=2)
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    total = xp.sum(xp.exp(diff - m_safe[..., None]), axis=2)
+    return xp.where(xp.isfinite(m), xp.exp(m) * total, xp.where(m > 0, xp.full_like(m, math.inf), xp.zeros_like(m)))
+
+
+class AddKind(_Weightless):
+    """The sum of its inputs, of one shape."""
+
+    layer_type = Add
+    junction = True
+
+    def forward(self, xp: Any, layer: Add, xs: Sequence[Array]) -> Array:
+        shapes = {tuple(x.shape) for x in xs}
+        if len(shapes) != 1:
+            raise ValueError(f"Add {layer.name!r} sums inputs of different shapes {sorted(shapes)}")
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def out_shape(self, layer: Add, ins: Sequence[Shape], label: str) -> Shape:
+        if len(set(ins)) != 1:
+            raise ValueError(f"{label} sums inputs of different shapes {list(ins)}")
+        return ins[0]
+
+    def interval(self, xp: Any, layer: Add, ins: Sequence[Bounds]) -> Bounds:
+        lo, hi = ins[0]
+        for a, b in ins[1:]:
+            lo, hi = lo + a, hi + b
+        return lo, hi
+
+    def carry(self, layer: Add, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return np.sum(es, axis=0)  # the paths that meet add up
+
+
+class ConcatKind(_Weightless):
+    """Its inputs joined along the channels (axis 1 of a batch)."""
+
+    layer_type = Concat
+    junction = True
+
+    def forward(self, xp: Any, layer: Concat, xs: Sequence[Array]) -> Array:
+        if len({(x.ndim, *tuple(x.shape[2:])) for x in xs}) != 1:
+            raise ValueError(
+                f"Concat {layer.name!r} joins inputs of shapes {[tuple(x.shape) for x in xs]}: only the "
+                "channel axis may differ"
+            )
+        return xp.concat(list(xs), axis=1)
+
+    def out_shape(self, layer: Concat, ins: Sequence[Shape], label: str) -> Shape:
+        if len({s[1:] for s in ins}) != 1 or len({len(s) for s in ins}) != 1:
+            raise ValueError(f"{label} joins inputs of shapes {list(ins)}: only the channel axis may differ")
+        return (sum(s[0] for s in ins), *ins[0][1:])
+
+    def interval(self, xp: Any, layer: Concat, ins: Sequence[Bounds]) -> Bounds:
+        return xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
+
+    def carry(self, layer: Concat, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
+        return np.concatenate(es)
+
+
+KINDS: dict[type, Kind] = {
+    kind.layer_type: kind
+    for kind in (
+        DenseKind(),
+        Conv2dKind(),
+        BatchNormKind(),
+        ReLUKind(),
+        MaxPool2dKind(),
+        AvgPool2dKind(),
+        FlattenKind(),
+        DropoutKind(),
+        IdentityKind(),
+        SoftmaxKind(),
+        AddKind(),
+        ConcatKind(),
+    )
+}
+"""Layer type -> its kind, one for each of :data:`~tropref.network.layers.LAYER_TYPES`."""
+
+
+def kind_of(layer: Layer) -> Kind:
+    """The :class:`Kind` of a layer: of its type, or of the nearest base type that has one
+    (a subclass such as the walk's folded BatchNorm, an :class:`Identity`, is its base's kind).
+
+    Raises
+    ------
+    TypeError
+        When no type of the layer has a kind.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Dense, ReLU, AvgPool2d
+    >>> fc = Dense(np.ones((4, 3)), np.zeros(4))
+    >>> kind = kind_of(fc)
+    >>> kind.linear, kind.params(fc), kind.out_shape(fc, [(3,)], "fc")
+    (True, 16, (4,))
+    >>> kind_of(ReLU()).passes_channels, kind_of(AvgPool2d(2)).role
+    (True, 'avg')
+    """
+    for cls in type(layer).__mro__:
+        kind = KINDS.get(cls)
+        if kind is not None:
+            return kind
+    raise TypeError(
+        f"layer {layer!r} of type {type(layer).__name__} has no kind: add one to "
+        "tropref.network.kinds.KINDS (docs/architecture.md, 'Adding a layer type')"
+    )

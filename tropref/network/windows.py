@@ -1,0 +1,265 @@
+"""Sliding windows on the array API: the output-size formula, padding, convolution, pooling.
+
+The arithmetic that the layer kinds (:mod:`tropref.network.kinds`) are built from, below
+them so that every kind can use it: :func:`out_size` is the one output-size formula of a
+convolution or pooling window (the forward pass, shape inference and patch sampling all use
+it); :func:`conv2d` is one im2col matrix product (see :mod:`tropref.network.forward`);
+:func:`max_pool` and :func:`avg_pool` reduce the shifted windows; :func:`conv_patches`
+gathers a convolution's input patches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._array import Array, device, namespace
+
+if TYPE_CHECKING:
+    from .layers import Conv2d
+
+__all__ = ["out_size", "conv2d", "max_pool", "avg_pool", "channel_view", "conv_patches"]
+
+
+def out_size(size: int, k: int, s: int, p0: int = 0, p1: int = 0, d: int = 1) -> int:
+    """Output length of a window ``k`` (stride ``s``, dilation ``d``) sliding over ``size``
+    inputs padded by ``p0`` before and ``p1`` after: ``⌊(size + p0 + p1 − d (k − 1) − 1) / s⌋ + 1``.
+
+    Examples
+    --------
+    >>> out_size(28, 5, 1), out_size(28, 3, 2, 1, 1), out_size(7, 3, 1, d=2)
+    (24, 14, 3)
+    """
+    return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def _pad(xp: Any, x: Array, pads: tuple[int, int, int, int], value: float) -> Array:
+    """Pad the two spatial axes of ``(N, C, H, W)`` with a constant (the standard has no pad)."""
+    top, bottom, left, right = pads
+    N, C, _H, W = x.shape
+    kw = dict(dtype=x.dtype, device=device(x))
+    if top or bottom:
+        parts = [xp.full((N, C, top, W), value, **kw)] if top else []
+        parts += [x] + ([xp.full((N, C, bottom, W), value, **kw)] if bottom else [])
+        x = xp.concat(parts, axis=2)
+    if left or right:
+        Hp = x.shape[2]
+        parts = [xp.full((N, C, Hp, left), value, **kw)] if left else []
+        parts += [x] + ([xp.full((N, C, Hp, right), value, **kw)] if right else [])
+        x = xp.concat(parts, axis=3)
+    return x
+
+
+def _windows(
+    x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Iterator[tuple[int, int, Array]]:
+    """Yield ``(i, j, x[:, :, window positions shifted by kernel offset (i, j)])``, each
+    of shape ``(N, C, Ho, Wo)``, for an already padded ``x``."""
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    Ho, Wo = out_size(int(x.shape[2]), kh, sh, d=dh), out_size(int(x.shape[3]), kw, sw, d=dw)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"the window {kernel} (dilation {dilation}) is larger than the padded input {tuple(x.shape[2:])}"
+        )
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, x[:, :, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
+
+
+_IM2COL_BYTES = 1 << 25  # largest patch matrix built at once by the convolution (32 MiB)
+
+
+def conv2d(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: Any, dilation: Any) -> Array:
+    """``(N, C, H, W)`` images convolved with ``OIHW`` kernels ``W`` (zero padding
+    ``(top, bottom, left, right)``, pairs ``stride`` and ``dilation``), as one im2col GEMM.
+
+    The cross-correlation ``y[n, o, r, c] = b[o] + Σ_{ch, i, j} W[o, ch, i, j]
+    x̂[n, ch, s_h r + d_h i, s_w c + d_w j]`` on the zero-padded input ``x̂``; the output
+    size per axis is :func:`~tropref.network.shapes.out_size`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array-API namespace of ``x`` and ``W``.
+    x : array, shape (N, C, H, W)
+    W : array, shape (O, C, kh, kw)
+    b : array, shape (O,), or None
+    stride, dilation : pair of int
+    padding : four ints
+        ``(top, bottom, left, right)``.
+
+    Returns
+    -------
+    array, shape (N, O, Ho, Wo)
+
+    Raises
+    ------
+    ValueError
+        When the (dilated) window is larger than the padded input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> x, W = np.arange(9.0).reshape(1, 1, 3, 3), np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> conv2d(xp, x, W, None, (1, 1), (0, 0, 0, 0), (1, 1))[0, 0]  # 0*0 + 1*1 + 2*3 + 3*4 = 19
+    array([[19., 25.],
+           [37., 43.]])
+    >>> conv2d(xp, x, W, np.array([1.0]), (2, 2), (1, 1, 1, 1), (1, 1))[0, 0]  # padded, stride 2, bias 1
+    array([[ 1.,  9.],
+           [22., 44.]])
+    >>> conv2d(xp, x, W, None, (1, 1), (0, 0, 0, 0), (2, 2))[0, 0]  # dilation 2 reads the corners
+    array([[38.]])
+    """
+    O, C, kh, kw = (int(s) for s in W.shape)
+    N, H, Wd = int(x.shape[0]), int(x.shape[2]), int(x.shape[3])
+    t, btm, l, r = padding
+    (sh, sw), (dh, dw) = stride, dilation
+    Ho, Wo = out_size(H, kh, sh, t, btm, dh), out_size(Wd, kw, sw, l, r, dw)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"the window {(kh, kw)} (dilation {dilation}) is larger than the padded input {(H + t + btm, Wd + l + r)}"
+        )
+    sub = max(1, _IM2COL_BYTES // max(1, C * kh * kw * Ho * Wo * 8))  # samples per patch matrix
+    if N > sub:
+        return xp.concat(
+            [conv2d(xp, x[s : min(s + sub, N), ...], W, b, stride, padding, dilation) for s in range(0, N, sub)], axis=0
+        )
+    # channels last, so that the patch matrix is built contiguous and read by one GEMM as is
+    xh = _pad_nhwc(xp, xp.permute_dims(x, (0, 2, 3, 1)), padding)
+    windows = [
+        xh[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    cols = xp.reshape(xp.stack(windows, axis=-1), (N * Ho * Wo, C * kh * kw))  # rows (n, r, c), columns (c, i, j)
+    # the weights are read through a transposed view, never copied
+    out = xp.matmul(cols, xp.permute_dims(xp.reshape(W, (O, C * kh * kw)), (1, 0)))
+    out = xp.permute_dims(xp.reshape(out, (N, Ho, Wo, O)), (0, 3, 1, 2))
+    if b is not None:
+        out = out + xp.reshape(b, (1, -1, 1, 1))
+    return out
+
+
+def _pad_nhwc(xp: Any, x: Array, pads: tuple[int, int, int, int]) -> Array:
+    """Zero-pad the two spatial axes of ``(N, H, W, C)``."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    N, H, W, C = (int(s) for s in x.shape)
+    kw = dict(dtype=x.dtype, device=device(x))
+    x = xp.concat([xp.zeros((N, top, W, C), **kw), x, xp.zeros((N, bottom, W, C), **kw)], axis=1)
+    return xp.concat(
+        [xp.zeros((N, H + top + bottom, left, C), **kw), x, xp.zeros((N, H + top + bottom, right, C), **kw)], axis=2
+    )
+
+
+def max_pool(xp: Any, x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, ...]) -> Array:
+    """Max pooling of ``(N, C, H, W)`` per channel; padded positions hold ``-inf`` (never selected).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> max_pool(xp, np.arange(16.0).reshape(1, 1, 4, 4), (2, 2), (2, 2), (0, 0, 0, 0))[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    out = None
+    for _, _, xs in _windows(_pad(xp, x, padding, -math.inf), kernel, stride, (1, 1)):
+        out = xs if out is None else xp.maximum(out, xs)
+    return out
+
+
+def avg_pool(
+    xp: Any,
+    x: Array,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, ...],
+    count_include_pad: bool = True,
+) -> Array:
+    """Average pooling of ``(N, C, H, W)`` per channel over zero padding, the padding counted
+    in the divisor when ``count_include_pad`` and not counted otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> avg_pool(xp, x, (2, 2), (2, 2), (1, 1, 1, 1))[0, 0]  # each corner window holds one 1
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    >>> avg_pool(xp, x, (2, 2), (2, 2), (1, 1, 1, 1), count_include_pad=False)[0, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    total = None
+    for _, _, xs in _windows(_pad(xp, x, padding, 0.0), kernel, stride, (1, 1)):
+        total = xs if total is None else total + xs
+    if count_include_pad or not any(p > 0 for p in padding):
+        return total / float(kernel[0] * kernel[1])
+    ones = xp.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype, device=device(x))
+    count = None
+    for _, _, xs in _windows(_pad(xp, ones, padding, 0.0), kernel, stride, (1, 1)):
+        count = xs if count is None else count + xs
+    return total / count
+
+
+def channel_view(xp: Any, v: Array, ndim: int) -> Array:
+    """A per-channel vector shaped to broadcast over a batch of ``ndim`` axes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> channel_view(xp, np.arange(3.0), 4).shape, channel_view(xp, np.arange(3.0), 2).shape
+    ((1, 3, 1, 1), (1, 3))
+    """
+    return xp.reshape(v, (1, -1, 1, 1)) if ndim == 4 else xp.reshape(v, (1, -1))
+
+
+def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | None = None) -> Array:
+    """Input patches of a convolution, ``(N Ho Wo, C, kh, kw)``, in the order the outputs
+    are produced (sample, row, column): ``layer(x)[n, :, r, c] = W . patch + b``.
+
+    ``index`` (host integers into that order) keeps only those patches, gathered one kernel
+    offset at a time so that the full patch matrix is never built.
+
+    Patch ``(n Ho + r) Wo + c`` is the zero-padded input window that output position
+    ``(r, c)`` of sample ``n`` reads (stride and dilation applied). These are the inputs of
+    a convolution as :func:`tropref.compress_layer` reads them (``data`` of data-driven
+    methods, and the ``‖(patch, 1)‖`` of its certificate).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Conv2d, apply_layer
+    >>> rng = np.random.default_rng(0)
+    >>> layer = Conv2d(rng.normal(size=(3, 2, 2, 2)), np.array([0.1, 0.2, 0.3]), stride=2, padding=1)
+    >>> x = rng.normal(size=(2, 2, 5, 5))
+    >>> y, P = apply_layer(layer, x), conv_patches(layer, x)
+    >>> y.shape, P.shape  # 2 samples of 3 x 3 positions: 18 patches
+    ((2, 3, 3, 3), (18, 2, 2, 2))
+    >>> n, r, c = 1, 2, 0
+    >>> patch = P[(n * 3 + r) * 3 + c]
+    >>> bool(np.allclose(np.tensordot(layer.W, patch, axes=3) + layer.b, y[n, :, r, c]))
+    True
+    >>> bool(np.allclose(conv_patches(layer, x, index=[(n * 3 + r) * 3 + c])[0], patch))
+    True
+    """
+    xp = namespace(x=x)
+    kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+    idx = None if index is None else xp.asarray(np.asarray(index, dtype=np.int64), device=device(x))
+    cols = []
+    for _, _, xs in _windows(_pad(xp, x, layer.padding, 0.0), (kh, kw), layer.stride, layer.dilation):
+        N, C, Ho, Wo = xs.shape
+        flat = xp.reshape(xp.permute_dims(xs, (0, 2, 3, 1)), (N * Ho * Wo, C))
+        cols.append(flat if idx is None else xp.take(flat, idx, axis=0))
+    p = xp.stack(cols, axis=-1)  # (P, C, kh*kw)
+    return xp.reshape(p, (int(p.shape[0]), int(p.shape[1]), kh, kw))
