@@ -14,16 +14,15 @@ They run on NumPy ``float64`` host copies of the networks (the certificate's ari
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._array import Array, device, namespace, to_numpy
-from .forward import apply_layer, channel_view, conv2d
+from .._array import Array, namespace
 from .graph import Network
-from .layers import JUNCTIONS, Add, BatchNorm, Concat, Conv2d, Dense, Flatten, Layer, Softmax
+from .kinds import kind_of
+from .layers import Conv2d, Dense, Layer
 
 __all__ = ["node_bounds", "interval_bounds", "max_patch_norm", "carry_bound"]
 
@@ -40,14 +39,7 @@ def max_patch_norm(layer: Dense | Conv2d, bound: Array) -> float:
     >>> max_patch_norm(Dense(np.ones((2, 3))), np.array([1.0, 1.0, 1.0]))  # sqrt(3 + 1)
     2.0
     """
-    xp = namespace(bound=bound)
-    sq = bound * bound
-    if isinstance(layer, Dense):
-        return math.sqrt(float(to_numpy(xp.sum(sq))) + 1.0)
-    per_pixel = xp.sum(sq, axis=0)[None, None, ...]  # (1, 1, H, W)
-    ones = xp.ones((1, 1, int(layer.W.shape[2]), int(layer.W.shape[3])), dtype=bound.dtype, device=device(bound))
-    sums = conv2d(xp, per_pixel, ones, None, layer.stride, layer.padding, layer.dilation)
-    return math.sqrt(float(to_numpy(xp.max(sums))) + 1.0)
+    return kind_of(layer).patch_norm(layer, bound)
 
 
 def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, Array]]:
@@ -88,50 +80,10 @@ def interval_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Arra
 def node_step(xp: Any, layer: Layer, ins: Sequence[tuple[Array, Array]]) -> tuple[Array, Array]:
     """Bounds on one node's output from elementwise bounds ``(lo, hi)`` on each of its inputs
     (batched along axis 0): an :class:`Add` adds them, a :class:`Concat` joins them, any
-    other layer maps its one input's bounds (:func:`_interval_step`)."""
-    if isinstance(layer, Add):
-        lo, hi = ins[0]
-        for a, b in ins[1:]:
-            lo, hi = lo + a, hi + b
-        return lo, hi
-    if isinstance(layer, Concat):
-        return xp.concat([a for a, _ in ins], axis=1), xp.concat([b for _, b in ins], axis=1)
-    return _interval_step(xp, layer, *ins[0])
-
-
-def _interval_step(xp: Any, layer: Layer, lo: Array, hi: Array) -> tuple[Array, Array]:
-    """Bounds on one layer's output from elementwise bounds on its input (batch of one)."""
-    if isinstance(layer, (Dense, Conv2d, BatchNorm)):
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        c = apply_layer(layer, c, xp)
-        if isinstance(layer, Dense):
-            r = xp.matmul(r, xp.permute_dims(xp.abs(layer.W), (1, 0)))
-        elif isinstance(layer, Conv2d):
-            r = conv2d(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
-        else:
-            r = r * channel_view(xp, xp.abs(layer.scale), r.ndim)
-        return c - r, c + r
-    if isinstance(layer, Softmax):
-        # p_i is increasing in z_i and decreasing in the other z_j: p_i >= 1 / (1 + Σ_{j≠i}
-        # exp(hi_j - lo_i)), written with shifted exponents so that no 0/0 occurs
-        lo_p = 1.0 / (1.0 + _sum_others_exp(xp, lo, hi))
-        hi_p = 1.0 / (1.0 + _sum_others_exp(xp, hi, lo))
-        return lo_p, hi_p
-    return apply_layer(layer, lo, xp), apply_layer(layer, hi, xp)
-
-
-def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
-    """``Σ_{j≠i} exp(others_j − own_i)`` for every ``i`` (inputs ``(1, d)``), computed
-    without overflow to NaN: an infinite sum is fine (the bound is then 0 or 1)."""
-    d = int(own.shape[1])
-    diff = others[:, None, :] - own[:, :, None]  # (1, d, d): entry (i, j) = others_j - own_i
-    eye = xp.eye(d, dtype=own.dtype, device=device(own))[None, ...]
-    big = xp.asarray(-math.inf, dtype=own.dtype, device=device(own))
-    diff = xp.where(eye > 0, big, diff)
-    m = xp.max(diff, axis=2)
-    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    total = xp.sum(xp.exp(diff - m_safe[..., None]), axis=2)
-    return xp.where(xp.isfinite(m), xp.exp(m) * total, xp.where(m > 0, xp.full_like(m, math.inf), xp.zeros_like(m)))
+    other layer maps its one input's bounds (its kind's interval step,
+    :mod:`tropref.network.kinds`)."""
+    kind = kind_of(layer)
+    return kind.interval(xp, layer, ins if kind.junction else ins[:1])
 
 
 def node_bounds(net: Network, lower: Array, upper: Array) -> list[tuple[Array, Array]]:
@@ -210,27 +162,10 @@ def carry_bound(
         src = net.sources(p)
         if not any(s in bounds for s in src):
             continue
-        layer = net.layers[p]
-        if isinstance(layer, JUNCTIONS):
-            parts = [bounds.get(s, np.zeros(_channels(shapes, s, input_shape))) for s in src]
-            bounds[p] = np.concatenate(parts) if isinstance(layer, Concat) else np.sum(parts, axis=0)
-            continue
-        (s,) = src
-        x = bounds[s]
-        if isinstance(layer, Dense):
-            x = np.abs(layer.W) @ x
-        elif isinstance(layer, Conv2d):
-            x = np.abs(layer.W).sum(axis=(2, 3)) @ x
-        elif isinstance(layer, BatchNorm):
-            x = np.abs(layer.scale) * x
-        elif isinstance(layer, Softmax):  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
-            x = np.full_like(x, min(np.max(x) / 2, 1.0))
-        elif isinstance(layer, Flatten):
-            shape_in = input_shape if s < 0 else shapes[s]
-            if len(shape_in) == 3:
-                n = int(shape_in[1] * shape_in[2])
-                x = np.repeat(x, n) if layer.order == "channels_first" else np.tile(x, n)
-        bounds[p] = x
+        # a path the change does not reach adds nothing: zero on that input's channels
+        es = [bounds.get(s, np.zeros(_channels(shapes, s, input_shape))) for s in src]
+        in_shapes = [input_shape if s < 0 else shapes[s] for s in src]
+        bounds[p] = kind_of(net.layers[p]).carry(net.layers[p], es, in_shapes)
     last = len(net.layers) - 1
     out = bounds.get(last, np.zeros(_channels(shapes, last, input_shape)))
     if len(shapes[last]) == 3:  # a convolutional output: every position has the channel's bound

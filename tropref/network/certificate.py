@@ -17,7 +17,7 @@ import numpy as np
 from .._array import Array, to_numpy
 from .bounds import carry_bound, max_patch_norm, node_bounds
 from .graph import Network, map_arrays
-from .layers import Dropout, Identity
+from .kinds import kind_of
 from .shapes import output_shapes
 
 # The module's public API. Names without an underscore that are not listed here are shared
@@ -192,7 +192,7 @@ def _reads_input(net: Network, g: int) -> bool:
     """Whether layer ``g`` reads the network's input through dropout and identities only."""
     (p,) = net.sources(g)
     while p >= 0:
-        if not isinstance(net.layers[p], (Dropout, Identity)):  # a folded BatchNorm is an Identity here
+        if kind_of(net.layers[p]).role != "passive":  # a folded BatchNorm is an Identity here
             return False
         (p,) = net.sources(p)
     return True

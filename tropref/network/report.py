@@ -19,7 +19,7 @@ import numpy as np
 from .._array import Array, to_numpy
 from .certificate import CAPPED
 from .graph import Network, network_namespace
-from .layers import Conv2d, Dense
+from .kinds import kind_of
 from .shapes import count_macs, count_params, layer_macs, layer_params, output_shapes
 from .structure import Structure
 
@@ -230,7 +230,7 @@ def layer_reports(
         shapes_w = shapes_r = [None] * len(work.layers)
     rows = []
     for part in structure.parts:
-        lin = [i for i, layer in enumerate(part.chain.layers) if isinstance(layer, (Dense, Conv2d))]
+        lin = [i for i, layer in enumerate(part.chain.layers) if kind_of(layer).linear]
         for i in lin:
             g, o = part.at[i], part.origin[i]
             before, after, orig = work.layers[g], compressed.layers[g], net.layers[o]

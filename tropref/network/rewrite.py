@@ -37,10 +37,9 @@ import numpy as np
 
 from .._array import Array, asarray_like, device, make_rng, take_rows, to_numpy
 from ..compress import compress_layer
-from .forward import conv_patches
 from .graph import Network, network_namespace
-from .layers import BatchNorm, Conv2d, Dense
-from .shapes import out_size
+from .kinds import kind_of
+from .layers import BatchNorm
 from .structure import Folded, HiddenLayer, Part, pinned
 
 # The module's public API. Names without an underscore that are not listed here are shared
@@ -84,9 +83,9 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     if method != "tropnnc" or options.get("variant", "refined") == "paper":
         return options
     chain, extra = part.chain, {}
-    linear = [j for j, l in enumerate(chain.layers) if isinstance(l, (Dense, Conv2d))]
+    linear = [j for j, l in enumerate(chain.layers) if kind_of(l).linear]
     first_of_network = part.segment.source < 0 and i == linear[0]
-    if first_of_network and isinstance(chain.layers[i], Conv2d):
+    if first_of_network and kind_of(chain.layers[i]).images:
         extra["input_ratio"] = FIRST_CONV_INPUT_RATIO
     h = part.hidden[i]
     branch = part.coupled is not None and isinstance(h, HiddenLayer) and h.j == linear[-1]
@@ -179,7 +178,7 @@ def compress_hidden(
     if free.size <= 1 or k - fixed.size >= free.size:
         m = int(W_view.shape[0])
         return 0.0, np.zeros(m), {**info, "note": "no channel can be merged"}, n
-    padded_next = isinstance(nxt, Conv2d) and nxt.padded
+    padded_next = kind_of(nxt).pads_inputs(nxt)
     V = take_rows(xp, W_view, free, axis=1)  # how the next layer reads the free channels
     shift_contrib = None
     if bn is not None:
@@ -194,7 +193,7 @@ def compress_hidden(
             b_next = total if b_next is None else b_next + total
             shift_contrib = None
     fold_constants = not (padded_next or h.padded_avg)
-    patches = None if data is None else _sample_patches(layer, data, make_rng(seed), max_patches)
+    patches = None if data is None else kind_of(layer).patches(layer, data, make_rng(seed), max_patches)
     res = compress_layer(
         take_rows(xp, layer.W, free),
         None if layer.b is None else take_rows(xp, layer.b, free),
@@ -268,19 +267,9 @@ def _kept_moments(
 
 def _next_view(net: Network, h: HiddenLayer, n: int) -> tuple[Array, Callable[[Array], Array]]:
     """The next layer's weights with the units of layer ``h.i`` on axis 1, and the map back."""
-    xp = network_namespace(net)
     nxt = net.layers[h.j]
-    W = nxt.W
-    if isinstance(nxt, Conv2d) or h.flatten is None:
-        return W, lambda V: V
-    m, d = int(W.shape[0]), int(W.shape[1])
-    if d % n:
-        raise ValueError(f"{net.label(h.j)} has {d} inputs, not a multiple of the {n} channels of {net.label(h.i)}")
-    s = d // n
-    if net.layers[h.flatten].order == "channels_first":
-        return xp.reshape(W, (m, n, s)), lambda V: xp.reshape(V, (m, -1))
-    view = xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
-    return view, lambda V: xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m, -1))
+    order = None if h.flatten is None else net.layers[h.flatten].order
+    return kind_of(nxt).read_units(network_namespace(net), nxt, n, order, net.label(h.j), net.label(h.i))
 
 
 def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after_flatten: bool) -> Array:
@@ -293,20 +282,6 @@ def _per_unit(xp: Any, v: Array, W_view: Array, flatten_order: str | None, after
             return xp.reshape(v, (n, s))
         return xp.permute_dims(xp.reshape(v, (s, n)), (1, 0))
     return xp.reshape(v, (n,) + (1,) * len(extra))
-
-
-def _sample_patches(layer: Dense | Conv2d, x: Array, rng: np.random.Generator, max_patches: int) -> Array:
-    """The layer's inputs for data-driven methods: ``x`` itself for a dense layer, at most
-    ``max_patches`` random input patches (drawn on the host) for a convolution."""
-    if isinstance(layer, Dense):
-        return x
-    t, b, l, r = layer.padding
-    kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
-    Ho = out_size(int(x.shape[2]), kh, layer.stride[0], t, b, layer.dilation[0])
-    Wo = out_size(int(x.shape[3]), kw, layer.stride[1], l, r, layer.dilation[1])
-    total = int(x.shape[0]) * Ho * Wo
-    index = None if total <= max_patches else np.sort(rng.choice(total, size=max_patches, replace=False))
-    return conv_patches(layer, x, index)
 
 
 def _single_nonneg(fold: Array) -> bool:

@@ -33,15 +33,14 @@ import numpy as np
 
 from .._array import Array, namespace, to_numpy
 from .graph import Network
-from .layers import AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Identity, MaxPool2d, ReLU
+from .kinds import kind_of
+from .layers import BatchNorm, Conv2d, Dense, Identity
 from .segments import Segment, coupling, segment_network, segments, splice
 from .shapes import output_shapes
 
 # The module's public API. Names without an underscore that are not listed here are shared
 # with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["HiddenLayer", "Structure", "analyse", "hidden_layers", "compressible_layers", "fold_batchnorm"]
-
-_PASSIVE = (Dropout, Identity)
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class HiddenLayer:
 
 
 def _linear_indices(net: Network) -> list[int]:
-    return [i for i, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    return [i for i, l in enumerate(net.layers) if kind_of(l).linear]
 
 
 def _analyse(net: Network, i: int, j: int) -> HiddenLayer | str:
@@ -93,24 +92,25 @@ def _analyse(net: Network, i: int, j: int) -> HiddenLayer | str:
     path = tuple(range(i + 1, j))
     for p in path:
         layer = net.layers[p]
-        if isinstance(layer, _PASSIVE):
+        role = kind_of(layer).role  # what the layer does on the path, whatever its type
+        if role == "passive":
             continue
-        if isinstance(layer, ReLU):
+        if role == "relu":
             if bn is not None:
                 return f"a ReLU follows the BatchNorm {net.label(bn)}"
             seen_relu = True
-        elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
+        elif role == "max":
             maxpool = True
             max_after_bn = max_after_bn or bn is not None
-        elif isinstance(layer, AvgPool2d):
+        elif role == "avg":
             if not seen_relu:
                 return f"average pooling {net.label(p)} before the ReLU"
             padded_avg = padded_avg or (layer.padded and layer.count_include_pad)
-        elif isinstance(layer, Flatten):
+        elif role == "flatten":
             if not seen_relu:
                 return f"Flatten {net.label(p)} before the ReLU"
             flatten = p
-        elif isinstance(layer, BatchNorm):
+        elif role == "batchnorm":
             if not seen_relu:
                 return f"BatchNorm {net.label(p)} before the ReLU could not be folded into the layer"
             if bn is not None:
@@ -120,7 +120,7 @@ def _analyse(net: Network, i: int, j: int) -> HiddenLayer | str:
             return f"{net.label(p)} between it and the next layer"
     if not seen_relu:
         return "no ReLU after it"
-    if isinstance(net.layers[i], Conv2d) and isinstance(net.layers[j], Dense) and flatten is None:
+    if kind_of(net.layers[i]).images and not kind_of(net.layers[j]).images and flatten is None:
         return f"no Flatten between the convolution and {net.label(j)}"
     if bn is not None and padded_avg:
         # the shift would have to pass a padded average: not a per-channel constant any more
@@ -213,9 +213,10 @@ def _fold_batchnorm(net: Network) -> tuple[Network, list[int], dict[int, tuple[n
     last_linear: int | None = None  # index in `out` of the layer BN can fold into
     through_max = False
     for idx, layer in zip(origin, layers, strict=False):
-        if isinstance(layer, (Dense, Conv2d)):
+        role = kind_of(layer).role
+        if role == "linear":
             last_linear, through_max = len(out), False
-        elif isinstance(layer, BatchNorm) and last_linear is not None:
+        elif role == "batchnorm" and last_linear is not None:
             lin = out[last_linear]
             scale, shift = layer.scale, layer.shift
             ok = layer.channels == lin.units and (not through_max or bool(np.all(to_numpy(scale) >= 0)))
@@ -227,9 +228,9 @@ def _fold_batchnorm(net: Network) -> tuple[Network, list[int], dict[int, tuple[n
                     moments.pop(last_linear, None)
                 continue
             last_linear = None
-        elif isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
+        elif role == "max":
             through_max = True
-        elif not isinstance(layer, _PASSIVE):
+        elif role != "passive":
             last_linear = None
         out.append(layer)
         out_origin.append(idx)
@@ -274,7 +275,7 @@ def keeps_batchnorm(net: Network, h: HiddenLayer) -> bool:
     """Whether the BatchNorm after the ReLU stays (scale 1, refitted shifts) once ``h`` is
     compressed: its shift is not a bias of a zero-padded next convolution."""
     nxt = net.layers[h.j]
-    return h.bn is not None and isinstance(nxt, Conv2d) and nxt.padded
+    return h.bn is not None and kind_of(nxt).pads_inputs(nxt)
 
 
 @dataclass(frozen=True)
