@@ -48,17 +48,32 @@ from ..compress import compress_layer
 from .bounds import carry_bound, max_patch_norm, node_bounds
 from .certificate import input_box
 from .graph import Network, map_arrays, network_namespace
-from .layers import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Identity, MaxPool2d, ReLU
+from .kinds import kind_of
+from .layers import Add, BatchNorm, Conv2d, Dense
 from .shapes import output_shapes
 from .widths import fraction, k_of, units_kept
 
 __all__ = ["Gate", "Group", "coupled_groups", "compress_group", "group_widths"]
 
-_CHANNELWISE = (ReLU, Dropout, Identity, MaxPool2d, AvgPool2d)
-"""Nodes that act channel by channel, commute with a non-negative per-channel scale, and
-map zero to zero: they carry a group's channels (and a gate's, after its ReLU)."""
-_MEMBERS = (Add, *_CHANNELWISE)
-"""Nodes that carry the group's channels: the channel-wise ones, and the additions."""
+
+def _channelwise(layer: Any) -> bool:
+    """Whether a node acts channel by channel, commutes with a non-negative per-channel
+    scale, and maps zero to zero (its kind passes channels through: ReLU, pooling, dropout,
+    identity): it carries a group's channels (and a gate's, after its ReLU)."""
+    return kind_of(layer).passes_channels
+
+
+def _member(layer: Any) -> bool:
+    """Whether a node carries the group's channels: the channel-wise ones, and the additions."""
+    return isinstance(layer, Add) or _channelwise(layer)
+
+
+def _linear(layer: Any) -> bool:
+    return kind_of(layer).linear
+
+
+def _role(layer: Any) -> str | None:
+    return kind_of(layer).role
 
 
 @dataclass(frozen=True)
@@ -149,8 +164,8 @@ def coupled_groups(net: Network) -> list[Group]:
     producers = {p for g in groups for p in g.producers}
     for p, layer in enumerate(net.layers):  # a branch: one layer's channels read by several layers
         after = users[p]
-        if isinstance(layer, (Dense, Conv2d)) and p not in producers and after and not seen.intersection(after):
-            if all(isinstance(net.layers[u], _MEMBERS) for u in after):
+        if _linear(layer) and p not in producers and after and not seen.intersection(after):
+            if all(_member(net.layers[u]) for u in after):
                 group = _collect(net, users, after)
                 if len(group.readers) > 1 and group.producers == (p,):
                     seen.update(group.members)
@@ -167,9 +182,9 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
         for p in net.sources(i):  # the way in
             if p < 0:
                 why.append("it adds the network's input")
-            elif isinstance(net.layers[p], (Dense, Conv2d)):
+            elif _linear(net.layers[p]):
                 producers.add(p)
-            elif isinstance(net.layers[p], _MEMBERS):
+            elif _member(net.layers[p]):
                 if p not in members:
                     members.add(p)
                     todo.append(p)
@@ -178,15 +193,15 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
         if i == len(net.layers) - 1:
             why.append("it is the network's output")
         for u in users[i]:  # the way out
-            if isinstance(net.layers[u], (Dense, Conv2d)):
+            if _linear(net.layers[u]):
                 readers.add((u, None))
-            elif isinstance(net.layers[u], _MEMBERS):
+            elif _member(net.layers[u]):
                 if u not in members:
                     members.add(u)
                     todo.append(u)
-            elif isinstance(net.layers[u], Flatten) and (dense := _dense_after(net, users, u)) is not None:
+            elif _role(net.layers[u]) == "flatten" and (dense := _dense_after(net, users, u)) is not None:
                 readers.add((dense, u))
-            elif isinstance(net.layers[u], BatchNorm):
+            elif _role(net.layers[u]) == "batchnorm":
                 gates[u] = _gate(net, users, u, why)
             else:
                 why.append(f"{net.label(u)} reads it")
@@ -194,9 +209,9 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
         for u in users[p]:
             if u in members:
                 continue
-            if isinstance(net.layers[u], (Dense, Conv2d)):
+            if _linear(net.layers[u]):
                 readers.add((u, None))
-            elif isinstance(net.layers[u], BatchNorm):
+            elif _role(net.layers[u]) == "batchnorm":
                 gates[u] = _gate(net, users, u, why)
             else:
                 why.append(f"{net.label(u)} reads {net.label(p)}")
@@ -216,7 +231,7 @@ def _collect(net: Network, users: list[list[int]], starts: Sequence[int]) -> Gro
 def _gate(net: Network, users: list[list[int]], bn: int, why: list[str]) -> Gate | None:
     """The gate at BatchNorm ``bn``: its ReLU and what reads it, or None (``why`` says why)."""
     after = users[bn]
-    if len(after) != 1 or not isinstance(net.layers[after[0]], ReLU):
+    if len(after) != 1 or _role(net.layers[after[0]]) != "relu":
         why.append(f"{net.label(bn)} reads it and is not followed by a ReLU alone")
         return None
     relu = after[0]
@@ -227,12 +242,12 @@ def _gate(net: Network, users: list[list[int]], bn: int, why: list[str]) -> Gate
             why.append(f"{net.label(bn)}'s channels are the network's output")
         for u in users[i]:
             layer = net.layers[u]
-            if isinstance(layer, (Dense, Conv2d)):
+            if _linear(layer):
                 readers.add((u, None))
-            elif isinstance(layer, _CHANNELWISE) and u not in members:
+            elif _channelwise(layer) and u not in members:
                 members.add(u)
                 todo.append(u)
-            elif isinstance(layer, Flatten) and (dense := _dense_after(net, users, u)) is not None:
+            elif _role(layer) == "flatten" and (dense := _dense_after(net, users, u)) is not None:
                 readers.add((dense, u))
             elif u not in members:
                 why.append(f"{net.label(u)} reads {net.label(bn)}'s channels")
@@ -244,9 +259,9 @@ def _dense_after(net: Network, users: list[list[int]], flatten: int) -> int | No
     i = flatten
     while len(users[i]) == 1:
         i = users[i][0]
-        if isinstance(net.layers[i], Dense):
+        if _linear(net.layers[i]) and not kind_of(net.layers[i]).images:  # a dense layer
             return i
-        if not isinstance(net.layers[i], (Dropout, Identity)):
+        if _role(net.layers[i]) != "passive":
             return None
     return None
 

@@ -50,7 +50,8 @@ import numpy as np
 from .._array import to_numpy
 from .bounds import carry_bound
 from .graph import Network, map_arrays
-from .layers import BatchNorm, Conv2d, Dense
+from .kinds import kind_of
+from .layers import BatchNorm, Dense
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
 from .structure import Structure, keeps_batchnorm, min_width, pinned
 
@@ -280,7 +281,7 @@ def predict_cost(
     prev_orig = prev_new = None
     prev_changed = False
     for p, layer in enumerate(chain.layers):
-        if isinstance(layer, (Dense, Conv2d)):
+        if kind_of(layer).linear:
             out = int(widths.get(p, layer.units))
             fan_in = int(layer.W.shape[1])
             if prev_orig is not None and prev_new != prev_orig:
@@ -455,7 +456,7 @@ def keep_widths(keep: Any, structure: Structure, targets: Sequence[int]) -> dict
         part.origin[i]: (part, i, part.at[i])
         for part in structure.parts
         for i, layer in enumerate(part.chain.layers)
-        if isinstance(layer, (Dense, Conv2d))
+        if kind_of(layer).linear
     }
     ks = dict(widths)
     for key, value in keep.items():
