@@ -30,7 +30,8 @@ from __future__ import annotations
 import functools
 import re
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -148,7 +149,7 @@ def _plain_classes(L: Any) -> tuple:
         L.SpatialDropout2D,
         L.Rescaling,
         L.Identity,
-        *_inference_identities(L),
+        *(getattr(L, n) for n in _INFERENCE_IDENTITIES if hasattr(L, n)),
     )
 
 
@@ -381,145 +382,219 @@ def _weights(layer: Any) -> list[np.ndarray]:
     return [_host(v.value) for v in layer.weights]
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One Keras layer call as a converter reads it: the layer's name, its inputs' shapes,
+    the model's data format and the dtype of the copied weights."""
+
+    name: str
+    shapes: list
+    shape: tuple  # the first input's
+    rank: int
+    fmt: str
+    dtype: Any
+    L: Any  # keras.layers
+
+    def arr(self, a: Any) -> np.ndarray:
+        return host_copy(a, self.dtype)
+
+
+def _add(layer: Any, c: _Call) -> list:
+    if len(c.shapes) < 2:
+        raise ValueError(f"layer {c.name!r} (Add) adds {len(c.shapes)} tensor")
+    return [Add(name=c.name)]
+
+
+def _concatenate(layer: Any, c: _Call) -> list:
+    channels = channel_axis(c.rank, c.fmt)
+    if layer.axis % c.rank != channels:
+        raise ValueError(
+            f"layer {c.name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channels})"
+        )
+    return [Concat(name=c.name)]
+
+
+def _depthwise(layer: Any, c: _Call) -> list:
+    raise ValueError(
+        f"layer {c.name!r} ({type(layer).__name__}): depthwise convolutions couple each channel to its own filter, "
+        "which channel merging does not handle"
+    )
+
+
+def _zero_padding(layer: Any, c: _Call) -> list:
+    _check_format(layer, c.fmt)
+    return [Pad(from_pairs(layer.padding), 0.0, c.name)]
+
+
+def _dense(layer: Any, c: _Call) -> list:
+    if c.rank != 2:
+        raise ValueError(f"layer {c.name!r}: Dense on a {c.rank}-D tensor is not supported (add a Flatten)")
+    w = _weights(layer)
+    dense = Dense(c.arr(w[0].T), c.arr(w[1]) if layer.use_bias else None, name=c.name)
+    return [dense, *_activation(layer.activation, c.name)]
+
+
+def _conv2d(layer: Any, c: _Call) -> list:
+    if type(layer).__name__ not in ("Conv2D", "Convolution2D"):
+        # a subclass under another name is not read as a convolution (nor as anything else)
+        raise ValueError(unsupported(c.name, type(layer).__name__, SUPPORTED))
+    if layer.groups != 1:
+        raise ValueError(grouped_convolution(c.name, layer.groups))
+    _check_format(layer, c.fmt)
+    k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
+    pad = explicit_padding(layer.padding, spatial(c.shape, c.fmt), k, s, d, c.name)
+    w = _weights(layer)
+    conv = Conv2d(
+        c.arr(kernel_to_core(w[0])),
+        c.arr(w[1]) if layer.use_bias else None,
+        stride=s,
+        padding=pad,
+        dilation=d,
+        name=c.name,
+    )
+    return [conv, *_activation(layer.activation, c.name)]
+
+
+def _batchnorm(layer: Any, c: _Call) -> list:
+    axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+    channels = channel_axis(c.rank, c.fmt)
+    if axis is None or axis % c.rank != channels:
+        raise ValueError(
+            f"layer {c.name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channels})"
+        )
+    w = _weights(layer)
+    gamma = c.arr(w.pop(0)) if layer.scale else None
+    beta = c.arr(w.pop(0)) if layer.center else None
+    return [BatchNorm(c.arr(w[0]), c.arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=c.name)]
+
+
+def _relu(layer: Any, c: _Call) -> list:
+    if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
+        raise ValueError(relu_variant(c.name, "ReLU with max_value, negative_slope or threshold", _RELU))
+    return [ReLU(name=c.name)]
+
+
+def _activation_layer(layer: Any, c: _Call) -> list:
+    return [replace(l, name=c.name) for l in _activation(layer.activation, c.name)] or [Identity(name=c.name)]
+
+
+def _softmax(layer: Any, c: _Call) -> list:
+    if layer.axis not in (-1, 1) or c.rank != 2:
+        raise ValueError(f"layer {c.name!r}: Softmax over axis {layer.axis} of a {c.rank}-D tensor is not supported")
+    return [Softmax(name=c.name)]
+
+
+def _pooling(layer: Any, c: _Call) -> list:
+    _check_format(layer, c.fmt)
+    k, s = tuple(layer.pool_size), tuple(layer.strides)
+    pad = explicit_padding(layer.padding, spatial(c.shape, c.fmt), k, s, (1, 1), c.name)
+    if isinstance(layer, c.L.MaxPooling2D):
+        return [MaxPool2d(k, s, pad, name=c.name)]
+    return [AvgPool2d(k, s, pad, name=c.name, count_include_pad=False)]
+
+
+def _global_pooling(layer: Any, c: _Call) -> list:
+    _check_format(layer, c.fmt)
+    hw = spatial(c.shape, c.fmt)
+    cls = AvgPool2d if isinstance(layer, c.L.GlobalAveragePooling2D) else MaxPool2d
+    out = [cls(hw, hw, 0, name=c.name)]
+    if not layer.keepdims:
+        out.append(Flatten(name=f"{c.name}.flatten"))  # (C, 1, 1): both orders agree
+    return out
+
+
+def _flatten(layer: Any, c: _Call) -> list:
+    if c.rank == 4:
+        # Keras moves channels last before flattening when its data_format is
+        # channels_first, so the order is (h, w, c) when it matches the tensor's layout.
+        return [Flatten("channels_last" if layer.data_format == c.fmt else "channels_first", name=c.name)]
+    if c.rank != 2:
+        raise ValueError(f"layer {c.name!r}: Flatten of a {c.rank}-D tensor is not supported")
+    return [Identity(name=c.name)]
+
+
+def _dropout(layer: Any, c: _Call) -> list:
+    return [Dropout(float(layer.rate), name=c.name)]
+
+
+def _rescaling(layer: Any, c: _Call) -> list:
+    # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
+    C = int(c.shape[channel_axis(c.rank, c.fmt)])
+    ones = np.ones(C, dtype=c.dtype)
+    return [
+        BatchNorm(
+            0 * ones,
+            ones,
+            c.arr(np.broadcast_to(np.asarray(layer.scale, dtype=c.dtype), (C,))),
+            c.arr(np.broadcast_to(np.asarray(layer.offset, dtype=c.dtype), (C,))),
+            eps=0.0,
+            name=c.name,
+        )
+    ]
+
+
+def _identity(layer: Any, c: _Call) -> list:
+    return [Identity(name=c.name)]
+
+
+_INFERENCE_IDENTITIES = (
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+    "GaussianNoise",
+    "GaussianDropout",
+    "ActivityRegularization",
+)
+"""Layers that are the identity at inference (data augmentation, noise)."""
+
+_CONVERTERS: dict[str, Callable[[Any, _Call], list]] = {
+    "Add": _add,
+    "Concatenate": _concatenate,
+    "DepthwiseConv2D": _depthwise,
+    "SeparableConv2D": _depthwise,
+    "ZeroPadding2D": _zero_padding,
+    "Dense": _dense,
+    "Conv2D": _conv2d,
+    "BatchNormalization": _batchnorm,
+    "ReLU": _relu,
+    "Activation": _activation_layer,
+    "Softmax": _softmax,
+    "MaxPooling2D": _pooling,
+    "AveragePooling2D": _pooling,
+    "GlobalAveragePooling2D": _global_pooling,
+    "GlobalMaxPooling2D": _global_pooling,
+    "Flatten": _flatten,
+    "Dropout": _dropout,
+    "SpatialDropout2D": _dropout,
+    "Rescaling": _rescaling,
+    "Identity": _identity,
+    **dict.fromkeys(_INFERENCE_IDENTITIES, _identity),
+}
+"""The one table of the Keras reader: a ``keras.layers`` class name -> the function giving
+its core layers. A layer is converted by the first entry it is an instance of (a subclass by
+its base's), in this order; the ReLU variants (``LeakyReLU``, ``ELU``, ...) are refused,
+everything else is unsupported. Adding a Keras layer type adds an entry here."""
+
+
 def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     """The core layers of one Keras layer call with inputs of ``shapes`` (ValueError naming it)."""
-    keras = _keras()
-    L = keras.layers
+    L = _keras().layers
     name = layer.name
     problem = _not_plain(layer, _plain_classes(L))
     if problem:
         raise ValueError(problem)
-    shape = shapes[0]
-    rank = len(shape)
-
-    def arr(a: Any) -> np.ndarray:
-        return host_copy(a, dtype)
-
-    out: list = []
-    if isinstance(layer, L.Add):
-        if len(shapes) < 2:
-            raise ValueError(f"layer {name!r} (Add) adds {len(shapes)} tensor")
-        return [Add(name=name)]
-    if isinstance(layer, L.Concatenate):
-        channels = channel_axis(rank, fmt)
-        if layer.axis % rank != channels:
-            raise ValueError(
-                f"layer {name!r} (Concatenate) joins along axis {layer.axis}, not the channels (axis {channels})"
-            )
-        return [Concat(name=name)]
-    if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
-        raise ValueError(
-            f"layer {name!r} ({type(layer).__name__}): depthwise convolutions couple each channel to its own filter, "
-            "which channel merging does not handle"
-        )
-    if isinstance(layer, L.ZeroPadding2D):
-        _check_format(layer, fmt)
-        return [Pad(from_pairs(layer.padding), 0.0, name)]
-    if isinstance(layer, L.Dense):
-        if rank != 2:
-            raise ValueError(f"layer {name!r}: Dense on a {rank}-D tensor is not supported (add a Flatten)")
-        w = _weights(layer)
-        out.append(Dense(arr(w[0].T), arr(w[1]) if layer.use_bias else None, name=name))
-        return out + _activation(layer.activation, name)
-    if isinstance(layer, L.Conv2D) and type(layer).__name__ in ("Conv2D", "Convolution2D"):
-        if layer.groups != 1:
-            raise ValueError(grouped_convolution(name, layer.groups))
-        _check_format(layer, fmt)
-        k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
-        pad = explicit_padding(layer.padding, spatial(shape, fmt), k, s, d, name)
-        w = _weights(layer)
-        out.append(
-            Conv2d(
-                arr(kernel_to_core(w[0])),
-                arr(w[1]) if layer.use_bias else None,
-                stride=s,
-                padding=pad,
-                dilation=d,
-                name=name,
-            )
-        )
-        return out + _activation(layer.activation, name)
-    if isinstance(layer, L.BatchNormalization):
-        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-        channels = channel_axis(rank, fmt)
-        if axis is None or axis % rank != channels:
-            raise ValueError(
-                f"layer {name!r}: BatchNormalization over axis {layer.axis} is not over the channels (axis {channels})"
-            )
-        w = _weights(layer)
-        gamma = arr(w.pop(0)) if layer.scale else None
-        beta = arr(w.pop(0)) if layer.center else None
-        return [BatchNorm(arr(w[0]), arr(w[1]), gamma, beta, eps=float(layer.epsilon), name=name)]
-    if isinstance(layer, L.ReLU):
-        if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
-            raise ValueError(relu_variant(name, "ReLU with max_value, negative_slope or threshold", _RELU))
-        return [ReLU(name=name)]
-    if isinstance(layer, L.Activation):
-        return [replace(l, name=name) for l in _activation(layer.activation, name)] or [Identity(name=name)]
+    call = _Call(name, shapes, shapes[0], len(shapes[0]), fmt, dtype, L)
+    for cls_name, convert in _CONVERTERS.items():
+        cls = getattr(L, cls_name, None)
+        if cls is not None and isinstance(layer, cls):
+            return convert(layer, call)
+    # found by name, not listed: no ReLU variant is a subclass of a listed class
     if isinstance(layer, relu_variant_classes(L)):
         raise ValueError(relu_variant(name, type(layer).__name__, _RELU))
-    if isinstance(layer, L.Softmax):
-        if layer.axis not in (-1, 1) or rank != 2:
-            raise ValueError(f"layer {name!r}: Softmax over axis {layer.axis} of a {rank}-D tensor is not supported")
-        return [Softmax(name=name)]
-    if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
-        _check_format(layer, fmt)
-        k, s = tuple(layer.pool_size), tuple(layer.strides)
-        pad = explicit_padding(layer.padding, spatial(shape, fmt), k, s, (1, 1), name)
-        if isinstance(layer, L.MaxPooling2D):
-            return [MaxPool2d(k, s, pad, name=name)]
-        return [AvgPool2d(k, s, pad, name=name, count_include_pad=False)]
-    if isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
-        _check_format(layer, fmt)
-        hw = spatial(shape, fmt)
-        cls = AvgPool2d if isinstance(layer, L.GlobalAveragePooling2D) else MaxPool2d
-        out.append(cls(hw, hw, 0, name=name))
-        if not layer.keepdims:
-            out.append(Flatten(name=f"{name}.flatten"))  # (C, 1, 1): both orders agree
-        return out
-    if isinstance(layer, L.Flatten):
-        if rank == 4:
-            # Keras moves channels last before flattening when its data_format is
-            # channels_first, so the order is (h, w, c) when it matches the tensor's layout.
-            return [Flatten("channels_last" if layer.data_format == fmt else "channels_first", name=name)]
-        if rank != 2:
-            raise ValueError(f"layer {name!r}: Flatten of a {rank}-D tensor is not supported")
-        return [Identity(name=name)]
-    if isinstance(layer, (L.Dropout, L.SpatialDropout2D)):
-        return [Dropout(float(layer.rate), name=name)]
-    if isinstance(layer, L.Rescaling):
-        # x * scale + offset: a BatchNorm with fixed statistics (per channel or feature)
-        C = int(shape[channel_axis(rank, fmt)])
-        ones = np.ones(C, dtype=dtype)
-        return [
-            BatchNorm(
-                0 * ones,
-                ones,
-                arr(np.broadcast_to(np.asarray(layer.scale, dtype=dtype), (C,))),
-                arr(np.broadcast_to(np.asarray(layer.offset, dtype=dtype), (C,))),
-                eps=0.0,
-                name=name,
-            )
-        ]
-    if isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
-        return [Identity(name=name)]
     raise ValueError(unsupported(name, type(layer).__name__, SUPPORTED))
-
-
-def _inference_identities(L: Any) -> tuple:
-    """Layers that are the identity at inference (data augmentation, noise)."""
-    names = (
-        "RandomFlip",
-        "RandomRotation",
-        "RandomZoom",
-        "RandomTranslation",
-        "RandomContrast",
-        "RandomBrightness",
-        "GaussianNoise",
-        "GaussianDropout",
-        "ActivityRegularization",
-    )
-    return tuple(getattr(L, n) for n in names if hasattr(L, n))
 
 
 def _check_format(layer: Any, fmt: str) -> None:
