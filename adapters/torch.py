@@ -27,7 +27,7 @@ import copy
 import operator
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -101,26 +101,7 @@ def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
 def _plain_classes() -> tuple:
     """The module classes :func:`_convert_module` reads, whose own ``forward`` it assumes."""
     nn = _torch().nn
-    return (
-        nn.Linear,
-        nn.Conv2d,
-        nn.BatchNorm1d,
-        nn.BatchNorm2d,
-        nn.ReLU,
-        nn.MaxPool2d,
-        nn.AvgPool2d,
-        nn.Flatten,
-        nn.Dropout,
-        nn.Dropout1d,
-        nn.Dropout2d,
-        nn.AlphaDropout,
-        nn.Identity,
-        nn.Softmax,
-        nn.AdaptiveAvgPool2d,
-        nn.AdaptiveMaxPool2d,
-        nn.ZeroPad2d,
-        nn.ConstantPad2d,
-    )
+    return tuple(getattr(nn, n) for n in _CONVERTERS)
 
 
 def _tracer() -> Any:
@@ -202,77 +183,134 @@ def _meta_tensors(model: Any) -> list[str]:
     return [n for n, t in tensors if getattr(t, "is_meta", False)]
 
 
+def _linear(name: str, m: Any, dtype: Any) -> list:
+    return [Dense(host_copy(m.weight, dtype), host_copy(m.bias, dtype), name=name)]
+
+
+def _conv2d(name: str, m: Any, dtype: Any) -> list:
+    if m.groups != 1:
+        raise ValueError(grouped_convolution(name, m.groups))
+    if m.padding_mode != "zeros":
+        raise ValueError(f"layer {name!r}: padding_mode={m.padding_mode!r} is not supported (only zero padding)")
+    if isinstance(m.padding, str):  # PyTorch has "same" at stride 1 only: the input size does not matter
+        pad = explicit_padding(m.padding, None, m.kernel_size, m.stride, m.dilation, name)
+    else:
+        ph, pw = pair(m.padding)
+        pad = (ph, ph, pw, pw)
+    return [
+        Conv2d(
+            host_copy(m.weight, dtype),
+            host_copy(m.bias, dtype),
+            stride=pair(m.stride),
+            padding=pad,
+            dilation=pair(m.dilation),
+            name=name,
+        )
+    ]
+
+
+def _batchnorm(name: str, m: Any, dtype: Any) -> list:
+    if m.running_mean is None:
+        raise ValueError(
+            f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported"
+        )
+    return [
+        BatchNorm(
+            host_copy(m.running_mean, dtype),
+            host_copy(m.running_var, dtype),
+            host_copy(m.weight, dtype),
+            host_copy(m.bias, dtype),
+            eps=m.eps,
+            name=name,
+        )
+    ]
+
+
+def _relu(name: str, m: Any, dtype: Any) -> list:
+    return [ReLU(name=name)]
+
+
+def _max_pool(name: str, m: Any, dtype: Any) -> list:
+    if pair(m.dilation) != (1, 1) or m.return_indices:
+        raise ValueError(
+            f"layer {name!r}: MaxPool2d with dilation or return_indices is not supported "
+            "(use dilation=1, return_indices=False)"
+        )
+    return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name, ceil=bool(m.ceil_mode))]
+
+
+def _avg_pool(name: str, m: Any, dtype: Any) -> list:
+    if m.ceil_mode or m.divisor_override is not None:
+        raise ValueError(
+            f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported "
+            "(its divisor at the border is not a padding; use ceil_mode=False, divisor_override=None)"
+        )
+    return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
+
+
+def _flatten(name: str, m: Any, dtype: Any) -> list:
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise ValueError(
+            f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)"
+        )
+    return [Flatten("channels_first", name=name)]
+
+
+def _dropout(name: str, m: Any, dtype: Any) -> list:
+    return [Dropout(float(m.p), name=name)]
+
+
+def _identity(name: str, m: Any, dtype: Any) -> list:
+    return [Identity(name=name)]
+
+
+def _softmax(name: str, m: Any, dtype: Any) -> list:
+    if m.dim not in (1, -1):
+        raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
+    return [Softmax(name=name)]
+
+
+def _adaptive_pool(name: str, m: Any, dtype: Any) -> list:
+    return [AdaptivePool(isinstance(m, _torch().nn.AdaptiveAvgPool2d), m.output_size, name)]
+
+
+def _constant_pad(name: str, m: Any, dtype: Any) -> list:
+    return [Pad(from_lrtb(m.padding), float(m.value), name)]
+
+
+_CONVERTERS: dict[str, Callable[[str, Any, Any], list]] = {
+    "Linear": _linear,
+    "Conv2d": _conv2d,
+    "BatchNorm1d": _batchnorm,
+    "BatchNorm2d": _batchnorm,
+    "ReLU": _relu,
+    "MaxPool2d": _max_pool,
+    "AvgPool2d": _avg_pool,
+    "Flatten": _flatten,
+    "Dropout": _dropout,
+    "Dropout1d": _dropout,
+    "Dropout2d": _dropout,
+    "AlphaDropout": _dropout,
+    "Identity": _identity,
+    "Softmax": _softmax,
+    "AdaptiveAvgPool2d": _adaptive_pool,
+    "AdaptiveMaxPool2d": _adaptive_pool,
+    "ZeroPad2d": _constant_pad,
+    "ConstantPad2d": _constant_pad,
+}
+"""The one table of the PyTorch module reader: a ``torch.nn`` class name -> the function
+giving its core layers (``(name, module, dtype)``). A module is converted by the first entry
+it is an instance of (a subclass by its base's), in this order; the ReLU variants
+(``LeakyReLU``, ``GELU``, ...) are refused, everything else is unsupported. Adding a
+PyTorch module type adds an entry here (:func:`_plain_classes` follows)."""
+
+
 def _convert_module(name: str, m: Any, dtype: Any) -> list:
     nn = _torch().nn
-    if isinstance(m, nn.Linear):
-        return [Dense(host_copy(m.weight, dtype), host_copy(m.bias, dtype), name=name)]
-    if isinstance(m, nn.Conv2d):
-        if m.groups != 1:
-            raise ValueError(grouped_convolution(name, m.groups))
-        if m.padding_mode != "zeros":
-            raise ValueError(f"layer {name!r}: padding_mode={m.padding_mode!r} is not supported (only zero padding)")
-        if isinstance(m.padding, str):  # PyTorch has "same" at stride 1 only: the input size does not matter
-            pad = explicit_padding(m.padding, None, m.kernel_size, m.stride, m.dilation, name)
-        else:
-            ph, pw = pair(m.padding)
-            pad = (ph, ph, pw, pw)
-        return [
-            Conv2d(
-                host_copy(m.weight, dtype),
-                host_copy(m.bias, dtype),
-                stride=pair(m.stride),
-                padding=pad,
-                dilation=pair(m.dilation),
-                name=name,
-            )
-        ]
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if m.running_mean is None:
-            raise ValueError(
-                f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported"
-            )
-        return [
-            BatchNorm(
-                host_copy(m.running_mean, dtype),
-                host_copy(m.running_var, dtype),
-                host_copy(m.weight, dtype),
-                host_copy(m.bias, dtype),
-                eps=m.eps,
-                name=name,
-            )
-        ]
-    if isinstance(m, nn.ReLU):
-        return [ReLU(name=name)]
-    if isinstance(m, nn.MaxPool2d):
-        if pair(m.dilation) != (1, 1) or m.return_indices:
-            raise ValueError(
-                f"layer {name!r}: MaxPool2d with dilation or return_indices is not supported "
-                "(use dilation=1, return_indices=False)"
-            )
-        return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name, ceil=bool(m.ceil_mode))]
-    if isinstance(m, nn.AvgPool2d):
-        if m.ceil_mode or m.divisor_override is not None:
-            raise ValueError(
-                f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported "
-                "(its divisor at the border is not a padding; use ceil_mode=False, divisor_override=None)"
-            )
-        return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise ValueError(
-                f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)"
-            )
-        return [Flatten("channels_first", name=name)]
-    if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)):
-        return [Dropout(float(m.p), name=name)]
-    if isinstance(m, nn.Identity):
-        return [Identity(name=name)]
-    if isinstance(m, nn.Softmax) and m.dim in (1, -1):
-        return [Softmax(name=name)]
-    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return [AdaptivePool(isinstance(m, nn.AdaptiveAvgPool2d), m.output_size, name)]
-    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
-        return [Pad(from_lrtb(m.padding), float(m.value), name)]
+    for cls_name, convert in _CONVERTERS.items():
+        if isinstance(m, getattr(nn, cls_name)):
+            return convert(name, m, dtype)
+    # found by name, not listed: no ReLU variant is a subclass of a listed class
     if isinstance(m, relu_variant_classes(nn)):
         raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
     raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
