@@ -16,3 +16,7 @@ network's graph), ``_reading`` (explicit padding folded, the end of reading a mo
 ``_adaptive`` (adaptive pooling as a fixed pooling) and ``_round_trip`` (the report's
 export and import steps).
 """
+
+# Nothing here: each adapter is imported by name (``import tropref.adapters.torch``), so that
+# importing this package imports no framework.
+__all__: list[str] = []

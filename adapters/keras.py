@@ -87,7 +87,7 @@ from tropref.network import (
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
-SUPPORTED = (
+_SUPPORTED = (
     "Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
     "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, InputLayer, Softmax (and activation='softmax'), "
     "Rescaling, nested Sequential chains, and augmentation/noise layers (identities at inference)"
@@ -503,7 +503,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
         ]
     if isinstance(layer, L.Identity) or isinstance(layer, _inference_identities(L)):
         return [Identity(name=name)]
-    raise ValueError(unsupported(name, type(layer).__name__, SUPPORTED))
+    raise ValueError(unsupported(name, type(layer).__name__, _SUPPORTED))
 
 
 def _inference_identities(L: Any) -> tuple:

@@ -74,7 +74,7 @@ from tropref.network import (
 
 __all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_numpy_input"]
 
-SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
+_SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
 
 def _torch() -> Any:
@@ -275,7 +275,7 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
         return [Pad(from_lrtb(m.padding), float(m.value), name)]
     if isinstance(m, relu_variant_classes(nn)):
         raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
-    raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
+    raise ValueError(unsupported(name, type(m).__name__, _SUPPORTED))
 
 
 def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, ceil: bool = False, **kw: Any) -> Any:
