@@ -81,9 +81,9 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    output_shapes,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
+from tropref.network.shapes import output_shapes
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 

@@ -63,9 +63,9 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    output_shapes,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
+from tropref.network.shapes import output_shapes
 
 __all__ = ["from_onnx", "to_onnx", "compress"]
 

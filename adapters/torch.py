@@ -69,8 +69,8 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
 
 __all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_numpy_input"]
 

@@ -153,7 +153,8 @@ def compress_hidden(
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Network, Dense, ReLU, hidden_layers
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> from tropref.network.structure import hidden_layers
     >>> rng = np.random.default_rng(0)
     >>> work = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
     >>> new = list(work.layers)
