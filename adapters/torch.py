@@ -72,7 +72,7 @@ from tropref.network import (
 )
 from tropref.network.flatten import with_flatten_order_everywhere
 
-__all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_numpy_input"]
+__all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_core_input"]
 
 _SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
@@ -83,13 +83,13 @@ def _torch() -> Any:
     return torch
 
 
-def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
+def to_core_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
     """A batch of inputs (tensor or array, NCHW) as a NumPy array for the core, or None.
 
     Examples
     --------
     >>> import torch
-    >>> to_numpy_input(torch.ones(2, 3)).dtype
+    >>> to_core_input(torch.ones(2, 3)).dtype
     dtype('float64')
     """
     return core_batch(x, "channels_first", dtype)
@@ -812,8 +812,8 @@ def compress(
         keep,
         method=method,
         seed=seed,
-        inputs=to_numpy_input(inputs, dtype),
-        data=to_numpy_input(data, dtype),
+        inputs=to_core_input(inputs, dtype),
+        data=to_core_input(data, dtype),
         model_name=options.pop("model_name", type(model).__name__),
         **options,
     )
