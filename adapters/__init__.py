@@ -4,8 +4,10 @@
 - :mod:`tropref.adapters.keras`: Keras 3 ``Sequential`` / functional chains <-> network description;
 - :mod:`tropref.adapters.onnx`: ONNX models (from any framework) <-> network description.
 
-Each has ``compress(model, keep=0.5, method="tropnnc", seed=0, **options)`` returning a new
-model of the same framework and the report. Importing this package imports no framework;
+Each has ``compress(model, keep=0.5, method="tropnnc", seed=None, **options)`` returning a new
+model of the same framework and the report. As in the core, ``seed=None`` draws a fresh seed that
+``report.seed`` records (pass it back to repeat the run); TropNNC's default draws no random
+numbers, so its result does not depend on it. Importing this package imports no framework;
 each adapter imports its framework when it is itself imported.
 
 What the two adapters share is written once, in private modules that import no framework:

@@ -976,7 +976,7 @@ def compress(
     model: Any,
     keep: Any = 0.5,
     method: str = "tropnnc",
-    seed: int | None = 0,
+    seed: int | None = None,
     *,
     input_shape: Sequence[int] | None = None,
     inputs: Any = None,
