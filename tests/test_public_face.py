@@ -19,6 +19,7 @@ The rules (CONTRIBUTING.md, "Public names"), read from the source, without impor
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,11 @@ def _package_files() -> dict[str, Path]:
 
 MODULES = _package_files()
 SCRIPTS = sorted((REPO / "examples").rglob("*.py")) + sorted((REPO / "benchmarks").rglob("*.py"))
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
 def _is_private(name: str) -> bool:
@@ -129,14 +135,14 @@ def _submodules(module: str) -> set[str]:
 
 
 def _exported(module: str) -> set[str]:
-    tree = ast.parse(MODULES[module].read_text())
+    tree = _tree(MODULES[module])
     return set(_declared_all(tree) or ()) | SHARED_PENDING.get(module, set())
 
 
 def _tropref_imports(path: Path) -> list[tuple[int, str, str]]:
     """``(line, module, name)`` for every ``from <tropref module> import name`` in ``path``."""
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.ImportFrom):
             module = _source_module(path, node)
             if module == "tropref" or module.startswith("tropref."):
@@ -148,7 +154,7 @@ def _module_aliases(path: Path) -> dict[str, str]:
     """The names that ``path`` binds to a tropref module (``import tropref.x as m``,
     ``from tropref import x``), each with the module's absolute name."""
     out = {}
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.split(".")[0] == "tropref":
@@ -173,7 +179,7 @@ def _id(path: Path) -> str:
 @pytest.mark.parametrize("module", CHECKED)
 def test_all_lists_the_public_names(module):
     path = MODULES[module]
-    tree = ast.parse(path.read_text())
+    tree = _tree(path)
     declared = _declared_all(tree)
     assert declared is not None, f"{module} has no `__all__`: list its public names"
     assert len(declared) == len(set(declared)), f"{module}.__all__ lists a name twice"
@@ -212,7 +218,7 @@ def test_no_private_name_crosses_modules(path):
         if _is_private(name):
             assert name in _submodules(module), f"{path}:{line} imports {module}.{name}, a private name"
     aliases = _module_aliases(path)
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             if aliases[node.value.id] in EXEMPT_MODULES:
                 continue  # benchmarks/bench_cluster.py times cluster's private steps; see EXEMPT_MODULES
