@@ -4,8 +4,10 @@
 - :mod:`tropref.adapters.keras`: Keras 3 ``Sequential`` / functional chains <-> network description;
 - :mod:`tropref.adapters.onnx`: ONNX models (from any framework) <-> network description.
 
-Each has ``compress(model, keep=0.5, method="tropnnc", seed=0, **options)`` returning a new
-model of the same framework and the report. Importing this package imports no framework;
+Each has ``compress(model, keep=0.5, method="tropnnc", seed=None, **options)`` returning a new
+model of the same framework and the report. As in the core, ``seed=None`` draws a fresh seed that
+``report.seed`` records (pass it back to repeat the run); TropNNC's default draws no random
+numbers, so its result does not depend on it. Importing this package imports no framework;
 each adapter imports its framework when it is itself imported.
 
 What the two adapters share is written once, in private modules that import no framework:
@@ -16,3 +18,7 @@ network's graph), ``_reading`` (explicit padding folded, the end of reading a mo
 ``_adaptive`` (adaptive pooling as a fixed pooling) and ``_round_trip`` (the report's
 export and import steps).
 """
+
+# Nothing here: each adapter is imported by name (``import tropref.adapters.torch``), so that
+# importing this package imports no framework.
+__all__: list[str] = []

@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from tropref.adapters._padding import ceil_padding
-from tropref.network import AvgPool2d, MaxPool2d, node_output_shape
+from tropref.network import AvgPool2d, MaxPool2d
+from tropref.network.shapes import node_output_shape
 
 __all__ = ["AdaptivePool", "CeilPool", "resolve_adaptive"]
 

@@ -20,7 +20,6 @@ from tropref._array import to_numpy
 from tropref.adapters._graph import reads_relu
 from tropref.adapters._refusals import refuse
 from tropref.network import (
-    ARRAY_FIELDS,
     AvgPool2d,
     BatchNorm,
     Conv2d,
@@ -28,8 +27,9 @@ from tropref.network import (
     Identity,
     MaxPool2d,
     Network,
-    output_shapes,
 )
+from tropref.network.layers import ARRAY_FIELDS
+from tropref.network.shapes import output_shapes
 
 __all__ = ["Pad", "append", "fold_pads", "prune", "finish_reading", "shared_layers"]
 

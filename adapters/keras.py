@@ -82,13 +82,13 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    output_shapes,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
+from tropref.network.shapes import output_shapes
 
 __all__ = ["from_keras", "to_keras", "compress", "data_format_of", "to_core_input"]
 
-SUPPORTED = (
+_SUPPORTED = (
     "Dense, Conv2D, BatchNormalization, ReLU, Activation('relu'), MaxPooling2D, AveragePooling2D, "
     "GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, InputLayer, Softmax (and activation='softmax'), "
     "Rescaling, nested Sequential chains, and augmentation/noise layers (identities at inference)"
@@ -437,7 +437,7 @@ def _dense(layer: Any, c: _Call) -> list:
 def _conv2d(layer: Any, c: _Call) -> list:
     if type(layer).__name__ not in ("Conv2D", "Convolution2D"):
         # a subclass under another name is not read as a convolution (nor as anything else)
-        raise ValueError(unsupported(c.name, type(layer).__name__, SUPPORTED))
+        raise ValueError(unsupported(c.name, type(layer).__name__, _SUPPORTED))
     if layer.groups != 1:
         raise ValueError(grouped_convolution(c.name, layer.groups))
     _check_format(layer, c.fmt)
@@ -594,7 +594,7 @@ def _convert_layer(layer: Any, shapes: list, fmt: str, dtype: Any) -> list:
     # found by name, not listed: no ReLU variant is a subclass of a listed class
     if isinstance(layer, relu_variant_classes(L)):
         raise ValueError(relu_variant(name, type(layer).__name__, _RELU))
-    raise ValueError(unsupported(name, type(layer).__name__, SUPPORTED))
+    raise ValueError(unsupported(name, type(layer).__name__, _SUPPORTED))
 
 
 def _check_format(layer: Any, fmt: str) -> None:
@@ -809,7 +809,7 @@ def compress(
     model: Any,
     keep: Any = 0.5,
     method: str = "tropnnc",
-    seed: int | None = 0,
+    seed: int | None = None,
     *,
     inputs: Any = None,
     data: Any = None,

@@ -63,13 +63,13 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    output_shapes,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
+from tropref.network.shapes import output_shapes
 
 __all__ = ["from_onnx", "to_onnx", "compress"]
 
-SUPPORTED = (
+_SUPPORTED = (
     "Gemm, MatMul (+ Add of a bias), Conv (group=1), Relu, BatchNormalization, MaxPool, AveragePool, "
     "GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax (over axes 2, 3), Flatten, Reshape (as a flatten), "
     "Add, Sum, Concat (axis 1), Pad (constant), Dropout, Identity, Softmax, Constant, and Shape/Gather/Unsqueeze/"
@@ -425,7 +425,7 @@ def _convert(n: _Node, data: list[str]) -> list:
             f"{n.label} is a clipped activation (ReLU6 exports as Clip): tropref merges units of max(x, 0) only; "
             "replace it by Relu (and retrain or fine-tune) to compress this model"
         )
-    raise ValueError(unsupported(who, op, SUPPORTED) + _ADVICE)
+    raise ValueError(unsupported(who, op, _SUPPORTED) + _ADVICE)
 
 
 def _gemm(n: _Node) -> list:
@@ -976,7 +976,7 @@ def compress(
     model: Any,
     keep: Any = 0.5,
     method: str = "tropnnc",
-    seed: int | None = 0,
+    seed: int | None = None,
     *,
     input_shape: Sequence[int] | None = None,
     inputs: Any = None,

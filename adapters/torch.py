@@ -69,12 +69,12 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
-    with_flatten_order_everywhere,
 )
+from tropref.network.flatten import with_flatten_order_everywhere
 
-__all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_numpy_input"]
+__all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_core_input"]
 
-SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
+_SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
 
 def _torch() -> Any:
@@ -83,13 +83,13 @@ def _torch() -> Any:
     return torch
 
 
-def to_numpy_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
+def to_core_input(x: Any, dtype: Any = np.float64) -> np.ndarray | None:
     """A batch of inputs (tensor or array, NCHW) as a NumPy array for the core, or None.
 
     Examples
     --------
     >>> import torch
-    >>> to_numpy_input(torch.ones(2, 3)).dtype
+    >>> to_core_input(torch.ones(2, 3)).dtype
     dtype('float64')
     """
     return core_batch(x, "channels_first", dtype)
@@ -266,7 +266,7 @@ def _identity(name: str, m: Any, dtype: Any) -> list:
 
 def _softmax(name: str, m: Any, dtype: Any) -> list:
     if m.dim not in (1, -1):
-        raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
+        raise ValueError(unsupported(name, type(m).__name__, _SUPPORTED))
     return [Softmax(name=name)]
 
 
@@ -313,7 +313,7 @@ def _convert_module(name: str, m: Any, dtype: Any) -> list:
     # found by name, not listed: no ReLU variant is a subclass of a listed class
     if isinstance(m, relu_variant_classes(nn)):
         raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
-    raise ValueError(unsupported(name, type(m).__name__, SUPPORTED))
+    raise ValueError(unsupported(name, type(m).__name__, _SUPPORTED))
 
 
 def _pool(cls: type, kernel: Any, stride: Any, padding: Any, name: str, ceil: bool = False, **kw: Any) -> Any:
@@ -777,7 +777,7 @@ def compress(
     model: Any,
     keep: Any = 0.5,
     method: str = "tropnnc",
-    seed: int | None = 0,
+    seed: int | None = None,
     *,
     input_shape: Sequence[int] | None = None,
     inputs: Any = None,
@@ -850,8 +850,8 @@ def compress(
         keep,
         method=method,
         seed=seed,
-        inputs=to_numpy_input(inputs, dtype),
-        data=to_numpy_input(data, dtype),
+        inputs=to_core_input(inputs, dtype),
+        data=to_core_input(data, dtype),
         model_name=options.pop("model_name", type(model).__name__),
         **options,
     )

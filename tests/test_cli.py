@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tropref import experiments as E
-from tropref.experiments.cli import build_parser, main
+from tropref.experiments.cli import _build_parser, main
 from tropref.network import Dense, Flatten, Network, ReLU, compress_network, count_params
 
 ARCH = """
@@ -238,7 +238,7 @@ def test_help_names_every_format_the_load_calls_and_one_layers_default(capsys):
     helps = {}
     for command in ("compress", "sweep"):
         with pytest.raises(SystemExit):
-            build_parser().parse_args([command, "--help"])
+            _build_parser().parse_args([command, "--help"])
         helps[command] = " ".join(capsys.readouterr().out.split())
     for fmt in (".pt", "--arch", "--trust-pickle", ".keras", ".h5", ".onnx", ".npz"):
         assert fmt in helps["compress"]
@@ -247,8 +247,8 @@ def test_help_names_every_format_the_load_calls_and_one_layers_default(capsys):
         assert call in helps["compress"]
     for h in helps.values():
         assert "(default: all)" in h
-    assert build_parser().parse_args(["sweep", "--model", "m"]).layers == ["all"]
-    assert build_parser().parse_args(["compress", "m"]).layers == "all"
+    assert _build_parser().parse_args(["sweep", "--model", "m"]).layers == ["all"]
+    assert _build_parser().parse_args(["compress", "m"]).layers == "all"
 
 
 @pytest.mark.slow

@@ -203,13 +203,13 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
     from test_graph import residual_net
 
     from tropref.network import analyse
-    from tropref.network.rewrite import RESIDUAL_OUTGOING, layer_options
+    from tropref.network.rewrite import _RESIDUAL_OUTGOING, layer_options
 
     structure = analyse(residual_net())
     branch = [structure.locate(g) for g in structure.compressible]
     assert branch, "the residual net has a compressible inner layer"
     for part, i in branch:
-        expected = {"correct": "full", "outgoing": RESIDUAL_OUTGOING, "refit": "gaussian", "refit_variance": True}
+        expected = {"correct": "full", "outgoing": _RESIDUAL_OUTGOING, "refit": "gaussian", "refit_variance": True}
         assert layer_options(part, i, "tropnnc", {}) == expected
         assert layer_options(part, i, "tropnnc", {"refit": "none"})["refit"] == "none"
         assert layer_options(part, i, "tropnnc", {"correct": "none"})["correct"] == "none"

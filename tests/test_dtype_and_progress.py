@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, compress_network, forward, map_arrays
+from tropref.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, compress_network, forward
+from tropref.network.graph import map_arrays
 
 
 def cnn(dtype, seed=0):

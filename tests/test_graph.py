@@ -23,9 +23,9 @@ from tropref.network import (
     count_macs,
     count_params,
     forward,
-    output_shapes,
     segments,
 )
+from tropref.network.shapes import output_shapes
 
 
 def _conv(rng, o, c, k=3, stride=1, name=None):
@@ -106,7 +106,7 @@ def test_graph_forward_matches_a_hand_written_residual(backend):
 
 
 def _on(net: Network, backend) -> Network:
-    from tropref.network import map_arrays
+    from tropref.network.graph import map_arrays
 
     return map_arrays(net, lambda a: backend.asarray(a))
 
@@ -230,7 +230,7 @@ def test_certificate_holds_on_random_residual_graphs(case, keep, method):
 
 
 def test_carry_bound_adds_the_paths_that_meet_and_joins_concatenations():
-    from tropref.network import carry_bound
+    from tropref.network.bounds import carry_bound
 
     rng = np.random.default_rng(0)
     A, B, C = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(2, 6))

@@ -25,17 +25,16 @@ from tropref.network import (
     Network,
     ReLU,
     Softmax,
-    apply_layer,
     compress_network,
-    conv_patches,
     count_macs,
     count_params,
     forward,
-    interval_bounds,
-    layer_shapes,
-    map_arrays,
-    with_flatten_order,
 )
+from tropref.network.bounds import interval_bounds
+from tropref.network.flatten import with_flatten_order
+from tropref.network.forward import apply_layer, conv_patches
+from tropref.network.graph import map_arrays
+from tropref.network.shapes import layer_shapes
 
 RNG = np.random.default_rng(12345)
 

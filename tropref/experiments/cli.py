@@ -48,6 +48,8 @@ from .report import write_report
 from .sweeps import sweep
 from .userdata import agreement, check_fit, load_arrays, parse_keep
 
+__all__ = ["main"]
+
 
 def _parse_value(text: str) -> Any:
     try:
@@ -80,7 +82,7 @@ _OWN_SUFFIXES = {"pt": (".pt", ".pth"), "keras": (".keras", ".h5"), "onnx": (".o
 _FORMAT_NAMES = {"pt": "a PyTorch", "keras": "a Keras", "onnx": "an ONNX", "npz": "a tropref"}
 _PORTABLE = {".onnx": ".onnx (ONNX)", ".npz": ".npz (tropref's format)"}
 
-LOAD_BACK = """\
+_LOAD_BACK = """\
 how to load the file --out wrote:
   .pt     a state_dict of the compressed model, in your own class, resized:
             from tropref.adapters.torch import load_compressed
@@ -398,7 +400,7 @@ def _calibration(args: argparse.Namespace, dtype: Any) -> np.ndarray:
     return _normalise(args, x).astype(dtype)
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def _cmd_models(args: argparse.Namespace) -> int:
     print(f"{'model':<10} {'parameters':>10} {'test accuracy':>14}  layers")
     for name, meta in shipped_models().items():
         kinds = [l["kind"] for l in meta["architecture"] if l["kind"] in ("linear", "conv2d")]
@@ -409,7 +411,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     demo(out_dir=args.out, progress=not args.no_progress)
     print(f"done in {time.perf_counter() - t0:.0f} s")
@@ -519,7 +521,7 @@ def _write(args: argparse.Namespace, out: Path, small: Any, meta: dict[str, Any]
     print(f"wrote {out}")
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
+def _cmd_compress(args: argparse.Namespace) -> int:
     out = _out_checked(args)
     net, meta, x, y, test_name = _setup(args, args.model)
     small, report, module = _compress(args, net, meta, x, out)
@@ -541,7 +543,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(args: argparse.Namespace) -> int:
     net, meta, x, y, test_name = _setup(args, args.model)
     if y is None:
         raise SystemExit("tropref: a sweep scores accuracy: give labels with the inputs (--data x.npy y.npy)")
@@ -570,7 +572,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_certcheck(args: argparse.Namespace) -> int:
+def _cmd_certcheck(args: argparse.Namespace) -> int:
     net, _, x, y, _ = _setup(args, args.model)
     try:
         options = _options(args.option, args.methods)
@@ -605,7 +607,7 @@ _LAYERS_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tropref", description="TropNNC: data-free structured compression of ReLU networks."
     )
@@ -664,19 +666,19 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("models", help="list the shipped models")
-    q.set_defaults(fn=cmd_models)
+    q.set_defaults(fn=_cmd_models)
 
     q = sub.add_parser("demo", help="compress the shipped models with TropNNC and five baselines")
     q.add_argument("--out", default="tropref-demo", help="folder for demo.md, demo.json, demo.png")
     q.add_argument("--no-progress", action="store_true")
-    q.set_defaults(fn=cmd_demo)
+    q.set_defaults(fn=_cmd_demo)
 
     q = sub.add_parser(
         "compress",
         help="compress one model and report layer by layer",
         description="Compress one model, report layer by layer, score it against the original on test data "
         "(accuracy with labels; top-1 agreement and relative logit error always), and write it with --out.",
-        epilog=LOAD_BACK,
+        epilog=_LOAD_BACK,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("model", help=_MODEL_HELP)
@@ -701,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "input. How to load each back: below",
     )
     data_args(q)
-    q.set_defaults(fn=cmd_compress)
+    q.set_defaults(fn=_cmd_compress)
 
     q = sub.add_parser("certcheck", help="layer certificate against measured error on the first dense layer")
     q.add_argument("--model", default="lenet300", help=_MODEL_HELP)
@@ -714,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.3, 0.1])
     q.add_argument("--seed", type=int, default=0)
     data_args(q)
-    q.set_defaults(fn=cmd_certcheck)
+    q.set_defaults(fn=_cmd_certcheck)
 
     q = sub.add_parser("sweep", help="methods x kept fractions x layer groups x seeds, with report and plot")
     q.add_argument("--model", required=True, help=_MODEL_HELP)
@@ -726,13 +728,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stem", default=None, help="file name stem (default: <model>_<layers>)")
     q.add_argument("--no-plot", action="store_true")
     data_args(q)
-    q.set_defaults(fn=cmd_sweep)
+    q.set_defaults(fn=_cmd_sweep)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = _build_parser().parse_args(argv)
     args.argv = argv
     return int(args.fn(args) or 0)
 

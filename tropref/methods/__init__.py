@@ -10,20 +10,19 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from .base import LayerProblem, Merge, MethodFn
-from .baselines import BASELINES
-from .folding import FOLDING
+from . import base, baselines, folding, thinet
+from .base import LayerProblem, Merge
 from .predecessor import neural_path_kmeans, zonotope_kmeans
-from .thinet import THINET
 from .tropnnc import tropnnc
 
-METHODS: dict[str, MethodFn] = {
+# The families' registries are read through their modules: the face re-exports only METHODS.
+METHODS: dict[str, base.MethodFn] = {
     "tropnnc": tropnnc,
     "zonotope_kmeans": zonotope_kmeans,
     "neural_path_kmeans": neural_path_kmeans,
-    **BASELINES,
-    **FOLDING,
-    **THINET,
+    **baselines.BASELINES,
+    **folding.FOLDING,
+    **thinet.THINET,
 }
 
 

@@ -32,7 +32,7 @@ from array_api_compat import array_namespace
 
 from .._array import Array, device, scaled_one_hot
 
-__all__ = ["LayerProblem", "Merge", "Method", "check_no_options"]
+__all__ = ["LayerProblem", "Merge", "Method", "MethodFn", "check_no_options"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..cluster import kmeans, ward
 from .base import LayerProblem
 
 __all__ = [
-    "Part",
+    "GroupMerge",
     "unit_groups",
     "distinct_rows",
     "allocate",
@@ -28,7 +28,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Part:
+class GroupMerge:
     """A group's share of the merge: local labels (host), kept inputs and per-unit scales.
 
     ``labels`` is None for a group that gets no kept unit (all its units dropped).
@@ -128,7 +128,9 @@ def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:
     return rank[labels]
 
 
-def assemble(xp: Any, groups: list[np.ndarray], parts: list[Part], n: int, like: Array) -> tuple[Array, Array, Array]:
+def assemble(
+    xp: Any, groups: list[np.ndarray], parts: list[GroupMerge], n: int, like: Array
+) -> tuple[Array, Array, Array]:
     """Assignment ``(n,)``, per-unit fold scale ``(n,)`` and kept inputs ``(k, p)`` from the
     groups' parts (``Merge(assignment, None, inputs, scale=scale)``: no ``n × k`` fold).
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._array import asarray_like, device, segment_sum, take_rows
 from .base import LayerProblem, Merge
-from .partition import Part, allocate, assemble, cluster_labels, distinct_rows, unit_groups
+from .partition import GroupMerge, allocate, assemble, cluster_labels, distinct_rows, unit_groups
 
 __all__ = ["zonotope_kmeans", "neural_path_kmeans"]
 
@@ -88,7 +88,7 @@ def zonotope_kmeans(
     parts, bounds, runs = [], [], []
     for idx, k_g, mass_total in zip(groups, budget, masses, strict=False):
         if k_g == 0:
-            parts.append(Part(None, None, None))
+            parts.append(GroupMerge(None, None, None))
             bounds.append(mass_total)
             continue
         G_g = take_rows(xp, G, idx)
@@ -99,7 +99,7 @@ def zonotope_kmeans(
         spread = segment_sum(xp, xp.linalg.vector_norm(G_g - take_rows(xp, centres, labels), axis=1), labels, k_g)
         lost = (counts - 1) * xp.linalg.vector_norm(centres, axis=1)
         bounds.append(float(xp.sum(spread + lost)))
-        parts.append(Part(labels, centres, 1 / (take_rows(xp, c, idx) * take_rows(xp, counts, labels))))
+        parts.append(GroupMerge(labels, centres, 1 / (take_rows(xp, c, idx) * take_rows(xp, counts, labels))))
         runs.append(run)
 
     assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
@@ -159,5 +159,7 @@ def neural_path_kmeans(
     counts = asarray_like(np.bincount(labels, minlength=k), xp, A)
     centres = segment_sum(xp, A, labels, k, axis=0) / counts[:, None]
     everything = [np.arange(problem.n)]
-    assignment, scale, inputs = assemble(xp, everything, [Part(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A)
+    assignment, scale, inputs = assemble(
+        xp, everything, [GroupMerge(labels, centres, xp.ones_like(A[:, 0]))], problem.n, A
+    )
     return Merge(assignment, None, inputs, scale=scale, info={"clustering": [run]})

@@ -29,7 +29,7 @@ from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .correction import REFITS, check_correct, correct_merge, gaussian_refit
 from .partition import (
-    Part,
+    GroupMerge,
     allocate,
     assemble,
     cluster_labels,
@@ -261,7 +261,7 @@ def tropnnc(
     for idx, k_g, mass_total in zip(groups, budget, masses, strict=False):
         if k_g == 0:
             # The whole group is dropped: H(Z, {0}) <= Σ ‖g_j‖ (Lemma C with g̃_j = 0).
-            parts.append(Part(None, None, None))
+            parts.append(GroupMerge(None, None, None))
             bounds.append(mass_total)
             continue
         D, m, v, a = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha))
@@ -287,7 +287,7 @@ def tropnnc(
         scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
         residual = m * residual
         run["certificate_objective"] = float(xp.sum(residual))
-        parts.append(Part(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
+        parts.append(GroupMerge(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
         if problem.single_output:
             bounds.append(_zonotope_bound(xp, labels, k_g, m[:, None] * D, residual, keeps_sum=keeps_sum))
         runs.append(run)

@@ -20,17 +20,15 @@ Modules, each importing only those above it in this list:
 - :mod:`~tropref.network.compress`: :func:`compress_network`, the walk over the graph.
 """
 
-from .bounds import carry_bound, interval_bounds, max_patch_norm, node_bounds
-from .certificate import network_certificate
+# What users are promised: the layer types, the graph and its forward pass, the walk and its
+# report, the local certificate, and what docs/networks.md shows (segments, analyse,
+# coupled_groups, compressible_layers, their results). The rest of each module is the walk's
+# own, imported from its module by the rest of tropref.
 from .compress import compress_network
-from .coupled import Gate, Group, compress_group, coupled_groups
-from .flatten import with_flatten_order, with_flatten_order_everywhere
-from .forward import apply_layer, apply_node, conv_patches, forward, node_outputs
-from .graph import Network, map_arrays, network_namespace
+from .coupled import Group, coupled_groups
+from .forward import forward
+from .graph import Network
 from .layers import (
-    ARRAY_FIELDS,
-    JUNCTIONS,
-    LAYER_TYPES,
     Add,
     AvgPool2d,
     BatchNorm,
@@ -47,19 +45,10 @@ from .layers import (
 )
 from .local import certify
 from .report import LayerReport, NetworkReport
-from .segments import Segment, coupling, drop_layers, segment_network, segments, splice
-from .shapes import (
-    count_macs,
-    count_params,
-    layer_macs,
-    layer_params,
-    layer_shapes,
-    node_output_shape,
-    out_size,
-    output_shapes,
-)
-from .structure import HiddenLayer, Structure, analyse, compressible_layers, hidden_layers
-from .widths import Budget, allocate_budget, budget_widths, keep_widths, predict_cost, rounded_width
+from .segments import Segment, segments
+from .shapes import count_macs, count_params
+from .structure import Structure, analyse, compressible_layers
+from .widths import Budget
 
 __all__ = [
     # layers
@@ -76,60 +65,23 @@ __all__ = [
     "Add",
     "Concat",
     "Layer",
-    "LAYER_TYPES",
-    "JUNCTIONS",
-    "ARRAY_FIELDS",
-    # the graph and its forward pass
+    # the graph, its forward pass and its counts
     "Network",
-    "map_arrays",
-    "network_namespace",
     "forward",
-    "apply_layer",
-    "apply_node",
-    "node_outputs",
-    "conv_patches",
-    # shapes and counting
-    "out_size",
-    "layer_shapes",
-    "output_shapes",
-    "node_output_shape",
     "count_params",
     "count_macs",
-    "layer_params",
-    "layer_macs",
-    # segments and flatten order
+    # what can be compressed
     "Segment",
     "segments",
-    "segment_network",
-    "splice",
-    "drop_layers",
-    "coupling",
-    "with_flatten_order",
-    "with_flatten_order_everywhere",
-    # bounds and the certificate
-    "interval_bounds",
-    "node_bounds",
-    "max_patch_norm",
-    "carry_bound",
-    "network_certificate",
-    "certify",
-    # compression
-    "HiddenLayer",
     "Structure",
     "analyse",
-    "hidden_layers",
     "compressible_layers",
     "Group",
-    "Gate",
     "coupled_groups",
-    "compress_group",
+    # compression and certificates
     "Budget",
-    "keep_widths",
-    "budget_widths",
-    "allocate_budget",
-    "predict_cost",
-    "rounded_width",
     "compress_network",
     "NetworkReport",
     "LayerReport",
+    "certify",
 ]

@@ -149,7 +149,8 @@ def carry_bound(
     ``e`` through the skip; the addition adds them. A change of layer 2 takes one path.
 
     >>> import numpy as np
-    >>> from tropref.network import Network, Dense, ReLU, Add, output_shapes
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> from tropref.network.shapes import output_shapes
     >>> net = Network([Dense(np.eye(2)), ReLU(), Dense(2 * np.eye(2)), Add()], inputs=[(-1,), (0,), (1,), (2, 0)])
     >>> shapes = output_shapes(net, (2,))
     >>> carry_bound(net, 0, np.array([1.0, 0.5]), shapes, (2,))

@@ -111,7 +111,7 @@ def _take(a: Array, perm: np.ndarray, axis: int) -> Array:
 
 
 def with_flatten_order_everywhere(net: Network, order: str) -> Network:
-    """:func:`tropref.network.with_flatten_order` on a chain, or on each chain segment of a
+    """:func:`with_flatten_order` on a chain, or on each chain segment of a
     graph that holds a flatten of the other order (a graph needs its ``input_shape``).
 
     Each such segment is rewritten as a chain of its own (its input shape taken from the

@@ -46,10 +46,10 @@ from .structure import Folded, HiddenLayer, Part, pinned
 # with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["compress_hidden"]
 
-FIRST_CONV_INPUT_RATIO = 1.0
+_FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
 
-RESIDUAL_OUTGOING = 0.5
+_RESIDUAL_OUTGOING = 0.5
 """TropNNC's ``outgoing`` weight in a residual branch (``docs/results.md``, section 10)."""
 
 
@@ -63,7 +63,7 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     - in a residual branch (the layer's next layer ends a segment whose channels meet other
       paths in an addition or a concatenation) corrects the merged units' statistics
       (``correct="full"``), lets the partition see the outgoing weights
-      (``outgoing=RESIDUAL_OUTGOING``) and refits the next layer by least squares under the
+      (``outgoing=_RESIDUAL_OUTGOING``) and refits the next layer by least squares under the
       Gaussian model of its statistics, keeping the variance it reads (``refit="gaussian"``,
       ``refit_variance=True``; ``docs/refit.md``); elsewhere it does none of these
       (``correct="none"``). Each was measured (``docs/results.md``, sections 10 and 12): in
@@ -86,12 +86,12 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     linear = [j for j, l in enumerate(chain.layers) if kind_of(l).linear]
     first_of_network = part.segment.source < 0 and i == linear[0]
     if first_of_network and kind_of(chain.layers[i]).images:
-        extra["input_ratio"] = FIRST_CONV_INPUT_RATIO
+        extra["input_ratio"] = _FIRST_CONV_INPUT_RATIO
     h = part.hidden[i]
     branch = part.coupled is not None and isinstance(h, HiddenLayer) and h.j == linear[-1]
     extra["correct"] = "full" if branch else "none"
     if branch:
-        extra["outgoing"] = RESIDUAL_OUTGOING
+        extra["outgoing"] = _RESIDUAL_OUTGOING
         extra.update(refit="gaussian", refit_variance=True)
     return {**extra, **options}
 
@@ -152,7 +152,8 @@ def compress_hidden(
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Network, Dense, ReLU, hidden_layers
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> from tropref.network.structure import hidden_layers
     >>> rng = np.random.default_rng(0)
     >>> work = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
     >>> new = list(work.layers)

@@ -260,7 +260,8 @@ def predict_cost(
     The prediction is what :func:`tropref.compress_network` builds:
 
     >>> import numpy as np
-    >>> from tropref.network import Network, Dense, ReLU, compress_network, count_params, layer_shapes
+    >>> from tropref.network import Network, Dense, ReLU, compress_network, count_params
+    >>> from tropref.network.shapes import layer_shapes
     >>> rng = np.random.default_rng(0)
     >>> chain = Network([Dense(rng.normal(size=(8, 3)), np.zeros(8)), ReLU(), Dense(rng.normal(size=(6, 8))), ReLU(),
     ...                  Dense(rng.normal(size=(2, 6)))])
