@@ -239,7 +239,8 @@ def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | No
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Conv2d, apply_layer
+    >>> from tropref.network import Conv2d
+    >>> from tropref.network.forward import apply_layer
     >>> rng = np.random.default_rng(0)
     >>> layer = Conv2d(rng.normal(size=(3, 2, 2, 2)), np.array([0.1, 0.2, 0.3]), stride=2, padding=1)
     >>> x = rng.normal(size=(2, 2, 5, 5))
