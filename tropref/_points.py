@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._array import Array, check_finite, chunk_rows, device, take_rows, to_numpy
+from ._array import Array, check_finite, device, to_numpy
+from ._blocks import chunk_rows, take_rows
 
 __all__ = ["Points", "check_points", "check_tol"]
 

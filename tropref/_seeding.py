@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._array import Array, take_rows, to_numpy
+from ._array import Array, to_numpy
+from ._blocks import take_rows
 from ._points import Points
 
 __all__ = ["INITS", "OVERSAMPLING", "ROUNDS", "kmeans_parallel", "kmeanspp", "seed_indices"]

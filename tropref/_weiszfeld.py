@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._array import take_rows, to_numpy
+from ._array import to_numpy
+from ._blocks import take_rows
 from ._lloyd import repair
 from ._points import Points
 

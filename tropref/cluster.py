@@ -39,10 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._array import Array, check_int, namespace, resolve_seed, to_numpy
+from ._array import Array, check_int, namespace, to_numpy
 from ._lloyd import choose_gram, restarts
 from ._points import Points, check_points, check_tol
 from ._seeding import INITS
+from ._seeds import resolve_seed
 from ._ward import cut, merges, ward_costs
 from ._weiszfeld import iterate
 
