@@ -33,7 +33,8 @@ import tracemalloc
 import numpy as np
 from layer_cases import CASES, LAYERS, QUICK, layer_problem
 
-from tropref import cluster
+from tropref import _lloyd, cluster
+from tropref._points import Points
 
 
 def best_of(f, repeat: int = 3) -> float:
@@ -54,9 +55,9 @@ class PhaseTimer:
 
     def __enter__(self):
         for owner, name, label in [
-            (cluster._Points, "__init__", "gram"),
-            (cluster, "_seed_indices", "seed"),
-            (cluster, "_lloyd", "lloyd"),
+            (Points, "__init__", "gram"),
+            (_lloyd, "seed_indices", "seed"),
+            (_lloyd, "lloyd", "lloyd"),
         ]:
             f = getattr(owner, name)
             self._orig[(owner, name)] = f
@@ -83,7 +84,7 @@ def run_tropref(X, w, k, args):
         total = time.perf_counter() - t
     gram = (
         pt.t["gram"]
-        if X.shape[0] <= X.shape[1] and cluster._choose_gram(*X.shape, k, args.n_init, args.max_iter, "k-means||")
+        if X.shape[0] <= X.shape[1] and _lloyd.choose_gram(*X.shape, k, args.n_init, args.max_iter, "k-means||")
         else 0.0
     )
     return res, total, gram, pt.t.get("seed", 0.0), pt.t.get("lloyd", 0.0)

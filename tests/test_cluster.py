@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from strategies import magnitudes, rows_with_duplicates
 
+from tropref import _ward as ward_module
 from tropref import cluster
+from tropref._lloyd import choose_gram
+from tropref._points import Points
+from tropref._seeding import seed_indices
+from tropref._ward import RELATIVE, ward_costs
 from tropref.cluster import kmeans, weiszfeld
 
 MODES = ["direct", "gram"]
@@ -70,8 +75,8 @@ def test_objective_not_worse_than_reference_lloyd(backend, seed, n, d, kfrac, mo
     k = 1 + int(kfrac * (n - 1))
     res = kmeans(backend.asarray(X), k, weights=backend.asarray(w), n_init=1, tol=0.0, seed=seed, init=init, _mode=mode)
     # the same seeds, drawn the same way, then a plain NumPy Lloyd
-    P = cluster._Points(backend.xp, backend.asarray(X), w, mode == "gram", 64 * 2**20)
-    idx = cluster._seed_indices(P, k, init, np.random.default_rng(seed))
+    P = Points(backend.xp, backend.asarray(X), w, mode == "gram", 64 * 2**20)
+    idx = seed_indices(P, k, init, np.random.default_rng(seed))
     labels, C = _reference_lloyd(X, w, X[idx].copy())
     assert res.objective <= _sq_objective(X, w, labels, C) * (1 + 1e-9) + 1e-12
 
@@ -191,9 +196,9 @@ def test_gram_mode_equals_direct_mode(backend, init, shape):
 
 
 def test_mode_rule_and_chunking(backend):
-    assert cluster._choose_gram(4096, 25089, 410, 3, 300, "k-means||")
-    assert not cluster._choose_gram(5000, 100, 50, 3, 300, "k-means||")  # G would exceed X
-    assert not cluster._choose_gram(4096, 4097, 2, 1, 300, "k-means||")  # k tiny: G not worth it
+    assert choose_gram(4096, 25089, 410, 3, 300, "k-means||")
+    assert not choose_gram(5000, 100, 50, 3, 300, "k-means||")  # G would exceed X
+    assert not choose_gram(4096, 4097, 2, 1, 300, "k-means||")  # k tiny: G not worth it
     rng = np.random.default_rng(8)
     X = rng.standard_normal((70, 9))
     for mode in MODES:
@@ -446,14 +451,14 @@ def test_ward_float32_costs_are_float64_costs_to_the_documented_precision():
     base = rng.normal(size=(20, 500))
     X = np.concatenate([base, base + 1e-4 * rng.normal(size=base.shape), rng.normal(size=(200, 500))])
     X32, w = X.astype(np.float32), rng.uniform(0.5, 2.0, size=X.shape[0])
-    c32, c64 = cluster._ward_costs(X32, w), cluster._ward_costs(X32.astype(np.float64), w)
+    c32, c64 = ward_costs(X32, w), ward_costs(X32.astype(np.float64), w)
     off = ~np.eye(X.shape[0], dtype=bool)
-    assert np.all(np.abs(c32 - c64)[off] <= cluster._WARD_RELATIVE * c64[off])
+    assert np.all(np.abs(c32 - c64)[off] <= RELATIVE * c64[off])
     naive = X32 @ X32.T  # what an uncorrected float32 Gram would give for the close pairs
     sq = np.einsum("ij,ij->i", X32.astype(np.float64), X32.astype(np.float64))
     d_naive = sq[:20] + sq[20:40] - 2.0 * np.diagonal(naive[:20, 20:40])
     d_exact = np.diagonal(c64[:20, 20:40]) * (w[:20] + w[20:40]) / (w[:20] * w[20:40])
-    assert np.max(np.abs(d_naive - d_exact) / d_exact) > cluster._WARD_RELATIVE  # the correction is needed
+    assert np.max(np.abs(d_naive - d_exact) / d_exact) > RELATIVE  # the correction is needed
 
 
 def test_ward_costs_blocks_do_not_change_the_costs(monkeypatch):
@@ -461,9 +466,9 @@ def test_ward_costs_blocks_do_not_change_the_costs(monkeypatch):
     to the round-off of the dtype (BLAS sums a float32 block in another order)."""
     rng = np.random.default_rng(4)
     X, w = _unit_layer(rng, 70, 300, np.float64)
-    whole = {dt: cluster._ward_costs(X.astype(dt), w) for dt in (np.float32, np.float64)}
-    monkeypatch.setattr(cluster, "_WARD_BLOCK", 8 * 70 * 3)  # 3 float64 rows, 6 float32 rows
-    monkeypatch.setattr(cluster, "_WARD_COLUMNS", 64)
+    whole = {dt: ward_costs(X.astype(dt), w) for dt in (np.float32, np.float64)}
+    monkeypatch.setattr(ward_module, "BLOCK", 8 * 70 * 3)  # 3 float64 rows, 6 float32 rows
+    monkeypatch.setattr(ward_module, "COLUMNS", 64)
     off = ~np.eye(70, dtype=bool)  # the diagonal is never read (Ward sets it to inf)
     for dt, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
-        np.testing.assert_allclose(cluster._ward_costs(X.astype(dt), w)[off], whole[dt][off], rtol=rtol, atol=0)
+        np.testing.assert_allclose(ward_costs(X.astype(dt), w)[off], whole[dt][off], rtol=rtol, atol=0)

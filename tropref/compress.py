@@ -2,19 +2,20 @@
 
 The call reads top to bottom:
 
-1. validate the arrays (namespace, device, dtype, shapes, finiteness) and ``k``;
+1. validate the arrays (namespace, device, dtype, shapes, finiteness) and ``k`` (``_validate``);
 2. put the layer in canonical form: unit input vectors ``A`` ``(n, p)`` and outgoing
    weights ``V`` ``(m, n, s)`` (:mod:`tropref.tropical`);
 3. the exact pre-pass: dead units, constant units and units the next layer never reads are
-   removed without error (constants folded into the next bias);
-4. the method merges the remaining units into ``k`` (:mod:`tropref.methods`);
+   removed without error (constants folded into the next bias; ``_prepass``);
+4. the method merges the remaining units into ``k`` (``_merge``, :mod:`tropref.methods`);
 5. the next layer is rewritten from the fold (a gather and a segment sum over each kept
    unit's members when every unit folds into one kept unit, never a product with the
-   ``n × k`` fold matrix);
+   ``n × k`` fold matrix; ``_rewrite``);
 6. with the units' pre-activation statistics (``moments``), the next layer's bias is
-   corrected for the change of the mean it reads (``docs/theory.md``, section 5);
+   corrected for the change of the mean it reads (``docs/theory.md``, section 5;
+   ``_mean_correction``);
 7. the certificate is computed from the per-unit residuals the proofs use
-   (``docs/theory.md``, Proposition F), plus the bias correction.
+   (``docs/theory.md``, Proposition F), plus the bias correction (``_certificate``).
 """
 
 from __future__ import annotations
@@ -258,42 +259,14 @@ def compress_layer(
     True
     """
     xp = namespace(W=W, b=b, W_next=W_next, b_next=b_next, data=data)
-    check_floating(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
-    n = _check_shapes(W, b, W_next, b_next, data)
-    check_finite(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
-    k = check_int("k", k, 1, n)
-    if not isinstance(fold_constants, (bool, np.bool_)):
-        raise TypeError(f"`fold_constants` must be True or False, got {fold_constants!r}")
-    check_method(method, options)  # before the early return below, where no method runs
-    seed = resolve_seed(seed)
-    # products of a unit's weights and its outgoing weights, squared and summed over the
-    # unit's features: refused here, before they overflow somewhere in the method
-    scales = {"W": max(max_abs(xp, W), max_abs(xp, b))}
-    if W_next is not None:
-        scales["W_next"] = max_abs(xp, W_next)
-    features = (math.prod(W.shape) // n + 1) * (1 if W_next is None else math.prod(W_next.shape) // n)
-    check_magnitude(xp, W.dtype, n * features, **scales)
-    stats = _check_moments(moments, n)
+    n, k, seed, stats = _validate(xp, W, b, k, W_next, b_next, data, fold_constants, moments, method, seed, options)
 
     clock = time.perf_counter()
     A = neuron_vectors(W, b)
     V = _identity_outgoing(xp, A) if W_next is None else outgoing_weights(W_next)
-    U = None if data is None else _with_ones(xp, xp.reshape(data, (data.shape[0], -1)))
-
     kept, constant, removed = _prepass(xp, A, V, fold_constants)
     times = {"prepass": time.perf_counter() - clock}
-    if kept.size:
-        block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
-        kept_stats = None if stats is None else (stats[0][kept], stats[1][kept])
-        problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block, kept_stats)
-        merge = METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
-    else:  # every unit is removable exactly: keep one silent unit so that the layer exists
-        merge = Merge(
-            xp.zeros((0,), dtype=xp.int64, device=device(A)),
-            None,
-            xp.zeros((1, A.shape[1]), dtype=A.dtype, device=device(A)),
-            scale=xp.zeros((0,), dtype=A.dtype, device=device(A)),
-        )
+    merge = _merge(xp, A, V, W, data, kept, stats, k, method, seed, options)
 
     times["method"] = time.perf_counter() - clock - times["prepass"]
     assignment, scale, fold = _embed(xp, merge, kept, n)
@@ -303,49 +276,18 @@ def compress_layer(
     k_new = merge.inputs.shape[0]
     W_new = xp.reshape(merge.inputs[:, :-1], (k_new, *W.shape[1:]))
     b_new = None if b is None else merge.inputs[:, -1]
-
-    W_next_new = b_next_new = None
+    V_new = W_next_new = b_next_new = None
     if W_next is not None:
-        V_new = _rewrite_next(xp, V, labels, scale, fold, k_new)
-        W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
-        if b_next is None:
-            b_next_new = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A))
-        else:  # a copy: the result never aliases an input
-            b_next_new = xp.asarray(b_next, copy=True)
-        if constant.any():
-            b_next_new = b_next_new + _abs_read(xp, V, offset, absolute=False)
+        V_new, W_next_new, b_next_new = _rewrite(xp, A, V, W_next, b_next, labels, scale, fold, k_new, constant, offset)
 
     times["rewrite"] = time.perf_counter() - clock - sum(times.values())
     shift = None
     if W_next is not None and stats is not None and merge.kept_moments is not None:
         shift = _mean_correction(xp, V, V_new, stats, kept, merge.kept_moments, A)
         b_next_new = b_next_new + shift
-
-    certificate = None
-    if merge.single_fold:
-        residual = _unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
-        certificate = _abs_read(xp, V, residual)
-        if merge.zonotope_bound is not None:
-            certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
-    elif merge.anchor is not None:
-        # a general fold F refitting a single fold F0 (scale f_j): V a − Ṽ ã splits into
-        # Σ_j V_j (a_j − f_j ã_c(j)) (Proposition F) and −Σ_c (Ṽ − V F0)_c ã_c, where
-        # |ã_c| <= ‖w̃_c‖ ‖(x, 1)‖ (docs/refit.md)
-        anchor = _embed_scale(xp, merge.anchor, kept, n)
-        residual = _unit_residuals(xp, A, anchor, labels, merge.inputs, exact=removed)
-        refitted = V_new if W_next is not None else _rewrite_next(xp, V, labels, None, fold, k_new)
-        change = refitted - _rewrite_next(xp, V, labels, anchor, None, k_new)
-        certificate = _abs_read(xp, V, residual) + _abs_read(xp, change, xp.linalg.vector_norm(merge.inputs, axis=1))
-    if certificate is not None and shift is not None:  # a constant change: |δ_i| <= |δ_i| ‖(x, 1)‖
-        certificate = certificate + xp.abs(shift)
+    certificate = _certificate(xp, merge, A, V, V_new, labels, scale, fold, kept, removed, shift)
 
     times["certificate"] = time.perf_counter() - clock - sum(times.values())
-    info = dict(merge.info)
-    info["time_s"] = times
-    info["removed_exactly"] = {
-        "dead_or_silent": int(np.count_nonzero(removed & ~constant)),
-        "constant": int(np.count_nonzero(constant)),
-    }
     return LayerCompression(
         W=W_new,
         b=b_new,
@@ -358,9 +300,144 @@ def compress_layer(
         zonotope_bound=merge.zonotope_bound,
         method=method,
         seed=seed,
-        info=info,
+        info=_info(merge, times, removed, constant),
         dense_fold=fold,
     )
+
+
+def _validate(
+    xp: Any,
+    W: Array,
+    b: Array | None,
+    k: Any,
+    W_next: Array | None,
+    b_next: Array | None,
+    data: Array | None,
+    fold_constants: Any,
+    moments: Any,
+    method: str,
+    seed: Any,
+    options: Mapping[str, Any],
+) -> tuple[int, int, int, tuple[np.ndarray, np.ndarray] | None]:
+    """Step 1: every argument checked, each error naming it; returns ``n``, ``k``, the
+    concrete seed and the units' statistics on the host (None without ``moments``)."""
+    check_floating(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
+    n = _check_shapes(W, b, W_next, b_next, data)
+    check_finite(xp, W=W, b=b, W_next=W_next, b_next=b_next, data=data)
+    k = check_int("k", k, 1, n)
+    if not isinstance(fold_constants, (bool, np.bool_)):
+        raise TypeError(f"`fold_constants` must be True or False, got {fold_constants!r}")
+    check_method(method, options)  # before compress_layer's exact pre-pass, which may leave no method to run
+    seed = resolve_seed(seed)
+    # products of a unit's weights and its outgoing weights, squared and summed over the
+    # unit's features: refused here, before they overflow somewhere in the method
+    scales = {"W": max(max_abs(xp, W), max_abs(xp, b))}
+    if W_next is not None:
+        scales["W_next"] = max_abs(xp, W_next)
+    features = (math.prod(W.shape) // n + 1) * (1 if W_next is None else math.prod(W_next.shape) // n)
+    check_magnitude(xp, W.dtype, n * features, **scales)
+    return n, k, seed, _check_moments(moments, n)
+
+
+def _merge(
+    xp: Any,
+    A: Array,
+    V: Array,
+    W: Array,
+    data: Array | None,
+    kept: np.ndarray,
+    stats: tuple[np.ndarray, np.ndarray] | None,
+    k: int,
+    method: str,
+    seed: int,
+    options: Mapping[str, Any],
+) -> Merge:
+    """Step 4: the method merges the units the pre-pass kept into at most ``k``."""
+    if not kept.size:  # every unit is removable exactly: keep one silent unit so that the layer exists
+        return Merge(
+            xp.zeros((0,), dtype=xp.int64, device=device(A)),
+            None,
+            xp.zeros((1, A.shape[1]), dtype=A.dtype, device=device(A)),
+            scale=xp.zeros((0,), dtype=A.dtype, device=device(A)),
+        )
+    U = None if data is None else _with_ones(xp, xp.reshape(data, (data.shape[0], -1)))
+    block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
+    kept_stats = None if stats is None else (stats[0][kept], stats[1][kept])
+    problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block, kept_stats)
+    return METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
+
+
+def _rewrite(
+    xp: Any,
+    A: Array,
+    V: Array,
+    W_next: Array,
+    b_next: Array | None,
+    labels: np.ndarray,
+    scale: Array | None,
+    fold: Array | None,
+    k_new: int,
+    constant: np.ndarray,
+    offset: Array,
+) -> tuple[Array, Array, Array]:
+    """Step 5: the next layer read through the fold (``V_new`` ``(m, k, s)``, its weights in
+    ``W_next``'s layout) and its bias with the folded constants."""
+    V_new = _rewrite_next(xp, V, labels, scale, fold, k_new)
+    W_next_new = xp.reshape(V_new, (W_next.shape[0], k_new, *W_next.shape[2:]))
+    if b_next is None:
+        b_next_new = xp.zeros((W_next.shape[0],), dtype=A.dtype, device=device(A))
+    else:  # a copy: the result never aliases an input
+        b_next_new = xp.asarray(b_next, copy=True)
+    if constant.any():
+        b_next_new = b_next_new + _abs_read(xp, V, offset, absolute=False)
+    return V_new, W_next_new, b_next_new
+
+
+def _certificate(
+    xp: Any,
+    merge: Merge,
+    A: Array,
+    V: Array,
+    V_new: Array | None,
+    labels: np.ndarray,
+    scale: Array | None,
+    fold: Array | None,
+    kept: np.ndarray,
+    removed: np.ndarray,
+    shift: Array | None,
+) -> Array | None:
+    """Step 7: ``|V| @ r`` from the per-unit residuals (capped by the zonotope bound), or the
+    refit's two terms, plus ``|δ|`` of the mean correction; None when the method gives none."""
+    n, k_new = int(A.shape[0]), int(merge.inputs.shape[0])
+    certificate = None
+    if merge.single_fold:
+        residual = _unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
+        certificate = _abs_read(xp, V, residual)
+        if merge.zonotope_bound is not None:
+            certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
+    elif merge.anchor is not None:
+        # a general fold F refitting a single fold F0 (scale f_j): V a − Ṽ ã splits into
+        # Σ_j V_j (a_j − f_j ã_c(j)) (Proposition F) and −Σ_c (Ṽ − V F0)_c ã_c, where
+        # |ã_c| <= ‖w̃_c‖ ‖(x, 1)‖ (docs/refit.md)
+        anchor = _embed_scale(xp, merge.anchor, kept, n)
+        residual = _unit_residuals(xp, A, anchor, labels, merge.inputs, exact=removed)
+        refitted = V_new if V_new is not None else _rewrite_next(xp, V, labels, None, fold, k_new)
+        change = refitted - _rewrite_next(xp, V, labels, anchor, None, k_new)
+        certificate = _abs_read(xp, V, residual) + _abs_read(xp, change, xp.linalg.vector_norm(merge.inputs, axis=1))
+    if certificate is not None and shift is not None:  # a constant change: |δ_i| <= |δ_i| ‖(x, 1)‖
+        certificate = certificate + xp.abs(shift)
+    return certificate
+
+
+def _info(merge: Merge, times: dict[str, float], removed: np.ndarray, constant: np.ndarray) -> dict[str, Any]:
+    """The method's info with the steps' times and the units the pre-pass removed."""
+    info = dict(merge.info)
+    info["time_s"] = times
+    info["removed_exactly"] = {
+        "dead_or_silent": int(np.count_nonzero(removed & ~constant)),
+        "constant": int(np.count_nonzero(constant)),
+    }
+    return info
 
 
 def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array | None, data: Array | None) -> int:

@@ -56,6 +56,10 @@ def thinet(
       outgoing weights. ``single_fold`` is True when every ``λ_c ≥ 0``.
     - ``"none"``: the kept units unchanged, the removed ones dropped.
 
+    The steps, each a helper of this module: the samples checked and drawn (``_samples``);
+    the products ``C`` and ``G`` (``_products``); the greedy removal (``_greedy_removal``);
+    the fold refitted (``_rescale``); each unit's kept unit (``_assignment``).
+
     Parameters
     ----------
     problem : LayerProblem
@@ -114,7 +118,42 @@ def thinet(
     k = check_int("k", k, 1, n)
     if rescale not in ("full", "channel", "none"):
         raise ValueError(f"`rescale` must be 'full', 'channel' or 'none', got {rescale!r}")
-    xp, A, V, U = problem.xp, problem.inputs, problem.outgoing, problem.data
+    xp, A = problem.xp, problem.inputs
+    U = _samples(problem, rng, max_samples)
+    C, G = _products(problem, U)
+    M = C * G
+    total = float(np.sum(M))
+    removed, order, objective = _greedy_removal(M, k)
+    keep = np.flatnonzero(~removed).astype(np.int64)
+    F = _rescale(C, M, keep, removed, rescale)
+
+    # residual of the next layer's pre-activations on the samples: with S selecting the
+    # kept units, a - F ã = (I - F S) a = P a
+    P = np.eye(n)
+    P[:, keep] -= F
+    resid = _residual(C, G, P)
+    assignment = _assignment(F, keep, removed, rescale)
+    single = rescale == "none" or (rescale == "channel" and bool(np.all(F[keep, np.arange(k)] >= 0)))
+    info = {
+        "rescale": rescale,
+        "samples": int(U.shape[0]),
+        "kept": keep.tolist(),
+        "removal_order": order,
+        "objective": objective,
+        "relative_residual": resid / total if total > 0 else 0.0,
+    }
+    assignment_dev = xp.asarray(assignment, dtype=xp.int64, device=device(A))
+    inputs = xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0)
+    if rescale != "full":  # one entry per row (the kept unit's own λ or 1): no fold matrix needed
+        scale = np.where(assignment < 0, 0.0, F[np.arange(n), np.maximum(assignment, 0)])
+        if single:
+            return Merge(assignment_dev, None, inputs, info=info, scale=asarray_like(scale, xp, A))
+    return Merge(assignment_dev, asarray_like(F, xp, A), inputs, single_fold=single, info=info)
+
+
+def _samples(problem: LayerProblem, rng: np.random.Generator, max_samples: int | None) -> Any:
+    """Step 1: the sample inputs checked, and at most ``max_samples`` of them drawn from ``rng``."""
+    xp, A, U = problem.xp, problem.inputs, problem.data
     if U is None:
         raise ValueError(
             "method 'thinet' is data-driven and needs `data`: sample inputs of the layer, "
@@ -131,16 +170,23 @@ def thinet(
     if max_samples is not None and N > int(max_samples):
         rows = np.sort(rng.choice(N, size=int(max_samples), replace=False))
         U = xp.take(U, xp.asarray(rows, dtype=xp.int64, device=device(U)), axis=0)
-        N = int(max_samples)
+    return U
 
+
+def _products(problem: LayerProblem, U: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2: ``C = aᵀa`` of the activations on the samples and ``G = V_flat V_flatᵀ`` (host float64)."""
+    xp, A, V, n = problem.xp, problem.inputs, problem.outgoing, problem.n
     a = xp.maximum(xp.matmul(U, xp.permute_dims(A, (1, 0))), xp.asarray(0, dtype=A.dtype, device=device(A)))
     m, _, s = (int(d) for d in V.shape)
     Vt = xp.reshape(xp.permute_dims(V, (1, 0, 2)), (n, m * s))
     C = to_numpy(xp.matmul(xp.permute_dims(a, (1, 0)), a)).astype(np.float64)
     G = to_numpy(xp.matmul(Vt, xp.permute_dims(Vt, (1, 0)))).astype(np.float64)
-    M = C * G
-    total = float(np.sum(M))
+    return C, G
 
+
+def _greedy_removal(M: np.ndarray, k: int) -> tuple[np.ndarray, list[int], float]:
+    """Step 3: the removed units (mask), their order and ``E`` of the removed set."""
+    n = int(M.shape[0])
     # greedy removal: adding j to T raises E by M[j, j] + 2 Σ_{l∈T} M[j, l]
     removed = np.zeros(n, dtype=bool)
     cross = np.zeros(n, dtype=np.float64)
@@ -154,8 +200,12 @@ def thinet(
         removed[j] = True
         order.append(j)
         cross += M[:, j]
-    keep = np.flatnonzero(~removed).astype(np.int64)
+    return removed, order, objective
 
+
+def _rescale(C: np.ndarray, M: np.ndarray, keep: np.ndarray, removed: np.ndarray, rescale: str) -> np.ndarray:
+    """Step 4: the ``(n, k)`` fold: the selection, refitted as ``rescale`` says."""
+    n, k = int(C.shape[0]), int(keep.size)
     F = np.zeros((n, k), dtype=np.float64)
     F[keep, np.arange(k)] = 1.0
     if rescale == "full" and k < n:
@@ -166,12 +216,13 @@ def thinet(
     elif rescale == "channel":
         lam = scipy.linalg.lstsq(M[np.ix_(keep, keep)], M[:, keep].sum(axis=0), lapack_driver="gelsd")[0]
         F[keep, np.arange(k)] = lam
+    return F
 
-    # residual of the next layer's pre-activations on the samples: with S selecting the
-    # kept units, a - F ã = (I - F S) a = P a
-    P = np.eye(n)
-    P[:, keep] -= F
-    resid = _residual(C, G, P)
+
+def _assignment(F: np.ndarray, keep: np.ndarray, removed: np.ndarray, rescale: str) -> np.ndarray:
+    """Step 5: each unit's kept unit: its own, or for a removed one (``"full"``) the kept
+    unit with the largest refit coefficient; ``-1`` where it has none."""
+    n, k = F.shape
     assignment = np.full(n, -1, dtype=np.int64)
     assignment[keep] = np.arange(k)
     if rescale == "full":
@@ -179,22 +230,7 @@ def thinet(
             nz = np.flatnonzero(F[j] != 0)
             if nz.size:
                 assignment[j] = int(nz[np.argmax(np.abs(F[j, nz]))])
-    single = rescale == "none" or (rescale == "channel" and bool(np.all(F[keep, np.arange(k)] >= 0)))
-    info = {
-        "rescale": rescale,
-        "samples": N,
-        "kept": keep.tolist(),
-        "removal_order": order,
-        "objective": objective,
-        "relative_residual": resid / total if total > 0 else 0.0,
-    }
-    assignment_dev = xp.asarray(assignment, dtype=xp.int64, device=device(A))
-    inputs = xp.take(A, xp.asarray(keep, dtype=xp.int64, device=device(A)), axis=0)
-    if rescale != "full":  # one entry per row (the kept unit's own λ or 1): no fold matrix needed
-        scale = np.where(assignment < 0, 0.0, F[np.arange(n), np.maximum(assignment, 0)])
-        if single:
-            return Merge(assignment_dev, None, inputs, info=info, scale=asarray_like(scale, xp, A))
-    return Merge(assignment_dev, asarray_like(F, xp, A), inputs, single_fold=single, info=info)
+    return assignment
 
 
 def _residual(C: np.ndarray, G: np.ndarray, P: np.ndarray) -> float:

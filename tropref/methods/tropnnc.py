@@ -121,6 +121,12 @@ def tropnnc(
     are ``‖V[:, j]‖ ‖w_j − φ_j u_C‖`` (Proposition F), so the three choices below all aim
     at the objective ``Σ_j m_j ‖ŵ_j − (φ_j / α_j) u_C‖`` with masses ``m_j = α_j ‖V[:, j]‖``.
 
+    The steps, each a helper of this module: the options resolved (``_options``); every
+    unit's norm, mass and direction (``_units``); the points and each sign group's share of
+    ``k`` (``_budget``); each group clustered (``_cluster``) and merged into representatives
+    and fold coefficients (``_merge_group``); the groups assembled, then the statistics
+    correction and the refit of the next layer (``_correct``).
+
     Parameters
     ----------
     problem : LayerProblem
@@ -226,36 +232,19 @@ def tropnnc(
     >>> res.assignment.tolist(), res.certificate.tolist()    # merging them is exact
     ([0, 0, 1], [0.0, 0.0])
     """
-    cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
-    correct = check_correct(("full" if variant == "refined" else "none") if correct is None else correct)
-    if refit not in REFITS:
-        raise ValueError(f"unknown `refit` {refit!r}; choose one of {REFITS}")
-    if refine not in (None, "weiszfeld"):
-        raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
+    cluster, representative, fold, objective, correct = _options(
+        problem, variant, cluster, representative, fold, objective, correct, refit, refine
+    )
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     if input_ratio is not None:
         # cluster in the metric of the inputs (image patches); kept units are mapped back below,
         # and the certificate_objective recorded is then in that metric
         A = _input_metric(xp, A, input_ratio, problem.block)
-    kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
-
-    alpha = _row_norms(xp, A)
-    vnorm = outgoing_norm(xp, V, out_norm)
-    mass = alpha * vnorm
-    _check_scale(xp, alpha, "W", A.dtype)
-    _check_scale(xp, mass, "W_next", A.dtype)
-    directions = A / alpha[:, None]
-
+    alpha, vnorm, mass, directions = _units(xp, A, V, out_norm)
     groups = unit_groups(problem)
-    masses = [float(np.sum(to_numpy(mass)[g])) for g in groups]
-    points = mass[:, None] * directions if objective == "generators" else directions
-    if outgoing:
-        points = _with_outgoing(xp, points, V, outgoing)
-    decimals = None if objective == "generators" else 9
-    cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
-    sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
-    budget = allocate(k, sizes, masses)
+    points, masses, budget = _budget(problem, k, groups, directions, mass, objective, outgoing)
     keeps_sum = representative == "mean" and fold == "norm" and refine is None
+    kmeans_options = {"n_init": n_init, "max_iter": max_iter, "tol": tol, "init": init}
 
     parts, bounds, runs = [], [], []
     for idx, k_g, mass_total in zip(groups, budget, masses, strict=False):
@@ -264,51 +253,21 @@ def tropnnc(
             parts.append(GroupMerge(None, None, None))
             bounds.append(mass_total)
             continue
-        D, m, v, a = (take_rows(xp, t, idx) for t in (directions, mass, vnorm, alpha))
-        weights = None if objective == "generators" else m
-        if cluster == "ward":
-            labels, run = cluster_labels_ward(take_rows(xp, points, idx), k_g, weights)
-        else:
-            labels, run = cluster_labels(take_rows(xp, points, idx), k_g, weights, rng, **kmeans_options)
-        rep = segment_sum(xp, D, labels, k_g, weights=m) / segment_sum(xp, m, labels, k_g)[:, None]
-        if refine == "weiszfeld" and k_g < idx.size:
-            run["certificate_objective_before_refine"] = float(
-                xp.sum(m * _fold(xp, D, rep, labels, projection=False)[1])
-            )
-            refined = weiszfeld(D, xp.asarray(labels, device=device(A)), k_g, weights=m)
-            labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
-            run["refine_n_iter"] = refined.n_iter
-        elif representative == "principal":
-            rep = _principal(xp, labels, D, m, rep)
-        # φ_j / α_j per unit (how much of the representative each member is read through)
-        # and ‖ŵ_j − (φ_j / α_j) u_C‖, in one pass over the directions
-        coef, residual = _fold(xp, D, rep, labels, projection=fold == "projection")
-        scale_tilde = segment_sum(xp, v * a * coef, labels, k_g) / segment_sum(xp, v, labels, k_g)
-        scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
-        residual = m * residual
-        run["certificate_objective"] = float(xp.sum(residual))
-        parts.append(GroupMerge(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels)))
+        units = tuple(take_rows(xp, t, idx) for t in (points, directions, mass, vnorm, alpha))
+        weights = None if objective == "generators" else units[2]
+        labels, run = _cluster(xp, units[0], k_g, weights, cluster, rng, kmeans_options)
+        part, bound = _merge_group(xp, problem, units, labels, k_g, representative, fold, refine, keeps_sum, run)
+        parts.append(part)
         if problem.single_output:
-            bounds.append(_zonotope_bound(xp, labels, k_g, m[:, None] * D, residual, keeps_sum=keeps_sum))
+            bounds.append(bound)
         runs.append(run)
 
     assignment, scale, inputs = assemble(xp, groups, parts, problem.n, A)
     if input_ratio is not None:
         inputs = _input_metric(xp, inputs, input_ratio, problem.block, inverse=True)
-    inputs, kept_moments, corrected = correct_merge(problem, assignment, scale, inputs, vnorm, correct)
-    fold_matrix, anchor = None, None
-    if refit == "gaussian" and problem.moments is not None:
-        fold_matrix, kept_moments, refitted = gaussian_refit(
-            problem,
-            assignment,
-            scale,
-            inputs,
-            ridge=refit_ridge,
-            correlation=refit_correlation,
-            variance=refit_variance,
-        )
-        corrected = {**corrected, **refitted}
-        anchor = scale
+    inputs, kept_moments, corrected, fold_matrix = _correct(
+        problem, assignment, scale, inputs, vnorm, correct, refit, refit_ridge, refit_correlation, refit_variance
+    )
     zonotope_bound = None
     if problem.single_output and input_ratio is None and not corrected:  # else not about the units returned
         zonotope_bound = xp.asarray([float(bnd) for bnd in bounds], dtype=A.dtype, device=device(A))
@@ -325,13 +284,141 @@ def tropnnc(
         "clustering": runs,
         "correction": corrected or None,
     }
-    if fold_matrix is not None:  # a general fold: the kept units mixed
+    if fold_matrix is not None:  # a general fold (the kept units mixed), anchored on the single fold
         return Merge(
-            assignment, fold_matrix, inputs, single_fold=False, info=info, kept_moments=kept_moments, anchor=anchor
+            assignment, fold_matrix, inputs, single_fold=False, info=info, kept_moments=kept_moments, anchor=scale
         )
     return Merge(
         assignment, None, inputs, scale=scale, zonotope_bound=zonotope_bound, info=info, kept_moments=kept_moments
     )
+
+
+def _options(
+    problem: LayerProblem,
+    variant: str,
+    cluster: str | None,
+    representative: str | None,
+    fold: str | None,
+    objective: str | None,
+    correct: str | None,
+    refit: str,
+    refine: str | None,
+) -> tuple[str, str, str, str, str]:
+    """Step 1: the preset and the options given, validated (``_resolve``, then the rest)."""
+    cluster, representative, fold, objective = _resolve(problem, variant, cluster, representative, fold, objective)
+    correct = check_correct(("full" if variant == "refined" else "none") if correct is None else correct)
+    if refit not in REFITS:
+        raise ValueError(f"unknown `refit` {refit!r}; choose one of {REFITS}")
+    if refine not in (None, "weiszfeld"):
+        raise ValueError(f"unknown `refine` {refine!r}; choose None or 'weiszfeld'")
+    return cluster, representative, fold, objective, correct
+
+
+def _units(xp: Any, A: Array, V: Array, out_norm: str) -> tuple[Array, Array, Array, Array]:
+    """Step 2: every unit's norm ``α_j``, outgoing norm, mass ``m_j = α_j ‖V[:, j]‖`` and direction."""
+    alpha = _row_norms(xp, A)
+    vnorm = outgoing_norm(xp, V, out_norm)
+    mass = alpha * vnorm
+    _check_scale(xp, alpha, "W", A.dtype)
+    _check_scale(xp, mass, "W_next", A.dtype)
+    return alpha, vnorm, mass, A / alpha[:, None]
+
+
+def _budget(
+    problem: LayerProblem,
+    k: int,
+    groups: list[np.ndarray],
+    directions: Array,
+    mass: Array,
+    objective: str,
+    outgoing: Any,
+) -> tuple[Array, list[float], list[int]]:
+    """Step 3: the points clustered, each sign group's mass and its share of the ``k`` units."""
+    xp = problem.xp
+    masses = [float(np.sum(to_numpy(mass)[g])) for g in groups]
+    points = mass[:, None] * directions if objective == "generators" else directions
+    if outgoing:
+        points = _with_outgoing(xp, points, problem.outgoing, outgoing)
+    decimals = None if objective == "generators" else 9
+    cap = problem.single_output and k < problem.n  # keeping every unit needs no cap
+    sizes = [distinct_rows(take_rows(xp, points, g), decimals) if cap else g.size for g in groups]
+    return points, masses, allocate(k, sizes, masses)
+
+
+def _cluster(
+    xp: Any,
+    points: Array,
+    k: int,
+    weights: Array | None,
+    cluster: str,
+    rng: np.random.Generator,
+    kmeans_options: dict[str, Any],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Step 4: one sign group's points partitioned into ``k`` clusters, and the run's record."""
+    if cluster == "ward":
+        return cluster_labels_ward(points, k, weights)
+    return cluster_labels(points, k, weights, rng, **kmeans_options)
+
+
+def _merge_group(
+    xp: Any,
+    problem: LayerProblem,
+    units: tuple[Array, ...],
+    labels: np.ndarray,
+    k: int,
+    representative: str,
+    fold: str,
+    refine: str | None,
+    keeps_sum: bool,
+    run: dict[str, Any],
+) -> tuple[GroupMerge, Any]:
+    """Step 5: a clustered group's representatives (refined by Weiszfeld or principal) and
+    its fold coefficients; ``run`` gets the certificate objective. Also returns the group's
+    zonotope bound when the layer has one output (else None)."""
+    _, D, m, v, a = units
+    rep = segment_sum(xp, D, labels, k, weights=m) / segment_sum(xp, m, labels, k)[:, None]
+    if refine == "weiszfeld" and k < int(D.shape[0]):
+        run["certificate_objective_before_refine"] = float(xp.sum(m * _fold(xp, D, rep, labels, projection=False)[1]))
+        refined = weiszfeld(D, xp.asarray(labels, device=device(D)), k, weights=m)
+        labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
+        run["refine_n_iter"] = refined.n_iter
+    elif representative == "principal":
+        rep = _principal(xp, labels, D, m, rep)
+    # φ_j / α_j per unit (how much of the representative each member is read through)
+    # and ‖ŵ_j − (φ_j / α_j) u_C‖, in one pass over the directions
+    coef, residual = _fold(xp, D, rep, labels, projection=fold == "projection")
+    scale_tilde = segment_sum(xp, v * a * coef, labels, k) / segment_sum(xp, v, labels, k)
+    scale_tilde = xp.where(scale_tilde > 0, scale_tilde, xp.ones_like(scale_tilde))  # φ = 0 throughout
+    residual = m * residual
+    run["certificate_objective"] = float(xp.sum(residual))
+    part = GroupMerge(labels, scale_tilde[:, None] * rep, a * coef / take_rows(xp, scale_tilde, labels))
+    if not problem.single_output:
+        return part, None
+    return part, _zonotope_bound(xp, labels, k, m[:, None] * D, residual, keeps_sum=keeps_sum)
+
+
+def _correct(
+    problem: LayerProblem,
+    assignment: Array,
+    scale: Array,
+    inputs: Array,
+    vnorm: Array,
+    correct: str,
+    refit: str,
+    ridge: float,
+    correlation: str,
+    variance: bool,
+) -> tuple[Array, Any, dict[str, Any], Array | None]:
+    """Step 6: the statistics correction of the merged units, then the Gaussian refit of the
+    next layer (a general fold, None without it), where the units' statistics are known."""
+    inputs, kept_moments, corrected = correct_merge(problem, assignment, scale, inputs, vnorm, correct)
+    fold_matrix = None
+    if refit == "gaussian" and problem.moments is not None:
+        fold_matrix, kept_moments, refitted = gaussian_refit(
+            problem, assignment, scale, inputs, ridge=ridge, correlation=correlation, variance=variance
+        )
+        corrected = {**corrected, **refitted}
+    return inputs, kept_moments, corrected, fold_matrix
 
 
 def _with_outgoing(xp: Any, points: Array, V: Array, weight: Any) -> Array:

@@ -11,19 +11,27 @@ The walk (``docs/networks.md`` says it with pictures), one step per module below
    fraction, a mapping, or a :class:`~tropref.network.widths.Budget` allocated from the
    layers' certificates).
 3. **Compress front to back** (:mod:`~tropref.network.rewrite`): the hidden layers in the
-   graph's order; each merges its units and rewrites the next layer, which is then
+   graph's order, each by the one per-layer step ``_Run.compress``, which calls
+   :func:`~tropref.network.rewrite.compress_hidden` (the next layer read per unit, then
+   :func:`tropref.compress_layer`, then the next layer rewritten); the next layer is then
    compressed in turn from its rewritten weights. Data-driven methods receive each layer's
-   inputs in the partly compressed network.
+   inputs in the partly compressed network (``_LayerInputs``).
 4. **Certify and report** (:mod:`~tropref.network.certificate`,
    :mod:`~tropref.network.report`): the layer certificates are composed along every path
    into the network certificate, and the compressed network is measured on ``inputs``.
+
+Indices, each kind with its own name throughout this module: ``g`` is a layer of the work
+graph (``structure.work``, BatchNorms folded; the keys of the widths and of the layer
+reports), ``part_no`` a part of ``structure.parts`` and ``pos`` a position in that part's
+chain, ``group_no`` a group's position in the list of coupled groups; the units a layer
+keeps are ``units`` (channels for a group), never an index.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -155,79 +163,43 @@ def compress_network(
         raise TypeError(f"`net` must be a tropref.network.Network, got {type(net).__name__}")
     check_method(method, options)  # before anything, also where nothing needs compressing
     check_finite_layers(net)  # each layer named, before a compressed layer's own check names its arguments
-    seed = resolve_seed(seed)
+    run = _Run(method, resolve_seed(seed), max_patches, options)
     rounded_width(1, 1, round_to)  # `round_to` checked before any work
     say = progress_sink(progress, t0, model=model_name)
-    if inputs is None:
-        inputs = data
+    inputs = data if inputs is None else inputs
     data = _in_weights_dtype(network_namespace(net), net, data)
     steps: dict[str, float] = {}
 
-    # 1. structure: segments, BatchNorms folded, hidden layers
-    structure = analyse(net, _input_shape(net, data, inputs))
-    work = structure.work
+    # 1. structure: segments, BatchNorms folded, hidden layers, the shapes of the work graph
+    original = analyse(net, _input_shape(net, data, inputs))
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
-    targets = [g for g in structure.compressible if structure.origin(g) not in skipped]
-    groups = _groups(structure, skipped, keep) if coupled else []
+    targets = [g for g in original.compressible if original.origin(g) not in skipped]
+    groups = _groups(original, skipped, keep) if coupled else []
 
-    # one hidden layer compressed, with its own seed and options, in the walk and in the budget's probes alike
-    step = _naming_layer(partial(_compress_in_part, method=method, seed=seed, max_patches=max_patches, options=options))
-
-    # 2. widths
-    if isinstance(keep, Budget):
-        ks = budget_widths(structure, keep, targets, _prober(structure, step, data))
-    else:
-        ks = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
-    group_ks = group_widths(keep, groups, net, structure.origin)
-    if round_to is not None:  # after the allocation: a Budget holds to within the rounding
-        ks = {g: rounded_width(k, work.layers[g].units, round_to) for g, k in ks.items()}
-        group_ks = {t: rounded_width(k, groups[t].units, round_to) for t, k in group_ks.items()}
+    # 2. widths: units kept per work layer, channels kept per group (by its position in `groups`)
+    units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data)
 
     # 3a. the coupled groups, each with one partition, on the original weights
-    original = structure
-    states, done_groups, group_info = [work], [], {}
-    for t, k in group_ks.items():
-        if k >= groups[t].units:
-            continue
-        t1, layers = time.perf_counter(), list(states[-1].layers)
-        errors, scale, info = _compress_group(layers, states[-1], groups[t], k, structure, method, seed, options)
-        states.append(states[-1].replace_layers(layers))
-        done_groups.append((groups[t], errors, scale, info["assignment"], info["gates"]))
-        seconds = time.perf_counter() - t1
-        for p in groups[t].producers:
-            group_info[p] = dict(certificate=float(np.max(errors[p])), info=info, time=seconds / len(errors))
-        label, width = groups[t].label(work), layers[groups[t].producers[0]].units
-        say_layer(say, len(done_groups), len(group_ks), label, groups[t].units, width, None, seconds, None)
-    if done_groups:
-        structure = structure.with_layers(states[-1].layers)
-        work = structure.work
+    structure, states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
 
-    # 3. compress the hidden layers front to back, each segment's chain edited in place
-    chains = [list(part.chain.layers) for part in structure.parts]
-    todo = [g for g in targets if ks[g] < work.layers[g].units]
-    cost = {g: _layer_cost(work, g, structure.next_layer(g)) for g in todo}
+    # 3. the hidden layers front to back, each segment's chain edited in place
+    work = structure.work
+    todo = [g for g in targets if units_kept[g] < work.layers[g].units]
+    inputs_of = _LayerInputs(structure, data)  # each hidden layer's input in the partly compressed network
+    eta = _Estimate(work, structure, todo)
     layer_info: dict[int, dict[str, Any]] = {}
-    memo: dict[int, Array] = {} if data is None else {-1: data}  # outputs of the compressed graph
-    x, at = None, (-1, 0)  # the data at (part, layer) of the partly compressed network
-    t_layers = time.perf_counter()
     for count, g in enumerate(todo, 1):
-        k, i = structure.index(g)
-        part = structure.parts[k]
-        if data is not None:
-            if at[0] != k:  # a new segment: its input, from the graph compressed so far
-                src = structure.moved[part.segment.source]
-                x, at = _value_at(work, _graph_layers(structure, chains), memo, src), (k, 0)
-            x, at = _advance(chains[k], x, at[1], i), (k, i)
+        part_no, pos = structure.index(g)
+        part, chain_layers = structure.parts[part_no], inputs_of.chains[part_no]
+        x = inputs_of(part_no, pos)
         t1 = time.perf_counter()
-        cmax, cvec, info, width = step(part, i, chains[k], ks[g], x)
+        cmax, cvec, info, width = run.compress(part, pos, chain_layers, units_kept[g], x)
         layer_info[g] = dict(certificate=cmax, certificate_vector=cvec, info=info, time=time.perf_counter() - t1)
-        done, left = sum(cost[t] for t in todo[:count]), sum(cost[t] for t in todo[count:])
-        eta = (time.perf_counter() - t_layers) * left / max(done, 1) if left else None
-        label, units = net.label(part.origin[i]), work.layers[g].units
-        say_layer(say, count, len(todo), label, units, width, cmax, layer_info[g]["time"], eta)
-    _layer_steps(steps, layer_info, time.perf_counter() - t_layers)
-    result = work.replace_layers(_graph_layers(structure, chains))
+        label, units = net.label(part.origin[pos]), work.layers[g].units
+        say_layer(say, count, len(todo), label, units, width, cmax, layer_info[g]["time"], eta(count))
+    _layer_steps(steps, layer_info, time.perf_counter() - eta.start)
+    result = work.replace_layers(_graph_layers(structure, inputs_of.chains))
 
     # 4. certify, measure, report
     t1 = time.perf_counter()
@@ -248,7 +220,7 @@ def compress_network(
         layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups)),
         inputs,
         method=method,
-        seed=seed,
+        seed=run.seed,
         keep=keep,
         per_output=per_output,
         domain=domain,
@@ -257,6 +229,138 @@ def compress_network(
         input_shape=structure.input_shape,
     )
     return final, report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every layer of one call is compressed with; :meth:`compress` is the per-layer step."""
+
+    method: str
+    seed: int
+    max_patches: int
+    options: dict[str, Any]
+
+    def compress(
+        self, part: Part, pos: int, chain_layers: list, units: int, x: Array | None
+    ) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
+        """Hidden layer ``pos`` of ``part``'s chain (``chain_layers``: the chain as compressed
+        so far, edited in place; ``x``: the layer's input, or None) compressed to ``units``,
+        with the seed and options of that layer; a ValueError names the layer."""
+        try:
+            return compress_hidden(
+                part.chain,
+                chain_layers,
+                part.hidden[pos],
+                units,
+                method=self.method,
+                seed=_layer_seed(self.seed, part.origin[pos]),
+                data=x,
+                max_patches=self.max_patches,
+                options=layer_options(part, pos, self.method, self.options),
+                moments=part.moments.get(pos),
+            )
+        except ValueError as exc:
+            # the arguments compress_layer names are the network's layers: say which it was
+            label = part.chain.label(part.hidden[pos].i)
+            raise ValueError(f"{label}, compressed with the layer it feeds: {exc}") from exc
+
+
+def _widths(
+    net: Network,
+    structure: Structure,
+    keep: Any,
+    targets: Sequence[int],
+    groups: Sequence[Group],
+    round_to: int | None,
+    run: _Run,
+    data: Array | None,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Step 2: the units each target work layer keeps, and the channels each group keeps,
+    rounded after the allocation (a Budget holds to within the rounding)."""
+    if isinstance(keep, Budget):
+        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data))
+    else:
+        units_kept = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
+    group_units_kept = group_widths(keep, groups, net, structure.origin)
+    if round_to is not None:
+        work = structure.work
+        units_kept = {g: rounded_width(k, work.layers[g].units, round_to) for g, k in units_kept.items()}
+        group_units_kept = {
+            group_no: rounded_width(k, groups[group_no].units, round_to) for group_no, k in group_units_kept.items()
+        }
+    return units_kept, group_units_kept
+
+
+def _compress_groups(
+    structure: Structure, groups: Sequence[Group], group_units_kept: Mapping[int, int], run: _Run, say: Any
+) -> tuple[Structure, list[Network], list[tuple], dict[int, dict[str, Any]]]:
+    """Step 3a: every coupled group merged with one partition, on the original weights.
+
+    Returns the structure over the layers after (``structure`` itself when no group was
+    merged), the work graph before and after each group, each merged group with its
+    errors, scale, assignment and gates, and the report's entry of each producer."""
+    work = structure.work
+    states, done_groups, group_info = [work], [], {}
+    for group_no, channels in group_units_kept.items():
+        group = groups[group_no]
+        if channels >= group.units:
+            continue
+        t1, layers = time.perf_counter(), list(states[-1].layers)
+        errors, scale, info = _compress_group(layers, states[-1], group, channels, structure, run)
+        states.append(states[-1].replace_layers(layers))
+        done_groups.append((group, errors, scale, info["assignment"], info["gates"]))
+        seconds = time.perf_counter() - t1
+        for producer in group.producers:
+            group_info[producer] = dict(
+                certificate=float(np.max(errors[producer])), info=info, time=seconds / len(errors)
+            )
+        label, width = group.label(work), layers[group.producers[0]].units
+        say_layer(say, len(done_groups), len(group_units_kept), label, group.units, width, None, seconds, None)
+    if done_groups:
+        structure = structure.with_layers(states[-1].layers)
+    return structure, states, done_groups, group_info
+
+
+class _LayerInputs:
+    """Each hidden layer's input in the partly compressed network, carried forward along the walk.
+
+    ``chains[part_no]`` is the chain of part ``part_no`` as compressed so far (the walk edits
+    it in place); calling ``inputs_of(part_no, pos)`` gives the input of chain layer ``pos``
+    (None without data). The walk asks in the graph's order, so the input is carried from
+    the previous hidden layer of the same part, or computed from the compressed graph when
+    a new part begins."""
+
+    def __init__(self, structure: Structure, data: Array | None):
+        self.structure, self.data = structure, data
+        self.chains = [list(part.chain.layers) for part in structure.parts]
+        self.xp = None if data is None else namespace(x=data)  # one namespace for the walk's forward steps
+        self.memo: dict[int, Array] = {} if data is None else {-1: data}  # outputs of the compressed graph
+        self.x, self.at = None, (-1, 0)  # the data at (part number, chain position)
+
+    def __call__(self, part_no: int, pos: int) -> Array | None:
+        if self.data is None:
+            return None
+        structure = self.structure
+        if self.at[0] != part_no:  # a new segment: its input, from the graph compressed so far
+            src = structure.moved[structure.parts[part_no].segment.source]
+            layers = _graph_layers(structure, self.chains)
+            self.x, self.at = _value_at(structure.work, layers, self.memo, src, self.xp), (part_no, 0)
+        self.x = _advance(self.chains[part_no], self.x, self.at[1], pos, self.xp)
+        self.at = (part_no, pos)
+        return self.x
+
+
+class _Estimate:
+    """The time left, from the weights the layers done and the layers left read."""
+
+    def __init__(self, work: Network, structure: Structure, todo: Sequence[int]):
+        self.cost = [_layer_cost(work, g, structure.next_layer(g)) for g in todo]
+        self.start = time.perf_counter()
+
+    def __call__(self, count: int) -> float | None:
+        """Seconds left after the first ``count`` layers (None when none is left)."""
+        done, left = sum(self.cost[:count]), sum(self.cost[count:])
+        return (time.perf_counter() - self.start) * left / max(done, 1) if left else None
 
 
 def _certificate(
@@ -296,12 +400,14 @@ def _groups(structure: Structure, skipped: set[int], keep: Any) -> list[Group]:
     but those with a skipped producer (a :class:`Budget` does not allocate over groups)."""
     if isinstance(keep, Budget):
         raise ValueError("`coupled=True` takes a fraction or a mapping for `keep`, not a Budget (not allocated yet)")
-    return [g for g in coupled_groups(structure.work) if not any(structure.origin(p) in skipped for p in g.producers)]
+    groups = coupled_groups(structure.work)
+    return [group for group in groups if not any(structure.origin(p) in skipped for p in group.producers)]
 
 
 def _unchanged(groups: Sequence[Group]) -> dict[int, str]:
     """Why each producer of a group that cannot be compressed is left as it is."""
-    return {p: f"its coupled group cannot be compressed ({g.why})" for g in groups if g.why for p in g.producers}
+    why = {p: group.why for group in groups if group.why for p in group.producers}
+    return {p: f"its coupled group cannot be compressed ({reason})" for p, reason in why.items()}
 
 
 def _without(keep: Any, keys: set[Any]) -> Any:
@@ -310,12 +416,13 @@ def _without(keep: Any, keys: set[Any]) -> Any:
 
 
 def _compress_group(
-    layers: list, net: Network, group: Group, k: int, structure: Structure, method: str, seed: int, options: dict
+    layers: list, net: Network, group: Group, channels: int, structure: Structure, run: _Run
 ) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
     """:func:`compress_group` with the seed of its first producer, naming the group in its errors."""
     first = structure.origin(group.producers[0])
+    seed = _layer_seed(run.seed, first)
     try:
-        return compress_group(layers, net, group, k, method=method, seed=_layer_seed(seed, first), options=options)
+        return compress_group(layers, net, group, channels, method=run.method, seed=seed, options=run.options)
     except ValueError as exc:
         raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
 
@@ -341,23 +448,22 @@ def _layer_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _layer_cost(work: Network, g: int, j: int) -> int:
+def _layer_cost(work: Network, g: int, g_next: int) -> int:
     """Weights a layer's compression reads (its own and the next layer's): the progress estimate's unit."""
-    return sum(int(np.prod(work.layers[p].W.shape)) for p in (g, j))
+    return sum(int(np.prod(work.layers[h].W.shape)) for h in (g, g_next))
 
 
 def _layer_steps(steps: dict[str, float], layer_info: Mapping[int, Mapping[str, Any]], seconds: float) -> None:
     """The layers' time, and its method / rewrite / certificate parts summed from compress_layer."""
     steps["layers"] = seconds
-    for part, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
-        steps[key] = sum(v["info"].get("time_s", {}).get(part, 0.0) for v in layer_info.values())
+    for name, key in (("method", "method"), ("rewrite", "rewrite"), ("certificate", "layer_certificates")):
+        steps[key] = sum(v["info"].get("time_s", {}).get(name, 0.0) for v in layer_info.values())
 
 
-def _advance(layers: Sequence[Any], x: Array, start: int, stop: int) -> Array:
+def _advance(layers: Sequence[Any], x: Array, start: int, stop: int, xp: Any) -> Array:
     """``x``, the input of chain layer ``start``, carried to the input of layer ``stop``."""
-    xp = namespace(x=x)
-    for p in range(start, stop):
-        x = apply_layer(layers[p], x, xp)
+    for pos in range(start, stop):
+        x = apply_layer(layers[pos], x, xp)
     return x
 
 
@@ -370,91 +476,46 @@ def _graph_layers(structure: Structure, chains: Sequence[Sequence[Any]]) -> list
     return layers
 
 
-def _value_at(work: Network, layers: list, memo: dict[int, Array], node: int) -> Array:
+def _value_at(work: Network, layers: list, memo: dict[int, Array], node: int, xp: Any) -> Array:
     """The output of ``node`` in the graph compressed so far, computed from the outputs kept
     in ``memo`` (``-1``: the data). The segments are compressed in the graph's order, so
     every layer upstream of a segment's input is final when it is computed; outputs whose
     readers have all been computed are dropped from ``memo``."""
     if node in memo:
         return memo[node]
-    xp = namespace(x=memo[-1])
     stack = [node]
     while stack:
-        i = stack[-1]
-        missing = [p for p in work.sources(i) if p not in memo]
+        g = stack[-1]
+        missing = [src for src in work.sources(g) if src not in memo]
         if missing:
             stack.extend(missing)
             continue
         stack.pop()
-        if i not in memo:
-            memo[i] = apply_node(layers[i], [memo[p] for p in work.sources(i)], xp)
+        if g not in memo:
+            memo[g] = apply_node(layers[g], [memo[src] for src in work.sources(g)], xp)
     value = memo[node]
     users = work.users()
-    for p in [p for p in memo if p >= 0 and p != node]:
-        if all(u in memo for u in users[p]):
-            del memo[p]
+    for g in [g for g in memo if g >= 0 and g != node]:
+        if all(u in memo for u in users[g]):
+            del memo[g]
     return value
 
 
-def _compress_in_part(
-    part: Part,
-    i: int,
-    layers: list,
-    k: int,
-    x: Array | None,
-    *,
-    method: str,
-    seed: int,
-    max_patches: int,
-    options: dict[str, Any],
-) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
-    """:func:`compress_hidden` on layer ``i`` of ``part`` (``layers``: its chain as compressed
-    so far, edited in place; ``x``: the layer's input), with the seed and options of that layer."""
-    return compress_hidden(
-        part.chain,
-        layers,
-        part.hidden[i],
-        k,
-        method=method,
-        seed=_layer_seed(seed, part.origin[i]),
-        data=x,
-        max_patches=max_patches,
-        options=layer_options(part, i, method, options),
-        moments=part.moments.get(i),
-    )
-
-
-def _prober(
-    structure: Structure, step: Callable[..., tuple], data: Array | None
-) -> Callable[[int, int], np.ndarray | None]:
-    """``probe(g, k)`` for budgets: the certificate vector of hidden layer ``g`` compressed
-    alone to ``k`` units in the original network."""
+def _prober(structure: Structure, run: _Run, data: Array | None) -> Callable[[int, int], np.ndarray | None]:
+    """``probe(g, units)`` for budgets: the certificate vector of hidden work layer ``g``
+    compressed alone to ``units`` in the original network."""
     sources: dict[int, Array] = {}  # each segment's input in the original network
+    xp = None if data is None else namespace(x=data)
 
-    def probe(g: int, k: int) -> np.ndarray | None:
-        part, i = structure.locate(g)
-        layers, x = list(part.chain.layers), None
+    def probe(g: int, units: int) -> np.ndarray | None:
+        part, pos = structure.locate(g)
+        chain_layers, x = list(part.chain.layers), None
         if data is not None:
             src = part.segment.source
             if src not in sources:
                 sources[src] = data if src < 0 else node_outputs(structure.net, data, stop=src)[src]
-            x = _advance(layers, sources[src], 0, i)
-        _, cvec, _, _ = step(part, i, layers, k, x)
+            x = _advance(chain_layers, sources[src], 0, pos, xp)
+        _, cvec, _, _ = run.compress(part, pos, chain_layers, units, x)
         return cvec
 
     return probe
-
-
-def _naming_layer(step: Callable[..., tuple]) -> Callable[..., tuple]:
-    """``step(part, i, ...)`` whose ValueError says which hidden layer it was compressing
-    (the arguments :func:`~tropref.compress_layer` names are the network's layers)."""
-
-    def named(part: Part, i: int, *args: Any) -> tuple:
-        try:
-            return step(part, i, *args)
-        except ValueError as exc:
-            raise ValueError(
-                f"{part.chain.label(part.hidden[i].i)}, compressed with the layer it feeds: {exc}"
-            ) from exc
-
-    return named
