@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tropref
-from tropref._array import scaled_one_hot, segment_sum
+from tropref._blocks import scaled_one_hot, segment_sum
 from tropref.methods import METHODS
 from tropref.methods.base import Merge
 

@@ -10,9 +10,8 @@ here, once, so that the numerical modules need not repeat them:
 - randomness is drawn on the host from ``numpy.random.default_rng(seed)`` and moved to the
   device, so one seed gives the same result on every backend.
 
-The host randomness lives in :mod:`tropref._seeds` and the gathers, segment sums and row
-blocks in :mod:`tropref._blocks`; their names are imported here too, so that the core's
-modules take all of this plumbing from one place.
+The host randomness lives in :mod:`tropref._seeds`, and the gathers, segment sums and row
+blocks in :mod:`tropref._blocks`; the core imports them from there.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 from array_api_compat import to_device as _to_device
 
-from ._blocks import Array, chunk_rows, row_blocks, scaled_one_hot, segment_sum, size_blocks, take_rows
-from ._seeds import make_rng, resolve_seed
+from ._blocks import row_blocks
 
 __all__ = [
     "Array",
@@ -38,17 +36,10 @@ __all__ = [
     "check_int",
     "to_numpy",
     "asarray_like",
-    "take_rows",
-    "make_rng",
-    "resolve_seed",
-    "chunk_rows",
-    "row_blocks",
     "relu",
-    "segment_sum",
-    "size_blocks",
-    "scaled_one_hot",
 ]
 
+Array = Any  # any array-API array (annotations only)
 device = _device
 
 

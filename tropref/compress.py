@@ -37,17 +37,13 @@ from ._array import (
     check_int,
     check_magnitude,
     device,
-    make_rng,
     max_abs,
     namespace,
     relu,
-    resolve_seed,
-    row_blocks,
-    scaled_one_hot,
-    segment_sum,
-    take_rows,
     to_numpy,
 )
+from ._blocks import row_blocks, scaled_one_hot, segment_sum, take_rows
+from ._seeds import make_rng, resolve_seed
 from .methods import METHODS, check_method
 from .methods.base import LayerProblem, Merge
 from .statistics import relu_mean

@@ -28,7 +28,7 @@ import math
 import numpy as np
 from scipy.special import ndtr, owens_t
 
-from ._array import size_blocks
+from ._blocks import size_blocks
 
 __all__ = [
     "relu_mean",

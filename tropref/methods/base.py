@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 from array_api_compat import array_namespace
 
-from .._array import Array, device, scaled_one_hot
+from .._array import Array, device
+from .._blocks import scaled_one_hot
 
 __all__ = ["LayerProblem", "Merge", "Method", "MethodFn", "check_no_options"]
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, check_int, device, row_blocks, segment_sum, take_rows, to_numpy
+from .._array import Array, asarray_like, check_int, device, to_numpy
+from .._blocks import row_blocks, segment_sum, take_rows
 from .base import LayerProblem, Merge, check_no_options
 from .partition import canonical_labels
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import asarray_like, check_int, device, segment_sum, to_numpy
+from .._array import asarray_like, check_int, device, to_numpy
+from .._blocks import segment_sum
 from .base import LayerProblem, Merge
 from .partition import cluster_labels
 

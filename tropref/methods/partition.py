@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, device, take_rows, to_numpy
+from .._array import Array, device, to_numpy
+from .._blocks import take_rows
 from ..cluster import kmeans, ward
 from .base import LayerProblem
 

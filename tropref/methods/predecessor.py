@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._array import asarray_like, device, segment_sum, take_rows
+from .._array import asarray_like, device
+from .._blocks import segment_sum, take_rows
 from .base import LayerProblem, Merge
 from .partition import GroupMerge, allocate, assemble, cluster_labels, distinct_rows, unit_groups
 

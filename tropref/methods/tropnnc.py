@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, device, row_blocks, segment_sum, size_blocks, take_rows, to_numpy
+from .._array import Array, asarray_like, device, to_numpy
+from .._blocks import row_blocks, segment_sum, size_blocks, take_rows
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
 from .correction import REFITS, check_correct, correct_merge, gaussian_refit

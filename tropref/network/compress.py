@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, namespace, resolve_seed
+from .._array import Array, namespace
+from .._seeds import resolve_seed
 from ..methods import check_method
 from .certificate import certificate_step, network_certificate
 from .coupled import Group, compress_group, coupled_groups, group_keys, group_widths, groups_certificate

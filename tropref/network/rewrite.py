@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, asarray_like, device, make_rng, take_rows, to_numpy
+from .._array import Array, asarray_like, device, to_numpy
+from .._blocks import take_rows
+from .._seeds import make_rng
 from ..compress import compress_layer
 from .graph import Network, network_namespace
 from .kinds import kind_of
