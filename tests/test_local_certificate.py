@@ -126,9 +126,11 @@ def _check(net: Network, seed: int, eps: float, shape: tuple[int, ...]) -> None:
     x = rng.uniform(-1, 1, size=(3, *shape))
     B = certify(net, small, x, eps)
     zono = certify(net, small, x, eps, refine=0, generators=2)  # the zonotope, some generators boxed
+    full = certify(net, small, x, eps, refine=0, generators=10**6)  # every new term its own generator
     found = worst_found(net, small, x, eps, seed)
     assert np.all(found <= B), (found, B)
     assert np.all(found <= zono), (found, zono)
+    assert np.all(found <= full), (found, full)
     exact, at_zero = np.abs(net(x) - small(x)), certify(net, small, x, 0.0)
     assert np.all(at_zero >= exact)  # the rounding margin (1e-9 of the outputs' size) is added
     np.testing.assert_allclose(at_zero, exact, rtol=1e-8, atol=1e-8 * (1 + np.abs(net(x)).max()))
@@ -184,6 +186,35 @@ def test_tighter_than_intervals_and_reduces_to_the_error_at_zero():
     tight = certify(net, small, x, 0.1)
     assert np.all(tight <= loose + 1e-12)
     assert np.allclose(certify(net, small, x, 0.0, refine=0, generators=-1), np.abs(net(x) - small(x)), rtol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), kernel=st.sampled_from([2, 3]), stride=st.sampled_from([1, 2]), pad=st.booleans())
+def test_zonotope_max_pooling_contains_every_point(seed, kernel, stride, pad):
+    """The max-pooling step of the zonotope, checked on its own: for random generator values
+    (and box values) the pooled point lies in the output zonotope, entry by entry."""
+    from tropref.network.local import _Zonotope
+
+    rng = np.random.default_rng(seed)
+    layer = MaxPool2d(kernel, stride=stride, padding=1 if pad and kernel == 3 else 0)
+    g, shape = 5, (1, 2, 5, 5)
+    G = rng.normal(size=(g, *shape[1:])) * rng.uniform(0, 1, size=(g, 1, 1, 1))
+    c = rng.normal(size=shape) * rng.choice([0.5, 2.0, 5.0])  # from overlapping entries to a clear winner
+    r = rng.uniform(0, 0.2, size=shape)
+    spread = np.abs(G).sum(axis=0, keepdims=True) + r
+    lo, hi = c - spread, c + spread
+    net = Network([layer], input_shape=shape[1:])
+    zono = _Zonotope(net, np.zeros(shape), 1.0, 10**6, rows=[g])
+    Go, co, ro = zono._layer(layer, G, c, r, lo, hi)
+    eps = rng.uniform(-1, 1, size=(200, g))
+    box = rng.uniform(-1, 1, size=(200, *shape[1:])) * r
+    points = np.einsum("sg,g...->s...", eps, G) + c + box
+    pooled = net(points)
+    # each pooled point is the zonotope at the same ε for the old generators, some values of
+    # the new ones and of the box: its distance to the centre part is at most their reach
+    old = np.einsum("sg,g...->s...", eps, Go[:g]) + co
+    reach = np.abs(Go[g:]).sum(axis=0) + ro
+    assert np.all(np.abs(pooled - old) <= reach + 1e-12)
 
 
 def test_final_softmax_is_bounded_by_half_the_logits_change():

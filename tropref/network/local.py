@@ -14,7 +14,8 @@ jointly (``docs/theory.md``, "Local certificates"):
    *before* the maximum over the ball is taken, so the parts the two networks share cancel
    (the difference, not two intervals, is bounded);
 3. the bound is the larger of the two sides' maxima over the ball, capped by the span of
-   the two output boxes.
+   the two output boxes and, with a zonotope, by the range of the difference of the two
+   output zonotopes (their generators are numbered alike, so the input's cancel).
 
 Exact ReLUs (both sides stable) contribute nothing beyond the linear map, so at ``eps = 0``
 the bound is the measured ``|f(x) − f̂(x)|`` up to float64 rounding. The arithmetic runs on
@@ -48,10 +49,12 @@ from .layers import (
     Softmax,
 )
 from .shapes import output_shapes
+from .windows import out_size
 
 __all__ = ["certify"]
 
 _XP = None  # the NumPy array-API namespace, imported once on first use
+Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
 _ROUNDING = 1e-9  # relative margin added for float64 rounding of the certificate's own arithmetic
 
 
@@ -101,8 +104,12 @@ def certify(
         runs back through every earlier layer (minutes per sample on ResNet-20 for a bound
         about half as large).
     generators : int
-        Largest number of new generators per ReLU layer of the zonotope carried alongside
-        the intervals (one per open ReLU; the rest are boxed); ``-1``: no zonotope.
+        Largest number of new generators per ReLU or max-pooling layer of the zonotope
+        carried alongside the intervals (one per open ReLU or uncertain max, the largest;
+        the rest are boxed); ``-1``: no zonotope. A cap above the number of units (e.g.
+        ``10**6``) boxes nothing: far tighter on deep convolutional nets (the box grows
+        like the intervals), at a cost in time and memory proportional to the number of
+        generators (about a minute and 2 GB per image on the VGG-style net).
     chunk : int
         Samples processed at once (memory).
 
@@ -206,8 +213,10 @@ def _certify_chunk(
     f, g, softmax = nets
     n = int(x.shape[0])
     with np.errstate(over="ignore", invalid="ignore"):
-        bf = _bounds(f, x, eps, refine, generators)
-        bg = _bounds(g, x, eps, refine, generators)
+        if generators >= 0 and eps > 0:
+            bf, bg, zdiff = _pair_bounds(f, g, x, eps, refine, generators)
+        else:
+            bf, bg, zdiff = _bounds(f, x, eps, refine), _bounds(g, x, eps, refine), None
         (lo_f, hi_f), (lo_g, hi_g) = _out(f, bf, x, eps), _out(g, bg, x, eps)
         lo_f, hi_f, lo_g, hi_g = (a.reshape(n, -1) for a in (lo_f, hi_f, lo_g, hi_g))
         k = int(lo_f.shape[1])
@@ -219,6 +228,8 @@ def _certify_chunk(
         bound = np.maximum(up[:, :k], up[:, k:])
         span = np.maximum(hi_f - lo_g, hi_g - lo_f)
         bound = np.minimum(bound, span)
+        if zdiff is not None:
+            bound = np.minimum(bound, zdiff)
     bound = np.maximum(bound, 0.0)
     bound = bound + _ROUNDING * (1.0 + bound + np.maximum(np.abs(hi_f), np.abs(lo_f)))
     if softmax:  # each p_i is 1/2-Lipschitz in the largest change of the logits, and lies in [0, 1]
@@ -239,37 +250,73 @@ def _out(net: Network, bounds: dict[int, tuple[np.ndarray, np.ndarray]], x: np.n
 # -- elementwise bounds per sample -----------------------------------------------------------
 
 
-def _bounds(
-    net: Network, x: np.ndarray, eps: float, refine: int, generators: int
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples
-    (intervals batched; a zonotope is carried one sample at a time)."""
-    if generators < 0 or eps == 0:
-        return _sample_bounds(net, x, eps, refine, -1)
-    per = [_sample_bounds(net, x[s : s + 1], eps, refine, generators) for s in range(int(x.shape[0]))]
-    return {k: (np.concatenate([b[k][0] for b in per]), np.concatenate([b[k][1] for b in per])) for k in per[0]}
-
-
-def _sample_bounds(
-    net: Network, x: np.ndarray, eps: float, refine: int, generators: int
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """A batch's (one sample's, with a zonotope) bounds on every layer's output over its ball: interval arithmetic,
-    intersected with a zonotope carried alongside (when ``generators >= 0``), and tightened
-    at the inputs of ReLUs and max-poolings by backward linear bounds for at most ``refine``
-    entries whose sign is still open."""
-    xp = _xp()
-    vals: dict[int, tuple[np.ndarray, np.ndarray]] = {-1: (x - eps, x + eps)}
-    needs = {s for i, l in enumerate(net.layers) if _nonlinear(l) for s in net.sources(i)}
-    zono = _Zonotope(net, x, eps, generators) if generators >= 0 and eps > 0 else None
-    for i, layer in enumerate(net.layers):
-        lo, hi = node_step(xp, layer, [vals[p] for p in net.sources(i)])
-        if zono is not None:
-            z_lo, z_hi = zono.step(i, vals)
-            lo, hi = np.maximum(lo, z_lo), np.minimum(hi, z_hi)
-        vals[i] = (lo, hi)
-        if i in needs and refine > 0 and eps > 0:
-            vals[i] = _refine(net, vals, i, x, eps, refine)
+def _bounds(net: Network, x: np.ndarray, eps: float, refine: int) -> Bounds:
+    """Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples, by
+    intervals (and backward refinement); no zonotope."""
+    vals: Bounds = {-1: (x - eps, x + eps)}
+    read = _read_by_nonlinear(net)
+    for i in range(len(net.layers)):
+        _step(net, None, vals, i, x, eps, refine if i in read else 0)
     return vals
+
+
+def _pair_bounds(
+    f: Network, g: Network, x: np.ndarray, eps: float, refine: int, generators: int
+) -> tuple[Bounds, Bounds, np.ndarray]:
+    """Both networks' bounds, stacked over samples, and the bound on ``|f − g|`` from their
+    output zonotopes, one sample at a time."""
+    per = [_pair_sample(f, g, x[s : s + 1], eps, refine, generators) for s in range(int(x.shape[0]))]
+    stack = lambda k: {  # noqa: E731
+        i: (np.concatenate([b[k][i][0] for b in per]), np.concatenate([b[k][i][1] for b in per])) for i in per[0][k]
+    }
+    return stack(0), stack(1), np.stack([b[2] for b in per])
+
+
+def _pair_sample(
+    f: Network, g: Network, x: np.ndarray, eps: float, refine: int, generators: int
+) -> tuple[Bounds, Bounds, np.ndarray]:
+    """One sample: each network's bounds with a zonotope carried alongside, the two over one
+    numbering of generators (the input's first, then each new one once), and the bound on
+    ``|f − g|`` from their output zonotopes."""
+    rows = [int(np.prod(x.shape[1:]))]
+    out = []
+    for net in (f, g):
+        zono = _Zonotope(net, x, eps, generators, rows)
+        vals: Bounds = {-1: (x - eps, x + eps)}
+        read = _read_by_nonlinear(net)
+        for i in range(len(net.layers)):
+            _step(net, zono, vals, i, x, eps, refine if i in read else 0)
+        out.append((vals, zono.state[_last(net)]))
+    (vf, zf), (vg, zg) = out
+    return vf, vg, _zono_difference(zf, zg)
+
+
+def _step(net: Network, zono: Any, vals: Bounds, i: int, x: np.ndarray, eps: float, refine: int) -> None:
+    """Layer ``i``'s bounds: interval arithmetic, intersected with the zonotope carried
+    alongside (if any), and tightened by backward linear bounds for at most ``refine``
+    entries whose sign is still open."""
+    lo, hi = node_step(_xp(), net.layers[i], [vals[p] for p in net.sources(i)])
+    if zono is not None:
+        z_lo, z_hi = zono.step(i, vals)
+        lo, hi = np.maximum(lo, z_lo), np.minimum(hi, z_hi)
+    vals[i] = (lo, hi)
+    if refine > 0 and eps > 0:
+        vals[i] = _refine(net, vals, i, x, eps, refine)
+
+
+def _read_by_nonlinear(net: Network) -> set[int]:
+    """The layers whose output a ReLU or max-pooling reads: where tightening pays."""
+    return {p for i, layer in enumerate(net.layers) if _nonlinear(layer) for p in net.sources(i)}
+
+
+def _zono_difference(zf: Any, zg: Any) -> np.ndarray:
+    """``max |f − g|`` over one sample's ball from the two output zonotopes: their
+    generators are numbered alike, so the coefficients are subtracted before the absolute
+    value is taken; the boxes add."""
+    (Gf, cf, rf), (Gg, cg, rg) = zf, zg
+    g = max(Gf.shape[0], Gg.shape[0])
+    dG = (_pad_rows(Gf, g) - _pad_rows(Gg, g)).reshape(g, -1)
+    return np.abs(cf - cg).reshape(-1) + np.abs(dG).sum(axis=0) + (rf + rg).reshape(-1)
 
 
 def _nonlinear(layer: Any) -> bool:
@@ -278,19 +325,25 @@ def _nonlinear(layer: Any) -> bool:
 
 class _Zonotope:
     """A zonotope ``c + G ε + [−r, r]`` (``ε ∈ [−1, 1]^g``) per layer output of one sample,
-    carried forward: exact through affine layers, DeepZ's relaxation at open ReLUs (one new
-    generator each, at most ``generators`` per layer; the rest go into the box ``r``),
-    exact at max-poolings whose winner is certain and an interval elsewhere."""
+    carried forward: exact through affine layers, DeepZ's relaxation at open ReLUs, exact at
+    max-poolings whose winner is certain and an interval elsewhere. Each relaxation's new
+    independent term becomes a generator of its own (at most ``generators`` per layer, the
+    largest; the rest go into the box ``r``): a generator is carried through the next layers
+    by ``W``, where a box is carried by ``|W|`` and loses every cancellation."""
 
-    def __init__(self, net: Network, x: np.ndarray, eps: float, generators: int) -> None:
+    def __init__(self, net: Network, x: np.ndarray, eps: float, generators: int, rows: list[int] | None = None) -> None:
         d = int(np.prod(x.shape[1:]))
         self.net, self.cap, self.xp = net, generators, _xp()
+        # generators are numbered across every zonotope sharing ``rows`` (the two networks of a
+        # pair), so that equal rows are the same ε and their coefficients may be subtracted
+        self.rows = [d] if rows is None else rows
         self.state = {-1: (eps * np.eye(d).reshape((d, *x.shape[1:])), x, np.zeros_like(x))}
         users = net.users()
         self.last = {k: max(u) for k, u in enumerate(users) if u}
         self.last[-1] = max((i for i in range(len(net.layers)) if -1 in net.sources(i)), default=-1)
 
-    def step(self, i: int, vals: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, i: int, vals: Bounds) -> tuple[np.ndarray, np.ndarray]:
+        """Layer ``i``'s output zonotope, and the bounds it implies."""
         layer, src = self.net.layers[i], self.net.sources(i)
         ins = [self.state[p] for p in src]
         if isinstance(layer, (Add, Concat)):
@@ -319,18 +372,15 @@ class _Zonotope:
             return G @ layer.W.T, apply_layer(layer, c, xp), r @ np.abs(layer.W).T
         if isinstance(layer, Conv2d):
             conv = (layer.stride, layer.padding, layer.dilation)
-            return (
-                conv2d(xp, G, layer.W, None, *conv),
-                apply_layer(layer, c, xp),
-                conv2d(xp, r, np.abs(layer.W), None, *conv),
-            )
+            return _conv_rows(G, layer), apply_layer(layer, c, xp), conv2d(xp, r, np.abs(layer.W), None, *conv)
         if isinstance(layer, BatchNorm):
             scale = channel_view(xp, np.asarray(layer.scale), G.ndim)
             return G * scale, apply_layer(layer, c, xp), r * np.abs(scale)
         if isinstance(layer, ReLU):
             return self._relu(G, c, r, lo, hi)
         if isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
-            return _zono_maxpool(layer, G, c, r, lo, hi)
+            G, c, r, radius = _zono_maxpool(layer, G, c, r, lo, hi)
+            return self._new_generators(G, c, r, radius)
         return apply_layer(layer, G, xp), apply_layer(layer, c, xp), apply_layer(layer, r, xp)  # linear, r >= 0 kept
 
     def _relu(self, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Any:
@@ -338,17 +388,23 @@ class _Zonotope:
         width = np.where(open_, hi - lo, 1.0)
         lam = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
         mu = np.where(open_, -hi * lo / width / 2, 0.0)  # λz ≤ relu(z) ≤ λz + 2μ on [l, u]
-        G, c, r = G * lam, c * lam + mu, r * lam
+        return self._new_generators(G * lam, c * lam + mu, r * lam, mu)
+
+    def _new_generators(self, G: np.ndarray, c: np.ndarray, r: np.ndarray, mu: np.ndarray) -> Any:
+        """``c + G ε + r`` plus an independent term in ``[−mu, mu]`` per entry: a new generator
+        each for the ``cap`` largest, the box ``r`` for the rest."""
         flat = mu.reshape(-1)
         picked = np.flatnonzero(flat > 0)
         if picked.size > self.cap:
             picked = picked[np.argsort(-flat[picked], kind="stable")[: self.cap]]
         rest = flat.copy()
         rest[picked] = 0.0
-        new = np.zeros((picked.size, flat.size))
-        new[np.arange(picked.size), picked] = flat[picked]
-        G = np.concatenate([G, new.reshape((picked.size, *G.shape[1:]))])
-        return G, c, r + rest.reshape(r.shape)
+        g = self.rows[0]
+        out = np.zeros((g + picked.size, *G.shape[1:]))  # one allocation: G, zero rows, the new ones
+        out[: G.shape[0]] = G
+        out.reshape(g + picked.size, -1)[g + np.arange(picked.size), picked] = flat[picked]
+        self.rows[0] += picked.size
+        return out, c, r + rest.reshape(r.shape)
 
 
 def _pad_rows(G: np.ndarray, g: int) -> np.ndarray:
@@ -360,9 +416,10 @@ def _pad_rows(G: np.ndarray, g: int) -> np.ndarray:
 
 def _zono_maxpool(
     layer: MaxPool2d, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Max-pooling of a zonotope: the winner's entry where it is certain (its lower bound is
-    at least every other entry's upper bound), the interval ``[max l, max u]`` elsewhere."""
+    at least every other entry's upper bound), the interval ``[max l, max u]`` elsewhere;
+    returned as ``(G, c, r)`` and the radius of the new independent term per entry."""
     _, lows = _windows(lo, layer, -math.inf)
     _, highs = _windows(hi, layer, -math.inf)
     j = np.argmax(lows, axis=0)[None]  # (1, 1, C, Ho, Wo)
@@ -376,7 +433,10 @@ def _zono_maxpool(
         for a in (G, c, r)
     ]
     Gp, cp, rp = pick
-    return Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), np.where(sure, rp, (u_max - l_max) / 2)
+    # elsewhere the interval, as a new term (a generator, not the box, where the cap allows;
+    # following the likeliest winner instead, x_j + [0, u_other − l_j], is never narrower)
+    radius = np.where(sure, 0.0, (u_max - l_max) / 2)
+    return Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), rp * sure, radius
 
 
 def _refine(
@@ -574,6 +634,26 @@ def _maxpool_back(layer: MaxPool2d, lam: np.ndarray, lo: np.ndarray, hi: np.ndar
     parts = [np.where(jj == k, flat, 0.0) for k in range(K)]
     back = _scatter(layer, (n * s, *lo.shape[1:]), parts)
     return back.reshape((n, s, *back.shape[1:])), c
+
+
+def _conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
+    """The convolution (without bias) of many rows ``(M, C, H, W)`` (a zonotope's
+    generators): one GEMM over the channels per kernel offset, channels last, which for
+    thousands of rows is about twice as fast as building their patch matrices."""
+    W = np.asarray(layer.W)
+    O, C, kh, kw = W.shape
+    t, b, l, r = layer.padding
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    M, _, H, Wd = a.shape
+    Ho, Wo = out_size(H, kh, sh, t, b, dh), out_size(Wd, kw, sw, l, r, dw)
+    padded = np.zeros((M, H + t + b, Wd + l + r, C))
+    padded[:, t : t + H, l : l + Wd] = a.transpose(0, 2, 3, 1)
+    out = np.zeros((M, Ho, Wo, O))
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
+            out += window @ W[:, :, i, j].T
+    return out.transpose(0, 3, 1, 2)
 
 
 def _conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np.ndarray:
