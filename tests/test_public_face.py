@@ -35,13 +35,7 @@ EXEMPT_MODULES: set[str] = set()
 # restructured in parallel (issue 18, points 1 and 3), so they move after that merge. The
 # list is strict: a name that moves or enters its module's `__all__` must leave it.
 SHARED_PENDING: dict[str, set[str]] = {
-    "tropref.network.bounds": {"node_step"},
-    "tropref.network.certificate": {"CAPPED", "certificate_step", "input_box"},
-    "tropref.network.structure": {"Folded", "Part", "keeps_batchnorm", "min_width", "pinned"},
-    "tropref.network.widths": {"fraction", "k_of", "resolve_layers", "units_kept"},
-    "tropref.network.report": {"layer_reports", "network_report", "progress_sink", "say_layer"},
     "tropref.network.rewrite": {"layer_options"},
-    "tropref.network.coupled": {"group_keys", "groups_certificate"},
 }
 
 # Names that moved to another module and stay bound, imported, in the module they left, for

@@ -9,8 +9,7 @@ input domain (the box spanned by sample inputs, or a radius).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -20,12 +19,12 @@ from .graph import Network, map_arrays
 from .kinds import kind_of
 from .shapes import output_shapes
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["network_certificate"]
+__all__ = ["network_certificate", "input_box", "CAPPED"]
 
 CAPPED = "; the composed bound exceeds the span of the interval output boxes, which is shown instead"
-"""Appended to the domain when the network certificate is that span (the interval cap)."""
+"""Appended to the domain when the network certificate is that span (the interval cap):
+:attr:`~tropref.network.NetworkReport.input_domain` then ends with it, and a caller that
+reads the report (the table, the sweeps' records) tells a bound from that cap by it."""
 
 
 def input_box(
@@ -196,19 +195,3 @@ def _reads_input(net: Network, g: int) -> bool:
             return False
         (p,) = net.sources(p)
     return True
-
-
-def certificate_step(
-    say: Callable[[str], None],
-    certify: bool,
-    inputs: Array | None,
-    input_radius: float | None,
-    n_layers: int,
-    compute: Callable[[], tuple[Any, dict, str]],
-) -> tuple[Any, dict, str]:
-    """The network certificate when it is asked for and an input domain is known, else why not."""
-    if certify and (inputs is not None or input_radius is not None):
-        say(f"[tropref] network certificate: interval bounds through {n_layers} layers (certify=False skips it)")
-        return compute()
-    why = "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
-    return None, {}, why

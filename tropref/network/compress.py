@@ -39,16 +39,20 @@ import numpy as np
 from .._array import Array, namespace
 from .._seeds import resolve_seed
 from ..methods import check_method
-from .certificate import certificate_step, network_certificate
+from ._after_relu import Folded
+from ._keep import resolve_layers
+from ._progress import progress_sink, say_layer
+from ._reporting import layer_reports, network_report
+from .certificate import network_certificate
 from .coupled import Group, compress_group, coupled_groups, group_keys, group_widths, groups_certificate
 from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
 from .layers import Conv2d, Dense
-from .report import NetworkReport, layer_reports, network_report, progress_sink, say_layer
+from .report import NetworkReport
 from .rewrite import compress_hidden, layer_options
 from .segments import drop_layers
-from .structure import Folded, Part, Structure, analyse
-from .widths import Budget, budget_widths, keep_widths, resolve_layers, rounded_width
+from .structure import Part, Structure, analyse
+from .widths import Budget, budget_widths, keep_widths, rounded_width
 
 __all__ = ["compress_network"]
 
@@ -204,7 +208,7 @@ def compress_network(
 
     # 4. certify, measure, report
     t1 = time.perf_counter()
-    per_output, bounds, domain = certificate_step(
+    per_output, bounds, domain = _certificate_step(
         say,
         certify,
         inputs,
@@ -394,6 +398,22 @@ def _certificate(
         original=states[0] if done_groups else None,
     )
     return bound, {**layer_shares, **shares}, domain
+
+
+def _certificate_step(
+    say: Callable[[str], None],
+    certify: bool,
+    inputs: Array | None,
+    input_radius: float | None,
+    n_layers: int,
+    compute: Callable[[], tuple[Any, dict, str]],
+) -> tuple[Any, dict, str]:
+    """Step 4's certificate when it is asked for and an input domain is known, else why not."""
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {n_layers} layers (certify=False skips it)")
+        return compute()
+    why = "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    return None, {}, why
 
 
 def _groups(structure: Structure, skipped: set[int], keep: Any) -> list[Group]:

@@ -39,10 +39,11 @@ from .._array import Array, asarray_like, device, to_numpy
 from .._blocks import take_rows
 from .._seeds import make_rng
 from ..compress import compress_layer
+from ._after_relu import Folded, pinned
 from .graph import Network, network_namespace
 from .kinds import kind_of
 from .layers import BatchNorm
-from .structure import Folded, HiddenLayer, Part, pinned
+from .structure import HiddenLayer, Part
 
 # The module's public API. Names without an underscore that are not listed here are shared
 # with the other modules of tropref.network (the walk's parts), not promised to users.

@@ -48,15 +48,15 @@ from typing import Any
 import numpy as np
 
 from .._array import to_numpy
+from ._after_relu import keeps_batchnorm, min_width, pinned
+from ._keep import fraction, k_of, units_kept
 from .bounds import carry_bound
 from .graph import Network, map_arrays
 from .kinds import kind_of
 from .layers import BatchNorm, Dense
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
-from .structure import Structure, keeps_batchnorm, min_width, pinned
+from .structure import Structure
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost", "rounded_width"]
 
 
@@ -513,52 +513,3 @@ def rounded_width(k: int, n: int, round_to: int | None) -> int:
         return k
     top = (n // round_to) * round_to
     return int(min(top, max(round_to, math.floor(k / round_to + 0.5) * round_to)))
-
-
-def fraction(q: Any, what: str) -> float:
-    """``q`` as a fraction in (0, 1] (``TypeError``/``ValueError`` naming ``what`` otherwise)."""
-    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}"
-        )
-    q = float(q)
-    if not 0 < q <= 1:
-        raise ValueError(f"`{what}` must be a fraction in (0, 1], got {q}")
-    return q
-
-
-def units_kept(q: float, n: int) -> int:
-    """The units a fraction ``q`` keeps of ``n``: ``round(q n)`` (halves up), at least 1, at most ``n``."""
-    return max(1, min(n, math.floor(q * n + 0.5)))
-
-
-def k_of(value: Any, n: int, what: str) -> int:
-    """A width ``1 <= k <= n`` from an int or a fraction of ``n`` (``ValueError`` naming ``what``)."""
-    if isinstance(value, (float, np.floating)):
-        return units_kept(fraction(value, what), n)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
-        raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
-    return int(value)
-
-
-def resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
-    """Indices in ``net`` of the layers named in ``keys`` (indices, negative ones too, or
-    names); ``ValueError`` naming ``what`` for a key that is neither."""
-    if isinstance(keys, (str, int)):
-        keys = [keys]
-    names = {getattr(l, "name", None): i for i, l in enumerate(net.layers)}
-    out = set()
-    for key in keys:
-        if isinstance(key, str):
-            if key not in names:
-                raise ValueError(f"`{what}` names layer {key!r}, which is not in the network")
-            out.add(names[key])
-        elif (
-            isinstance(key, (int, np.integer))
-            and not isinstance(key, bool)
-            and -len(net.layers) <= key < len(net.layers)
-        ):
-            out.add(int(key) % len(net.layers))
-        else:
-            raise ValueError(f"`{what}` holds {key!r}, not a layer index or name of the network")
-    return out
