@@ -30,14 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 # new modules follow the rules above from the start.
 EXEMPT_MODULES: set[str] = set()
 
-# Public names shared between modules of the network level without being promised to users.
-# They belong in a private module (or behind an underscore there); their files are being
-# restructured in parallel (issue 18, points 1 and 3), so they move after that merge. The
-# list is strict: a name that moves or enters its module's `__all__` must leave it.
-SHARED_PENDING: dict[str, set[str]] = {
-    "tropref.network.rewrite": {"layer_options"},
-}
-
 # Names that moved to another module and stay bound, imported, in the module they left, for
 # one importer being edited on another branch (issue 18): `tropref/network/local.py` still
 # takes them from forward. (module left, name) -> (module that defines it, the one importer
@@ -139,7 +131,7 @@ def _submodules(module: str) -> set[str]:
 
 def _exported(module: str) -> set[str]:
     tree = _tree(MODULES[module])
-    return set(_declared_all(tree) or ()) | SHARED_PENDING.get(module, set())
+    return set(_declared_all(tree) or ())
 
 
 def _tropref_imports(path: Path) -> list[tuple[int, str, str]]:
@@ -188,12 +180,8 @@ def test_all_lists_the_public_names(module):
     assert len(declared) == len(set(declared)), f"{module}.__all__ lists a name twice"
     defined, imported = _top_level(tree)
     public = {n for n in defined if not _is_private(n)}
-    shared = SHARED_PENDING.get(module, set())
-    assert shared <= public - set(declared), (
-        f"{module}: {sorted(shared - (public - set(declared)))} left SHARED_PENDING's reasons; take them out of it"
-    )
     listed = set(declared)
-    missing = sorted(public - listed - shared)
+    missing = sorted(public - listed)
     assert not missing, f"{module} defines {missing} without an underscore: add them to `__all__` or rename them `_…`"
     if path.name != "__init__.py":
         strays = sorted(listed - defined)

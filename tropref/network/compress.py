@@ -11,9 +11,10 @@ The walk (``docs/networks.md`` says it with pictures), one step per module below
    fraction, a mapping, or a :class:`~tropref.network.widths.Budget` allocated from the
    layers' certificates).
 3. **Compress front to back** (:mod:`~tropref.network.rewrite`): the hidden layers in the
-   graph's order, each by the one per-layer step ``_Run.compress``, which calls
-   :func:`~tropref.network.rewrite.compress_hidden` (the next layer read per unit, then
-   :func:`tropref.compress_layer`, then the next layer rewritten); the next layer is then
+   graph's order, each by the one per-layer step ``_Run.compress``, which reads the next
+   layer per unit (:func:`~tropref.network.rewrite.read_hidden`), calls
+   :func:`tropref.compress_layer` and writes the result back into the chain
+   (:func:`~tropref.network.rewrite.write_hidden`); the next layer is then
    compressed in turn from its rewritten weights. Data-driven methods receive each layer's
    inputs in the partly compressed network (``_LayerInputs``).
 4. **Certify and report** (:mod:`~tropref.network.certificate`,
@@ -38,6 +39,7 @@ import numpy as np
 
 from .._array import Array, namespace
 from .._seeds import resolve_seed
+from ..compress import compress_layer
 from ..methods import check_method
 from ._after_relu import Folded
 from ._keep import resolve_layers
@@ -49,7 +51,7 @@ from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
 from .layers import Conv2d, Dense
 from .report import NetworkReport
-from .rewrite import compress_hidden, layer_options
+from .rewrite import read_hidden, write_hidden
 from .segments import drop_layers
 from .structure import Part, Structure, analyse
 from .widths import Budget, budget_widths, keep_widths, rounded_width
@@ -250,20 +252,24 @@ class _Run:
     ) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
         """Hidden layer ``pos`` of ``part``'s chain (``chain_layers``: the chain as compressed
         so far, edited in place; ``x``: the layer's input, or None) compressed to ``units``,
-        with the seed and options of that layer; a ValueError names the layer."""
+        with the seed and options of that layer: the next layer read per unit, then
+        :func:`tropref.compress_layer`, then the result written back (:mod:`~tropref.network.rewrite`).
+        Returns the certificate's largest entry, its vector, the info and the width after
+        (:func:`~tropref.network.rewrite.write_hidden`); a ValueError names the layer."""
         try:
-            return compress_hidden(
-                part.chain,
+            read = read_hidden(
+                part,
+                pos,
                 chain_layers,
-                part.hidden[pos],
                 units,
                 method=self.method,
                 seed=_layer_seed(self.seed, part.origin[pos]),
                 data=x,
                 max_patches=self.max_patches,
-                options=layer_options(part, pos, self.method, self.options),
-                moments=part.moments.get(pos),
+                options=self.options,
             )
+            res = None if read.args is None else compress_layer(*read.args, **read.kwargs)
+            return write_hidden(chain_layers, read, res)
         except ValueError as exc:
             # the arguments compress_layer names are the network's layers: say which it was
             label = part.chain.label(part.hidden[pos].i)
