@@ -9,7 +9,7 @@ Shared by :mod:`~tropref.network.compress` and nothing else: the report's types 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,13 +31,16 @@ def layer_reports(
     layer_info: Mapping[int, Mapping[str, Any]],
     bounds: Mapping[int, float],
     unchanged: Mapping[int, str] | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> list[LayerReport]:
     """One :class:`LayerReport` per dense and convolutional layer, in the user's order.
 
     ``compressed`` is the work graph after the walk (same indices as ``structure.work``),
     ``layer_info[g]`` what the walk recorded for compressed layer ``g`` and ``bounds[g]``
     its share of the network certificate; ``unchanged[g]`` says why the coupled group of
-    layer ``g`` was left unchanged when one was asked for (``coupled=True``).
+    layer ``g`` was left unchanged when one was asked for (``coupled=True``). ``shapes``
+    are :func:`~tropref.network.shapes.output_shapes` of ``structure.work`` when the caller
+    has them (the walk computes them once), else they are computed here.
 
     Examples
     --------
@@ -53,7 +56,8 @@ def layer_reports(
     """
     net, work = structure.net, structure.work
     try:
-        shapes_w, shapes_r = output_shapes(work), output_shapes(compressed)
+        shapes_w = output_shapes(work) if shapes is None else shapes
+        shapes_r = output_shapes(compressed)
     except ValueError:
         shapes_w = shapes_r = [None] * len(work.layers)
     rows = []

@@ -9,7 +9,7 @@ input domain (the box spanned by sample inputs, or a radius).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +70,7 @@ def network_certificate(
     input_radius: float | None = None,
     earlier: np.ndarray | None = None,
     original: Network | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """Compose per-layer certificates into a bound on the change of the network's outputs.
 
@@ -108,6 +109,10 @@ def network_certificate(
         :func:`tropref.network.coupled.groups_certificate`): added before the cap.
     original : Network, optional
         With ``earlier``: the network before that step, whose output box the cap spans.
+    shapes : sequence of tuple of int, optional
+        :func:`~tropref.network.shapes.output_shapes` of ``work`` for inputs of
+        ``work.input_shape``, when the caller has them (the walk computes them once); used
+        when the input domain has that shape, computed here otherwise.
 
     Returns
     -------
@@ -156,7 +161,8 @@ def network_certificate(
         return None, {}, "no input domain (pass `inputs` or `input_radius`)"
     lo, hi, domain = box
     host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
-    shapes = output_shapes(host, lo.shape)
+    if shapes is None or work.input_shape is None or tuple(lo.shape) != tuple(work.input_shape):
+        shapes = output_shapes(host, lo.shape)
     if not layer_certificates and earlier is None:
         return np.zeros(int(np.prod(shapes[-1]))), {}, domain
     if any(v is None for v in layer_certificates.values()):

@@ -53,6 +53,7 @@ from .layers import Conv2d, Dense
 from .report import NetworkReport
 from .rewrite import read_hidden, write_hidden
 from .segments import drop_layers
+from .shapes import output_shapes
 from .structure import Part, Structure, analyse
 from .widths import Budget, budget_widths, keep_widths, rounded_width
 
@@ -179,13 +180,14 @@ def compress_network(
 
     # 1. structure: segments, BatchNorms folded, hidden layers, the shapes of the work graph
     original = analyse(net, _input_shape(net, data, inputs))
+    shapes = _work_shapes(original.work)  # once, for the widths, the certificate and the report
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
     targets = [g for g in original.compressible if original.origin(g) not in skipped]
     groups = _groups(original, skipped, keep) if coupled else []
 
     # 2. widths: units kept per work layer, channels kept per group (by its position in `groups`)
-    units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data)
+    units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data, shapes)
 
     # 3a. the coupled groups, each with one partition, on the original weights
     structure, states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
@@ -216,7 +218,7 @@ def compress_network(
         inputs,
         input_radius,
         len(work.layers),
-        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius),
+        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, shapes),
     )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
@@ -224,7 +226,7 @@ def compress_network(
     report = network_report(
         net,
         final,
-        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups)),
+        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups), shapes),
         inputs,
         method=method,
         seed=run.seed,
@@ -285,11 +287,12 @@ def _widths(
     round_to: int | None,
     run: _Run,
     data: Array | None,
+    shapes: list[tuple[int, ...]] | None,
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Step 2: the units each target work layer keeps, and the channels each group keeps,
     rounded after the allocation (a Budget holds to within the rounding)."""
     if isinstance(keep, Budget):
-        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data))
+        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data), shapes=shapes)
     else:
         units_kept = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
     group_units_kept = group_widths(keep, groups, net, structure.origin)
@@ -382,9 +385,12 @@ def _certificate(
     layer_info: Mapping[int, Mapping[str, Any]],
     inputs: Array | None,
     input_radius: float | None,
+    shapes: list[tuple[int, ...]] | None,
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """The network certificate: the coupled groups' share (from the original to
-    ``structure.work``), then the hidden layers' (from it to ``result``), capped once."""
+    ``structure.work``), then the hidden layers' (from it to ``result``), capped once;
+    ``shapes``: the output shapes of the work graph before the groups (of other widths
+    than ``structure.work`` once a group is merged, so then not used)."""
     earlier, shares = None, {}
     if done_groups:
         earlier, per_group = groups_certificate(
@@ -402,6 +408,7 @@ def _certificate(
         input_radius=input_radius,
         earlier=earlier,
         original=states[0] if done_groups else None,
+        shapes=None if done_groups else shapes,
     )
     return bound, {**layer_shares, **shares}, domain
 
@@ -452,6 +459,15 @@ def _compress_group(
         return compress_group(layers, net, group, channels, method=run.method, seed=seed, options=run.options)
     except ValueError as exc:
         raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
+
+
+def _work_shapes(work: Network) -> list[tuple[int, ...]] | None:
+    """The work graph's output shapes, computed once per walk (None when its input shape is
+    unknown or its inputs do not fit: each step then says so in its own way)."""
+    try:
+        return output_shapes(work)
+    except ValueError:
+        return None
 
 
 def _input_shape(net: Network, data: Array | None, inputs: Array | None) -> tuple[int, ...] | None:

@@ -303,7 +303,12 @@ def predict_cost(
 
 
 def budget_widths(
-    structure: Structure, budget: Budget, targets: Sequence[int], probe: Callable[[int, int], np.ndarray | None]
+    structure: Structure,
+    budget: Budget,
+    targets: Sequence[int],
+    probe: Callable[[int, int], np.ndarray | None],
+    *,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> dict[int, int]:
     """:func:`allocate_budget` over the hidden layers ``targets`` (work indices) of a
     network: the cost summed over its segments (:func:`predict_cost`), the amplification of
@@ -321,6 +326,9 @@ def budget_widths(
     probe : callable
         ``probe(g, k)``: the certificate vector of layer ``g`` compressed alone to ``k``
         units (None when the method gives none: the uniform widths are then used).
+    shapes : sequence of tuple of int, optional
+        :func:`~tropref.network.shapes.output_shapes` of ``structure.work``, when the caller
+        has them (the walk computes them once); computed here otherwise.
 
     Returns
     -------
@@ -394,17 +402,20 @@ def budget_widths(
         total=total,
         cost=cost,
         probe=probe,
-        amplification=_amplifications(structure, targets),
+        amplification=_amplifications(structure, targets, shapes),
         min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
     )
 
 
-def _amplifications(structure: Structure, targets: Sequence[int]) -> dict[int, float]:
+def _amplifications(
+    structure: Structure, targets: Sequence[int], shapes: Sequence[tuple[int, ...]] | None = None
+) -> dict[int, float]:
     """Largest output change per unit change of the next layer's pre-activations ({} when
-    the input shape is unknown: every layer then counts 1)."""
+    the input shape is unknown: every layer then counts 1); ``shapes``: the work graph's
+    output shapes, computed here when not given."""
     try:
         host = map_arrays(structure.work, lambda a: to_numpy(a).astype(np.float64))
-        shapes = output_shapes(host)
+        shapes = output_shapes(host) if shapes is None else shapes
     except ValueError:
         return {}
     out = {}
