@@ -377,10 +377,10 @@ def budget_widths(
             if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any()
         }
         try:
-            shapes = layer_shapes(part.chain) if kind == "macs" else None
+            chain_shapes = _chain_shapes(structure, part, shapes) if kind == "macs" else None
         except ValueError:
             raise ValueError("a MACs budget needs the network's `input_shape`") from None
-        per_part.append((part, local, vanishing, shapes))
+        per_part.append((part, local, vanishing, chain_shapes))
 
     def cost(widths: Mapping[int, int]) -> int:
         if kind == "units":
@@ -390,10 +390,10 @@ def budget_widths(
                 part.chain,
                 {i: widths[g] for i, g in local.items() if g in widths},
                 kind=kind,
-                shapes=shapes,
+                shapes=chain_shapes,
                 vanishing_bn=vanishing,
             )
-            for part, local, vanishing, shapes in per_part
+            for part, local, vanishing, chain_shapes in per_part
         )
 
     return allocate_budget(
@@ -405,6 +405,17 @@ def budget_widths(
         amplification=_amplifications(structure, targets, shapes),
         min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
     )
+
+
+def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, ...]] | None) -> list[tuple[int, ...]]:
+    """:func:`~tropref.network.shapes.layer_shapes` of ``part.chain``: read off the work
+    graph's output ``shapes`` when given (the part's layers sit at ``part.at`` there, its
+    input is the segment's source), computed otherwise."""
+    if shapes is None:
+        return layer_shapes(part.chain)
+    src = part.segment.source
+    first = structure.input_shape if src < 0 else shapes[structure.moved[src]]
+    return [tuple(first), *(shapes[g] for g in part.at)]
 
 
 def _amplifications(
