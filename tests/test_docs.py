@@ -46,6 +46,7 @@ CORE_MODULES = [
     "tropref.network._reporting",
     "tropref.network._progress",
     "tropref.network.rewrite",
+    "tropref.network.coupled",
     "tropref.network.compress",
 ]
 
