@@ -190,7 +190,8 @@ def compress_network(
     units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data, shapes)
 
     # 3a. the coupled groups, each with one partition, on the original weights
-    structure, states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
+    states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
+    structure, work_shapes = _after_groups(original, states, shapes)
 
     # 3. the hidden layers front to back, each segment's chain edited in place
     work = structure.work
@@ -218,7 +219,7 @@ def compress_network(
         inputs,
         input_radius,
         len(work.layers),
-        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, shapes),
+        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, work_shapes),
     )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
@@ -307,11 +308,10 @@ def _widths(
 
 def _compress_groups(
     structure: Structure, groups: Sequence[Group], group_units_kept: Mapping[int, int], run: _Run, say: Any
-) -> tuple[Structure, list[Network], list[tuple], dict[int, dict[str, Any]]]:
+) -> tuple[list[Network], list[tuple], dict[int, dict[str, Any]]]:
     """Step 3a: every coupled group merged with one partition, on the original weights.
 
-    Returns the structure over the layers after (``structure`` itself when no group was
-    merged), the work graph before and after each group, each merged group with its
+    Returns the work graph before and after each group, each merged group with its
     errors, scale, assignment and gates, and the report's entry of each producer."""
     work = structure.work
     states, done_groups, group_info = [work], [], {}
@@ -330,9 +330,19 @@ def _compress_groups(
             )
         label, width = group.label(work), layers[group.producers[0]].units
         say_layer(say, len(done_groups), len(group_units_kept), label, group.units, width, None, seconds, None)
-    if done_groups:
-        structure = structure.with_layers(states[-1].layers)
-    return structure, states, done_groups, group_info
+    return states, done_groups, group_info
+
+
+def _after_groups(
+    original: Structure, states: Sequence[Network], shapes: list[tuple[int, ...]] | None
+) -> tuple[Structure, list[tuple[int, ...]] | None]:
+    """The structure the hidden layers are compressed in, and its work graph's shapes: the
+    original's, or, once the groups changed widths, over the layers after them (their
+    shapes computed once)."""
+    if len(states) == 1:
+        return original, shapes
+    work_shapes = _work_shapes(states[-1])
+    return original.with_layers(states[-1].layers, work_shapes), work_shapes
 
 
 class _LayerInputs:
@@ -389,8 +399,7 @@ def _certificate(
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """The network certificate: the coupled groups' share (from the original to
     ``structure.work``), then the hidden layers' (from it to ``result``), capped once;
-    ``shapes``: the output shapes of the work graph before the groups (of other widths
-    than ``structure.work`` once a group is merged, so then not used)."""
+    ``shapes``: the output shapes of ``structure.work``, or None."""
     earlier, shares = None, {}
     if done_groups:
         earlier, per_group = groups_certificate(
@@ -408,7 +417,7 @@ def _certificate(
         input_radius=input_radius,
         earlier=earlier,
         original=states[0] if done_groups else None,
-        shapes=None if done_groups else shapes,
+        shapes=shapes,
     )
     return bound, {**layer_shares, **shares}, domain
 

@@ -334,12 +334,15 @@ class Structure:
         part, _ = self.locate(g)
         return part.at[self.hidden(g).j]
 
-    def with_layers(self, layers: Sequence[Any]) -> Structure:
+    def with_layers(self, layers: Sequence[Any], shapes: Sequence[tuple[int, ...]] | None = None) -> Structure:
         """The same structure over other work layers of the same kinds in the same places
         (widths may differ, as after compressing a coupled group): every part's chain holds
-        the new layers and its input shape follows."""
+        the new layers and its input shape follows. ``shapes`` are the new work graph's
+        output shapes when the caller has them (the walk computes them once), else they are
+        computed here."""
         work = self.work.replace_layers(layers)
-        shapes = None if work.input_shape is None else output_shapes(work)
+        if shapes is None:
+            shapes = None if work.input_shape is None else output_shapes(work)
         parts = []
         for part in self.parts:
             src = part.segment.source
