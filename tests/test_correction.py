@@ -203,7 +203,8 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
     from test_graph import residual_net
 
     from tropref.network import analyse
-    from tropref.network.rewrite import _RESIDUAL_OUTGOING, layer_options
+    from tropref.network.rewrite import _RESIDUAL_OUTGOING
+    from tropref.network.rewrite import _layer_options as layer_options
 
     structure = analyse(residual_net())
     branch = [structure.locate(g) for g in structure.compressible]

@@ -37,11 +37,16 @@ CORE_MODULES = [
     "tropref.network.flatten",
     "tropref.network.bounds",
     "tropref.network.structure",
+    "tropref.network._after_relu",
+    "tropref.network._keep",
     "tropref.network.widths",
     "tropref.network.certificate",
     "tropref.network.local",
     "tropref.network.report",
+    "tropref.network._reporting",
+    "tropref.network._progress",
     "tropref.network.rewrite",
+    "tropref.network.coupled",
     "tropref.network.compress",
 ]
 

@@ -32,9 +32,10 @@ from tropref.network import (
 )
 from tropref.network.bounds import interval_bounds
 from tropref.network.flatten import with_flatten_order
-from tropref.network.forward import apply_layer, conv_patches
+from tropref.network.forward import apply_layer
 from tropref.network.graph import map_arrays
 from tropref.network.shapes import layer_shapes
+from tropref.network.windows import conv_patches
 
 RNG = np.random.default_rng(12345)
 

@@ -4,6 +4,8 @@ Modules, each importing only those above it in this list:
 
 - :mod:`~tropref.network.layers`: the layer types (dense, convolution, BatchNorm, ReLU,
   pooling, flatten, dropout, identity, softmax; :class:`Add` and :class:`Concat` junctions);
+- :mod:`~tropref.network.windows`: the window arithmetic (window sizes, convolution, pooling);
+- :mod:`~tropref.network.kinds`: one kind per layer type, what the walk needs of it;
 - :mod:`~tropref.network.shapes`: one sample's shapes, parameter and MAC counts;
 - :mod:`~tropref.network.forward`: the one forward pass, on the array API;
 - :mod:`~tropref.network.graph`: :class:`Network`, the graph of layers;
@@ -18,6 +20,11 @@ Modules, each importing only those above it in this list:
 - :mod:`~tropref.network.rewrite`: one hidden layer compressed, the next layer rewritten;
 - :mod:`~tropref.network.coupled`: coupled channel groups (a residual stream), one partition each;
 - :mod:`~tropref.network.compress`: :func:`compress_network`, the walk over the graph.
+
+Private modules hold what several of these share without promising it, each placed in the
+same order (``tests/test_layout.py``): ``_after_relu`` (the BatchNorm after a hidden ReLU)
+and ``_keep`` (``keep`` and ``skip`` read) below ``widths``; ``_reporting`` (the walk's
+report built) and ``_progress`` (its progress lines) below ``rewrite``.
 """
 
 # What users are promised: the layer types, the graph and its forward pass, the walk and its

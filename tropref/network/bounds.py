@@ -24,7 +24,7 @@ from .graph import Network
 from .kinds import kind_of
 from .layers import Conv2d, Dense, Layer
 
-__all__ = ["node_bounds", "interval_bounds", "max_patch_norm", "carry_bound"]
+__all__ = ["node_bounds", "interval_bounds", "node_step", "max_patch_norm", "carry_bound"]
 
 
 def max_patch_norm(layer: Dense | Conv2d, bound: Array) -> float:
@@ -81,7 +81,20 @@ def node_step(xp: Any, layer: Layer, ins: Sequence[tuple[Array, Array]]) -> tupl
     """Bounds on one node's output from elementwise bounds ``(lo, hi)`` on each of its inputs
     (batched along axis 0): an :class:`Add` adds them, a :class:`Concat` joins them, any
     other layer maps its one input's bounds (its kind's interval step,
-    :mod:`tropref.network.kinds`)."""
+    :mod:`tropref.network.kinds`). The step of :func:`node_bounds`, for a walk of its own
+    (:func:`tropref.network.certify` bounds every sample's ball at once).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.network import Add, ReLU
+    >>> lo, hi = np.array([[-1.0, 2.0]]), np.array([[1.0, 3.0]])
+    >>> [b.tolist() for b in node_step(xp, ReLU(), [(lo, hi)])]
+    [[[0.0, 2.0]], [[1.0, 3.0]]]
+    >>> [b.tolist() for b in node_step(xp, Add(), [(lo, hi), (lo, hi)])]
+    [[[-2.0, 4.0]], [[2.0, 6.0]]]
+    """
     kind = kind_of(layer)
     return kind.interval(xp, layer, ins if kind.junction else ins[:1])
 

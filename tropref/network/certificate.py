@@ -9,8 +9,7 @@ input domain (the box spanned by sample inputs, or a radius).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,12 +19,12 @@ from .graph import Network, map_arrays
 from .kinds import kind_of
 from .shapes import output_shapes
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["network_certificate"]
+__all__ = ["network_certificate", "input_box", "CAPPED"]
 
 CAPPED = "; the composed bound exceeds the span of the interval output boxes, which is shown instead"
-"""Appended to the domain when the network certificate is that span (the interval cap)."""
+"""Appended to the domain when the network certificate is that span (the interval cap):
+:attr:`~tropref.network.NetworkReport.input_domain` then ends with it, and a caller that
+reads the report (the table, the sweeps' records) tells a bound from that cap by it."""
 
 
 def input_box(
@@ -71,6 +70,7 @@ def network_certificate(
     input_radius: float | None = None,
     earlier: np.ndarray | None = None,
     original: Network | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """Compose per-layer certificates into a bound on the change of the network's outputs.
 
@@ -109,6 +109,10 @@ def network_certificate(
         :func:`tropref.network.coupled.groups_certificate`): added before the cap.
     original : Network, optional
         With ``earlier``: the network before that step, whose output box the cap spans.
+    shapes : sequence of tuple of int, optional
+        :func:`~tropref.network.shapes.output_shapes` of ``work`` for inputs of
+        ``work.input_shape``, when the caller has them (the walk computes them once); used
+        when the input domain has that shape, computed here otherwise.
 
     Returns
     -------
@@ -157,7 +161,8 @@ def network_certificate(
         return None, {}, "no input domain (pass `inputs` or `input_radius`)"
     lo, hi, domain = box
     host = map_arrays(work, lambda a: to_numpy(a).astype(np.float64))
-    shapes = output_shapes(host, lo.shape)
+    if shapes is None or work.input_shape is None or tuple(lo.shape) != tuple(work.input_shape):
+        shapes = output_shapes(host, lo.shape)
     if not layer_certificates and earlier is None:
         return np.zeros(int(np.prod(shapes[-1]))), {}, domain
     if any(v is None for v in layer_certificates.values()):
@@ -196,19 +201,3 @@ def _reads_input(net: Network, g: int) -> bool:
             return False
         (p,) = net.sources(p)
     return True
-
-
-def certificate_step(
-    say: Callable[[str], None],
-    certify: bool,
-    inputs: Array | None,
-    input_radius: float | None,
-    n_layers: int,
-    compute: Callable[[], tuple[Any, dict, str]],
-) -> tuple[Any, dict, str]:
-    """The network certificate when it is asked for and an input domain is known, else why not."""
-    if certify and (inputs is not None or input_radius is not None):
-        say(f"[tropref] network certificate: interval bounds through {n_layers} layers (certify=False skips it)")
-        return compute()
-    why = "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
-    return None, {}, why

@@ -11,9 +11,10 @@ The walk (``docs/networks.md`` says it with pictures), one step per module below
    fraction, a mapping, or a :class:`~tropref.network.widths.Budget` allocated from the
    layers' certificates).
 3. **Compress front to back** (:mod:`~tropref.network.rewrite`): the hidden layers in the
-   graph's order, each by the one per-layer step ``_Run.compress``, which calls
-   :func:`~tropref.network.rewrite.compress_hidden` (the next layer read per unit, then
-   :func:`tropref.compress_layer`, then the next layer rewritten); the next layer is then
+   graph's order, each by the one per-layer step ``_Run.compress``, which reads the next
+   layer per unit (:func:`~tropref.network.rewrite.read_hidden`), calls
+   :func:`tropref.compress_layer` and writes the result back into the chain
+   (:func:`~tropref.network.rewrite.write_hidden`); the next layer is then
    compressed in turn from its rewritten weights. Data-driven methods receive each layer's
    inputs in the partly compressed network (``_LayerInputs``).
 4. **Certify and report** (:mod:`~tropref.network.certificate`,
@@ -38,17 +39,23 @@ import numpy as np
 
 from .._array import Array, namespace
 from .._seeds import resolve_seed
+from ..compress import compress_layer
 from ..methods import check_method
-from .certificate import certificate_step, network_certificate
+from ._after_relu import Folded
+from ._keep import resolve_layers
+from ._progress import progress_sink, say_layer
+from ._reporting import layer_reports, network_report
+from .certificate import network_certificate
 from .coupled import Group, compress_group, coupled_groups, group_keys, group_widths, groups_certificate
 from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
 from .layers import Conv2d, Dense
-from .report import NetworkReport, layer_reports, network_report, progress_sink, say_layer
-from .rewrite import compress_hidden, layer_options
+from .report import NetworkReport
+from .rewrite import read_hidden, write_hidden
 from .segments import drop_layers
-from .structure import Folded, Part, Structure, analyse
-from .widths import Budget, budget_widths, keep_widths, resolve_layers, rounded_width
+from .shapes import output_shapes
+from .structure import Part, Structure, analyse
+from .widths import Budget, budget_widths, keep_widths, rounded_width
 
 __all__ = ["compress_network"]
 
@@ -173,16 +180,18 @@ def compress_network(
 
     # 1. structure: segments, BatchNorms folded, hidden layers, the shapes of the work graph
     original = analyse(net, _input_shape(net, data, inputs))
+    shapes = _work_shapes(original.work)  # once, for the widths, the certificate and the report
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
     targets = [g for g in original.compressible if original.origin(g) not in skipped]
     groups = _groups(original, skipped, keep) if coupled else []
 
     # 2. widths: units kept per work layer, channels kept per group (by its position in `groups`)
-    units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data)
+    units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data, shapes)
 
     # 3a. the coupled groups, each with one partition, on the original weights
-    structure, states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
+    states, done_groups, group_info = _compress_groups(original, groups, group_units_kept, run, say)
+    structure, work_shapes = _after_groups(original, states, shapes)
 
     # 3. the hidden layers front to back, each segment's chain edited in place
     work = structure.work
@@ -204,13 +213,13 @@ def compress_network(
 
     # 4. certify, measure, report
     t1 = time.perf_counter()
-    per_output, bounds, domain = certificate_step(
+    per_output, bounds, domain = _certificate_step(
         say,
         certify,
         inputs,
         input_radius,
         len(work.layers),
-        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius),
+        lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, work_shapes),
     )
     steps["network_certificate"] = time.perf_counter() - t1
     final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
@@ -218,7 +227,7 @@ def compress_network(
     report = network_report(
         net,
         final,
-        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups)),
+        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups), shapes),
         inputs,
         method=method,
         seed=run.seed,
@@ -246,20 +255,24 @@ class _Run:
     ) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
         """Hidden layer ``pos`` of ``part``'s chain (``chain_layers``: the chain as compressed
         so far, edited in place; ``x``: the layer's input, or None) compressed to ``units``,
-        with the seed and options of that layer; a ValueError names the layer."""
+        with the seed and options of that layer: the next layer read per unit, then
+        :func:`tropref.compress_layer`, then the result written back (:mod:`~tropref.network.rewrite`).
+        Returns the certificate's largest entry, its vector, the info and the width after
+        (:func:`~tropref.network.rewrite.write_hidden`); a ValueError names the layer."""
         try:
-            return compress_hidden(
-                part.chain,
+            read = read_hidden(
+                part,
+                pos,
                 chain_layers,
-                part.hidden[pos],
                 units,
                 method=self.method,
                 seed=_layer_seed(self.seed, part.origin[pos]),
                 data=x,
                 max_patches=self.max_patches,
-                options=layer_options(part, pos, self.method, self.options),
-                moments=part.moments.get(pos),
+                options=self.options,
             )
+            res = None if read.args is None else compress_layer(*read.args, **read.kwargs)
+            return write_hidden(chain_layers, read, res)
         except ValueError as exc:
             # the arguments compress_layer names are the network's layers: say which it was
             label = part.chain.label(part.hidden[pos].i)
@@ -275,11 +288,12 @@ def _widths(
     round_to: int | None,
     run: _Run,
     data: Array | None,
+    shapes: list[tuple[int, ...]] | None,
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Step 2: the units each target work layer keeps, and the channels each group keeps,
     rounded after the allocation (a Budget holds to within the rounding)."""
     if isinstance(keep, Budget):
-        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data))
+        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data), shapes=shapes)
     else:
         units_kept = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
     group_units_kept = group_widths(keep, groups, net, structure.origin)
@@ -294,11 +308,10 @@ def _widths(
 
 def _compress_groups(
     structure: Structure, groups: Sequence[Group], group_units_kept: Mapping[int, int], run: _Run, say: Any
-) -> tuple[Structure, list[Network], list[tuple], dict[int, dict[str, Any]]]:
+) -> tuple[list[Network], list[tuple], dict[int, dict[str, Any]]]:
     """Step 3a: every coupled group merged with one partition, on the original weights.
 
-    Returns the structure over the layers after (``structure`` itself when no group was
-    merged), the work graph before and after each group, each merged group with its
+    Returns the work graph before and after each group, each merged group with its
     errors, scale, assignment and gates, and the report's entry of each producer."""
     work = structure.work
     states, done_groups, group_info = [work], [], {}
@@ -317,9 +330,19 @@ def _compress_groups(
             )
         label, width = group.label(work), layers[group.producers[0]].units
         say_layer(say, len(done_groups), len(group_units_kept), label, group.units, width, None, seconds, None)
-    if done_groups:
-        structure = structure.with_layers(states[-1].layers)
-    return structure, states, done_groups, group_info
+    return states, done_groups, group_info
+
+
+def _after_groups(
+    original: Structure, states: Sequence[Network], shapes: list[tuple[int, ...]] | None
+) -> tuple[Structure, list[tuple[int, ...]] | None]:
+    """The structure the hidden layers are compressed in, and its work graph's shapes: the
+    original's, or, once the groups changed widths, over the layers after them (their
+    shapes computed once)."""
+    if len(states) == 1:
+        return original, shapes
+    work_shapes = _work_shapes(states[-1])
+    return original.with_layers(states[-1].layers, work_shapes), work_shapes
 
 
 class _LayerInputs:
@@ -372,9 +395,11 @@ def _certificate(
     layer_info: Mapping[int, Mapping[str, Any]],
     inputs: Array | None,
     input_radius: float | None,
+    shapes: list[tuple[int, ...]] | None,
 ) -> tuple[np.ndarray | None, dict[int, float], str]:
     """The network certificate: the coupled groups' share (from the original to
-    ``structure.work``), then the hidden layers' (from it to ``result``), capped once."""
+    ``structure.work``), then the hidden layers' (from it to ``result``), capped once;
+    ``shapes``: the output shapes of ``structure.work``, or None."""
     earlier, shares = None, {}
     if done_groups:
         earlier, per_group = groups_certificate(
@@ -392,8 +417,25 @@ def _certificate(
         input_radius=input_radius,
         earlier=earlier,
         original=states[0] if done_groups else None,
+        shapes=shapes,
     )
     return bound, {**layer_shares, **shares}, domain
+
+
+def _certificate_step(
+    say: Callable[[str], None],
+    certify: bool,
+    inputs: Array | None,
+    input_radius: float | None,
+    n_layers: int,
+    compute: Callable[[], tuple[Any, dict, str]],
+) -> tuple[Any, dict, str]:
+    """Step 4's certificate when it is asked for and an input domain is known, else why not."""
+    if certify and (inputs is not None or input_radius is not None):
+        say(f"[tropref] network certificate: interval bounds through {n_layers} layers (certify=False skips it)")
+        return compute()
+    why = "not certified (certify=False)" if certify is False else "no input domain (pass `inputs` or `input_radius`)"
+    return None, {}, why
 
 
 def _groups(structure: Structure, skipped: set[int], keep: Any) -> list[Group]:
@@ -426,6 +468,15 @@ def _compress_group(
         return compress_group(layers, net, group, channels, method=run.method, seed=seed, options=run.options)
     except ValueError as exc:
         raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
+
+
+def _work_shapes(work: Network) -> list[tuple[int, ...]] | None:
+    """The work graph's output shapes, computed once per walk (None when its input shape is
+    unknown or its inputs do not fit: each step then says so in its own way)."""
+    try:
+        return output_shapes(work)
+    except ValueError:
+        return None
 
 
 def _input_shape(net: Network, data: Array | None, inputs: Array | None) -> tuple[int, ...] | None:

@@ -3,8 +3,8 @@
 :func:`forward` runs a network (a chain or a graph) on a batch; everything else in tropref
 that needs a network's values (measured errors, data-driven methods, the experiments'
 accuracies) uses it or its parts (:func:`apply_layer`, :func:`apply_node`,
-:func:`node_outputs`, :func:`conv_patches`). It is written against the array API standard
-only, so the same code runs on every backend.
+:func:`node_outputs`, and the window arithmetic of :mod:`~tropref.network.windows`). It is
+written against the array API standard only, so the same code runs on every backend.
 
 A convolution is one im2col matrix product: the input is viewed channels-last, the windows
 shifted by each kernel offset are stacked into the patch matrix ``(N Ho Wo, C kh kw)``,
@@ -23,24 +23,25 @@ from .._array import Array, namespace
 from .kinds import kind_of
 from .layers import Layer
 
-# the window arithmetic lives below the kinds (windows.py); it is re-exported here, where
-# the forward pass was always read from
-from .windows import channel_view, conv2d, conv_patches  # noqa: F401 (channel_view: for local.py)
+# The window arithmetic lives below the kinds (windows.py), where it is imported from. Only
+# local.py still takes these two from here; it is being edited elsewhere, so they stay bound
+# until it imports them from windows (tests/test_public_face.py, MOVED_PENDING).
+from .windows import channel_view, conv2d  # noqa: F401
 
 if TYPE_CHECKING:  # the graph module imports this one (Network.__call__): the annotation alone refers back
     from .graph import Network
 
 # The module's public API. Names without an underscore that are not listed here are shared
 # with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["forward", "node_outputs", "apply_node", "apply_layer", "conv_patches", "conv2d"]
+__all__ = ["forward", "node_outputs", "apply_node", "apply_layer"]
 
 
 def apply_layer(layer: Layer, x: Array, xp: Any = None) -> Array:
     """Apply one layer to a batch ``x`` (``(N, d)`` or ``(N, C, H, W)``).
 
     The layer's map (see :mod:`tropref.network.layers`) on every sample: ``x W^T + b``, a
-    convolution (:func:`conv2d`), ``scale x + shift`` per channel, ``max(x, 0)``, pooling,
-    softmax, a flatten in its order; dropout and identity return ``x``.
+    convolution (:func:`~tropref.network.windows.conv2d`), ``scale x + shift`` per channel,
+    ``max(x, 0)``, pooling, softmax, a flatten in its order; dropout and identity return ``x``.
 
     Parameters
     ----------

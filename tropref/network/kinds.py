@@ -55,10 +55,16 @@ from .layers import (
 )
 from .windows import avg_pool, channel_view, conv2d, conv_patches, max_pool, out_size
 
-__all__ = ["Kind", "KINDS", "ENTRIES", "ROLES", "kind_of"]
+# What adding a layer type uses: the base class and the type names of its methods, the
+# entries and roles it must provide, the table it joins. The kinds of the shipped layer types
+# (and their shared bases) are private: the walk reaches each through `kind_of`, never by name.
+__all__ = ["Kind", "KINDS", "ENTRIES", "LINEAR_ENTRIES", "ROLES", "Shape", "Bounds", "kind_of"]
 
 Shape = tuple[int, ...]
+"""One sample's shape, without the batch axis: ``(d,)`` or ``(C, H, W)``."""
+
 Bounds = tuple[Array, Array]
+"""Elementwise bounds ``(lo, hi)`` on a batch of values, one array of its shape each."""
 
 ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry")
 """The methods every kind implements."""
@@ -186,7 +192,7 @@ class _Linear(Kind):
         """Whether it zero-pads its input (a constant input is then not a bias)."""
 
 
-class DenseKind(_Linear):
+class _DenseKind(_Linear):
     """``y = x W^T + b``."""
 
     layer_type = Dense
@@ -249,7 +255,7 @@ class DenseKind(_Linear):
         return False
 
 
-class Conv2dKind(_Linear):
+class _Conv2dKind(_Linear):
     """A 2-D cross-correlation (one im2col product, :func:`~tropref.network.windows.conv2d`)."""
 
     layer_type = Conv2d
@@ -315,7 +321,7 @@ class Conv2dKind(_Linear):
         return layer.padded
 
 
-class BatchNormKind(Kind):
+class _BatchNormKind(Kind):
     """``y = scale x + shift`` per channel; its parameters are per channel, so merged channels
     rewrite it (:mod:`tropref.network.rewrite` folds it into the next layer or keeps it on
     the kept channels), and it has no weights across channels."""
@@ -355,7 +361,7 @@ class BatchNormKind(Kind):
         return np.abs(layer.scale) * es[0]
 
 
-class ReLUKind(_Monotone):
+class _ReLUKind(_Monotone):
     """``max(x, 0)``."""
 
     layer_type = ReLU
@@ -384,7 +390,7 @@ class _Pool(_Monotone):
         )
 
 
-class MaxPool2dKind(_Pool):
+class _MaxPool2dKind(_Pool):
     """Max pooling (non-decreasing in every input)."""
 
     layer_type = MaxPool2d
@@ -394,7 +400,7 @@ class MaxPool2dKind(_Pool):
         return max_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding)
 
 
-class AvgPool2dKind(_Pool):
+class _AvgPool2dKind(_Pool):
     """Average pooling (non-negative weights: non-decreasing in every input)."""
 
     layer_type = AvgPool2d
@@ -404,7 +410,7 @@ class AvgPool2dKind(_Pool):
         return avg_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding, layer.count_include_pad)
 
 
-class FlattenKind(_Monotone):
+class _FlattenKind(_Monotone):
     """``(N, C, H, W)`` to ``(N, C H W)`` in its order; each channel becomes ``H W`` features."""
 
     layer_type = Flatten
@@ -441,19 +447,19 @@ class _Passive(_Monotone):
         return xs[0]
 
 
-class DropoutKind(_Passive):
+class _DropoutKind(_Passive):
     """Dropout: the identity at inference."""
 
     layer_type = Dropout
 
 
-class IdentityKind(_Passive):
+class _IdentityKind(_Passive):
     """The identity (also a BatchNorm folded during the walk, a subclass)."""
 
     layer_type = Identity
 
 
-class SoftmaxKind(_Weightless):
+class _SoftmaxKind(_Weightless):
     """``softmax`` over the features of a 2-D input."""
 
     layer_type = Softmax
@@ -495,7 +501,7 @@ def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
     return xp.where(xp.isfinite(m), xp.exp(m) * total, xp.where(m > 0, xp.full_like(m, math.inf), xp.zeros_like(m)))
 
 
-class AddKind(_Weightless):
+class _AddKind(_Weightless):
     """The sum of its inputs, of one shape."""
 
     layer_type = Add
@@ -525,7 +531,7 @@ class AddKind(_Weightless):
         return np.sum(es, axis=0)  # the paths that meet add up
 
 
-class ConcatKind(_Weightless):
+class _ConcatKind(_Weightless):
     """Its inputs joined along the channels (axis 1 of a batch)."""
 
     layer_type = Concat
@@ -554,18 +560,18 @@ class ConcatKind(_Weightless):
 KINDS: dict[type, Kind] = {
     kind.layer_type: kind
     for kind in (
-        DenseKind(),
-        Conv2dKind(),
-        BatchNormKind(),
-        ReLUKind(),
-        MaxPool2dKind(),
-        AvgPool2dKind(),
-        FlattenKind(),
-        DropoutKind(),
-        IdentityKind(),
-        SoftmaxKind(),
-        AddKind(),
-        ConcatKind(),
+        _DenseKind(),
+        _Conv2dKind(),
+        _BatchNormKind(),
+        _ReLUKind(),
+        _MaxPool2dKind(),
+        _AvgPool2dKind(),
+        _FlattenKind(),
+        _DropoutKind(),
+        _IdentityKind(),
+        _SoftmaxKind(),
+        _AddKind(),
+        _ConcatKind(),
     )
 }
 """Layer type -> its kind, one for each of :data:`~tropref.network.layers.LAYER_TYPES`."""

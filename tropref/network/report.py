@@ -1,30 +1,23 @@
-"""What :func:`tropref.compress_network` did: per-layer and network reports, progress lines.
+"""What :func:`tropref.compress_network` did: per-layer and network reports.
 
 :class:`NetworkReport` holds the widths, parameters, MACs, certificates and times of every
 dense and convolutional layer (:class:`LayerReport`), the network certificate and the
-measured error; it prints as a table and converts to plain values (JSON).
+measured error; it prints as a table and converts to plain values (JSON). The walk builds
+it in :mod:`~tropref.network._reporting`, and says its progress through
+:mod:`~tropref.network._progress`.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from .._array import Array, to_numpy
 from .certificate import CAPPED
-from .graph import Network, network_namespace
-from .kinds import kind_of
-from .shapes import count_macs, count_params, layer_macs, layer_params, output_shapes
-from .structure import Structure
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["LayerReport", "NetworkReport"]
 
 
@@ -206,140 +199,3 @@ class NetworkReport:
         out = {f: plain(getattr(self, f)) for f in self.__dataclass_fields__ if f != "layers"}
         out["layers"] = [{f: plain(getattr(r, f)) for f in r.__dataclass_fields__} for r in self.layers]
         return out
-
-
-def layer_reports(
-    structure: Structure,
-    compressed: Network,
-    skipped: set[int],
-    layer_info: Mapping[int, Mapping[str, Any]],
-    bounds: Mapping[int, float],
-    unchanged: Mapping[int, str] | None = None,
-) -> list[LayerReport]:
-    """One :class:`LayerReport` per dense and convolutional layer, in the user's order.
-
-    ``compressed`` is the work graph after the walk (same indices as ``structure.work``),
-    ``layer_info[g]`` what the walk recorded for compressed layer ``g`` and ``bounds[g]``
-    its share of the network certificate; ``unchanged[g]`` says why the coupled group of
-    layer ``g`` was left unchanged when one was asked for (``coupled=True``).
-    """
-    net, work = structure.net, structure.work
-    try:
-        shapes_w, shapes_r = output_shapes(work), output_shapes(compressed)
-    except ValueError:
-        shapes_w = shapes_r = [None] * len(work.layers)
-    rows = []
-    for part in structure.parts:
-        lin = [i for i, layer in enumerate(part.chain.layers) if kind_of(layer).linear]
-        for i in lin:
-            g, o = part.at[i], part.origin[i]
-            before, after, orig = work.layers[g], compressed.layers[g], net.layers[o]
-            h = part.hidden.get(i)
-            if g in layer_info:
-                status = "compressed"
-            elif g in (unchanged or {}):
-                status = f"coupled: {part.coupled}; left unchanged: {unchanged[g]}"
-            elif i == lin[-1]:
-                status = "classifier" if part.coupled is None else f"coupled: {part.coupled}; left unchanged"
-            elif o in skipped:
-                status = "skipped"
-            elif isinstance(h, str):
-                status = f"not a ReLU layer: {h}"
-            else:
-                status = "kept"
-            li = layer_info.get(g, {})
-            rows.append(
-                LayerReport(
-                    index=o,
-                    name=getattr(orig, "name", None) or f"{o}:{type(orig).__name__}",
-                    kind=type(before).__name__,
-                    status=status,
-                    width_before=before.units,
-                    width_after=after.units,
-                    params_before=layer_params(orig),
-                    params_after=layer_params(after),
-                    macs_before=layer_macs(before, shapes_w[g]),
-                    macs_after=layer_macs(after, shapes_r[g]),
-                    certificate=li.get("certificate"),
-                    bound=bounds.get(g),
-                    time_s=li.get("time", 0.0),
-                    info=li.get("info", {}),
-                )
-            )
-    return sorted(rows, key=lambda r: r.index)
-
-
-def network_report(
-    net: Network,
-    compressed: Network,
-    reports: list[LayerReport],
-    inputs: Array | None,
-    *,
-    method: str,
-    seed: int,
-    keep: Any,
-    per_output: Any,
-    domain: str,
-    t0: float,
-    steps: dict[str, float],
-    input_shape: tuple[int, ...] | None = None,
-) -> NetworkReport:
-    """The report of a walk: counts of ``compressed`` and, with ``inputs``, its measured
-    error ``max |net(x) − compressed(x)|``; ``steps`` gets the time of that measurement."""
-    measured = None
-    if inputs is not None:
-        xp = network_namespace(net)
-        t1 = time.perf_counter()
-        measured = float(to_numpy(xp.max(xp.abs(net(inputs) - compressed(inputs)))))
-        steps["measured_error"] = time.perf_counter() - t1
-    return NetworkReport(
-        layers=tuple(reports),
-        method=method,
-        seed=seed,
-        keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
-        params_before=count_params(net),
-        params_after=count_params(compressed),
-        macs_before=count_macs(net, input_shape),
-        macs_after=count_macs(compressed, input_shape),
-        certificate=None if per_output is None else float(np.max(per_output)),
-        certificate_per_output=per_output,
-        measured_error=measured,
-        input_domain=domain,
-        time_s=time.perf_counter() - t0,
-        steps=steps,
-    )
-
-
-def progress_sink(
-    progress: bool | Callable[[str], None] | None, t0: float, after: float = 2.0, model: str | None = None
-) -> Callable[[str], None]:
-    """The line sink: a callable, stderr, nothing, or (None) stderr once ``after`` seconds
-    have passed; with ``model``, every line's ``[tropref]`` reads ``[tropref <model>]``."""
-    if not progress and progress is not None:
-        return lambda line: None
-    if callable(progress):
-        sink = progress
-    elif progress is None:
-        sink = lambda line: print(line, file=sys.stderr, flush=True) if time.perf_counter() - t0 > after else None  # noqa: E731
-    else:
-        sink = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    if model is None:
-        return sink
-    return lambda line: sink(line.replace("[tropref]", f"[tropref {model}]", 1))
-
-
-def say_layer(
-    say: Callable[[str], None],
-    count: int,
-    total: int,
-    label: str,
-    before: int,
-    after: int,
-    cmax: float | None,
-    seconds: float,
-    eta: float | None,
-) -> None:
-    """One progress line per compressed layer (walks over chains and graphs alike)."""
-    cert = "-" if cmax is None else f"{cmax:.3g}"
-    left = "" if eta is None else f"; about {eta:.0f} s left"
-    say(f"[tropref] {count}/{total} {label}: {before} -> {after} units, certificate {cert}, {seconds:.2f} s{left}")

@@ -6,6 +6,9 @@ are carried through: the next layer's weights are read per unit as
 :func:`tropref.compress_layer` expects (``(m, n)``, ``(m, n, kh, kw)``, or the ``(m, n, s)``
 column blocks after a flatten), a BatchNorm after the ReLU is folded into the next layer,
 and :func:`tropref.compress_layer` merges the units and rewrites the next layer's inputs.
+:func:`read_hidden` does the reading and returns ``compress_layer``'s arguments
+(:class:`HiddenRead`); the walk calls ``compress_layer`` itself, and :func:`write_hidden`
+writes its result back into the chain.
 
 Exactness rules kept here:
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,15 +41,14 @@ import numpy as np
 from .._array import Array, asarray_like, device, to_numpy
 from .._blocks import take_rows
 from .._seeds import make_rng
-from ..compress import compress_layer
+from ..compress import LayerCompression
+from ._after_relu import Folded, pinned
 from .graph import Network, network_namespace
 from .kinds import kind_of
 from .layers import BatchNorm
-from .structure import Folded, HiddenLayer, Part, pinned
+from .structure import HiddenLayer, Part
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["compress_hidden"]
+__all__ = ["HiddenRead", "read_hidden", "write_hidden"]
 
 _FIRST_CONV_INPUT_RATIO = 1.0
 """TropNNC's ``input_ratio`` for a first convolution, which reads patches of the raw images."""
@@ -55,7 +57,7 @@ _RESIDUAL_OUTGOING = 0.5
 """TropNNC's ``outgoing`` weight in a residual branch (``docs/results.md``, section 10)."""
 
 
-def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
+def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> dict[str, Any]:
     """The method options for layer ``i`` of ``part``, TropNNC's defaults by where the layer sits.
 
     Unless the options say otherwise, TropNNC (not its paper-literal variant)
@@ -79,7 +81,7 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     >>> from tropref.network import Network, Conv2d, ReLU, Flatten, Dense, analyse
     >>> net = Network([Conv2d(np.ones((4, 1, 3, 3))), ReLU(), Flatten(), Dense(np.ones((2, 16)))])
     >>> part = analyse(net).parts[0]
-    >>> layer_options(part, 0, "tropnnc", {}), layer_options(part, 0, "tropnnc", {"variant": "paper"})
+    >>> _layer_options(part, 0, "tropnnc", {}), _layer_options(part, 0, "tropnnc", {"variant": "paper"})
     ({'input_ratio': 1.0, 'correct': 'none'}, {'variant': 'paper'})
     """
     if method != "tropnnc" or options.get("variant", "refined") == "paper":
@@ -98,10 +100,41 @@ def layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> d
     return {**extra, **options}
 
 
-def compress_hidden(
-    work: Network,
-    new: list,
-    h: HiddenLayer,
+@dataclass(frozen=True)
+class HiddenRead:
+    """A hidden layer read for :func:`tropref.compress_layer` (:func:`read_hidden`), and what
+    writing the result back into the chain needs (:func:`write_hidden`).
+
+    Attributes
+    ----------
+    args : tuple or None
+        ``compress_layer``'s positional arguments ``(W, b, k)``: the rows of the channels
+        that can be merged and the units they keep. None when no channel can be merged.
+    kwargs : dict
+        Its keyword arguments: the next layer read per unit (``W_next``, ``b_next``), the
+        method, seed, options, input patches, ``fold_constants`` and ``moments``.
+    h : HiddenLayer
+        The hidden layer (local indices in its chain).
+    """
+
+    args: tuple[Array, Array | None, int] | None
+    kwargs: dict[str, Any]
+    h: HiddenLayer
+    xp: Any = field(repr=False)
+    W_view: Array = field(repr=False)  # the next layer's weights, units on axis 1
+    back: Callable[[Array], Array] = field(repr=False)  # W_view's layout back to the next layer's
+    free: np.ndarray = field(repr=False)  # the channels compressed
+    fixed: np.ndarray = field(repr=False)  # the pinned channels, kept after them
+    padded_next: bool = field(repr=False)
+    shift_contrib: Array | None = field(repr=False)  # the BatchNorm shifts a padded next layer reads
+    moments: tuple[np.ndarray, np.ndarray] | None = field(repr=False)  # of all the layer's units
+    info: dict[str, Any] = field(repr=False)
+
+
+def read_hidden(
+    part: Part,
+    pos: int,
+    layers: list,
     k: int,
     *,
     method: str,
@@ -109,83 +142,73 @@ def compress_hidden(
     data: Array | None,
     max_patches: int,
     options: dict[str, Any],
-    moments: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
-    """Compress hidden layer ``h.i`` of the chain ``work`` to ``k`` units.
+) -> HiddenRead:
+    """Hidden layer ``pos`` of ``part``'s chain read for compressing it to ``k`` units.
 
-    ``new`` holds the chain's layers as compressed so far and is edited in place: layer
-    ``h.i``, its BatchNorm after the ReLU and the next layer ``h.j`` are rewritten (see the
-    module notes). ``data`` is the input of layer ``h.i`` in the compressed prefix (for
-    data-driven methods: up to ``max_patches`` random patches of it, drawn with ``seed``).
+    ``layers`` holds the chain's layers as compressed so far (not edited here). The next
+    layer's weights are read per unit through what lies between (see the module notes), a
+    BatchNorm after the ReLU is moved into them where that is exact, pinned channels are
+    set aside, and ``data`` (the layer's input in the compressed prefix, for data-driven
+    methods) becomes up to ``max_patches`` patches drawn with ``seed``. The method's options
+    get TropNNC's defaults for where the layer sits (:func:`_layer_options`).
 
     Parameters
     ----------
-    work : Network
-        The chain (BatchNorms before the ReLUs folded, :func:`~tropref.network.structure.fold_batchnorm`).
-    new : list of layers
-        ``work``'s layers as compressed so far; edited in place.
-    h : HiddenLayer
-        The hidden layer (:func:`~tropref.network.structure.hidden_layers` of ``work``).
+    part : Part
+        The chain segment (:attr:`~tropref.network.structure.Structure.parts`).
+    pos : int
+        The hidden layer's index in ``part.chain``.
+    layers : list of layers
+        ``part.chain``'s layers as compressed so far.
     k : int
         Units to keep.
     method, seed, options
         As in :func:`tropref.compress_layer`.
     data : array or None
-        The input of layer ``h.i`` in the compressed prefix (data-driven methods only).
+        The input of the layer in the compressed prefix (data-driven methods only).
     max_patches : int
         The most convolution input patches given to a data-driven method.
-    moments : pair of numpy.ndarray, optional
-        The pre-activation mean and spread of the layer's units in the original network
-        (:attr:`~tropref.network.structure.Part.moments`), for the statistics correction.
 
     Returns
     -------
-    certificate : float or None
-        The layer certificate's largest entry (None when the method gives none or the fold
-        does not commute with a max pooling in between).
-    vector : numpy.ndarray or None
-        The certificate over the next layer's channels: for an input ``x`` of layer
-        ``h.i``, the next layer's pre-activations change by at most ``vector ‖(patch, 1)‖``.
-    info : dict
-        The method's info (and notes on pinned channels and BatchNorm borders).
-    width : int
-        The units of layer ``h.i`` after.
+    HiddenRead
+        ``compress_layer(*read.args, **read.kwargs)`` compresses it (unless ``read.args``
+        is None); :func:`write_hidden` writes the result back.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from tropref.network import Network, Dense, ReLU
-    >>> from tropref.network.structure import hidden_layers
+    >>> from tropref.network import Network, Dense, ReLU, analyse
     >>> rng = np.random.default_rng(0)
-    >>> work = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
-    >>> new = list(work.layers)
-    >>> cmax, cert, info, width = compress_hidden(work, new, hidden_layers(work)[0], 4, method="tropnnc", seed=0,
-    ...                                          data=None, max_patches=4096, options={})
-    >>> width, new[0].W.shape, new[2].W.shape, cert.shape
-    (4, (4, 3), (2, 4), (2,))
-    >>> x = rng.normal(size=(50, 3))
-    >>> change = np.abs(work.replace_layers(new)(x) - work(x))
-    >>> bool(np.all(change <= cert * np.linalg.norm(np.hstack([x, np.ones((50, 1))]), axis=1)[:, None]))
-    True
+    >>> net = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    >>> part = analyse(net).parts[0]
+    >>> read = read_hidden(part, 0, list(part.chain.layers), 4, method="tropnnc", seed=0, data=None,
+    ...                    max_patches=4096, options={})
+    >>> W, b, k = read.args
+    >>> W.shape, k, read.kwargs["W_next"].shape, read.kwargs["correct"]
+    ((8, 3), 4, (2, 8), 'none')
     """
-    xp = network_namespace(work)
-    layer, nxt = new[h.i], new[h.j]
+    h = part.hidden[pos]
+    chain = part.chain
+    xp = network_namespace(chain)
+    layer, nxt = layers[h.i], layers[h.j]
     n = layer.units
-    net_now = work.replace_layers(new)
+    net_now = chain.replace_layers(layers)
     W_view, back = _next_view(net_now, h, n)
     b_next = nxt.b
-    bn = new[h.bn] if h.bn is not None else None
+    bn = layers[h.bn] if h.bn is not None else None
     mask = pinned(net_now, h)
     free, fixed = np.flatnonzero(~mask), np.flatnonzero(mask)
     info: dict[str, Any] = {"pinned_channels": int(fixed.size)} if fixed.size else {}
-    if free.size <= 1 or k - fixed.size >= free.size:
-        m = int(W_view.shape[0])
-        return 0.0, np.zeros(m), {**info, "note": "no channel can be merged"}, n
     padded_next = kind_of(nxt).pads_inputs(nxt)
+    moments = part.moments.get(pos)
+    done = dict(xp=xp, W_view=W_view, back=back, free=free, fixed=fixed, padded_next=padded_next, info=info)
+    if free.size <= 1 or k - fixed.size >= free.size:
+        return HiddenRead(None, {}, h, shift_contrib=None, moments=moments, **done)
     V = take_rows(xp, W_view, free, axis=1)  # how the next layer reads the free channels
     shift_contrib = None
     if bn is not None:
-        order = _order(new, h)
+        order = _order(layers, h)
         after_flatten = h.flatten is not None and h.flatten < h.bn
         scale = take_rows(xp, _per_unit(xp, bn.scale, W_view, order, after_flatten), free)
         shift = take_rows(xp, _per_unit(xp, bn.shift, W_view, order, after_flatten), free)
@@ -195,21 +218,73 @@ def compress_hidden(
             total = xp.sum(xp.reshape(shift_contrib, (shift_contrib.shape[0], -1)), axis=1)
             b_next = total if b_next is None else b_next + total
             shift_contrib = None
-    fold_constants = not (padded_next or h.padded_avg)
     patches = None if data is None else kind_of(layer).patches(layer, data, make_rng(seed), max_patches)
-    res = compress_layer(
+    args = (
         take_rows(xp, layer.W, free),
         None if layer.b is None else take_rows(xp, layer.b, free),
         max(1, k - int(fixed.size)),
+    )
+    kwargs = dict(
         W_next=V,
         b_next=b_next,
         method=method,
         seed=seed,
         data=patches,
-        fold_constants=fold_constants,
+        fold_constants=not (padded_next or h.padded_avg),
         moments=None if moments is None else (moments[0][free], moments[1][free]),
-        **options,
+        **_layer_options(part, pos, method, options),
     )
+    return HiddenRead(args, kwargs, h, shift_contrib=shift_contrib, moments=moments, **done)
+
+
+def write_hidden(
+    layers: list, read: HiddenRead, res: LayerCompression | None
+) -> tuple[float | None, np.ndarray | None, dict[str, Any], int]:
+    """``compress_layer``'s result ``res`` for a :class:`HiddenRead` written back into the chain.
+
+    ``layers`` (the chain as compressed so far, as :func:`read_hidden` read it) is edited in
+    place: the hidden layer keeps the merged units (and the pinned ones after them), its
+    BatchNorm after the ReLU is folded away or kept on the kept channels, and the next
+    layer reads the kept units (see the module notes). ``res`` is None when ``read.args``
+    is: nothing is merged and ``layers`` stays as it is.
+
+    Returns
+    -------
+    certificate : float or None
+        The layer certificate's largest entry (None when the method gives none or the fold
+        does not commute with a max pooling in between).
+    vector : numpy.ndarray or None
+        The certificate over the next layer's channels: for an input ``x`` of the hidden
+        layer, the next layer's pre-activations change by at most ``vector ‖(patch, 1)‖``.
+    info : dict
+        The method's info (and notes on pinned channels and BatchNorm borders).
+    width : int
+        The units of the hidden layer after.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tropref
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> rng = np.random.default_rng(0)
+    >>> net = Network([Dense(rng.normal(size=(8, 3)), rng.normal(size=8)), ReLU(), Dense(rng.normal(size=(2, 8)))])
+    >>> part = analyse(net).parts[0]
+    >>> layers = list(part.chain.layers)
+    >>> read = read_hidden(part, 0, layers, 4, method="tropnnc", seed=0, data=None, max_patches=4096, options={})
+    >>> cmax, cert, info, width = write_hidden(layers, read, tropref.compress_layer(*read.args, **read.kwargs))
+    >>> width, layers[0].W.shape, layers[2].W.shape, cert.shape
+    (4, (4, 3), (2, 4), (2,))
+    >>> x = rng.normal(size=(50, 3))
+    >>> change = np.abs(net.replace_layers(layers)(x) - net(x))
+    >>> bool(np.all(change <= cert * np.linalg.norm(np.hstack([x, np.ones((50, 1))]), axis=1)[:, None]))
+    True
+    """
+    h, xp, info = read.h, read.xp, dict(read.info)
+    layer, nxt = layers[h.i], layers[h.j]
+    if res is None:
+        m = int(read.W_view.shape[0])
+        return 0.0, np.zeros(m), {**info, "note": "no channel can be merged"}, layer.units
+    free, fixed, W_view, moments = read.free, read.fixed, read.W_view, read.moments
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
     if (
@@ -219,8 +294,8 @@ def compress_hidden(
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 
     b_next_new, t_kept = res.b_next, None
-    if shift_contrib is not None:
-        b_next_new, t_kept, border = _refit_shift(xp, res, shift_contrib, b_next_new)
+    if read.shift_contrib is not None:
+        b_next_new, t_kept, border = _refit_shift(xp, res, read.shift_contrib, b_next_new)
         info["bn_border_bound"] = float(np.max(border)) if border.size else 0.0
         if cert is not None:
             cert = cert + border
@@ -234,13 +309,14 @@ def compress_hidden(
         W_layer = xp.concat([W_layer, take_rows(xp, layer.W, fixed)], axis=0)
         b_layer = None if layer.b is None else xp.concat([b_layer, take_rows(xp, layer.b, fixed)], axis=0)
         W_next_new = xp.concat([W_next_new, take_rows(xp, W_view, fixed, axis=1)], axis=1)
-    if bn is not None:
-        if padded_next or fixed.size:
-            new[h.bn] = _kept_batchnorm(xp, bn, res.k, t_kept, fixed, like=res.W)
+    if h.bn is not None:
+        bn = layers[h.bn]
+        if read.padded_next or fixed.size:
+            layers[h.bn] = _kept_batchnorm(xp, bn, res.k, t_kept, fixed, like=res.W)
         else:
-            new[h.bn] = Folded(name=bn.name)  # folded into the next layer; removed at the end
-    new[h.i] = replace(layer, W=W_layer, b=b_layer)
-    new[h.j] = replace(nxt, W=back(W_next_new), b=b_next_new)
+            layers[h.bn] = Folded(name=bn.name)  # folded into the next layer; removed at the end
+    layers[h.i] = replace(layer, W=W_layer, b=b_layer)
+    layers[h.j] = replace(nxt, W=read.back(W_next_new), b=b_next_new)
     cmax = None if cert is None else (float(np.max(cert)) if cert.size else 0.0)
     return cmax, cert, info, int(W_layer.shape[0])
 

@@ -1,7 +1,7 @@
 """Shapes and counts: one sample's shape after every layer, parameters and multiply-accumulates.
 
-:func:`out_size` is the one output-size formula of a convolution or pooling window; the
-forward pass, shape inference and patch sampling all use it.
+:func:`~tropref.network.windows.out_size` is the one output-size formula of a convolution or
+pooling window; the forward pass, shape inference and patch sampling all use it.
 
 :func:`count_params` counts weights and biases of dense and convolutional layers and the
 two affine parameters per channel of a BatchNorm (running statistics are buffers, not
@@ -18,15 +18,10 @@ from typing import TYPE_CHECKING
 from .kinds import kind_of
 from .layers import Layer
 
-# the one window-size formula lives below the kinds (windows.py); re-exported here, where
-# shapes were always read from
-from .windows import out_size
-
 if TYPE_CHECKING:  # graph -> forward -> shapes: the annotation alone refers back
     from .graph import Network
 
 __all__ = [
-    "out_size",
     "output_shapes",
     "layer_shapes",
     "node_output_shape",
@@ -42,7 +37,8 @@ def layer_shapes(net: Network, input_shape: Sequence[int] | None = None) -> list
     is the output. (For a graph, see :func:`output_shapes`.)
 
     A convolution or pooling window maps ``(C, H, W)`` to ``(O, H', W')`` with
-    :func:`out_size` per axis; a flatten gives ``(C H W,)``; the other layers keep the shape.
+    :func:`~tropref.network.windows.out_size` per axis; a flatten gives ``(C H W,)``; the
+    other layers keep the shape.
 
     Parameters
     ----------

@@ -34,18 +34,11 @@ import numpy as np
 from .._array import Array, namespace, to_numpy
 from .graph import Network
 from .kinds import kind_of
-from .layers import BatchNorm, Conv2d, Dense, Identity
+from .layers import BatchNorm, Conv2d, Dense
 from .segments import Segment, coupling, segment_network, segments, splice
 from .shapes import output_shapes
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
-__all__ = ["HiddenLayer", "Structure", "analyse", "hidden_layers", "compressible_layers", "fold_batchnorm"]
-
-
-@dataclass(frozen=True)
-class Folded(Identity):
-    """Placeholder for a BatchNorm folded into the next layer during the walk (removed at the end)."""
+__all__ = ["HiddenLayer", "Part", "Structure", "analyse", "hidden_layers", "compressible_layers", "fold_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -252,35 +245,9 @@ def _scale_units(layer: Dense | Conv2d, scale: Array, shift: Array) -> Dense | C
     return replace(layer, W=layer.W * xp.reshape(scale, shape), b=b)
 
 
-def pinned(net: Network, h: HiddenLayer) -> np.ndarray:
-    """Channels that must stay as they are: a negative BatchNorm scale before a max pooling.
-
-    ``max(s a + t) = s min(a) + t`` for ``s < 0``: such a channel cannot be merged with
-    others (nor its scale moved across the pooling), so it is kept intact.
-    """
-    n = net.layers[h.i].units
-    if h.bn is None or not h.max_after_bn:
-        return np.zeros(n, dtype=bool)
-    return to_numpy(net.layers[h.bn].scale) < 0
-
-
-def min_width(net: Network, h: HiddenLayer) -> int:
-    """The fewest units layer ``h.i`` can be compressed to (pinned channels plus one)."""
-    fixed = pinned(net, h)
-    free = int(np.count_nonzero(~fixed))
-    return net.layers[h.i].units if free <= 1 else int(np.count_nonzero(fixed)) + 1
-
-
-def keeps_batchnorm(net: Network, h: HiddenLayer) -> bool:
-    """Whether the BatchNorm after the ReLU stays (scale 1, refitted shifts) once ``h`` is
-    compressed: its shift is not a bias of a zero-padded next convolution."""
-    nxt = net.layers[h.j]
-    return h.bn is not None and kind_of(nxt).pads_inputs(nxt)
-
-
 @dataclass(frozen=True)
 class Part:
-    """One chain segment of the work graph.
+    """One chain segment of the work graph: the type of :attr:`Structure.parts`.
 
     Attributes
     ----------
@@ -367,12 +334,15 @@ class Structure:
         part, _ = self.locate(g)
         return part.at[self.hidden(g).j]
 
-    def with_layers(self, layers: Sequence[Any]) -> Structure:
+    def with_layers(self, layers: Sequence[Any], shapes: Sequence[tuple[int, ...]] | None = None) -> Structure:
         """The same structure over other work layers of the same kinds in the same places
         (widths may differ, as after compressing a coupled group): every part's chain holds
-        the new layers and its input shape follows."""
+        the new layers and its input shape follows. ``shapes`` are the new work graph's
+        output shapes when the caller has them (the walk computes them once), else they are
+        computed here."""
         work = self.work.replace_layers(layers)
-        shapes = None if work.input_shape is None else output_shapes(work)
+        if shapes is None:
+            shapes = None if work.input_shape is None else output_shapes(work)
         parts = []
         for part in self.parts:
             src = part.segment.source

@@ -48,15 +48,15 @@ from typing import Any
 import numpy as np
 
 from .._array import to_numpy
+from ._after_relu import keeps_batchnorm, min_width, pinned
+from ._keep import fraction, k_of, units_kept
 from .bounds import carry_bound
 from .graph import Network, map_arrays
 from .kinds import kind_of
 from .layers import BatchNorm, Dense
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
-from .structure import Structure, keeps_batchnorm, min_width, pinned
+from .structure import Structure
 
-# The module's public API. Names without an underscore that are not listed here are shared
-# with the other modules of tropref.network (the walk's parts), not promised to users.
 __all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost", "rounded_width"]
 
 
@@ -303,7 +303,12 @@ def predict_cost(
 
 
 def budget_widths(
-    structure: Structure, budget: Budget, targets: Sequence[int], probe: Callable[[int, int], np.ndarray | None]
+    structure: Structure,
+    budget: Budget,
+    targets: Sequence[int],
+    probe: Callable[[int, int], np.ndarray | None],
+    *,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> dict[int, int]:
     """:func:`allocate_budget` over the hidden layers ``targets`` (work indices) of a
     network: the cost summed over its segments (:func:`predict_cost`), the amplification of
@@ -321,6 +326,9 @@ def budget_widths(
     probe : callable
         ``probe(g, k)``: the certificate vector of layer ``g`` compressed alone to ``k``
         units (None when the method gives none: the uniform widths are then used).
+    shapes : sequence of tuple of int, optional
+        :func:`~tropref.network.shapes.output_shapes` of ``structure.work``, when the caller
+        has them (the walk computes them once); computed here otherwise.
 
     Returns
     -------
@@ -369,10 +377,10 @@ def budget_widths(
             if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any()
         }
         try:
-            shapes = layer_shapes(part.chain) if kind == "macs" else None
+            chain_shapes = _chain_shapes(structure, part, shapes) if kind == "macs" else None
         except ValueError:
             raise ValueError("a MACs budget needs the network's `input_shape`") from None
-        per_part.append((part, local, vanishing, shapes))
+        per_part.append((part, local, vanishing, chain_shapes))
 
     def cost(widths: Mapping[int, int]) -> int:
         if kind == "units":
@@ -382,10 +390,10 @@ def budget_widths(
                 part.chain,
                 {i: widths[g] for i, g in local.items() if g in widths},
                 kind=kind,
-                shapes=shapes,
+                shapes=chain_shapes,
                 vanishing_bn=vanishing,
             )
-            for part, local, vanishing, shapes in per_part
+            for part, local, vanishing, chain_shapes in per_part
         )
 
     return allocate_budget(
@@ -394,17 +402,31 @@ def budget_widths(
         total=total,
         cost=cost,
         probe=probe,
-        amplification=_amplifications(structure, targets),
+        amplification=_amplifications(structure, targets, shapes),
         min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
     )
 
 
-def _amplifications(structure: Structure, targets: Sequence[int]) -> dict[int, float]:
+def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, ...]] | None) -> list[tuple[int, ...]]:
+    """:func:`~tropref.network.shapes.layer_shapes` of ``part.chain``: read off the work
+    graph's output ``shapes`` when given (the part's layers sit at ``part.at`` there, its
+    input is the segment's source), computed otherwise."""
+    if shapes is None:
+        return layer_shapes(part.chain)
+    src = part.segment.source
+    first = structure.input_shape if src < 0 else shapes[structure.moved[src]]
+    return [tuple(first), *(shapes[g] for g in part.at)]
+
+
+def _amplifications(
+    structure: Structure, targets: Sequence[int], shapes: Sequence[tuple[int, ...]] | None = None
+) -> dict[int, float]:
     """Largest output change per unit change of the next layer's pre-activations ({} when
-    the input shape is unknown: every layer then counts 1)."""
+    the input shape is unknown: every layer then counts 1); ``shapes``: the work graph's
+    output shapes, computed here when not given."""
     try:
         host = map_arrays(structure.work, lambda a: to_numpy(a).astype(np.float64))
-        shapes = output_shapes(host)
+        shapes = output_shapes(host) if shapes is None else shapes
     except ValueError:
         return {}
     out = {}
@@ -513,52 +535,3 @@ def rounded_width(k: int, n: int, round_to: int | None) -> int:
         return k
     top = (n // round_to) * round_to
     return int(min(top, max(round_to, math.floor(k / round_to + 0.5) * round_to)))
-
-
-def fraction(q: Any, what: str) -> float:
-    """``q`` as a fraction in (0, 1] (``TypeError``/``ValueError`` naming ``what`` otherwise)."""
-    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"`{what}` must be a fraction in (0, 1], a mapping layer -> k, or a tropref.Budget; got {type(q).__name__}"
-        )
-    q = float(q)
-    if not 0 < q <= 1:
-        raise ValueError(f"`{what}` must be a fraction in (0, 1], got {q}")
-    return q
-
-
-def units_kept(q: float, n: int) -> int:
-    """The units a fraction ``q`` keeps of ``n``: ``round(q n)`` (halves up), at least 1, at most ``n``."""
-    return max(1, min(n, math.floor(q * n + 0.5)))
-
-
-def k_of(value: Any, n: int, what: str) -> int:
-    """A width ``1 <= k <= n`` from an int or a fraction of ``n`` (``ValueError`` naming ``what``)."""
-    if isinstance(value, (float, np.floating)):
-        return units_kept(fraction(value, what), n)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n:
-        raise ValueError(f"`{what}` must be an integer 1 <= k <= {n} (or a fraction), got {value!r}")
-    return int(value)
-
-
-def resolve_layers(net: Network, keys: Sequence[int | str], what: str) -> set[int]:
-    """Indices in ``net`` of the layers named in ``keys`` (indices, negative ones too, or
-    names); ``ValueError`` naming ``what`` for a key that is neither."""
-    if isinstance(keys, (str, int)):
-        keys = [keys]
-    names = {getattr(l, "name", None): i for i, l in enumerate(net.layers)}
-    out = set()
-    for key in keys:
-        if isinstance(key, str):
-            if key not in names:
-                raise ValueError(f"`{what}` names layer {key!r}, which is not in the network")
-            out.add(names[key])
-        elif (
-            isinstance(key, (int, np.integer))
-            and not isinstance(key, bool)
-            and -len(net.layers) <= key < len(net.layers)
-        ):
-            out.add(int(key) % len(net.layers))
-        else:
-            raise ValueError(f"`{what}` holds {key!r}, not a layer index or name of the network")
-    return out

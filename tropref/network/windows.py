@@ -80,7 +80,7 @@ def conv2d(xp: Any, x: Array, W: Array, b: Array | None, stride: Any, padding: A
 
     The cross-correlation ``y[n, o, r, c] = b[o] + Σ_{ch, i, j} W[o, ch, i, j]
     x̂[n, ch, s_h r + d_h i, s_w c + d_w j]`` on the zero-padded input ``x̂``; the output
-    size per axis is :func:`~tropref.network.shapes.out_size`.
+    size per axis is :func:`out_size`.
 
     Parameters
     ----------
