@@ -32,7 +32,7 @@ import numpy as np
 
 from .._array import Array, to_numpy
 from .bounds import node_step
-from .forward import apply_layer, channel_view, conv2d
+from .forward import apply_layer
 from .graph import Network, map_arrays
 from .layers import (
     Add,
@@ -49,7 +49,7 @@ from .layers import (
     Softmax,
 )
 from .shapes import output_shapes
-from .windows import out_size
+from .windows import channel_view, conv2d, out_size
 
 __all__ = ["certify"]
 
