@@ -8,8 +8,6 @@ import importlib
 import pytest
 from helpers import public_functions, run_doctests
 
-import tropref._array
-
 MODULES = ["tropref._blocks", "tropref._seeds"]
 
 
@@ -21,11 +19,3 @@ def test_every_public_function_has_an_example_that_runs(name):
     assert functions, f"{name} has no public function"
     for qualname in functions:
         assert tried.get(qualname, 0) > 0, f"{qualname} has no docstring example"
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_array_offers_the_split_names(name):
-    module = importlib.import_module(name)
-    for n in module.__all__:
-        assert getattr(tropref._array, n) is getattr(module, n)
-        assert n in tropref._array.__all__

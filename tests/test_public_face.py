@@ -229,17 +229,3 @@ def test_names_are_imported_from_what_exports_them(path):
         assert name in _exported(module), (
             f"{path}:{line} imports {name} from {module}, which does not export it: import it from its own module"
         )
-
-
-@pytest.mark.parametrize(("module", "name"), list(MOVED_PENDING), ids=[f"{m}.{n}" for m, n in MOVED_PENDING])
-def test_moved_names_are_still_pending(module, name):
-    """Each entry of MOVED_PENDING still has its reason: the name is imported, not defined or
-    listed, where it left; it is exported where it went; its importer still takes it the old way."""
-    target, importer = MOVED_PENDING[module, name]
-    defined, imported = _top_level(_tree(MODULES[module]))
-    assert name in imported, f"{module} no longer imports {name}: take it out of MOVED_PENDING"
-    assert name not in defined, f"{module} defines {name} again: take it out of MOVED_PENDING"
-    assert name not in (_declared_all(_tree(MODULES[module])) or ()), f"{module}.__all__ lists {name}, which it imports"
-    assert name in _exported(target), f"{target} does not export {name}"
-    old_way = [(m, n) for _, m, n in _tropref_imports(REPO / importer) if (m, n) == (module, name)]
-    assert old_way, f"{importer} imports {name} from its module now: take it out of MOVED_PENDING, and its import"

@@ -26,7 +26,6 @@ from .layers import Layer
 # The window arithmetic lives below the kinds (windows.py), where it is imported from. Only
 # local.py still takes these two from here; it is being edited elsewhere, so they stay bound
 # until it imports them from windows (tests/test_public_face.py, MOVED_PENDING).
-from .windows import channel_view, conv2d  # noqa: F401
 
 if TYPE_CHECKING:  # the graph module imports this one (Network.__call__): the annotation alone refers back
     from .graph import Network

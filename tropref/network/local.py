@@ -54,7 +54,7 @@ from .windows import channel_view, conv2d, out_size
 __all__ = ["certify"]
 
 _XP = None  # the NumPy array-API namespace, imported once on first use
-Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
+_Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
 _ROUNDING = 1e-9  # relative margin added for float64 rounding of the certificate's own arithmetic
 
 
@@ -250,10 +250,10 @@ def _out(net: Network, bounds: dict[int, tuple[np.ndarray, np.ndarray]], x: np.n
 # -- elementwise bounds per sample -----------------------------------------------------------
 
 
-def _bounds(net: Network, x: np.ndarray, eps: float, refine: int) -> Bounds:
-    """Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples, by
+def _bounds(net: Network, x: np.ndarray, eps: float, refine: int) -> _Bounds:
+    """_Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples, by
     intervals (and backward refinement); no zonotope."""
-    vals: Bounds = {-1: (x - eps, x + eps)}
+    vals: _Bounds = {-1: (x - eps, x + eps)}
     read = _read_by_nonlinear(net)
     for i in range(len(net.layers)):
         _step(net, None, vals, i, x, eps, refine if i in read else 0)
@@ -262,7 +262,7 @@ def _bounds(net: Network, x: np.ndarray, eps: float, refine: int) -> Bounds:
 
 def _pair_bounds(
     f: Network, g: Network, x: np.ndarray, eps: float, refine: int, generators: int
-) -> tuple[Bounds, Bounds, np.ndarray]:
+) -> tuple[_Bounds, _Bounds, np.ndarray]:
     """Both networks' bounds, stacked over samples, and the bound on ``|f − g|`` from their
     output zonotopes, one sample at a time."""
     per = [_pair_sample(f, g, x[s : s + 1], eps, refine, generators) for s in range(int(x.shape[0]))]
@@ -274,7 +274,7 @@ def _pair_bounds(
 
 def _pair_sample(
     f: Network, g: Network, x: np.ndarray, eps: float, refine: int, generators: int
-) -> tuple[Bounds, Bounds, np.ndarray]:
+) -> tuple[_Bounds, _Bounds, np.ndarray]:
     """One sample: each network's bounds with a zonotope carried alongside, the two over one
     numbering of generators (the input's first, then each new one once), and the bound on
     ``|f − g|`` from their output zonotopes."""
@@ -282,7 +282,7 @@ def _pair_sample(
     out = []
     for net in (f, g):
         zono = _Zonotope(net, x, eps, generators, rows)
-        vals: Bounds = {-1: (x - eps, x + eps)}
+        vals: _Bounds = {-1: (x - eps, x + eps)}
         read = _read_by_nonlinear(net)
         for i in range(len(net.layers)):
             _step(net, zono, vals, i, x, eps, refine if i in read else 0)
@@ -291,7 +291,7 @@ def _pair_sample(
     return vf, vg, _zono_difference(zf, zg)
 
 
-def _step(net: Network, zono: Any, vals: Bounds, i: int, x: np.ndarray, eps: float, refine: int) -> None:
+def _step(net: Network, zono: Any, vals: _Bounds, i: int, x: np.ndarray, eps: float, refine: int) -> None:
     """Layer ``i``'s bounds: interval arithmetic, intersected with the zonotope carried
     alongside (if any), and tightened by backward linear bounds for at most ``refine``
     entries whose sign is still open."""
@@ -342,7 +342,7 @@ class _Zonotope:
         self.last = {k: max(u) for k, u in enumerate(users) if u}
         self.last[-1] = max((i for i in range(len(net.layers)) if -1 in net.sources(i)), default=-1)
 
-    def step(self, i: int, vals: Bounds) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, i: int, vals: _Bounds) -> tuple[np.ndarray, np.ndarray]:
         """Layer ``i``'s output zonotope, and the bounds it implies."""
         layer, src = self.net.layers[i], self.net.sources(i)
         ins = [self.state[p] for p in src]
