@@ -17,6 +17,10 @@ A kind says (its :data:`ENTRIES`):
   inputs);
 - ``carry``: its certificate step (per-channel bounds on a change of its inputs carried to
   its output);
+- ``zonotope`` and ``back``: its steps in the local certificate
+  (:mod:`~tropref.network.local`): its output zonotope from its inputs' (exact for an
+  affine map, a relaxation with new independent terms otherwise), and one back-substitution
+  step of a linear bound (its adjoint, or the bounds' relaxation);
 - ``passes_channels``: whether output channel ``c`` is input channel ``c``, mapped on its
   own without parameters (ReLU, pooling, dropout, identity), so that merged channels stay
   merged through it;
@@ -30,6 +34,7 @@ what a new layer type adds where.
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -53,12 +58,23 @@ from .layers import (
     ReLU,
     Softmax,
 )
-from .windows import avg_pool, channel_view, conv2d, conv_patches, max_pool, out_size
+from .windows import (
+    avg_pool,
+    channel_view,
+    conv2d,
+    conv_patches,
+    conv_rows,
+    conv_transpose,
+    max_pool,
+    out_size,
+    pool_scatter,
+    pool_stack,
+)
 
 # What adding a layer type uses: the base class and the type names of its methods, the
 # entries and roles it must provide, the table it joins. The kinds of the shipped layer types
 # (and their shared bases) are private: the walk reaches each through `kind_of`, never by name.
-__all__ = ["Kind", "KINDS", "ENTRIES", "LINEAR_ENTRIES", "ROLES", "Shape", "Bounds", "kind_of"]
+__all__ = ["Kind", "KINDS", "ENTRIES", "LINEAR_ENTRIES", "ROLES", "Shape", "Bounds", "Zonotope", "kind_of"]
 
 Shape = tuple[int, ...]
 """One sample's shape, without the batch axis: ``(d,)`` or ``(C, H, W)``."""
@@ -66,7 +82,11 @@ Shape = tuple[int, ...]
 Bounds = tuple[Array, Array]
 """Elementwise bounds ``(lo, hi)`` on a batch of values, one array of its shape each."""
 
-ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry")
+Zonotope = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""One sample's zonotope ``(G, c, r)``, the set ``c + Σ_k ε_k G[k] + [−r, r]`` over
+``ε ∈ [−1, 1]^g``: ``G`` ``(g, *shape)``, ``c`` and ``r >= 0`` ``(1, *shape)`` (NumPy float64)."""
+
+ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry", "zonotope", "back")
 """The methods every kind implements."""
 
 LINEAR_ENTRIES = ("patch_norm", "patches", "pads_inputs")
@@ -134,6 +154,20 @@ class Kind(ABC):
         """Per-channel bounds on the change of its output from per-channel bounds ``es`` on
         the change of each input (host float64), whose shapes are ``in_shapes``."""
 
+    @abstractmethod
+    def zonotope(
+        self, xp: Any, layer: Layer, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        """Its output zonotope from its inputs' (one sample; a junction's inputs over the same
+        generators), where ``bounds`` bound each input, and the radius per output entry of
+        the new independent term its relaxation adds (None: the step is exact)."""
+
+    @abstractmethod
+    def back(self, layer: Layer, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        """One back-substitution step: for rows ``lam`` ``(N, S, *out_shape)``, coefficients
+        ``lam_p`` on each input and constants ``c`` ``(N, S)`` with ``lam · output <= Σ_p
+        lam_p · input_p + c`` for all inputs within ``bounds`` (N samples, S rows each)."""
+
 
 class _Weightless(Kind):
     """A layer without weights: no parameters, no multiply-accumulates, nothing to rewrite."""
@@ -163,6 +197,18 @@ class _Monotone(_Weightless):
 
     def carry(self, layer: Layer, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return es[0]
+
+    def zonotope(
+        self, xp: Any, layer: Layer, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # exact for the linear ones (average pooling, flatten, identities): non-negative
+        # weights and no bias keep the box's radii non-negative; ReLU and max-pooling relax
+        G, c, r = ins[0]
+        return (self.forward(xp, layer, [G]), self.forward(xp, layer, [c]), self.forward(xp, layer, [r])), None
+
+
+def _no_constant(lam: np.ndarray) -> np.ndarray:
+    return np.zeros((int(lam.shape[0]), int(lam.shape[1])))
 
 
 def _identity(V: Array) -> Array:
@@ -244,6 +290,15 @@ class _DenseKind(_Linear):
     def carry(self, layer: Dense, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.W) @ es[0]
 
+    def zonotope(
+        self, xp: Any, layer: Dense, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        return (G @ layer.W.T, self.forward(xp, layer, [c]), r @ np.abs(layer.W).T), None
+
+    def back(self, layer: Dense, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam @ layer.W], _no_constant(lam) if layer.b is None else lam @ layer.b
+
     def patch_norm(self, layer: Dense, bound: Array) -> float:
         xp = namespace(bound=bound)
         return math.sqrt(float(to_numpy(xp.sum(bound * bound))) + 1.0)
@@ -298,6 +353,20 @@ class _Conv2dKind(_Linear):
 
     def carry(self, layer: Conv2d, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.W).sum(axis=(2, 3)) @ es[0]
+
+    def zonotope(
+        self, xp: Any, layer: Conv2d, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        r = conv2d(xp, r, np.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
+        return (conv_rows(G, layer), self.forward(xp, layer, [c]), r), None
+
+    def back(self, layer: Conv2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = _no_constant(lam) if layer.b is None else np.einsum("nsohw,o->ns", lam, layer.b)
+        flat = lam.reshape((n * s, *lam.shape[2:]))
+        back = conv_transpose(flat, layer, tuple(bounds[0][0].shape[2:]))
+        return [back.reshape((n, s, *back.shape[1:]))], c
 
     def patch_norm(self, layer: Conv2d, bound: Array) -> float:
         # the squared norm of every window: a convolution of the per-pixel squared bounds
@@ -360,6 +429,19 @@ class _BatchNormKind(Kind):
     def carry(self, layer: BatchNorm, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.scale) * es[0]
 
+    def zonotope(
+        self, xp: Any, layer: BatchNorm, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        scale = channel_view(xp, np.asarray(layer.scale), G.ndim)
+        return (G * scale, self.forward(xp, layer, [c]), r * np.abs(scale)), None
+
+    def back(self, layer: BatchNorm, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        scale, shift = np.asarray(layer.scale), np.asarray(layer.shift)
+        view = (1, 1, -1) + (1,) * (lam.ndim - 3)
+        return [lam * scale.reshape(view)], (lam * shift.reshape(view)).reshape(n, s, -1).sum(axis=2)
+
 
 class _ReLUKind(_Monotone):
     """``max(x, 0)``."""
@@ -371,6 +453,31 @@ class _ReLUKind(_Monotone):
     def forward(self, xp: Any, layer: ReLU, xs: Sequence[Array]) -> Array:
         x = xs[0]
         return xp.maximum(x, xp.asarray(0, dtype=x.dtype, device=device(x)))
+
+    def zonotope(
+        self, xp: Any, layer: ReLU, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # DeepZ: λ z <= relu(z) <= λ z + 2 μ on [l, u] where the sign is open
+        (G, c, r), (lo, hi) = ins[0], bounds[0]
+        open_ = (lo < 0) & (hi > 0)
+        width = np.where(open_, hi - lo, 1.0)
+        lam = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
+        mu = np.where(open_, -hi * lo / width / 2, 0.0)
+        return (G * lam, c * lam + mu, r * lam), mu
+
+    def back(self, layer: ReLU, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        # above by the chord u (z − l) / (u − l) where the sign is open, below by λ z (λ = 1
+        # when u >= −l, else 0); exact where the sign is fixed
+        lo, hi = bounds[0][0][:, None], bounds[0][1][:, None]
+        active, open_ = lo >= 0, (lo < 0) & (hi > 0)
+        width = np.where(open_, hi - lo, 1.0)
+        up_slope = np.where(active, 1.0, np.where(open_, hi / width, 0.0))
+        up_const = np.where(open_, -hi * lo / width, 0.0)
+        low_slope = np.where(active, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
+        return [pos * up_slope + neg * low_slope], c
 
 
 class _Pool(_Monotone):
@@ -399,6 +506,53 @@ class _MaxPool2dKind(_Pool):
     def forward(self, xp: Any, layer: MaxPool2d, xs: Sequence[Array]) -> Array:
         return max_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding)
 
+    def zonotope(
+        self, xp: Any, layer: MaxPool2d, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # the winner's entry where it is certain (its lower bound is at least every other
+        # entry's upper bound), the interval [max l, max u] elsewhere, as a new term (a
+        # generator, not the box, where the cap allows; following the likeliest winner
+        # instead, x_j + [0, u_other − l_j], is never narrower)
+        (lo, hi) = bounds[0]
+        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
+        j = np.argmax(lows, axis=0)[None]  # (1, 1, C, Ho, Wo)
+        lj = np.take_along_axis(lows, j, axis=0)[0]
+        others = highs.copy()
+        np.put_along_axis(others, j, -math.inf, axis=0)
+        sure = lj >= (others.max(axis=0) if others.shape[0] > 1 else -math.inf)
+        l_max, u_max = lows.max(axis=0), highs.max(axis=0)
+        Gp, cp, rp = (
+            np.take_along_axis(pool_stack(a, layer, 0.0), np.broadcast_to(j, (1, a.shape[0], *j.shape[2:])), axis=0)[0]
+            for a in ins[0]
+        )
+        radius = np.where(sure, 0.0, (u_max - l_max) / 2)
+        return (Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), rp * sure), radius
+
+    def back(self, layer: MaxPool2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        # below by the entry j of largest lower bound; above by x_j + max(0, u_other − l_j)
+        # or by the constant max u, whichever is smaller at its worst
+        lo, hi = bounds[0]
+        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
+        j = np.argmax(lows, axis=0)  # (N, C, Ho, Wo)
+        lj = np.take_along_axis(lows, j[None], axis=0)[0]
+        uj = np.take_along_axis(highs, j[None], axis=0)[0]
+        others = highs.copy()
+        np.put_along_axis(others, j[None], -math.inf, axis=0)
+        u_other = others.max(axis=0) if others.shape[0] > 1 else np.full_like(uj, -math.inf)
+        gap = np.maximum(u_other - lj, 0.0)
+        u_max = np.maximum(uj, u_other)
+        follow = uj + gap <= u_max  # the linear upper bound is no worse than the constant
+        up_const = np.where(follow, gap, u_max)[:, None]
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        coef = pos * follow[:, None] + neg  # on x_j
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
+        flat = coef.reshape((n * s, *coef.shape[2:]))
+        jj = np.broadcast_to(j[:, None], coef.shape).reshape(flat.shape)
+        parts = [np.where(jj == k, flat, 0.0) for k in range(lows.shape[0])]
+        back = pool_scatter(layer, (n * s, *lo.shape[1:]), parts)
+        return [back.reshape((n, s, *back.shape[1:]))], c
+
 
 class _AvgPool2dKind(_Pool):
     """Average pooling (non-negative weights: non-decreasing in every input)."""
@@ -408,6 +562,18 @@ class _AvgPool2dKind(_Pool):
 
     def forward(self, xp: Any, layer: AvgPool2d, xs: Sequence[Array]) -> Array:
         return avg_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding, layer.count_include_pad)
+
+    def back(self, layer: AvgPool2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        in_shape = bounds[0][0].shape
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        flat = lam.reshape((n * s, *lam.shape[2:]))
+        if layer.count_include_pad or not layer.padded:
+            count = np.full((1, 1, *tuple(flat.shape[2:])), float(layer.kernel[0] * layer.kernel[1]))
+        else:
+            count = pool_stack(np.ones((1, 1, *in_shape[2:])), layer, 0.0).sum(axis=0)
+        part = flat / count
+        back = pool_scatter(layer, (n * s, *in_shape[1:]), [part] * (layer.kernel[0] * layer.kernel[1]))
+        return [back.reshape((n, s, *back.shape[1:]))], _no_constant(lam)
 
 
 class _FlattenKind(_Monotone):
@@ -436,6 +602,16 @@ class _FlattenKind(_Monotone):
             x = np.repeat(x, n) if layer.order == "channels_first" else np.tile(x, n)
         return x
 
+    def back(self, layer: Flatten, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        lo = bounds[0][0]
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        if lo.ndim == 2:
+            return [lam], _no_constant(lam)
+        C, H, W = (int(d) for d in lo.shape[1:])
+        if layer.order == "channels_last":
+            return [lam.reshape(n, s, H, W, C).transpose(0, 1, 4, 2, 3)], _no_constant(lam)
+        return [lam.reshape(n, s, C, H, W)], _no_constant(lam)
+
 
 class _Passive(_Monotone):
     """The identity at inference."""
@@ -445,6 +621,9 @@ class _Passive(_Monotone):
 
     def forward(self, xp: Any, layer: Layer, xs: Sequence[Array]) -> Array:
         return xs[0]
+
+    def back(self, layer: Layer, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam], _no_constant(lam)
 
 
 class _DropoutKind(_Passive):
@@ -485,6 +664,16 @@ class _SoftmaxKind(_Weightless):
     def carry(self, layer: Softmax, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         x = es[0]  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
         return np.full_like(x, min(np.max(x) / 2, 1.0))
+
+    # the local certificate takes a final softmax as a bound on the logits' change (its own
+    # rule, tropref.network.local) and refuses one inside the network: no step passes it
+    def zonotope(
+        self, xp: Any, layer: Softmax, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        raise ValueError("the local certificate cannot pass a Softmax layer")
+
+    def back(self, layer: Softmax, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        raise ValueError("the local certificate cannot pass a Softmax layer")
 
 
 def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
@@ -530,6 +719,14 @@ class _AddKind(_Weightless):
     def carry(self, layer: Add, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.sum(es, axis=0)  # the paths that meet add up
 
+    def zonotope(
+        self, xp: Any, layer: Add, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        return _junction_zonotope(self, xp, layer, ins), None
+
+    def back(self, layer: Add, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam] * len(bounds), _no_constant(lam)
+
 
 class _ConcatKind(_Weightless):
     """Its inputs joined along the channels (axis 1 of a batch)."""
@@ -555,6 +752,22 @@ class _ConcatKind(_Weightless):
 
     def carry(self, layer: Concat, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.concatenate(es)
+
+    def zonotope(
+        self, xp: Any, layer: Concat, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        return _junction_zonotope(self, xp, layer, ins), None
+
+    def back(self, layer: Concat, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        ends = np.cumsum([0] + [int(lo.shape[1]) for lo, _ in bounds])
+        return [lam[:, :, a:b] for a, b in itertools.pairwise(ends)], _no_constant(lam)
+
+
+def _junction_zonotope(kind: Kind, xp: Any, layer: Layer, ins: Sequence[Zonotope]) -> Zonotope:
+    """A junction's output zonotope: its map on the generators, centres and radii alike (its
+    inputs share the generators; adding or joining keeps the radii non-negative)."""
+    G, c, r = ([z[k] for z in ins] for k in range(3))
+    return kind.forward(xp, layer, G), kind.forward(xp, layer, c), kind.forward(xp, layer, r)
 
 
 KINDS: dict[type, Kind] = {
