@@ -34,6 +34,7 @@ what a new layer type adds where.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -74,7 +75,20 @@ from .windows import (
 # What adding a layer type uses: the base class and the type names of its methods, the
 # entries and roles it must provide, the table it joins. The kinds of the shipped layer types
 # (and their shared bases) are private: the walk reaches each through `kind_of`, never by name.
-__all__ = ["Kind", "KINDS", "ENTRIES", "LINEAR_ENTRIES", "ROLES", "Shape", "Bounds", "Zonotope", "kind_of"]
+__all__ = [
+    "Kind",
+    "KINDS",
+    "ENTRIES",
+    "LINEAR_ENTRIES",
+    "ROLES",
+    "Shape",
+    "Bounds",
+    "Zonotope",
+    "kind_of",
+    "check_kind",
+    "register_kind",
+    "unregister_kind",
+]
 
 Shape = tuple[int, ...]
 """One sample's shape, without the batch axis: ``(d,)`` or ``(C, H, W)``."""
@@ -92,10 +106,12 @@ ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "
 LINEAR_ENTRIES = ("patch_norm", "patches", "pads_inputs")
 """The methods a ``linear`` kind (units, weights per input channel) implements as well."""
 
-ROLES = ("linear", "relu", "max", "avg", "flatten", "batchnorm", "passive", None)
-"""A kind's ``role`` in a hidden layer's path (see :mod:`tropref.network.structure`):
-compressible, the activation, max or average pooling, a flatten, a BatchNorm, nothing
-(dropout and identities), or none of these (the path stops there)."""
+ROLES = ("linear", "relu", "max", "avg", "flatten", "batchnorm", "passive", "add", "concat", None)
+"""A kind's ``role`` in the walk: in a hidden layer's path (see :mod:`tropref.network.structure`),
+compressible, the activation, max or average pooling, a flatten, a BatchNorm, the identity
+(dropout and identities: the walk skips it); a junction's, a sum (a residual stream's
+junction, :mod:`tropref.network.coupled`) or a concatenation; or none of these (a hidden
+layer's path stops there)."""
 
 
 class Kind(ABC):
@@ -695,6 +711,7 @@ class _AddKind(_Weightless):
 
     layer_type = Add
     junction = True
+    role = "add"
 
     def forward(self, xp: Any, layer: Add, xs: Sequence[Array]) -> Array:
         shapes = {tuple(x.shape) for x in xs}
@@ -733,6 +750,7 @@ class _ConcatKind(_Weightless):
 
     layer_type = Concat
     junction = True
+    role = "concat"
 
     def forward(self, xp: Any, layer: Concat, xs: Sequence[Array]) -> Array:
         if len({(x.ndim, *tuple(x.shape[2:])) for x in xs}) != 1:
@@ -818,3 +836,163 @@ def kind_of(layer: Layer) -> Kind:
         f"layer {layer!r} of type {type(layer).__name__} has no kind: add one to "
         "tropref.network.kinds.KINDS (docs/architecture.md, 'Adding a layer type')"
     )
+
+
+_SHIPPED = frozenset(KINDS)  # the shipped layer types: their kinds are the library's own
+
+
+def check_kind(kind: Kind) -> None:
+    """Check that ``kind`` is a complete :class:`Kind`: every entry of :data:`ENTRIES`
+    implemented (and of :data:`LINEAR_ENTRIES` for a ``linear`` one), a ``role`` in
+    :data:`ROLES`, boolean flags.
+
+    Raises
+    ------
+    TypeError
+        When ``kind`` is not a :class:`Kind`, leaves an entry unimplemented, or a flag is not a bool.
+    ValueError
+        For a ``role`` outside :data:`ROLES`; ``linear`` and ``role == "linear"`` disagreeing;
+        a junction's role for another kind, or a junction with another role or passing channels.
+
+    Examples
+    --------
+    >>> from tropref.network import ReLU
+    >>> check_kind(kind_of(ReLU()))
+    >>> check_kind("relu")
+    Traceback (most recent call last):
+        ...
+    TypeError: `kind` must be a tropref.network.kinds.Kind, got str
+    """
+    if not isinstance(kind, Kind):
+        raise TypeError(f"`kind` must be a tropref.network.kinds.Kind, got {type(kind).__name__}")
+    name = type(kind).__name__
+    for flag in ("linear", "passes_channels", "junction"):
+        if not isinstance(getattr(kind, flag), bool):
+            raise TypeError(f"`kind` {name}: `{flag}` must be a bool, got {getattr(kind, flag)!r}")
+    if kind.role not in ROLES:
+        raise ValueError(f"`kind` {name}: `role` must be one of {ROLES}, got {kind.role!r}")
+    if kind.linear != (kind.role == "linear"):
+        raise ValueError(f"`kind` {name}: a kind is `linear` exactly when its `role` is 'linear'")
+    if kind.role in ("add", "concat") and not kind.junction:
+        raise ValueError(f"`kind` {name}: the role {kind.role!r} is a junction's (set `junction = True`)")
+    if kind.junction and (kind.passes_channels or kind.role not in ("add", "concat", None)):
+        raise ValueError(f"`kind` {name}: a junction passes no channels and has the role 'add', 'concat' or None")
+    for entry in ENTRIES + (LINEAR_ENTRIES if kind.linear else ()):
+        method = getattr(type(kind), entry, None)
+        if not callable(method) or getattr(method, "__isabstractmethod__", False):
+            raise TypeError(f"`kind` {name} does not implement the entry `{entry}`")
+    if kind.linear and not isinstance(getattr(kind, "images", None), bool):
+        raise TypeError(f"`kind` {name}: a linear kind sets `images` (a bool)")
+
+
+def register_kind(layer_type: type, kind: Kind, *, replace: bool = False) -> None:
+    """Make ``layer_type`` a layer of :mod:`tropref.network`, its walk steps given by ``kind``.
+
+    After it, :class:`~tropref.network.Network` accepts layers of ``layer_type`` (and of its
+    subclasses), and the forward pass, the shapes and counts, the walk of
+    :func:`~tropref.network.compress_network`, the network certificate and
+    :func:`~tropref.network.certify` reach them through :func:`kind_of`. What the walk does
+    with the layer follows from the kind's ``role`` (``docs/architecture.md``, "Adding a
+    layer type"): a kind whose role is None stops a hidden layer's path (the layer before it
+    is not compressed, which is always safe); ``"passive"`` promises the identity.
+    ``passes_channels`` promises that output channel ``c`` is input channel ``c`` mapped on
+    its own, commuting with non-negative per-channel scales and mapping 0 to 0 (merged
+    channels of a coupled group then pass through it). The adapters know only the shipped
+    layer types: they refuse a network with others.
+
+    Parameters
+    ----------
+    layer_type : type
+        A frozen dataclass, as the layer types of :mod:`tropref.network.layers` (the walk
+        rewrites layers with :func:`dataclasses.replace`); not a shipped layer type.
+    kind : Kind
+        An instance of a :class:`Kind` subclass implementing every entry
+        (:func:`check_kind`); its ``layer_type``, when set, is ``layer_type``.
+    replace : bool
+        Replace the kind of a type registered before (a shipped type's kind is never
+        replaced: the library's results and the adapters rest on it).
+
+    Raises
+    ------
+    TypeError
+        When ``layer_type`` is not a dataclass type, or as :func:`check_kind`.
+    ValueError
+        For a shipped layer type; for a type registered before without ``replace=True``;
+        when ``kind.layer_type`` is another type; as :func:`check_kind`.
+
+    See Also
+    --------
+    unregister_kind : the registration undone.
+
+    Examples
+    --------
+    A layer that halves its input, registered, run, and unregistered:
+
+    >>> import numpy as np
+    >>> from dataclasses import dataclass
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> @dataclass(frozen=True)
+    ... class Half:
+    ...     name: str | None = None
+    >>> class HalfKind(Kind):
+    ...     layer_type, passes_channels = Half, True
+    ...     def forward(self, xp, layer, xs): return xs[0] / 2
+    ...     def out_shape(self, layer, ins, label): return ins[0]
+    ...     def params(self, layer): return 0
+    ...     def macs(self, layer, out_shape): return 0
+    ...     def read_units(self, xp, layer, n, order, label, source): return None
+    ...     def interval(self, xp, layer, ins): return ins[0][0] / 2, ins[0][1] / 2
+    ...     def carry(self, layer, es, in_shapes): return es[0] / 2
+    ...     def zonotope(self, xp, layer, ins, bounds): return tuple(a / 2 for a in ins[0]), None
+    ...     def back(self, layer, lam, bounds): return [lam / 2], np.zeros(lam.shape[:2])
+    >>> register_kind(Half, HalfKind())
+    >>> net = Network([Dense(np.ones((2, 3))), ReLU(), Half()])
+    >>> net(np.ones((1, 3))).tolist()
+    [[1.5, 1.5]]
+    >>> unregister_kind(Half)
+    >>> register_kind(Dense, HalfKind())
+    Traceback (most recent call last):
+        ...
+    ValueError: `layer_type` Dense is a shipped layer type: its kind cannot be replaced
+    """
+    if not isinstance(layer_type, type) or not dataclasses.is_dataclass(layer_type):
+        raise TypeError(f"`layer_type` must be a dataclass type (a layer type), got {layer_type!r}")
+    if layer_type in _SHIPPED:
+        raise ValueError(f"`layer_type` {layer_type.__name__} is a shipped layer type: its kind cannot be replaced")
+    if layer_type in KINDS and not replace:
+        raise ValueError(
+            f"`layer_type` {layer_type.__name__} already has a kind ({type(KINDS[layer_type]).__name__}); "
+            "pass replace=True to replace it"
+        )
+    check_kind(kind)
+    declared = getattr(kind, "layer_type", layer_type)
+    if declared is not layer_type:
+        raise ValueError(
+            f"`kind` {type(kind).__name__} is the kind of {getattr(declared, '__name__', declared)!r}, "
+            f"not of `layer_type` {layer_type.__name__}"
+        )
+    KINDS[layer_type] = kind
+
+
+def unregister_kind(layer_type: type) -> None:
+    """Undo :func:`register_kind`: ``layer_type`` has no kind any more.
+
+    Raises
+    ------
+    ValueError
+        For a shipped layer type, or one without a registered kind.
+
+    Examples
+    --------
+    >>> from tropref.network import ReLU
+    >>> unregister_kind(ReLU)
+    Traceback (most recent call last):
+        ...
+    ValueError: `layer_type` ReLU is a shipped layer type: its kind cannot be removed
+    """
+    name = getattr(layer_type, "__name__", repr(layer_type))
+    if layer_type in _SHIPPED:
+        raise ValueError(f"`layer_type` {name} is a shipped layer type: its kind cannot be removed")
+    if layer_type not in KINDS:
+        raise ValueError(f"`layer_type` {name} has no registered kind")
+    del KINDS[layer_type]
