@@ -28,8 +28,9 @@ A kind says (its :data:`ENTRIES`):
 
 A dense or convolutional kind (``linear``) also says how to bound and sample what it reads
 (``patch_norm``, ``patches``), whether it reads images (``images``) and whether it
-zero-pads them (``pads_inputs``). ``docs/architecture.md`` ("Adding a layer type") says
-what a new layer type adds where.
+zero-pads them (``pads_inputs``). :func:`check_kind` checks a kind, :func:`register_kind`
+adds a layer type of the user's own (and :func:`unregister_kind` removes it);
+``docs/architecture.md`` ("Adding a layer type") says what a new layer type adds where.
 """
 
 from __future__ import annotations
@@ -834,7 +835,8 @@ def kind_of(layer: Layer) -> Kind:
             return kind
     raise TypeError(
         f"layer {layer!r} of type {type(layer).__name__} has no kind: add one to "
-        "tropref.network.kinds.KINDS (docs/architecture.md, 'Adding a layer type')"
+        "tropref.network.kinds.KINDS, or register one with tropref.network.register_kind "
+        "(docs/architecture.md, 'Adding a layer type')"
     )
 
 

@@ -280,6 +280,15 @@ def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | No
     return xp.reshape(p, (int(p.shape[0]), int(p.shape[1]), kh, kw))
 
 
+def _offsets(layer: Conv2d, Ho: int, Wo: int) -> Iterator[tuple[int, int, slice, slice]]:
+    """Per kernel offset ``(i, j)``: the rows and columns of the padded input it reads for
+    an ``Ho x Wo`` output (stride and dilation applied)."""
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    for i in range(int(layer.W.shape[2])):
+        for j in range(int(layer.W.shape[3])):
+            yield i, j, slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw)
+
+
 def conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
     """The convolution (without bias) of many rows ``(M, C, H, W)`` (a zonotope's
     generators): one GEMM over the channels per kernel offset, channels last, which for
@@ -305,10 +314,8 @@ def conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
     padded = np.zeros((M, H + t + b, Wd + l + r, C))
     padded[:, t : t + H, l : l + Wd] = a.transpose(0, 2, 3, 1)
     out = np.zeros((M, Ho, Wo, O))
-    for i in range(kh):
-        for j in range(kw):
-            window = padded[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
-            out += window @ W[:, :, i, j].T
+    for i, j, rows, cols in _offsets(layer, Ho, Wo):
+        out += padded[:, rows, cols] @ W[:, :, i, j].T
     return out.transpose(0, 3, 1, 2)
 
 
@@ -327,17 +334,14 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
     True
     """
     W = np.asarray(layer.W)
-    _O, C, kh, kw = W.shape
+    C = int(W.shape[1])
     t, b, l, r = layer.padding
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
     M, _, Ho, Wo = lam.shape
     H, Wd = in_hw
     out = np.zeros((M, H + t + b, Wd + l + r, C))
     lt = np.ascontiguousarray(lam.transpose(0, 2, 3, 1))  # (M, Ho, Wo, O)
-    for i in range(kh):
-        for j in range(kw):
-            part = lt @ W[:, :, i, j]  # (M, Ho, Wo, C)
-            out[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw] += part
+    for i, j, rows, cols in _offsets(layer, Ho, Wo):
+        out[:, rows, cols] += lt @ W[:, :, i, j]  # (M, Ho, Wo, C)
     return out[:, t : t + H, l : l + Wd].transpose(0, 3, 1, 2)
 
 
