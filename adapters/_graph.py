@@ -7,12 +7,12 @@ adapters' readers build them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tropref.network import Dropout, Identity, Network, ReLU
 
-__all__ = ["reads_relu", "run_graph"]
+__all__ = ["reads_relu", "run_graph", "writer"]
 
 
 def reads_relu(layers: Sequence[Any], sources: Callable[[int], Sequence[int]], p: int) -> bool:
@@ -56,3 +56,33 @@ def run_graph(net: Network, x: Any, step: Callable[[int, list[Any]], Any]) -> An
     for i in range(len(net.layers)):
         values[i] = step(i, [values[p] for p in net.sources(i)])
     return values[len(net.layers) - 1]
+
+
+def writer(table: Mapping[type, Callable[..., Any]], layer: Any, framework: str) -> Callable[..., Any]:
+    """The entry of an adapter's table of writers (tropref layer type -> the function that
+    builds the framework's layers for it) for ``layer``: its type's, or its nearest base
+    type's (a walk's folded BatchNorm is an Identity).
+
+    Raises
+    ------
+    ValueError
+        For a layer type the table does not hold (a type registered with
+        ``tropref.network.register_kind``: the adapters write only the shipped ones).
+
+    Examples
+    --------
+    >>> from tropref.network import AvgPool2d, MaxPool2d, ReLU
+    >>> table = {ReLU: lambda layer: "relu", MaxPool2d: lambda layer: "pool"}
+    >>> writer(table, AvgPool2d(2), "demo")(AvgPool2d(2))
+    'pool'
+    >>> writer(table, Identity(), "demo")
+    Traceback (most recent call last):
+        ...
+    ValueError: the layer type Identity has no demo writer: the adapters write the shipped types only
+    """
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return table[cls]
+    raise ValueError(
+        f"the layer type {type(layer).__name__} has no {framework} writer: the adapters write the shipped types only"
+    )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tropref._array import to_numpy
-from tropref.adapters._graph import reads_relu, run_graph
+from tropref.adapters._graph import reads_relu, run_graph, writer
 from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, own_or_rebuilt, unit_moments
 from tropref.adapters._layout import (
     channel_axis,
@@ -723,86 +723,116 @@ def _keras_layers(
     the input is a ReLU's output, so a max pooling's padding may be zeros. The layer is
     ``name``; a ``ZeroPadding2D`` before it ``<name>_pad`` (a fresh name, ``used`` holding
     the names taken)."""
-    used = set() if used is None else used
+    w = _Writing(L, tuple(shape_in), data_format, weights, nonneg, name, set() if used is None else used)
+    return writer(_WRITERS, layer, "Keras")(layer, w)
 
-    def a(x: Any) -> np.ndarray:
-        return np.asarray(to_numpy(x), dtype=np.float32)
 
-    hw = shape_in[1:] if len(shape_in) == 3 else None
-    rank4 = len(shape_in) == 3
-    if isinstance(layer, Dense):
-        k = L.Dense(layer.units, use_bias=layer.b is not None, name=name)
-        weights.append((k, [a(layer.W).T] + ([a(layer.b)] if layer.b is not None else [])))
-        return [k]
-    if isinstance(layer, Conv2d):
-        O, _C, kh, kw = (int(s) for s in layer.W.shape)
-        padding = padding_keyword(layer.padding, hw, (kh, kw), layer.stride, layer.dilation)
-        pre = []
-        if padding is None:
-            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format, name=_fresh(f"{name}_pad", used))]
-            padding = "valid"
-        k = L.Conv2D(
-            O,
-            (kh, kw),
-            strides=layer.stride,
-            padding=padding,
-            dilation_rate=layer.dilation,
-            data_format=data_format,
-            use_bias=layer.b is not None,
-            name=name,
+@dataclass(frozen=True)
+class _Writing:
+    """What a writer needs besides the layer (see :func:`_keras_layers`)."""
+
+    L: Any
+    shape_in: tuple[int, ...]
+    data_format: str
+    weights: list
+    nonneg: bool
+    name: str
+    used: set[str]
+
+    @property
+    def rank4(self) -> bool:
+        return len(self.shape_in) == 3
+
+    @property
+    def hw(self) -> tuple[int, ...] | None:
+        return self.shape_in[1:] if self.rank4 else None
+
+    def pad(self, padding: tuple[int, ...]) -> Any:
+        """A ``ZeroPadding2D`` before the layer, under a fresh ``<name>_pad``."""
+        return self.L.ZeroPadding2D(
+            to_pairs(padding), data_format=self.data_format, name=_fresh(f"{self.name}_pad", self.used)
         )
-        weights.append((k, [kernel_from_core(a(layer.W))] + ([a(layer.b)] if layer.b is not None else [])))
-        return [*pre, k]
-    if isinstance(layer, BatchNorm):
-        axis = -1 if (not rank4 or data_format == "channels_last") else 1
-        k = L.BatchNormalization(axis=axis, epsilon=layer.eps, name=name)
-        c = layer.channels
-        weights.append(
-            (
-                k,
-                [
-                    a(layer.weight) if layer.weight is not None else np.ones(c, np.float32),
-                    a(layer.bias) if layer.bias is not None else np.zeros(c, np.float32),
-                    a(layer.mean),
-                    a(layer.var),
-                ],
-            )
-        )
-        return [k]
-    if isinstance(layer, ReLU):
-        return [L.ReLU(name=name)]
-    if isinstance(layer, MaxPool2d):
-        padding = padding_keyword(layer.padding, hw, layer.kernel, layer.stride, (1, 1))
-        is_avg = isinstance(layer, AvgPool2d)
-        if padding == "same" and is_avg and layer.count_include_pad:
-            padding = None  # Keras "same" average pooling does not count the padding
-        pre = []
-        if padding is None:
-            if (not is_avg and not nonneg) or (is_avg and not layer.count_include_pad):
-                raise ValueError(
-                    f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent"
-                )
-            pre = [L.ZeroPadding2D(to_pairs(layer.padding), data_format=data_format, name=_fresh(f"{name}_pad", used))]
-            padding = "valid"
-        cls = L.AveragePooling2D if is_avg else L.MaxPooling2D
-        return [
-            *pre,
-            cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=data_format, name=name),
-        ]
-    if isinstance(layer, Flatten):
-        if (
-            rank4 and data_format == "channels_first"
-        ):  # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
-            order = "channels_first" if layer.order == "channels_last" else "channels_last"
-            return [L.Flatten(data_format=order, name=name)]
-        return [L.Flatten(name=name)]
-    if isinstance(layer, Dropout):
-        return [L.Dropout(layer.rate, name=name)]
-    if isinstance(layer, Softmax):
-        return [L.Softmax(name=name)]
-    if isinstance(layer, (Add, Concat)):
-        return []
-    return [L.Identity(name=name)]
+
+
+def _f32(x: Any) -> np.ndarray:
+    return np.asarray(to_numpy(x), dtype=np.float32)
+
+
+def _write_dense(layer: Dense, w: _Writing) -> list:
+    k = w.L.Dense(layer.units, use_bias=layer.b is not None, name=w.name)
+    w.weights.append((k, [_f32(layer.W).T] + ([_f32(layer.b)] if layer.b is not None else [])))
+    return [k]
+
+
+def _write_conv(layer: Conv2d, w: _Writing) -> list:
+    O, _C, kh, kw = (int(s) for s in layer.W.shape)
+    padding = padding_keyword(layer.padding, w.hw, (kh, kw), layer.stride, layer.dilation)
+    pre = []
+    if padding is None:
+        pre, padding = [w.pad(layer.padding)], "valid"
+    k = w.L.Conv2D(
+        O,
+        (kh, kw),
+        strides=layer.stride,
+        padding=padding,
+        dilation_rate=layer.dilation,
+        data_format=w.data_format,
+        use_bias=layer.b is not None,
+        name=w.name,
+    )
+    w.weights.append((k, [kernel_from_core(_f32(layer.W))] + ([_f32(layer.b)] if layer.b is not None else [])))
+    return [*pre, k]
+
+
+def _write_batchnorm(layer: BatchNorm, w: _Writing) -> list:
+    axis = -1 if (not w.rank4 or w.data_format == "channels_last") else 1
+    k = w.L.BatchNormalization(axis=axis, epsilon=layer.eps, name=w.name)
+    c = layer.channels
+    gamma = _f32(layer.weight) if layer.weight is not None else np.ones(c, np.float32)
+    beta = _f32(layer.bias) if layer.bias is not None else np.zeros(c, np.float32)
+    w.weights.append((k, [gamma, beta, _f32(layer.mean), _f32(layer.var)]))
+    return [k]
+
+
+def _write_pool(layer: MaxPool2d, w: _Writing) -> list:
+    padding = padding_keyword(layer.padding, w.hw, layer.kernel, layer.stride, (1, 1))
+    is_avg = isinstance(layer, AvgPool2d)  # the one writer of both pooling types
+    if padding == "same" and is_avg and layer.count_include_pad:
+        padding = None  # Keras "same" average pooling does not count the padding
+    pre = []
+    if padding is None:
+        if (not is_avg and not w.nonneg) or (is_avg and not layer.count_include_pad):
+            raise ValueError(f"{type(layer).__name__} {layer.name!r}: padding {layer.padding} has no Keras equivalent")
+        pre, padding = [w.pad(layer.padding)], "valid"
+    cls = w.L.AveragePooling2D if is_avg else w.L.MaxPooling2D
+    return [
+        *pre,
+        cls(pool_size=layer.kernel, strides=layer.stride, padding=padding, data_format=w.data_format, name=w.name),
+    ]
+
+
+def _write_flatten(layer: Flatten, w: _Writing) -> list:
+    if w.rank4 and w.data_format == "channels_first":
+        # Keras's channels_first Flatten yields (h, w, c); its channels_last one (c, h, w) here
+        order = "channels_first" if layer.order == "channels_last" else "channels_last"
+        return [w.L.Flatten(data_format=order, name=w.name)]
+    return [w.L.Flatten(name=w.name)]
+
+
+# tropref layer type -> the Keras layers computing it (the other direction: _CONVERTERS)
+_WRITERS: dict[type, Callable[[Any, _Writing], list]] = {
+    Dense: _write_dense,
+    Conv2d: _write_conv,
+    BatchNorm: _write_batchnorm,
+    ReLU: lambda layer, w: [w.L.ReLU(name=w.name)],
+    MaxPool2d: _write_pool,  # and AvgPool2d, a subclass
+    Flatten: _write_flatten,
+    Dropout: lambda layer, w: [w.L.Dropout(layer.rate, name=w.name)],
+    Softmax: lambda layer, w: [w.L.Softmax(name=w.name)],
+    Identity: lambda layer, w: [w.L.Identity(name=w.name)],  # and the walk's folded BatchNorms
+    Add: lambda layer, w: [],  # junctions are written by the graph's step
+    Concat: lambda layer, w: [],
+}
 
 
 def compress(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,7 +34,7 @@ import numpy as np
 
 from tropref._array import to_numpy
 from tropref.adapters._adaptive import AdaptivePool, resolve_adaptive
-from tropref.adapters._graph import run_graph
+from tropref.adapters._graph import run_graph, writer
 from tropref.adapters._layout import core_batch, core_dtype
 from tropref.adapters._padding import explicit_padding
 from tropref.adapters._reading import Pad, append, finish_reading
@@ -752,35 +752,59 @@ def _unique(name: str, used: set[str]) -> str:
 
 def _fresh_node(layer: Any, name: str, srcs: list, const: Any) -> tuple[str, list, dict]:
     """``(op type, inputs, attributes)`` of the ONNX node computing one layer."""
-    x = srcs[0] if srcs else None
-    if isinstance(layer, Dense):
-        ins = [x, const(f"{name}.weight", layer.W)] + ([const(f"{name}.bias", layer.b)] if layer.b is not None else [])
-        return "Gemm", ins, {"transB": 1}
-    if isinstance(layer, Conv2d):
-        ins = [x, const(f"{name}.weight", layer.W)] + ([const(f"{name}.bias", layer.b)] if layer.b is not None else [])
-        return "Conv", ins, _conv_attrs(layer)
-    if isinstance(layer, BatchNorm):
-        c = layer.channels
-        ones, zeros = np.ones(c), np.zeros(c)
-        w = ones if layer.weight is None else layer.weight
-        b = zeros if layer.bias is None else layer.bias
-        arrays = {"scale": w, "bias": b, "mean": layer.mean, "var": layer.var}
-        return "BatchNormalization", [x] + [const(f"{name}.{k}", v) for k, v in arrays.items()], {"epsilon": layer.eps}
-    if isinstance(layer, MaxPool2d):
-        t, b, l, r = layer.padding
-        attrs = {"kernel_shape": list(layer.kernel), "strides": list(layer.stride), "pads": [t, l, b, r]}
-        if isinstance(layer, AvgPool2d):
-            return "AveragePool", [x], {**attrs, "count_include_pad": int(layer.count_include_pad)}
-        return "MaxPool", [x], attrs
-    if isinstance(layer, Add):
-        return ("Add" if len(srcs) == 2 else "Sum"), srcs, {}
-    if isinstance(layer, Concat):
-        return "Concat", srcs, {"axis": 1}
-    simple = {ReLU: ("Relu", {}), Flatten: ("Flatten", {"axis": 1}), Softmax: ("Softmax", {"axis": 1})}
-    for cls, (op, attrs) in simple.items():
-        if isinstance(layer, cls):
-            return op, [x], attrs
-    return "Identity", [x], {}  # Identity, and Dropout (the identity at inference)
+    return writer(_WRITERS, layer, "ONNX")(layer, name, srcs, const)
+
+
+_Writer = Callable[[Any, str, list, Any], tuple[str, list, dict]]
+"""A writer: ``(layer, node name, its inputs' names, const)`` -> ``(op type, inputs, attributes)``."""
+
+
+def _weighted(op: str, attrs: Callable[[Any], dict]) -> _Writer:
+    """The writer of a Gemm or Conv node: its input, the weight and the bias (if any)."""
+
+    def write(layer: Dense | Conv2d, name: str, srcs: list, const: Any) -> tuple[str, list, dict]:
+        weight = const(f"{name}.weight", layer.W)  # the initializers in this order: weight, then bias
+        bias = [const(f"{name}.bias", layer.b)] if layer.b is not None else []
+        return op, [srcs[0], weight, *bias], attrs(layer)
+
+    return write
+
+
+def _write_batchnorm(layer: BatchNorm, name: str, srcs: list, const: Any) -> tuple[str, list, dict]:
+    c = layer.channels
+    w = np.ones(c) if layer.weight is None else layer.weight
+    b = np.zeros(c) if layer.bias is None else layer.bias
+    arrays = {"scale": w, "bias": b, "mean": layer.mean, "var": layer.var}
+    ins = [srcs[0]] + [const(f"{name}.{k}", v) for k, v in arrays.items()]
+    return "BatchNormalization", ins, {"epsilon": layer.eps}
+
+
+def _write_pool(layer: MaxPool2d, name: str, srcs: list, const: Any) -> tuple[str, list, dict]:
+    t, b, l, r = layer.padding
+    attrs = {"kernel_shape": list(layer.kernel), "strides": list(layer.stride), "pads": [t, l, b, r]}
+    if isinstance(layer, AvgPool2d):  # the one writer of both pooling types
+        return "AveragePool", srcs[:1], {**attrs, "count_include_pad": int(layer.count_include_pad)}
+    return "MaxPool", srcs[:1], attrs
+
+
+def _simple(op: str, **attrs: Any) -> _Writer:
+    return lambda layer, name, srcs, const: (op, srcs[:1], dict(attrs))
+
+
+# tropref layer type -> the ONNX node computing it (the other direction: _READERS)
+_WRITERS: dict[type, _Writer] = {
+    Dense: _weighted("Gemm", lambda layer: {"transB": 1}),
+    Conv2d: _weighted("Conv", lambda layer: _conv_attrs(layer)),
+    BatchNorm: _write_batchnorm,
+    MaxPool2d: _write_pool,  # and AvgPool2d, a subclass
+    ReLU: _simple("Relu"),
+    Flatten: _simple("Flatten", axis=1),
+    Softmax: _simple("Softmax", axis=1),
+    Dropout: _simple("Identity"),  # the identity at inference
+    Identity: _simple("Identity"),  # and the walk's folded BatchNorms
+    Add: lambda layer, name, srcs, const: ("Add" if len(srcs) == 2 else "Sum", srcs, {}),
+    Concat: lambda layer, name, srcs, const: ("Concat", srcs, {"axis": 1}),
+}
 
 
 def _conv_attrs(layer: Conv2d) -> dict:

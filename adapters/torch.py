@@ -28,7 +28,7 @@ import operator
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from tropref._array import to_numpy
 from tropref.adapters._adaptive import AdaptivePool, CeilPool, resolve_adaptive
-from tropref.adapters._graph import run_graph
+from tropref.adapters._graph import run_graph, writer
 from tropref.adapters._in_place import NotInPlace, Slot, in_place_arrays, own_or_rebuilt, unit_moments
 from tropref.adapters._layout import core_batch, core_dtype, host_copy
 from tropref.adapters._padding import explicit_padding, from_lrtb, pair, symmetric, to_lrtb
@@ -658,60 +658,71 @@ def to_torch(net: Network, *, dtype: Any = None, device: Any = None) -> Any:
 
 def _torch_modules(layer: Any, rank4: bool, dtype: Any, device: Any) -> list:
     """The plain PyTorch modules computing one layer (an Add or Concat has none)."""
-    torch = _torch()
-    nn = torch.nn
-    fk = {"dtype": dtype, "device": device}
+    return writer(_WRITERS, layer, "PyTorch")(_torch().nn, layer, _Writing(rank4, dtype, device))
 
-    def t(a: Any) -> Any:
+
+@dataclass(frozen=True)
+class _Writing:
+    """What a writer needs besides the layer: whether its input is 4-D, the tensors' dtype and device."""
+
+    rank4: bool
+    dtype: Any
+    device: Any
+
+    def tensor(self, a: Any) -> Any:
         h = to_numpy(a)  # copied once, by the copy_ below (not here as well)
-        return torch.as_tensor(h if h.flags.writeable else np.array(h), dtype=dtype, device=device)
+        return _torch().as_tensor(h if h.flags.writeable else np.array(h), dtype=self.dtype, device=self.device)
 
-    if isinstance(layer, Dense):
-        m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, **fk)
-        m.weight.copy_(t(layer.W))
-        if layer.b is not None:
-            m.bias.copy_(t(layer.b))
-        return [m]
-    if isinstance(layer, Conv2d):
-        sym = symmetric(layer.padding)
-        pre = [] if sym else [nn.ZeroPad2d(to_lrtb(layer.padding))]
-        O, C, kh, kw = (int(s) for s in layer.W.shape)
-        m = nn.Conv2d(
-            C,
-            O,
-            (kh, kw),
-            stride=layer.stride,
-            padding=sym or 0,
-            dilation=layer.dilation,
-            bias=layer.b is not None,
-            **fk,
-        )
-        m.weight.copy_(t(layer.W))
-        if layer.b is not None:
-            m.bias.copy_(t(layer.b))
-        return [*pre, m]
-    if isinstance(layer, BatchNorm):
-        m = (nn.BatchNorm2d if rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, **fk)
-        m.running_mean.copy_(t(layer.mean))
-        m.running_var.copy_(t(layer.var))
-        if layer.weight is not None:
-            m.weight.copy_(t(layer.weight))
-        if layer.bias is not None:
-            m.bias.copy_(t(layer.bias))
-        return [m]
-    if isinstance(layer, ReLU):
-        return [nn.ReLU()]
-    if isinstance(layer, MaxPool2d):
-        return _torch_pool(nn, layer)
-    if isinstance(layer, Flatten):
-        return [nn.Flatten()]
-    if isinstance(layer, Dropout):
-        return [nn.Dropout(layer.rate)]
-    if isinstance(layer, Softmax):
-        return [nn.Softmax(dim=1)]
-    if isinstance(layer, (Add, Concat)):
-        return []
-    return [nn.Identity()]
+    def load(self, m: Any, **arrays: Any) -> Any:
+        """``m`` with each of its parameters or buffers named in ``arrays`` (not None) copied in."""
+        for field, a in arrays.items():
+            if a is not None:
+                getattr(m, field).copy_(self.tensor(a))
+        return m
+
+
+def _write_dense(nn: Any, layer: Dense, w: _Writing) -> list:
+    m = nn.Linear(int(layer.W.shape[1]), layer.units, bias=layer.b is not None, dtype=w.dtype, device=w.device)
+    return [w.load(m, weight=layer.W, bias=layer.b)]
+
+
+def _write_conv(nn: Any, layer: Conv2d, w: _Writing) -> list:
+    sym = symmetric(layer.padding)
+    pre = [] if sym else [nn.ZeroPad2d(to_lrtb(layer.padding))]
+    O, C, kh, kw = (int(s) for s in layer.W.shape)
+    m = nn.Conv2d(
+        C,
+        O,
+        (kh, kw),
+        stride=layer.stride,
+        padding=sym or 0,
+        dilation=layer.dilation,
+        bias=layer.b is not None,
+        dtype=w.dtype,
+        device=w.device,
+    )
+    return [*pre, w.load(m, weight=layer.W, bias=layer.b)]
+
+
+def _write_batchnorm(nn: Any, layer: BatchNorm, w: _Writing) -> list:
+    m = (nn.BatchNorm2d if w.rank4 else nn.BatchNorm1d)(layer.channels, eps=layer.eps, dtype=w.dtype, device=w.device)
+    return [w.load(m, running_mean=layer.mean, running_var=layer.var, weight=layer.weight, bias=layer.bias)]
+
+
+# tropref layer type -> the PyTorch modules computing it (the other direction: _CONVERTERS)
+_WRITERS: dict[type, Callable[[Any, Any, _Writing], list]] = {
+    Dense: _write_dense,
+    Conv2d: _write_conv,
+    BatchNorm: _write_batchnorm,
+    ReLU: lambda nn, layer, w: [nn.ReLU()],
+    MaxPool2d: lambda nn, layer, w: _torch_pool(nn, layer),  # and AvgPool2d, a subclass
+    Flatten: lambda nn, layer, w: [nn.Flatten()],
+    Dropout: lambda nn, layer, w: [nn.Dropout(layer.rate)],
+    Softmax: lambda nn, layer, w: [nn.Softmax(dim=1)],
+    Identity: lambda nn, layer, w: [nn.Identity()],  # and the walk's folded BatchNorms
+    Add: lambda nn, layer, w: [],  # junctions are nodes of the graph module, not modules
+    Concat: lambda nn, layer, w: [],
+}
 
 
 def _graph_module(net: Network, mods: list[list]) -> Any:

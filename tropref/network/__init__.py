@@ -27,14 +27,16 @@ and ``_keep`` (``keep`` and ``skip`` read) below ``widths``; ``_reporting`` (the
 report built) and ``_progress`` (its progress lines) below ``rewrite``.
 """
 
-# What users are promised: the layer types, the graph and its forward pass, the walk and its
-# report, the local certificate, and what docs/networks.md shows (segments, analyse,
-# coupled_groups, compressible_layers, their results). The rest of each module is the walk's
-# own, imported from its module by the rest of tropref.
+# What users are promised: the layer types (and the hook for a type of their own), the graph
+# and its forward pass, the walk and its report, the local certificate, and what
+# docs/networks.md shows (segments, analyse, coupled_groups, compressible_layers, their
+# results). The rest of each module is the walk's own, imported from its module by the rest
+# of tropref.
 from .compress import compress_network
 from .coupled import Group, coupled_groups
 from .forward import forward
 from .graph import Network
+from .kinds import register_kind, unregister_kind
 from .layers import (
     Add,
     AvgPool2d,
@@ -72,6 +74,9 @@ __all__ = [
     "Add",
     "Concat",
     "Layer",
+    # a layer type of the user's own (docs/architecture.md, "Adding a layer type")
+    "register_kind",
+    "unregister_kind",
     # the graph, its forward pass and its counts
     "Network",
     "forward",

@@ -49,7 +49,7 @@ from .certificate import network_certificate
 from .coupled import Group, compress_group, coupled_groups, group_keys, group_widths, groups_certificate
 from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
-from .layers import Conv2d, Dense
+from .kinds import kind_of
 from .report import NetworkReport
 from .rewrite import read_hidden, write_hidden
 from .segments import drop_layers
@@ -222,6 +222,7 @@ def compress_network(
         lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, work_shapes),
     )
     steps["network_certificate"] = time.perf_counter() - t1
+    # Folded is the walk's own placeholder (an Identity to its kind): its type is the marker
     final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
     final = Network(final.layers, net.input_shape, final.inputs)  # the user's input shape, as given
     report = network_report(
@@ -489,7 +490,7 @@ def _input_shape(net: Network, data: Array | None, inputs: Array | None) -> tupl
 
 def _in_weights_dtype(xp: Any, net: Network, data: Array | None) -> Array | None:
     """``data`` in the dtype of the network's weights: compress_layer wants one floating dtype."""
-    weights = next((l.W for l in net.layers if isinstance(l, (Dense, Conv2d))), None)
+    weights = next((l.W for l in net.layers if kind_of(l).linear), None)
     if data is not None and weights is not None and data.dtype != weights.dtype:
         return xp.astype(data, weights.dtype)
     return data

@@ -50,7 +50,7 @@ from .bounds import carry_bound, max_patch_norm, node_bounds
 from .certificate import input_box
 from .graph import Network, map_arrays, network_namespace
 from .kinds import kind_of
-from .layers import Add, BatchNorm, Conv2d, Dense
+from .layers import BatchNorm, Conv2d, Dense
 from .shapes import output_shapes
 
 __all__ = ["Gate", "Group", "coupled_groups", "compress_group", "group_widths", "group_keys", "groups_certificate"]
@@ -65,7 +65,7 @@ def _channelwise(layer: Any) -> bool:
 
 def _member(layer: Any) -> bool:
     """Whether a node carries the group's channels: the channel-wise ones, and the additions."""
-    return isinstance(layer, Add) or _channelwise(layer)
+    return _role(layer) == "add" or _channelwise(layer)
 
 
 def _linear(layer: Any) -> bool:
@@ -157,7 +157,7 @@ def coupled_groups(net: Network) -> list[Group]:
     seen: set[int] = set()
     groups = []
     for start, layer in enumerate(net.layers):
-        if isinstance(layer, Add) and start not in seen:
+        if _role(layer) == "add" and start not in seen:
             group = _collect(net, users, [start])
             seen.update(group.members)
             groups.append(group)

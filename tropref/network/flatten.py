@@ -13,7 +13,8 @@ import numpy as np
 
 from .._array import Array, device, namespace
 from .graph import Network
-from .layers import BatchNorm, Conv2d, Dense, Dropout, Flatten, Identity, ReLU
+from .kinds import kind_of
+from .layers import Layer
 from .segments import segment_network, segments, splice
 from .shapes import output_shapes
 
@@ -54,17 +55,19 @@ def with_flatten_order(net: Network, order: str) -> Network:
     channels = net.input_shape[0] if net.input_shape and len(net.input_shape) == 3 else None
     rank4 = net.input_shape is not None and len(net.input_shape) == 3
     for i, layer in enumerate(layers):
-        if isinstance(layer, Conv2d):
+        kind = kind_of(layer)
+        role = kind.role
+        if kind.linear and kind.images:
             channels, rank4 = layer.units, True
-        elif isinstance(layer, BatchNorm) and rank4:
+        elif role == "batchnorm" and rank4:
             channels = layer.channels
-        elif isinstance(layer, Flatten) and layer.order != order and (rank4 or channels is not None):
+        elif role == "flatten" and layer.order != order and (rank4 or channels is not None):
             if channels is None:
                 raise ValueError(f"{net.label(i)}: the number of channels before it is unknown")
             layers[i] = replace(layer, order=order)
             rank4 = False
             _permute_after_flatten(net, layers, i, channels, src=layer.order)
-        elif isinstance(layer, Flatten):
+        elif role == "flatten":
             rank4 = False
     return net.replace_layers(layers)
 
@@ -73,12 +76,13 @@ def _permute_after_flatten(net: Network, layers: list, i: int, C: int, src: str)
     """Permute the feature axis of the layers after the flatten at ``i`` up to the next Dense."""
     for j in range(i + 1, len(layers)):
         layer = layers[j]
-        if isinstance(layer, Dense):
+        kind = kind_of(layer)
+        if kind.linear and not kind.images:
             d = int(layer.W.shape[1])
             perm = _flatten_permutation(C, d // C, src)
             layers[j] = replace(layer, W=_take(layer.W, perm, axis=1))
             return
-        if isinstance(layer, BatchNorm):
+        if kind.role == "batchnorm":
             d = layer.channels
             perm = _flatten_permutation(C, d // C, src)
             layers[j] = replace(
@@ -89,10 +93,15 @@ def _permute_after_flatten(net: Network, layers: list, i: int, C: int, src: str)
                     if getattr(layer, f) is not None
                 },
             )
-        elif not isinstance(layer, (Dropout, Identity, ReLU)):
+        elif kind.role not in ("passive", "relu"):
             raise ValueError(f"{net.label(j)} after a Flatten: cannot reorder the flattened features through it")
     # A flatten at the end of the network: the output order itself would change.
     raise ValueError(f"{net.label(i)} is not followed by a Dense layer; its feature order cannot be changed")
+
+
+def _reorders(layer: Layer, order: str) -> bool:
+    """Whether ``layer`` is a flatten of the other order."""
+    return kind_of(layer).role == "flatten" and layer.order != order
 
 
 def _flatten_permutation(C: int, s: int, src: str) -> np.ndarray:
@@ -141,7 +150,7 @@ def with_flatten_order_everywhere(net: Network, order: str) -> Network:
     >>> with_flatten_order_everywhere(net, "channels_first") is net
     True
     """
-    if not any(isinstance(l, Flatten) and l.order != order for l in net.layers):
+    if not any(_reorders(l, order) for l in net.layers):
         return net
     if net.is_chain:
         return with_flatten_order(net, order)
@@ -151,7 +160,7 @@ def with_flatten_order_everywhere(net: Network, order: str) -> Network:
     segs = segments(net)
     repl = {}
     for k, seg in enumerate(segs):
-        if any(isinstance(net.layers[i], Flatten) and net.layers[i].order != order for i in seg.nodes):
+        if any(_reorders(net.layers[i], order) for i in seg.nodes):
             shape = net.input_shape if seg.source < 0 else shapes[seg.source]
             repl[k] = with_flatten_order(segment_network(net, seg, shape), order).layers
     return splice(net, segs, repl)[0]

@@ -23,10 +23,6 @@ from .._array import Array, namespace
 from .kinds import kind_of
 from .layers import Layer
 
-# The window arithmetic lives below the kinds (windows.py), where it is imported from. Only
-# local.py still takes these two from here; it is being edited elsewhere, so they stay bound
-# until it imports them from windows (tests/test_public_face.py, MOVED_PENDING).
-
 if TYPE_CHECKING:  # the graph module imports this one (Network.__call__): the annotation alone refers back
     from .graph import Network
 

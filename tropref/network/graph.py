@@ -18,7 +18,8 @@ from typing import Any
 
 from .._array import Array, check_finite, namespace, to_numpy
 from .forward import forward
-from .layers import ARRAY_FIELDS, JUNCTIONS, LAYER_TYPES, Layer
+from .kinds import kind_of
+from .layers import ARRAY_FIELDS, Layer
 
 __all__ = ["Network", "map_arrays", "check_finite_layers", "network_namespace"]
 
@@ -63,15 +64,20 @@ class Network:
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
         for i, layer in enumerate(layers):
-            if not isinstance(layer, LAYER_TYPES):
-                raise TypeError(f"layer {i} is a {type(layer).__name__}, not a tropref.network layer")
+            try:
+                kind_of(layer)  # a layer is what has a kind: a shipped type, or one registered
+            except TypeError:
+                raise TypeError(
+                    f"layer {i} is a {type(layer).__name__}, not a tropref.network layer "
+                    "(nor a type given a kind by tropref.network.register_kind)"
+                ) from None
         shape = None if self.input_shape is None else tuple(int(s) for s in self.input_shape)
         if shape is not None and len(shape) not in (1, 3):
             raise ValueError(f"`input_shape` must be (d,) or (C, H, W), got {shape}")
         inputs = None if self.inputs is None else _check_inputs(layers, self.inputs)
         if inputs is not None and all(ins == (i - 1,) for i, ins in enumerate(inputs)):
             inputs = None  # a chain
-        if inputs is None and any(isinstance(l, JUNCTIONS) for l in layers):
+        if inputs is None and any(kind_of(l).junction for l in layers):
             raise ValueError("an Add or Concat layer needs `inputs`: it reads two or more layers")
         # frozen dataclass: normalised fields are written once, here
         object.__setattr__(self, "layers", layers)
@@ -136,9 +142,10 @@ def _check_inputs(layers: tuple, inputs: Any) -> tuple[tuple[int, ...], ...]:
         label = f"layer {i} ({type(layer).__name__}{'' if name is None else ' ' + repr(name)})"
         if any(not -1 <= p < i for p in ins):
             raise ValueError(f"{label} reads {ins}: inputs must be earlier layers or -1 (the network's input)")
-        if isinstance(layer, JUNCTIONS) and len(ins) < 2:
+        junction = kind_of(layer).junction
+        if junction and len(ins) < 2:
             raise ValueError(f"{label} must read two or more layers, reads {ins}")
-        if not isinstance(layer, JUNCTIONS) and len(ins) != 1:
+        if not junction and len(ins) != 1:
             raise ValueError(f"{label} must read exactly one layer, reads {ins}")
         if i < len(layers) - 1 and i not in used:
             raise ValueError(f"{label} is read by no layer and is not the output (the last layer)")

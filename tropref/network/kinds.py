@@ -17,6 +17,10 @@ A kind says (its :data:`ENTRIES`):
   inputs);
 - ``carry``: its certificate step (per-channel bounds on a change of its inputs carried to
   its output);
+- ``zonotope`` and ``back``: its steps in the local certificate
+  (:mod:`~tropref.network.local`): its output zonotope from its inputs' (exact for an
+  affine map, a relaxation with new independent terms otherwise), and one back-substitution
+  step of a linear bound (its adjoint, or the bounds' relaxation);
 - ``passes_channels``: whether output channel ``c`` is input channel ``c``, mapped on its
   own without parameters (ReLU, pooling, dropout, identity), so that merged channels stay
   merged through it;
@@ -24,12 +28,15 @@ A kind says (its :data:`ENTRIES`):
 
 A dense or convolutional kind (``linear``) also says how to bound and sample what it reads
 (``patch_norm``, ``patches``), whether it reads images (``images``) and whether it
-zero-pads them (``pads_inputs``). ``docs/architecture.md`` ("Adding a layer type") says
-what a new layer type adds where.
+zero-pads them (``pads_inputs``). :func:`check_kind` checks a kind, :func:`register_kind`
+adds a layer type of the user's own (and :func:`unregister_kind` removes it);
+``docs/architecture.md`` ("Adding a layer type") says what a new layer type adds where.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -53,12 +60,36 @@ from .layers import (
     ReLU,
     Softmax,
 )
-from .windows import avg_pool, channel_view, conv2d, conv_patches, max_pool, out_size
+from .windows import (
+    avg_pool,
+    channel_view,
+    conv2d,
+    conv_patches,
+    conv_rows,
+    conv_transpose,
+    max_pool,
+    out_size,
+    pool_scatter,
+    pool_stack,
+)
 
 # What adding a layer type uses: the base class and the type names of its methods, the
 # entries and roles it must provide, the table it joins. The kinds of the shipped layer types
 # (and their shared bases) are private: the walk reaches each through `kind_of`, never by name.
-__all__ = ["Kind", "KINDS", "ENTRIES", "LINEAR_ENTRIES", "ROLES", "Shape", "Bounds", "kind_of"]
+__all__ = [
+    "Kind",
+    "KINDS",
+    "ENTRIES",
+    "LINEAR_ENTRIES",
+    "ROLES",
+    "Shape",
+    "Bounds",
+    "Zonotope",
+    "kind_of",
+    "check_kind",
+    "register_kind",
+    "unregister_kind",
+]
 
 Shape = tuple[int, ...]
 """One sample's shape, without the batch axis: ``(d,)`` or ``(C, H, W)``."""
@@ -66,16 +97,22 @@ Shape = tuple[int, ...]
 Bounds = tuple[Array, Array]
 """Elementwise bounds ``(lo, hi)`` on a batch of values, one array of its shape each."""
 
-ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry")
+Zonotope = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""One sample's zonotope ``(G, c, r)``, the set ``c + Σ_k ε_k G[k] + [−r, r]`` over
+``ε ∈ [−1, 1]^g``: ``G`` ``(g, *shape)``, ``c`` and ``r >= 0`` ``(1, *shape)`` (NumPy float64)."""
+
+ENTRIES = ("forward", "out_shape", "params", "macs", "read_units", "interval", "carry", "zonotope", "back")
 """The methods every kind implements."""
 
 LINEAR_ENTRIES = ("patch_norm", "patches", "pads_inputs")
 """The methods a ``linear`` kind (units, weights per input channel) implements as well."""
 
-ROLES = ("linear", "relu", "max", "avg", "flatten", "batchnorm", "passive", None)
-"""A kind's ``role`` in a hidden layer's path (see :mod:`tropref.network.structure`):
-compressible, the activation, max or average pooling, a flatten, a BatchNorm, nothing
-(dropout and identities), or none of these (the path stops there)."""
+ROLES = ("linear", "relu", "max", "avg", "flatten", "batchnorm", "passive", "add", "concat", None)
+"""A kind's ``role`` in the walk: in a hidden layer's path (see :mod:`tropref.network.structure`),
+compressible, the activation, max or average pooling, a flatten, a BatchNorm, the identity
+(dropout and identities: the walk skips it); a junction's, a sum (a residual stream's
+junction, :mod:`tropref.network.coupled`) or a concatenation; or none of these (a hidden
+layer's path stops there)."""
 
 
 class Kind(ABC):
@@ -134,6 +171,20 @@ class Kind(ABC):
         """Per-channel bounds on the change of its output from per-channel bounds ``es`` on
         the change of each input (host float64), whose shapes are ``in_shapes``."""
 
+    @abstractmethod
+    def zonotope(
+        self, xp: Any, layer: Layer, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        """Its output zonotope from its inputs' (one sample; a junction's inputs over the same
+        generators), where ``bounds`` bound each input, and the radius per output entry of
+        the new independent term its relaxation adds (None: the step is exact)."""
+
+    @abstractmethod
+    def back(self, layer: Layer, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        """One back-substitution step: for rows ``lam`` ``(N, S, *out_shape)``, coefficients
+        ``lam_p`` on each input and constants ``c`` ``(N, S)`` with ``lam · output <= Σ_p
+        lam_p · input_p + c`` for all inputs within ``bounds`` (N samples, S rows each)."""
+
 
 class _Weightless(Kind):
     """A layer without weights: no parameters, no multiply-accumulates, nothing to rewrite."""
@@ -163,6 +214,18 @@ class _Monotone(_Weightless):
 
     def carry(self, layer: Layer, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return es[0]
+
+    def zonotope(
+        self, xp: Any, layer: Layer, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # exact for the linear ones (average pooling, flatten, identities): non-negative
+        # weights and no bias keep the box's radii non-negative; ReLU and max-pooling relax
+        G, c, r = ins[0]
+        return (self.forward(xp, layer, [G]), self.forward(xp, layer, [c]), self.forward(xp, layer, [r])), None
+
+
+def _no_constant(lam: np.ndarray) -> np.ndarray:
+    return np.zeros((int(lam.shape[0]), int(lam.shape[1])))
 
 
 def _identity(V: Array) -> Array:
@@ -244,6 +307,15 @@ class _DenseKind(_Linear):
     def carry(self, layer: Dense, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.W) @ es[0]
 
+    def zonotope(
+        self, xp: Any, layer: Dense, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        return (G @ layer.W.T, self.forward(xp, layer, [c]), r @ np.abs(layer.W).T), None
+
+    def back(self, layer: Dense, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam @ layer.W], _no_constant(lam) if layer.b is None else lam @ layer.b
+
     def patch_norm(self, layer: Dense, bound: Array) -> float:
         xp = namespace(bound=bound)
         return math.sqrt(float(to_numpy(xp.sum(bound * bound))) + 1.0)
@@ -298,6 +370,20 @@ class _Conv2dKind(_Linear):
 
     def carry(self, layer: Conv2d, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.W).sum(axis=(2, 3)) @ es[0]
+
+    def zonotope(
+        self, xp: Any, layer: Conv2d, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        r = conv2d(xp, r, np.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
+        return (conv_rows(G, layer), self.forward(xp, layer, [c]), r), None
+
+    def back(self, layer: Conv2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = _no_constant(lam) if layer.b is None else np.einsum("nsohw,o->ns", lam, layer.b)
+        flat = lam.reshape((n * s, *lam.shape[2:]))
+        back = conv_transpose(flat, layer, tuple(bounds[0][0].shape[2:]))
+        return [back.reshape((n, s, *back.shape[1:]))], c
 
     def patch_norm(self, layer: Conv2d, bound: Array) -> float:
         # the squared norm of every window: a convolution of the per-pixel squared bounds
@@ -360,6 +446,19 @@ class _BatchNormKind(Kind):
     def carry(self, layer: BatchNorm, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.abs(layer.scale) * es[0]
 
+    def zonotope(
+        self, xp: Any, layer: BatchNorm, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        G, c, r = ins[0]
+        scale = channel_view(xp, np.asarray(layer.scale), G.ndim)
+        return (G * scale, self.forward(xp, layer, [c]), r * np.abs(scale)), None
+
+    def back(self, layer: BatchNorm, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        scale, shift = np.asarray(layer.scale), np.asarray(layer.shift)
+        view = (1, 1, -1) + (1,) * (lam.ndim - 3)
+        return [lam * scale.reshape(view)], (lam * shift.reshape(view)).reshape(n, s, -1).sum(axis=2)
+
 
 class _ReLUKind(_Monotone):
     """``max(x, 0)``."""
@@ -371,6 +470,31 @@ class _ReLUKind(_Monotone):
     def forward(self, xp: Any, layer: ReLU, xs: Sequence[Array]) -> Array:
         x = xs[0]
         return xp.maximum(x, xp.asarray(0, dtype=x.dtype, device=device(x)))
+
+    def zonotope(
+        self, xp: Any, layer: ReLU, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # DeepZ: λ z <= relu(z) <= λ z + 2 μ on [l, u] where the sign is open
+        (G, c, r), (lo, hi) = ins[0], bounds[0]
+        open_ = (lo < 0) & (hi > 0)
+        width = np.where(open_, hi - lo, 1.0)
+        lam = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
+        mu = np.where(open_, -hi * lo / width / 2, 0.0)
+        return (G * lam, c * lam + mu, r * lam), mu
+
+    def back(self, layer: ReLU, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        # above by the chord u (z − l) / (u − l) where the sign is open, below by λ z (λ = 1
+        # when u >= −l, else 0); exact where the sign is fixed
+        lo, hi = bounds[0][0][:, None], bounds[0][1][:, None]
+        active, open_ = lo >= 0, (lo < 0) & (hi > 0)
+        width = np.where(open_, hi - lo, 1.0)
+        up_slope = np.where(active, 1.0, np.where(open_, hi / width, 0.0))
+        up_const = np.where(open_, -hi * lo / width, 0.0)
+        low_slope = np.where(active, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
+        return [pos * up_slope + neg * low_slope], c
 
 
 class _Pool(_Monotone):
@@ -399,6 +523,53 @@ class _MaxPool2dKind(_Pool):
     def forward(self, xp: Any, layer: MaxPool2d, xs: Sequence[Array]) -> Array:
         return max_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding)
 
+    def zonotope(
+        self, xp: Any, layer: MaxPool2d, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        # the winner's entry where it is certain (its lower bound is at least every other
+        # entry's upper bound), the interval [max l, max u] elsewhere, as a new term (a
+        # generator, not the box, where the cap allows; following the likeliest winner
+        # instead, x_j + [0, u_other − l_j], is never narrower)
+        (lo, hi) = bounds[0]
+        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
+        j = np.argmax(lows, axis=0)[None]  # (1, 1, C, Ho, Wo)
+        lj = np.take_along_axis(lows, j, axis=0)[0]
+        others = highs.copy()
+        np.put_along_axis(others, j, -math.inf, axis=0)
+        sure = lj >= (others.max(axis=0) if others.shape[0] > 1 else -math.inf)
+        l_max, u_max = lows.max(axis=0), highs.max(axis=0)
+        Gp, cp, rp = (
+            np.take_along_axis(pool_stack(a, layer, 0.0), np.broadcast_to(j, (1, a.shape[0], *j.shape[2:])), axis=0)[0]
+            for a in ins[0]
+        )
+        radius = np.where(sure, 0.0, (u_max - l_max) / 2)
+        return (Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), rp * sure), radius
+
+    def back(self, layer: MaxPool2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        # below by the entry j of largest lower bound; above by x_j + max(0, u_other − l_j)
+        # or by the constant max u, whichever is smaller at its worst
+        lo, hi = bounds[0]
+        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
+        j = np.argmax(lows, axis=0)  # (N, C, Ho, Wo)
+        lj = np.take_along_axis(lows, j[None], axis=0)[0]
+        uj = np.take_along_axis(highs, j[None], axis=0)[0]
+        others = highs.copy()
+        np.put_along_axis(others, j[None], -math.inf, axis=0)
+        u_other = others.max(axis=0) if others.shape[0] > 1 else np.full_like(uj, -math.inf)
+        gap = np.maximum(u_other - lj, 0.0)
+        u_max = np.maximum(uj, u_other)
+        follow = uj + gap <= u_max  # the linear upper bound is no worse than the constant
+        up_const = np.where(follow, gap, u_max)[:, None]
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        coef = pos * follow[:, None] + neg  # on x_j
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
+        flat = coef.reshape((n * s, *coef.shape[2:]))
+        jj = np.broadcast_to(j[:, None], coef.shape).reshape(flat.shape)
+        parts = [np.where(jj == k, flat, 0.0) for k in range(lows.shape[0])]
+        back = pool_scatter(layer, (n * s, *lo.shape[1:]), parts)
+        return [back.reshape((n, s, *back.shape[1:]))], c
+
 
 class _AvgPool2dKind(_Pool):
     """Average pooling (non-negative weights: non-decreasing in every input)."""
@@ -408,6 +579,18 @@ class _AvgPool2dKind(_Pool):
 
     def forward(self, xp: Any, layer: AvgPool2d, xs: Sequence[Array]) -> Array:
         return avg_pool(xp, xs[0], layer.kernel, layer.stride, layer.padding, layer.count_include_pad)
+
+    def back(self, layer: AvgPool2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        in_shape = bounds[0][0].shape
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        flat = lam.reshape((n * s, *lam.shape[2:]))
+        if layer.count_include_pad or not layer.padded:
+            count = np.full((1, 1, *tuple(flat.shape[2:])), float(layer.kernel[0] * layer.kernel[1]))
+        else:
+            count = pool_stack(np.ones((1, 1, *in_shape[2:])), layer, 0.0).sum(axis=0)
+        part = flat / count
+        back = pool_scatter(layer, (n * s, *in_shape[1:]), [part] * (layer.kernel[0] * layer.kernel[1]))
+        return [back.reshape((n, s, *back.shape[1:]))], _no_constant(lam)
 
 
 class _FlattenKind(_Monotone):
@@ -436,6 +619,16 @@ class _FlattenKind(_Monotone):
             x = np.repeat(x, n) if layer.order == "channels_first" else np.tile(x, n)
         return x
 
+    def back(self, layer: Flatten, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        lo = bounds[0][0]
+        n, s = int(lam.shape[0]), int(lam.shape[1])
+        if lo.ndim == 2:
+            return [lam], _no_constant(lam)
+        C, H, W = (int(d) for d in lo.shape[1:])
+        if layer.order == "channels_last":
+            return [lam.reshape(n, s, H, W, C).transpose(0, 1, 4, 2, 3)], _no_constant(lam)
+        return [lam.reshape(n, s, C, H, W)], _no_constant(lam)
+
 
 class _Passive(_Monotone):
     """The identity at inference."""
@@ -445,6 +638,9 @@ class _Passive(_Monotone):
 
     def forward(self, xp: Any, layer: Layer, xs: Sequence[Array]) -> Array:
         return xs[0]
+
+    def back(self, layer: Layer, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam], _no_constant(lam)
 
 
 class _DropoutKind(_Passive):
@@ -486,6 +682,16 @@ class _SoftmaxKind(_Weightless):
         x = es[0]  # |Δp_i| <= 2 p_i (1 - p_i) max_j |Δz_j|, and p_i is in [0, 1]
         return np.full_like(x, min(np.max(x) / 2, 1.0))
 
+    # the local certificate takes a final softmax as a bound on the logits' change (its own
+    # rule, tropref.network.local) and refuses one inside the network: no step passes it
+    def zonotope(
+        self, xp: Any, layer: Softmax, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        raise ValueError("the local certificate cannot pass a Softmax layer")
+
+    def back(self, layer: Softmax, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        raise ValueError("the local certificate cannot pass a Softmax layer")
+
 
 def _sum_others_exp(xp: Any, own: Array, others: Array) -> Array:
     """``Σ_{j≠i} exp(others_j − own_i)`` for every ``i`` (inputs ``(1, d)``), computed
@@ -506,6 +712,7 @@ class _AddKind(_Weightless):
 
     layer_type = Add
     junction = True
+    role = "add"
 
     def forward(self, xp: Any, layer: Add, xs: Sequence[Array]) -> Array:
         shapes = {tuple(x.shape) for x in xs}
@@ -530,12 +737,21 @@ class _AddKind(_Weightless):
     def carry(self, layer: Add, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.sum(es, axis=0)  # the paths that meet add up
 
+    def zonotope(
+        self, xp: Any, layer: Add, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        return _junction_zonotope(self, xp, layer, ins), None
+
+    def back(self, layer: Add, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        return [lam] * len(bounds), _no_constant(lam)
+
 
 class _ConcatKind(_Weightless):
     """Its inputs joined along the channels (axis 1 of a batch)."""
 
     layer_type = Concat
     junction = True
+    role = "concat"
 
     def forward(self, xp: Any, layer: Concat, xs: Sequence[Array]) -> Array:
         if len({(x.ndim, *tuple(x.shape[2:])) for x in xs}) != 1:
@@ -555,6 +771,22 @@ class _ConcatKind(_Weightless):
 
     def carry(self, layer: Concat, es: Sequence[np.ndarray], in_shapes: Sequence[Shape]) -> np.ndarray:
         return np.concatenate(es)
+
+    def zonotope(
+        self, xp: Any, layer: Concat, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
+    ) -> tuple[Zonotope, np.ndarray | None]:
+        return _junction_zonotope(self, xp, layer, ins), None
+
+    def back(self, layer: Concat, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
+        ends = np.cumsum([0] + [int(lo.shape[1]) for lo, _ in bounds])
+        return [lam[:, :, a:b] for a, b in itertools.pairwise(ends)], _no_constant(lam)
+
+
+def _junction_zonotope(kind: Kind, xp: Any, layer: Layer, ins: Sequence[Zonotope]) -> Zonotope:
+    """A junction's output zonotope: its map on the generators, centres and radii alike (its
+    inputs share the generators; adding or joining keeps the radii non-negative)."""
+    G, c, r = ([z[k] for z in ins] for k in range(3))
+    return kind.forward(xp, layer, G), kind.forward(xp, layer, c), kind.forward(xp, layer, r)
 
 
 KINDS: dict[type, Kind] = {
@@ -603,5 +835,166 @@ def kind_of(layer: Layer) -> Kind:
             return kind
     raise TypeError(
         f"layer {layer!r} of type {type(layer).__name__} has no kind: add one to "
-        "tropref.network.kinds.KINDS (docs/architecture.md, 'Adding a layer type')"
+        "tropref.network.kinds.KINDS, or register one with tropref.network.register_kind "
+        "(docs/architecture.md, 'Adding a layer type')"
     )
+
+
+_SHIPPED = frozenset(KINDS)  # the shipped layer types: their kinds are the library's own
+
+
+def check_kind(kind: Kind) -> None:
+    """Check that ``kind`` is a complete :class:`Kind`: every entry of :data:`ENTRIES`
+    implemented (and of :data:`LINEAR_ENTRIES` for a ``linear`` one), a ``role`` in
+    :data:`ROLES`, boolean flags.
+
+    Raises
+    ------
+    TypeError
+        When ``kind`` is not a :class:`Kind`, leaves an entry unimplemented, or a flag is not a bool.
+    ValueError
+        For a ``role`` outside :data:`ROLES`; ``linear`` and ``role == "linear"`` disagreeing;
+        a junction's role for another kind, or a junction with another role or passing channels.
+
+    Examples
+    --------
+    >>> from tropref.network import ReLU
+    >>> check_kind(kind_of(ReLU()))
+    >>> check_kind("relu")
+    Traceback (most recent call last):
+        ...
+    TypeError: `kind` must be a tropref.network.kinds.Kind, got str
+    """
+    if not isinstance(kind, Kind):
+        raise TypeError(f"`kind` must be a tropref.network.kinds.Kind, got {type(kind).__name__}")
+    name = type(kind).__name__
+    for flag in ("linear", "passes_channels", "junction"):
+        if not isinstance(getattr(kind, flag), bool):
+            raise TypeError(f"`kind` {name}: `{flag}` must be a bool, got {getattr(kind, flag)!r}")
+    if kind.role not in ROLES:
+        raise ValueError(f"`kind` {name}: `role` must be one of {ROLES}, got {kind.role!r}")
+    if kind.linear != (kind.role == "linear"):
+        raise ValueError(f"`kind` {name}: a kind is `linear` exactly when its `role` is 'linear'")
+    if kind.role in ("add", "concat") and not kind.junction:
+        raise ValueError(f"`kind` {name}: the role {kind.role!r} is a junction's (set `junction = True`)")
+    if kind.junction and (kind.passes_channels or kind.role not in ("add", "concat", None)):
+        raise ValueError(f"`kind` {name}: a junction passes no channels and has the role 'add', 'concat' or None")
+    for entry in ENTRIES + (LINEAR_ENTRIES if kind.linear else ()):
+        method = getattr(type(kind), entry, None)
+        if not callable(method) or getattr(method, "__isabstractmethod__", False):
+            raise TypeError(f"`kind` {name} does not implement the entry `{entry}`")
+    if kind.linear and not isinstance(getattr(kind, "images", None), bool):
+        raise TypeError(f"`kind` {name}: a linear kind sets `images` (a bool)")
+
+
+def register_kind(layer_type: type, kind: Kind, *, replace: bool = False) -> None:
+    """Make ``layer_type`` a layer of :mod:`tropref.network`, its walk steps given by ``kind``.
+
+    After it, :class:`~tropref.network.Network` accepts layers of ``layer_type`` (and of its
+    subclasses), and the forward pass, the shapes and counts, the walk of
+    :func:`~tropref.network.compress_network`, the network certificate and
+    :func:`~tropref.network.certify` reach them through :func:`kind_of`. What the walk does
+    with the layer follows from the kind's ``role`` (``docs/architecture.md``, "Adding a
+    layer type"): a kind whose role is None stops a hidden layer's path (the layer before it
+    is not compressed, which is always safe); ``"passive"`` promises the identity.
+    ``passes_channels`` promises that output channel ``c`` is input channel ``c`` mapped on
+    its own, commuting with non-negative per-channel scales and mapping 0 to 0 (merged
+    channels of a coupled group then pass through it). The adapters know only the shipped
+    layer types: they refuse a network with others.
+
+    Parameters
+    ----------
+    layer_type : type
+        A frozen dataclass, as the layer types of :mod:`tropref.network.layers` (the walk
+        rewrites layers with :func:`dataclasses.replace`); not a shipped layer type.
+    kind : Kind
+        An instance of a :class:`Kind` subclass implementing every entry
+        (:func:`check_kind`); its ``layer_type``, when set, is ``layer_type``.
+    replace : bool
+        Replace the kind of a type registered before (a shipped type's kind is never
+        replaced: the library's results and the adapters rest on it).
+
+    Raises
+    ------
+    TypeError
+        When ``layer_type`` is not a dataclass type, or as :func:`check_kind`.
+    ValueError
+        For a shipped layer type; for a type registered before without ``replace=True``;
+        when ``kind.layer_type`` is another type; as :func:`check_kind`.
+
+    See Also
+    --------
+    unregister_kind : the registration undone.
+
+    Examples
+    --------
+    A layer that halves its input, registered, run, and unregistered:
+
+    >>> import numpy as np
+    >>> from dataclasses import dataclass
+    >>> from tropref.network import Network, Dense, ReLU
+    >>> @dataclass(frozen=True)
+    ... class Half:
+    ...     name: str | None = None
+    >>> class HalfKind(Kind):
+    ...     layer_type, passes_channels = Half, True
+    ...     def forward(self, xp, layer, xs): return xs[0] / 2
+    ...     def out_shape(self, layer, ins, label): return ins[0]
+    ...     def params(self, layer): return 0
+    ...     def macs(self, layer, out_shape): return 0
+    ...     def read_units(self, xp, layer, n, order, label, source): return None
+    ...     def interval(self, xp, layer, ins): return ins[0][0] / 2, ins[0][1] / 2
+    ...     def carry(self, layer, es, in_shapes): return es[0] / 2
+    ...     def zonotope(self, xp, layer, ins, bounds): return tuple(a / 2 for a in ins[0]), None
+    ...     def back(self, layer, lam, bounds): return [lam / 2], np.zeros(lam.shape[:2])
+    >>> register_kind(Half, HalfKind())
+    >>> net = Network([Dense(np.ones((2, 3))), ReLU(), Half()])
+    >>> net(np.ones((1, 3))).tolist()
+    [[1.5, 1.5]]
+    >>> unregister_kind(Half)
+    >>> register_kind(Dense, HalfKind())
+    Traceback (most recent call last):
+        ...
+    ValueError: `layer_type` Dense is a shipped layer type: its kind cannot be replaced
+    """
+    if not isinstance(layer_type, type) or not dataclasses.is_dataclass(layer_type):
+        raise TypeError(f"`layer_type` must be a dataclass type (a layer type), got {layer_type!r}")
+    if layer_type in _SHIPPED:
+        raise ValueError(f"`layer_type` {layer_type.__name__} is a shipped layer type: its kind cannot be replaced")
+    if layer_type in KINDS and not replace:
+        raise ValueError(
+            f"`layer_type` {layer_type.__name__} already has a kind ({type(KINDS[layer_type]).__name__}); "
+            "pass replace=True to replace it"
+        )
+    check_kind(kind)
+    declared = getattr(kind, "layer_type", layer_type)
+    if declared is not layer_type:
+        raise ValueError(
+            f"`kind` {type(kind).__name__} is the kind of {getattr(declared, '__name__', declared)!r}, "
+            f"not of `layer_type` {layer_type.__name__}"
+        )
+    KINDS[layer_type] = kind
+
+
+def unregister_kind(layer_type: type) -> None:
+    """Undo :func:`register_kind`: ``layer_type`` has no kind any more.
+
+    Raises
+    ------
+    ValueError
+        For a shipped layer type, or one without a registered kind.
+
+    Examples
+    --------
+    >>> from tropref.network import ReLU
+    >>> unregister_kind(ReLU)
+    Traceback (most recent call last):
+        ...
+    ValueError: `layer_type` ReLU is a shipped layer type: its kind cannot be removed
+    """
+    name = getattr(layer_type, "__name__", repr(layer_type))
+    if layer_type in _SHIPPED:
+        raise ValueError(f"`layer_type` {name} is a shipped layer type: its kind cannot be removed")
+    if layer_type not in KINDS:
+        raise ValueError(f"`layer_type` {name} has no registered kind")
+    del KINDS[layer_type]

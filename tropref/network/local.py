@@ -32,24 +32,10 @@ import numpy as np
 
 from .._array import Array, to_numpy
 from .bounds import node_step
-from .forward import apply_layer
 from .graph import Network, map_arrays
-from .layers import (
-    Add,
-    AvgPool2d,
-    BatchNorm,
-    Concat,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    Identity,
-    MaxPool2d,
-    ReLU,
-    Softmax,
-)
+from .kinds import Zonotope, kind_of
+from .layers import Identity, Layer, Softmax
 from .shapes import output_shapes
-from .windows import channel_view, conv2d, out_size
 
 __all__ = ["certify"]
 
@@ -158,7 +144,7 @@ def certify(
     """
     nets = _checked(original, compressed, x, eps)
     if refine is None:
-        depth = max(sum(isinstance(l, (Dense, Conv2d)) for l in n.layers) for n in nets[:2])
+        depth = max(sum(kind_of(l).linear for l in n.layers) for n in nets[:2])
         refine = 256 if depth <= 5 else 0
     x = to_numpy(x).astype(np.float64)
     if int(x.shape[0]) == 0:
@@ -189,6 +175,8 @@ def _checked(original: Any, compressed: Any, x: Any, eps: Any) -> tuple[Network,
     for what, net in (("original", original), ("compressed", compressed)):
         if net.input_shape is not None and tuple(net.input_shape) != shape:
             raise ValueError(f"`x` holds samples of shape {shape}, `{what}` reads {tuple(net.input_shape)}")
+        # a final softmax is certify's own rule (the logits' bound, 1/2-Lipschitz), not a step
+        # of its kind: the type itself is asked for
         for i, layer in enumerate(net.layers[:-1]):
             if isinstance(layer, Softmax):
                 raise ValueError(f"{what}: {net.label(i)} is a softmax inside the network; only a final one is bounded")
@@ -319,8 +307,8 @@ def _zono_difference(zf: Any, zg: Any) -> np.ndarray:
     return np.abs(cf - cg).reshape(-1) + np.abs(dG).sum(axis=0) + (rf + rg).reshape(-1)
 
 
-def _nonlinear(layer: Any) -> bool:
-    return isinstance(layer, ReLU) or (isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d))
+def _nonlinear(layer: Layer) -> bool:
+    return kind_of(layer).role in ("relu", "max")
 
 
 class _Zonotope:
@@ -346,18 +334,10 @@ class _Zonotope:
         """Layer ``i``'s output zonotope, and the bounds it implies."""
         layer, src = self.net.layers[i], self.net.sources(i)
         ins = [self.state[p] for p in src]
-        if isinstance(layer, (Add, Concat)):
+        if len(ins) > 1:  # a junction's inputs over the same generators: those created after one are zero in it
             g = max(G.shape[0] for G, _, _ in ins)
-            Gs = [_pad_rows(G, g) for G, _, _ in ins]
-            if isinstance(layer, Add):
-                out = (sum(Gs), sum(c for _, c, _ in ins), sum(r for _, _, r in ins))
-            else:
-                out = tuple(
-                    np.concatenate(parts, axis=1) for parts in (Gs, [c for _, c, _ in ins], [r for *_, r in ins])
-                )
-        else:
-            p = src[0]
-            out = self._layer(layer, *ins[0], *vals[p])
+            ins = [(_pad_rows(G, g), c, r) for G, c, r in ins]
+        out = self._node(layer, ins, [vals[p] for p in src])
         self.state[i] = out
         for p in set(src):
             if self.last.get(p) == i:
@@ -366,29 +346,16 @@ class _Zonotope:
         spread = np.abs(G).sum(axis=0, keepdims=True) + r
         return c - spread, c + spread
 
-    def _layer(self, layer: Any, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Any:
-        xp = self.xp
-        if isinstance(layer, Dense):
-            return G @ layer.W.T, apply_layer(layer, c, xp), r @ np.abs(layer.W).T
-        if isinstance(layer, Conv2d):
-            conv = (layer.stride, layer.padding, layer.dilation)
-            return _conv_rows(G, layer), apply_layer(layer, c, xp), conv2d(xp, r, np.abs(layer.W), None, *conv)
-        if isinstance(layer, BatchNorm):
-            scale = channel_view(xp, np.asarray(layer.scale), G.ndim)
-            return G * scale, apply_layer(layer, c, xp), r * np.abs(scale)
-        if isinstance(layer, ReLU):
-            return self._relu(G, c, r, lo, hi)
-        if isinstance(layer, MaxPool2d) and not isinstance(layer, AvgPool2d):
-            G, c, r, radius = _zono_maxpool(layer, G, c, r, lo, hi)
-            return self._new_generators(G, c, r, radius)
-        return apply_layer(layer, G, xp), apply_layer(layer, c, xp), apply_layer(layer, r, xp)  # linear, r >= 0 kept
+    def _node(self, layer: Layer, ins: Sequence[Zonotope], bounds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Zonotope:
+        """A layer's output zonotope: its kind's step, the new independent terms as generators."""
+        out, mu = kind_of(layer).zonotope(self.xp, layer, ins, bounds)
+        return out if mu is None else self._new_generators(*out, mu)
 
-    def _relu(self, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Any:
-        open_ = (lo < 0) & (hi > 0)
-        width = np.where(open_, hi - lo, 1.0)
-        lam = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
-        mu = np.where(open_, -hi * lo / width / 2, 0.0)  # λz ≤ relu(z) ≤ λz + 2μ on [l, u]
-        return self._new_generators(G * lam, c * lam + mu, r * lam, mu)
+    def _layer(
+        self, layer: Layer, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> Zonotope:
+        """The step of a layer that reads one input (within ``lo``, ``hi``), as the tests take it."""
+        return self._node(layer, [(G, c, r)], [(lo, hi)])
 
     def _new_generators(self, G: np.ndarray, c: np.ndarray, r: np.ndarray, mu: np.ndarray) -> Any:
         """``c + G ε + r`` plus an independent term in ``[−mu, mu]`` per entry: a new generator
@@ -412,31 +379,6 @@ def _pad_rows(G: np.ndarray, g: int) -> np.ndarray:
     if G.shape[0] == g:
         return G
     return np.concatenate([G, np.zeros((g - G.shape[0], *G.shape[1:]))])
-
-
-def _zono_maxpool(
-    layer: MaxPool2d, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Max-pooling of a zonotope: the winner's entry where it is certain (its lower bound is
-    at least every other entry's upper bound), the interval ``[max l, max u]`` elsewhere;
-    returned as ``(G, c, r)`` and the radius of the new independent term per entry."""
-    _, lows = _windows(lo, layer, -math.inf)
-    _, highs = _windows(hi, layer, -math.inf)
-    j = np.argmax(lows, axis=0)[None]  # (1, 1, C, Ho, Wo)
-    lj = np.take_along_axis(lows, j, axis=0)[0]
-    others = highs.copy()
-    np.put_along_axis(others, j, -math.inf, axis=0)
-    sure = lj >= (others.max(axis=0) if others.shape[0] > 1 else -math.inf)
-    l_max, u_max = lows.max(axis=0), highs.max(axis=0)
-    pick = [
-        np.take_along_axis(_windows(a, layer, 0.0)[1], np.broadcast_to(j, (1, a.shape[0], *j.shape[2:])), axis=0)[0]
-        for a in (G, c, r)
-    ]
-    Gp, cp, rp = pick
-    # elsewhere the interval, as a new term (a generator, not the box, where the cap allows;
-    # following the likeliest winner instead, x_j + [0, u_other − l_j], is never narrower)
-    radius = np.where(sure, 0.0, (u_max - l_max) / 2)
-    return Gp * sure, np.where(sure, cp, (l_max + u_max) / 2), rp * sure, radius
 
 
 def _refine(
@@ -496,22 +438,11 @@ def _backward(
             continue
         lam = lams.pop(k)
         layer, src = net.layers[k], net.sources(k)
-        if isinstance(layer, Add):
-            for p in src:
-                _accumulate(lams, p, lam)
-            continue
-        if isinstance(layer, Concat):
-            at = 0
-            for p in src:
-                ch = int((x.shape[1:] if p < 0 else bounds[p][0].shape[1:])[0])
-                _accumulate(lams, p, lam[:, :, at : at + ch])
-                at += ch
-            continue
-        (p,) = src
-        in_lo, in_hi = (x - eps, x + eps) if p < 0 else bounds[p]
-        lam, c = _back_step(layer, lam, in_lo, in_hi)
+        ins = [(x - eps, x + eps) if p < 0 else bounds[p] for p in src]
+        back, c = kind_of(layer).back(layer, lam, ins)
         const = const + c
-        _accumulate(lams, p, lam)
+        for p, lam_p in zip(src, back, strict=True):
+            _accumulate(lams, p, lam_p)
     lam_in = lams.pop(-1, None)
     if lam_in is None:
         lam_in = np.zeros((n, s, *x.shape[1:]))
@@ -520,154 +451,3 @@ def _backward(
 
 def _accumulate(lams: dict[int, np.ndarray], p: int, lam: np.ndarray) -> None:
     lams[p] = lam if p not in lams else lams[p] + lam
-
-
-def _back_step(layer: Any, lam: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One layer backward: coefficients on its input and the constants, for ``lam · output``."""
-    n, s = int(lam.shape[0]), int(lam.shape[1])
-    if isinstance(layer, Dense):
-        c = np.zeros((n, s)) if layer.b is None else lam @ layer.b
-        return lam @ layer.W, c
-    if isinstance(layer, Conv2d):
-        c = np.zeros((n, s)) if layer.b is None else np.einsum("nsohw,o->ns", lam, layer.b)
-        flat = lam.reshape((n * s, *lam.shape[2:]))
-        back = _conv_transpose(flat, layer, tuple(lo.shape[2:]))
-        return back.reshape((n, s, *back.shape[1:])), c
-    if isinstance(layer, BatchNorm):
-        scale, shift = np.asarray(layer.scale), np.asarray(layer.shift)
-        view = (1, 1, -1) + (1,) * (lam.ndim - 3)
-        return lam * scale.reshape(view), (lam * shift.reshape(view)).reshape(n, s, -1).sum(axis=2)
-    if isinstance(layer, ReLU):
-        return _relu_back(lam, lo, hi)
-    if isinstance(layer, AvgPool2d):
-        return _avgpool_back(layer, lam, lo.shape), np.zeros((n, s))
-    if isinstance(layer, MaxPool2d):
-        return _maxpool_back(layer, lam, lo, hi)
-    if isinstance(layer, Flatten):
-        if lo.ndim == 2:
-            return lam, np.zeros((n, s))
-        C, H, W = (int(d) for d in lo.shape[1:])
-        if layer.order == "channels_last":
-            return lam.reshape(n, s, H, W, C).transpose(0, 1, 4, 2, 3), np.zeros((n, s))
-        return lam.reshape(n, s, C, H, W), np.zeros((n, s))
-    if isinstance(layer, (Dropout, Identity)):
-        return lam, np.zeros((n, s))
-    raise ValueError(f"the local certificate cannot pass a {type(layer).__name__} layer")
-
-
-def _relu_back(lam: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ReLU: above by the chord ``u (z − l) / (u − l)`` where the sign is open, below by
-    ``λ z`` (``λ = 1`` when ``u >= −l``, else 0); exact where the sign is fixed."""
-    lo, hi = lo[:, None], hi[:, None]
-    active, open_ = lo >= 0, (lo < 0) & (hi > 0)
-    width = np.where(open_, hi - lo, 1.0)
-    up_slope = np.where(active, 1.0, np.where(open_, hi / width, 0.0))
-    up_const = np.where(open_, -hi * lo / width, 0.0)
-    low_slope = np.where(active, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
-    pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
-    n, s = int(lam.shape[0]), int(lam.shape[1])
-    c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
-    return pos * up_slope + neg * low_slope, c
-
-
-def _windows(a: np.ndarray, layer: MaxPool2d, fill: float) -> tuple[list[tuple[slice, slice]], np.ndarray]:
-    """The pooling windows' kernel-offset slices of the padded ``a`` and the stacked values
-    ``(K, N, C, Ho, Wo)``."""
-    t, b, l, r = layer.padding
-    padded = np.pad(a, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=fill)
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    Ho, Wo = (padded.shape[2] - kh) // sh + 1, (padded.shape[3] - kw) // sw + 1
-    cuts = [
-        (slice(i, i + sh * (Ho - 1) + 1, sh), slice(j, j + sw * (Wo - 1) + 1, sw)) for i in range(kh) for j in range(kw)
-    ]
-    return cuts, np.stack([padded[:, :, a_, b_] for a_, b_ in cuts])
-
-
-def _scatter(layer: MaxPool2d, shape: tuple[int, ...], parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Add each kernel offset's ``(M, C, Ho, Wo)`` part back onto an input of ``shape``."""
-    t, b, l, r = layer.padding
-    M, C, H, W = shape
-    out = np.zeros((M, C, H + t + b, W + l + r))
-    (_kh, kw), (sh, sw) = layer.kernel, layer.stride
-    Ho, Wo = parts[0].shape[2], parts[0].shape[3]
-    for k, part in enumerate(parts):
-        i, j = divmod(k, kw)
-        out[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += part
-    return out[:, :, t : t + H, l : l + W]
-
-
-def _avgpool_back(layer: AvgPool2d, lam: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
-    n, s = int(lam.shape[0]), int(lam.shape[1])
-    flat = lam.reshape((n * s, *lam.shape[2:]))
-    if layer.count_include_pad or not layer.padded:
-        count = np.full((1, 1, *tuple(flat.shape[2:])), float(layer.kernel[0] * layer.kernel[1]))
-    else:
-        _, ones = _windows(np.ones((1, 1, *in_shape[2:])), layer, 0.0)
-        count = ones.sum(axis=0)
-    part = flat / count
-    back = _scatter(layer, (n * s, *in_shape[1:]), [part] * (layer.kernel[0] * layer.kernel[1]))
-    return back.reshape((n, s, *back.shape[1:]))
-
-
-def _maxpool_back(layer: MaxPool2d, lam: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Max-pooling: below by the entry ``j`` of largest lower bound; above by ``x_j +
-    max(0, u_other − l_j)`` or by the constant ``max u``, whichever is smaller at its worst."""
-    _, lows = _windows(lo, layer, -math.inf)
-    _, highs = _windows(hi, layer, -math.inf)
-    j = np.argmax(lows, axis=0)  # (N, C, Ho, Wo)
-    lj = np.take_along_axis(lows, j[None], axis=0)[0]
-    uj = np.take_along_axis(highs, j[None], axis=0)[0]
-    others = highs.copy()
-    np.put_along_axis(others, j[None], -math.inf, axis=0)
-    u_other = others.max(axis=0) if others.shape[0] > 1 else np.full_like(uj, -math.inf)
-    gap = np.maximum(u_other - lj, 0.0)
-    u_max = np.maximum(uj, u_other)
-    follow = uj + gap <= u_max  # the linear upper bound is no worse than the constant
-    up_const = np.where(follow, gap, u_max)[:, None]
-    pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
-    coef = pos * follow[:, None] + neg  # on x_j
-    n, s = int(lam.shape[0]), int(lam.shape[1])
-    c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
-    K = lows.shape[0]
-    flat = coef.reshape((n * s, *coef.shape[2:]))
-    jj = np.broadcast_to(j[:, None], coef.shape).reshape(flat.shape)
-    parts = [np.where(jj == k, flat, 0.0) for k in range(K)]
-    back = _scatter(layer, (n * s, *lo.shape[1:]), parts)
-    return back.reshape((n, s, *back.shape[1:])), c
-
-
-def _conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
-    """The convolution (without bias) of many rows ``(M, C, H, W)`` (a zonotope's
-    generators): one GEMM over the channels per kernel offset, channels last, which for
-    thousands of rows is about twice as fast as building their patch matrices."""
-    W = np.asarray(layer.W)
-    O, C, kh, kw = W.shape
-    t, b, l, r = layer.padding
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    M, _, H, Wd = a.shape
-    Ho, Wo = out_size(H, kh, sh, t, b, dh), out_size(Wd, kw, sw, l, r, dw)
-    padded = np.zeros((M, H + t + b, Wd + l + r, C))
-    padded[:, t : t + H, l : l + Wd] = a.transpose(0, 2, 3, 1)
-    out = np.zeros((M, Ho, Wo, O))
-    for i in range(kh):
-        for j in range(kw):
-            window = padded[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw]
-            out += window @ W[:, :, i, j].T
-    return out.transpose(0, 3, 1, 2)
-
-
-def _conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np.ndarray:
-    """The adjoint of the convolution (without bias): ``(M, O, Ho, Wo)`` -> ``(M, C, H, W)``."""
-    W = np.asarray(layer.W)
-    _O, C, kh, kw = W.shape
-    t, b, l, r = layer.padding
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    M, _, Ho, Wo = lam.shape
-    H, Wd = in_hw
-    out = np.zeros((M, H + t + b, Wd + l + r, C))
-    lt = np.ascontiguousarray(lam.transpose(0, 2, 3, 1))  # (M, Ho, Wo, O)
-    for i in range(kh):
-        for j in range(kw):
-            part = lt @ W[:, :, i, j]  # (M, Ho, Wo, C)
-            out[:, i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw] += part
-    return out[:, t : t + H, l : l + Wd].transpose(0, 3, 1, 2)

@@ -24,9 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .graph import Network
-from .layers import JUNCTIONS, Concat, Layer
+from .kinds import kind_of
+from .layers import Layer
 
 __all__ = ["Segment", "segments", "segment_network", "splice", "drop_layers", "coupling"]
+
+_JUNCTION_NAMES = {"add": "residual sum", "concat": "concatenation"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def segments(net: Network) -> list[Segment]:
     out: list[list[int]] = []
     sources: list[int] = []
     for i, layer in enumerate(net.layers):
-        if isinstance(layer, JUNCTIONS):
+        if kind_of(layer).junction:
             continue
         (p,) = net.sources(i)
         if p >= 0 and p in seg_of and users[p] == [i]:
@@ -158,7 +161,7 @@ def splice(
                 prev = len(layers) - 1
                 placed[k].append(prev)
             new_index[seg.nodes[-1]] = prev
-        elif isinstance(layer, JUNCTIONS):
+        elif kind_of(layer).junction:
             inputs.append(tuple(new_index[p] for p in net.sources(i)))
             layers.append(layer)
             new_index[i] = len(layers) - 1
@@ -239,6 +242,6 @@ def coupling(net: Network, seg: Segment) -> str | None:
         return None
     if len(users) == 1:
         j = users[0]
-        kind = "residual sum" if not isinstance(net.layers[j], Concat) else "concatenation"
-        return f"its channels feed {net.label(j)} ({kind}), shared with another path"
+        what = _JUNCTION_NAMES.get(kind_of(net.layers[j]).role, "junction")
+        return f"its channels feed {net.label(j)} ({what}), shared with another path"
     return f"its channels are read by {len(users)} layers ({', '.join(net.label(u) for u in users)})"

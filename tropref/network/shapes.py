@@ -223,11 +223,14 @@ def count_params(net: Network) -> int:
     return sum(layer_params(layer) for layer in net.layers)
 
 
-def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | None:
+def count_macs(
+    net: Network, input_shape: Sequence[int] | None = None, *, shapes: Sequence[tuple[int, ...]] | None = None
+) -> int | None:
     """Total multiply-accumulates for one sample; None when a convolution's size is unknown.
 
     The sum of :func:`layer_macs` over the layers, at the shapes :func:`output_shapes`
-    gives for ``input_shape`` (default ``net.input_shape``). A network without
+    gives for ``input_shape`` (default ``net.input_shape``), or at ``shapes`` (those output
+    shapes, when the caller has them: they are then not computed again). A network without
     convolutions needs no input shape.
 
     Examples
@@ -239,11 +242,13 @@ def count_macs(net: Network, input_shape: Sequence[int] | None = None) -> int | 
     312
     >>> count_macs(net) is None  # no input shape: the convolution's output size is unknown
     True
+    >>> count_macs(net, shapes=output_shapes(net, (1, 6, 6)))
+    312
     >>> count_macs(Network([Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4)))]))
     20
     """
     try:
-        shapes = output_shapes(net, input_shape)
+        shapes = output_shapes(net, input_shape) if shapes is None else shapes
     except ValueError:
         if any(kind_of(l).macs(l, None) is None for l in net.layers):  # a size only the shapes give
             return None

@@ -53,7 +53,6 @@ from ._keep import fraction, k_of, units_kept
 from .bounds import carry_bound
 from .graph import Network, map_arrays
 from .kinds import kind_of
-from .layers import BatchNorm, Dense
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
 from .structure import Structure
 
@@ -292,11 +291,11 @@ def predict_cost(
                 has_bias = layer.b is not None or prev_changed
                 total += out * fan_in * ksize + (out if has_bias else 0)
             else:
-                spatial = 1 if isinstance(layer, Dense) else int(shapes[p + 1][1] * shapes[p + 1][2])
+                spatial = int(shapes[p + 1][1] * shapes[p + 1][2]) if kind_of(layer).images else 1
                 total += out * fan_in * ksize * spatial
             prev_changed = p in compressed
             prev_orig, prev_new = layer.units, out
-        elif isinstance(layer, BatchNorm) and kind == "params" and p not in gone_bn:
+        elif kind_of(layer).role == "batchnorm" and kind == "params" and p not in gone_bn:
             ratio = layer.channels // prev_orig if prev_orig else 1  # per-feature after a flatten
             total += 2 * (prev_new * ratio if prev_orig else layer.channels)
     return total

@@ -5,7 +5,10 @@ them so that every kind can use it: :func:`out_size` is the one output-size form
 convolution or pooling window (the forward pass, shape inference and patch sampling all use
 it); :func:`conv2d` is one im2col matrix product (see :mod:`tropref.network.forward`);
 :func:`max_pool` and :func:`avg_pool` reduce the shifted windows; :func:`conv_patches`
-gathers a convolution's input patches.
+gathers a convolution's input patches. The local certificate's steps (NumPy ``float64`` host
+arrays) use :func:`conv_rows` and :func:`conv_transpose` (a convolution of many rows, and its
+adjoint), :func:`pool_stack` and :func:`pool_scatter` (a pooling's windows stacked, and
+parts added back onto its input).
 """
 
 from __future__ import annotations
@@ -19,9 +22,20 @@ import numpy as np
 from .._array import Array, device, namespace
 
 if TYPE_CHECKING:
-    from .layers import Conv2d
+    from .layers import Conv2d, MaxPool2d
 
-__all__ = ["out_size", "conv2d", "max_pool", "avg_pool", "channel_view", "conv_patches"]
+__all__ = [
+    "out_size",
+    "conv2d",
+    "max_pool",
+    "avg_pool",
+    "channel_view",
+    "conv_patches",
+    "conv_rows",
+    "conv_transpose",
+    "pool_stack",
+    "pool_scatter",
+]
 
 
 def out_size(size: int, k: int, s: int, p0: int = 0, p1: int = 0, d: int = 1) -> int:
@@ -264,3 +278,117 @@ def conv_patches(layer: Conv2d, x: Array, index: Sequence[int] | np.ndarray | No
         cols.append(flat if idx is None else xp.take(flat, idx, axis=0))
     p = xp.stack(cols, axis=-1)  # (P, C, kh*kw)
     return xp.reshape(p, (int(p.shape[0]), int(p.shape[1]), kh, kw))
+
+
+def _offsets(layer: Conv2d, Ho: int, Wo: int) -> Iterator[tuple[int, int, slice, slice]]:
+    """Per kernel offset ``(i, j)``: the rows and columns of the padded input it reads for
+    an ``Ho x Wo`` output (stride and dilation applied)."""
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    for i in range(int(layer.W.shape[2])):
+        for j in range(int(layer.W.shape[3])):
+            yield i, j, slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw)
+
+
+def conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
+    """The convolution (without bias) of many rows ``(M, C, H, W)`` (a zonotope's
+    generators): one GEMM over the channels per kernel offset, channels last, which for
+    thousands of rows is about twice as fast as building their patch matrices (NumPy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.network import Conv2d
+    >>> rng = np.random.default_rng(0)
+    >>> layer = Conv2d(rng.normal(size=(3, 2, 3, 3)), stride=2, padding=1)
+    >>> a = rng.normal(size=(4, 2, 5, 5))
+    >>> bool(np.allclose(conv_rows(a, layer), conv2d(xp, a, layer.W, None, layer.stride, layer.padding, (1, 1))))
+    True
+    """
+    W = np.asarray(layer.W)
+    O, C, kh, kw = W.shape
+    t, b, l, r = layer.padding
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    M, _, H, Wd = a.shape
+    Ho, Wo = out_size(H, kh, sh, t, b, dh), out_size(Wd, kw, sw, l, r, dw)
+    padded = np.zeros((M, H + t + b, Wd + l + r, C))
+    padded[:, t : t + H, l : l + Wd] = a.transpose(0, 2, 3, 1)
+    out = np.zeros((M, Ho, Wo, O))
+    for i, j, rows, cols in _offsets(layer, Ho, Wo):
+        out += padded[:, rows, cols] @ W[:, :, i, j].T
+    return out.transpose(0, 3, 1, 2)
+
+
+def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np.ndarray:
+    """The adjoint of the convolution (without bias) for inputs of size ``in_hw``:
+    ``(M, O, Ho, Wo)`` -> ``(M, C, H, W)``, with ``<conv(x), lam> = <x, conv_transpose(lam)>`` (NumPy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Conv2d
+    >>> rng = np.random.default_rng(0)
+    >>> layer = Conv2d(rng.normal(size=(3, 2, 3, 3)), stride=2, padding=1)
+    >>> x, lam = rng.normal(size=(1, 2, 5, 5)), rng.normal(size=(1, 3, 3, 3))
+    >>> bool(np.isclose(np.sum(conv_rows(x, layer) * lam), np.sum(x * conv_transpose(lam, layer, (5, 5)))))
+    True
+    """
+    W = np.asarray(layer.W)
+    C = int(W.shape[1])
+    t, b, l, r = layer.padding
+    M, _, Ho, Wo = lam.shape
+    H, Wd = in_hw
+    out = np.zeros((M, H + t + b, Wd + l + r, C))
+    lt = np.ascontiguousarray(lam.transpose(0, 2, 3, 1))  # (M, Ho, Wo, O)
+    for i, j, rows, cols in _offsets(layer, Ho, Wo):
+        out[:, rows, cols] += lt @ W[:, :, i, j]  # (M, Ho, Wo, C)
+    return out[:, t : t + H, l : l + Wd].transpose(0, 3, 1, 2)
+
+
+def pool_stack(a: np.ndarray, layer: MaxPool2d, fill: float) -> np.ndarray:
+    """The values of every pooling window of ``a`` ``(N, C, H, W)`` padded with ``fill``,
+    stacked over the kernel offsets: ``(K, N, C, Ho, Wo)`` (NumPy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.network import MaxPool2d
+    >>> layer = MaxPool2d(2, padding=(0, 1, 0, 1))
+    >>> a = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> stack = pool_stack(a, layer, -np.inf)
+    >>> stack.shape, bool(np.array_equal(stack.max(axis=0), max_pool(xp, a, layer.kernel, layer.stride, layer.padding)))
+    ((4, 1, 1, 2, 2), True)
+    """
+    t, b, l, r = layer.padding
+    padded = np.pad(a, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=fill)
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    Ho, Wo = (padded.shape[2] - kh) // sh + 1, (padded.shape[3] - kw) // sw + 1
+    cuts = [
+        (slice(i, i + sh * (Ho - 1) + 1, sh), slice(j, j + sw * (Wo - 1) + 1, sw)) for i in range(kh) for j in range(kw)
+    ]
+    return np.stack([padded[:, :, a_, b_] for a_, b_ in cuts])
+
+
+def pool_scatter(layer: MaxPool2d, shape: tuple[int, ...], parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Each kernel offset's ``(M, C, Ho, Wo)`` part (in :func:`pool_stack`'s order) added
+    back onto the input positions it came from, for an input of ``shape`` (NumPy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import AvgPool2d
+    >>> layer = AvgPool2d(2)
+    >>> ones = np.ones((1, 1, 2, 2))
+    >>> pool_scatter(layer, (1, 1, 4, 4), [ones] * 4)[0, 0].tolist()  # every input read once
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+    t, b, l, r = layer.padding
+    M, C, H, W = shape
+    out = np.zeros((M, C, H + t + b, W + l + r))
+    (_kh, kw), (sh, sw) = layer.kernel, layer.stride
+    Ho, Wo = parts[0].shape[2], parts[0].shape[3]
+    for k, part in enumerate(parts):
+        i, j = divmod(k, kw)
+        out[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += part
+    return out[:, :, t : t + H, l : l + W]
