@@ -95,7 +95,7 @@ def certify(
         the rest are boxed); ``-1``: no zonotope. A cap above the number of units (e.g.
         ``10**6``) boxes nothing: far tighter on deep convolutional nets (the box grows
         like the intervals), at a cost in time and memory proportional to the number of
-        generators (about a minute and 2 GB per image on the VGG-style net).
+        generators (about a minute and 3 GB per image on the VGG-style net).
     chunk : int
         Samples processed at once (memory).
 
