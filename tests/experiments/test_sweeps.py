@@ -8,8 +8,8 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import run_doctests
 
+from tests.helpers import run_doctests
 from tropref import experiments as E
 from tropref.network import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, forward
 

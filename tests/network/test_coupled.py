@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_graph import residual_graphs
 
+from tests.network.test_graph import residual_graphs
 from tropref import Budget
 from tropref.experiments import load_model
 from tropref.network import (
@@ -315,8 +315,7 @@ def test_torch_resnet18_streams_compressed_written_back_and_reloaded(in_place):
     torch = pytest.importorskip("torch")
     import io
 
-    from torch_resnets import randomise_batchnorm, resnet18
-
+    from tests.torch_resnets import randomise_batchnorm, resnet18
     from tropref.adapters.torch import compress, from_torch, load_compressed
 
     torch.manual_seed(0)
@@ -357,8 +356,7 @@ def test_torch_preact_resnet_streams_compressed_through_their_gates(in_place):
     torch = pytest.importorskip("torch")
     import io
 
-    from torch_resnets import PreActResNet, randomise_batchnorm
-
+    from tests.torch_resnets import PreActResNet, randomise_batchnorm
     from tropref.adapters.torch import compress, from_torch, load_compressed
 
     torch.manual_seed(1)

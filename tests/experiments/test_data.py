@@ -8,8 +8,8 @@ import struct
 
 import numpy as np
 import pytest
-from helpers import run_doctests
 
+from tests.helpers import run_doctests
 from tropref.experiments import data
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import dense_layers, scale_of
-from test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
 
 import tropref
+from tests.strategies import dense_layers, scale_of
+from tests.test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
 
 CORRECTIONS = ["full", "variance", "mean", "none"]
 
@@ -200,8 +200,7 @@ def test_batchnorm_after_a_max_pool_leaves_no_statistics():
 
 
 def test_tropnnc_corrects_residual_branches_and_not_chains():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref.network import analyse
     from tropref.network.rewrite import _RESIDUAL_OUTGOING
     from tropref.network.rewrite import _layer_options as layer_options
@@ -222,8 +221,7 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
 
 
 def test_network_certificate_holds_with_corrected_branches():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref import compress_network
     from tropref.network import forward
 
@@ -295,8 +293,7 @@ def test_bad_refit_options_are_refused_by_name(options, name):
 
 
 def test_network_certificate_holds_with_refitted_branches():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref import compress_network
     from tropref.network import forward
 
