@@ -394,8 +394,7 @@ def test_batchnorm_on_the_stream_without_a_relu_is_left_unchanged_with_the_reaso
 
 def test_keras_resnet50_streams_compressed():
     keras = pytest.importorskip("keras")
-    from test_adapters_keras_graph import _np, _randomise_bn
-
+    from tests.adapters.test_keras_graph import _np, _randomise_bn
     from tropref.adapters.keras import compress
 
     keras.utils.set_random_seed(0)
