@@ -38,7 +38,7 @@ def _conv(rng, o, c, k=3, stride=1, name=None):
     )
 
 
-def batchnorm(rng, c, name=None):
+def _bn(rng, c, name=None):
     return BatchNorm(
         rng.normal(size=c) * 0.2, rng.random(c) + 0.5, rng.random(c) + 0.5, rng.normal(size=c) * 0.2, name=name
     )
@@ -49,13 +49,13 @@ def residual_net(seed: int = 0, width: int = 4, inner: int = 6, concat: bool = F
     rng = np.random.default_rng(seed)
     layers = [
         _conv(rng, width, 2, name="stem"),
-        batchnorm(rng, width),
+        _bn(rng, width),
         ReLU(),  # 0 1 2
         _conv(rng, inner, width, name="c1"),
-        batchnorm(rng, inner),
+        _bn(rng, inner),
         ReLU(),
         _conv(rng, width, inner, name="c2"),
-        batchnorm(rng, width),  # 3-7
+        _bn(rng, width),  # 3-7
         Add(name="add"),
         ReLU(),
     ]  # 8 9
@@ -190,7 +190,7 @@ def residual_graphs(draw):
             layers.append(Dense(np.concatenate([W, 2 * W]) if dup else W, rng.normal(size=units)))
             inputs.append((prev,))
             if draw(st.booleans()):  # a BatchNorm before the ReLU: statistics, so TropNNC corrects them
-                layers.append(batchnorm(rng, units))
+                layers.append(_bn(rng, units))
                 inputs.append((len(layers) - 2,))
             layers.append(ReLU())
             inputs.append((len(layers) - 2,))

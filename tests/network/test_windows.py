@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
+import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
-from tropref.network import (
-    AvgPool2d,
-    Conv2d,
-    Flatten,
-    MaxPool2d,
-)
+from tropref.network import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from tropref.network.forward import apply_layer
-from tropref.network.windows import conv_patches
+from tropref.network.windows import avg_pool, channel_view, conv2d, conv_patches, max_pool, out_size
 
 RNG = np.random.default_rng(12345)
 
@@ -65,3 +63,45 @@ def test_pooling_and_flatten_orders():
     assert apply_layer(MaxPool2d(3, 1, 1), -ones)[0, 0, 0, 0] == -1.0  # -inf padding never wins
     np.testing.assert_array_equal(apply_layer(Flatten(), x), x.reshape(2, -1))
     np.testing.assert_array_equal(apply_layer(Flatten("channels_last"), x), x.transpose(0, 2, 3, 1).reshape(2, -1))
+
+
+def test_out_size_counts_the_window_positions():
+    """The formula against a count of the positions where a dilated window fits (below 1 when
+    the window is wider than the padded input: its callers refuse those)."""
+    for size, k, s, p0, p1, d in itertools.product([1, 5, 8], [1, 2, 3], [1, 2, 3], [0, 1], [0, 2], [1, 2]):
+        span = d * (k - 1) + 1
+        fits = [t for t in range(size + p0 + p1) if t % s == 0 and t + span <= size + p0 + p1]
+        if fits:
+            assert out_size(size, k, s, p0, p1, d) == len(fits), (size, k, s, p0, p1, d)
+        else:
+            assert out_size(size, k, s, p0, p1, d) < 1, (size, k, s, p0, p1, d)
+
+
+def test_conv2d_matches_the_naive_reference():
+    W, b, x = RNG.normal(size=(3, 2, 2, 3)), RNG.normal(size=3), RNG.normal(size=(2, 2, 6, 7))
+    got = conv2d(xp, x, W, b, (2, 1), (1, 0, 2, 1), (1, 2))
+    np.testing.assert_allclose(got, _naive_conv(x, W, b, (2, 1), (1, 0, 2, 1), (1, 2)), atol=1e-12)
+    plain = conv2d(xp, x, W, None, (1, 1), (0, 0, 0, 0), (1, 1))
+    np.testing.assert_allclose(plain, _naive_conv(x, W, 0.0, (1, 1), (0, 0, 0, 0), (1, 1)), atol=1e-12)
+    with pytest.raises(ValueError, match="larger"):
+        conv2d(xp, x[:, :, :1], W, b, (1, 1), (0, 0, 0, 0), (1, 1))
+
+
+def test_max_and_avg_pool_over_their_padding():
+    x = RNG.normal(size=(2, 3, 5, 4))
+    top = np.pad(x, ((0, 0), (0, 0), (1, 0), (0, 1)), constant_values=-np.inf)
+    windows = lambda a: np.stack([a[:, :, r : r + 2, c : c + 2] for r in (0, 2, 4) for c in (0, 2)], axis=-1)
+    got = max_pool(xp, x, (2, 2), (2, 2), (1, 0, 0, 1))
+    np.testing.assert_array_equal(got.reshape(2, 3, -1), windows(top).max(axis=(2, 3)))
+    zero = np.pad(x, ((0, 0), (0, 0), (1, 0), (0, 1)))
+    counted = avg_pool(xp, x, (2, 2), (2, 2), (1, 0, 0, 1))
+    np.testing.assert_allclose(counted.reshape(2, 3, -1), windows(zero).mean(axis=(2, 3)))
+    real = windows(np.pad(np.ones_like(x), ((0, 0), (0, 0), (1, 0), (0, 1)))).sum(axis=(2, 3))
+    not_counted = avg_pool(xp, x, (2, 2), (2, 2), (1, 0, 0, 1), count_include_pad=False)
+    np.testing.assert_allclose(not_counted.reshape(2, 3, -1), windows(zero).sum(axis=(2, 3)) / real)
+
+
+def test_channel_view_broadcasts_over_the_channel_axis():
+    v, images, vectors = np.array([1.0, 2.0, 3.0]), np.ones((2, 3, 4, 4)), np.ones((2, 3))
+    np.testing.assert_array_equal((images * channel_view(xp, v, 4))[:, :, 1, 2], np.tile(v, (2, 1)))
+    np.testing.assert_array_equal(vectors * channel_view(xp, v, 2), np.tile(v, (2, 1)))
