@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.network.networks import batchnorm, duplicated
+from tests.network.networks import batchnorm, convnet, duplicated
+from tests.network.test_graph import residual_net
 from tropref.network import (
     BatchNorm,
     Budget,
@@ -17,6 +18,17 @@ from tropref.network import (
     Network,
     ReLU,
     compress_network,
+    forward,
+)
+from tropref.network.segments import segments
+from tropref.network.structure import (
+    HiddenLayer,
+    Part,
+    Structure,
+    analyse,
+    compressible_layers,
+    fold_batchnorm,
+    hidden_layers,
 )
 
 
@@ -99,3 +111,59 @@ def test_negative_batchnorm_scales_before_max_pooling_pin_channels(next_padding)
     assert sum(r.width_after for r in report.layers[:2]) <= 5
     with pytest.raises(ValueError, match="cannot be met"):
         compress_network(net, keep=Budget(units=0.3))
+
+
+def test_fold_batchnorm_folds_what_reads_pre_activations_and_keeps_the_rest():
+    net = convnet(np.random.default_rng(26))  # conv1, BatchNorm, ReLU, BatchNorm, pool, ...
+    folded, origin = fold_batchnorm(net)
+    assert len(folded) == len(net) - 1  # the BatchNorm before the ReLU is folded into conv1
+    assert origin == [0, *range(2, len(net))]
+    assert [type(l) for l in folded.layers] == [type(net.layers[o]) for o in origin]
+    x = np.random.default_rng(27).normal(size=(4, 2, 8, 8))
+    np.testing.assert_allclose(folded(x), net(x), atol=1e-10)
+
+
+def test_hidden_layers_say_what_lies_before_the_next_layer():
+    net = convnet(np.random.default_rng(28))
+    assert "BatchNorm" in hidden_layers(net)[0]  # a BatchNorm before the ReLU, not folded yet
+    folded, _ = fold_batchnorm(net)
+    hidden = hidden_layers(folded)
+    assert sorted(hidden) == [0, 4, 9]  # every dense/conv layer but the classifier
+    for i, h in hidden.items():
+        assert isinstance(h, HiddenLayer)
+        assert (h.i, h.path) == (i, tuple(range(i + 1, h.j)))
+        between = [folded.layers[p] for p in h.path]
+        assert isinstance(folded.layers[h.j], Dense | Conv2d)
+        assert h.maxpool == any(type(l) is MaxPool2d for l in between)
+        assert h.flatten == next((p for p in h.path if isinstance(folded.layers[p], Flatten)), None)
+        assert h.bn == next((p for p in h.path if isinstance(folded.layers[p], BatchNorm)), None)
+    assert hidden[0].max_after_bn  # conv1's BatchNorm after the ReLU comes before a max pooling
+
+
+def test_analyse_cuts_folds_and_places_every_layer_of_a_graph():
+    net = residual_net(29, concat=True)
+    s = analyse(net)
+    assert isinstance(s, Structure)
+    x = np.random.default_rng(30).normal(size=(3, *net.input_shape))
+    np.testing.assert_allclose(forward(s.work, x), forward(net, x), atol=1e-10)
+    assert [p.segment for p in s.parts] == segments(net)
+    for k, part in enumerate(s.parts):
+        assert isinstance(part, Part)
+        assert part.origin[0] == part.segment.nodes[0]
+        assert set(part.origin) <= set(part.segment.nodes)
+        for i, g in enumerate(part.at):
+            assert s.work.layers[g] is part.chain.layers[i]
+            assert s.index(g) == (k, i)
+            assert s.origin(g) == part.origin[i]
+        assert (part.coupled is None) == (k == len(s.parts) - 1)  # only the last segment ends the network
+        for i, (mean, spread) in part.moments.items():  # from the BatchNorm folded into layer i
+            bn = net.layers[part.origin[i] + 1]
+            np.testing.assert_allclose(mean, bn.bias)
+            np.testing.assert_allclose(spread, np.abs(bn.weight) * np.sqrt(bn.var / (bn.var + bn.eps)))
+    assert sum(len(p.moments) for p in s.parts) == 3  # stem, c1, c2 have a BatchNorm before the ReLU
+    assert compressible_layers(net) == [s.origin(g) for g in s.compressible] == [3]  # c1; the rest feed junctions
+    (g,) = s.compressible
+    assert s.origin(s.next_layer(g)) == 6
+    assert s.hidden(g).j == 2
+    with pytest.raises(KeyError):
+        s.hidden(s.next_layer(g))
