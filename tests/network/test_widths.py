@@ -3,20 +3,16 @@ rules, budgets, floors and rounding."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from tests.network.networks import convnet, mlp
-from tropref.network import (
-    Budget,
-    Dense,
-    Network,
-    ReLU,
-    compress_network,
-    count_macs,
-    count_params,
-    forward,
-)
+from tropref.network import Budget, Dense, Network, ReLU, compress_network, count_macs, count_params, forward
+from tropref.network.shapes import layer_shapes
+from tropref.network.structure import analyse
+from tropref.network.widths import allocate_budget, budget_widths, keep_widths, predict_cost, rounded_width
 
 
 @pytest.mark.parametrize("budget", [Budget(params=0.5), Budget(macs=0.4), Budget(units=0.5)])
@@ -119,3 +115,71 @@ def test_round_to_must_be_a_positive_integer(bad):
     net = Network([Dense(np.ones((4, 2))), ReLU(), Dense(np.ones((1, 4)))])
     with pytest.raises(ValueError, match="`round_to` must be a positive integer"):
         compress_network(net, 0.5, round_to=bad, progress=False)
+
+
+def test_keep_widths_from_a_fraction_or_a_mapping():
+    net = convnet(np.random.default_rng(31), dup=False)  # conv1 3, conv2 4, fc 5 units
+    s = analyse(net)
+    assert keep_widths(0.5, s, s.compressible) == {0: 2, 4: 2, 9: 3}  # max(1, round(0.5 n)), halves up
+    assert keep_widths(0.1, s, s.compressible) == {0: 1, 4: 1, 9: 1}
+    assert keep_widths({"conv2": 3, 0: 0.34}, s, s.compressible) == {0: 1, 4: 3, 9: 5}
+    with pytest.raises(ValueError, match="'out'"):
+        keep_widths({"out": 1}, s, s.compressible)
+
+
+def test_rounded_width_is_the_nearest_multiple_that_fits():
+    for n, r, k in itertools.product([6, 8, 20, 64, 70], [None, 1, 4, 8], range(1, 71)):
+        if k > n:
+            continue
+        w = rounded_width(k, n, r)
+        if r in (None, 1) or k == n or n < r:
+            assert w == k
+            continue
+        assert w % r == 0
+        assert r <= w <= n
+        assert abs(w - k) <= r / 2 or w in (r, n - n % r), (n, r, k, w)  # nearest, unless clipped to the range
+    for bad in (0, -8):
+        with pytest.raises(ValueError, match="round_to"):
+            rounded_width(3, 8, bad)
+
+
+def test_allocate_budget_meets_the_budget_and_spares_the_sensitive_layer():
+    cost = lambda w: sum(w.values())
+    probe = lambda l, k: np.array([(1.0 if l == 0 else 10.0) * (6 - k)])  # merging layer 1 costs ten times more
+    widths = allocate_budget(Budget(units=0.5), {0: 6, 1: 6}, total=12, cost=cost, probe=probe, min_width={0: 2})
+    assert cost(widths) <= 6
+    assert widths[0] < widths[1]
+    assert widths[0] >= 2
+    with pytest.raises(ValueError, match="cannot be met"):
+        allocate_budget(Budget(units=0.1), {0: 6, 1: 6}, total=12, cost=cost, probe=probe)
+
+
+@pytest.mark.parametrize("next_padding", [0, 1])
+def test_predict_cost_is_what_compress_network_builds(next_padding):
+    net = convnet(np.random.default_rng(32), next_padding=next_padding, dup=False)
+    s = analyse(net)
+    (part,) = s.parts
+    for keep in ({0: 2, 4: 3, 9: 4}, {4: 1}, {0: 1, 9: 1}):
+        by_name = {net.layers[s.origin(g)].name: k for g, k in keep.items()}
+        small, _ = compress_network(net, by_name, seed=0)
+        # conv1's BatchNorm after the ReLU is folded into conv2 once conv1 is compressed,
+        # unless conv2 zero-pads (test_duplicated_channels_merge_exactly)
+        vanishing = {0: part.hidden[0].bn} if 0 in keep and not next_padding else {}
+        shapes = layer_shapes(part.chain)
+        assert predict_cost(part.chain, keep, kind="params", shapes=None, vanishing_bn=vanishing) == count_params(small)
+        assert predict_cost(part.chain, keep, kind="macs", shapes=shapes, vanishing_bn=vanishing) == count_macs(small)
+    with pytest.raises(ValueError, match="kind"):
+        predict_cost(part.chain, {}, kind="flops", shapes=None, vanishing_bn={})
+
+
+def test_budget_widths_meet_the_budget_over_a_network():
+    net = mlp(np.random.default_rng(33))  # fc1 6, fc2 8 hidden units
+    s = analyse(net)
+    for cheap, dear in ((0, 3), (3, 0)):
+        probe = lambda g, k, cheap=cheap: np.array([1.0 if g == cheap else 10.0])
+        widths = budget_widths(s, Budget(units=0.5), s.compressible, probe)
+        assert sorted(widths) == s.compressible
+        assert sum(widths.values()) <= 0.5 * 14
+        assert widths[cheap] < widths[dear]  # the layer whose merges cost less gives up more
+    new, _ = compress_network(net, Budget(params=0.6), seed=0)
+    assert count_params(new) <= 0.6 * count_params(net)
