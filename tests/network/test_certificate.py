@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.network.networks import batchnorm, convnet, mlp
+from tropref import compress_layer
 from tropref.network import (
     AvgPool2d,
     Conv2d,
@@ -19,8 +20,10 @@ from tropref.network import (
     ReLU,
     Softmax,
     compress_network,
+    forward,
 )
-from tropref.network.bounds import interval_bounds
+from tropref.network.bounds import interval_bounds, node_bounds
+from tropref.network.certificate import CAPPED, input_box, network_certificate
 
 
 @pytest.mark.parametrize("method", ["tropnnc", "neural_path_kmeans"])
@@ -103,3 +106,56 @@ def test_certificate_over_an_input_radius():
     new, report = compress_network(net, keep=0.4, seed=0, inputs=x, input_radius=2.0)
     assert "2" in report.input_domain
     assert np.abs(new(x) - net(x)).max() <= report.certificate
+
+
+def _one_layer_compressed(rng: np.random.Generator, scale: float = 1.0):
+    """mlp with fc1 compressed by hand (compress_layer), its certificate times ``scale``."""
+    net = mlp(rng)
+    fc1, fc2 = net.layers[0], net.layers[3]
+    res = compress_layer(fc1.W, fc1.b, 3, W_next=fc2.W, b_next=fc2.b, seed=0)
+    layers = list(net.layers)
+    layers[0], layers[3] = Dense(res.W, res.b, name="fc1"), Dense(res.W_next, res.b_next, name="fc2")
+    return net, net.replace_layers(layers), {0: scale * np.asarray(res.certificate)}
+
+
+def test_network_certificate_bounds_a_change_made_by_hand():
+    rng = np.random.default_rng(34)
+    net, small, certs = _one_layer_compressed(rng)
+    x = rng.uniform(-1, 1, size=(300, 5))
+    bound, shares, domain = network_certificate(net, small, certs, {0: 3}, inputs=x)
+    assert np.all(np.abs(forward(small, x) - forward(net, x)).max(axis=0) <= bound + 1e-12)
+    assert set(shares) == {0}
+    assert domain.startswith("the box spanned by the 300 inputs given")
+    if CAPPED in domain:  # one layer: its share is the whole bound, unless the span caps it
+        assert shares[0] >= bound.max()
+    else:
+        assert shares[0] == pytest.approx(bound.max())
+    assert network_certificate(net, small, {0: None}, {0: 3}, inputs=x)[0] is None  # no layer certificate
+    radius, _, _ = network_certificate(net, small, certs, {0: 3}, input_radius=1.0)
+    assert np.all(np.abs(forward(small, x) - forward(net, x)).max(axis=0) <= radius + 1e-12)  # x in |x_i| <= 1
+
+
+def test_network_certificate_is_capped_by_the_span_of_the_output_boxes():
+    rng = np.random.default_rng(35)
+    net, small, certs = _one_layer_compressed(rng, scale=1e6)
+    x = rng.uniform(-1, 1, size=(50, 5))
+    bound, _, domain = network_certificate(net, small, certs, {0: 3}, inputs=x)
+    assert domain.endswith(CAPPED)
+    lo, hi = input_box(net, x, None)[:2]
+    (a, b), (c, d) = node_bounds(net, lo, hi)[-1], node_bounds(small, lo, hi)[-1]
+    np.testing.assert_allclose(bound, np.maximum(b, d) - np.minimum(a, c))
+
+
+def test_input_box_from_a_radius_or_the_inputs():
+    net = mlp(np.random.default_rng(36))
+    lo, hi, domain = input_box(net, None, 2.0)
+    np.testing.assert_array_equal(lo, -2 * np.ones(5))
+    np.testing.assert_array_equal(hi, 2 * np.ones(5))
+    assert "2" in domain
+    x = np.random.default_rng(37).normal(size=(9, 5))
+    lo, hi, _ = input_box(net, x, None)
+    np.testing.assert_array_equal(lo, x.min(axis=0))
+    np.testing.assert_array_equal(hi, x.max(axis=0))
+    assert input_box(net, None, None) is None
+    with pytest.raises(ValueError, match="input_radius"):
+        input_box(net, None, -1.0)
