@@ -7,6 +7,7 @@ plain NumPy forward passes of the original and the returned weights.
 
 from __future__ import annotations
 
+import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 from hypothesis import given
@@ -16,6 +17,9 @@ import tropref
 from tests.methods.problems import moments_of
 from tests.strategies import dense_layers, scale_of
 from tests.test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
+from tropref.methods import correction
+from tropref.methods.base import LayerProblem
+from tropref.methods.correction import REFITS, check_correct, correct_merge, gaussian_refit
 
 CORRECTIONS = ["full", "variance", "mean", "none"]
 
@@ -257,3 +261,55 @@ def test_network_certificate_holds_with_refitted_branches():
     assert any((l.info or {}).get("correction", {}).get("refit") == "gaussian" for l in report.layers)
     err = np.abs(forward(small, x) - forward(net, x))
     assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)
+
+
+def test_check_correct_accepts_the_corrections_only():
+    assert set(correction.CORRECTIONS) == set(CORRECTIONS)  # the corrections tested above are all of them
+    assert [check_correct(c) for c in correction.CORRECTIONS] == list(correction.CORRECTIONS)
+    for bad in ("some", None, 1):
+        with pytest.raises(ValueError, match="`correct`"):
+            check_correct(bad)
+
+
+@pytest.mark.parametrize("refit", REFITS)
+def test_every_refit_is_accepted_and_others_are_refused(refit):
+    rng = np.random.default_rng(5)
+    W, V = rng.normal(size=(6, 3)), rng.normal(size=(2, 6))
+    res = tropref.compress_layer(W, None, 3, W_next=V, refit=refit, moments=moments_of(rng, 6), seed=0)
+    assert res.W_next.shape == (2, 3)
+    with pytest.raises(ValueError, match="refit"):
+        tropref.compress_layer(W, None, 3, W_next=V, refit="lstsq", moments=moments_of(rng, 6))
+
+
+def test_correct_merge_leaves_the_inputs_without_moments_or_a_correction():
+    rng = np.random.default_rng(6)
+    A, V = rng.normal(size=(4, 3)), rng.normal(size=(1, 4, 1))
+    assignment, scale, kept = np.array([0, 0, 1, 1]), np.ones(4), A[[0, 2]]
+    plain = LayerProblem(xp, A, V)
+    assert correct_merge(plain, assignment, scale, kept, np.ones(4), "full") == (kept, None, {})
+    with_moments = LayerProblem(xp, A, V, moments=moments_of(rng, 4))
+    same, moments, _ = correct_merge(with_moments, assignment, scale, kept, np.ones(4), "none")
+    assert same is kept
+    assert moments is None
+    shifted, moments, _ = correct_merge(with_moments, assignment, scale, kept, np.ones(4), "full")
+    assert shifted.shape == kept.shape
+    assert not np.allclose(shifted, kept)  # the statistics moved the kept units
+    assert [m.shape for m in moments] == [(2,), (2,)]
+
+
+def test_gaussian_refit_is_the_single_fold_under_a_large_ridge_and_exact_on_kept_units():
+    rng = np.random.default_rng(7)
+    A, V = rng.normal(size=(5, 8)), rng.normal(size=(2, 5, 1))  # more inputs than units: a regular model
+    problem = LayerProblem(xp, A, V, moments=moments_of(rng, 5))
+    assignment, scale = np.array([0, 1, 2, 0, 1]), rng.uniform(0.5, 1.5, 5)
+    kept = A[[0, 1, 2]]
+    F, kept_moments, _ = gaussian_refit(problem, assignment, scale, kept, ridge=1e9)
+    single = np.zeros((5, 3))
+    single[np.arange(5), assignment] = scale
+    np.testing.assert_allclose(F, single, atol=1e-6)
+    assert [m.shape for m in kept_moments] == [(3,), (3,)]
+    identity = np.arange(5)  # every unit kept: the refit reads each through itself
+    F, _, _ = gaussian_refit(problem, identity, np.ones(5), A, ridge=0.0)
+    np.testing.assert_allclose(F, np.eye(5), atol=1e-8)
+    with pytest.raises(ValueError, match="moments"):
+        gaussian_refit(LayerProblem(xp, A, V), assignment, scale, kept)

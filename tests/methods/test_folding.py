@@ -15,6 +15,8 @@ import tropref
 from tests.methods.problems import moments_of
 from tests.strategies import dense_layers, scale_of
 from tests.test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
+from tropref.methods import METHODS
+from tropref.methods.folding import FOLDING, model_folding, model_folding_ar
 
 
 @pytest.mark.parametrize("method", ["model_folding", "model_folding_ar"])
@@ -56,3 +58,8 @@ def test_fold_ar_factor_for_correlated_members():
 def test_model_folding_refuses_unknown_options(method):
     with pytest.raises(TypeError, match="bogus"):
         tropref.compress_layer(np.eye(4), None, 2, W_next=np.ones((1, 4)), method=method, bogus=1)
+
+
+def test_folding_registers_both_methods():
+    assert FOLDING == {"model_folding": model_folding, "model_folding_ar": model_folding_ar}
+    assert FOLDING.items() <= METHODS.items()

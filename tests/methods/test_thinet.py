@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.methods.problems import check_contract, layer, problem, relu, samples
-from tropref.methods.thinet import thinet
+from tropref.methods import METHODS
+from tropref.methods.thinet import THINET, thinet
 
 
 def contributions(A, V, U):
@@ -125,3 +126,8 @@ def test_compress_layer_thinet_with_data():
     assert res.certificate is None
     full = compress_layer(W, b, 10, W_next=W_next, data=X, method="thinet", seed=0)
     np.testing.assert_allclose(full.W_next, W_next, atol=1e-12)
+
+
+def test_thinet_is_registered():
+    assert THINET == {"thinet": thinet}
+    assert THINET.items() <= METHODS.items()
