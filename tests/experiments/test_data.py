@@ -207,3 +207,15 @@ def test_load_cifar10_stand_in(tmp_path):
     np.testing.assert_allclose(x[0, 0, 0, :3], data[0, :3] / 255.0, rtol=1e-6)
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         E.load_cifar10(tmp_path, "train")
+
+
+def test_dataset_names_classes_and_the_assets_folder():
+    assert data.DATASETS == ("fashion-mnist", "cifar10")
+    assert len(data.CLASSES) == 10
+    assert data.CLASSES[9] == "Ankle boot"  # Fashion-MNIST's label 9
+    folder = data.assets_dir()
+    assert folder.is_dir()
+    assert (folder / "fashion_mnist_test_2000.npz").is_file()
+    assert (folder / "models.json").is_file()
+    _, y = data.load_test_subset()
+    assert set(np.unique(y)) <= set(range(len(data.CLASSES)))

@@ -7,9 +7,10 @@ import pytest
 
 from tests.experiments.stand_ins import stand_in, tiny_cnn, tiny_mlp
 from tests.helpers import run_doctests
+from tropref import Budget
 from tropref import experiments as E
 from tropref.experiments import models
-from tropref.network import Conv2d, Network, forward
+from tropref.network import Conv2d, Dense, Flatten, Network, ReLU, forward
 
 
 def test_docstring_examples():
@@ -92,3 +93,21 @@ def test_keep_rule():
         E.keep_rule(net, 0.0, "all")
     with pytest.raises(ValueError, match="`layers`"):
         E.keep_rule(net, 0.5, "some")
+
+
+def test_keep_rule_knows_every_layer_group():
+    net = tiny_cnn()
+    rules = {group: E.keep_rule(net, 0.5, group) for group in models.LAYER_GROUPS}
+    assert rules["all"] == 0.5
+    assert rules["dense"] == {"fc1": 0.5}
+    assert rules["conv"] == {"conv1": 0.5}
+    assert isinstance(rules["nonuniform"], Budget)
+    assert rules["nonuniform"].fraction == 0.5
+
+
+def test_input_dtype_is_the_first_weights_dtype():
+    assert models.input_dtype(tiny_cnn()) == np.float32
+    net64 = Network([Dense(np.ones((2, 3))), ReLU(), Dense(np.ones((1, 2)))])
+    assert models.input_dtype(net64) == np.float64
+    assert models.input_dtype(Network([Flatten()])) == np.float32  # no weights: float32
+    assert models.input_dtype(E.load_model("lenet300", dtype=np.float64)[0]) == np.float64

@@ -126,3 +126,13 @@ def test_cifar_shaped_network_sweep():
     x, y = stand_in(net, n=30)
     res = E.sweep(net, methods=["tropnnc", "l1"], fractions=[0.5], layers=["all"], test=(x, y), progress=False)
     assert {r["method"] for r in res["records"]} == {"tropnnc", "l1"}
+
+
+def test_deterministic_methods_run_once_per_configuration():
+    net = tiny_mlp()
+    x, y = stand_in(net)
+    res = E.sweep(net, methods=["l1", "random"], fractions=[0.5], seeds=[0, 1, 2], test=(x, y), progress=False)
+    runs = {m: sum(r["method"] == m for r in res["records"]) for m in ("l1", "random")}
+    assert "l1" in sweeps.DETERMINISTIC
+    assert "random" not in sweeps.DETERMINISTIC
+    assert runs == {"l1": 1, "random": 3}
