@@ -1,4 +1,4 @@
-"""Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
+"""Helpers shared by the test modules (`from tests.helpers import ...`: tests/ is a package)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from helpers import public_functions, run_doctests
+
+from tests.helpers import public_functions, run_doctests
 
 MODULES = ["tropref._blocks", "tropref._seeds"]
 

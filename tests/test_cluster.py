@@ -8,8 +8,8 @@ import scipy.optimize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import magnitudes, rows_with_duplicates
 
+from tests.strategies import magnitudes, rows_with_duplicates
 from tropref import _ward as ward_module
 from tropref import cluster
 from tropref._lloyd import choose_gram

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import public_functions, run_doctests
+
+from tests.helpers import public_functions, run_doctests
 
 CORE_MODULES = [
     "tropref._array",

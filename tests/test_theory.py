@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import dense_layers, scale_of, weights
 
 import tropref
+from tests.strategies import dense_layers, scale_of, weights
 from tropref.tropical import relu_block, tropical_block
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import scale_of, weights
 
+from tests.strategies import scale_of, weights
 from tropref.zonotope import hausdorff_exact, hausdorff_vertex_sets, subset_sums, support_function
 
 

@@ -351,12 +351,6 @@ class _Zonotope:
         out, mu = kind_of(layer).zonotope(self.xp, layer, ins, bounds)
         return out if mu is None else self._new_generators(*out, mu)
 
-    def _layer(
-        self, layer: Layer, G: np.ndarray, c: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray
-    ) -> Zonotope:
-        """The step of a layer that reads one input (within ``lo``, ``hi``), as the tests take it."""
-        return self._node(layer, [(G, c, r)], [(lo, hi)])
-
     def _new_generators(self, G: np.ndarray, c: np.ndarray, r: np.ndarray, mu: np.ndarray) -> Any:
         """``c + G ε + r`` plus an independent term in ``[−mu, mu]`` per entry: a new generator
         each for the ``cap`` largest, the box ``r`` for the rest."""

@@ -25,6 +25,7 @@ from tropref.network import (
     forward,
     segments,
 )
+from tropref.network.graph import check_finite_layers, map_arrays, network_namespace
 from tropref.network.shapes import output_shapes
 
 
@@ -270,3 +271,23 @@ def test_graph_compression_agrees_across_backends(backend):
     )
     np.testing.assert_allclose(backend.numpy(forward(got, backend.asarray(x))), forward(want, x), rtol=1e-9, atol=1e-9)
     assert [r.width_after for r in rep.layers] == [r.width_after for r in rep0.layers]
+
+
+def test_check_finite_layers_names_the_layer_and_the_array():
+    net = residual_net(13)
+    check_finite_layers(net)  # finite: nothing raised
+    layers = list(net.layers)
+    layers[4] = BatchNorm(layers[4].mean, layers[4].var, layers[4].weight, np.full(layers[4].channels, np.inf))
+    with pytest.raises(ValueError, match=r"layer 4 \(BatchNorm\): `bias`"):
+        check_finite_layers(net.replace_layers(layers))
+
+
+def test_network_namespace_is_the_arrays_namespace_and_refuses_a_mix(all_backends):
+    net = residual_net(14)
+    for be in all_backends:
+        assert network_namespace(map_arrays(net, be.asarray)) is be.xp, be.name
+    strict = next(be for be in all_backends if be.name == "strict")
+    mixed = list(net.layers)
+    mixed[0] = Conv2d(strict.asarray(net.layers[0].W), strict.asarray(net.layers[0].b), padding=1)
+    with pytest.raises((TypeError, ValueError), match=r"0\.W"):
+        network_namespace(net.replace_layers(mixed))

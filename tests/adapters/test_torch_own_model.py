@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn as nn  # noqa: E402
-from torch_resnets import randomise_batchnorm, resnet18  # noqa: E402
 
+from tests.torch_resnets import randomise_batchnorm, resnet18  # noqa: E402
 from tropref.adapters.torch import compress, load_compressed  # noqa: E402
 
 

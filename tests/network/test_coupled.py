@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_graph import residual_graphs
 
+from tests.network.test_graph import residual_graphs
 from tropref import Budget
 from tropref.experiments import load_model
 from tropref.network import (
@@ -25,7 +25,15 @@ from tropref.network import (
     compress_network,
     forward,
 )
-from tropref.network.coupled import compress_group, coupled_groups
+from tropref.network.coupled import (
+    Gate,
+    Group,
+    compress_group,
+    coupled_groups,
+    group_keys,
+    group_widths,
+    groups_certificate,
+)
 
 
 def _stream_net(rng, n=4, dup=True, d=3, hidden=5, scaled=True):
@@ -315,8 +323,7 @@ def test_torch_resnet18_streams_compressed_written_back_and_reloaded(in_place):
     torch = pytest.importorskip("torch")
     import io
 
-    from torch_resnets import randomise_batchnorm, resnet18
-
+    from tests.torch_resnets import randomise_batchnorm, resnet18
     from tropref.adapters.torch import compress, from_torch, load_compressed
 
     torch.manual_seed(0)
@@ -357,8 +364,7 @@ def test_torch_preact_resnet_streams_compressed_through_their_gates(in_place):
     torch = pytest.importorskip("torch")
     import io
 
-    from torch_resnets import PreActResNet, randomise_batchnorm
-
+    from tests.torch_resnets import PreActResNet, randomise_batchnorm
     from tropref.adapters.torch import compress, from_torch, load_compressed
 
     torch.manual_seed(1)
@@ -396,8 +402,7 @@ def test_batchnorm_on_the_stream_without_a_relu_is_left_unchanged_with_the_reaso
 
 def test_keras_resnet50_streams_compressed():
     keras = pytest.importorskip("keras")
-    from test_adapters_keras_graph import _np, _randomise_bn
-
+    from tests.adapters.test_keras_graph import _np, _randomise_bn
     from tropref.adapters.keras import compress
 
     keras.utils.set_random_seed(0)
@@ -412,3 +417,58 @@ def test_keras_resnet50_streams_compressed():
     assert widths["conv2_block3_3_conv"] == widths["conv2_block1_0_conv"] == 128  # 256 stream channels halved
     out = _np(small(x))
     assert float(np.max(np.abs(out - _np(model(x))))) == pytest.approx(report.measured_error, rel=1e-4, abs=1e-6)
+
+
+def test_a_group_holds_its_producers_members_and_readers():
+    net = analyse(_stream_net(np.random.default_rng(40), dup=False)).work
+    (group,) = coupled_groups(net)
+    assert isinstance(group, Group)
+    assert [net.layers[p].name for p in group.producers] == ["stem", "b0_out", "b1_out"]
+    assert all(net.layers[p].units == group.units == 4 for p in group.producers)
+    members = set(group.members)
+    assert {i for i, l in enumerate(net.layers) if isinstance(l, Add)} <= members
+    assert [net.layers[r].name for r, _ in group.readers] == ["b0_in", "b1_in", "fc"]
+    for r, _ in group.readers:  # each reader reads the stream
+        assert set(net.sources(r)) & members
+    assert group.gates == ()
+
+
+def test_a_gate_is_a_batchnorm_and_its_relu_reading_the_stream():
+    net = analyse(_preact_net(np.random.default_rng(41))).work
+    (group,) = coupled_groups(net)
+    assert len(group.gates) == 3
+    for gate in group.gates:
+        assert isinstance(gate, Gate)
+        assert isinstance(net.layers[gate.bn], BatchNorm)
+        assert isinstance(net.layers[gate.relu], ReLU)
+        assert net.sources(gate.relu) == (gate.bn,)
+        assert set(net.sources(gate.bn)) <= set(group.members) | set(group.producers)
+        assert all(gate.relu in net.sources(r) for r, _ in gate.readers)
+
+
+def test_group_widths_and_keys_read_the_producers_names():
+    net = _stream_net(np.random.default_rng(42), dup=False, n=6)
+    groups = coupled_groups(net)
+    assert group_widths(0.5, groups, net) == {0: 3}
+    assert group_widths({"b1_out": 2}, groups, net) == {0: 2}  # any producer names the group
+    assert group_widths({"b0_in": 2}, groups, net) == {0: 6}  # a hidden layer does not
+    assert group_keys({"stem": 2, "b0_in": 3, 9: 1}, groups, net) == {"stem", 9}  # 9: b1_out
+    assert group_keys(0.5, groups, net) == set()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_groups_certificate_bounds_the_change_of_compressing_a_group(seed):
+    rng = np.random.default_rng(seed)
+    net = analyse(_stream_net(rng, dup=False, n=6)).work
+    (group,) = coupled_groups(net)
+    layers = list(net.layers)
+    errors, scale, info = compress_group(layers, net, group, 3, method="tropnnc", seed=0, options={})
+    small = Network(layers, net.input_shape, net.inputs)
+    x = rng.uniform(-1, 1, size=(200, *net.input_shape))
+    bound, shares = groups_certificate(
+        [net, small], [group], [errors], [scale], [info["assignment"]], [info["gates"]], inputs=x, input_radius=None
+    )
+    assert np.all(np.abs(forward(small, x) - forward(net, x)).max(axis=0) <= bound + 1e-12)
+    assert len(shares) == 1
+    assert groups_certificate([net, small], [group], [errors], [scale], [info["assignment"]], [info["gates"]],
+                              inputs=None, input_radius=None) == (None, [])  # fmt: skip

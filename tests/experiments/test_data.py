@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import struct
 
 import numpy as np
 import pytest
-from helpers import run_doctests
 
+from tests.helpers import run_doctests
+from tropref import experiments as E
 from tropref.experiments import data
 
 
@@ -191,3 +193,29 @@ def test_sweep_certcheck_and_cli_use_the_one_loader_and_draw(tmp_path, capsys):
     assert (cli["model"]["test_size"], cli["config"]["n_calibration"]) == (7, 20)
     assert cli["records"][0]["accuracy"] == res["records"][0]["accuracy"]
     assert cli["records"][0]["measured_error"] == pytest.approx(res["records"][0]["measured_error"], rel=1e-6)
+
+
+def test_load_cifar10_stand_in(tmp_path):
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 256, size=(7, 3072), dtype=np.uint8)
+    with open(tmp_path / "test_batch", "wb") as fh:
+        pickle.dump({b"data": data, b"labels": list(range(7))}, fh)
+    x, y = E.load_cifar10(tmp_path)
+    assert x.shape == (7, 3, 32, 32)
+    assert x.dtype == np.float32
+    assert y.tolist() == list(range(7))
+    np.testing.assert_allclose(x[0, 0, 0, :3], data[0, :3] / 255.0, rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        E.load_cifar10(tmp_path, "train")
+
+
+def test_dataset_names_classes_and_the_assets_folder():
+    assert data.DATASETS == ("fashion-mnist", "cifar10")
+    assert len(data.CLASSES) == 10
+    assert data.CLASSES[9] == "Ankle boot"  # Fashion-MNIST's label 9
+    folder = data.assets_dir()
+    assert folder.is_dir()
+    assert (folder / "fashion_mnist_test_2000.npz").is_file()
+    assert (folder / "models.json").is_file()
+    _, y = data.load_test_subset()
+    assert set(np.unique(y)) <= set(range(len(data.CLASSES)))

@@ -14,8 +14,7 @@ torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs
 nn = torch.nn
 F = torch.nn.functional
 
-from torch_resnets import PreActResNet, randomise_batchnorm, resnet18, resnet50  # noqa: E402
-
+from tests.torch_resnets import PreActResNet, randomise_batchnorm, resnet18, resnet50  # noqa: E402
 from tropref import Budget  # noqa: E402
 from tropref.adapters.torch import compress, from_torch, to_torch  # noqa: E402
 from tropref.network import Add, Conv2d, Network, ReLU, forward  # noqa: E402
@@ -205,7 +204,7 @@ def test_layer_called_twice_is_read_per_call_with_a_warning():
 
 def test_relu_module_called_twice_warns_nothing(recwarn):
     """Layers without weights (torchvision's BasicBlock calls its ReLU twice) share nothing."""
-    from torch_resnets import resnet18
+    from tests.torch_resnets import resnet18
 
     from_torch(resnet18(width=8).eval(), input_shape=(3, 32, 32))
     assert not [w for w in recwarn if "used several times" in str(w.message)]

@@ -205,7 +205,7 @@ def test_zonotope_max_pooling_contains_every_point(seed, kernel, stride, pad):
     lo, hi = c - spread, c + spread
     net = Network([layer], input_shape=shape[1:])
     zono = _Zonotope(net, np.zeros(shape), 1.0, 10**6, rows=[g])
-    Go, co, ro = zono._layer(layer, G, c, r, lo, hi)
+    Go, co, ro = zono._node(layer, [(G, c, r)], [(lo, hi)])
     eps = rng.uniform(-1, 1, size=(200, g))
     box = rng.uniform(-1, 1, size=(200, *shape[1:])) * r
     points = np.einsum("sg,g...->s...", eps, G) + c + box

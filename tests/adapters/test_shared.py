@@ -14,7 +14,8 @@ import tempfile
 
 import numpy as np
 import pytest
-from helpers import run_doctests
+
+from tests.helpers import run_doctests
 
 # Keras reads these on first import: set them before it is imported anywhere in this process.
 os.environ.setdefault("KERAS_BACKEND", "torch")

@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import run_doctests
+
+from tests.helpers import run_doctests
 
 torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs these tests
 nn = torch.nn

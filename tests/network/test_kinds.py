@@ -4,13 +4,14 @@ every entry, and each entry agrees with the forward pass on a small input."""
 from __future__ import annotations
 
 import inspect
+import typing
 
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
 from tropref.network import layers
-from tropref.network.kinds import ENTRIES, KINDS, LINEAR_ENTRIES, ROLES, Kind, kind_of
+from tropref.network.kinds import ENTRIES, KINDS, LINEAR_ENTRIES, ROLES, Bounds, Kind, Shape, check_kind, kind_of
 
 RNG = np.random.default_rng(0)
 
@@ -53,6 +54,7 @@ def test_every_layer_type_has_its_own_kind():
 @pytest.mark.parametrize("cls", TYPES, ids=lambda c: c.__name__)
 def test_every_kind_implements_every_entry(cls):
     kind = KINDS[cls]
+    check_kind(kind)  # the library's own check, and the independent one below
     assert not getattr(type(kind), "__abstractmethods__", ()), f"{cls.__name__}'s kind leaves entries unimplemented"
     for entry in ENTRIES + (LINEAR_ENTRIES if kind.linear else ()):
         method = getattr(type(kind), entry)
@@ -195,3 +197,21 @@ def test_each_kind_is_defined_in_one_place():
     for kind in KINDS.values():
         for entry in ENTRIES:
             assert inspect.getmodule(getattr(type(kind), entry)) is kinds
+
+
+def test_out_shape_gives_a_shape_and_interval_gives_bounds():
+    """``Shape`` is one sample's shape (ints, no batch axis); ``Bounds`` a pair ``(lo, hi)`` of
+    arrays of the batch's output shape, ``lo <= hi``."""
+    assert typing.get_args(Shape) == (int, ...)
+    assert typing.get_origin(Bounds) is tuple
+    assert len(typing.get_args(Bounds)) == 2
+    for cls in TYPES:
+        layer, ins = _example(cls)
+        out = kind_of(layer).out_shape(layer, ins, "layer")
+        assert isinstance(out, tuple)
+        assert all(type(d) is int for d in out), cls
+        box = kind_of(layer).interval(xp, layer, [(-np.ones((3, *s)), np.ones((3, *s))) for s in ins])
+        assert isinstance(box, tuple)
+        assert len(box) == 2
+        assert box[0].shape == box[1].shape == (3, *out), cls
+        assert np.all(box[0] <= box[1])

@@ -1,4 +1,5 @@
-"""The statistics correction (docs/theory.md, section 9) and Model Folding, checked independently.
+"""The statistics correction and the Gaussian refit (tropref.methods.correction; docs/theory.md,
+section 9), checked independently.
 
 The certificate must bound the function returned, corrected: the sampled errors here are
 plain NumPy forward passes of the original and the returned weights.
@@ -6,20 +7,21 @@ plain NumPy forward passes of the original and the returned weights.
 
 from __future__ import annotations
 
+import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import dense_layers, scale_of
-from test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
 
 import tropref
+from tests.methods.problems import moments_of
+from tests.strategies import dense_layers, scale_of
+from tests.test_theory import dense_forward, probe_inputs, result_forward, sampled_ratio
+from tropref.methods import correction
+from tropref.methods.base import LayerProblem
+from tropref.methods.correction import REFITS, check_correct, correct_merge, gaussian_refit
 
 CORRECTIONS = ["full", "variance", "mean", "none"]
-
-
-def moments_of(rng, n):
-    return rng.normal(size=n), rng.uniform(0.1, 3.0, size=n)
 
 
 @pytest.mark.parametrize("correct", CORRECTIONS)
@@ -122,50 +124,6 @@ def test_unknown_correction_is_refused():
         tropref.compress_layer(np.eye(3), None, 2, W_next=np.ones((1, 3)), correct="some")
 
 
-# --- Model Folding ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["model_folding", "model_folding_ar"])
-@given(layer=dense_layers(8, 3, 2), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
-def test_model_folding_certificate_holds(method, layer, k, seed):
-    W, b, V, b_next = layer
-    rng = np.random.default_rng(seed)
-    res = tropref.compress_layer(W, b, k, W_next=V, b_next=b_next, seed=0, method=method, moments=moments_of(rng, 8))
-    X = probe_inputs(rng, 3, 600)
-    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
-    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
-
-
-def test_model_folding_averages_rows_and_sums_columns():
-    W = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
-    V = np.array([[1.0, 2.0, 3.0]])
-    res = tropref.compress_layer(W, None, 2, W_next=V, method="model_folding", seed=0)
-    assert res.assignment.tolist() == [0, 0, 1]
-    np.testing.assert_allclose(res.W, [[2.0, 0.0], [0.0, 1.0]])
-    np.testing.assert_allclose(res.W_next, [[3.0, 3.0]])
-
-
-def test_fold_ar_factor_for_correlated_members():
-    """|C| members of pairwise correlation ρ: the averaged, normalised unit is scaled by
-    √(|C| / (1 + (|C| − 1) ρ)) times the members' mean spread."""
-    rho, size = 0.5, 3
-    # three unit vectors of pairwise cosine 1/2, no bias; one consumer reading all with weight 1
-    G = np.full((size, size), rho) + (1 - rho) * np.eye(size)
-    W = np.linalg.cholesky(G)
-    V = np.ones((1, size))
-    # concatenated features [w_j, 0, v_j]: the cosine of two members is (ρ + 1) / 2
-    rho_bar = (rho + 1.0) / 2.0
-    res = tropref.compress_layer(W, None, 1, W_next=V, method="model_folding_ar", moments=(np.zeros(3), 2 * np.ones(3)))
-    expected = 2.0 * np.sqrt(size / (1 + (size - 1) * rho_bar)) * W.mean(axis=0) / 2.0
-    np.testing.assert_allclose(res.W[0], expected, rtol=1e-12)
-
-
-@pytest.mark.parametrize("method", ["model_folding", "model_folding_ar"])
-def test_model_folding_refuses_unknown_options(method):
-    with pytest.raises(TypeError, match="bogus"):
-        tropref.compress_layer(np.eye(4), None, 2, W_next=np.ones((1, 4)), method=method, bogus=1)
-
-
 # --- the network level: statistics from BatchNorms, where TropNNC corrects ----------------
 
 
@@ -200,8 +158,7 @@ def test_batchnorm_after_a_max_pool_leaves_no_statistics():
 
 
 def test_tropnnc_corrects_residual_branches_and_not_chains():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref.network import analyse
     from tropref.network.rewrite import _RESIDUAL_OUTGOING
     from tropref.network.rewrite import _layer_options as layer_options
@@ -222,8 +179,7 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
 
 
 def test_network_certificate_holds_with_corrected_branches():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref import compress_network
     from tropref.network import forward
 
@@ -295,8 +251,7 @@ def test_bad_refit_options_are_refused_by_name(options, name):
 
 
 def test_network_certificate_holds_with_refitted_branches():
-    from test_graph import residual_net
-
+    from tests.network.test_graph import residual_net
     from tropref import compress_network
     from tropref.network import forward
 
@@ -306,3 +261,55 @@ def test_network_certificate_holds_with_refitted_branches():
     assert any((l.info or {}).get("correction", {}).get("refit") == "gaussian" for l in report.layers)
     err = np.abs(forward(small, x) - forward(net, x))
     assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)
+
+
+def test_check_correct_accepts_the_corrections_only():
+    assert set(correction.CORRECTIONS) == set(CORRECTIONS)  # the corrections tested above are all of them
+    assert [check_correct(c) for c in correction.CORRECTIONS] == list(correction.CORRECTIONS)
+    for bad in ("some", None, 1):
+        with pytest.raises(ValueError, match="`correct`"):
+            check_correct(bad)
+
+
+@pytest.mark.parametrize("refit", REFITS)
+def test_every_refit_is_accepted_and_others_are_refused(refit):
+    rng = np.random.default_rng(5)
+    W, V = rng.normal(size=(6, 3)), rng.normal(size=(2, 6))
+    res = tropref.compress_layer(W, None, 3, W_next=V, refit=refit, moments=moments_of(rng, 6), seed=0)
+    assert res.W_next.shape == (2, 3)
+    with pytest.raises(ValueError, match="refit"):
+        tropref.compress_layer(W, None, 3, W_next=V, refit="lstsq", moments=moments_of(rng, 6))
+
+
+def test_correct_merge_leaves_the_inputs_without_moments_or_a_correction():
+    rng = np.random.default_rng(6)
+    A, V = rng.normal(size=(4, 3)), rng.normal(size=(1, 4, 1))
+    assignment, scale, kept = np.array([0, 0, 1, 1]), np.ones(4), A[[0, 2]]
+    plain = LayerProblem(xp, A, V)
+    assert correct_merge(plain, assignment, scale, kept, np.ones(4), "full") == (kept, None, {})
+    with_moments = LayerProblem(xp, A, V, moments=moments_of(rng, 4))
+    same, moments, _ = correct_merge(with_moments, assignment, scale, kept, np.ones(4), "none")
+    assert same is kept
+    assert moments is None
+    shifted, moments, _ = correct_merge(with_moments, assignment, scale, kept, np.ones(4), "full")
+    assert shifted.shape == kept.shape
+    assert not np.allclose(shifted, kept)  # the statistics moved the kept units
+    assert [m.shape for m in moments] == [(2,), (2,)]
+
+
+def test_gaussian_refit_is_the_single_fold_under_a_large_ridge_and_exact_on_kept_units():
+    rng = np.random.default_rng(7)
+    A, V = rng.normal(size=(5, 8)), rng.normal(size=(2, 5, 1))  # more inputs than units: a regular model
+    problem = LayerProblem(xp, A, V, moments=moments_of(rng, 5))
+    assignment, scale = np.array([0, 1, 2, 0, 1]), rng.uniform(0.5, 1.5, 5)
+    kept = A[[0, 1, 2]]
+    F, kept_moments, _ = gaussian_refit(problem, assignment, scale, kept, ridge=1e9)
+    single = np.zeros((5, 3))
+    single[np.arange(5), assignment] = scale
+    np.testing.assert_allclose(F, single, atol=1e-6)
+    assert [m.shape for m in kept_moments] == [(3,), (3,)]
+    identity = np.arange(5)  # every unit kept: the refit reads each through itself
+    F, _, _ = gaussian_refit(problem, identity, np.ones(5), A, ridge=0.0)
+    np.testing.assert_allclose(F, np.eye(5), atol=1e-8)
+    with pytest.raises(ValueError, match="moments"):
+        gaussian_refit(LayerProblem(xp, A, V), assignment, scale, kept)

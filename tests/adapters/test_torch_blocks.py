@@ -14,8 +14,7 @@ torch = pytest.importorskip("torch")  # a guard only: CI installs torch and runs
 nn = torch.nn
 F = torch.nn.functional
 
-from torch_resnets import randomise_batchnorm  # noqa: E402
-
+from tests.torch_resnets import randomise_batchnorm  # noqa: E402
 from tropref.adapters.torch import compress, from_torch, to_torch  # noqa: E402
 from tropref.network import Concat, Identity, MaxPool2d, compress_network, forward  # noqa: E402
 

@@ -17,11 +17,11 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from helpers import run_doctests  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from torch_resnets import BasicBlock, conv1x1, conv3x3, randomise_batchnorm  # noqa: E402
 
 import tropref.adapters.torch as tropref_torch  # noqa: E402
+from tests.helpers import run_doctests  # noqa: E402
+from tests.torch_resnets import BasicBlock, conv1x1, conv3x3, randomise_batchnorm  # noqa: E402
 from tropref import compress_network  # noqa: E402
 from tropref.adapters.onnx import compress, from_onnx, to_onnx  # noqa: E402
 from tropref.network import Add, BatchNorm, Concat, forward  # noqa: E402
@@ -401,7 +401,7 @@ def test_the_adapter_imports_onnx_only():
     import ast
     from pathlib import Path
 
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "adapters" / "onnx.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "adapters" / "onnx.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     roots = {name.split(".")[0] for name in names}

@@ -5,6 +5,8 @@ the user's arrays; the refusals when a model and a dataset do not fit."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import pickle
 import re
 import sys
 
@@ -329,3 +331,150 @@ def test_onnx_model_and_arrays_written_back_as_onnx(tmp_path, capsys):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert _accuracies(text)[1] == pytest.approx(100 * np.mean(got.argmax(1) == np.load(tmp_path / "y.npy")), abs=0.01)
     assert "an ONNX model is written as .onnx" in _exit([*argv, "--out", str(tmp_path / "small.pt")])
+
+
+def test_cli_compress_and_sweep(tmp_path, capsys):
+    from tropref.experiments.cli import main
+
+    assert main(["models"]) == 0
+    assert "lenet300" in capsys.readouterr().out
+    out = tmp_path / "small.npz"
+    assert (
+        main(
+            ["compress", "lenet300", "--keep", "0.5", "--method", "l1", "--subset", "--no-progress", "--out", str(out)]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "300->150" in text
+    assert "test accuracy on test[:2000]" in text
+    net, meta = E.load_model(out)
+    assert net.layers[1].W.shape == (150, 784)
+    assert meta["method"] == "l1"
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                "lenet300",
+                "--methods",
+                "l1",
+                "random",
+                "--fractions",
+                "0.5",
+                "--seeds",
+                "0",
+                "1",
+                "--subset",
+                "--no-progress",
+                "--no-plot",
+                "--out",
+                str(tmp_path),
+                "--stem",
+                "s",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["command"].startswith("tropref sweep --model lenet300")
+    assert len(result["records"]) == 3
+    with pytest.raises(SystemExit, match="neither a shipped model"):
+        main(["compress", "no_such_model", "--subset"])
+    with pytest.raises(SystemExit):
+        main(["sweep", "--model", "lenet300", "--methods", "nope"])
+
+
+def test_cli_cifar10_stand_in_with_torch_model(tmp_path, capsys):
+    """A user's PyTorch model and local CIFAR-10 copy: synthetic stand-ins of the real shapes."""
+    torch = pytest.importorskip("torch")
+    from tropref.experiments.cli import main
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 8 * 8, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 10),
+    ).eval()
+    torch.save(model, tmp_path / "net.pt")
+    rng = np.random.default_rng(8)
+    for name in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(
+                {
+                    b"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+                    b"labels": rng.integers(0, 10, size=20).tolist(),
+                },
+                fh,
+            )
+    args = [
+        "--dataset",
+        "cifar10",
+        "--data",
+        str(tmp_path),
+        "--input-shape",
+        "3",
+        "32",
+        "32",
+        "--mean",
+        "0.5",
+        "0.5",
+        "0.5",
+        "--std",
+        "0.25",
+        "0.25",
+        "0.25",
+        "--no-progress",
+        "--trust-pickle",  # a whole pickled module, made by this test
+    ]
+    assert main(["compress", str(tmp_path / "net.pt"), "--keep", "0.5", *args]) == 0
+    assert "8->4" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                str(tmp_path / "net.pt"),
+                "--methods",
+                "tropnnc",
+                "thinet",
+                "--fractions",
+                "0.5",
+                "--layers",
+                "all",
+                "--calibration",
+                "50",
+                "--out",
+                str(tmp_path),
+                "--stem",
+                "c",
+                "--no-plot",
+                *args,
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["model"]["test_set"] == "cifar10 test"
+    assert result["config"]["n_calibration"] == 50
+    assert {r["method"] for r in result["records"]} == {"tropnnc", "thinet"}
+
+
+def test_application_level_imports_no_framework():
+    """Importing the experiments and the command line loads no framework (the CLI reads .pt
+    and .keras files through the adapters only when asked)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tropref.experiments, tropref.experiments.cli;"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'cupy', 'matplotlib', 'onnx') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

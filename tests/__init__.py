@@ -1,0 +1,1 @@
+"""The tests: one file per module, in folders that mirror the source tree (CONTRIBUTING.md, "Tests")."""

@@ -1,0 +1,1 @@
+"""Tests of `tropref.experiments`: one file per module (`test_<module>.py`)."""

@@ -1,0 +1,1 @@
+"""Tests of `tropref.network`: one file per module (`test_<module>.py`)."""

@@ -1,0 +1,73 @@
+"""One hidden layer compressed and the next layer rewritten (tropref.network.rewrite):
+read_hidden gives compress_layer its arguments, write_hidden writes the result back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import tropref
+from tests.network.networks import convnet
+from tropref.network import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from tropref.network.rewrite import HiddenRead, read_hidden, write_hidden
+from tropref.network.structure import analyse
+
+OPTIONS = dict(method="tropnnc", seed=0, data=None, max_patches=4096, options={})
+
+
+def test_a_read_written_back_merges_duplicated_channels_exactly():
+    rng = np.random.default_rng(38)
+    net = convnet(rng, dup=True)  # conv1's channels 3..5 duplicate 0..2, BatchNorms with them
+    part = analyse(net).parts[0]
+    layers = list(part.chain.layers)
+    read = read_hidden(part, 0, layers, 3, **OPTIONS)
+    assert isinstance(read, HiddenRead)
+    assert read.h == part.hidden[0]
+    W, _, k = read.args
+    assert (W.shape, k) == ((6, 2, 3, 3), 3)
+    assert read.kwargs["W_next"].shape == (4, 6, 3, 3)  # the next convolution, read per unit
+    assert layers == list(part.chain.layers)  # reading edits nothing
+    cmax, vector, _info, width = write_hidden(layers, read, tropref.compress_layer(*read.args, **read.kwargs))
+    assert width == 3
+    assert layers[0].W.shape[0] == layers[2].channels == layers[4].W.shape[1] == 3
+    assert cmax < 1e-9
+    assert vector.shape == (4,)
+    x = rng.normal(size=(4, 2, 8, 8))
+    np.testing.assert_allclose(part.chain.replace_layers(layers)(x), net(x), atol=1e-10)
+
+
+def test_channels_pinned_by_negative_scales_before_a_max_pool_are_set_aside():
+    rng = np.random.default_rng(39)
+    scales = np.array([1.0, -1.0, 0.5, -2.0])  # channels 1 and 3: max(s a) = s min(a) for s < 0
+    net = Network(
+        [
+            Conv2d(rng.normal(size=(4, 2, 3, 3)), padding=1, name="c1"),
+            ReLU(),
+            BatchNorm(np.zeros(4), np.ones(4), scales, np.zeros(4)),
+            MaxPool2d(2),
+            Conv2d(rng.normal(size=(2, 4, 1, 1)), name="c2"),
+            ReLU(),
+            Flatten(),
+            Dense(rng.normal(size=(2, 8))),
+        ],
+        input_shape=(2, 4, 4),
+    )
+    part = analyse(net).parts[0]
+    layers = list(part.chain.layers)
+    read = read_hidden(part, 0, layers, 3, **OPTIONS)
+    assert read.fixed.tolist() == [1, 3]
+    assert read.free.tolist() == [0, 2]
+    W, _, k = read.args
+    assert (W.shape[0], k) == (2, 1)  # the free channels merge to what the pinned leave
+    *_, width = write_hidden(layers, read, tropref.compress_layer(*read.args, **read.kwargs))
+    assert width == 3
+    assert layers[0].W.shape[0] == 3
+    # every channel pinned: nothing to merge, and writing back None changes nothing
+    net = net.replace_layers([*net.layers[:2], BatchNorm(np.zeros(4), np.ones(4), -np.ones(4)), *net.layers[3:]])
+    part = analyse(net).parts[0]
+    layers = list(part.chain.layers)
+    read = read_hidden(part, 0, layers, 3, **OPTIONS)
+    assert read.args is None
+    cmax, vector, _info, width = write_hidden(layers, read, None)
+    assert (cmax, width) == (0.0, 4)  # nothing changed: exact
+    np.testing.assert_array_equal(vector, np.zeros(2))
+    assert all(a is b for a, b in zip(layers, part.chain.layers, strict=True))
