@@ -111,3 +111,22 @@ def test_network_report_to_dict_is_plain_json():
     assert as_dict["certificate_per_output"] == [0.5, 0.125]
     assert as_dict["layers"][0]["info"] == {"sizes": [1, 2]}
     assert set(as_dict) == {f.name for f in dataclasses.fields(NetworkReport)}
+
+
+
+@pytest.mark.parametrize("model", ["convnet", "vgg_small", "resnet20"])
+def test_the_counts_are_those_of_the_networks_themselves(model):
+    # the walk counts MACs at the shapes it computed once per network (the original's, and
+    # the result's before its folded BatchNorms are dropped: the convnet has one after its
+    # ReLU, and a second convolution that shrinks its input); the counts are those of the
+    # networks it returns, computed here from scratch
+    from tropref.experiments import load_model
+
+    if model == "convnet":
+        net = convnet(np.random.default_rng(5), next_padding=0, dup=False)
+    else:
+        net, _ = load_model(model)
+    new, report = compress_network(net, keep=0.5, seed=0, certify=False)
+    assert (report.macs_before, report.macs_after) == (count_macs(net), count_macs(new))
+    assert (report.params_before, report.params_after) == (count_params(net), count_params(new))
+    assert report.macs_after < report.macs_before

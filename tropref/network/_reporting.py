@@ -32,6 +32,7 @@ def layer_reports(
     bounds: Mapping[int, float],
     unchanged: Mapping[int, str] | None = None,
     shapes: Sequence[tuple[int, ...]] | None = None,
+    shapes_after: Sequence[tuple[int, ...]] | None = None,
 ) -> list[LayerReport]:
     """One :class:`LayerReport` per dense and convolutional layer, in the user's order.
 
@@ -39,8 +40,9 @@ def layer_reports(
     ``layer_info[g]`` what the walk recorded for compressed layer ``g`` and ``bounds[g]``
     its share of the network certificate; ``unchanged[g]`` says why the coupled group of
     layer ``g`` was left unchanged when one was asked for (``coupled=True``). ``shapes``
-    are :func:`~tropref.network.shapes.output_shapes` of ``structure.work`` when the caller
-    has them (the walk computes them once), else they are computed here.
+    are :func:`~tropref.network.shapes.output_shapes` of ``structure.work``, and
+    ``shapes_after`` those of ``compressed``, when the caller has them (the walk computes
+    each once), else they are computed here.
 
     Examples
     --------
@@ -57,7 +59,7 @@ def layer_reports(
     net, work = structure.net, structure.work
     try:
         shapes_w = output_shapes(work) if shapes is None else shapes
-        shapes_r = output_shapes(compressed)
+        shapes_r = output_shapes(compressed) if shapes_after is None else shapes_after
     except ValueError:
         shapes_w = shapes_r = [None] * len(work.layers)
     rows = []
@@ -115,9 +117,12 @@ def network_report(
     t0: float,
     steps: dict[str, float],
     input_shape: tuple[int, ...] | None = None,
+    shapes: tuple[Sequence[tuple[int, ...]] | None, Sequence[tuple[int, ...]] | None] = (None, None),
 ) -> NetworkReport:
     """The report of a walk: counts of ``compressed`` and, with ``inputs``, its measured
     error ``max |net(x) − compressed(x)|``; ``steps`` gets the time of that measurement.
+    ``shapes`` are the output shapes of ``net`` and of ``compressed`` where the caller has
+    them (the MACs are then counted at those), else they are computed at ``input_shape``.
 
     Examples
     --------
@@ -143,8 +148,8 @@ def network_report(
         keep=repr(keep) if not isinstance(keep, Mapping) else repr(dict(keep)),
         params_before=count_params(net),
         params_after=count_params(compressed),
-        macs_before=count_macs(net, input_shape),
-        macs_after=count_macs(compressed, input_shape),
+        macs_before=count_macs(net, input_shape, shapes=shapes[0]),
+        macs_after=count_macs(compressed, input_shape, shapes=shapes[1]),
         certificate=None if per_output is None else float(np.max(per_output)),
         certificate_per_output=per_output,
         measured_error=measured,

@@ -223,12 +223,20 @@ def compress_network(
     )
     steps["network_certificate"] = time.perf_counter() - t1
     # Folded is the walk's own placeholder (an Identity to its kind): its type is the marker
-    final = drop_layers(result, [g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)])
+    folded = {g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)}
+    final = drop_layers(result, sorted(folded))
     final = Network(final.layers, net.input_shape, final.inputs)  # the user's input shape, as given
+    # the result's shapes once, for its layers' rows and its count (dropping an identity
+    # changes no other layer's shape)
+    after = _work_shapes(result)
+    final_shapes = None if after is None else [s for g, s in enumerate(after) if g not in folded]
+    reports = layer_reports(
+        original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups), shapes, after
+    )
     report = network_report(
         net,
         final,
-        layer_reports(original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups), shapes),
+        reports,
         inputs,
         method=method,
         seed=run.seed,
@@ -238,6 +246,7 @@ def compress_network(
         t0=t0,
         steps=steps,
         input_shape=structure.input_shape,
+        shapes=(original.shapes, final_shapes),
     )
     return final, report
 

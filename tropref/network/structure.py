@@ -294,6 +294,9 @@ class Structure:
         The segments, in the graph's order.
     moved : mapping
         Index in the work graph of every junction and segment end of ``net``.
+    shapes : list of tuple of int or None
+        The output shape of every layer of ``net`` for ``input_shape`` (None when it is
+        unknown), computed once, for the report's counts.
     """
 
     net: Network
@@ -301,6 +304,7 @@ class Structure:
     work: Network
     parts: tuple[Part, ...]
     moved: dict[int, int]
+    shapes: list[tuple[int, ...]] | None = None
 
     @cached_property
     def _where(self) -> dict[int, tuple[int, int]]:
@@ -401,7 +405,7 @@ def analyse(net: Network, input_shape: Sequence[int] | None = None) -> Structure
         Part(seg, chain, origin, tuple(at), hidden_layers(chain), coupling(net, seg), moments)
         for seg, chain, origin, at, moments in zip(segs, chains, origins, placed, stats, strict=True)
     )
-    return Structure(net, shape, Network(work.layers, shape, work.inputs), parts, moved)
+    return Structure(net, shape, Network(work.layers, shape, work.inputs), parts, moved, shapes)
 
 
 def compressible_layers(net: Network) -> list[int]:
