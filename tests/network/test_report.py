@@ -113,7 +113,6 @@ def test_network_report_to_dict_is_plain_json():
     assert set(as_dict) == {f.name for f in dataclasses.fields(NetworkReport)}
 
 
-
 @pytest.mark.parametrize("model", ["convnet", "vgg_small", "resnet20"])
 def test_the_counts_are_those_of_the_networks_themselves(model):
     # the walk counts MACs at the shapes it computed once per network (the original's, and
