@@ -222,14 +222,7 @@ def compress_network(
         lambda: _certificate(structure, states, done_groups, result, layer_info, inputs, input_radius, work_shapes),
     )
     steps["network_certificate"] = time.perf_counter() - t1
-    # Folded is the walk's own placeholder (an Identity to its kind): its type is the marker
-    folded = {g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)}
-    final = drop_layers(result, sorted(folded))
-    final = Network(final.layers, net.input_shape, final.inputs)  # the user's input shape, as given
-    # the result's shapes once, for its layers' rows and its count (dropping an identity
-    # changes no other layer's shape)
-    after = _work_shapes(result)
-    final_shapes = None if after is None else [s for g, s in enumerate(after) if g not in folded]
+    final, after, final_shapes = _final(net, result)
     reports = layer_reports(
         original, result, skipped, {**layer_info, **group_info}, bounds, _unchanged(groups), shapes, after
     )
@@ -478,6 +471,18 @@ def _compress_group(
         return compress_group(layers, net, group, channels, method=run.method, seed=seed, options=run.options)
     except ValueError as exc:
         raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
+
+
+def _final(net: Network, result: Network) -> tuple[Network, Any, Any]:
+    """The network returned: ``result`` without the walk's placeholders, with the user's
+    input shape; and the output shapes of ``result`` and of it, computed once (dropping an
+    identity changes no other layer's shape)."""
+    # Folded is the walk's own placeholder (an Identity to its kind): its type is the marker
+    folded = {g for g, layer in enumerate(result.layers) if isinstance(layer, Folded)}
+    final = drop_layers(result, sorted(folded))
+    final = Network(final.layers, net.input_shape, final.inputs)  # the user's input shape, as given
+    after = _work_shapes(result)
+    return final, after, None if after is None else [s for g, s in enumerate(after) if g not in folded]
 
 
 def _work_shapes(work: Network) -> list[tuple[int, ...]] | None:
