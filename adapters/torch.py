@@ -74,6 +74,9 @@ from tropref.network.flatten import with_flatten_order_everywhere
 
 __all__ = ["from_torch", "to_torch", "compress", "load_compressed", "to_core_input"]
 
+_Read = Callable[[Any], "np.ndarray | None"]
+"""How the reader turns a module's tensor (or None) into the NumPy array of a core layer."""
+
 _SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, Identity, Softmax(dim=1)"
 
 
@@ -183,11 +186,28 @@ def _meta_tensors(model: Any) -> list[str]:
     return [n for n, t in tensors if getattr(t, "is_meta", False)]
 
 
-def _linear(name: str, m: Any, dtype: Any) -> list:
-    return [Dense(host_copy(m.weight, dtype), host_copy(m.bias, dtype), name=name)]
+def _shared_weight(x: Any, dtype: Any) -> np.ndarray | None:
+    """A read-only NumPy view of tensor ``x``'s own memory when it is a CPU tensor of NumPy
+    ``dtype`` (else a copy, :func:`host_copy`); None stays None.
+
+    :func:`compress` reads the model this way: the core never writes into its inputs (its
+    tests give it read-only arrays), the model is not modified during the call, and the
+    layers written back are new tensors. A copy of every weight is fresh memory, which the
+    first touch makes costly: VGG-16's 553 MB took 1.2 s to copy (docs/performance.md).
+    """
+    numpy_of = {"torch.float32": np.float32, "torch.float64": np.float64}
+    if x is not None and getattr(x, "is_cpu", False) and numpy_of.get(str(x.dtype)) == np.dtype(dtype):
+        view = x.detach().numpy().view()
+        view.flags.writeable = False
+        return view
+    return host_copy(x, dtype)
 
 
-def _conv2d(name: str, m: Any, dtype: Any) -> list:
+def _linear(name: str, m: Any, read: _Read) -> list:
+    return [Dense(read(m.weight), read(m.bias), name=name)]
+
+
+def _conv2d(name: str, m: Any, read: _Read) -> list:
     if m.groups != 1:
         raise ValueError(grouped_convolution(name, m.groups))
     if m.padding_mode != "zeros":
@@ -199,8 +219,8 @@ def _conv2d(name: str, m: Any, dtype: Any) -> list:
         pad = (ph, ph, pw, pw)
     return [
         Conv2d(
-            host_copy(m.weight, dtype),
-            host_copy(m.bias, dtype),
+            read(m.weight),
+            read(m.bias),
             stride=pair(m.stride),
             padding=pad,
             dilation=pair(m.dilation),
@@ -209,28 +229,28 @@ def _conv2d(name: str, m: Any, dtype: Any) -> list:
     ]
 
 
-def _batchnorm(name: str, m: Any, dtype: Any) -> list:
+def _batchnorm(name: str, m: Any, read: _Read) -> list:
     if m.running_mean is None:
         raise ValueError(
             f"layer {name!r}: BatchNorm without running statistics (track_running_stats=False) is not supported"
         )
     return [
         BatchNorm(
-            host_copy(m.running_mean, dtype),
-            host_copy(m.running_var, dtype),
-            host_copy(m.weight, dtype),
-            host_copy(m.bias, dtype),
+            read(m.running_mean),
+            read(m.running_var),
+            read(m.weight),
+            read(m.bias),
             eps=m.eps,
             name=name,
         )
     ]
 
 
-def _relu(name: str, m: Any, dtype: Any) -> list:
+def _relu(name: str, m: Any, read: _Read) -> list:
     return [ReLU(name=name)]
 
 
-def _max_pool(name: str, m: Any, dtype: Any) -> list:
+def _max_pool(name: str, m: Any, read: _Read) -> list:
     if pair(m.dilation) != (1, 1) or m.return_indices:
         raise ValueError(
             f"layer {name!r}: MaxPool2d with dilation or return_indices is not supported "
@@ -239,7 +259,7 @@ def _max_pool(name: str, m: Any, dtype: Any) -> list:
     return [_pool(MaxPool2d, m.kernel_size, m.stride, m.padding, name, ceil=bool(m.ceil_mode))]
 
 
-def _avg_pool(name: str, m: Any, dtype: Any) -> list:
+def _avg_pool(name: str, m: Any, read: _Read) -> list:
     if m.ceil_mode or m.divisor_override is not None:
         raise ValueError(
             f"layer {name!r}: AvgPool2d with ceil_mode or divisor_override is not supported "
@@ -248,7 +268,7 @@ def _avg_pool(name: str, m: Any, dtype: Any) -> list:
     return [_pool(AvgPool2d, m.kernel_size, m.stride, m.padding, name, count_include_pad=bool(m.count_include_pad))]
 
 
-def _flatten(name: str, m: Any, dtype: Any) -> list:
+def _flatten(name: str, m: Any, read: _Read) -> list:
     if m.start_dim != 1 or m.end_dim != -1:
         raise ValueError(
             f"layer {name!r}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported (only 1, -1)"
@@ -256,29 +276,29 @@ def _flatten(name: str, m: Any, dtype: Any) -> list:
     return [Flatten("channels_first", name=name)]
 
 
-def _dropout(name: str, m: Any, dtype: Any) -> list:
+def _dropout(name: str, m: Any, read: _Read) -> list:
     return [Dropout(float(m.p), name=name)]
 
 
-def _identity(name: str, m: Any, dtype: Any) -> list:
+def _identity(name: str, m: Any, read: _Read) -> list:
     return [Identity(name=name)]
 
 
-def _softmax(name: str, m: Any, dtype: Any) -> list:
+def _softmax(name: str, m: Any, read: _Read) -> list:
     if m.dim not in (1, -1):
         raise ValueError(unsupported(name, type(m).__name__, _SUPPORTED))
     return [Softmax(name=name)]
 
 
-def _adaptive_pool(name: str, m: Any, dtype: Any) -> list:
+def _adaptive_pool(name: str, m: Any, read: _Read) -> list:
     return [AdaptivePool(isinstance(m, _torch().nn.AdaptiveAvgPool2d), m.output_size, name)]
 
 
-def _constant_pad(name: str, m: Any, dtype: Any) -> list:
+def _constant_pad(name: str, m: Any, read: _Read) -> list:
     return [Pad(from_lrtb(m.padding), float(m.value), name)]
 
 
-_CONVERTERS: dict[str, Callable[[str, Any, Any], list]] = {
+_CONVERTERS: dict[str, Callable[[str, Any, _Read], list]] = {
     "Linear": _linear,
     "Conv2d": _conv2d,
     "BatchNorm1d": _batchnorm,
@@ -299,17 +319,18 @@ _CONVERTERS: dict[str, Callable[[str, Any, Any], list]] = {
     "ConstantPad2d": _constant_pad,
 }
 """The one table of the PyTorch module reader: a ``torch.nn`` class name -> the function
-giving its core layers (``(name, module, dtype)``). A module is converted by the first entry
+giving its core layers (``(name, module, read)``, ``read`` the weight reader of
+:func:`_from_torch`). A module is converted by the first entry
 it is an instance of (a subclass by its base's), in this order; the ReLU variants
 (``LeakyReLU``, ``GELU``, ...) are refused, everything else is unsupported. Adding a
 PyTorch module type adds an entry here (:func:`_plain_classes` follows)."""
 
 
-def _convert_module(name: str, m: Any, dtype: Any) -> list:
+def _convert_module(name: str, m: Any, read: _Read) -> list:
     nn = _torch().nn
     for cls_name, convert in _CONVERTERS.items():
         if isinstance(m, getattr(nn, cls_name)):
-            return convert(name, m, dtype)
+            return convert(name, m, read)
     # found by name, not listed: no ReLU variant is a subclass of a listed class
     if isinstance(m, relu_variant_classes(nn)):
         raise ValueError(relu_variant(name, type(m).__name__, "nn.ReLU"))
@@ -340,7 +361,7 @@ def _node_inputs(node: Any) -> list:
     return found
 
 
-def _convert_function(node: Any, dtype: Any) -> list | None:
+def _convert_function(node: Any) -> list | None:
     """A functional call or tensor method as layers."""
     torch = _torch()
     F = torch.nn.functional
@@ -491,6 +512,12 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
     >>> [type(l).__name__ for l in net]
     ['Dense', 'ReLU', 'Dense']
     """
+    return _from_torch(model, input_shape, partial(host_copy, dtype=dtype))
+
+
+def _from_torch(model: Any, input_shape: Sequence[int] | None, read: _Read) -> Network:
+    """:func:`from_torch` with the weights read by ``read``: copied (:func:`host_copy`), or
+    shared read-only by :func:`compress` (:func:`_shared_weight`)."""
     torch = _torch()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -508,7 +535,7 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
             f"`model` ({type(model).__name__}) is in training mode; tropref reads it as in eval mode (BatchNorm "
             "running statistics, dropout off), which is what it compresses: call model.eval() first to say so",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     try:
         graph = _tracer().trace(model)
@@ -517,13 +544,13 @@ def from_torch(model: Any, *, input_shape: Sequence[int] | None = None, dtype: A
             f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); write it as an nn.Sequential "
             "or a module whose forward has no data-dependent control flow"
         ) from exc
-    layers, inputs, problems, out_index = _read_graph(model, graph, dtype)
+    layers, inputs, problems, out_index = _read_graph(model, graph, read)
     problems = _not_plain(model) + problems
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     return finish_reading(layers, inputs, out_index, shape, problems, partial(resolve_adaptive, shape))
 
 
-def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[str], int | None]:
+def _read_graph(model: Any, graph: Any, read: _Read) -> tuple[list, list, list[str], int | None]:
     """The fx graph as layers and inputs (index ``-1``: the model's input), and every
     problem found on the way."""
     torch = _torch()
@@ -567,9 +594,9 @@ def _read_graph(model: Any, graph: Any, dtype: Any) -> tuple[list, list, list[st
                     joins = "additions and concatenations"
                     raise ValueError(reads_several(f"node {node.name!r}", what, len(ins), joins))
                 converted = (
-                    _convert_module(str(node.target), model.get_submodule(node.target), dtype)
+                    _convert_module(str(node.target), model.get_submodule(node.target), read)
                     if node.op == "call_module"
-                    else _convert_function(node, dtype)
+                    else _convert_function(node)
                 )
                 srcs = (index[ins[0]],)
         except ValueError as exc:
@@ -822,9 +849,10 @@ def compress(
     ``torch.fx.GraphModule`` of class ``TroprefGraph`` for a graph), with a ``UserWarning`` and
     a note in ``report.notes`` saying why.
 
-    The model is read with :func:`from_torch` (weights copied, in ``dtype`` for the
-    computation: by default the model's own floating dtype, float32 for float32, float16
-    and bfloat16 models; ``dtype=np.float64`` computes in double precision), compressed by
+    The model is read as by :func:`from_torch` (in ``dtype`` for the computation: by
+    default the model's own floating dtype, float32 for float32, float16 and bfloat16
+    models; ``dtype=np.float64`` computes in double precision; CPU weights already in that
+    dtype are read in place, read-only, not copied), compressed by
     :func:`tropref.compress_network` with ``keep``, ``method``,
     ``seed`` and every other option (``skip``, ``input_radius``, ``progress``, ``data``,
     method options...), and written back in the model's own dtype and device (the original
@@ -854,7 +882,7 @@ def compress(
     out_device = params[0].device if params else None
     if dtype is None:  # the model's own precision
         dtype = core_dtype([out_dtype])
-    net = from_torch(model, input_shape=input_shape, dtype=dtype)
+    net = _from_torch(model, input_shape, partial(_shared_weight, dtype=dtype))  # the weights shared, not copied
     t_export = time.perf_counter() - t0
     new, report = compress_network(
         net,
@@ -1029,6 +1057,7 @@ def _in_place(model: Any, net: Network, new: Network, core: Any, moments: Mappin
         for f, a in fields.items():
             old = getattr(m, f, None)
             like = old if old is not None else m.weight
+            a = a if a.flags.writeable else np.array(a)  # an unchanged layer's weights, shared with `model`
             state[f"{name}.{f}"] = torch.as_tensor(a, dtype=like.dtype, device=like.device)
     _resize(small, state)
     small.load_state_dict(state)

@@ -472,3 +472,67 @@ def test_ward_costs_blocks_do_not_change_the_costs(monkeypatch):
     off = ~np.eye(70, dtype=bool)  # the diagonal is never read (Ward sets it to inf)
     for dt, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         np.testing.assert_allclose(ward_costs(X.astype(dt), w)[off], whole[dt][off], rtol=rtol, atol=0)
+
+
+# Ward's nearest-neighbour chain compacts its matrix to the live clusters (issue 19): the
+# merges are those of the chain over the whole masked matrix (the code before, below)
+
+
+def _merges_masked(cost: np.ndarray, w: np.ndarray) -> list[tuple[float, int, int]]:
+    """The chain before compaction: every step over the whole matrix, merged clusters masked."""
+    n = int(cost.shape[0])
+    size, active, mask = w.copy(), np.ones(n, dtype=bool), np.zeros(n)
+    found: list[tuple[float, int, int]] = []
+    chain: list[int] = []
+    while len(found) < n - 1:
+        if not chain:
+            chain.append(int(np.argmax(active)))
+        a = chain[-1]
+        row = cost[a] + mask
+        b = int(np.argmin(row))
+        if len(chain) > 1 and row[chain[-2]] <= row[b]:
+            b = chain[-2]
+        if len(chain) == 1 or b != chain[-2]:
+            chain.append(b)
+            continue
+        chain.pop()
+        chain.pop()
+        lo, hi = min(a, b), max(a, b)
+        d_ab = float(cost[a, b])
+        new = (size + size[a]) * cost[a]
+        new += (size + size[b]) * cost[b]
+        new -= size * d_ab
+        new /= size + (size[a] + size[b])
+        new[lo] = np.inf
+        cost[lo, :] = new
+        cost[:, lo] = new
+        size[lo] += size[hi]
+        active[hi], mask[hi] = False, np.inf
+        found.append((d_ab, lo, hi))
+    return found
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("compact_min", [2, 16, 10**9])
+def test_compacted_chain_merges_as_the_masked_chain(monkeypatch, ties, compact_min):
+    # compact_min 2: a compaction at every halving down to 2 clusters; 10**9: none (the old path)
+    monkeypatch.setattr(ward_module, "_COMPACT_MIN", compact_min)
+    rng = np.random.default_rng(3)
+    n = 300
+    Y = rng.normal(size=(n, 4))
+    if ties:  # integer points: many equal costs, where the argmin's first index decides
+        Y = np.round(2 * Y)
+    w = rng.uniform(0.5, 2.0, size=n)
+    cost = ward_module.ward_costs(Y, w)
+    np.fill_diagonal(cost, np.inf)
+    assert ward_module.merges(cost.copy(), w) == _merges_masked(cost.copy(), w)
+
+
+def test_compaction_keeps_the_live_rows_and_columns():
+    rng = np.random.default_rng(0)
+    cost = rng.normal(size=(9, 9))
+    keep = np.array([0, 2, 3, 7, 8])
+    want = cost[np.ix_(keep, keep)].copy()
+    got = ward_module._compact(cost, keep)
+    assert np.array_equal(got, want)
+    assert np.shares_memory(got, cost)  # in the matrix's own memory

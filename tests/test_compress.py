@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import tropref
+from tropref._blocks import segment_sum
+from tropref.compress import _rewrite_next
 from tropref.methods import METHODS
 
 
@@ -313,3 +315,27 @@ def test_keeping_every_unit_keeps_tiny_units():
         res = tropref.compress_layer(W, np.zeros(3), 3, W_next=np.ones((1, 3)), method=method, seed=0)
         assert res.k == 3
         assert float(res.certificate[0]) <= 1e-25
+
+
+# The next layer's rewrite is written block by block into one result (issue 19): the same
+# array as one segment sum over all outputs, and the one-hot fold's product to round-off
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blockwise_rewrite_is_one_segment_sum(dtype):
+    # 9.4 MiB of float32 (18.8 of float64) read: more than one 8 MiB block of outputs
+    rng = np.random.default_rng(1)
+    m, n, s, k = 600, 64, 64, 20
+    V = rng.normal(size=(m, n, s)).astype(dtype)
+    labels = rng.integers(-1, k, size=n)
+    labels[:k] = np.arange(k)  # no empty cluster
+    scale = rng.uniform(0.1, 2.0, size=n).astype(dtype)
+    scale[labels < 0] = 0
+    got = _rewrite_next(np, V, labels, scale, None, k)
+    assert got.shape == (m, k, s)
+    assert got.dtype == dtype
+    assert np.array_equal(got, segment_sum(np, V, labels, k, axis=1, weights=scale))
+    fold = np.zeros((n, k))
+    fold[np.flatnonzero(labels >= 0), labels[labels >= 0]] = scale[labels >= 0]
+    product = np.einsum("mjs,jc->mcs", V.astype(np.float64), fold)
+    np.testing.assert_allclose(got, product, rtol=1e-5, atol=1e-5)

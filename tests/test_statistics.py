@@ -5,8 +5,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
+from scipy.special import ndtr
 
 from tropref.statistics import (
+    _SQRT_2PI,
+    _bivariate_cdf,
     merged_covariance,
     merged_moments,
     moment_match,
@@ -157,3 +160,48 @@ def test_merged_covariance_is_exact_for_isotropic_inputs(seed, n, d, k):
     np.testing.assert_allclose(mu, kept[:, -1], atol=1e-9)
     np.testing.assert_allclose(cross, A[:, :-1] @ kept[:, :-1].T, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(cov, kept[:, :-1] @ kept[:, :-1].T, rtol=1e-7, atol=1e-9)
+
+
+# relu_product_mean evaluates each normal CDF once and skips the constants no entry reads
+# (issue 19): the same values as the formulas written out
+
+
+def _relu_product_mean_written_out(mean1, std1, mean2, std2, corr):
+    """The formulas of ``relu_product_mean`` with every term evaluated where it appears."""
+    mu1, s1, mu2, s2, rho = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (mean1, std1, mean2, std2, corr))
+    )
+    rho = np.clip(rho, -1.0, 1.0)
+    spread = (s1 > 0) & (s2 > 0)
+    a, b = mu1 / np.where(s1 > 0, s1, 1.0), mu2 / np.where(s2 > 0, s2, 1.0)
+    r = np.clip(rho, -1.0 + 1e-9, 1.0 - 1e-9)
+    s = np.sqrt(1.0 - r * r)
+    pa, pb = np.exp(-0.5 * a * a) / _SQRT_2PI, np.exp(-0.5 * b * b) / _SQRT_2PI
+    ta, tb = (b - r * a) / s, (a - r * b) / s
+    L = _bivariate_cdf(a, b, r)
+    Eu = pa * ndtr(ta) + r * pb * ndtr(tb)
+    Ev = pb * ndtr(tb) + r * pa * ndtr(ta)
+    Euv = r * L - r * a * pa * ndtr(ta) - r * b * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
+    value = s1 * s2 * (a * b * L + a * Ev + b * Eu + Euv)
+    same = (rho == 1.0) & np.isclose(a, b, rtol=0.0, atol=1e-12)
+    value = np.where(same, s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa), value)
+    const = np.where(s1 > 0, relu_mean(mu1, s1) * np.maximum(mu2, 0.0), 0.0)
+    const = np.where(s2 > 0, np.maximum(mu1, 0.0) * relu_mean(mu2, s2), const)
+    const = np.where((s1 > 0) | (s2 > 0), const, np.maximum(mu1, 0.0) * np.maximum(mu2, 0.0))
+    return np.where(spread, np.maximum(value, 0.0), const)
+
+
+@pytest.mark.parametrize("case", ["spread", "some_without_spread", "self"])
+def test_relu_product_mean_is_the_formulas_written_out(case):
+    rng = np.random.default_rng(2)
+    n, k = 40, 30
+    m1, s1 = rng.normal(size=(n, 1)), rng.uniform(0.2, 2.0, size=(n, 1))
+    m2, s2 = rng.normal(size=(1, k)), rng.uniform(0.2, 2.0, size=(1, k))
+    corr = rng.uniform(-1.0, 1.0, size=(n, k))
+    if case == "some_without_spread":
+        s1[::7], s2[0, ::5] = 0.0, 0.0
+    if case == "self":  # ρ = 1 on the diagonal: the exact squares
+        m2, s2, corr = m1.T, s1.T, np.where(np.eye(n, k, dtype=bool), 1.0, corr)
+        m2, s2 = np.resize(m2, (1, k)), np.resize(s2, (1, k))
+    got = relu_product_mean(m1, s1, m2, s2, corr)
+    assert np.array_equal(got, _relu_product_mean_written_out(m1, s1, m2, s2, corr))

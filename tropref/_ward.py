@@ -25,6 +25,7 @@ BLOCK = 16 * 2**20  # bytes of one block of rows of Ward's Gram (the only tempor
 # A float32 Gram entry is trusted where its probabilistic error bound (below) is at most this
 # fraction of the squared distance it enters; closer pairs are recomputed in float64.
 RELATIVE = 2.0**-10
+_COMPACT_MIN = 256  # below this many live clusters the chain's steps cost their calls, not their length
 
 
 def ward_costs(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -147,16 +148,28 @@ def merges(cost: np.ndarray, w: np.ndarray) -> list[tuple[float, int, int]]:
     """The ``n - 1`` merges ``(cost, lo, hi)`` of the nearest-neighbour chain, in the order found.
 
     ``cost`` (the initial costs, diagonal ``inf``) is updated in place by the Lance-Williams
-    formula; a merged cluster keeps the lower index ``lo``.
+    formula; a merged cluster keeps the lower index ``lo``. Merged-away clusters are masked
+    (``+inf`` added to the row searched); once half of the clusters are gone the matrix is
+    compacted to the live ones (``_compact``, in its own memory), so that the ``O(n)`` steps
+    of a merge run over the live clusters only: the same float64 operations on the same
+    values, in the same order (the live clusters keep their order), so the same merges.
     """
     n = int(cost.shape[0])
+    ids = np.arange(n)  # the original index of each row of the (compacted) matrix
     size = w.copy()
     active = np.ones(n, dtype=bool)
     mask = np.zeros(n)  # +inf on merged-away clusters: they are masked, not erased
     row, new, tmp = np.empty(n), np.empty(n), np.empty(n)  # reused: no allocation per step
     found: list[tuple[float, int, int]] = []
     chain: list[int] = []
+    live = n
     while len(found) < n - 1:
+        if 2 * live <= int(ids.size) and live >= _COMPACT_MIN:
+            keep = np.flatnonzero(active)
+            cost = _compact(cost, keep)
+            chain = np.searchsorted(keep, chain).tolist()
+            ids, size, active, mask = ids[keep], size[keep], active[keep], mask[keep]
+            row, new, tmp = row[:live], new[:live], tmp[:live]
         if not chain:
             chain.append(int(np.argmax(active)))
         a = chain[-1]
@@ -187,8 +200,21 @@ def merges(cost: np.ndarray, w: np.ndarray) -> list[tuple[float, int, int]]:
         size[lo] += size[hi]
         active[hi] = False
         mask[hi] = np.inf
-        found.append((d_ab, lo, hi))
+        live -= 1
+        found.append((d_ab, int(ids[lo]), int(ids[hi])))
     return found
+
+
+def _compact(cost: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``cost[keep][:, keep]`` (``keep`` ascending), written into the first ``m²`` entries of
+    ``cost``'s own memory row by row: row ``r`` lands before row ``keep[r + 1] >= r + 1`` of
+    the old matrix begins (``(r + 1) m <= (r + 1) n``), so no row is overwritten before it
+    is read (each row's gather is a copy first)."""
+    m = int(keep.size)
+    flat = cost.reshape(-1)
+    for r, i in enumerate(keep):
+        flat[r * m : (r + 1) * m] = cost[i, keep]
+    return flat[: m * m].reshape(m, m)
 
 
 def cut(found: list[tuple[float, int, int]], n: int, k: int) -> np.ndarray:

@@ -257,14 +257,17 @@ def relu_product_mean(
     pa, pb = np.exp(-0.5 * a * a) / _SQRT_2PI, np.exp(-0.5 * b * b) / _SQRT_2PI
     ta, tb = (b - r * a) / s, (a - r * b) / s
     L = _bivariate_cdf(a, b, r)
-    Eu = pa * ndtr(ta) + r * pb * ndtr(tb)
-    Ev = pb * ndtr(tb) + r * pa * ndtr(ta)
-    Euv = r * L - r * a * pa * ndtr(ta) - r * b * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
+    na, nb = ndtr(ta), ndtr(tb)  # each CDF once (the same values the formulas read)
+    Eu = pa * na + r * pb * nb
+    Ev = pb * nb + r * pa * na
+    Euv = r * L - r * a * pa * na - r * b * pb * nb + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
     value = s1 * s2 * (a * b * L + a * Ev + b * Eu + Euv)
     # ρ = ±1 exactly: z' = μ' ± (σ'/σ)(z − μ); ρ = 1 with a = b is E[relu(z)²] σ'/σ
     same = (rho == 1.0) & np.isclose(a, b, rtol=0.0, atol=1e-12)
-    square = s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa)
-    value = np.where(same, square, value)
+    if same.any():
+        value = np.where(same, s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa), value)
+    if spread.all():  # the constants below are read nowhere (the usual case): not computed
+        return np.maximum(value, 0.0)
     # a factor without spread is the constant relu(μ)
     const = np.where(s1 > 0, relu_mean(mu1, s1) * np.maximum(mu2, 0.0), 0.0)
     const = np.where(s2 > 0, np.maximum(mu1, 0.0) * relu_mean(mu2, s2), const)

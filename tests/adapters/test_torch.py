@@ -280,3 +280,34 @@ def test_round_to_reaches_the_written_back_model():
     small, report = compress(model, 0.3, round_to=8, progress=False)
     assert small[0].out_features == 24  # round(0.3 * 70) = 21 -> 24
     assert report.layers[0].width_after == 24
+
+
+# compress reads the weights in place (issue 19): the same compressed model as from copied
+# weights, the model untouched, no memory shared with it
+
+
+def test_torch_compress_reads_in_place_and_shares_nothing():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 16),
+        nn.ReLU(),
+        nn.Linear(16, 4),
+    ).eval()
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(5, 3, 6, 6)
+    for in_place in (False, True):
+        small, _ = compress(model, keep=0.5, seed=0, input_shape=(3, 6, 6), progress=False, in_place=in_place)
+        theirs = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        assert not theirs & {t.data_ptr() for t in [*small.parameters(), *small.buffers()]}
+        assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    # the same network as from copied weights (from_torch), compressed and written back
+    copied, _ = compress_network(from_torch(model, input_shape=(3, 6, 6)), 0.5, seed=0, progress=False)
+    small, _ = compress(model, keep=0.5, seed=0, input_shape=(3, 6, 6), progress=False)
+    with torch.no_grad():
+        assert torch.equal(small(x), to_torch(copied)(x))
