@@ -135,6 +135,8 @@ def build(name: str):
         return _densenet(nn, torch), (3, 224, 224)
     if name == "googlenet":
         return _googlenet(nn, torch), (3, 224, 224)
+    if name == "inception_v3":
+        return _inception_v3(nn, torch), (3, 299, 299)
     raise SystemExit(f"unknown model {name!r}; choose from {(*MODELS, 'tiny')}")
 
 
@@ -360,6 +362,130 @@ def _googlenet(nn, torch):
             return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
     return GoogLeNet()
+
+
+def _inception_v3(nn, torch):
+    """torchvision's ``inception_v3`` without its auxiliary classifier (it runs only in
+    training), ``transform_input=False``, input 3×299×299: factorised 1×n/n×1 convolutions,
+    the split-and-concat of InceptionE, functional ``avg_pool2d`` (counting its padding) and
+    ``max_pool2d``, BatchNorm with eps 1e-3; torchvision's module names."""
+    F = nn.functional
+    row, col = lambda n: ((1, n), (0, n // 2)), lambda n: ((n, 1), (n // 2, 0))  # (kernel, padding)
+
+    class BasicConv2d(nn.Module):
+        def __init__(self, cin, cout, kernel_size, padding=0, stride=1):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+            self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+        def forward(self, x):
+            return F.relu(self.bn(self.conv(x)), inplace=True)
+
+    class Block(nn.Module):
+        def add(self, prefix, *specs):  # prefix_1, prefix_2, ...: (cin, cout, kernel, padding[, stride])
+            for i, spec in enumerate(specs, 1):
+                self.add_module(f"{prefix}_{i}", BasicConv2d(*spec))
+
+        def run(self, prefix, x, n):
+            for i in range(1, n + 1):
+                x = getattr(self, f"{prefix}_{i}")(x)
+            return x
+
+        def pool(self, x):
+            return self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+
+    class InceptionA(Block):
+        def __init__(self, cin, pool_features):
+            super().__init__()
+            self.branch1x1 = BasicConv2d(cin, 64, 1)
+            self.add("branch5x5", (cin, 48, 1, 0), (48, 64, 5, 2))
+            self.add("branch3x3dbl", (cin, 64, 1, 0), (64, 96, 3, 1), (96, 96, 3, 1))
+            self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+        def forward(self, x):
+            parts = [self.branch1x1(x), self.run("branch5x5", x, 2), self.run("branch3x3dbl", x, 3), self.pool(x)]
+            return torch.cat(parts, 1)
+
+    class InceptionB(Block):  # grid 35 -> 17
+        def __init__(self, cin):
+            super().__init__()
+            self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+            self.add("branch3x3dbl", (cin, 64, 1, 0), (64, 96, 3, 1), (96, 96, 3, 0, 2))
+
+        def forward(self, x):
+            parts = [self.branch3x3(x), self.run("branch3x3dbl", x, 3), F.max_pool2d(x, kernel_size=3, stride=2)]
+            return torch.cat(parts, 1)
+
+    class InceptionC(Block):
+        def __init__(self, cin, c7):
+            super().__init__()
+            self.branch1x1 = BasicConv2d(cin, 192, 1)
+            self.add("branch7x7", (cin, c7, 1, 0), (c7, c7, *row(7)), (c7, 192, *col(7)))
+            self.add(
+                "branch7x7dbl",
+                (cin, c7, 1, 0), (c7, c7, *col(7)), (c7, c7, *row(7)), (c7, c7, *col(7)), (c7, 192, *row(7)),
+            )  # fmt: skip
+            self.branch_pool = BasicConv2d(cin, 192, 1)
+
+        def forward(self, x):
+            parts = [self.branch1x1(x), self.run("branch7x7", x, 3), self.run("branch7x7dbl", x, 5), self.pool(x)]
+            return torch.cat(parts, 1)
+
+    class InceptionD(Block):  # grid 17 -> 8
+        def __init__(self, cin):
+            super().__init__()
+            self.add("branch3x3", (cin, 192, 1, 0), (192, 320, 3, 0, 2))
+            self.add("branch7x7x3", (cin, 192, 1, 0), (192, 192, *row(7)), (192, 192, *col(7)), (192, 192, 3, 0, 2))
+
+        def forward(self, x):
+            parts = [
+                self.run("branch3x3", x, 2),
+                self.run("branch7x7x3", x, 4),
+                F.max_pool2d(x, kernel_size=3, stride=2),
+            ]
+            return torch.cat(parts, 1)
+
+    class InceptionE(Block):  # each 3×3 path ends split in two, a 1×3 and a 3×1 read the same input
+        def __init__(self, cin):
+            super().__init__()
+            self.branch1x1 = BasicConv2d(cin, 320, 1)
+            self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+            self.branch3x3_2a, self.branch3x3_2b = BasicConv2d(384, 384, *row(3)), BasicConv2d(384, 384, *col(3))
+            self.add("branch3x3dbl", (cin, 448, 1, 0), (448, 384, 3, 1))
+            self.branch3x3dbl_3a, self.branch3x3dbl_3b = BasicConv2d(384, 384, *row(3)), BasicConv2d(384, 384, *col(3))
+            self.branch_pool = BasicConv2d(cin, 192, 1)
+
+        def forward(self, x):
+            a, b = self.branch3x3_1(x), self.run("branch3x3dbl", x, 2)
+            a = torch.cat([self.branch3x3_2a(a), self.branch3x3_2b(a)], 1)
+            b = torch.cat([self.branch3x3dbl_3a(b), self.branch3x3dbl_3b(b)], 1)
+            return torch.cat([self.branch1x1(x), a, b, self.pool(x)], 1)
+
+    class Inception3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+            self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+            self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+            self.maxpool1 = nn.MaxPool2d(3, 2)
+            self.Conv2d_3b_1x1, self.Conv2d_4a_3x3 = BasicConv2d(64, 80, 1), BasicConv2d(80, 192, 3)
+            self.maxpool2 = nn.MaxPool2d(3, 2)
+            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
+            self.Mixed_6a = InceptionB(288)
+            self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
+            self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
+            self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = InceptionD(768), InceptionE(1280), InceptionE(2048)
+            self.avgpool, self.dropout, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Dropout(0.5), nn.Linear(2048, 1000)
+
+        def forward(self, x):
+            for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1"):
+                x = getattr(self, name)(x)
+            x = self.maxpool2(self.Conv2d_4a_3x3(x))
+            for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+                x = getattr(self, f"Mixed_{name}")(x)
+            return self.fc(torch.flatten(self.dropout(self.avgpool(x)), 1))
+
+    return Inception3()
 
 
 def randomise(model, seed: int) -> None:

@@ -24,7 +24,11 @@ TORCHVISION = {
     "squeezenet1_1": 1_235_496,
     "densenet121": 7_978_856,
     "googlenet": 6_624_904,  # without the auxiliary classifiers (13,004,888 with them)
+    # without AuxLogits (768·128 + 128·768·25 conv weights, 2·(128 + 768) BatchNorm, 768·1000 + 1000 fc:
+    # 3,326,696 parameters), the 27,161,264 torchvision documents with them
+    "inception_v3": 27_161_264 - 3_326_696,
 }
+INPUT = {"inception_v3": (3, 299, 299)}
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
@@ -32,7 +36,13 @@ def test_architectures_have_torchvisions_parameter_counts(name):
     with torch.device("meta"):  # no memory, no initialisation: the shapes alone
         model, shape = bench.build(name)
     assert bench.count(model) == TORCHVISION[name]
-    assert shape == (3, 224, 224)
+    assert shape == INPUT.get(name, (3, 224, 224))
+
+
+def test_inception_v3_blocks_fit_together_at_299():
+    with torch.device("meta"):  # shapes propagated, nothing computed: every concat's width is the next block's
+        model, shape = bench.build("inception_v3")
+        assert model(torch.empty(1, *shape)).shape == (1, 1000)
 
 
 def test_one_run_of_each_tool_on_a_tiny_model():
