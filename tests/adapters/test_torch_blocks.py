@@ -1,9 +1,11 @@
-"""The PyTorch adapter on the blocks of torchvision's SqueezeNet, GoogLeNet and DenseNet,
-written out small: Fire modules and ``MaxPool2d(ceil_mode=True)``, Inception branches
-concatenated (one of them a stride-1 ``ceil_mode`` max pooling), dense blocks that
-concatenate every layer to the running features (the first concatenation of one tensor).
-Each reads exactly, compresses exactly at keep 1, and at keep 0.5 gives the model of the
-compressed network, resized in place or rebuilt."""
+"""The PyTorch adapter on the blocks of torchvision's SqueezeNet, GoogLeNet, Inception-v3 and
+DenseNet, written out small: Fire modules and ``MaxPool2d(ceil_mode=True)``, Inception branches
+concatenated (one of them a stride-1 ``ceil_mode`` max pooling), Inception-v3's 1×7/7×1 and
+1×3/3×1 convolutions, functional ``avg_pool2d`` (its padding counted) and ``max_pool2d``
+branches and the split-and-concat inside a concatenation, dense blocks that concatenate every
+layer to the running features (the first concatenation of one tensor). Each reads exactly,
+compresses exactly at keep 1, and at keep 0.5 gives the model of the compressed network,
+resized in place or rebuilt, within its certificate."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ F = torch.nn.functional
 
 from tests.torch_resnets import randomise_batchnorm  # noqa: E402
 from tropref.adapters.torch import compress, from_torch, to_torch  # noqa: E402
-from tropref.network import Concat, Identity, MaxPool2d, compress_network, forward  # noqa: E402
+from tropref.network import AvgPool2d, Concat, Conv2d, Identity, MaxPool2d, compress_network, forward  # noqa: E402
 
 
 def _out(model, x):
@@ -119,6 +121,73 @@ class GoogLeNetLike(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
+def _row(cin: int, cout: int, n: int) -> BasicConv2d:  # a 1×n convolution, padded to keep the size
+    return BasicConv2d(cin, cout, kernel_size=(1, n), padding=(0, n // 2))
+
+
+def _col(cin: int, cout: int, n: int) -> BasicConv2d:  # an n×1 convolution
+    return BasicConv2d(cin, cout, kernel_size=(n, 1), padding=(n // 2, 0))
+
+
+def _avg_pooled(x):  # Inception-v3's pooling branch: count_include_pad is True
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+class InceptionC(nn.Module):
+    """Inception-v3's InceptionC: 1×7 and 7×1 convolutions in two branches, a pooling branch."""
+
+    def __init__(self, cin: int, c7: int, out: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, out, kernel_size=1)
+        self.branch7x7 = nn.Sequential(BasicConv2d(cin, c7, kernel_size=1), _row(c7, c7, 7), _col(c7, out, 7))
+        self.branch7x7dbl = nn.Sequential(BasicConv2d(cin, c7, kernel_size=1), _col(c7, c7, 7), _row(c7, out, 7))
+        self.branch_pool = BasicConv2d(cin, out, kernel_size=1)
+
+    def forward(self, x):
+        parts = [self.branch1x1(x), self.branch7x7(x), self.branch7x7dbl(x), self.branch_pool(_avg_pooled(x))]
+        return torch.cat(parts, 1)
+
+
+class InceptionE(nn.Module):
+    """Inception-v3's InceptionE: two paths each end in a 1×3 and a 3×1 convolution of the
+    same map, concatenated, inside the block's concatenation."""
+
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, width, kernel_size=1)
+        self.branch3x3_1 = BasicConv2d(cin, width, kernel_size=1)
+        self.branch3x3_2a, self.branch3x3_2b = _row(width, width, 3), _col(width, width, 3)
+        self.branch3x3dbl_1 = BasicConv2d(cin, width, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(width, width, kernel_size=3, padding=1)
+        self.branch3x3dbl_3a, self.branch3x3dbl_3b = _row(width, width, 3), _col(width, width, 3)
+        self.branch_pool = BasicConv2d(cin, width, kernel_size=1)
+
+    def forward(self, x):
+        a = self.branch3x3_1(x)
+        a = torch.cat([self.branch3x3_2a(a), self.branch3x3_2b(a)], 1)
+        b = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        b = torch.cat([self.branch3x3dbl_3a(b), self.branch3x3dbl_3b(b)], 1)
+        return torch.cat([self.branch1x1(x), a, b, self.branch_pool(_avg_pooled(x))], 1)
+
+
+class InceptionV3Like(nn.Module):
+    """inception_v3's layout at toy sizes: stem, InceptionC, a grid reduction (a stride-2
+    convolution beside ``F.max_pool2d``, as InceptionB/D), InceptionE; 9×9 -> 4×4."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = BasicConv2d(3, 8, kernel_size=3, padding=1)
+        self.mixed_c = InceptionC(8, 4, 4)
+        self.reduce = BasicConv2d(16, 6, kernel_size=3, stride=2)
+        self.mixed_e = InceptionE(22, 3)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(18, classes)
+
+    def forward(self, x):
+        x = self.mixed_c(self.stem(x))
+        x = self.mixed_e(torch.cat([self.reduce(x), F.max_pool2d(x, kernel_size=3, stride=2)], 1))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 class DenseLayer(nn.Module):
     """torchvision's ``_DenseLayer``: BN-ReLU-1x1 conv, BN-ReLU-3x3 conv of the
     concatenation of every feature map before it (of one map for the first layer)."""
@@ -172,7 +241,12 @@ class DenseNetLike(nn.Module):
         return self.classifier(torch.flatten(out, 1))
 
 
-MODELS = {"squeezenet": (SqueezeNetLike, 16), "googlenet": (GoogLeNetLike, 12), "densenet": (DenseNetLike, 12)}
+MODELS = {
+    "squeezenet": (SqueezeNetLike, 16),
+    "googlenet": (GoogLeNetLike, 12),
+    "inception_v3": (InceptionV3Like, 9),
+    "densenet": (DenseNetLike, 12),
+}
 
 
 def _model(kind: str):
@@ -253,6 +327,17 @@ def test_block_models_read_and_compress_exactly_at_keep_one(kind):
     if kind == "densenet":  # the first layer of each block concatenates one tensor: an identity
         assert sum(isinstance(l, Identity) and l.name.startswith("cat") for l in net.layers) == 2
         assert sum(isinstance(l, Concat) for l in net.layers) == 5
+    elif kind == "inception_v3":  # 1×n/n×1 kernels padded along their long side only; the pools read
+        kernels = {(l.W.shape[2:], l.padding) for l in net.layers if isinstance(l, Conv2d)}
+        assert {
+            ((1, 7), (0, 0, 3, 3)),
+            ((7, 1), (3, 3, 0, 0)),
+            ((1, 3), (0, 0, 1, 1)),
+            ((3, 1), (1, 1, 0, 0)),
+        } <= kernels
+        assert sum(isinstance(l, AvgPool2d) and l.count_include_pad and l.padding == (1,) * 4 for l in net.layers) == 2
+        assert sum(type(l) is MaxPool2d for l in net.layers) == 1
+        assert sum(isinstance(l, Concat) for l in net.layers) == 5  # InceptionE's two inner ones among them
     else:  # every ceil_mode pooling is read as a max pooling; on these sizes the stride-2 ones add padding
         pools = [l for l in net.layers if type(l) is MaxPool2d]
         assert len(pools) == 2 + (kind == "googlenet")
@@ -275,5 +360,6 @@ def test_block_models_at_keep_half_equal_the_compressed_network(kind, in_place):
     np.testing.assert_allclose(got, forward(core, x.double().numpy()), rtol=1e-5, atol=1e-5)
     measured = np.abs(got - _out(model, x)).max()
     assert measured == pytest.approx(report.measured_error, rel=1e-3, abs=1e-4)
+    assert measured <= report.certificate
     if in_place:
         assert type(small) is type(model)  # the user's own module, resized
