@@ -394,17 +394,29 @@ def _inception_v3(nn, torch):
         def pool(self, x):
             return self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
 
-    class InceptionA(Block):
-        def __init__(self, cin, pool_features):
+    class Mixed(Block):  # InceptionA and InceptionC: a 1×1 branch, two chains of convolutions, a pooled 1×1
+        def __init__(self, cin, c1, pool_features, **chains):
             super().__init__()
-            self.branch1x1 = BasicConv2d(cin, 64, 1)
-            self.add("branch5x5", (cin, 48, 1, 0), (48, 64, 5, 2))
-            self.add("branch3x3dbl", (cin, 64, 1, 0), (64, 96, 3, 1), (96, 96, 3, 1))
+            self.branch1x1 = BasicConv2d(cin, c1, 1)
+            self.lengths = {prefix: len(specs) for prefix, specs in chains.items()}
+            for prefix, specs in chains.items():
+                self.add(prefix, *specs)
             self.branch_pool = BasicConv2d(cin, pool_features, 1)
 
         def forward(self, x):
-            parts = [self.branch1x1(x), self.run("branch5x5", x, 2), self.run("branch3x3dbl", x, 3), self.pool(x)]
-            return torch.cat(parts, 1)
+            chains = (self.run(prefix, x, n) for prefix, n in self.lengths.items())
+            return torch.cat([self.branch1x1(x), *chains, self.pool(x)], 1)
+
+    def inception_a(cin, pool_features):
+        chains = {"branch5x5": [(cin, 48, 1, 0), (48, 64, 5, 2)]}
+        chains["branch3x3dbl"] = [(cin, 64, 1, 0), (64, 96, 3, 1), (96, 96, 3, 1)]
+        return Mixed(cin, 64, pool_features, **chains)
+
+    def inception_c(cin, c7):
+        chains = {"branch7x7": [(cin, c7, 1, 0), (c7, c7, *row(7)), (c7, 192, *col(7))]}
+        dbl = [(c7, c7, *col(7)), (c7, c7, *row(7)), (c7, c7, *col(7)), (c7, 192, *row(7))]
+        chains["branch7x7dbl"] = [(cin, c7, 1, 0), *dbl]
+        return Mixed(cin, 192, 192, **chains)
 
     class InceptionB(Block):  # grid 35 -> 17
         def __init__(self, cin):
@@ -414,21 +426,6 @@ def _inception_v3(nn, torch):
 
         def forward(self, x):
             parts = [self.branch3x3(x), self.run("branch3x3dbl", x, 3), F.max_pool2d(x, kernel_size=3, stride=2)]
-            return torch.cat(parts, 1)
-
-    class InceptionC(Block):
-        def __init__(self, cin, c7):
-            super().__init__()
-            self.branch1x1 = BasicConv2d(cin, 192, 1)
-            self.add("branch7x7", (cin, c7, 1, 0), (c7, c7, *row(7)), (c7, 192, *col(7)))
-            self.add(
-                "branch7x7dbl",
-                (cin, c7, 1, 0), (c7, c7, *col(7)), (c7, c7, *row(7)), (c7, c7, *col(7)), (c7, 192, *row(7)),
-            )  # fmt: skip
-            self.branch_pool = BasicConv2d(cin, 192, 1)
-
-        def forward(self, x):
-            parts = [self.branch1x1(x), self.run("branch7x7", x, 3), self.run("branch7x7dbl", x, 5), self.pool(x)]
             return torch.cat(parts, 1)
 
     class InceptionD(Block):  # grid 17 -> 8
@@ -470,10 +467,14 @@ def _inception_v3(nn, torch):
             self.maxpool1 = nn.MaxPool2d(3, 2)
             self.Conv2d_3b_1x1, self.Conv2d_4a_3x3 = BasicConv2d(64, 80, 1), BasicConv2d(80, 192, 3)
             self.maxpool2 = nn.MaxPool2d(3, 2)
-            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
+            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = (
+                inception_a(192, 32),
+                inception_a(256, 64),
+                inception_a(288, 64),
+            )
             self.Mixed_6a = InceptionB(288)
-            self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
-            self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
+            self.Mixed_6b, self.Mixed_6c = inception_c(768, 128), inception_c(768, 160)
+            self.Mixed_6d, self.Mixed_6e = inception_c(768, 160), inception_c(768, 192)
             self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = InceptionD(768), InceptionE(1280), InceptionE(2048)
             self.avgpool, self.dropout, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Dropout(0.5), nn.Linear(2048, 1000)
 
