@@ -998,27 +998,47 @@ def _resized_config(layer: Any, a: dict[str, np.ndarray], old: Any, notes: list[
     return config
 
 
-def _assign(layer: Any, a: dict[str, np.ndarray]) -> None:
-    """The arrays ``a`` (core layout) into the cloned, built ``layer``'s variables."""
-    keras = _keras()
-    L = keras.layers
-
-    def put(var: Any, value: np.ndarray) -> None:
-        var.assign(keras.ops.cast(value, var.dtype))
-
+def _initial_values(layer: Any, config: dict, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays ``a`` (core layout) as the values of the variables of ``layer`` rebuilt from
+    ``config`` (its resized config), keyed by the config entry of each variable's initialiser."""
+    L = _keras().layers
     if isinstance(layer, L.Dense):
-        put(layer.kernel, a["weight"].T)
+        out = {"kernel_initializer": a["weight"].T}
     elif isinstance(layer, L.Conv2D):
-        put(layer.kernel, kernel_from_core(a["weight"]))
+        out = {"kernel_initializer": kernel_from_core(a["weight"])}
     elif isinstance(layer, L.BatchNormalization):
-        if layer.scale:
-            put(layer.gamma, a["weight"])
-        if layer.center:
-            put(layer.beta, a["bias"])
-        put(layer.moving_mean, a["running_mean"])
-        put(layer.moving_variance, a["running_var"])
+        out = {"moving_mean_initializer": a["running_mean"], "moving_variance_initializer": a["running_var"]}
+        out |= {"gamma_initializer": a["weight"]} if config["scale"] else {}
+        out |= {"beta_initializer": a["bias"]} if config["center"] else {}
+    else:  # a Rescaling: its values are in its config
+        out = {}
     if isinstance(layer, (L.Dense, L.Conv2D)) and "bias" in a:
-        put(layer.bias, a["bias"])
+        out["bias_initializer"] = a["bias"]
+    return out
+
+
+class _Given:
+    """An initialiser that gives a variable its value: the first call returns ``value``
+    (the variable made from the config entry it stands in), later calls ``then``'s values.
+
+    The clone's layers are made with their compressed values: drawing random initial weights
+    (Keras's ``glorot_uniform``, the bulk of building a VGG-16) only to overwrite them would
+    be wasted. Later calls are other variables that Keras derives from the same initialiser
+    (a renormalising BatchNorm's ``moving_stddev``, ``renorm_mean``): they get the
+    initialiser's own values, as they did when the values were assigned after the build."""
+
+    def __init__(self, value: np.ndarray, then: Any) -> None:
+        self.value, self.then = value, then
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        if self.value is None:
+            return self.then(shape, dtype=dtype)
+        value, self.value = self.value, None
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"a value of shape {tuple(value.shape)} for a variable of shape {tuple(shape)}")
+        # a C-ordered copy of its own: the variable neither aliases the compressed network's
+        # arrays nor keeps a transposed view's strides
+        return _keras().ops.cast(np.array(value, order="C"), dtype)
 
 
 class _Later:
@@ -1039,7 +1059,7 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str, moments: Any) -
     dtype = keras.backend.standardize_dtype(model.weights[0].dtype) if model.weights else "float32"
     arrays, notes = in_place_arrays(net, new, _slots(layers), lambda eps: _unit_var(float(eps), dtype), moments)
     read = {layer.name: layer for layer in net.layers if isinstance(layer, BatchNorm)}
-    made: dict[str, Any] = {}
+    initializers: list[tuple[Any, dict[str, Any]]] = []  # (clone, its config's own initialisers)
 
     def sequential(seq: Any, shape: tuple | None = None) -> Any:
         """A clone of the Sequential ``seq`` on inputs of batch shape ``shape`` (None: its own):
@@ -1070,8 +1090,14 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str, moments: Any) -
 
     def clone_layer(layer: Any) -> Any:
         a = arrays.get(layer.name)
-        config = layer.get_config() if a is None else _resized_config(layer, a, read.get(layer.name), notes)
-        made[layer.name] = out = type(layer).from_config(config)
+        if a is None:
+            return type(layer).from_config(layer.get_config())
+        config = _resized_config(layer, a, read.get(layer.name), notes)
+        values = _initial_values(layer, config, a)
+        own = {key: keras.initializers.get(config[key]) for key in values}
+        given = {key: _Given(value, own[key]) for key, value in values.items()}
+        out = type(layer).from_config({**config, **given})
+        initializers.append((out, own))
         return out
 
     def call(op: Any, *args: Any, **kwargs: Any) -> Any:
@@ -1090,8 +1116,9 @@ def _own_model(model: Any, net: Network, new: Network, fmt: str, moments: Any) -
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
         why = next((line for line in first if "incompatible" in line), first[0] if first else type(exc).__name__)
         raise NotInPlace(f"Keras could not rebuild the model at the compressed widths ({why.strip()})") from None
-    for name, a in arrays.items():
-        _assign(made[name], a)
+    for layer, own in initializers:  # built now: the clone's config names the model's own initialisers again
+        for key, initializer in own.items():
+            setattr(layer, key, initializer)
     _check(small, new, fmt)
     return small, notes
 

@@ -256,3 +256,40 @@ def test_compress_raises_no_numpy_deprecation_warning():
         warnings.simplefilter("error", DeprecationWarning)
         small, _ = compress(model, 0.5, inputs=x, progress=False)
         small(x)
+
+
+_WIDTHS = ("units", "filters", "use_bias", "scale", "center")  # what the clone may change
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_clone_keeps_every_layers_config_but_its_width(make):
+    """The clone's layers are made with their compressed values as initialisers; once built
+    they name the model's own initialisers again (and save with them)."""
+    model = make()
+    small, _ = _compress(model, _x(model))
+    for a, b in zip(model.layers, small.layers, strict=True):
+        want, got = a.get_config(), b.get_config()
+        assert {k: v for k, v in got.items() if k not in _WIDTHS} == {k: v for k, v in want.items() if k not in _WIDTHS}
+        for key in (k for k in want if k.endswith("_initializer")):
+            assert type(getattr(b, key)) is type(getattr(a, key))
+
+
+def test_renormalising_batchnorm_keeps_its_renorm_variables_initial_values():
+    """A BatchNorm with ``renorm=True`` makes ``moving_stddev`` and ``renorm_*`` from its
+    moving-statistics initialisers too: they start as the model's initialisers give them
+    (``sqrt(1)``, ``0``), not from the compressed statistics."""
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((6,), name="x")
+    h = L.BatchNormalization(renorm=True, name="bn")(L.Dense(8, name="fc")(inp))
+    model = keras.Model(inp, L.Dense(2, name="out")(L.ReLU(name="r")(h)), name="renorm")
+    rng = np.random.default_rng(5)
+    bn = model.get_layer("bn")
+    for v, value in ((bn.moving_mean, rng.normal(size=8)), (bn.moving_variance, rng.uniform(0.5, 2, 8))):
+        v.assign(value.astype("float32"))
+    small, _ = _compress(model, _x(model, 16))
+    bn = small.get_layer("bn")
+    assert bn.moving_mean.shape == (4,)
+    assert np.any(_np(bn.moving_variance) != 1)  # the compressed units' statistics
+    np.testing.assert_array_equal(_np(bn.moving_stddev), np.ones(4))
+    np.testing.assert_array_equal(_np(bn.renorm_mean), np.zeros(4))
+    np.testing.assert_array_equal(_np(bn.renorm_stddev), np.ones(4))
