@@ -215,3 +215,50 @@ def test_out_shape_gives_a_shape_and_interval_gives_bounds():
         assert len(box) == 2
         assert box[0].shape == box[1].shape == (3, *out), cls
         assert np.all(box[0] <= box[1])
+
+
+@pytest.mark.parametrize("method", ["tropnnc", "l1"])
+def test_a_channels_last_flatten_compresses_as_its_channels_first_twin(method):
+    # Dense.read_units gives the core the same values in the same layout for both orders of
+    # a flatten, so the convolution compressed, the two rewritten networks are the same
+    # network to the last bit (fc itself is left: its rows' sums run in the columns' order)
+    from tropref.network import Conv2d, Dense, Flatten, Network, ReLU, compress_network
+
+    r = np.random.default_rng(4)
+    C, H, W_ = 6, 3, 4
+    F, b = r.normal(size=(C, 2, 3, 3)), r.normal(size=C)
+    W1 = r.normal(size=(5, C * H * W_))  # columns in channels-first order: c * s + p
+
+    def perm(n: int) -> np.ndarray:  # column q of a channels-last flatten of n channels: p n + c
+        c, p = np.meshgrid(np.arange(n), np.arange(H * W_), indexing="ij")
+        out = np.empty(n * H * W_, dtype=np.int64)
+        out[(p * n + c).ravel()] = (c * H * W_ + p).ravel()  # ... is column c s + p of channels first
+        return out
+
+    def net(order, W):
+        return Network(
+            [
+                Conv2d(F, b, padding=1, name="conv"),
+                ReLU(),
+                Flatten(order),
+                Dense(W, r_b, name="fc"),
+                ReLU(),
+                Dense(V, name="out"),
+            ],
+            input_shape=(2, H, W_),
+        )
+
+    r_b, V = r.normal(size=5), r.normal(size=(2, 5))
+    args = dict(method=method, seed=0, skip=["fc"], progress=False)
+    first, _ = compress_network(net("channels_first", W1), 0.5, **args)
+    last, _ = compress_network(net("channels_last", W1[:, perm(C)]), 0.5, **args)
+    assert first.layers[0].units == 3
+    for a, z in zip(first.layers, last.layers, strict=True):
+        if isinstance(a, layers.Dense) and a.name == "fc":
+            assert np.array_equal(a.W[:, perm(a.W.shape[1] // (H * W_))], z.W)
+            assert np.array_equal(a.b, z.b)
+        elif isinstance(a, (layers.Dense, layers.Conv2d)):
+            assert np.array_equal(a.W, z.W)
+            assert np.array_equal(a.b, z.b)
+    x = r.normal(size=(3, 2, H, W_))
+    np.testing.assert_allclose(first(x), last(x), rtol=1e-12)  # fc's sums, in two orders

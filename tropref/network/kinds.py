@@ -294,7 +294,11 @@ class _DenseKind(_Linear):
         s = d // n
         if order == "channels_first":
             return xp.reshape(W, (m, n, s)), lambda V: xp.reshape(V, (m, -1))
-        view = xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1))
+        # channels last: one C-ordered copy of the view, the values a channels-first flatten
+        # would give in its layout, so that the rewrite's gathers and the certificate's
+        # products read it as they read that one (on the strided view each of them copied it
+        # element by element: seconds on VGG-16's fc1), and to the same round-off
+        view = xp.reshape(xp.permute_dims(xp.reshape(W, (m, s, n)), (0, 2, 1)), (m, n, s), copy=True)
         return view, lambda V: xp.reshape(xp.permute_dims(V, (0, 2, 1)), (m, -1))
 
     def interval(self, xp: Any, layer: Dense, ins: Sequence[Bounds]) -> Bounds:
