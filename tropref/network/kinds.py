@@ -478,27 +478,31 @@ class _ReLUKind(_Monotone):
     def zonotope(
         self, xp: Any, layer: ReLU, ins: Sequence[Zonotope], bounds: Sequence[Bounds]
     ) -> tuple[Zonotope, np.ndarray | None]:
-        # DeepZ: λ z <= relu(z) <= λ z + 2 μ on [l, u] where the sign is open
+        # DeepZ: λ z <= relu(z) <= λ z + 2 μ on [l, u] where the sign is open (2 μ the chord's offset)
         (G, c, r), (lo, hi) = ins[0], bounds[0]
-        open_ = (lo < 0) & (hi > 0)
-        width = np.where(open_, hi - lo, 1.0)
-        lam = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
-        mu = np.where(open_, -hi * lo / width / 2, 0.0)
+        _, lam, offset = _relu_chord(lo, hi)
+        mu = offset / 2
         return (G * lam, c * lam + mu, r * lam), mu
 
     def back(self, layer: ReLU, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
-        # above by the chord u (z − l) / (u − l) where the sign is open, below by λ z (λ = 1
-        # when u >= −l, else 0); exact where the sign is fixed
+        # above by the chord, below by λ z (λ = 1 when u >= −l, else 0); exact where the sign is fixed
         lo, hi = bounds[0][0][:, None], bounds[0][1][:, None]
-        active, open_ = lo >= 0, (lo < 0) & (hi > 0)
-        width = np.where(open_, hi - lo, 1.0)
-        up_slope = np.where(active, 1.0, np.where(open_, hi / width, 0.0))
-        up_const = np.where(open_, -hi * lo / width, 0.0)
-        low_slope = np.where(active, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
+        open_, up_slope, up_const = _relu_chord(lo, hi)
+        low_slope = np.where(lo >= 0, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
         pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
         n, s = int(lam.shape[0]), int(lam.shape[1])
         c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
         return [pos * up_slope + neg * low_slope], c
+
+
+def _relu_chord(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the sign of ``z ∈ [l, u]`` is open, and the chord ``relu(z) <= s z + t`` over it:
+    ``s = u / (u − l)``, ``t = −u l / (u − l)`` where open, ``(1, 0)`` where ``l >= 0``,
+    ``(0, 0)`` where ``u <= 0`` (exact there). Both certificate steps of ReLU relax with it."""
+    open_ = (lo < 0) & (hi > 0)
+    width = np.where(open_, hi - lo, 1.0)
+    slope = np.where(lo >= 0, 1.0, np.where(open_, hi / width, 0.0))
+    return open_, slope, np.where(open_, -hi * lo / width, 0.0)
 
 
 class _Pool(_Monotone):
@@ -534,14 +538,9 @@ class _MaxPool2dKind(_Pool):
         # entry's upper bound), the interval [max l, max u] elsewhere, as a new term (a
         # generator, not the box, where the cap allows; following the likeliest winner
         # instead, x_j + [0, u_other − l_j], is never narrower)
-        (lo, hi) = bounds[0]
-        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
-        j = np.argmax(lows, axis=0)[None]  # (1, 1, C, Ho, Wo)
-        lj = np.take_along_axis(lows, j, axis=0)[0]
-        others = highs.copy()
-        np.put_along_axis(others, j, -math.inf, axis=0)
-        sure = lj >= (others.max(axis=0) if others.shape[0] > 1 else -math.inf)
-        l_max, u_max = lows.max(axis=0), highs.max(axis=0)
+        j, l_max, uj, u_other = _pool_winner(layer, *bounds[0])
+        j = j[None]  # (1, 1, C, Ho, Wo)
+        sure, u_max = l_max >= u_other, np.maximum(uj, u_other)
         Gp, cp, rp = (
             np.take_along_axis(pool_stack(a, layer, 0.0), np.broadcast_to(j, (1, a.shape[0], *j.shape[2:])), axis=0)[0]
             for a in ins[0]
@@ -552,14 +551,8 @@ class _MaxPool2dKind(_Pool):
     def back(self, layer: MaxPool2d, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
         # below by the entry j of largest lower bound; above by x_j + max(0, u_other − l_j)
         # or by the constant max u, whichever is smaller at its worst
-        lo, hi = bounds[0]
-        lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
-        j = np.argmax(lows, axis=0)  # (N, C, Ho, Wo)
-        lj = np.take_along_axis(lows, j[None], axis=0)[0]
-        uj = np.take_along_axis(highs, j[None], axis=0)[0]
-        others = highs.copy()
-        np.put_along_axis(others, j[None], -math.inf, axis=0)
-        u_other = others.max(axis=0) if others.shape[0] > 1 else np.full_like(uj, -math.inf)
+        lo = bounds[0][0]
+        j, lj, uj, u_other = _pool_winner(layer, *bounds[0])  # j: (N, C, Ho, Wo)
         gap = np.maximum(u_other - lj, 0.0)
         u_max = np.maximum(uj, u_other)
         follow = uj + gap <= u_max  # the linear upper bound is no worse than the constant
@@ -570,9 +563,23 @@ class _MaxPool2dKind(_Pool):
         c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
         flat = coef.reshape((n * s, *coef.shape[2:]))
         jj = np.broadcast_to(j[:, None], coef.shape).reshape(flat.shape)
-        parts = [np.where(jj == k, flat, 0.0) for k in range(lows.shape[0])]
+        parts = [np.where(jj == k, flat, 0.0) for k in range(layer.kernel[0] * layer.kernel[1])]
         back = pool_scatter(layer, (n * s, *lo.shape[1:]), parts)
         return [back.reshape((n, s, *back.shape[1:]))], c
+
+
+def _pool_winner(layer: MaxPool2d, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
+    """In each window of the max-pooling, the entry ``j`` of largest lower bound, its bounds
+    ``l_j`` (the largest lower bound) and ``u_j``, and the largest upper bound of the other
+    entries (−inf in a window of one entry). Both certificate steps relax around it."""
+    lows, highs = pool_stack(lo, layer, -math.inf), pool_stack(hi, layer, -math.inf)
+    j = np.argmax(lows, axis=0)
+    lj = np.take_along_axis(lows, j[None], axis=0)[0]
+    uj = np.take_along_axis(highs, j[None], axis=0)[0]
+    others = highs.copy()
+    np.put_along_axis(others, j[None], -math.inf, axis=0)
+    u_other = others.max(axis=0) if others.shape[0] > 1 else np.full_like(uj, -math.inf)
+    return j, lj, uj, u_other
 
 
 class _AvgPool2dKind(_Pool):
