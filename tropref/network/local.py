@@ -238,13 +238,14 @@ def _out(net: Network, bounds: dict[int, tuple[np.ndarray, np.ndarray]], x: np.n
 # -- elementwise bounds per sample -----------------------------------------------------------
 
 
-def _bounds(net: Network, x: np.ndarray, eps: float, refine: int) -> _Bounds:
-    """_Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples, by
-    intervals (and backward refinement); no zonotope."""
+def _bounds(net: Network, x: np.ndarray, eps: float, refine: int, zono: Any = None) -> _Bounds:
+    """Bounds ``(lo, hi)`` of every layer's output over the balls, stacked over samples, by
+    intervals (and backward refinement where a ReLU or max-pooling reads), intersected with
+    ``zono``'s where one is carried alongside (one sample then)."""
     vals: _Bounds = {-1: (x - eps, x + eps)}
     read = _read_by_nonlinear(net)
     for i in range(len(net.layers)):
-        _step(net, None, vals, i, x, eps, refine if i in read else 0)
+        _step(net, zono, vals, i, x, eps, refine if i in read else 0)
     return vals
 
 
@@ -270,11 +271,7 @@ def _pair_sample(
     out = []
     for net in (f, g):
         zono = _Zonotope(net, x, eps, generators, rows)
-        vals: _Bounds = {-1: (x - eps, x + eps)}
-        read = _read_by_nonlinear(net)
-        for i in range(len(net.layers)):
-            _step(net, zono, vals, i, x, eps, refine if i in read else 0)
-        out.append((vals, zono.state[_last(net)]))
+        out.append((_bounds(net, x, eps, refine, zono), zono.state[_last(net)]))
     (vf, zf), (vg, zg) = out
     return vf, vg, _zono_difference(zf, zg)
 
