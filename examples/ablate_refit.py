@@ -32,6 +32,8 @@ CONFIGS = {  # name: TropNNC options on top of the defaults
     "refit + variance": {"refit": "gaussian", "refit_variance": True},
     "refit + variance, no correction": {"refit": "gaussian", "refit_variance": True, "correct": "none"},
     "refit + variance, centred ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "centred"},
+    # ρ propagated through the network without data (tropref.network.moments); cosines elsewhere
+    "refit + variance, propagated ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "auto"},
     "refit + variance, ridge 0.01": {"refit": "gaussian", "refit_variance": True, "refit_ridge": 0.01},
     "refit + variance, ridge 1": {"refit": "gaussian", "refit_variance": True, "refit_ridge": 1.0},
 }

@@ -21,6 +21,7 @@ NETWORK_ORDER = [
     "flatten",
     "bounds",
     "structure",
+    "moments",
     "_after_relu",
     "_keep",
     "widths",

@@ -136,7 +136,7 @@ def compress_layer(
     seed: int | None = None,
     data: Array | None = None,
     fold_constants: bool = True,
-    moments: tuple[Array, Array] | None = None,
+    moments: tuple[Array, Array] | tuple[Array, Array, Array] | None = None,
     **options: Any,
 ) -> LayerCompression:
     """Compress a dense or convolutional ReLU layer to ``k`` units, data-free.
@@ -184,10 +184,14 @@ def compress_layer(
         Fold constant units (zero weights, non-zero bias) into ``b_next``. Pass False when
         the next layer is a zero-padded convolution, where that fold is not exact at the
         borders: constant units are then treated as ordinary units.
-    moments : pair of arrays of shape (n,), optional
+    moments : pair of arrays of shape (n,), or triple with an (n, n) array, optional
         ``(μ, σ)``: the mean and standard deviation of every unit's pre-activation
         ``w_j · (x, 1)`` on the data the network was trained on; a BatchNorm before the
-        ReLU stores them (``μ_j = β_j``, ``σ_j = |γ_j| √(v_j / (v_j + ε))``).
+        ReLU stores them (``μ_j = β_j``, ``σ_j = |γ_j| √(v_j / (v_j + ε))``). A third
+        entry ``ρ`` is a model of the pre-activations' correlation (symmetric, unit
+        diagonal, ``|ρ| <= 1``), which TropNNC's Gaussian refit reads
+        (``refit_correlation="auto"``); :func:`tropref.compress_network` propagates one
+        through convolutional networks (``docs/refit.md``).
         :func:`tropref.compress_network` passes them for every such layer. With them,
         TropNNC corrects the statistics its merge changes, with no data: each merged unit
         is rescaled so that its members see their own mean and spread, and the next
@@ -220,7 +224,8 @@ def compress_layer(
     ValueError
         When shapes do not match (the message names the argument and the shape expected),
         an array holds NaN or infinity, ``moments`` is not two finite vectors of length ``n``
-        with ``σ >= 0``, arrays live on different devices, ``k`` is outside
+        with ``σ >= 0`` (and, as a triple, a symmetric ``(n, n)`` correlation with unit
+        diagonal and entries in ``[-1, 1]``), arrays live on different devices, ``k`` is outside
         ``[1, n]``, ``seed`` is negative, ``method`` is unknown, a method option is out of
         range, ``b_next`` comes without ``W_next``, a data-driven method gets no ``data``,
         unit norms over- or underflow in the dtype, or the products of ``W`` and ``W_next``
@@ -342,7 +347,7 @@ def _merge(
     W: Array,
     data: Array | None,
     kept: np.ndarray,
-    stats: tuple[np.ndarray, np.ndarray] | None,
+    stats: tuple[np.ndarray, ...] | None,
     k: int,
     method: str,
     seed: int,
@@ -359,7 +364,8 @@ def _merge(
     U = None if data is None else _with_ones(xp, xp.reshape(data, (data.shape[0], -1)))
     block = int(W.shape[2] * W.shape[3]) if W.ndim == 4 else int(W.shape[1])
     kept_stats = None if stats is None else (stats[0][kept], stats[1][kept])
-    problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block, kept_stats)
+    rho = None if stats is None or len(stats) < 3 else stats[2][np.ix_(kept, kept)]
+    problem = LayerProblem(xp, take_rows(xp, A, kept), take_rows(xp, V, kept, axis=1), U, block, kept_stats, rho)
     return METHODS[method](problem, min(k, kept.size), rng=make_rng(seed), **options)
 
 
@@ -468,18 +474,31 @@ def _check_shapes(W: Array, b: Array | None, W_next: Array | None, b_next: Array
     return n
 
 
-def _check_moments(moments: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``moments`` as host float64 vectors ``(μ, σ)``, validated."""
+def _check_moments(moments: Any, n: int) -> tuple[np.ndarray, ...] | None:
+    """``moments`` as host float64 arrays ``(μ, σ)`` or ``(μ, σ, ρ)``, validated."""
     if moments is None:
         return None
-    if not isinstance(moments, (tuple, list)) or len(moments) != 2:
-        raise TypeError("`moments` must be a pair (mean, std) of arrays of shape (n,), or None")
-    mean, std = (to_numpy(v).astype(np.float64) for v in moments)
+    if not isinstance(moments, (tuple, list)) or len(moments) not in (2, 3):
+        raise TypeError(
+            "`moments` must be a pair (mean, std) of arrays of shape (n,), or a triple "
+            "(mean, std, correlation) with an (n, n) correlation, or None"
+        )
+    mean, std = (to_numpy(v).astype(np.float64) for v in moments[:2])
     if mean.shape != (n,) or std.shape != (n,):
         raise ValueError(f"`moments` must be two vectors of shape ({n},), got {mean.shape} and {std.shape}")
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= 0)):
         raise ValueError("`moments` must be finite, with standard deviations >= 0")
-    return mean, std
+    if len(moments) == 2:
+        return mean, std
+    rho = to_numpy(moments[2]).astype(np.float64)
+    if rho.shape != (n, n):
+        raise ValueError(f"`moments`: the correlation must have shape ({n}, {n}), got {rho.shape}")
+    valid = np.all(np.isfinite(rho)) and np.all(np.abs(rho) <= 1 + 1e-12) and np.allclose(np.diag(rho), 1.0)
+    if not (valid and np.allclose(rho, rho.T, rtol=0.0, atol=1e-12)):
+        raise ValueError(
+            "`moments`: the correlation must be finite and symmetric, with unit diagonal and entries in [-1, 1]"
+        )
+    return mean, std, rho
 
 
 def _mean_correction(

@@ -313,3 +313,58 @@ def test_gaussian_refit_is_the_single_fold_under_a_large_ridge_and_exact_on_kept
     np.testing.assert_allclose(F, np.eye(5), atol=1e-8)
     with pytest.raises(ValueError, match="moments"):
         gaussian_refit(LayerProblem(xp, A, V), assignment, scale, kept)
+
+
+def _correlated_layer(seed=9, n=12, d=6):
+    """A dense layer on x ~ N(0, Σ), Σ far from isotropic, and its exact pre-activation
+    moments and correlation."""
+    rng = np.random.default_rng(seed)
+    L = rng.normal(size=(d, d)) + 2.0 * np.ones((d, d))
+    W, b, V = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(4, n))
+    cov = W @ (L @ L.T) @ W.T
+    sd = np.sqrt(np.diag(cov))
+    return W, b, V, L, (b, sd, cov / np.outer(sd, sd))
+
+
+def test_refit_with_the_true_correlation_beats_the_cosines_on_correlated_inputs():
+    """``refit_correlation="auto"`` reads the correlation given as ``moments[2]``; where the
+    inputs are correlated that is the population least-squares fold, the cosines are not."""
+    W, b, V, L, moments = _correlated_layer()
+    X = np.random.default_rng(10).normal(size=(20000, L.shape[0])) @ L.T
+    exact = dense_forward(W, b, V, None, X)
+    errors, used = {}, {}
+    for corr, stats in (("cosine", moments[:2]), ("auto", moments)):
+        res = tropref.compress_layer(
+            W, b, 5, W_next=V, seed=0, moments=stats, correct="none", refit="gaussian", refit_correlation=corr
+        )
+        errors[corr] = float(np.mean((result_forward(res, X) - exact) ** 2))
+        used[corr] = res.info["correction"]["refit_correlation"]
+    assert used == {"cosine": "cosine", "auto": "propagated"}
+    assert errors["auto"] < 0.8 * errors["cosine"], errors
+
+
+def test_auto_without_a_correlation_is_the_cosine_refit():
+    W, b, V, _, moments = _correlated_layer()
+    a, c = (
+        tropref.compress_layer(W, b, 5, W_next=V, seed=0, moments=moments[:2], refit="gaussian", refit_correlation=r)
+        for r in ("auto", "cosine")
+    )
+    np.testing.assert_array_equal(np.asarray(a.W_next), np.asarray(c.W_next))
+    assert a.info["correction"]["refit_correlation"] == "cosine"
+
+
+@pytest.mark.parametrize(
+    "rho",
+    [
+        np.eye(3)[:2],
+        np.full((4, 4), 0.5),
+        2 * np.eye(4),
+        np.triu(np.full((4, 4), 0.3), 1) + np.eye(4),
+        np.full((4, 4), np.nan),
+    ],
+)
+def test_bad_correlation_in_moments_is_refused_by_name(rho):
+    rng = np.random.default_rng(11)
+    W, V = rng.normal(size=(4, 3)), rng.normal(size=(2, 4))
+    with pytest.raises(ValueError, match="`moments`"):
+        tropref.compress_layer(W, None, 2, W_next=V, moments=(np.zeros(4), np.ones(4), rho), refit="gaussian")

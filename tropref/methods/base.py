@@ -58,6 +58,10 @@ class LayerProblem:
         deviation of every unit's pre-activation on the data the network was trained on
         (from a BatchNorm, :mod:`tropref.statistics`), for the statistics correction;
         None when no statistics exist.
+    correlation : numpy.ndarray or None
+        Host float64 ``(n, n)``: the correlation of the units' pre-activations, when the
+        caller has a model of it (:func:`tropref.network.moments.propagated_correlations`),
+        for the Gaussian refit; None: the refit takes the weights' cosines.
     """
 
     xp: Any
@@ -66,6 +70,7 @@ class LayerProblem:
     data: Array | None = None
     block: int = 0
     moments: tuple[np.ndarray, np.ndarray] | None = None
+    correlation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.block == 0:  # a dense layer unless told otherwise: one block of the fan-in

@@ -45,7 +45,7 @@ __all__ = ["CORRECTIONS", "REFITS", "check_correct", "correct_merge", "gaussian_
 
 CORRECTIONS = ("none", "mean", "variance", "full")
 REFITS = ("none", "gaussian")
-_CORRELATIONS = ("cosine", "centred")
+_CORRELATIONS = ("cosine", "centred", "auto")
 
 
 def check_correct(correct: Any) -> str:
@@ -147,8 +147,11 @@ def gaussian_refit(
         The kept units' input vectors (after any correction).
     ridge : float
         ``r >= 0``.
-    correlation : {"cosine", "centred"}
-        ``ρ``: the cosines of the weights, or of the weights centred over the fan-in.
+    correlation : {"cosine", "centred", "auto"}
+        ``ρ``: the cosines of the weights, or of the weights centred over the fan-in;
+        ``"auto"``: ``problem.correlation`` where the caller has one (a model propagated
+        through the network, :func:`tropref.network.moments.propagated_correlations`),
+        else the cosines. ``info["refit_correlation"]`` says which was used.
     variance : bool
         Rescale ``F`` by one scalar so that the total variance the next layer reads under
         the model, ``tr(G Cov(a))`` with ``G = V_flat V_flatᵀ``, is the original's (least
@@ -194,7 +197,12 @@ def gaussian_refit(
     labels = to_numpy(assignment).astype(np.int64)
     A_host, kept = to_numpy(problem.inputs).astype(np.float64), to_numpy(inputs).astype(np.float64)
     n, k = int(A_host.shape[0]), int(kept.shape[0])
-    rho = weight_correlation(A_host, centre=correlation == "centred")
+    if correlation == "auto":
+        correlation = "cosine" if problem.correlation is None else "propagated"
+    if correlation == "propagated":
+        rho = np.asarray(problem.correlation, dtype=np.float64)
+    else:
+        rho = weight_correlation(A_host, centre=correlation == "centred")
     mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)
     sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
     corr_x = cross / np.where(std > 0, std, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]

@@ -201,9 +201,11 @@ def tropnnc(
     refit_ridge : float
         The refit's ridge ``r >= 0``, towards the single fold, relative to each kept unit's
         variance.
-    refit_correlation : {"cosine", "centred"}
+    refit_correlation : {"cosine", "centred", "auto"}
         The refit's model of the units' correlations: cosines of the weights, or of the
-        weights centred over the fan-in.
+        weights centred over the fan-in; ``"auto"``: the correlation the caller gives
+        (``moments=(μ, σ, ρ)``; :func:`tropref.compress_network` propagates one through
+        convolutional networks, ``docs/refit.md``), else the cosines. Default ``"cosine"``.
     refit_variance : bool
         Rescale the refitted fold so that the total variance the next layer reads is the
         original's under the model (least squares shrinks it). Default False.

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ from .coupled import Group, compress_group, coupled_groups, group_keys, group_wi
 from .forward import apply_layer, apply_node, node_outputs
 from .graph import Network, check_finite_layers, network_namespace
 from .kinds import kind_of
+from .moments import propagated_correlations
 from .report import NetworkReport
 from .rewrite import read_hidden, write_hidden
 from .segments import drop_layers
@@ -180,6 +181,7 @@ def compress_network(
 
     # 1. structure: segments, BatchNorms folded, hidden layers, the shapes of the work graph
     original = analyse(net, _input_shape(net, data, inputs))
+    run = replace(run, correlations=_Correlations(original))
     shapes = _work_shapes(original.work)  # once, for the widths, the certificate and the report
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
@@ -252,6 +254,7 @@ class _Run:
     seed: int
     max_patches: int
     options: dict[str, Any]
+    correlations: Callable[[int], np.ndarray | None] | None = None  # the model's ρ per work layer
 
     def compress(
         self, part: Part, pos: int, chain_layers: list, units: int, x: Array | None
@@ -273,6 +276,7 @@ class _Run:
                 data=x,
                 max_patches=self.max_patches,
                 options=self.options,
+                correlation=None if self.correlations is None else lambda: self.correlations(part.at[pos]),
             )
             res = None if read.args is None else compress_layer(*read.args, **read.kwargs)
             return write_hidden(chain_layers, read, res)
@@ -280,6 +284,20 @@ class _Run:
             # the arguments compress_layer names are the network's layers: say which it was
             label = part.chain.label(part.hidden[pos].i)
             raise ValueError(f"{label}, compressed with the layer it feeds: {exc}") from exc
+
+
+class _Correlations:
+    """The pre-activation correlations propagated through the original network
+    (:func:`~tropref.network.moments.propagated_correlations`), computed on first use: only a
+    refit with ``refit_correlation="auto"`` reads them."""
+
+    def __init__(self, structure: Structure):
+        self.structure, self.table = structure, None
+
+    def __call__(self, g: int) -> np.ndarray | None:
+        if self.table is None:
+            self.table = propagated_correlations(self.structure)
+        return self.table.get(g)
 
 
 def _widths(

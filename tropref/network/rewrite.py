@@ -142,6 +142,7 @@ def read_hidden(
     data: Array | None,
     max_patches: int,
     options: dict[str, Any],
+    correlation: Callable[[], np.ndarray | None] | None = None,
 ) -> HiddenRead:
     """Hidden layer ``pos`` of ``part``'s chain read for compressing it to ``k`` units.
 
@@ -168,6 +169,10 @@ def read_hidden(
         The input of the layer in the compressed prefix (data-driven methods only).
     max_patches : int
         The most convolution input patches given to a data-driven method.
+    correlation : callable, optional
+        Returns the model's correlation of the layer's pre-activations, ``(n, n)``, or
+        None; called only when the layer's refit reads it (``refit_correlation="auto"``),
+        which then gets ``moments=(μ, σ, ρ)``.
 
     Returns
     -------
@@ -219,6 +224,7 @@ def read_hidden(
             b_next = total if b_next is None else b_next + total
             shift_contrib = None
     patches = None if data is None else kind_of(layer).patches(layer, data, make_rng(seed), max_patches)
+    opts = _layer_options(part, pos, method, options)
     args = (
         take_rows(xp, layer.W, free),
         None if layer.b is None else take_rows(xp, layer.b, free),
@@ -231,10 +237,27 @@ def read_hidden(
         seed=seed,
         data=patches,
         fold_constants=not (padded_next or h.padded_avg),
-        moments=None if moments is None else (moments[0][free], moments[1][free]),
-        **_layer_options(part, pos, method, options),
+        moments=_moments(moments, free, n, opts, correlation),
+        **opts,
     )
     return HiddenRead(args, kwargs, h, shift_contrib=shift_contrib, moments=moments, **done)
+
+
+def _moments(
+    moments: tuple[np.ndarray, np.ndarray] | None,
+    free: np.ndarray,
+    n: int,
+    opts: dict[str, Any],
+    correlation: Callable[[], np.ndarray | None] | None,
+) -> tuple[np.ndarray, ...] | None:
+    """The free channels' moments, with the model's correlation where the refit reads it."""
+    if moments is None:
+        return None
+    pair = (moments[0][free], moments[1][free])
+    if correlation is None or opts.get("refit") != "gaussian" or opts.get("refit_correlation") != "auto":
+        return pair
+    rho = correlation()
+    return pair if rho is None or rho.shape != (n, n) else (*pair, rho[np.ix_(free, free)])
 
 
 def write_hidden(

@@ -1,0 +1,143 @@
+"""The pre-activation correlations propagated without data (tropref.network.moments;
+docs/refit.md): the window arithmetic exact, the model against sampled networks, the refit
+reading it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tropref import compress_network
+from tropref.network import Add, BatchNorm, Conv2d, Network, ReLU, analyse
+from tropref.network import moments as M
+from tropref.network.forward import node_outputs
+from tropref.statistics import weight_correlation
+
+
+def _direct_conv_covariance(K0, W, pad, stride, delta):
+    """Cov(y(p), y(p + δ)) for y = conv(x), x stationary with window K0: the double sum over
+    taps, written out (the independent computation)."""
+    r0 = K0.shape[-1] // 2
+    o, _c, kh, kw = W.shape
+    out = np.zeros((o, o))
+    for i in range(kh):
+        for j in range(kw):
+            for a in range(kh):
+                for b in range(kw):
+                    # x(s p + t - pad) against x(s (p + δ) + t' - pad)
+                    dy, dx = stride * delta[0] + a - i, stride * delta[1] + b - j
+                    if abs(dy) <= r0 and abs(dx) <= r0:
+                        out += W[:, :, i, j] @ K0[:, :, r0 + dy, r0 + dx] @ W[:, :, a, b].T
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_convolution_maps_the_window_exactly(stride):
+    rng = np.random.default_rng(0)
+    c, r0 = 3, 9
+    y, x = np.meshgrid(np.arange(-r0, r0 + 1), np.arange(-r0, r0 + 1), indexing="ij")
+    L = rng.normal(size=(c, c))
+    K0 = (L @ L.T)[:, :, None, None] * (0.7 ** np.hypot(y, x))[None, None]
+    W = rng.normal(size=(4, c, 3, 3))
+    first = M._conv_first(K0, W, (1, 1), (1, 1))
+    K = M._subsample(M._transpose(M._conv_first(M._transpose(first), W, (1, 1), (1, 1))), (stride, stride))
+    r = K.shape[-1] // 2
+    for delta in [(0, 0), (1, 0), (0, -2), (1, 1)]:
+        expected = _direct_conv_covariance(K0, W, 1, stride, delta)
+        np.testing.assert_allclose(K[:, :, r + delta[0], r + delta[1]], expected, rtol=1e-12, atol=1e-12)
+
+
+def _calibrated_residual_net(seed=0, n=96, size=20):
+    """conv-bn-relu [fork] -> conv-bn-relu-conv-bn + identity -> relu [fork] -> stride-2
+    conv-bn-relu-conv-bn + 1x1 stride-2 conv-bn shortcut -> relu -> conv: every BatchNorm's
+    statistics set to what it sees on white-noise images, and those images."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3, size, size))
+
+    def conv(o, c, k=3, s=1):
+        return Conv2d(rng.normal(size=(o, c, k, k)) / np.sqrt(c * k * k), rng.normal(size=o) * 0.3, s, k // 2)
+
+    layers = [conv(6, 3), None, ReLU(), conv(8, 6), None, ReLU(), conv(6, 8), None, Add(), ReLU()]
+    layers += [conv(8, 6, s=2), None, ReLU(), conv(8, 8), None, conv(8, 6, k=1, s=2), None, Add(), ReLU(), conv(4, 8)]
+    inputs = [(-1,), (0,), (1,), (2,), (3,), (4,), (5,), (6,), (7, 2), (8,)]
+    inputs += [(9,), (10,), (11,), (12,), (13,), (9,), (15,), (14, 16), (17,), (18,)]
+    for g, layer in enumerate(layers):  # every BatchNorm follows its convolution
+        if layer is None:
+            c = layers[g - 1].W.shape[0]
+            layers[g] = BatchNorm(np.zeros(c), np.ones(c))
+    for g, layer in enumerate(layers):  # each fitted to what it reads, in order
+        if isinstance(layer, BatchNorm):
+            z = np.asarray(node_outputs(Network(layers, (3, size, size), inputs), x, keep=[g - 1])[g - 1])
+            c = z.shape[1]
+            layers[g] = BatchNorm(z.mean((0, 2, 3)), z.var((0, 2, 3)), rng.uniform(0.5, 2, c), rng.normal(size=c))
+    return Network(layers, (3, size, size), inputs), x
+
+
+def test_propagated_correlations_match_sampled_networks():
+    """Against the correlations measured on the images, the model is close everywhere and
+    closer than the weights' cosines (what the refit takes without it)."""
+    net, x = _calibrated_residual_net()
+    structure = analyse(net)
+    rho = M.propagated_correlations(structure)
+    assert sorted(rho) == [0, 2, 4, 7, 9, 10]  # every convolution with a BatchNorm (work graph)
+    values = node_outputs(structure.work, x, keep=list(rho))
+    errors, cosine_errors = [], []
+    for g, R in rho.items():
+        z = np.asarray(values[g]).transpose(1, 0, 2, 3).reshape(len(R), -1)
+        measured = np.corrcoef(z)
+        np.testing.assert_allclose(R, R.T)
+        np.testing.assert_allclose(np.diag(R), 1.0)
+        off = ~np.eye(len(R), dtype=bool)
+        errors.append(np.abs(R - measured)[off].max())
+        W = np.asarray(structure.work.layers[g].W).reshape(len(R), -1)
+        cosine_errors.append(np.abs(weight_correlation(np.column_stack([W, np.zeros(len(W))])) - measured)[off].max())
+    # measured: largest 0.02-0.23 per layer (mean 0.12) against the cosines' 0.01-0.43 (mean 0.25)
+    assert max(errors) < 0.3, errors
+    assert np.mean(errors) < 0.6 * np.mean(cosine_errors), (errors, cosine_errors)
+
+
+def test_no_model_without_a_first_convolution_with_statistics():
+    rng = np.random.default_rng(1)
+    net = Network([Conv2d(rng.normal(size=(4, 3, 3, 3))), ReLU(), Conv2d(rng.normal(size=(2, 4, 3, 3)))])
+    assert M.propagated_correlations(analyse(net, (3, 8, 8))) == {}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_radius_or_budget_is_refused_by_name(bad):
+    net, _ = _calibrated_residual_net(n=2, size=8)
+    for name in ("radius", "budget"):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            M.propagated_correlations(analyse(net), **{name: bad})
+
+
+def test_a_small_budget_keeps_a_smaller_window_and_still_a_correlation():
+    net, _ = _calibrated_residual_net(n=2, size=8)
+    rho = M.propagated_correlations(analyse(net), budget=64)
+    assert len(rho) == 6
+    assert all(np.all(np.abs(R) <= 1) for R in rho.values())
+
+
+def test_network_refit_reads_the_propagated_correlation_only_when_asked():
+    """``refit_correlation="auto"``: the branch refits use the propagated ρ (and say so);
+    the default is the cosine refit, and the certificate still bounds the result."""
+    net, x = _calibrated_residual_net(n=24, size=10)
+    plain, plain_report = compress_network(net, 0.5, seed=0, inputs=x[:8])
+    cosine, _ = compress_network(net, 0.5, seed=0, certify=False, refit_correlation="cosine")
+    auto, report = compress_network(net, 0.5, seed=0, inputs=x[:8], refit_correlation="auto")
+    used = {(l.info or {}).get("correction", {}).get("refit_correlation") for l in report.layers}
+    assert "propagated" in used
+    assert {(l.info or {}).get("correction", {}).get("refit_correlation") for l in plain_report.layers} <= {
+        "cosine",
+        None,
+    }
+    for a, b in zip(plain.layers, cosine.layers, strict=True):
+        for name in ("W", "b"):
+            if getattr(a, name, None) is not None:
+                np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)))
+    assert any(
+        not np.array_equal(np.asarray(a.W), np.asarray(b.W))
+        for a, b in zip(auto.layers, plain.layers, strict=True)
+        if isinstance(a, Conv2d)
+    )
+    err = np.abs(np.asarray(auto(x[:8])) - np.asarray(net(x[:8]))).reshape(8, -1)
+    assert np.all(err <= np.asarray(report.certificate_per_output).reshape(1, -1) * (1 + 1e-9) + 1e-9)
