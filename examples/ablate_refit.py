@@ -10,7 +10,9 @@ uncompressed network's predictions on the first ``--images`` test images of the 
 2,000-image subset (of the full split with ``--full``; ``--images 10000`` for all of it).
 ``docs/refit.md`` has the measurements. Options not set here keep
 :func:`tropref.compress_network`'s defaults by where the layer sits (``correct="full"`` and
-``outgoing=0.5`` in residual branches, ``correct="none"`` elsewhere). Deterministic (Ward).
+``outgoing=0.5`` and the refit with propagated correlations in residual branches,
+``correct="none"`` elsewhere; the configurations named "refit" use the weights' cosines
+unless they say otherwise). Deterministic (Ward).
 The refit acts only where the units' statistics exist (a BatchNorm before the ReLU).
 """
 
@@ -24,18 +26,19 @@ import numpy as np
 from tropref.experiments import evaluation_data, keep_rule, load_model, predict
 from tropref.network import compress_network
 
+COSINE = {"refit": "gaussian", "refit_correlation": "cosine"}  # the refit as it first shipped
 CONFIGS = {  # name: TropNNC options on top of the defaults
-    "default": {},  # in residual branches: the refit with the variance rescale
+    "default": {},  # in residual branches: the refit with the variance rescale and propagated ρ
     "section 10": {"refit": "none"},  # the default before the refit (docs/results.md, section 10)
     "no correction": {"correct": "none", "refit": "none"},
-    "refit": {"refit": "gaussian", "refit_variance": False},
-    "refit + variance": {"refit": "gaussian", "refit_variance": True},
-    "refit + variance, no correction": {"refit": "gaussian", "refit_variance": True, "correct": "none"},
-    "refit + variance, centred ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "centred"},
+    "refit": {**COSINE, "refit_variance": False},
+    "refit + variance": {**COSINE, "refit_variance": True},
+    "refit + variance, no correction": {**COSINE, "refit_variance": True, "correct": "none"},
+    "refit + variance, centred ρ": {**COSINE, "refit_variance": True, "refit_correlation": "centred"},
     # ρ propagated through the network without data (tropref.network.moments); cosines elsewhere
     "refit + variance, propagated ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "auto"},
-    "refit + variance, ridge 0.01": {"refit": "gaussian", "refit_variance": True, "refit_ridge": 0.01},
-    "refit + variance, ridge 1": {"refit": "gaussian", "refit_variance": True, "refit_ridge": 1.0},
+    "refit + variance, ridge 0.01": {**COSINE, "refit_variance": True, "refit_ridge": 0.01},
+    "refit + variance, ridge 1": {**COSINE, "refit_variance": True, "refit_ridge": 1.0},
 }
 
 

@@ -117,26 +117,33 @@ def test_a_small_budget_keeps_a_smaller_window_and_still_a_correlation():
     assert all(np.all(np.abs(R) <= 1) for R in rho.values())
 
 
-def test_network_refit_reads_the_propagated_correlation_only_when_asked():
-    """``refit_correlation="auto"``: the branch refits use the propagated ρ (and say so);
-    the default is the cosine refit, and the certificate still bounds the result."""
+def test_a_layer_wider_than_the_budget_ends_the_walk():
+    """6 channels fit a budget of 40 entries at one offset, 8 do not: the walk keeps the first
+    layer's correlation and stops at the first 8-channel layer (time and memory bounded)."""
+    net, _ = _calibrated_residual_net(n=2, size=8)
+    assert sorted(M.propagated_correlations(analyse(net), budget=40)) == [0]
+
+
+def test_network_refit_reads_the_propagated_correlation_by_default():
+    """The branch refits use the propagated ρ by default (``refit_correlation="auto"``, and
+    say so); ``"cosine"`` gives the cosine refit back, and the certificate bounds the result."""
     net, x = _calibrated_residual_net(n=24, size=10)
-    plain, plain_report = compress_network(net, 0.5, seed=0, inputs=x[:8])
-    cosine, _ = compress_network(net, 0.5, seed=0, certify=False, refit_correlation="cosine")
-    auto, report = compress_network(net, 0.5, seed=0, inputs=x[:8], refit_correlation="auto")
+    auto, report = compress_network(net, 0.5, seed=0, inputs=x[:8])
+    explicit, _ = compress_network(net, 0.5, seed=0, certify=False, refit_correlation="auto")
+    cosine, cosine_report = compress_network(net, 0.5, seed=0, certify=False, refit_correlation="cosine")
     used = {(l.info or {}).get("correction", {}).get("refit_correlation") for l in report.layers}
     assert "propagated" in used
-    assert {(l.info or {}).get("correction", {}).get("refit_correlation") for l in plain_report.layers} <= {
+    assert {(l.info or {}).get("correction", {}).get("refit_correlation") for l in cosine_report.layers} <= {
         "cosine",
         None,
     }
-    for a, b in zip(plain.layers, cosine.layers, strict=True):
+    for a, b in zip(auto.layers, explicit.layers, strict=True):
         for name in ("W", "b"):
             if getattr(a, name, None) is not None:
                 np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)))
     assert any(
         not np.array_equal(np.asarray(a.W), np.asarray(b.W))
-        for a, b in zip(auto.layers, plain.layers, strict=True)
+        for a, b in zip(auto.layers, cosine.layers, strict=True)
         if isinstance(a, Conv2d)
     )
     err = np.abs(np.asarray(auto(x[:8])) - np.asarray(net(x[:8]))).reshape(8, -1)

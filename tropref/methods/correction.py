@@ -117,7 +117,7 @@ def gaussian_refit(
     inputs: Array,
     *,
     ridge: float = 0.1,
-    correlation: str = "cosine",
+    correlation: str = "auto",
     variance: bool = False,
 ) -> tuple[Array, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """The least-squares fold of the units on the kept units under a Gaussian model: a
@@ -151,7 +151,7 @@ def gaussian_refit(
         ``ρ``: the cosines of the weights, or of the weights centred over the fan-in;
         ``"auto"``: ``problem.correlation`` where the caller has one (a model propagated
         through the network, :func:`tropref.network.moments.propagated_correlations`),
-        else the cosines. ``info["refit_correlation"]`` says which was used.
+        else the cosines (the default). ``info["refit_correlation"]`` says which was used.
     variance : bool
         Rescale ``F`` by one scalar so that the total variance the next layer reads under
         the model, ``tr(G Cov(a))`` with ``G = V_flat V_flatᵀ``, is the original's (least

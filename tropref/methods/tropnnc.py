@@ -111,7 +111,7 @@ def tropnnc(
     outgoing: float = 0.0,
     refit: str = "none",
     refit_ridge: float = 0.1,
-    refit_correlation: str = "cosine",
+    refit_correlation: str = "auto",
     refit_variance: bool = False,
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
@@ -205,7 +205,8 @@ def tropnnc(
         The refit's model of the units' correlations: cosines of the weights, or of the
         weights centred over the fan-in; ``"auto"``: the correlation the caller gives
         (``moments=(μ, σ, ρ)``; :func:`tropref.compress_network` propagates one through
-        convolutional networks, ``docs/refit.md``), else the cosines. Default ``"cosine"``.
+        convolutional networks, ``docs/refit.md``), else the cosines. Default ``"auto"``
+        (measured: ``docs/results.md``, section 12).
     refit_variance : bool
         Rescale the refitted fold so that the total variance the next layer reads is the
         original's under the model (least squares shrinks it). Default False.

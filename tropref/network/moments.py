@@ -24,9 +24,10 @@ through the work graph (BatchNorms folded) instead, in float64 on the host:
 - an addition sums the windows of its inputs and both cross terms, which are tracked from
   the latest fork (a node read by two layers) through the ops of each path.
 
-A layer the model does not describe (dense layers, a flatten, a concatenation) ends the walk:
-the correlations computed so far are returned, and the refit falls back to the cosines for
-the rest. No BatchNorm at the first convolution, or a network that does not start with one,
+A layer the model does not describe (dense layers, a flatten, a concatenation), or one
+with more than ``√budget`` channels (its window would not fit even at one offset), ends the
+walk: the correlations computed so far are returned, and the refit falls back to the cosines
+for the rest. No BatchNorm at the first convolution, or a network that does not start with one,
 gives no model at all (an empty result).
 """
 
@@ -48,8 +49,11 @@ RADIUS = 8
 """Offsets kept at the network's input, in input pixels: on ``resnet20`` the correlations
 agree with ±27 to two decimals, in a tenth of the time (``docs/refit.md``)."""
 
-BUDGET = 2**21
-"""Most entries of one node's window (``c² (2r + 1)²``): bounds memory on wide layers."""
+BUDGET = 2**19
+"""Most entries of one node's window (``c² (2r + 1)²``): bounds memory and time on wide
+layers (a layer above 724 channels ends the walk). The shipped models' windows fit whole;
+on ResNet-50 the walk then stops at the first 1,024-channel layer, in 1.0 s instead of 49 s
+(``docs/performance.md``)."""
 
 
 class _Unsupported(Exception):
@@ -68,7 +72,8 @@ def propagated_correlations(
     radius : int
         Offsets ``|δ| <= radius`` kept at the input's resolution (fewer after each stride).
     budget : int
-        The most entries of one node's window; wider layers keep a smaller radius.
+        The most entries of one node's window; wider layers keep a smaller radius, and a
+        layer with more than ``√budget`` channels ends the walk.
 
     Returns
     -------
@@ -109,9 +114,15 @@ def propagated_correlations(
     users = work.users()
     walk = _Walk(work, targets, budget)
     walk.nodes[-1] = _input_model(first, targets[0], radius)
+    left = [len(u) for u in users]  # readers still to come: a node is dropped after its last
     try:
         for g, layer in enumerate(work.layers):
-            walk.step(g, layer, tuple(work.sources(g)), fork=len(users[g]) > 1)
+            src = tuple(work.sources(g))
+            walk.step(g, layer, src, fork=len(users[g]) > 1)
+            for s in (s for s in src if s >= 0):
+                left[s] -= 1
+                if left[s] == 0 and s != walk.anchor:
+                    del walk.nodes[s]
     except _Unsupported:
         pass
     return walk.out
@@ -166,10 +177,13 @@ class _Walk:
 
     def _linear(self, g: int, layer: Any, p: _Node, source: int) -> _Node:
         W, b, stride, dilation, pad = _as_conv(layer, len(p.m))
-        m = W.sum((2, 3)) @ p.m + b
+        c = W.shape[0] if W.ndim == 4 else len(p.m)
+        if c**2 > self.budget:  # not even one offset fits: time and memory stay bounded
+            raise _Unsupported(f"{c} channels, wider than the budget")
+        m = (W.sum((2, 3)) @ p.m if W.ndim == 4 else W.sum() * p.m) + b
         # the output's radius (by the budget), and the input's window it needs
         r = _radius(p.K.shape[-1] // 2 // max(stride), len(m), self.budget)
-        margin = max(d * (k - 1) for d, k in zip(dilation, W.shape[2:], strict=True))  # taps read past it
+        margin = max(d * (k - 1) for d, k in zip(dilation, W.shape[-2:], strict=True))  # taps read past it
         first = _conv_first(_crop(p.K, (r + margin) * max(stride)), W, dilation, pad)  # Cov(z(p), x(p + δ))
         K = _crop(_subsample(_transpose(_conv_first(_transpose(first), W, dilation, pad)), stride), r)
         X, ops = None, ()
@@ -234,10 +248,12 @@ def _input_model(conv: Conv2d, stats: tuple[np.ndarray, np.ndarray], radius: int
     target = np.log(np.maximum(std, 1e-300) ** 2)
     ok = std > 0
     best = (np.inf, 0.5, 0.0, 1.0)
-    for r0 in np.linspace(0.02, 0.98, 49):
-        R = r0**dist
+    grid = np.linspace(0.02, 0.98, 49)
+    R = grid[:, None, None] ** dist  # every r0 at once: one product per kind of pair
+    q_same, q_all = (np.einsum("otu,gtu->go", M, R) for M in (same, allc))
+    for r0, qs, qa in zip(grid, q_same, q_all, strict=True):
         for kappa in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0) if c > 1 else (1.0,):
-            q = np.einsum("otu,tu->o", (1 - kappa) * same + kappa * allc, R)
+            q = (1 - kappa) * qs + kappa * qa
             if not np.all(q[ok] > 0):
                 continue
             logv = np.mean(target[ok] - np.log(q[ok]))
@@ -252,15 +268,14 @@ def _input_model(conv: Conv2d, stats: tuple[np.ndarray, np.ndarray], radius: int
 
 
 def _as_conv(layer: Any, c: int) -> tuple[np.ndarray, np.ndarray, tuple, tuple, tuple]:
-    """A convolution's (or a pooling's, as a uniform depthwise window) weights, bias, stride,
-    dilation and the (top, left) padding offsets."""
+    """A convolution's weights ``(o, c, kh, kw)`` (or a pooling's, as a uniform depthwise
+    window ``(kh, kw)``), bias, stride, dilation and the (top, left) padding offsets."""
     if isinstance(layer, Conv2d):
         W = to_numpy(layer.W).astype(np.float64)
         b = np.zeros(W.shape[0]) if layer.b is None else to_numpy(layer.b).astype(np.float64)
         return W, b, layer.stride, layer.dilation, (layer.padding[0], layer.padding[2])
     kh, kw = layer.kernel
-    W = np.eye(c)[:, :, None, None] * np.full((1, 1, kh, kw), 1.0 / (kh * kw))
-    return W, np.zeros(c), layer.stride, (1, 1), (layer.padding[0], layer.padding[2])
+    return np.full((kh, kw), 1.0 / (kh * kw)), np.zeros(c), layer.stride, (1, 1), (layer.padding[0], layer.padding[2])
 
 
 def _shift(C: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -277,12 +292,16 @@ def _shift(C: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 def _conv_first(C: np.ndarray, W: np.ndarray, dilation: tuple[int, int], pad: tuple[int, int]) -> np.ndarray:
     """The window of ``Cov(conv(x)(p), y(p + δ))`` from that of ``Cov(x(p), y(p + δ))``:
-    ``Σ_t W[:, :, t] C(δ + t)``, each tap ``t`` a shift of the window."""
-    out = np.zeros((W.shape[0], *C.shape[1:]))
-    for i in range(W.shape[2]):
-        for j in range(W.shape[3]):
-            S = _shift(C, dilation[0] * (i - pad[0]), dilation[1] * (j - pad[1]))
-            out += np.tensordot(W[:, :, i, j], S, axes=(1, 0))
+    ``Σ_t W[:, :, t] C(δ + t)``, each tap ``t`` a shift of the window (``W[t] C(δ + t)`` for
+    a depthwise window ``W`` of shape ``(kh, kw)``)."""
+    out = np.zeros((W.shape[0] if W.ndim == 4 else C.shape[0], *C.shape[1:]))
+    for i in range(W.shape[-2]):
+        for j in range(W.shape[-1]):
+            dy, dx = dilation[0] * (i - pad[0]), dilation[1] * (j - pad[1])
+            if abs(dy) >= C.shape[-2] or abs(dx) >= C.shape[-1]:  # the shifted window is all zeros
+                continue
+            S = _shift(C, dy, dx)
+            out += np.tensordot(W[:, :, i, j], S, axes=(1, 0)) if W.ndim == 4 else W[i, j] * S
     return out
 
 

@@ -69,7 +69,9 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
       (``correct="full"``), lets the partition see the outgoing weights
       (``outgoing=_RESIDUAL_OUTGOING``) and refits the next layer by least squares under the
       Gaussian model of its statistics, keeping the variance it reads (``refit="gaussian"``,
-      ``refit_variance=True``; ``docs/refit.md``); elsewhere it does none of these
+      ``refit_variance=True``; ``docs/refit.md``), with the units' correlations propagated
+      through the network from its BatchNorms (``refit_correlation="auto"``, the method's
+      default; :mod:`tropref.network.moments`); elsewhere it does none of these
       (``correct="none"``). Each was measured (``docs/results.md``, sections 10 and 12): in
       residual branches they keep far more of the network at every fraction, in the chain
       networks the correction costs accuracy and the refit is mixed. Where no BatchNorm
@@ -254,7 +256,7 @@ def _moments(
     if moments is None:
         return None
     pair = (moments[0][free], moments[1][free])
-    if correlation is None or opts.get("refit") != "gaussian" or opts.get("refit_correlation") != "auto":
+    if correlation is None or opts.get("refit") != "gaussian" or opts.get("refit_correlation", "auto") != "auto":
         return pair
     rho = correlation()
     return pair if rho is None or rho.shape != (n, n) else (*pair, rho[np.ix_(free, free)])
