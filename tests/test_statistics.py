@@ -5,11 +5,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
-from scipy.special import ndtr
+from scipy.special import ndtr, owens_t
 
 from tropref.statistics import (
     _SQRT_2PI,
-    _bivariate_cdf,
     merged_covariance,
     merged_moments,
     moment_match,
@@ -162,8 +161,16 @@ def test_merged_covariance_is_exact_for_isotropic_inputs(seed, n, d, k):
     np.testing.assert_allclose(cov, kept[:, :-1] @ kept[:, :-1].T, rtol=1e-7, atol=1e-9)
 
 
-# relu_product_mean evaluates each normal CDF once and skips the constants no entry reads
-# (issue 19): the same values as the formulas written out
+# relu_product_mean evaluates each factor's terms at its own shape, each normal CDF once,
+# Rosenbaum's four terms collected, and skips the constants no entry reads (issue 19): the
+# same values, to round-off, as the formulas written out term by term
+
+
+def _owen_bivariate_cdf(a, b, r):
+    """Owen's (1956) Φ₂(a, b; ρ), every term where it appears (a, b nonzero)."""
+    s = np.sqrt(1.0 - r * r)
+    beta = np.where((a < 0) != (b < 0), 0.5, 0.0)
+    return 0.5 * (ndtr(a) + ndtr(b)) - owens_t(a, (b - r * a) / (a * s)) - owens_t(b, (a - r * b) / (b * s)) - beta
 
 
 def _relu_product_mean_written_out(mean1, std1, mean2, std2, corr):
@@ -178,7 +185,7 @@ def _relu_product_mean_written_out(mean1, std1, mean2, std2, corr):
     s = np.sqrt(1.0 - r * r)
     pa, pb = np.exp(-0.5 * a * a) / _SQRT_2PI, np.exp(-0.5 * b * b) / _SQRT_2PI
     ta, tb = (b - r * a) / s, (a - r * b) / s
-    L = _bivariate_cdf(a, b, r)
+    L = _owen_bivariate_cdf(a, b, r)
     Eu = pa * ndtr(ta) + r * pb * ndtr(tb)
     Ev = pb * ndtr(tb) + r * pa * ndtr(ta)
     Euv = r * L - r * a * pa * ndtr(ta) - r * b * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
@@ -204,4 +211,6 @@ def test_relu_product_mean_is_the_formulas_written_out(case):
         m2, s2, corr = m1.T, s1.T, np.where(np.eye(n, k, dtype=bool), 1.0, corr)
         m2, s2 = np.resize(m2, (1, k)), np.resize(s2, (1, k))
     got = relu_product_mean(m1, s1, m2, s2, corr)
-    assert np.array_equal(got, _relu_product_mean_written_out(m1, s1, m2, s2, corr))
+    want = _relu_product_mean_written_out(m1, s1, m2, s2, corr)
+    assert got.shape == want.shape == (n, k)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

@@ -243,11 +243,11 @@ def relu_product_mean(
     >>> relu_product_mean(np.zeros(2), np.ones(2), np.zeros(2), np.ones(2), np.array([1.0, 0.0])).round(6).tolist()
     [0.5, 0.159155]
     """
-    mu1, s1, mu2, s2, rho = np.broadcast_arrays(
-        *(np.asarray(v, dtype=np.float64) for v in (mean1, std1, mean2, std2, corr))
-    )
+    mu1, s1, mu2, s2, rho = (np.asarray(v, dtype=np.float64) for v in (mean1, std1, mean2, std2, corr))
+    shape = np.broadcast_shapes(mu1.shape, s1.shape, mu2.shape, s2.shape, rho.shape)
     rho = np.clip(rho, -1.0, 1.0)
-    spread = (s1 > 0) & (s2 > 0)
+    # each factor's own terms at its own shape (in the walk and the refit, one per unit):
+    # only ρ and what depends on it are evaluated per pair
     a = mu1 / np.where(s1 > 0, s1, 1.0)
     b = mu2 / np.where(s2 > 0, s2, 1.0)
     # |ρ| near 1: the quadrant formulas divide by s; nudge ρ inside, where they are accurate
@@ -256,43 +256,46 @@ def relu_product_mean(
     s = np.sqrt(1.0 - r * r)
     pa, pb = np.exp(-0.5 * a * a) / _SQRT_2PI, np.exp(-0.5 * b * b) / _SQRT_2PI
     ta, tb = (b - r * a) / s, (a - r * b) / s
-    L = _bivariate_cdf(a, b, r)
-    na, nb = ndtr(ta), ndtr(tb)  # each CDF once (the same values the formulas read)
-    Eu = pa * na + r * pb * nb
-    Ev = pb * nb + r * pa * na
-    Euv = r * L - r * a * pa * na - r * b * pb * nb + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
-    value = s1 * s2 * (a * b * L + a * Ev + b * Eu + Euv)
+    L = _bivariate_cdf(a, b, r, s, 0.5 * (ndtr(a) + ndtr(b)))
+    # ab L + a E[v;·] + b E[u;·] + E[uv;·], its terms collected
+    value = (a * b + r) * L + b * pa * ndtr(ta) + a * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
+    value = s1 * s2 * value
     # ρ = ±1 exactly: z' = μ' ± (σ'/σ)(z − μ); ρ = 1 with a = b is E[relu(z)²] σ'/σ
     same = (rho == 1.0) & np.isclose(a, b, rtol=0.0, atol=1e-12)
     if same.any():
         value = np.where(same, s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa), value)
-    if spread.all():  # the constants below are read nowhere (the usual case): not computed
-        return np.maximum(value, 0.0)
+    value = np.broadcast_to(np.maximum(value, 0.0), shape)
+    if np.all(s1 > 0) and np.all(s2 > 0):  # the constants below are read nowhere (the usual case)
+        return np.array(value)
     # a factor without spread is the constant relu(μ)
     const = np.where(s1 > 0, relu_mean(mu1, s1) * np.maximum(mu2, 0.0), 0.0)
     const = np.where(s2 > 0, np.maximum(mu1, 0.0) * relu_mean(mu2, s2), const)
     const = np.where((s1 > 0) | (s2 > 0), const, np.maximum(mu1, 0.0) * np.maximum(mu2, 0.0))
-    return np.where(spread, np.maximum(value, 0.0), const)
+    return np.where((s1 > 0) & (s2 > 0), value, const)
 
 
-def _bivariate_cdf(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+def _bivariate_cdf(a: np.ndarray, b: np.ndarray, r: np.ndarray, s: np.ndarray, half: np.ndarray) -> np.ndarray:
     """``Φ₂(a, b; ρ) = P(u < a, v < b)`` for ``|ρ| < 1``, by Owen's formula::
 
         Φ₂ = (Φ(a) + Φ(b))/2 − T(a, (b − ρa)/(a s)) − T(b, (a − ρb)/(b s)) − β,
 
-    ``β = 1/2`` when ``a b < 0`` (or one is 0 and ``a + b < 0``), else 0."""
-    s = np.sqrt(1.0 - r * r)
+    ``β = 1/2`` when ``a b < 0`` (or one is 0 and ``a + b < 0``), else 0; ``half`` is the
+    caller's ``(Φ(a) + Φ(b))/2`` (at the factors' own shapes), ``s = √(1 − ρ²)``."""
     tiny = 1e-300
     # T(0, ±∞) = ±1/4: a = 0 is taken as a tiny number of the sign that keeps the formula's limit
-    a0 = np.where(a == 0, np.where(b >= 0, tiny, -tiny), a)
-    b0 = np.where(b == 0, np.where(a0 >= 0, tiny, -tiny), b)
+    a0, b0 = a, b  # (at their own shapes unless one is 0 somewhere)
+    if np.any(a == 0):
+        a0 = np.where(a == 0, np.where(b >= 0, tiny, -tiny), a)
+    if np.any(b == 0):
+        b0 = np.where(b == 0, np.where(a0 >= 0, tiny, -tiny), b)
     with np.errstate(over="ignore", divide="ignore"):
         ha = (b0 - r * a0) / (a0 * s)
         hb = (a0 - r * b0) / (b0 * s)
     ha, hb = np.nan_to_num(ha, posinf=1e300, neginf=-1e300), np.nan_to_num(hb, posinf=1e300, neginf=-1e300)
     # by the signs, not the product: a0 b0 of two tiny numbers underflows to ±0 and loses it
     beta = np.where(np.signbit(a0) != np.signbit(b0), 0.5, 0.0)
-    return 0.5 * (ndtr(a0) + ndtr(b0)) - owens_t(a0, ha) - owens_t(b0, hb) - beta
+    # Φ(±tiny) = Φ(0) = 1/2 exactly: the caller's Φ(a), Φ(b) are those of a0, b0
+    return half - owens_t(a0, ha) - owens_t(b0, hb) - beta
 
 
 def weight_correlation(A: np.ndarray, *, centre: bool = False) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 from tropref import compress_network
 from tropref.network import Add, BatchNorm, Conv2d, Network, ReLU, analyse
@@ -148,3 +149,76 @@ def test_network_refit_reads_the_propagated_correlation_by_default():
     )
     err = np.abs(np.asarray(auto(x[:8])) - np.asarray(net(x[:8]))).reshape(8, -1)
     assert np.all(err <= np.asarray(report.certificate_per_output).reshape(1, -1) * (1 + 1e-9) + 1e-9)
+
+
+def test_relu_window_is_the_closed_form_on_the_symmetric_part():
+    """The ReLU's window evaluates the closed form on one entry of each mirrored pair
+    ``(a, b, δ)``, ``(b, a, −δ)`` (issue 19): every entry equals the elementwise closed form
+    on the window's symmetric part ``(K(δ) + K(−δ)ᵀ)/2`` to round-off, and the result is
+    exactly symmetric."""
+    from tropref.statistics import relu_mean, relu_product_mean
+
+    rng = np.random.default_rng(3)
+    c, r = 5, 2
+    y, x = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+    L = rng.normal(size=(c, c))
+    K = (L @ L.T)[:, :, None, None] * (0.6 ** np.hypot(y, x))[None, None]
+    K = K + 0.05 * rng.normal(size=K.shape) * (np.hypot(y, x) > 0)  # an edge that is not symmetric
+    m = rng.normal(size=c)
+    mean, window, slope = M._relu(m, K)
+    np.testing.assert_array_equal(slope, ndtr(m / np.sqrt(np.diagonal(K[:, :, r, r]))))
+    sym = 0.5 * (K + np.transpose(K, (1, 0, 2, 3))[:, :, ::-1, ::-1])
+    sd = np.sqrt(np.diagonal(K[:, :, r, r]))
+    rho = np.clip(sym / sd[:, None, None, None] / sd[None, :, None, None], -1, 1)
+    Ea = relu_mean(m, sd)
+    want = (
+        relu_product_mean(
+            m[:, None, None, None], sd[:, None, None, None], m[None, :, None, None], sd[None, :, None, None], rho
+        )
+        - Ea[:, None, None, None] * Ea[None, :, None, None]
+    )
+    np.testing.assert_allclose(window, want, rtol=1e-12, atol=1e-14)
+    assert np.array_equal(window, np.transpose(window, (1, 0, 2, 3))[:, :, ::-1, ::-1])
+    np.testing.assert_array_equal(mean, Ea)
+
+
+@pytest.mark.parametrize(("stride", "radius", "kernel"), [(1, 2, 3), (2, 3, 3), (2, 1, 7), (3, 0, 1)])
+def test_convolution_at_the_output_offsets_is_the_full_window_subsampled(stride, radius, kernel):
+    """``_conv_first`` computes only the offsets ``stride · k``, ``|k| <= radius``, with the
+    taps as one stacked product (issue 19): the full window's product then subsampled and
+    cropped, tap by tap and written out, to round-off (a depthwise window too)."""
+    rng = np.random.default_rng(5)
+    c, R = 3, 6
+    C = rng.normal(size=(c, 4, 2 * R + 1, 2 * R + 1))
+    W = rng.normal(size=(5, c, kernel, kernel))
+    pad = (kernel // 2, kernel // 2)
+    full = np.zeros((5, 4, 2 * R + 1, 2 * R + 1))
+    for i in range(kernel):
+        for j in range(kernel):
+            dy, dx = i - pad[0], j - pad[1]
+            for y in range(2 * R + 1):
+                for x in range(2 * R + 1):
+                    if 0 <= y - dy <= 2 * R and 0 <= x - dx <= 2 * R:
+                        full[:, :, y, x] += W[:, :, i, j] @ C[:, :, y - dy, x - dx]
+    want = M._crop(M._subsample(full, (stride, stride)), radius)
+    got = M._conv_first(C, W, (1, 1), pad, radius, (stride, stride))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(M._conv_first(C, W, (1, 1), pad), full, rtol=1e-12, atol=1e-12)
+    pool = np.full((kernel, kernel), 1.0 / kernel**2)
+    want_pool = sum(
+        pool[i, j]
+        * np.roll(np.pad(C, ((0, 0), (0, 0), (kernel, kernel), (kernel, kernel))), (i - pad[0], j - pad[1]), (2, 3))
+        for i in range(kernel)
+        for j in range(kernel)
+    )[..., kernel:-kernel, kernel:-kernel]
+    np.testing.assert_allclose(M._conv_first(C, pool, (1, 1), pad), want_pool, rtol=1e-12, atol=1e-12)
+
+
+def test_convolution_in_chunks_of_taps_is_the_same(monkeypatch):
+    """Stacking the shifted windows a few taps at a time (memory bounded by ``_STACK``) gives
+    the one-product result to round-off."""
+    rng = np.random.default_rng(6)
+    C, W = rng.normal(size=(4, 4, 9, 9)), rng.normal(size=(6, 4, 3, 3))
+    whole = M._conv_first(C, W, (2, 2), (1, 1), 2, (2, 2))
+    monkeypatch.setattr(M, "_STACK", 4 * 4 * 25 * 2)  # two taps per product
+    np.testing.assert_allclose(M._conv_first(C, W, (2, 2), (1, 1), 2, (2, 2)), whole, rtol=1e-12, atol=1e-12)

@@ -110,6 +110,17 @@ def correct_merge(
     return inputs, ((mu, sigma) if correct in ("mean", "full") else None), info
 
 
+def _symmetric_relu_covariance(mean: np.ndarray, std: np.ndarray, corr: np.ndarray, Ea: np.ndarray) -> np.ndarray:
+    """``Cov(relu(z))`` for ``z ~ N(μ, diag(σ) ρ diag(σ))``, the closed form evaluated on the
+    upper triangle (``ρ`` read symmetrised) and mirrored: exactly symmetric, at half the cost."""
+    i, j = np.triu_indices(int(mean.shape[0]))
+    rho = 0.5 * (corr[i, j] + corr[j, i])
+    C = np.empty(corr.shape)
+    C[i, j] = relu_product_mean(mean[i], std[i], mean[j], std[j], rho) - Ea[i] * Ea[j]
+    C[j, i] = C[i, j]
+    return C
+
+
 def gaussian_refit(
     problem: LayerProblem,
     assignment: Array,
@@ -210,8 +221,7 @@ def gaussian_refit(
     np.fill_diagonal(corr_k, 1.0)
     Ea, Ek = relu_mean(mean, std), relu_mean(mu_k, sd_k)
     C_ak = relu_product_mean(mean[:, None], std[:, None], mu_k[None, :], sd_k[None, :], corr_x) - np.outer(Ea, Ek)
-    C_kk = relu_product_mean(mu_k[:, None], sd_k[:, None], mu_k[None, :], sd_k[None, :], corr_k) - np.outer(Ek, Ek)
-    C_kk = 0.5 * (C_kk + C_kk.T)
+    C_kk = _symmetric_relu_covariance(mu_k, sd_k, corr_k, Ek)
     F0 = np.zeros((n, k))
     members = labels >= 0
     F0[np.flatnonzero(members), labels[members]] = to_numpy(scale).astype(np.float64)[members]
@@ -228,7 +238,7 @@ def gaussian_refit(
         m, _, s = V.shape
         Vt = np.transpose(V, (1, 0, 2)).reshape(n, m * s)
         G = Vt @ Vt.T
-        C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho) - np.outer(Ea, Ea)
+        C_aa = _symmetric_relu_covariance(mean, std, rho, Ea)
         before, after = float(np.sum(G * C_aa)), float(np.sum(G * (F @ C_kk @ F.T)))
         gamma = math.sqrt(before / after) if after > 0 and before > 0 else 1.0
         F = gamma * F

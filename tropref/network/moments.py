@@ -19,8 +19,11 @@ through the work graph (BatchNorms folded) instead, in float64 on the host:
   shifted per channel to the mean and spread the BatchNorm stored, so that errors do not
   compound through depth; only the correlations are the model's own;
 - a ReLU maps the moments in closed form (:func:`tropref.statistics.relu_mean`,
-  :func:`tropref.statistics.relu_product_mean`); its cross-covariance with another node
-  is scaled by ``Φ(μ/σ)`` (Stein's lemma, exact for jointly Gaussian inputs);
+  :func:`tropref.statistics.relu_product_mean`) of the window's symmetric part
+  ``(K(δ) + K(−δ)ᵀ)/2`` (a convolution's window is exact at its centre, but the taps it
+  skips at the window's edge make the edge entries of a pair ``(a, b, δ)``, ``(b, a, −δ)``
+  differ), evaluated once per pair; its cross-covariance with another node is scaled by
+  ``Φ(μ/σ)`` (Stein's lemma, exact for jointly Gaussian inputs);
 - an addition sums the windows of its inputs and both cross terms, which are tracked from
   the latest fork (a node read by two layers) through the ops of each path.
 
@@ -185,7 +188,7 @@ class _Walk:
         r = _radius(p.K.shape[-1] // 2 // max(stride), len(m), self.budget)
         margin = max(d * (k - 1) for d, k in zip(dilation, W.shape[-2:], strict=True))  # taps read past it
         first = _conv_first(_crop(p.K, (r + margin) * max(stride)), W, dilation, pad)  # Cov(z(p), x(p + δ))
-        K = _crop(_subsample(_transpose(_conv_first(_transpose(first), W, dilation, pad)), stride), r)
+        K = _transpose(_conv_first(_transpose(first), W, dilation, pad, r, stride))  # at the output's offsets
         X, ops = None, ()
         if self.anchor is not None and source == self.anchor:
             X, ops = first, (("conv", (W, dilation, pad)),)
@@ -278,31 +281,63 @@ def _as_conv(layer: Any, c: int) -> tuple[np.ndarray, np.ndarray, tuple, tuple, 
     return np.full((kh, kw), 1.0 / (kh * kw)), np.zeros(c), layer.stride, (1, 1), (layer.padding[0], layer.padding[2])
 
 
-def _shift(C: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``out[..., i, j] = C[..., i - dy, j - dx]``, zeros outside the window."""
-    out = np.zeros_like(C)
-    H, W = C.shape[-2:]
-    if abs(dy) >= H or abs(dx) >= W:
-        return out
-    ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
-    xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
-    out[..., yd, xd] = C[..., ys, xs]
-    return out
-
-
-def _conv_first(C: np.ndarray, W: np.ndarray, dilation: tuple[int, int], pad: tuple[int, int]) -> np.ndarray:
+def _conv_first(
+    C: np.ndarray,
+    W: np.ndarray,
+    dilation: tuple[int, int],
+    pad: tuple[int, int],
+    radius: int | None = None,
+    step: tuple[int, int] = (1, 1),
+) -> np.ndarray:
     """The window of ``Cov(conv(x)(p), y(p + δ))`` from that of ``Cov(x(p), y(p + δ))``:
-    ``Σ_t W[:, :, t] C(δ + t)``, each tap ``t`` a shift of the window (``W[t] C(δ + t)`` for
-    a depthwise window ``W`` of shape ``(kh, kw)``)."""
-    out = np.zeros((W.shape[0] if W.ndim == 4 else C.shape[0], *C.shape[1:]))
+    ``Σ_t W[:, :, t] C(δ − d_t)``, ``d_t`` tap ``t``'s offset (``W[t] C(δ − d_t)`` for a
+    depthwise window ``W`` of shape ``(kh, kw)``), zero where ``C``'s window ends.
+
+    The result holds the offsets ``δ = step · k``, ``|k| <= radius`` (by default every
+    offset of ``C``'s window): only those are computed, not a window then subsampled and
+    cropped. A convolution's taps are one product, ``(o, taps · c)`` by the shifted windows
+    stacked (in chunks of at most ``_STACK`` entries): its contraction is then long even
+    where ``c`` is 3."""
+    R = C.shape[-1] // 2
+    r = [R if radius is None else min(radius, R // s) for s in step]
+    offsets = [s * np.arange(-q, q + 1) for s, q in zip(step, r, strict=True)]
+    shape = (W.shape[0] if W.ndim == 4 else C.shape[0], C.shape[1], *(len(d) for d in offsets))
+    taps = []  # (tap, the output's slices, the input's slices) for each tap that reads the window
     for i in range(W.shape[-2]):
         for j in range(W.shape[-1]):
-            dy, dx = dilation[0] * (i - pad[0]), dilation[1] * (j - pad[1])
-            if abs(dy) >= C.shape[-2] or abs(dx) >= C.shape[-1]:  # the shifted window is all zeros
-                continue
-            S = _shift(C, dy, dx)
-            out += np.tensordot(W[:, :, i, j], S, axes=(1, 0)) if W.ndim == 4 else W[i, j] * S
+            d = (dilation[0] * (i - pad[0]), dilation[1] * (j - pad[1]))
+            cut = [_reads(R + off - dt, 2 * R + 1) for off, dt in zip(offsets, d, strict=True)]
+            if all(c is not None for c in cut):
+                taps.append(((i, j), *zip(*cut, strict=True)))
+    out = np.zeros(shape)
+    if W.ndim == 2:
+        for (i, j), dst, srcs in taps:
+            out[..., dst[0], dst[1]] += W[i, j] * C[..., srcs[0], srcs[1]]
+        return out
+    chunk = max(1, _STACK // max(1, int(np.prod(shape[1:])) * C.shape[0]))
+    for start in range(0, len(taps), chunk):
+        group = taps[start : start + chunk]
+        stacked = np.zeros((len(group), C.shape[0], *shape[1:]))
+        for t, (_, dst, srcs) in enumerate(group):
+            stacked[t][..., dst[0], dst[1]] = C[..., srcs[0], srcs[1]]
+        Wt = np.stack([W[:, :, i, j] for (i, j), _, _ in group], axis=1)  # (o, taps, c)
+        out += (Wt.reshape(shape[0], -1) @ stacked.reshape(-1, int(np.prod(shape[1:])))).reshape(shape)
     return out
+
+
+_STACK = 2**22
+"""Most entries of the stacked shifted windows of one product in :func:`_conv_first` (32 MB)."""
+
+
+def _reads(index: np.ndarray, size: int) -> tuple[slice, slice] | None:
+    """For output positions reading input ``index`` (an arithmetic sequence), the slices of
+    the outputs whose input lies in ``[0, size)`` and of those inputs; None when none does."""
+    ok = np.flatnonzero((index >= 0) & (index < size))
+    if ok.size == 0:
+        return None
+    step = int(index[1] - index[0]) if index.size > 1 else 1
+    first, last = int(index[ok[0]]), int(index[ok[-1]])
+    return slice(int(ok[0]), int(ok[-1]) + 1), slice(first, last + 1, step)
 
 
 def _transpose(C: np.ndarray) -> np.ndarray:
@@ -353,12 +388,27 @@ def _correlation(C: np.ndarray) -> np.ndarray:
 
 def _relu(m: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, window and Stein slope ``Φ(μ/σ)`` of ``relu(z)``, ``z`` Gaussian with ``(m, K)``."""
-    r = K.shape[-1] // 2
+    c, w = K.shape[0], K.shape[-1]
+    r = w // 2
     sd = np.sqrt(np.maximum(np.diagonal(K[:, :, r, r]), 0.0))
     safe = np.where(sd > 0, sd, 1.0)
-    rho = np.clip(K / safe[:, None, None, None] / safe[None, :, None, None], -1.0, 1.0)
+    # K[a, b, δ] = K[b, a, −δ]: the closed form (the walk's main cost) runs on one entry of
+    # each such pair, their mean, and the other is its mirror, so the result is symmetric too
+    half, mirror = _half_window(c, w)
+    Kf = K.reshape(-1)
+    unit_a, unit_b = half // (c * w * w), half // (w * w) % c
+    rho = np.clip(0.5 * (Kf[half] + Kf[mirror[half]]) / safe[unit_a] / safe[unit_b], -1.0, 1.0)
     Ea = relu_mean(m, sd)
-    m4, s4 = m[:, None, None, None], sd[:, None, None, None]
-    E2 = relu_product_mean(m4, s4, m[None, :, None, None], sd[None, :, None, None], rho)
+    E2 = np.empty(c * c * w * w)
+    E2[half] = relu_product_mean(m[unit_a], sd[unit_a], m[unit_b], sd[unit_b], rho) - Ea[unit_a] * Ea[unit_b]
+    E2[mirror[half]] = E2[half]
     slope = np.where(sd > 0, ndtr(m / safe), (m > 0).astype(np.float64))
-    return Ea, E2 - Ea[:, None, None, None] * Ea[None, :, None, None], slope
+    return Ea, E2.reshape(K.shape), slope
+
+
+def _half_window(c: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices of a ``(c, c, w, w)`` window with one entry of each pair
+    ``(a, b, δ)``, ``(b, a, −δ)`` (the first in C order), and every entry's mirror."""
+    flat = np.arange(c * c * w * w).reshape(c, c, w, w)
+    mirror = np.transpose(flat, (1, 0, 2, 3))[:, :, ::-1, ::-1].reshape(-1)
+    return np.flatnonzero(flat.reshape(-1) <= mirror), mirror
