@@ -105,3 +105,22 @@ def test_channel_view_broadcasts_over_the_channel_axis():
     v, images, vectors = np.array([1.0, 2.0, 3.0]), np.ones((2, 3, 4, 4)), np.ones((2, 3))
     np.testing.assert_array_equal((images * channel_view(xp, v, 4))[:, :, 1, 2], np.tile(v, (2, 1)))
     np.testing.assert_array_equal(vectors * channel_view(xp, v, 2), np.tile(v, (2, 1)))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_transpose_in_blocks_of_rows_is_the_adjoint(monkeypatch, stride):
+    """``conv_transpose`` runs a few rows at a time (issue 21's speed-up): with one or two
+    rows per block it gives the whole product's result, and ``<conv(x), λ> = <x, convᵀ(λ)>``
+    row by row."""
+    from tropref.network import windows
+
+    rng = np.random.default_rng(7)
+    layer = Conv2d(rng.normal(size=(4, 3, 3, 3)), stride=stride, padding=1)
+    x = rng.normal(size=(5, 3, 9, 9))
+    y = windows.conv_rows(x, layer)
+    lam = rng.normal(size=y.shape)
+    whole = windows.conv_transpose(lam, layer, (9, 9))
+    np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * whole, axis=(1, 2, 3)), rtol=1e-12)
+    for rows in (1, 2):
+        monkeypatch.setattr(windows, "_CACHE", rows * 11 * 11 * 4)
+        assert np.array_equal(windows.conv_transpose(lam, layer, (9, 9)), whole)

@@ -458,10 +458,11 @@ class _BatchNormKind(Kind):
         return (G * scale, self.forward(xp, layer, [c]), r * np.abs(scale)), None
 
     def back(self, layer: BatchNorm, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
-        n, s = int(lam.shape[0]), int(lam.shape[1])
+        n, s, c = int(lam.shape[0]), int(lam.shape[1]), int(lam.shape[2])
         scale, shift = np.asarray(layer.scale), np.asarray(layer.shift)
         view = (1, 1, -1) + (1,) * (lam.ndim - 3)
-        return [lam * scale.reshape(view)], (lam * shift.reshape(view)).reshape(n, s, -1).sum(axis=2)
+        # the constant from the sums per channel: no product as large as lam
+        return [lam * scale.reshape(view)], lam.reshape(n, s, c, -1).sum(axis=3) @ shift
 
 
 class _ReLUKind(_Monotone):
@@ -486,13 +487,16 @@ class _ReLUKind(_Monotone):
 
     def back(self, layer: ReLU, lam: np.ndarray, bounds: Sequence[Bounds]) -> tuple[list[np.ndarray], np.ndarray]:
         # above by the chord, below by λ z (λ = 1 when u >= −l, else 0); exact where the sign is fixed
-        lo, hi = bounds[0][0][:, None], bounds[0][1][:, None]
+        lo, hi = bounds[0][0], bounds[0][1]
         open_, up_slope, up_const = _relu_chord(lo, hi)
         low_slope = np.where(lo >= 0, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
-        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
         n, s = int(lam.shape[0]), int(lam.shape[1])
-        c = (pos * up_const).reshape(n, s, -1).sum(axis=2)
-        return [pos * up_slope + neg * low_slope], c
+        # one pass for the slopes and one for the constants' products (n batched products of
+        # the positive parts with the chord offsets): lam is the largest array of the bound
+        up = lam > 0
+        slope = np.where(up, up_slope[:, None], low_slope[:, None])
+        c = (np.maximum(lam, 0.0).reshape(n, s, -1) @ up_const.reshape(n, -1, 1))[..., 0]
+        return [np.multiply(lam, slope, out=slope)], c
 
 
 def _relu_chord(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -334,15 +334,25 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
     True
     """
     W = np.asarray(layer.W)
-    C = int(W.shape[1])
+    O, C = int(W.shape[0]), int(W.shape[1])
     t, b, l, r = layer.padding
     M, _, Ho, Wo = lam.shape
     H, Wd = in_hw
-    out = np.zeros((M, H + t + b, Wd + l + r, C))
-    lt = np.ascontiguousarray(lam.transpose(0, 2, 3, 1))  # (M, Ho, Wo, O)
-    for i, j, rows, cols in _offsets(layer, Ho, Wo):
-        out[:, rows, cols] += lt @ W[:, :, i, j]  # (M, Ho, Wo, C)
-    return out[:, t : t + H, l : l + Wd].transpose(0, 3, 1, 2)
+    result = np.empty((M, C, H, Wd))
+    # a few rows at a time, so that each tap's product adds into memory still in cache (the
+    # taps' sums run over the whole map of every row: memory-bound on the whole array)
+    step = max(1, _CACHE // ((H + t + b) * (Wd + l + r) * max(C, O)))
+    for lo in range(0, M, step):
+        lt = np.ascontiguousarray(lam[lo : lo + step].transpose(0, 2, 3, 1))  # (m, Ho, Wo, O)
+        out = np.zeros((int(lt.shape[0]), H + t + b, Wd + l + r, C))
+        for i, j, rows, cols in _offsets(layer, Ho, Wo):
+            out[:, rows, cols] += lt @ W[:, :, i, j]  # (m, Ho, Wo, C)
+        result[lo : lo + step] = out[:, t : t + H, l : l + Wd].transpose(0, 3, 1, 2)
+    return result
+
+
+_CACHE = 2**17
+"""Entries of one block of rows of :func:`conv_transpose`'s padded output (1 MB)."""
 
 
 def pool_stack(a: np.ndarray, layer: MaxPool2d, fill: float) -> np.ndarray:
