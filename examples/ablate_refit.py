@@ -10,9 +10,10 @@ uncompressed network's predictions on the first ``--images`` test images of the 
 2,000-image subset (of the full split with ``--full``; ``--images 10000`` for all of it).
 ``docs/refit.md`` has the measurements. Options not set here keep
 :func:`tropref.compress_network`'s defaults by where the layer sits (``correct="full"`` and
-``outgoing=0.5`` and the refit with propagated correlations in residual branches,
-``correct="none"`` elsewhere; the configurations named "refit" use the weights' cosines
-unless they say otherwise). Deterministic (Ward).
+``outgoing=0.5`` and the refit with propagated correlations from a partition searched for
+it, ``refit_search=1``, in residual branches; ``correct="none"`` elsewhere). The
+configurations named "refit" start from Ward's partition (``refit_search=0``) and use the
+weights' cosines unless they say otherwise; those named "search" search. Deterministic.
 The refit acts only where the units' statistics exist (a BatchNorm before the ReLU).
 """
 
@@ -26,19 +27,26 @@ import numpy as np
 from tropref.experiments import evaluation_data, keep_rule, load_model, predict
 from tropref.network import compress_network
 
-COSINE = {"refit": "gaussian", "refit_correlation": "cosine"}  # the refit as it first shipped
+COSINE = {"refit": "gaussian", "refit_correlation": "cosine", "refit_search": 0}  # the refit as it first shipped
+PROPAGATED = {"refit": "gaussian", "refit_correlation": "auto", "refit_search": 0}
 CONFIGS = {  # name: TropNNC options on top of the defaults
-    "default": {},  # in residual branches: the refit with the variance rescale and propagated ρ
+    # in residual branches: the refit with the variance rescale and propagated ρ, from a
+    # partition searched for it (refit_search=1)
+    "default": {},
     "section 10": {"refit": "none"},  # the default before the refit (docs/results.md, section 10)
     "no correction": {"correct": "none", "refit": "none"},
+    # the refit from Ward's partition (refit_search=0): the configurations as first measured
     "refit": {**COSINE, "refit_variance": False},
     "refit + variance": {**COSINE, "refit_variance": True},
     "refit + variance, no correction": {**COSINE, "refit_variance": True, "correct": "none"},
     "refit + variance, centred ρ": {**COSINE, "refit_variance": True, "refit_correlation": "centred"},
     # ρ propagated through the network without data (tropref.network.moments); cosines elsewhere
-    "refit + variance, propagated ρ": {"refit": "gaussian", "refit_variance": True, "refit_correlation": "auto"},
+    "refit + variance, propagated ρ": {**PROPAGATED, "refit_variance": True},
     "refit + variance, ridge 0.01": {**COSINE, "refit_variance": True, "refit_ridge": 0.01},
     "refit + variance, ridge 1": {**COSINE, "refit_variance": True, "refit_ridge": 1.0},
+    # the partition searched for the refit (tropref.methods.refit_search)
+    "search, cosine ρ": {**COSINE, "refit_variance": True, "refit_search": 1},
+    "search, 3 passes": {**PROPAGATED, "refit_variance": True, "refit_search": 3},
 }
 
 

@@ -261,8 +261,8 @@ def relu_product_mean(
     value = (a * b + r) * L + b * pa * ndtr(ta) + a * pb * ndtr(tb) + s * pa * np.exp(-0.5 * ta * ta) / _SQRT_2PI
     value = s1 * s2 * value
     # ρ = ±1 exactly: z' = μ' ± (σ'/σ)(z − μ); ρ = 1 with a = b is E[relu(z)²] σ'/σ
-    same = (rho == 1.0) & np.isclose(a, b, rtol=0.0, atol=1e-12)
-    if same.any():
+    same = rho == 1.0
+    if same.any() and (same := same & np.isclose(a, b, rtol=0.0, atol=1e-12)).any():
         value = np.where(same, s1 * s2 * ((a * a + 1.0) * ndtr(a) + a * pa), value)
     value = np.broadcast_to(np.maximum(value, 0.0), shape)
     if np.all(s1 > 0) and np.all(s2 > 0):  # the constants below are read nowhere (the usual case)

@@ -167,7 +167,13 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
     branch = [structure.locate(g) for g in structure.compressible]
     assert branch, "the residual net has a compressible inner layer"
     for part, i in branch:
-        expected = {"correct": "full", "outgoing": _RESIDUAL_OUTGOING, "refit": "gaussian", "refit_variance": True}
+        expected = {
+            "correct": "full",
+            "outgoing": _RESIDUAL_OUTGOING,
+            "refit": "gaussian",
+            "refit_variance": True,
+            "refit_search": 1,
+        }
         assert layer_options(part, i, "tropnnc", {}) == expected
         assert layer_options(part, i, "tropnnc", {"refit": "none"})["refit"] == "none"
         assert layer_options(part, i, "tropnnc", {"correct": "none"})["correct"] == "none"
@@ -241,6 +247,8 @@ def test_refit_without_moments_is_the_single_fold():
         ({"refit_ridge": -1.0}, "refit_ridge"),
         ({"refit_correlation": "x"}, "refit_correlation"),
         ({"refit_variance": "True"}, "refit_variance"),
+        ({"refit_search": -1}, "refit_search"),
+        ({"refit_search": 1.5}, "refit_search"),
     ],
 )
 def test_bad_refit_options_are_refused_by_name(options, name):
@@ -385,3 +393,80 @@ def test_symmetric_relu_covariance_is_the_full_closed_form():
     want = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho) - np.outer(Ea, Ea)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
     assert np.array_equal(got, got.T)
+
+
+# the partition that sees the refit (tropref.methods.refit_search)
+
+
+def test_refit_residual_is_the_sampled_least_squares_residual():
+    """R = tr(G C_aa) − tr(G C_ak C_kk⁻¹ C_ka) against its definition, computed independently
+    by sampling z ~ N(μ, Σ): the next layer's least-squares residual of V(a − E a) on the
+    kept units' activations ã = relu(Λᵀ z), to sampling error."""
+    from tropref.methods.refit_search import RefitModel
+    from tropref.statistics import weight_correlation
+
+    rng = np.random.default_rng(11)
+    n, k, N = 6, 3, 400_000
+    A = rng.normal(size=(n, 5))
+    mean, std, rho = rng.normal(size=n), rng.uniform(0.5, 1.5, n), weight_correlation(A)
+    V = rng.normal(size=(2, n, 2))
+    Lam = np.zeros((n, k))
+    Lam[[0, 1], 0], Lam[[2, 3, 4], 1], Lam[5, 2] = rng.uniform(0.3, 1, 2), rng.uniform(0.3, 1, 3), 1.0
+    model = RefitModel(A, mean, std, rho, V)
+    z = rng.multivariate_normal(mean, std[:, None] * rho * std[None, :], size=N)
+    a, kept = np.maximum(z, 0), np.maximum(z @ Lam, 0)
+    Vt = np.transpose(V, (1, 0, 2)).reshape(n, -1)
+    target, basis = (a - a.mean(0)) @ Vt, kept - kept.mean(0)
+    coef = np.linalg.lstsq(basis, target, rcond=None)[0]
+    sampled = float(np.mean(np.sum((target - basis @ coef) ** 2, axis=1)))
+    assert model.residual(Lam) == pytest.approx(sampled, rel=0.02)
+    assert model.total == pytest.approx(float(np.mean(np.sum(target**2, axis=1))), rel=0.02)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 9), k=st.integers(2, 3))
+def test_refit_search_never_raises_the_residual(seed, n, k):
+    """Every accepted move lowers R; the partition keeps k non-empty clusters; the residual
+    it reports is the full recomputation's for the partition it returns."""
+    from tropref.methods.refit_search import RefitModel, _column, search
+    from tropref.statistics import weight_correlation
+
+    rng = np.random.default_rng(seed)
+    A, V = rng.normal(size=(n, 4)), rng.normal(size=(3, n, 1))
+    model = RefitModel(A, rng.normal(size=n), rng.uniform(0.5, 2, n), weight_correlation(A), V)
+    alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=(0, 2))
+    D, m = A / alpha[:, None], alpha * vn
+    labels = np.arange(n) % k
+    new, info = search(model, D, m, vn, alpha, labels, k, passes=2)
+    assert info["R_after"] <= info["R_before"] + 1e-12
+    assert sorted(set(new.tolist())) == list(range(k))
+    Lam = np.stack([_column(D, m, vn, alpha, np.flatnonzero(new == c)) for c in range(k)], axis=1)
+    assert model.residual(Lam) / model.total == pytest.approx(info["R_after"], rel=1e-9, abs=1e-12)
+    np.testing.assert_array_equal(labels, np.arange(n) % k)  # the input is not modified
+
+
+@given(layer=dense_layers(8, 3, 2), k=st.integers(2, 7), seed=st.integers(0, 2**32 - 1))
+def test_certificate_bounds_the_searched_and_refitted_layer(layer, k, seed):
+    """With the partition searched for the refit, the certificate still bounds the layer
+    returned (it is computed on the final weights)."""
+    W, b, V, b_next = layer
+    rng = np.random.default_rng(seed)
+    res = tropref.compress_layer(
+        W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 8), refit="gaussian", refit_search=2
+    )
+    X = probe_inputs(rng, 3, 600)
+    ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
+    assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+def test_refit_search_is_reported_and_moves_the_partition_where_it_helps():
+    rng = np.random.default_rng(12)
+    n = 16
+    W, b, V = rng.normal(size=(n, 6)), rng.normal(size=n), rng.normal(size=(5, n))
+    moments = (b, np.linalg.norm(W, axis=1))
+    res = tropref.compress_layer(W, b, 6, W_next=V, seed=0, moments=moments, refit="gaussian", refit_search=1)
+    ward = tropref.compress_layer(W, b, 6, W_next=V, seed=0, moments=moments, refit="gaussian")
+    record = res.info["clustering"][0]["refit_search"]
+    assert record["R_after"] < record["R_before"]
+    assert record["moves"] > 0
+    assert "refit_search" not in ward.info["clustering"][0]
+    assert not np.array_equal(np.asarray(res.assignment), np.asarray(ward.assignment))

@@ -41,7 +41,7 @@ from ..statistics import (
 )
 from .base import LayerProblem
 
-__all__ = ["CORRECTIONS", "REFITS", "check_correct", "correct_merge", "gaussian_refit"]
+__all__ = ["CORRECTIONS", "REFITS", "check_correct", "correct_merge", "gaussian_refit", "refit_correlation_matrix"]
 
 CORRECTIONS = ("none", "mean", "variance", "full")
 REFITS = ("none", "gaussian")
@@ -108,6 +108,42 @@ def correct_merge(
         inputs = asarray_like(kept, xp, inputs)
         info["gain"] = {"min": float(gain.min()), "median": float(np.median(gain)), "max": float(gain.max())}
     return inputs, ((mu, sigma) if correct in ("mean", "full") else None), info
+
+
+def refit_correlation_matrix(problem: LayerProblem, A_host: np.ndarray, correlation: str) -> tuple[np.ndarray, str]:
+    """The correlation ``ρ`` the Gaussian refit (and its partition search) models the units with.
+
+    Parameters
+    ----------
+    problem : LayerProblem
+    A_host : numpy.ndarray, shape (n, p)
+        The units' input vectors on the host.
+    correlation : {"auto", "cosine", "centred"}
+        ``"auto"``: ``problem.correlation`` where the caller has one (``"propagated"``), else
+        the weights' cosines; ``"cosine"`` / ``"centred"``: the (centred) cosines of ``A_host``.
+
+    Returns
+    -------
+    rho : numpy.ndarray of float64, shape (n, n)
+    name : str
+        ``"propagated"``, ``"cosine"`` or ``"centred"``: which one it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.methods.base import LayerProblem
+    >>> A = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    >>> problem = LayerProblem(xp, A, np.ones((1, 2, 1)), moments=(np.zeros(2), np.ones(2)))
+    >>> rho, name = refit_correlation_matrix(problem, A, "auto")
+    >>> name, rho.round(4).tolist()
+    ('cosine', [[1.0, 0.7071], [0.7071, 1.0]])
+    """
+    if correlation == "auto":
+        correlation = "cosine" if problem.correlation is None else "propagated"
+    if correlation == "propagated":
+        return np.asarray(problem.correlation, dtype=np.float64), correlation
+    return weight_correlation(A_host, centre=correlation == "centred"), correlation
 
 
 def _symmetric_relu_covariance(mean: np.ndarray, std: np.ndarray, corr: np.ndarray, Ea: np.ndarray) -> np.ndarray:
@@ -208,12 +244,7 @@ def gaussian_refit(
     labels = to_numpy(assignment).astype(np.int64)
     A_host, kept = to_numpy(problem.inputs).astype(np.float64), to_numpy(inputs).astype(np.float64)
     n, k = int(A_host.shape[0]), int(kept.shape[0])
-    if correlation == "auto":
-        correlation = "cosine" if problem.correlation is None else "propagated"
-    if correlation == "propagated":
-        rho = np.asarray(problem.correlation, dtype=np.float64)
-    else:
-        rho = weight_correlation(A_host, centre=correlation == "centred")
+    rho, correlation = refit_correlation_matrix(problem, A_host, correlation)
     mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)
     sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
     corr_x = cross / np.where(std > 0, std, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]

@@ -28,7 +28,7 @@ from .._array import Array, asarray_like, device, to_numpy
 from .._blocks import row_blocks, segment_sum, size_blocks, take_rows
 from ..cluster import weiszfeld
 from .base import LayerProblem, Merge
-from .correction import REFITS, check_correct, correct_merge, gaussian_refit
+from .correction import REFITS, check_correct, correct_merge, gaussian_refit, refit_correlation_matrix
 from .partition import (
     GroupMerge,
     allocate,
@@ -38,6 +38,7 @@ from .partition import (
     distinct_rows,
     unit_groups,
 )
+from .refit_search import SEARCH_LIMIT, RefitModel, search
 
 __all__ = ["tropnnc", "outgoing_norm"]
 
@@ -113,6 +114,7 @@ def tropnnc(
     refit_ridge: float = 0.1,
     refit_correlation: str = "auto",
     refit_variance: bool = False,
+    refit_search: int = 0,
 ) -> Merge:
     """Merge the units of ``problem`` into ``k`` units by clustering their generators.
 
@@ -124,9 +126,10 @@ def tropnnc(
 
     The steps, each a helper of this module: the options resolved (``_options``); every
     unit's norm, mass and direction (``_units``); the points and each sign group's share of
-    ``k`` (``_budget``); each group clustered (``_cluster``) and merged into representatives
-    and fold coefficients (``_merge_group``); the groups assembled, then the statistics
-    correction and the refit of the next layer (``_correct``).
+    ``k`` (``_budget``); each group clustered (``_cluster``), its partition searched for the
+    refit where asked (``_search``), and merged into representatives and fold coefficients
+    (``_merge_group``); the groups assembled, then the statistics correction and the refit
+    of the next layer (``_correct``).
 
     Parameters
     ----------
@@ -210,6 +213,15 @@ def tropnnc(
     refit_variance : bool
         Rescale the refitted fold so that the total variance the next layer reads is the
         original's under the model (least squares shrinks it). Default False.
+    refit_search : int
+        With the refit: at most this many passes of single-unit moves between Ward's
+        clusters, each kept when it lowers the refit's model residual of the next layer
+        (:func:`tropref.methods.refit_search.search`: the partition that sees the refit).
+        Runs where the refit does, on one sign group, with the principal representative and
+        the projection fold, on layers with ``n k <= SEARCH_LIMIT`` (4096: the time stays
+        bounded; larger layers keep Ward's partition); ``0`` (the default here; 1 in
+        residual branches through :func:`tropref.compress_network`) keeps Ward's partition.
+        ``info["clustering"][0]["refit_search"]`` has the residual before and after.
 
     Returns
     -------
@@ -239,6 +251,8 @@ def tropnnc(
     cluster, representative, fold, objective, correct = _options(
         problem, variant, cluster, representative, fold, objective, correct, refit, refine
     )
+    if isinstance(refit_search, bool) or not isinstance(refit_search, (int, np.integer)) or refit_search < 0:
+        raise ValueError(f"`refit_search` must be an int >= 0 (passes of the search), got {refit_search!r}")
     xp, A, V = problem.xp, problem.inputs, problem.outgoing
     if input_ratio is not None:
         # cluster in the metric of the inputs (image patches); kept units are mapped back below,
@@ -260,6 +274,8 @@ def tropnnc(
         units = tuple(take_rows(xp, t, idx) for t in (points, directions, mass, vnorm, alpha))
         weights = None if objective == "generators" else units[2]
         labels, run = _cluster(xp, units[0], k_g, weights, cluster, rng, kmeans_options)
+        if refit_search and _searchable(problem, refit, representative, fold, input_ratio, len(groups), idx.size, k_g):
+            labels = _search(problem, units, labels, k_g, refit_search, refit_correlation, run)
         part, bound = _merge_group(xp, problem, units, labels, k_g, representative, fold, refine, keeps_sum, run)
         parts.append(part)
         if problem.single_output:
@@ -362,6 +378,44 @@ def _cluster(
     if cluster == "ward":
         return cluster_labels_ward(points, k, weights)
     return cluster_labels(points, k, weights, rng, **kmeans_options)
+
+
+def _searchable(
+    problem: LayerProblem,
+    refit: str,
+    representative: str,
+    fold: str,
+    input_ratio: float | None,
+    n_groups: int,
+    n: int,
+    k: int,
+) -> bool:
+    """Whether the refit's search runs: the refit on and the units' moments known, one sign
+    group, the principal representative and projection fold (the kept units it models), no
+    input metric, ``1 < k < n``, and ``n k <= SEARCH_LIMIT`` (each of its ``O(n k)`` moves
+    per pass costs ``O(n² + n k² + k³)``)."""
+    modelled = representative == "principal" and fold == "projection" and input_ratio is None
+    fits = n_groups == 1 and 1 < k < n and n * k <= SEARCH_LIMIT
+    return refit == "gaussian" and problem.moments is not None and modelled and fits
+
+
+def _search(
+    problem: LayerProblem,
+    units: tuple[Array, ...],
+    labels: np.ndarray,
+    k: int,
+    passes: int,
+    correlation: str,
+    run: dict[str, Any],
+) -> np.ndarray:
+    """Step 4b: Ward's partition moved unit by unit to lower the refit's model residual."""
+    A = to_numpy(problem.inputs).astype(np.float64)
+    rho, _ = refit_correlation_matrix(problem, A, correlation)
+    mean, std = (np.asarray(t, dtype=np.float64) for t in problem.moments)
+    model = RefitModel(A, mean, std, rho, to_numpy(problem.outgoing).astype(np.float64))
+    D, m, v, a = (to_numpy(t).astype(np.float64) for t in units[1:])
+    labels, run["refit_search"] = search(model, D, m, v, a, labels, k, passes)
+    return labels
 
 
 def _merge_group(

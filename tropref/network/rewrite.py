@@ -71,7 +71,9 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
       Gaussian model of its statistics, keeping the variance it reads (``refit="gaussian"``,
       ``refit_variance=True``; ``docs/refit.md``), with the units' correlations propagated
       through the network from its BatchNorms (``refit_correlation="auto"``, the method's
-      default; :mod:`tropref.network.moments`); elsewhere it does none of these
+      default; :mod:`tropref.network.moments`), from a partition that one pass of
+      single-unit moves fits to that refit (``refit_search=1``,
+      :mod:`tropref.methods.refit_search`); elsewhere it does none of these
       (``correct="none"``). Each was measured (``docs/results.md``, sections 10 and 12): in
       residual branches they keep far more of the network at every fraction, in the chain
       networks the correction costs accuracy and the refit is mixed. Where no BatchNorm
@@ -98,7 +100,7 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
     extra["correct"] = "full" if branch else "none"
     if branch:
         extra["outgoing"] = _RESIDUAL_OUTGOING
-        extra.update(refit="gaussian", refit_variance=True)
+        extra.update(refit="gaussian", refit_variance=True, refit_search=1)
     return {**extra, **options}
 
 

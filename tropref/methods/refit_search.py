@@ -1,0 +1,235 @@
+"""The partition that sees the refit: single-unit moves that lower the refit's model residual.
+
+TropNNC's Gaussian refit (:func:`tropref.methods.correction.gaussian_refit`) rewrites the
+next layer by least squares under a Gaussian model of the units' pre-activations,
+``z ~ N(μ, Σ)``, ``Σ = diag(σ) ρ diag(σ)``. For a partition, every kept unit is a linear
+combination of its members, ``z̃ = Λᵀ z`` (``Λ`` from the representative and the fold of
+:func:`tropref.methods.tropnnc.tropnnc`), and the next layer's residual after the
+unregularised refit ``F = C_ak C_kk⁻¹`` is, under the model,
+
+    R(P) = E‖V (a − E a) − V F (ã − E ã)‖² = tr(G C_aa) − tr(G C_ak C_kk⁻¹ C_kaᵀ),
+
+``a = relu(z)``, ``ã = relu(z̃)``, ``C`` their covariances (the closed forms of
+:func:`tropref.statistics.relu_product_mean`) and ``G = V_flat V_flatᵀ`` the next layer's
+Gram over the units. Ward's partition ignores ``R``: it merges units whose generators are
+close, not units whose loss the refit can recover. :func:`search` starts from it and moves
+one unit at a time to the cluster that lowers ``R`` most, never emptying a cluster, for a
+few passes over the units. ``docs/refit.md`` (section 7) has the measurements; the
+certificate is untouched (it is computed afterwards, on the final weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..statistics import relu_mean, relu_product_mean
+
+__all__ = ["RefitModel", "search", "SEARCH_LIMIT"]
+
+SEARCH_LIMIT = 4096
+"""Largest ``n · k`` (units times kept units) a default search runs on: each pass evaluates
+``n (k − 1)`` moves at ``O(n² + n k² + k³)`` each. Every layer of the shipped ``resnet20`` fits."""
+
+
+class RefitModel:
+    """A layer's Gaussian model, as the refit reads it: ``μ, σ, Σ, E a, C_aa, G`` (host float64).
+
+    Parameters
+    ----------
+    A : numpy.ndarray, shape (n, p)
+        The units' input vectors ``[w | b]``.
+    mean, std : numpy.ndarray, shape (n,)
+        ``μ`` and ``σ`` of the pre-activations.
+    rho : numpy.ndarray, shape (n, n)
+        Their correlation.
+    V : numpy.ndarray, shape (m, n, s)
+        The next layer's weights read per unit.
+    """
+
+    def __init__(self, A: np.ndarray, mean: np.ndarray, std: np.ndarray, rho: np.ndarray, V: np.ndarray):
+        self.A, self.mean, self.std = A, mean, std
+        self.Sigma = std[:, None] * rho * std[None, :]
+        self.Ea = relu_mean(mean, std)
+        C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho)
+        C_aa = C_aa - np.outer(self.Ea, self.Ea)
+        Vt = np.transpose(V, (1, 0, 2)).reshape(V.shape[1], -1)
+        self.G = Vt @ Vt.T
+        self.total = float(np.sum(self.G * 0.5 * (C_aa + C_aa.T)))  # tr(G C_aa)
+
+    def residual(self, Lam: np.ndarray) -> float:
+        """``R`` for the kept units ``z̃ = Λᵀ z`` (``Λ`` of shape ``(n, k)``)."""
+        return self._residual(*self._covariances(Lam))
+
+    def _covariances(self, Lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``C_ak`` (n, k) and ``C_kk`` (k, k) for ``z̃ = Λᵀ z``."""
+        cross = self.Sigma @ Lam  # Cov(z, z̃)
+        mu_k, cov_k = Lam.T @ self.mean, Lam.T @ cross
+        sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
+        safe_k, safe = np.where(sd_k > 0, sd_k, 1.0), np.where(self.std > 0, self.std, 1.0)
+        Ek = relu_mean(mu_k, sd_k)
+        corr_x = np.clip(cross / safe[:, None] / safe_k[None, :], -1.0, 1.0)
+        corr_k = np.clip(cov_k / safe_k[:, None] / safe_k[None, :], -1.0, 1.0)
+        np.fill_diagonal(corr_k, 1.0)
+        m, s = self.mean[:, None], self.std[:, None]
+        C_ak = relu_product_mean(m, s, mu_k[None, :], sd_k[None, :], corr_x) - np.outer(self.Ea, Ek)
+        C_kk = relu_product_mean(mu_k[:, None], sd_k[:, None], mu_k[None, :], sd_k[None, :], corr_k)
+        C_kk = C_kk - np.outer(Ek, Ek)
+        return C_ak, 0.5 * (C_kk + C_kk.T)
+
+    def _residual(self, C_ak: np.ndarray, C_kk: np.ndarray) -> float:
+        k = int(C_kk.shape[0])
+        jitter = 1e-9 * max(float(np.max(np.diag(C_kk))), 1e-300)  # a kept unit that never fires
+        X = np.linalg.solve(C_kk + jitter * np.eye(k), C_ak.T)  # C_kk⁻¹ C_ka
+        return self.total - float(np.sum((self.G @ C_ak) * X.T))
+
+
+def search(
+    model: RefitModel,
+    D: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    passes: int,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Move units between clusters while ``R`` falls: the partition that sees the refit.
+
+    Each pass visits the units in order; unit ``j`` moves to the cluster ``t`` whose
+    partition has the lowest ``R`` if that is below the current one (ties by a relative
+    ``1e-12``), unless ``j`` is alone in its cluster. The kept unit of a cluster ``C`` is
+    TropNNC's principal representative with the projection fold: ``u_C`` the leading
+    eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` (signed to agree with the members), read through
+    ``s̃_C = Σ_C v_j α_j max(ŵ_j · u_C, 0) / Σ_C v_j``, so ``z̃_C = s̃_C u_C · (x, 1)`` and
+    ``Λ[j, C] = s̃_C y_j √m_j / (α_j ‖u‖)`` for ``u = Σ_C √m_j y_j ŵ_j``. A pass that moves
+    nothing ends the search. Only the two clusters a move changes are recomputed.
+
+    Parameters
+    ----------
+    model : RefitModel
+    D, m, v, a : numpy.ndarray
+        The units' directions ``ŵ_j`` (n, p), masses, outgoing norms and norms ``α_j``.
+    labels : numpy.ndarray of int, shape (n,)
+        The starting partition (Ward's), ``k`` clusters, none empty.
+    k : int
+    passes : int
+        At most this many passes over the units (``>= 1``).
+
+    Returns
+    -------
+    labels : numpy.ndarray of int
+        The partition after the moves (a new array).
+    info : dict
+        ``R`` before and after, relative to ``tr(G C_aa)``, the moves and the passes run.
+
+    Examples
+    --------
+    Four units, two of them read by the next layer with opposite signs: the search keeps
+    the model residual at or below Ward's.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.normal(size=(4, 3)); V = rng.normal(size=(2, 4, 1))
+    >>> model = RefitModel(A, np.zeros(4), np.ones(4), np.eye(4), V)
+    >>> alpha = np.linalg.norm(A, axis=1); vn = np.abs(V).sum(axis=(0, 2))
+    >>> new, info = search(model, A / alpha[:, None], alpha * vn, vn, alpha, np.array([0, 0, 1, 1]), 2, 1)
+    >>> bool(info["R_after"] <= info["R_before"]), sorted(set(new.tolist()))
+    (True, [0, 1])
+    """
+    labels = np.array(labels, dtype=np.int64)
+    state = _State(model, np.stack([_column(D, m, v, a, np.flatnonzero(labels == c)) for c in range(k)], axis=1))
+    R0 = state.R
+    tol = 1e-12 * abs(model.total)
+    moves, done = 0, 0
+    for _ in range(passes):
+        done += 1
+        moved = 0
+        for j in range(labels.size):
+            c = int(labels[j])
+            rest = np.flatnonzero(labels == c)
+            if rest.size == 1:
+                continue  # never empty a cluster
+            col_c = _column(D, m, v, a, rest[rest != j])
+            best = None
+            for t in range(k):
+                if t != c:
+                    trial = state.moved(c, t, col_c, _column(D, m, v, a, np.append(np.flatnonzero(labels == t), j)))
+                    if trial.R < (state.R if best is None else best.R) - tol:
+                        best, best_t = trial, t
+            if best is not None:
+                labels[j], state = best_t, best
+                moved += 1
+        moves += moved
+        if moved == 0:
+            break
+    total = max(model.total, 1e-300)
+    return labels, {"R_before": R0 / total, "R_after": state.R / total, "moves": moves, "passes": done}
+
+
+class _State:
+    """A partition's ``Λ`` and the model terms of ``R`` that a move updates in two columns."""
+
+    def __init__(self, model: RefitModel, Lam: np.ndarray, parts: tuple | None = None):
+        self.model, self.Lam = model, Lam
+        if parts is None:
+            cross = model.Sigma @ Lam
+            mu_k, cov_k = Lam.T @ model.mean, Lam.T @ cross
+            C_ak, C_kk = model._covariances(Lam)
+            parts = (cross, mu_k, cov_k, C_ak, C_kk, model.G @ C_ak)
+        self.cross, self.mu_k, self.cov_k, self.C_ak, self.C_kk, self.GC = parts
+        k = int(self.C_kk.shape[0])
+        jitter = 1e-9 * max(float(np.max(np.diag(self.C_kk))), 1e-300)
+        X = np.linalg.solve(self.C_kk + jitter * np.eye(k), self.C_ak.T)
+        self.R = model.total - float(np.sum(self.GC * X.T))
+
+    def moved(self, c: int, t: int, col_c: np.ndarray, col_t: np.ndarray) -> _State:
+        """The state with columns ``c`` and ``t`` of ``Λ`` replaced (the same terms as
+        :meth:`RefitModel._covariances`, recomputed for those two kept units only)."""
+        md, cols = self.model, [c, t]
+        Lam = self.Lam.copy()
+        Lam[:, c], Lam[:, t] = col_c, col_t
+        cross, mu_k, cov_k = self.cross.copy(), self.mu_k.copy(), self.cov_k.copy()
+        cross[:, cols] = md.Sigma @ Lam[:, cols]
+        mu_k[cols] = Lam[:, cols].T @ md.mean
+        cov_k[:, cols] = Lam.T @ cross[:, cols]
+        cov_k[cols, :] = cov_k[:, cols].T
+        sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
+        safe_k, safe = np.where(sd_k > 0, sd_k, 1.0), np.where(md.std > 0, md.std, 1.0)
+        Ek = relu_mean(mu_k, sd_k)
+        corr_x = np.clip(cross[:, cols] / safe[:, None] / safe_k[None, cols], -1.0, 1.0)
+        corr_k = np.clip(cov_k[:, cols] / safe_k[:, None] / safe_k[None, cols], -1.0, 1.0)
+        corr_k[cols, [0, 1]] = 1.0
+        C_ak, C_kk, GC = self.C_ak.copy(), self.C_kk.copy(), self.GC.copy()
+        # the two kept units against every unit and every kept unit: one closed-form call
+        m, s = np.concatenate([md.mean, mu_k])[:, None], np.concatenate([md.std, sd_k])[:, None]
+        both = relu_product_mean(m, s, mu_k[None, cols], sd_k[None, cols], np.concatenate([corr_x, corr_k]))
+        both = both - np.outer(np.concatenate([md.Ea, Ek]), Ek[cols])
+        n = int(md.mean.shape[0])
+        C_ak[:, cols], pair = both[:n], both[n:]
+        C_kk[:, cols], C_kk[cols, :] = pair, pair.T
+        C_kk[c, t] = C_kk[t, c] = 0.5 * (pair[c, 1] + pair[t, 0])  # symmetric, as in the full terms
+        GC[:, cols] = md.G @ C_ak[:, cols]
+        return _State(md, Lam, (cross, mu_k, cov_k, C_ak, C_kk, GC))
+
+
+def _column(D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``Λ[:, C]``: the kept unit of cluster ``C`` as a combination of its members' input vectors."""
+    lam = np.zeros(D.shape[0])
+    w = np.ones(1)  # u = Σ_C w_j ŵ_j; a single unit is its own direction
+    if members.size > 1:
+        root = np.sqrt(m[members])
+        X = D[members] * root[:, None]
+        y = np.linalg.eigh(X @ X.T)[1][:, -1]
+        agree = float(np.sum(root * y))
+        w = root * y * np.sign(agree) if agree != 0 else m[members] / np.sum(m[members])  # else the mean
+    u = w @ D[members]
+    norm = float(np.linalg.norm(u))
+    if norm == 0:  # the members cancel: a zero kept unit
+        return lam
+    w, u = w / norm, u / norm
+    coef = np.maximum(D[members] @ u, 0.0)  # the projection fold on a unit representative
+    stretch = float(np.sum(v[members] * a[members] * coef) / np.sum(v[members]))
+    lam[members] = (stretch if stretch > 0 else 1.0) * w / a[members]
+    return lam
