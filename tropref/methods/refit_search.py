@@ -152,14 +152,13 @@ def search(
             if rest.size == 1:
                 continue  # never empty a cluster
             col_c = _column(D, m, v, a, rest[rest != j])
-            best = None
-            for t in range(k):
-                if t != c:
-                    trial = state.moved(c, t, col_c, _column(D, m, v, a, np.append(np.flatnonzero(labels == t), j)))
-                    if trial.R < (state.R if best is None else best.R) - tol:
-                        best, best_t = trial, t
-            if best is not None:
-                labels[j], state = best_t, best
+            targets = [t for t in range(k) if t != c]
+            cols = np.stack([_column(D, m, v, a, np.append(np.flatnonzero(labels == t), j)) for t in targets], axis=1)
+            base = state.replaced([c], col_c[:, None])  # j out of its cluster: shared by every move
+            R = base.trials(targets, cols)
+            best = int(np.argmin(R))
+            if R[best] < state.R - tol:
+                labels[j], state = targets[best], base.replaced([targets[best]], cols[:, best : best + 1])
                 moved += 1
         moves += moved
         if moved == 0:
@@ -184,34 +183,78 @@ class _State:
         X = np.linalg.solve(self.C_kk + jitter * np.eye(k), self.C_ak.T)
         self.R = model.total - float(np.sum(self.GC * X.T))
 
-    def moved(self, c: int, t: int, col_c: np.ndarray, col_t: np.ndarray) -> _State:
-        """The state with columns ``c`` and ``t`` of ``Λ`` replaced (the same terms as
-        :meth:`RefitModel._covariances`, recomputed for those two kept units only)."""
-        md, cols = self.model, [c, t]
-        Lam = self.Lam.copy()
-        Lam[:, c], Lam[:, t] = col_c, col_t
-        cross, mu_k, cov_k = self.cross.copy(), self.mu_k.copy(), self.cov_k.copy()
-        cross[:, cols] = md.Sigma @ Lam[:, cols]
-        mu_k[cols] = Lam[:, cols].T @ md.mean
+    def replaced(self, cols: list[int], new: np.ndarray) -> _State:
+        """The state with the columns ``cols`` of ``Λ`` replaced by ``new`` (the terms of
+        :meth:`RefitModel._covariances`, recomputed for those kept units only)."""
+        md, n = self.model, int(self.model.mean.shape[0])
+        Lam, cross, mu_k, cov_k = self.Lam.copy(), self.cross.copy(), self.mu_k.copy(), self.cov_k.copy()
+        Lam[:, cols] = new
+        cross[:, cols] = md.Sigma @ new
+        mu_k[cols] = new.T @ md.mean
         cov_k[:, cols] = Lam.T @ cross[:, cols]
         cov_k[cols, :] = cov_k[:, cols].T
         sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
-        safe_k, safe = np.where(sd_k > 0, sd_k, 1.0), np.where(md.std > 0, md.std, 1.0)
+        safe_k = np.where(sd_k > 0, sd_k, 1.0)
+        corr_x = cross[:, cols] / _safe(md.std)[:, None] / safe_k[None, cols]
+        corr_k = cov_k[:, cols] / safe_k[:, None] / safe_k[None, cols]
+        corr_k[cols, np.arange(len(cols))] = 1.0
         Ek = relu_mean(mu_k, sd_k)
-        corr_x = np.clip(cross[:, cols] / safe[:, None] / safe_k[None, cols], -1.0, 1.0)
-        corr_k = np.clip(cov_k[:, cols] / safe_k[:, None] / safe_k[None, cols], -1.0, 1.0)
-        corr_k[cols, [0, 1]] = 1.0
+        # the new kept units against every unit and every kept unit: one closed-form call
+        both = relu_product_mean(
+            np.concatenate([md.mean, mu_k])[:, None],
+            np.concatenate([md.std, sd_k])[:, None],
+            mu_k[None, cols],
+            sd_k[None, cols],
+            np.clip(np.concatenate([corr_x, corr_k]), -1.0, 1.0),
+        ) - np.outer(np.concatenate([md.Ea, Ek]), Ek[cols])
         C_ak, C_kk, GC = self.C_ak.copy(), self.C_kk.copy(), self.GC.copy()
-        # the two kept units against every unit and every kept unit: one closed-form call
-        m, s = np.concatenate([md.mean, mu_k])[:, None], np.concatenate([md.std, sd_k])[:, None]
-        both = relu_product_mean(m, s, mu_k[None, cols], sd_k[None, cols], np.concatenate([corr_x, corr_k]))
-        both = both - np.outer(np.concatenate([md.Ea, Ek]), Ek[cols])
-        n = int(md.mean.shape[0])
         C_ak[:, cols], pair = both[:n], both[n:]
         C_kk[:, cols], C_kk[cols, :] = pair, pair.T
-        C_kk[c, t] = C_kk[t, c] = 0.5 * (pair[c, 1] + pair[t, 0])  # symmetric, as in the full terms
+        C_kk[np.ix_(cols, cols)] = 0.5 * (pair[cols] + pair[cols].T)  # symmetric, as in the full terms
         GC[:, cols] = md.G @ C_ak[:, cols]
         return _State(md, Lam, (cross, mu_k, cov_k, C_ak, C_kk, GC))
+
+    def trials(self, targets: list[int], cols: np.ndarray) -> np.ndarray:
+        """``R`` with column ``targets[i]`` of ``Λ`` replaced by ``cols[:, i]``, for every
+        ``i`` at once (the same terms as :meth:`replaced`, batched over the moves)."""
+        md, n, k = self.model, int(self.model.mean.shape[0]), int(self.C_kk.shape[0])
+        T, at = len(targets), np.arange(len(targets))
+        t = np.asarray(targets)
+        cross = md.Sigma @ cols  # (n, T)
+        mu_new = cols.T @ md.mean
+        cov = self.Lam.T @ cross  # (k, T): the other kept units against each new one
+        cov[t, at] = np.einsum("nt,nt->t", cols, cross)
+        sd_new = np.sqrt(np.maximum(cov[t, at], 0.0))
+        mu_rows, sd_rows = np.repeat(self.mu_k[:, None], T, 1), np.repeat(self._sd()[:, None], T, 1)
+        mu_rows[t, at], sd_rows[t, at] = mu_new, sd_new
+        corr_x = cross / _safe(md.std)[:, None] / _safe(sd_new)[None, :]
+        corr_k = cov / _safe(sd_rows) / _safe(sd_new)[None, :]
+        corr_k[t, at] = 1.0
+        E_new = relu_mean(mu_new, sd_new)
+        both = (
+            relu_product_mean(
+                np.concatenate([np.repeat(md.mean[:, None], T, 1), mu_rows]),
+                np.concatenate([np.repeat(md.std[:, None], T, 1), sd_rows]),
+                mu_new[None, :],
+                sd_new[None, :],
+                np.clip(np.concatenate([corr_x, corr_k]), -1.0, 1.0),
+            )
+            - np.concatenate([np.repeat(md.Ea[:, None], T, 1), relu_mean(mu_rows, sd_rows)]) * E_new[None, :]
+        )
+        C_kk = np.repeat(self.C_kk[None], T, 0)
+        C_kk[at, :, t], C_kk[at, t, :] = both[n:].T, both[n:].T
+        C_ak, GC = np.repeat(self.C_ak[None], T, 0), np.repeat(self.GC[None], T, 0)
+        C_ak[at, :, t], GC[at, :, t] = both[:n].T, (md.G @ both[:n]).T
+        jitter = 1e-9 * np.maximum(np.max(np.diagonal(C_kk, axis1=1, axis2=2), axis=1), 1e-300)
+        X = np.linalg.solve(C_kk + jitter[:, None, None] * np.eye(k), np.swapaxes(C_ak, 1, 2))  # (T, k, n)
+        return md.total - np.einsum("tnk,tkn->t", GC, X)
+
+    def _sd(self) -> np.ndarray:
+        return np.sqrt(np.maximum(np.diag(self.cov_k), 0.0))
+
+
+def _safe(sd: np.ndarray) -> np.ndarray:
+    return np.where(sd > 0, sd, 1.0)
 
 
 def _column(D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray, members: np.ndarray) -> np.ndarray:
