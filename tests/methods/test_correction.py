@@ -412,7 +412,7 @@ def test_refit_residual_is_the_sampled_least_squares_residual():
     V = rng.normal(size=(2, n, 2))
     Lam = np.zeros((n, k))
     Lam[[0, 1], 0], Lam[[2, 3, 4], 1], Lam[5, 2] = rng.uniform(0.3, 1, 2), rng.uniform(0.3, 1, 3), 1.0
-    model = RefitModel(A, mean, std, rho, V)
+    model = RefitModel(mean, std, rho, V)
     z = rng.multivariate_normal(mean, std[:, None] * rho * std[None, :], size=N)
     a, kept = np.maximum(z, 0), np.maximum(z @ Lam, 0)
     Vt = np.transpose(V, (1, 0, 2)).reshape(n, -1)
@@ -432,7 +432,7 @@ def test_refit_search_never_raises_the_residual(seed, n, k):
 
     rng = np.random.default_rng(seed)
     A, V = rng.normal(size=(n, 4)), rng.normal(size=(3, n, 1))
-    model = RefitModel(A, rng.normal(size=n), rng.uniform(0.5, 2, n), weight_correlation(A), V)
+    model = RefitModel(rng.normal(size=n), rng.uniform(0.5, 2, n), weight_correlation(A), V)
     alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=(0, 2))
     D, m = A / alpha[:, None], alpha * vn
     labels = np.arange(n) % k

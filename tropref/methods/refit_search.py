@@ -38,8 +38,6 @@ class RefitModel:
 
     Parameters
     ----------
-    A : numpy.ndarray, shape (n, p)
-        The units' input vectors ``[w | b]``.
     mean, std : numpy.ndarray, shape (n,)
         ``μ`` and ``σ`` of the pre-activations.
     rho : numpy.ndarray, shape (n, n)
@@ -48,8 +46,8 @@ class RefitModel:
         The next layer's weights read per unit.
     """
 
-    def __init__(self, A: np.ndarray, mean: np.ndarray, std: np.ndarray, rho: np.ndarray, V: np.ndarray):
-        self.A, self.mean, self.std = A, mean, std
+    def __init__(self, mean: np.ndarray, std: np.ndarray, rho: np.ndarray, V: np.ndarray):
+        self.mean, self.std = mean, std
         self.Sigma = std[:, None] * rho * std[None, :]
         self.Ea = relu_mean(mean, std)
         C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho)
@@ -132,7 +130,7 @@ def search(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> A = rng.normal(size=(4, 3)); V = rng.normal(size=(2, 4, 1))
-    >>> model = RefitModel(A, np.zeros(4), np.ones(4), np.eye(4), V)
+    >>> model = RefitModel(np.zeros(4), np.ones(4), np.eye(4), V)
     >>> alpha = np.linalg.norm(A, axis=1); vn = np.abs(V).sum(axis=(0, 2))
     >>> new, info = search(model, A / alpha[:, None], alpha * vn, vn, alpha, np.array([0, 0, 1, 1]), 2, 1)
     >>> bool(info["R_after"] <= info["R_before"]), sorted(set(new.tolist()))
@@ -168,7 +166,7 @@ def search(
 
 
 class _State:
-    """A partition's ``Λ`` and the model terms of ``R`` that a move updates in two columns."""
+    """A partition's ``Λ`` and the model terms of ``R``, which a move updates in the columns it replaces."""
 
     def __init__(self, model: RefitModel, Lam: np.ndarray, parts: tuple | None = None):
         self.model, self.Lam = model, Lam
