@@ -470,3 +470,54 @@ def test_refit_search_is_reported_and_moves_the_partition_where_it_helps():
     assert record["moves"] > 0
     assert "refit_search" not in ward.info["clustering"][0]
     assert not np.array_equal(np.asarray(res.assignment), np.asarray(ward.assignment))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_search_models_the_kept_units_tropnnc_builds(seed):
+    """The search's kept units ``Λᵀ [W | b]`` (principal representative, projection fold) are
+    the ones TropNNC returns for the same partition (no statistics correction), to round-off:
+    the model of ``R`` is the merge that is kept."""
+    from tropref.methods.refit_search import _column
+
+    rng = np.random.default_rng(seed)
+    n, k = 10, 4
+    W, b, V = rng.normal(size=(n, 4)), rng.normal(size=n), rng.normal(size=(3, n))
+    moments = (b, np.linalg.norm(W, axis=1))
+    res = tropref.compress_layer(
+        W, b, k, W_next=V, seed=0, moments=moments, refit="gaussian", correct="none", refit_search=1
+    )
+    A = np.column_stack([W, b])
+    alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=0)  # TropNNC's l1 outgoing norm
+    labels = np.asarray(res.assignment)
+    Lam = np.stack(
+        [_column(A / alpha[:, None], alpha * vn, vn, alpha, np.flatnonzero(labels == c)) for c in range(k)], 1
+    )
+    np.testing.assert_allclose(Lam.T @ A, np.column_stack([res.W, res.b]), rtol=1e-10, atol=1e-12)
+
+
+def test_every_trial_move_is_the_full_residual():
+    """``_State.trials`` (every move of one unit at once) against ``RefitModel.residual`` of
+    each moved partition, and a state with zero spreads stays finite."""
+    from tropref.methods.refit_search import RefitModel, _column, _State
+    from tropref.statistics import weight_correlation
+
+    rng = np.random.default_rng(13)
+    n, k = 9, 3
+    A, V = rng.normal(size=(n, 4)), rng.normal(size=(2, n, 2))
+    std = rng.uniform(0.5, 2, n)
+    std[4] = 0.0
+    model = RefitModel(rng.normal(size=n), std, weight_correlation(A), V)
+    alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=(0, 2))
+    D, m = A / alpha[:, None], alpha * vn
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    col = lambda members: _column(D, m, vn, alpha, np.asarray(members))
+    state = _State(model, np.stack([col(np.flatnonzero(labels == c)) for c in range(k)], axis=1))
+    base = state.replaced([0], col([1, 2])[:, None])  # unit 0 out of cluster 0
+    targets = [1, 2]
+    cols = np.stack([col([3, 4, 5, 0]), col([6, 7, 8, 0])], axis=1)
+    got = base.trials(targets, cols)
+    for i, t in enumerate(targets):
+        Lam = base.Lam.copy()
+        Lam[:, t] = cols[:, i]
+        assert got[i] == pytest.approx(model.residual(Lam), rel=1e-9)
+    assert np.all(np.isfinite(got))

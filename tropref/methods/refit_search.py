@@ -7,9 +7,9 @@ combination of its members, ``z̃ = Λᵀ z`` (``Λ`` from the representative an
 :func:`tropref.methods.tropnnc.tropnnc`), and the next layer's residual after the
 unregularised refit ``F = C_ak C_kk⁻¹`` is, under the model,
 
-    R(P) = E‖V (a − E a) − V F (ã − E ã)‖² = tr(G C_aa) − tr(G C_ak C_kk⁻¹ C_kaᵀ),
+    R(P) = E‖V (a − E a) − V F (ã − E ã)‖² = tr(G C_aa) − tr(G C_ak C_kk⁻¹ C_ka),
 
-``a = relu(z)``, ``ã = relu(z̃)``, ``C`` their covariances (the closed forms of
+``a = relu(z)``, ``ã = relu(z̃)``, ``C`` their covariances (``C_ka = C_akᵀ``) (the closed forms of
 :func:`tropref.statistics.relu_product_mean`) and ``G = V_flat V_flatᵀ`` the next layer's
 Gram over the units. Ward's partition ignores ``R``: it merges units whose generators are
 close, not units whose loss the refit can recover. :func:`search` starts from it and moves
@@ -78,7 +78,7 @@ class RefitModel:
 
     def _residual(self, C_ak: np.ndarray, C_kk: np.ndarray) -> float:
         k = int(C_kk.shape[0])
-        jitter = 1e-9 * max(float(np.max(np.diag(C_kk))), 1e-300)  # a kept unit that never fires
+        jitter = _jitter(np.diag(C_kk))  # a kept unit that never fires
         X = np.linalg.solve(C_kk + jitter * np.eye(k), C_ak.T)  # C_kk⁻¹ C_ka
         return self.total - float(np.sum((self.G @ C_ak) * X.T))
 
@@ -110,8 +110,10 @@ def search(
     D, m, v, a : numpy.ndarray
         The units' directions ``ŵ_j`` (n, p), masses, outgoing norms and norms ``α_j``.
     labels : numpy.ndarray of int, shape (n,)
-        The starting partition (Ward's), ``k`` clusters, none empty.
+        The starting partition (Ward's), ``k`` clusters, none empty (else, or for ``k < 2``,
+        it is returned as it is).
     k : int
+        The number of clusters.
     passes : int
         At most this many passes over the units (``>= 1``).
 
@@ -137,6 +139,8 @@ def search(
     (True, [0, 1])
     """
     labels = np.array(labels, dtype=np.int64)
+    if k < 2 or passes < 1 or sorted(set(labels.tolist())) != list(range(k)):
+        return labels, {"R_before": None, "R_after": None, "moves": 0, "passes": 0}  # nothing to move
     state = _State(model, np.stack([_column(D, m, v, a, np.flatnonzero(labels == c)) for c in range(k)], axis=1))
     R0 = state.R
     tol = 1e-12 * abs(model.total)
@@ -177,7 +181,7 @@ class _State:
             parts = (cross, mu_k, cov_k, C_ak, C_kk, model.G @ C_ak)
         self.cross, self.mu_k, self.cov_k, self.C_ak, self.C_kk, self.GC = parts
         k = int(self.C_kk.shape[0])
-        jitter = 1e-9 * max(float(np.max(np.diag(self.C_kk))), 1e-300)
+        jitter = _jitter(np.diag(self.C_kk))
         X = np.linalg.solve(self.C_kk + jitter * np.eye(k), self.C_ak.T)
         self.R = model.total - float(np.sum(self.GC * X.T))
 
@@ -243,7 +247,7 @@ class _State:
         C_kk[at, :, t], C_kk[at, t, :] = both[n:].T, both[n:].T
         C_ak, GC = np.repeat(self.C_ak[None], T, 0), np.repeat(self.GC[None], T, 0)
         C_ak[at, :, t], GC[at, :, t] = both[:n].T, (md.G @ both[:n]).T
-        jitter = 1e-9 * np.maximum(np.max(np.diagonal(C_kk, axis1=1, axis2=2), axis=1), 1e-300)
+        jitter = np.array([_jitter(d) for d in np.diagonal(C_kk, axis1=1, axis2=2)])
         X = np.linalg.solve(C_kk + jitter[:, None, None] * np.eye(k), np.swapaxes(C_ak, 1, 2))  # (T, k, n)
         return md.total - np.einsum("tnk,tkn->t", GC, X)
 
@@ -253,6 +257,13 @@ class _State:
 
 def _safe(sd: np.ndarray) -> np.ndarray:
     return np.where(sd > 0, sd, 1.0)
+
+
+def _jitter(variances: np.ndarray) -> float:
+    """The solve's regulariser: 1e-9 of the largest kept variance (1 when none fires, where
+    every term of ``R`` is 0 anyway)."""
+    top = float(np.max(variances))
+    return 1e-9 * top if top > 0 else 1.0
 
 
 def _column(D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray, members: np.ndarray) -> np.ndarray:

@@ -217,8 +217,9 @@ def tropnnc(
         With the refit: at most this many passes of single-unit moves between Ward's
         clusters, each kept when it lowers the refit's model residual of the next layer
         (:func:`tropref.methods.refit_search.search`: the partition that sees the refit).
-        Runs where the refit does, on one sign group, with the principal representative and
-        the projection fold, on layers with ``n k <= SEARCH_LIMIT`` (4096: the time stays
+        Runs where the refit does, on layers with several outputs (a single-output layer
+        has two sign groups: it keeps Ward's partition), with the principal representative,
+        the projection fold and no ``refine``, on layers with ``n k <= SEARCH_LIMIT`` (4096: the time stays
         bounded; larger layers keep Ward's partition); ``0`` (the default here; 1 in
         residual branches through :func:`tropref.compress_network`) keeps Ward's partition.
         ``info["clustering"][0]["refit_search"]`` has the residual before and after.
@@ -274,7 +275,9 @@ def tropnnc(
         units = tuple(take_rows(xp, t, idx) for t in (points, directions, mass, vnorm, alpha))
         weights = None if objective == "generators" else units[2]
         labels, run = _cluster(xp, units[0], k_g, weights, cluster, rng, kmeans_options)
-        if refit_search and _searchable(problem, refit, representative, fold, input_ratio, len(groups), idx.size, k_g):
+        if refit_search and _searchable(
+            problem, refit, representative, fold, refine, input_ratio, len(groups), idx.size, k_g
+        ):
             labels = _search(problem, units, labels, k_g, refit_search, refit_correlation, run)
         part, bound = _merge_group(xp, problem, units, labels, k_g, representative, fold, refine, keeps_sum, run)
         parts.append(part)
@@ -385,16 +388,17 @@ def _searchable(
     refit: str,
     representative: str,
     fold: str,
+    refine: str | None,
     input_ratio: float | None,
     n_groups: int,
     n: int,
     k: int,
 ) -> bool:
     """Whether the refit's search runs: the refit on and the units' moments known, one sign
-    group, the principal representative and projection fold (the kept units it models), no
-    input metric, ``1 < k < n``, and ``n k <= SEARCH_LIMIT`` (each of its ``O(n k)`` moves
-    per pass costs ``O(n² + n k² + k³)``)."""
-    modelled = representative == "principal" and fold == "projection" and input_ratio is None
+    group, the principal representative and projection fold (the kept units it models) with
+    no Weiszfeld refinement (which would re-partition), no input metric, ``1 < k < n``, and
+    ``n k <= SEARCH_LIMIT`` (each of its ``O(n k)`` moves per pass costs ``O(n² + n k² + k³)``)."""
+    modelled = representative == "principal" and fold == "projection" and refine is None and input_ratio is None
     fits = n_groups == 1 and 1 < k < n and n * k <= SEARCH_LIMIT
     return refit == "gaussian" and problem.moments is not None and modelled and fits
 

@@ -74,7 +74,7 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
       default; :mod:`tropref.network.moments`), from a partition that one pass of
       single-unit moves fits to that refit (``refit_search=1``,
       :mod:`tropref.methods.refit_search`); elsewhere it does none of these
-      (``correct="none"``). Each was measured (``docs/results.md``, sections 10 and 12): in
+      (``correct="none"``). Each was measured (``docs/results.md``, sections 10, 12 and 13): in
       residual branches they keep far more of the network at every fraction, in the chain
       networks the correction costs accuracy and the refit is mixed. Where no BatchNorm
       statistics exist, the correction and the refit do nothing.
