@@ -44,6 +44,17 @@ class RefitModel:
         Their correlation.
     V : numpy.ndarray, shape (m, n, s)
         The next layer's weights read per unit.
+
+    Examples
+    --------
+    Two independent standard units, each kept as itself: nothing is lost (``R = 0``, to the
+    solve's regulariser); keeping
+    only the first loses what the next layer read of the second.
+
+    >>> import numpy as np
+    >>> model = RefitModel(np.zeros(2), np.ones(2), np.eye(2), np.ones((1, 2, 1)))
+    >>> [round(model.residual(L) / model.total, 6) for L in (np.eye(2), np.eye(2)[:, :1])]
+    [0.0, 0.5]
     """
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, rho: np.ndarray, V: np.ndarray):
@@ -57,11 +68,11 @@ class RefitModel:
         self.total = float(np.sum(self.G * 0.5 * (C_aa + C_aa.T)))  # tr(G C_aa)
 
     def residual(self, Lam: np.ndarray) -> float:
-        """``R`` for the kept units ``z̃ = Λᵀ z`` (``Λ`` of shape ``(n, k)``)."""
-        return self._residual(*self._covariances(Lam))
+        """``R`` for the kept units ``z̃ = Λᵀ z``: ``Lam`` is ``Λ``, shape ``(n, k)``."""
+        return self._residual(*self._covariances(Lam)[3:])
 
-    def _covariances(self, Lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``C_ak`` (n, k) and ``C_kk`` (k, k) for ``z̃ = Λᵀ z``."""
+    def _covariances(self, Lam: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``Cov(z, z̃)``, ``E z̃``, ``Cov(z̃)``, then ``C_ak`` (n, k) and ``C_kk`` (k, k)."""
         cross = self.Sigma @ Lam  # Cov(z, z̃)
         mu_k, cov_k = Lam.T @ self.mean, Lam.T @ cross
         sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
@@ -74,7 +85,7 @@ class RefitModel:
         C_ak = relu_product_mean(m, s, mu_k[None, :], sd_k[None, :], corr_x) - np.outer(self.Ea, Ek)
         C_kk = relu_product_mean(mu_k[:, None], sd_k[:, None], mu_k[None, :], sd_k[None, :], corr_k)
         C_kk = C_kk - np.outer(Ek, Ek)
-        return C_ak, 0.5 * (C_kk + C_kk.T)
+        return cross, mu_k, cov_k, C_ak, 0.5 * (C_kk + C_kk.T)
 
     def _residual(self, C_ak: np.ndarray, C_kk: np.ndarray) -> float:
         k = int(C_kk.shape[0])
@@ -175,10 +186,8 @@ class _State:
     def __init__(self, model: RefitModel, Lam: np.ndarray, parts: tuple | None = None):
         self.model, self.Lam = model, Lam
         if parts is None:
-            cross = model.Sigma @ Lam
-            mu_k, cov_k = Lam.T @ model.mean, Lam.T @ cross
-            C_ak, C_kk = model._covariances(Lam)
-            parts = (cross, mu_k, cov_k, C_ak, C_kk, model.G @ C_ak)
+            terms = model._covariances(Lam)
+            parts = (*terms, model.G @ terms[3])
         self.cross, self.mu_k, self.cov_k, self.C_ak, self.C_kk, self.GC = parts
         k = int(self.C_kk.shape[0])
         jitter = _jitter(np.diag(self.C_kk))

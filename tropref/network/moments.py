@@ -36,6 +36,7 @@ gives no model at all (an empty result).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -399,13 +400,14 @@ def _relu(m: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     unit_a, unit_b = half // (c * w * w), half // (w * w) % c
     rho = np.clip(0.5 * (Kf[half] + Kf[mirror[half]]) / safe[unit_a] / safe[unit_b], -1.0, 1.0)
     Ea = relu_mean(m, sd)
-    E2 = np.empty(c * c * w * w)
-    E2[half] = relu_product_mean(m[unit_a], sd[unit_a], m[unit_b], sd[unit_b], rho) - Ea[unit_a] * Ea[unit_b]
-    E2[mirror[half]] = E2[half]
+    cov = np.empty(c * c * w * w)
+    cov[half] = relu_product_mean(m[unit_a], sd[unit_a], m[unit_b], sd[unit_b], rho) - Ea[unit_a] * Ea[unit_b]
+    cov[mirror[half]] = cov[half]
     slope = np.where(sd > 0, ndtr(m / safe), (m > 0).astype(np.float64))
-    return Ea, E2.reshape(K.shape), slope
+    return Ea, cov.reshape(K.shape), slope
 
 
+@lru_cache(maxsize=8)  # the same few shapes recur through a network's ReLUs
 def _half_window(c: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """The flat indices of a ``(c, c, w, w)`` window with one entry of each pair
     ``(a, b, δ)``, ``(b, a, −δ)`` (the first in C order), and every entry's mirror."""
