@@ -48,8 +48,8 @@ class RefitModel:
     Examples
     --------
     Two independent standard units, each kept as itself: nothing is lost (``R = 0``, to the
-    solve's regulariser); keeping
-    only the first loses what the next layer read of the second.
+    solve's regulariser); keeping only the first loses what the next layer read of the
+    second.
 
     >>> import numpy as np
     >>> model = RefitModel(np.zeros(2), np.ones(2), np.eye(2), np.ones((1, 2, 1)))
