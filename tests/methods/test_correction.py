@@ -521,3 +521,29 @@ def test_every_trial_move_is_the_full_residual():
         Lam[:, t] = cols[:, i]
         assert got[i] == pytest.approx(model.residual(Lam), rel=1e-9)
     assert np.all(np.isfinite(got))
+
+
+def test_a_budget_allocates_from_the_single_fold_certificate_with_the_refit():
+    """The Budget's probe leaves the refit out (its certificate measures how far the refit
+    moved from the single fold, not the merge's damage): the widths with the refit on are
+    those with it off, and the refit still acts on the layers compressed."""
+    from tropref.network import BatchNorm, Budget, Dense, Network, ReLU, compress_network
+
+    rng = np.random.default_rng(21)
+
+    def bn(c):
+        return BatchNorm(rng.normal(size=c), rng.uniform(0.5, 2, c), rng.normal(size=c), rng.normal(size=c))
+
+    first, second, last = (
+        Dense(rng.normal(size=(12, 5))),
+        Dense(rng.normal(size=(10, 12))),
+        Dense(rng.normal(size=(3, 10))),
+    )
+    net = Network([first, bn(12), ReLU(), second, bn(10), ReLU(), last])
+    keep = Budget(units=0.5)
+    _, plain = compress_network(net, keep, seed=0, certify=False)
+    _, refit = compress_network(net, keep, seed=0, certify=False, refit="gaussian", refit_variance=True)
+    assert [l.width_after for l in refit.layers] == [l.width_after for l in plain.layers]
+    hidden = [l for l in refit.layers if l.info and "correction" in l.info]
+    assert len(hidden) == 2
+    assert all(l.info["correction"].get("refit") == "gaussian" for l in hidden)

@@ -12,7 +12,8 @@ hidden layer.
 The rule (a tropref choice, documented in ``docs/networks.md``):
 
 1. ``q0``: the largest uniform keep fraction that meets the budget.
-2. Probe: compress each hidden layer alone to ``k0_l = round(q0 n_l)`` units and take its
+2. Probe: compress each hidden layer alone to ``k0_l = round(q0 n_l)`` units (TropNNC
+   without its Gaussian refit: the single fold's certificate) and take its
    certificate ``β_l`` (largest over the next layer's pre-activations), times the
    amplification ``A_l`` of a unit change there to the network's outputs through the later
    layers' ``|W|`` (see :func:`tropref.network.certificate.network_certificate`).
