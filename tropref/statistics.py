@@ -35,6 +35,8 @@ __all__ = [
     "merged_moments",
     "moment_match",
     "relu_product_mean",
+    "relu_covariance",
+    "kept_relu_covariances",
     "weight_correlation",
     "merged_covariance",
 ]
@@ -272,6 +274,84 @@ def relu_product_mean(
     const = np.where(s2 > 0, np.maximum(mu1, 0.0) * relu_mean(mu2, s2), const)
     const = np.where((s1 > 0) | (s2 > 0), const, np.maximum(mu1, 0.0) * np.maximum(mu2, 0.0))
     return np.where((s1 > 0) & (s2 > 0), value, const)
+
+
+def relu_covariance(mean: np.ndarray, std: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """``Cov(relu(z))`` for ``z ~ N(μ, diag(σ) ρ diag(σ))``: the closed form of
+    :func:`relu_product_mean` on the upper triangle (``ρ`` read symmetrised), mirrored.
+
+    Exactly symmetric, at half the cost of the full product.
+
+    Parameters
+    ----------
+    mean, std : numpy.ndarray, shape (n,)
+    corr : numpy.ndarray, shape (n, n)
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n, n)
+
+    Examples
+    --------
+    Two standard units, uncorrelated and identical: ``Var(relu(z)) = 1/2 − 1/(2π)``.
+
+    >>> import numpy as np
+    >>> relu_covariance(np.zeros(2), np.ones(2), np.eye(2)).round(6).tolist()
+    [[0.340845, 0.0], [0.0, 0.340845]]
+    """
+    Ea = relu_mean(mean, std)
+    i, j = np.triu_indices(int(mean.shape[0]))
+    rho = 0.5 * (corr[i, j] + corr[j, i])
+    C = np.empty(corr.shape)
+    C[i, j] = relu_product_mean(mean[i], std[i], mean[j], std[j], rho) - Ea[i] * Ea[j]
+    C[j, i] = C[i, j]
+    return C
+
+
+def kept_relu_covariances(
+    mean: np.ndarray, std: np.ndarray, kept_mean: np.ndarray, cross: np.ndarray, kept_cov: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ReLU covariances of units and kept units from their pre-activations' moments.
+
+    For ``z ~ N(μ, Σ)`` and kept units ``z̃`` jointly Gaussian with it (``E z̃ = μ̃``,
+    ``Cov(z, z̃)``, ``Cov(z̃)``, e.g. from :func:`merged_covariance`): ``σ̃``,
+    ``C_ak = Cov(relu(z), relu(z̃))`` and ``C_kk = Cov(relu(z̃))`` in closed form
+    (:func:`relu_product_mean`, :func:`relu_covariance`). A kept unit without spread reads
+    correlation 0 with the others (its products are then the constants).
+
+    Parameters
+    ----------
+    mean, std : numpy.ndarray, shape (n,)
+        ``μ, σ`` of the units.
+    kept_mean : numpy.ndarray, shape (k,)
+    cross : numpy.ndarray, shape (n, k)
+        ``Cov(z, z̃)``.
+    kept_cov : numpy.ndarray, shape (k, k)
+        ``Cov(z̃)``.
+
+    Returns
+    -------
+    kept_std : numpy.ndarray, shape (k,)
+    C_ak : numpy.ndarray, shape (n, k)
+    C_kk : numpy.ndarray, shape (k, k)
+
+    Examples
+    --------
+    One standard unit kept as itself: every covariance is ``Var(relu(z))``.
+
+    >>> import numpy as np
+    >>> sd, C_ak, C_kk = kept_relu_covariances(np.zeros(1), np.ones(1), np.zeros(1), np.ones((1, 1)), np.ones((1, 1)))
+    >>> sd.tolist(), C_ak.round(6).tolist(), C_kk.round(6).tolist()
+    ([1.0], [[0.340845]], [[0.340845]])
+    """
+    kept_std = np.sqrt(np.maximum(np.diag(kept_cov), 0.0))
+    safe, safe_k = np.where(std > 0, std, 1.0), np.where(kept_std > 0, kept_std, 1.0)
+    corr_x = cross / safe[:, None] / safe_k[None, :]
+    corr_k = kept_cov / safe_k[:, None] / safe_k[None, :]
+    np.fill_diagonal(corr_k, 1.0)
+    Ea, Ek = relu_mean(mean, std), relu_mean(kept_mean, kept_std)
+    C_ak = relu_product_mean(mean[:, None], std[:, None], kept_mean[None, :], kept_std[None, :], corr_x)
+    return kept_std, C_ak - np.outer(Ea, Ek), relu_covariance(kept_mean, kept_std, corr_k)
 
 
 def _bivariate_cdf(a: np.ndarray, b: np.ndarray, r: np.ndarray, s: np.ndarray, half: np.ndarray) -> np.ndarray:

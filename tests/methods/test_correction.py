@@ -381,7 +381,7 @@ def test_bad_correlation_in_moments_is_refused_by_name(rho):
 def test_symmetric_relu_covariance_is_the_full_closed_form():
     """The refit's ``Cov(relu(z))`` on the upper triangle, mirrored (issue 19): the full
     elementwise closed form to round-off, exactly symmetric."""
-    from tropref.statistics import relu_mean, relu_product_mean, weight_correlation
+    from tropref.statistics import relu_covariance, relu_mean, relu_product_mean, weight_correlation
 
     rng = np.random.default_rng(4)
     n = 9
@@ -389,7 +389,7 @@ def test_symmetric_relu_covariance_is_the_full_closed_form():
     std[2] = 0.0  # a unit without spread: the constant relu(μ)
     rho = weight_correlation(rng.normal(size=(n, 6)))
     Ea = relu_mean(mean, std)
-    got = correction._symmetric_relu_covariance(mean, std, rho, Ea)
+    got = relu_covariance(mean, std, rho)
     want = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho) - np.outer(Ea, Ea)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
     assert np.array_equal(got, got.T)

@@ -32,11 +32,11 @@ import numpy as np
 
 from .._array import Array, asarray_like, to_numpy
 from ..statistics import (
+    kept_relu_covariances,
     merged_covariance,
     merged_moments,
     moment_match,
-    relu_mean,
-    relu_product_mean,
+    relu_covariance,
     weight_correlation,
 )
 from .base import LayerProblem
@@ -146,17 +146,6 @@ def refit_correlation_matrix(problem: LayerProblem, A_host: np.ndarray, correlat
     return weight_correlation(A_host, centre=correlation == "centred"), correlation
 
 
-def _symmetric_relu_covariance(mean: np.ndarray, std: np.ndarray, corr: np.ndarray, Ea: np.ndarray) -> np.ndarray:
-    """``Cov(relu(z))`` for ``z ~ N(μ, diag(σ) ρ diag(σ))``, the closed form evaluated on the
-    upper triangle (``ρ`` read symmetrised) and mirrored: exactly symmetric, at half the cost."""
-    i, j = np.triu_indices(int(mean.shape[0]))
-    rho = 0.5 * (corr[i, j] + corr[j, i])
-    C = np.empty(corr.shape)
-    C[i, j] = relu_product_mean(mean[i], std[i], mean[j], std[j], rho) - Ea[i] * Ea[j]
-    C[j, i] = C[i, j]
-    return C
-
-
 def gaussian_refit(
     problem: LayerProblem,
     assignment: Array,
@@ -246,13 +235,7 @@ def gaussian_refit(
     n, k = int(A_host.shape[0]), int(kept.shape[0])
     rho, correlation = refit_correlation_matrix(problem, A_host, correlation)
     mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)
-    sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
-    corr_x = cross / np.where(std > 0, std, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]
-    corr_k = cov_k / np.where(sd_k > 0, sd_k, 1.0)[:, None] / np.where(sd_k > 0, sd_k, 1.0)[None, :]
-    np.fill_diagonal(corr_k, 1.0)
-    Ea, Ek = relu_mean(mean, std), relu_mean(mu_k, sd_k)
-    C_ak = relu_product_mean(mean[:, None], std[:, None], mu_k[None, :], sd_k[None, :], corr_x) - np.outer(Ea, Ek)
-    C_kk = _symmetric_relu_covariance(mu_k, sd_k, corr_k, Ek)
+    sd_k, C_ak, C_kk = kept_relu_covariances(mean, std, mu_k, cross, cov_k)
     F0 = np.zeros((n, k))
     members = labels >= 0
     F0[np.flatnonzero(members), labels[members]] = to_numpy(scale).astype(np.float64)[members]
@@ -269,7 +252,7 @@ def gaussian_refit(
         m, _, s = V.shape
         Vt = np.transpose(V, (1, 0, 2)).reshape(n, m * s)
         G = Vt @ Vt.T
-        C_aa = _symmetric_relu_covariance(mean, std, rho, Ea)
+        C_aa = relu_covariance(mean, std, rho)
         before, after = float(np.sum(G * C_aa)), float(np.sum(G * (F @ C_kk @ F.T)))
         gamma = math.sqrt(before / after) if after > 0 and before > 0 else 1.0
         F = gamma * F

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..statistics import relu_mean, relu_product_mean
+from ..statistics import kept_relu_covariances, relu_covariance, relu_mean, relu_product_mean
 
 __all__ = ["RefitModel", "search", "SEARCH_LIMIT"]
 
@@ -61,37 +61,28 @@ class RefitModel:
         self.mean, self.std = mean, std
         self.Sigma = std[:, None] * rho * std[None, :]
         self.Ea = relu_mean(mean, std)
-        C_aa = relu_product_mean(mean[:, None], std[:, None], mean[None, :], std[None, :], rho)
-        C_aa = C_aa - np.outer(self.Ea, self.Ea)
         Vt = np.transpose(V, (1, 0, 2)).reshape(V.shape[1], -1)
         self.G = Vt @ Vt.T
-        self.total = float(np.sum(self.G * 0.5 * (C_aa + C_aa.T)))  # tr(G C_aa)
+        self.total = float(np.sum(self.G * relu_covariance(mean, std, rho)))  # tr(G C_aa)
 
     def residual(self, Lam: np.ndarray) -> float:
         """``R`` for the kept units ``z̃ = Λᵀ z``: ``Lam`` is ``Λ``, shape ``(n, k)``."""
-        return self._residual(*self._covariances(Lam)[3:])
+        C_ak, C_kk = self._covariances(Lam)[3:]
+        return self._residual(C_ak, C_kk, self.G @ C_ak)
 
     def _covariances(self, Lam: np.ndarray) -> tuple[np.ndarray, ...]:
         """``Cov(z, z̃)``, ``E z̃``, ``Cov(z̃)``, then ``C_ak`` (n, k) and ``C_kk`` (k, k)."""
         cross = self.Sigma @ Lam  # Cov(z, z̃)
         mu_k, cov_k = Lam.T @ self.mean, Lam.T @ cross
-        sd_k = np.sqrt(np.maximum(np.diag(cov_k), 0.0))
-        safe_k, safe = np.where(sd_k > 0, sd_k, 1.0), np.where(self.std > 0, self.std, 1.0)
-        Ek = relu_mean(mu_k, sd_k)
-        corr_x = np.clip(cross / safe[:, None] / safe_k[None, :], -1.0, 1.0)
-        corr_k = np.clip(cov_k / safe_k[:, None] / safe_k[None, :], -1.0, 1.0)
-        np.fill_diagonal(corr_k, 1.0)
-        m, s = self.mean[:, None], self.std[:, None]
-        C_ak = relu_product_mean(m, s, mu_k[None, :], sd_k[None, :], corr_x) - np.outer(self.Ea, Ek)
-        C_kk = relu_product_mean(mu_k[:, None], sd_k[:, None], mu_k[None, :], sd_k[None, :], corr_k)
-        C_kk = C_kk - np.outer(Ek, Ek)
-        return cross, mu_k, cov_k, C_ak, 0.5 * (C_kk + C_kk.T)
+        _, C_ak, C_kk = kept_relu_covariances(self.mean, self.std, mu_k, cross, cov_k)
+        return cross, mu_k, cov_k, C_ak, C_kk
 
-    def _residual(self, C_ak: np.ndarray, C_kk: np.ndarray) -> float:
+    def _residual(self, C_ak: np.ndarray, C_kk: np.ndarray, GC: np.ndarray) -> float:
+        """``R`` from ``C_ak``, ``C_kk`` and ``G C_ak``."""
         k = int(C_kk.shape[0])
         jitter = _jitter(np.diag(C_kk))  # a kept unit that never fires
         X = np.linalg.solve(C_kk + jitter * np.eye(k), C_ak.T)  # C_kk⁻¹ C_ka
-        return self.total - float(np.sum((self.G @ C_ak) * X.T))
+        return self.total - float(np.sum(GC * X.T))
 
 
 def search(
@@ -189,10 +180,7 @@ class _State:
             terms = model._covariances(Lam)
             parts = (*terms, model.G @ terms[3])
         self.cross, self.mu_k, self.cov_k, self.C_ak, self.C_kk, self.GC = parts
-        k = int(self.C_kk.shape[0])
-        jitter = _jitter(np.diag(self.C_kk))
-        X = np.linalg.solve(self.C_kk + jitter * np.eye(k), self.C_ak.T)
-        self.R = model.total - float(np.sum(self.GC * X.T))
+        self.R = model._residual(self.C_ak, self.C_kk, self.GC)
 
     def replaced(self, cols: list[int], new: np.ndarray) -> _State:
         """The state with the columns ``cols`` of ``Λ`` replaced by ``new`` (the terms of

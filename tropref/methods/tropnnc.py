@@ -219,9 +219,10 @@ def tropnnc(
         (:func:`tropref.methods.refit_search.search`: the partition that sees the refit).
         Runs where the refit does, on layers with several outputs (a single-output layer
         has two sign groups: it keeps Ward's partition), with the principal representative,
-        the projection fold and no ``refine``, on layers with ``n k <= SEARCH_LIMIT`` (4096: the time stays
-        bounded; larger layers keep Ward's partition); ``0`` (the default here; 1 in
-        residual branches through :func:`tropref.compress_network`) keeps Ward's partition.
+        the projection fold and no ``refine``, on layers with ``n k <= SEARCH_LIMIT`` (4096:
+        the time stays bounded; larger layers keep Ward's partition); ``0`` (the default
+        here; 1 in residual branches through :func:`tropref.compress_network`) keeps Ward's
+        partition.
         ``info["clustering"][0]["refit_search"]`` has the residual before and after.
 
     Returns
