@@ -21,15 +21,20 @@ import numpy as np
 from tropref.experiments import evaluation_data, keep_rule, load_model, predict
 from tropref.network import compress_network
 
+_NO_REFIT = {"refit": "none"}  # as first measured, before the refit (docs/results.md, sections 12-14)
 CONFIGS = {  # name: TropNNC options
-    "no correction, directions only (the previous default)": {"correct": "none", "outgoing": 0},
-    "variance correction": {"correct": "variance", "outgoing": 0},
-    "mean correction": {"correct": "mean", "outgoing": 0},
-    "variance + mean correction": {"correct": "full", "outgoing": 0},
-    "outgoing weights in the partition (β = 0.5)": {"correct": "none", "outgoing": 0.5},
-    "variance correction + outgoing (β = 0.5)": {"correct": "variance", "outgoing": 0.5},
-    "variance + mean + outgoing (β = 0.25)": {"correct": "full", "outgoing": 0.25},
-    "variance + mean + outgoing (β = 0.5), the default in residual branches": {"correct": "full", "outgoing": 0.5},
+    "no correction, directions only (the previous default)": {"correct": "none", "outgoing": 0, **_NO_REFIT},
+    "variance correction": {"correct": "variance", "outgoing": 0, **_NO_REFIT},
+    "mean correction": {"correct": "mean", "outgoing": 0, **_NO_REFIT},
+    "variance + mean correction": {"correct": "full", "outgoing": 0, **_NO_REFIT},
+    "outgoing weights in the partition (β = 0.5)": {"correct": "none", "outgoing": 0.5, **_NO_REFIT},
+    "variance correction + outgoing (β = 0.5)": {"correct": "variance", "outgoing": 0.5, **_NO_REFIT},
+    "variance + mean + outgoing (β = 0.25)": {"correct": "full", "outgoing": 0.25, **_NO_REFIT},
+    "variance + mean + outgoing (β = 0.5), the default in residual branches": {
+        "correct": "full",
+        "outgoing": 0.5,
+        **_NO_REFIT,
+    },
 }
 FRACTIONS = {"resnet20": (0.4, 0.5, 0.6, 0.7, 0.8), "vgg_small": (0.3, 0.5, 0.75)}
 

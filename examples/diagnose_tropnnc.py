@@ -27,6 +27,7 @@ VARIANTS = {
     "default, mean representative": ("tropnnc", {"representative": "mean"}),
     "default, paper's scales": ("tropnnc", {"fold": "norm"}),
     "default, Euclidean metric": ("tropnnc", {"input_ratio": None}),
+    "default, no refit (single fold)": ("tropnnc", {"refit": "none"}),
     "cup": ("cup", {}),
     "l1": ("l1", {}),
 }

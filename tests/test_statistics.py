@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 from scipy.special import ndtr, owens_t
@@ -12,6 +12,7 @@ from tropref.statistics import (
     merged_covariance,
     merged_moments,
     moment_match,
+    relu_input_moments,
     relu_mean,
     relu_product_mean,
     weight_correlation,
@@ -27,6 +28,29 @@ def test_relu_mean_equals_the_integral(mu, sigma):
         integrate.quad(lambda z: z * stats.norm.pdf(z, mu, sigma), lo, hi, points=[max(lo, mu)])[0] if hi > lo else 0.0
     )
     assert relu_mean(np.array([mu]), np.array([sigma]))[0] == pytest.approx(value, rel=1e-7, abs=1e-10)
+
+
+@given(mu=st.floats(-5, 5), sigma=st.floats(0.05, 5))
+@settings(max_examples=40, deadline=None)
+def test_relu_input_moments_invert_the_relus_moments_by_quadrature(mu, sigma):
+    """The ReLU output's mean and variance, by quadrature, give back ``μ`` and ``σ`` (for
+    units that fire at least once in 10⁹ draws, ``μ/σ > −6``)."""
+    assume(mu / sigma > -6)
+    hi = max(0.0, mu + 14 * sigma)
+    lo, pts = max(0.0, mu - 14 * sigma), [max(0.0, mu - 14 * sigma, mu)]
+    m1, m2 = (
+        integrate.quad(lambda z, p=p: z**p * stats.norm.pdf(z, mu, sigma), lo, hi, points=pts, epsabs=1e-14)[0]
+        for p in (1, 2)
+    )
+    got_mu, got_sigma = relu_input_moments(np.array([m1]), np.array([m2 - m1 * m1]))
+    assert got_mu[0] == pytest.approx(mu, abs=2e-5 * sigma)
+    assert got_sigma[0] == pytest.approx(sigma, rel=2e-5)
+
+
+def test_relu_input_moments_of_units_that_never_fire_or_never_vary():
+    mu, sigma = relu_input_moments(np.array([0.0, 2.0, -1.0]), np.array([0.0, 0.0, 1.0]))
+    assert mu.tolist() == [0.0, 2.0, 0.0]
+    assert sigma.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_relu_mean_at_zero_spread_is_the_relu():

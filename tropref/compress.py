@@ -46,6 +46,7 @@ from ._blocks import row_blocks, scaled_one_hot, segment_sum, take_rows
 from ._seeds import make_rng, resolve_seed
 from .methods import METHODS, check_method
 from .methods.base import LayerProblem, Merge
+from .methods.partition import unit_residuals
 from .statistics import relu_mean
 from .tropical import neuron_vectors, outgoing_weights
 
@@ -413,7 +414,7 @@ def _certificate(
     n, k_new = int(A.shape[0]), int(merge.inputs.shape[0])
     certificate = None
     if merge.single_fold:
-        residual = _unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
+        residual = unit_residuals(xp, A, scale, labels, merge.inputs, exact=removed)
         certificate = _abs_read(xp, V, residual)
         if merge.zonotope_bound is not None:
             certificate = xp.minimum(certificate, xp.sum(merge.zonotope_bound))
@@ -422,7 +423,7 @@ def _certificate(
         # Σ_j V_j (a_j − f_j ã_c(j)) (Proposition F) and −Σ_c (Ṽ − V F0)_c ã_c, where
         # |ã_c| <= ‖w̃_c‖ ‖(x, 1)‖ (docs/refit.md)
         anchor = _embed_scale(xp, merge.anchor, kept, n)
-        residual = _unit_residuals(xp, A, anchor, labels, merge.inputs, exact=removed)
+        residual = unit_residuals(xp, A, anchor, labels, merge.inputs, exact=removed)
         refitted = V_new if V_new is not None else _rewrite_next(xp, V, labels, None, fold, k_new)
         change = refitted - _rewrite_next(xp, V, labels, anchor, None, k_new)
         certificate = _abs_read(xp, V, residual) + _abs_read(xp, change, xp.linalg.vector_norm(merge.inputs, axis=1))
@@ -615,22 +616,3 @@ def _abs_read(xp: Any, V: Array, r: Array, *, absolute: bool = True) -> Array:
     r_rep = r if s == 1 else xp.reshape(xp.broadcast_to(r[:, None], (n, s)), (n * s,))
     parts = [xp.matmul(xp.abs(blk) if absolute else blk, r_rep) for blk in row_blocks(xp.reshape(V, (m, n * s)))]
     return parts[0] if len(parts) == 1 else xp.concat(parts)
-
-
-def _unit_residuals(xp: Any, A: Array, scale: Array, labels: np.ndarray, inputs: Array, exact: np.ndarray) -> Array:
-    """``r_j = ‖w_j − f_j w̃_{c(j)}‖``, the per-unit error of Proposition F.
-
-    ``|relu(w_j · u) − f_j relu(w̃ · u)| <= r_j ‖u‖`` for ``f_j >= 0``. Units removed
-    exactly (dead, constant) have ``r_j = 0``; dropped units (``f_j = 0``) have ``‖w_j‖``.
-    Units kept unchanged (``w̃_{c(j)}`` is ``w_j`` itself, ``f_j = 1``, as in pruning) give
-    exactly 0 either way.
-    """
-    index = np.where(labels < 0, 0, labels)
-    parts, lo = [], 0
-    for block in row_blocks(A):  # in cache-sized blocks: the gathered targets and differences stay small
-        hi = lo + int(block.shape[0])
-        target = take_rows(xp, inputs, index[lo:hi])
-        parts.append(xp.linalg.vector_norm(block - scale[lo:hi, None] * target, axis=1))
-        lo = hi
-    r = parts[0] if len(parts) == 1 else xp.concat(parts)
-    return xp.where(asarray_like(exact, xp, A, dtype=xp.bool), xp.zeros_like(r), r)

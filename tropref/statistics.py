@@ -7,6 +7,8 @@ functions turn such statistics into the quantities the statistics correction of
 ``docs/theory.md`` (section 5) needs, with no data:
 
 - :func:`relu_mean`: ``E[relu(z)]`` for ``z ~ N(μ, σ²)``, in closed form;
+- :func:`relu_input_moments`: its inverse, the ``μ, σ`` a ReLU's output mean and variance
+  imply (what a BatchNorm *after* the ReLU stores);
 - :func:`merged_moments`: the mean and standard deviation of a merged unit's
   pre-activation ``z̃_c = w̃_c · (x, 1)``, from the members' statistics and the correlation
   ``ρ_jk = cos(w_j, w_k)`` of their weights (what the statistics imply for isotropic inputs);
@@ -32,6 +34,7 @@ from ._blocks import size_blocks
 
 __all__ = [
     "relu_mean",
+    "relu_input_moments",
     "merged_moments",
     "moment_match",
     "relu_product_mean",
@@ -74,6 +77,60 @@ def relu_mean(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     t = mu / safe
     value = mu * ndtr(t) + sigma * np.exp(-0.5 * t * t) / _SQRT_2PI
     return np.where(sigma > 0, value, np.maximum(mu, 0.0))
+
+
+def relu_input_moments(mean: np.ndarray, var: np.ndarray, *, steps: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """The ``μ, σ`` of ``z ~ N(μ, σ²)`` whose ReLU has mean ``m`` and variance ``v``, elementwise.
+
+    With ``t = μ/σ``, ``E[relu z] = σ A(t)`` and ``E[(relu z)²] = σ² B(t)``, where
+    ``A(t) = φ(t) + t Φ(t)`` and ``B(t) = (1 + t²) Φ(t) + t φ(t)``. The ratio
+    ``A(t)²/B(t)`` increases from 0 to 1 with ``t``, so ``m² / (m² + v) = A(t)²/B(t)`` has one
+    root, found by bisection; then ``σ = m / A(t)`` and ``μ = t σ``. A unit that never fires
+    (``m <= 0``) gives ``μ = σ = 0``; a constant one (``v <= 0 < m``) gives ``μ = m``, ``σ = 0``.
+
+    Parameters
+    ----------
+    mean, var : numpy.ndarray
+        ``m`` and ``v`` of the ReLU's output, of one shape (e.g. the running statistics of a
+        BatchNorm that reads it).
+    steps : int
+        Bisection steps on ``t`` (80 halve the bracket to below 1e-20 of its width).
+
+    Returns
+    -------
+    mean, std : numpy.ndarray of float64
+        ``μ`` and ``σ >= 0``.
+
+    Examples
+    --------
+    The moments of two ReLUs, from :func:`relu_mean` and :func:`relu_product_mean`, give
+    back their inputs' ``μ`` and ``σ``:
+
+    >>> import numpy as np
+    >>> mu, sigma = np.array([1.0, -0.5]), np.array([2.0, 1.0])
+    >>> m = relu_mean(mu, sigma)
+    >>> v = relu_product_mean(mu, sigma, mu, sigma, np.ones(2)) - m * m
+    >>> [a.round(9).tolist() for a in relu_input_moments(m, v)]
+    [[1.0, -0.5], [2.0, 1.0]]
+    """
+    m, v = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    fires, spread = m > 0, (m > 0) & (v > 0)
+    target = np.where(spread, m * m / np.where(spread, m * m + v, 1.0), 0.5)
+    # the root lies in [−9, t₁]: the ratio is below 1e-17 at −9 and above the target at
+    # t₁ = 2 m/√v + 9, since A(t)²/B(t) >= t²/(1 + t²) for t >= 0
+    lo = np.full(m.shape, -9.0)
+    hi = np.where(spread, 2.0 * m / np.sqrt(np.where(spread, v, 1.0)), 0.0) + 9.0
+    for _ in range(steps):
+        t = 0.5 * (lo + hi)
+        phi, Phi = np.exp(-0.5 * t * t) / _SQRT_2PI, ndtr(t)
+        A, B = phi + t * Phi, (1.0 + t * t) * Phi + t * phi
+        below = A * A < target * B
+        lo, hi = np.where(below, t, lo), np.where(below, hi, t)
+    t = 0.5 * (lo + hi)
+    A = np.exp(-0.5 * t * t) / _SQRT_2PI + t * ndtr(t)
+    sigma = np.where(spread, m / np.where(spread, A, 1.0), 0.0)
+    mu = np.where(spread, t * sigma, np.where(fires, m, 0.0))
+    return mu, sigma
 
 
 def merged_moments(

@@ -157,7 +157,7 @@ def test_batchnorm_after_a_max_pool_leaves_no_statistics():
     assert part.moments == {}
 
 
-def test_tropnnc_corrects_residual_branches_and_not_chains():
+def test_tropnnc_corrects_residual_branches_and_refits_everywhere():
     from tests.network.test_graph import residual_net
     from tropref.network import analyse
     from tropref.network.rewrite import _RESIDUAL_OUTGOING
@@ -181,7 +181,8 @@ def test_tropnnc_corrects_residual_branches_and_not_chains():
     rng = np.random.default_rng(6)
     chain, _ = _bn_chain(rng)
     part = analyse(chain).parts[0]
-    assert layer_options(part, 0, "tropnnc", {}) == {"correct": "none"}
+    refit = {"refit": "gaussian", "refit_variance": True, "refit_search": 1}
+    assert layer_options(part, 0, "tropnnc", {}) == {"correct": "none", **refit}  # a chain: no correction
 
 
 def test_network_certificate_holds_with_corrected_branches():
@@ -208,11 +209,28 @@ def test_certificate_bounds_the_refitted_layer(options, layer, k, seed):
     res = tropref.compress_layer(
         W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 8), refit="gaussian", **options
     )
-    assert res.scale is None
     assert res.certificate is not None
+    if res.scale is not None:  # the single fold was exact (every unit kept): nothing to refit
+        assert res.info["correction"]["refit"] == "none: the single fold is exact"
+        assert float(np.max(res.certificate)) <= 1e-9 * scale_of(np.column_stack([W, b]), V)
     X = probe_inputs(rng, 3, 600)
     ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
     assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))
+
+
+def test_an_exact_merge_is_not_refitted():
+    """Duplicated units merge exactly by the single fold; the refit's solve would only add
+    round-off (and a looser certificate), so it is skipped and the merge stays exact."""
+    rng = np.random.default_rng(4)
+    W, b, V = rng.normal(size=(4, 5)), rng.normal(size=4), rng.normal(size=(3, 8))
+    W2, b2 = np.concatenate([W, 2.0 * W]), np.concatenate([b, 2.0 * b])
+    moments = (b2, np.linalg.norm(W2, axis=1))
+    res = tropref.compress_layer(W2, b2, 4, W_next=V, seed=0, moments=moments, refit="gaussian")
+    assert res.scale is not None
+    assert res.info["correction"]["refit"] == "none: the single fold is exact"
+    assert float(np.max(res.certificate)) <= 1e-12
+    X = rng.normal(size=(50, 5))
+    np.testing.assert_allclose(result_forward(res, X), dense_forward(W2, b2, V, None, X), atol=1e-12)
 
 
 def test_refit_lowers_the_error_where_the_gaussian_model_is_exact():

@@ -71,3 +71,25 @@ def test_channels_pinned_by_negative_scales_before_a_max_pool_are_set_aside():
     assert (cmax, width) == (0.0, 4)  # nothing changed: exact
     np.testing.assert_array_equal(vector, np.zeros(2))
     assert all(a is b for a, b in zip(layers, part.chain.layers, strict=True))
+
+
+def test_moments_implied_after_the_relu_go_to_tropnnc_only():
+    """A BatchNorm after the ReLU implies pre-activation moments (tropref's model, for
+    TropNNC's refit); Model Folding's repair reads only a BatchNorm before the ReLU, as its
+    paper does, and gets none here."""
+    rng = np.random.default_rng(41)
+    bn = BatchNorm(rng.uniform(0.2, 1.0, 4), rng.uniform(0.1, 1.0, 4))  # a ReLU output's statistics
+    net = Network([Conv2d(rng.normal(size=(4, 2, 3, 3))), ReLU(), bn, Conv2d(rng.normal(size=(3, 4, 1, 1)))])
+    part = analyse(net, (2, 6, 6)).parts[0]
+    assert part.implied == frozenset({0})
+    layers = list(part.chain.layers)
+    for method, given in (("tropnnc", True), ("model_folding_ar", False)):
+        read = read_hidden(part, 0, layers, 2, **{**OPTIONS, "method": method})
+        assert (read.kwargs["moments"] is not None) == given, method
+    stored = Network([Conv2d(rng.normal(size=(4, 2, 3, 3))), bn, ReLU(), Conv2d(rng.normal(size=(3, 4, 1, 1)))])
+    part = analyse(stored, (2, 6, 6)).parts[0]
+    assert part.implied == frozenset()
+    assert (
+        read_hidden(part, 0, list(part.chain.layers), 2, **{**OPTIONS, "method": "model_folding_ar"}).kwargs["moments"]
+        is not None
+    )

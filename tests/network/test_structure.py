@@ -123,6 +123,31 @@ def test_fold_batchnorm_folds_what_reads_pre_activations_and_keeps_the_rest():
     np.testing.assert_allclose(folded(x), net(x), atol=1e-10)
 
 
+def test_a_batchnorm_after_the_relu_gives_the_pre_activations_it_implies():
+    """Gaussian inputs make each channel's pre-activation exactly Gaussian (no padding: every
+    position reads the same): the statistics a BatchNorm after the ReLU would store give
+    back its measured mean and spread."""
+    rng = np.random.default_rng(31)
+    conv = Conv2d(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4))
+    x = rng.normal(size=(4000, 2, 5, 5))
+    z = forward(Network([conv]), x).transpose(1, 0, 2, 3).reshape(4, -1)
+    a = np.maximum(z, 0.0)
+    bn = BatchNorm(a.mean(1), a.var(1), rng.uniform(0.5, 1.5, 4), rng.normal(size=4))
+    after = Conv2d(rng.normal(size=(3, 4, 1, 1)))
+    part = analyse(Network([conv, ReLU(), bn, after]), (2, 5, 5)).parts[0]
+    mean, spread = part.moments[0]
+    np.testing.assert_allclose(mean, z.mean(1), atol=0.02 * z.std(1).max())
+    np.testing.assert_allclose(spread, z.std(1), rtol=0.02)
+    # a BatchNorm before the ReLU is read first; through a max pooling, or from statistics no
+    # ReLU output has (a negative mean), nothing is implied
+    pre = batchnorm(4, rng)
+    assert np.array_equal(analyse(Network([conv, pre, ReLU(), bn, after]), (2, 5, 5)).parts[0].moments[0][0], pre.bias)
+    pooled = Network([conv, ReLU(), MaxPool2d(2), bn, Conv2d(rng.normal(size=(3, 4, 1, 1)))])
+    assert analyse(pooled, (2, 5, 5)).parts[0].moments == {}
+    negative = BatchNorm(-a.mean(1), a.var(1))
+    assert analyse(Network([conv, ReLU(), negative, after]), (2, 5, 5)).parts[0].moments == {}
+
+
 def test_hidden_layers_say_what_lies_before_the_next_layer():
     net = convnet(np.random.default_rng(28))
     assert "BatchNorm" in hidden_layers(net)[0]  # a BatchNorm before the ReLU, not folded yet

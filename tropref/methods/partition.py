@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Array, device, to_numpy
-from .._blocks import take_rows
+from .._array import Array, asarray_like, device, to_numpy
+from .._blocks import row_blocks, take_rows
 from ..cluster import kmeans, ward
 from .base import LayerProblem
 
@@ -25,6 +25,7 @@ __all__ = [
     "cluster_labels_ward",
     "canonical_labels",
     "assemble",
+    "unit_residuals",
 ]
 
 
@@ -154,3 +155,23 @@ def assemble(
     scale = take_rows(xp, xp.concat(scales), inverse)
     kept = inputs[0] if len(inputs) == 1 else xp.concat(inputs, axis=0)  # one group: no copy
     return xp.asarray(labels, dtype=xp.int64, device=device(like)), scale, kept
+
+
+def unit_residuals(xp: Any, A: Array, scale: Array, labels: np.ndarray, inputs: Array, exact: np.ndarray) -> Array:
+    """``r_j = ‖w_j − f_j w̃_{c(j)}‖``, the per-unit error of Proposition F (``labels`` the
+    assignment on the host, ``exact`` the units removed exactly, boolean ``(n,)``).
+
+    ``|relu(w_j · u) − f_j relu(w̃ · u)| <= r_j ‖u‖`` for ``f_j >= 0``. Units removed
+    exactly (dead, constant) have ``r_j = 0``; dropped units (``f_j = 0``) have ``‖w_j‖``.
+    Units kept unchanged (``w̃_{c(j)}`` is ``w_j`` itself, ``f_j = 1``, as in pruning) give
+    exactly 0 either way.
+    """
+    index = np.where(labels < 0, 0, labels)
+    parts, lo = [], 0
+    for block in row_blocks(A):  # in cache-sized blocks: the gathered targets and differences stay small
+        hi = lo + int(block.shape[0])
+        target = take_rows(xp, inputs, index[lo:hi])
+        parts.append(xp.linalg.vector_norm(block - scale[lo:hi, None] * target, axis=1))
+        lo = hi
+    r = parts[0] if len(parts) == 1 else xp.concat(parts)
+    return xp.where(asarray_like(exact, xp, A, dtype=xp.bool), xp.zeros_like(r), r)

@@ -37,6 +37,7 @@ from .partition import (
     cluster_labels_ward,
     distinct_rows,
     unit_groups,
+    unit_residuals,
 )
 from .refit_search import SEARCH_LIMIT, RefitModel, search
 
@@ -477,11 +478,24 @@ def _correct(
     inputs, kept_moments, corrected = correct_merge(problem, assignment, scale, inputs, vnorm, correct)
     fold_matrix = None
     if refit == "gaussian" and problem.moments is not None:
-        fold_matrix, kept_moments, refitted = gaussian_refit(
-            problem, assignment, scale, inputs, ridge=ridge, correlation=correlation, variance=variance
-        )
-        corrected = {**corrected, **refitted}
+        if _exact(problem, assignment, scale, inputs):
+            corrected = {**corrected, "refit": "none: the single fold is exact"}
+        else:
+            fold_matrix, kept_moments, refitted = gaussian_refit(
+                problem, assignment, scale, inputs, ridge=ridge, correlation=correlation, variance=variance
+            )
+            corrected = {**corrected, **refitted}
     return inputs, kept_moments, corrected, fold_matrix
+
+
+def _exact(problem: LayerProblem, assignment: Array, scale: Array, inputs: Array) -> bool:
+    """Whether the single fold reproduces every unit to round-off (``r_j <= 64 ε ‖w_j‖``):
+    exact duplicates merged, which no refit can improve and its solve would only perturb."""
+    xp, A = problem.xp, problem.inputs
+    labels = to_numpy(assignment)
+    r = unit_residuals(xp, A, scale, labels, inputs, exact=np.zeros(labels.shape, dtype=bool))
+    tol = 64.0 * float(xp.finfo(A.dtype).eps)
+    return bool(xp.all(r <= tol * _row_norms(xp, A)))
 
 
 def _with_outgoing(xp: Any, points: Array, V: Array, weight: Any) -> Array:

@@ -249,7 +249,7 @@ def _input_model(conv: Conv2d, stats: tuple[np.ndarray, np.ndarray], radius: int
     Wf = W.reshape(W.shape[0], c, -1)
     same = np.einsum("oat,oau->otu", Wf, Wf)  # within a channel
     allc = np.einsum("oat,obu->otu", Wf, Wf)  # all pairs of channels
-    target = np.log(np.maximum(std, 1e-300) ** 2)
+    target = np.log(np.maximum(std, 1e-150) ** 2)  # finite where σ = 0 (not read there: `ok`)
     ok = std > 0
     best = (np.inf, 0.5, 0.0, 1.0)
     grid = np.linspace(0.02, 0.98, 49)

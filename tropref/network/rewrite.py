@@ -23,7 +23,8 @@ Exactness rules kept here:
   error, is added to the layer certificate. With nothing merged, the BatchNorm is kept as is.
 - max pooling commutes with a fold only when every unit folds into one kept unit with a
   non-negative scale; for methods that fold otherwise, the layer certificate is dropped
-  (None) when a max pooling sits between the layers;
+  (None) when a max pooling sits between the layers, unless the fold refits such a single
+  fold (TropNNC's ``refit="gaussian"``), whose certificate bounds the pooled outputs too;
 - a channel whose BatchNorm after the ReLU has a negative scale and is followed by a max
   pooling (``max(s a + t) = s min(a) + t``) is *pinned*: kept intact, after the kept
   channels, with its BatchNorm; the other channels are compressed.
@@ -66,18 +67,22 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
       (``input_ratio``, ``docs/theory.md``);
     - in a residual branch (the layer's next layer ends a segment whose channels meet other
       paths in an addition or a concatenation) corrects the merged units' statistics
-      (``correct="full"``), lets the partition see the outgoing weights
-      (``outgoing=_RESIDUAL_OUTGOING``) and refits the next layer by least squares under the
-      Gaussian model of its statistics, keeping the variance it reads (``refit="gaussian"``,
+      (``correct="full"``) and lets the partition see the outgoing weights
+      (``outgoing=_RESIDUAL_OUTGOING``); elsewhere it does neither (``correct="none"``);
+    - everywhere refits the next layer by least squares under the Gaussian model of its
+      statistics, keeping the variance it reads (``refit="gaussian"``,
       ``refit_variance=True``; ``docs/refit.md``), with the units' correlations propagated
       through the network from its BatchNorms (``refit_correlation="auto"``, the method's
       default; :mod:`tropref.network.moments`), from a partition that one pass of
       single-unit moves fits to that refit (``refit_search=1``,
-      :mod:`tropref.methods.refit_search`); elsewhere it does none of these
-      (``correct="none"``). Each was measured (``docs/results.md``, sections 10, 12 and 13): in
-      residual branches they keep far more of the network at every fraction, in the chain
-      networks the correction costs accuracy and the refit is mixed. Where no BatchNorm
-      statistics exist, the correction and the refit do nothing.
+      :mod:`tropref.methods.refit_search`).
+
+    Each was measured (``docs/results.md``, sections 10, 12, 13 and 14): in residual
+    branches all of them keep far more of the network at every fraction; in the chain
+    networks the correction costs accuracy and the refit gains. The refit needs the
+    statistics of the layer's pre-activations, from a BatchNorm before its ReLU or implied
+    by one after it (:func:`tropref.network.structure.fold_batchnorm`); where none exist
+    (the LeNets), the correction and the refit do nothing.
 
     Examples
     --------
@@ -85,8 +90,10 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
     >>> from tropref.network import Network, Conv2d, ReLU, Flatten, Dense, analyse
     >>> net = Network([Conv2d(np.ones((4, 1, 3, 3))), ReLU(), Flatten(), Dense(np.ones((2, 16)))])
     >>> part = analyse(net).parts[0]
-    >>> _layer_options(part, 0, "tropnnc", {}), _layer_options(part, 0, "tropnnc", {"variant": "paper"})
-    ({'input_ratio': 1.0, 'correct': 'none'}, {'variant': 'paper'})
+    >>> _layer_options(part, 0, "tropnnc", {})
+    {'input_ratio': 1.0, 'correct': 'none', 'refit': 'gaussian', 'refit_variance': True, 'refit_search': 1}
+    >>> _layer_options(part, 0, "tropnnc", {"variant": "paper"})
+    {'variant': 'paper'}
     """
     if method != "tropnnc" or options.get("variant", "refined") == "paper":
         return options
@@ -100,7 +107,7 @@ def _layer_options(part: Part, i: int, method: str, options: dict[str, Any]) -> 
     extra["correct"] = "full" if branch else "none"
     if branch:
         extra["outgoing"] = _RESIDUAL_OUTGOING
-        extra.update(refit="gaussian", refit_variance=True, refit_search=1)
+    extra.update(refit="gaussian", refit_variance=True, refit_search=1)
     return {**extra, **options}
 
 
@@ -241,7 +248,9 @@ def read_hidden(
         seed=seed,
         data=patches,
         fold_constants=not (padded_next or h.padded_avg),
-        moments=_moments(moments, free, n, opts, correlation),
+        # a BatchNorm after the ReLU implies moments for TropNNC's refit (tropref's model);
+        # the baselines read only the statistics their papers do, a BatchNorm before the ReLU
+        moments=_moments(None if pos in part.implied and method != "tropnnc" else moments, free, n, opts, correlation),
         **opts,
     )
     return HiddenRead(args, kwargs, h, shift_contrib=shift_contrib, moments=moments, **done)
@@ -314,9 +323,9 @@ def write_hidden(
     free, fixed, W_view, moments = read.free, read.fixed, read.W_view, read.moments
     info.update(res.info)
     cert = None if res.certificate is None else to_numpy(res.certificate).astype(np.float64)
-    if (
-        h.maxpool and cert is not None and (res.scale is None or not _single_nonneg(res.scale[:, None]))
-    ):  # no (n, k) fold formed
+    # a general fold's certificate, where there is one, refits a single non-negative fold, and
+    # its bound holds through a max pooling as that fold's does (docs/refit.md, section 4)
+    if h.maxpool and cert is not None and res.scale is not None and not _single_nonneg(res.scale[:, None]):
         cert = None
         info["certificate_dropped"] = "the fold does not commute with max pooling"
 

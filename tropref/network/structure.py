@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, namespace, to_numpy
+from ..statistics import relu_input_moments
 from .graph import Network
 from .kinds import kind_of
 from .layers import BatchNorm, Conv2d, Dense
@@ -186,29 +187,49 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
     >>> len(fold_batchnorm(Network([net.layers[0], ReLU(), bn, net.layers[3]]))[0])
     4
     """
-    folded, origin, _ = _fold_batchnorm(net)
+    folded, origin, _, _ = _fold_batchnorm(net)
     return folded, origin
 
 
-def _fold_batchnorm(net: Network) -> tuple[Network, list[int], dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """:func:`fold_batchnorm`, and the pre-activation moments each fold leaves behind.
+def _fold_batchnorm(
+    net: Network,
+) -> tuple[Network, list[int], dict[int, tuple[np.ndarray, np.ndarray]], frozenset[int]]:
+    """:func:`fold_batchnorm`, the pre-activation moments each fold leaves behind, and the
+    layers whose moments a BatchNorm after the ReLU implies instead.
 
     A BatchNorm ``γ (x − m) / √(v + ε) + β`` right after its layer (through dropout or
     identity only) normalises the pre-activations it was trained on: they then have mean
-    ``β`` and spread ``|γ| √(v / (v + ε))``. These are returned per folded layer (its index
-    in the folded chain), as host float64 vectors, for the statistics correction.
+    ``β`` and spread ``|γ| √(v / (v + ε))``. A BatchNorm right after the layer's ReLU
+    instead (through dropout or identity only) stays, and its running mean ``m`` and
+    variance ``v`` are the ReLU output's: the Gaussian pre-activation they imply
+    (:func:`tropref.statistics.relu_input_moments`) stands in where no BatchNorm precedes
+    the ReLU. These are returned per folded layer (its index in the folded chain), as host
+    float64 vectors, for the statistics correction and the refit, with the set of indices
+    whose moments are implied (TropNNC reads them; baselines that read a BatchNorm's
+    statistics, such as Model Folding's repair, take only those stored before the ReLU).
     """
     layers = list(net.layers)
     origin = list(range(len(layers)))
     moments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    implied: set[int] = set()
     out: list = []
     out_origin: list[int] = []
     last_linear: int | None = None  # index in `out` of the layer BN can fold into
+    fired: int | None = None  # index in `out` of the layer whose ReLU output a BN may read
     through_max = False
     for idx, layer in zip(origin, layers, strict=False):
         role = kind_of(layer).role
+        if role == "batchnorm" and fired is not None and fired not in moments:
+            after = _moments_after_relu(layer) if layer.channels == out[fired].units else None
+            if after is not None:
+                moments[fired] = after
+                implied.add(fired)
+        if role not in ("passive", "relu"):
+            fired = None
         if role == "linear":
             last_linear, through_max = len(out), False
+        elif role == "relu" and last_linear is not None and not through_max:
+            fired, last_linear = last_linear, None
         elif role == "batchnorm" and last_linear is not None:
             lin = out[last_linear]
             scale, shift = layer.scale, layer.shift
@@ -227,7 +248,7 @@ def _fold_batchnorm(net: Network) -> tuple[Network, list[int], dict[int, tuple[n
             last_linear = None
         out.append(layer)
         out_origin.append(idx)
-    return net.replace_layers(out), out_origin, moments
+    return net.replace_layers(out), out_origin, moments, frozenset(implied)
 
 
 def _batchnorm_moments(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +257,15 @@ def _batchnorm_moments(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     gamma = np.ones_like(var) if bn.weight is None else to_numpy(bn.weight).astype(np.float64)
     beta = np.zeros_like(var) if bn.bias is None else to_numpy(bn.bias).astype(np.float64)
     return beta, np.abs(gamma) * np.sqrt(np.maximum(var, 0.0) / (np.maximum(var, 0.0) + bn.eps))
+
+
+def _moments_after_relu(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pre-activation ``μ, σ`` implied by a BatchNorm's running statistics of a ReLU's
+    output; None when they cannot be a ReLU output's (a negative mean: not trained on it)."""
+    mean, var = (to_numpy(a).astype(np.float64) for a in (bn.mean, bn.var))
+    if not (np.all(np.isfinite(mean)) and np.all(mean >= 0)):
+        return None
+    return relu_input_moments(mean, np.maximum(var, 0.0))
 
 
 def _scale_units(layer: Dense | Conv2d, scale: Array, shift: Array) -> Dense | Conv2d:
@@ -266,7 +296,10 @@ class Part:
         segment ends the network).
     moments : dict
         For each layer of ``chain`` whose BatchNorm was folded into it: the mean and spread
-        of its pre-activations that the BatchNorm stored (host float64 vectors).
+        of its pre-activations that the BatchNorm stored (host float64 vectors); for a layer
+        whose BatchNorm follows its ReLU, those its statistics imply.
+    implied : frozenset of int
+        The layers of ``moments`` whose statistics come from a BatchNorm after the ReLU.
     """
 
     segment: Segment
@@ -276,6 +309,7 @@ class Part:
     hidden: dict[int, HiddenLayer | str] = field(default_factory=dict)
     coupled: str | None = None
     moments: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    implied: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -396,14 +430,14 @@ def analyse(net: Network, input_shape: Sequence[int] | None = None) -> Structure
     chains, origins, stats = [], [], []
     for seg in segs:
         src_shape = None if shapes is None else (shape if seg.source < 0 else shapes[seg.source])
-        chain, local, moments = _fold_batchnorm(segment_network(net, seg, src_shape))
-        stats.append(moments)
+        chain, local, moments, implied = _fold_batchnorm(segment_network(net, seg, src_shape))
+        stats.append((moments, implied))
         chains.append(chain)
         origins.append(tuple(seg.nodes[o] for o in local))
     work, placed, moved = splice(net, segs, {k: chain.layers for k, chain in enumerate(chains)})
     parts = tuple(
-        Part(seg, chain, origin, tuple(at), hidden_layers(chain), coupling(net, seg), moments)
-        for seg, chain, origin, at, moments in zip(segs, chains, origins, placed, stats, strict=True)
+        Part(seg, chain, origin, tuple(at), hidden_layers(chain), coupling(net, seg), *found)
+        for seg, chain, origin, at, found in zip(segs, chains, origins, placed, stats, strict=True)
     )
     return Structure(net, shape, Network(work.layers, shape, work.inputs), parts, moved, shapes)
 
