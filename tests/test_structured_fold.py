@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tropref
-from tropref._blocks import scaled_one_hot, segment_sum
+from tropref._blocks import outgoing_gram, scaled_one_hot, segment_sum
 from tropref.methods import METHODS
 from tropref.methods.base import Merge
 
@@ -139,3 +139,16 @@ def test_structured_rewrite_equals_the_dense_fold_product(method, kind, dtype):
         np.testing.assert_array_equal(
             np.asarray(scaled_one_hot(np, res.assignment, res.scale, res.k)), np.asarray(res.fold)
         )
+
+
+@pytest.mark.parametrize("max_bytes", [1, 200, 2**20])
+def test_outgoing_gram_in_blocks_is_the_gram_of_the_flattened_read_out(max_bytes):
+    """``G = V_flat V_flatᵀ`` over blocks of read-out rows: the same matrix to round-off, and
+    to the bit when ``V`` fits one block (the shipped models' layers)."""
+    V = np.random.default_rng(5).normal(size=(7, 5, 3)).astype(np.float32)
+    flat = np.transpose(V.astype(np.float64), (1, 0, 2)).reshape(5, -1)
+    G = outgoing_gram(V, max_bytes=max_bytes)
+    assert G.dtype == np.float64
+    np.testing.assert_allclose(G, flat @ flat.T, rtol=1e-13, atol=1e-13)
+    if max_bytes >= V.size * 8:
+        np.testing.assert_array_equal(G, flat @ flat.T)

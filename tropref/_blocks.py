@@ -16,7 +16,16 @@ from array_api_compat import device as _device
 Array = Any
 """Any array of a namespace that follows the array API standard."""
 
-__all__ = ["Array", "chunk_rows", "row_blocks", "scaled_one_hot", "segment_sum", "size_blocks", "take_rows"]
+__all__ = [
+    "Array",
+    "chunk_rows",
+    "outgoing_gram",
+    "row_blocks",
+    "scaled_one_hot",
+    "segment_sum",
+    "size_blocks",
+    "take_rows",
+]
 
 
 def take_rows(xp: Any, x: Array, host_index: np.ndarray, axis: int = 0) -> Array:
@@ -125,6 +134,32 @@ def row_blocks(a: Array, max_bytes: int = 2**20) -> Any:
     step = max(1, int(max_bytes // max(row, 1)))
     for lo in range(0, n, step):
         yield a[lo : min(n, lo + step), ...]
+
+
+def outgoing_gram(V: np.ndarray, max_bytes: int = 64 * 2**20) -> np.ndarray:
+    """``G = V_flat V_flatᵀ``, the next layer's Gram over the units, ``V`` host ``(m, n, s)``
+    (read-out, unit, position): ``G_jk = Σ_{i,t} V[i, j, t] V[i, k, t]``, in float64.
+
+    Formed over blocks of read-out rows of about ``max_bytes`` (in float64), so that memory
+    stays at ``n²`` plus one block instead of two float64 copies of ``V`` (800 MB each for
+    a dense layer of 4,096 units reading a 512 × 7 × 7 map); a ``V`` that fits one block
+    is multiplied in one product, as before the blocks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> V = np.arange(12.0).reshape(2, 3, 2)
+    >>> bool(np.allclose(outgoing_gram(V, max_bytes=48), np.einsum("ijt,ikt->jk", V, V)))
+    True
+    """
+    m, n, s = (int(d) for d in V.shape)
+    starts = chunk_rows(m, 8 * n * s, max_bytes)
+    G = None
+    for lo in starts:
+        flat = np.transpose(np.asarray(V[lo : lo + starts.step], dtype=np.float64), (1, 0, 2)).reshape(n, -1)
+        part = flat @ flat.T
+        G = part if G is None else G + part
+    return np.zeros((n, n)) if G is None else G
 
 
 def segment_sum(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._array import Array, asarray_like, to_numpy
+from .._blocks import outgoing_gram
 from ..statistics import (
     kept_relu_covariances,
     merged_covariance,
@@ -248,10 +249,7 @@ def gaussian_refit(
     if variance:
         # least squares shrinks what the next layer reads (Var(F ã) <= Var(a)); rescale the
         # fold so that the total variance read, Σ_{i,s} Var((V a)_is), is the original's
-        V = to_numpy(problem.outgoing).astype(np.float64)
-        m, _, s = V.shape
-        Vt = np.transpose(V, (1, 0, 2)).reshape(n, m * s)
-        G = Vt @ Vt.T
+        G = outgoing_gram(to_numpy(problem.outgoing))
         C_aa = relu_covariance(mean, std, rho)
         before, after = float(np.sum(G * C_aa)), float(np.sum(G * (F @ C_kk @ F.T)))
         gamma = math.sqrt(before / after) if after > 0 and before > 0 else 1.0

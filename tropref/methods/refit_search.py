@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .._blocks import outgoing_gram
 from ..statistics import kept_relu_covariances, relu_covariance, relu_mean, relu_product_mean
 
 __all__ = ["RefitModel", "search", "SEARCH_LIMIT"]
@@ -61,8 +62,7 @@ class RefitModel:
         self.mean, self.std = mean, std
         self.Sigma = std[:, None] * rho * std[None, :]
         self.Ea = relu_mean(mean, std)
-        Vt = np.transpose(V, (1, 0, 2)).reshape(V.shape[1], -1)
-        self.G = Vt @ Vt.T
+        self.G = outgoing_gram(V)
         self.total = float(np.sum(self.G * relu_covariance(mean, std, rho)))  # tr(G C_aa)
 
     def residual(self, Lam: np.ndarray) -> float:

@@ -418,7 +418,7 @@ def _search(
     A = to_numpy(problem.inputs).astype(np.float64)
     rho, _ = refit_correlation_matrix(problem, A, correlation)
     mean, std = (np.asarray(t, dtype=np.float64) for t in problem.moments)
-    model = RefitModel(mean, std, rho, to_numpy(problem.outgoing).astype(np.float64))
+    model = RefitModel(mean, std, rho, to_numpy(problem.outgoing))
     D, m, v, a = (to_numpy(t).astype(np.float64) for t in units[1:])
     labels, run["refit_search"] = search(model, D, m, v, a, labels, k, passes)
     return labels
