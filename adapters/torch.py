@@ -701,18 +701,27 @@ class _Writing:
         return _torch().as_tensor(h if h.flags.writeable else np.array(h), dtype=self.dtype, device=self.device)
 
     def load(self, m: Any, **arrays: Any) -> Any:
-        """``m`` with each of its parameters or buffers named in ``arrays`` (not None) copied in."""
+        """``m`` with each of its parameters or buffers named in ``arrays`` (not None) copied
+        in; a parameter :meth:`empty` left on the meta device becomes a copy of its array."""
+        torch = _torch()
         for field, a in arrays.items():
-            if a is not None:
-                getattr(m, field).copy_(self.tensor(a))
+            if a is None:
+                continue
+            current = getattr(m, field)
+            if current.is_meta:
+                device = "cpu" if self.device is None else self.device
+                value = torch.empty(tuple(current.shape), dtype=self.dtype, device=device).copy_(self.tensor(a))
+                setattr(m, field, torch.nn.Parameter(value, requires_grad=current.requires_grad))
+            else:
+                current.copy_(self.tensor(a))
         return m
 
     def empty(self, module: type, *args: Any, **kwargs: Any) -> Any:
-        """``module(*args, **kwargs)`` with its parameters left uninitialised: :meth:`load`
-        overwrites every one of them, and the random initialisation would cost about as much
-        as the copy (a quarter of a second on VGG-16)."""
-        device = "cpu" if self.device is None else self.device  # skip_init's own default
-        return _torch().nn.utils.skip_init(module, *args, dtype=self.dtype, device=device, **kwargs)
+        """``module(*args, **kwargs)`` with its parameters on the meta device (no memory, no
+        values): :meth:`load` gives every one of them its array. The random initialisation
+        would cost about as much as the copy (a quarter of a second on VGG-16), and
+        ``skip_init``'s ``to_empty`` imports SymPy on first use (half a second)."""
+        return module(*args, dtype=self.dtype, device="meta", **kwargs)
 
 
 def _write_dense(nn: Any, layer: Dense, w: _Writing) -> list:
