@@ -236,6 +236,9 @@ def read_hidden(
             shift_contrib = None
     patches = None if data is None else kind_of(layer).patches(layer, data, make_rng(seed), max_patches)
     opts = _layer_options(part, pos, method, options)
+    # moments implied by a BatchNorm after the ReLU are tropref's model, for TropNNC's refit;
+    # the baselines read only what their papers do, a BatchNorm before the ReLU
+    read_moments = None if pos in part.implied and method != "tropnnc" else moments
     args = (
         take_rows(xp, layer.W, free),
         None if layer.b is None else take_rows(xp, layer.b, free),
@@ -248,9 +251,7 @@ def read_hidden(
         seed=seed,
         data=patches,
         fold_constants=not (padded_next or h.padded_avg),
-        # a BatchNorm after the ReLU implies moments for TropNNC's refit (tropref's model);
-        # the baselines read only the statistics their papers do, a BatchNorm before the ReLU
-        moments=_moments(None if pos in part.implied and method != "tropnnc" else moments, free, n, opts, correlation),
+        moments=_moments(read_moments, free, n, opts, correlation),
         **opts,
     )
     return HiddenRead(args, kwargs, h, shift_contrib=shift_contrib, moments=moments, **done)
