@@ -4,6 +4,7 @@ read_hidden gives compress_layer its arguments, write_hidden writes the result b
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import tropref
 from tests.network.networks import convnet
@@ -93,3 +94,29 @@ def test_moments_implied_after_the_relu_go_to_tropnnc_only():
         read_hidden(part, 0, list(part.chain.layers), 2, **{**OPTIONS, "method": "model_folding_ar"}).kwargs["moments"]
         is not None
     )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_refitted_certificate_holds_across_a_max_pooling(seed):
+    """TropNNC refits the next layer (a general fold) where BatchNorm statistics exist; with a
+    max pooling between the layers its certificate is kept and still bounds the change of the
+    next layer's pre-activations, by the largest ``‖(patch, 1)‖`` of the input."""
+    rng = np.random.default_rng(50 + seed)
+    C = 6
+    bn = BatchNorm(rng.normal(size=C), rng.uniform(0.5, 2.0, C), rng.uniform(0.5, 1.5, C), rng.normal(size=C))
+    conv1 = Conv2d(rng.normal(size=(C, 2, 3, 3)), rng.normal(size=C), padding=1)
+    net = Network([conv1, bn, ReLU(), MaxPool2d(2), Conv2d(rng.normal(size=(3, C, 3, 3)), rng.normal(size=3))])
+    part = analyse(net, (2, 8, 8)).parts[0]
+    layers = list(part.chain.layers)
+    read = read_hidden(part, 0, layers, 3, **OPTIONS)
+    res = tropref.compress_layer(*read.args, **read.kwargs)
+    assert res.scale is None  # the refit's general fold
+    _cmax, vector, info, _width = write_hidden(layers, read, res)
+    assert vector is not None, info.get("certificate_dropped")
+    x = np.concatenate([rng.normal(size=(40, 2, 8, 8)), 3 * rng.choice([-1.0, 1.0], size=(40, 2, 8, 8))])
+    change = np.abs(part.chain.replace_layers(layers)(x) - net(x))  # (N, 3, 2, 2)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    patches = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, 2, 8, 8, 3, 3)
+    norms = np.sqrt(np.sum(patches**2, axis=(1, 4, 5)) + 1.0).reshape(len(x), -1).max(axis=1)
+    bound = vector[None, :, None, None] * norms[:, None, None, None]
+    assert np.all(change <= bound * (1 + 1e-9) + 1e-12)
