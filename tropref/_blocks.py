@@ -136,7 +136,7 @@ def row_blocks(a: Array, max_bytes: int = 2**20) -> Any:
         yield a[lo : min(n, lo + step), ...]
 
 
-def outgoing_gram(V: np.ndarray, max_bytes: int = 64 * 2**20) -> np.ndarray:
+def outgoing_gram(V: np.ndarray, max_bytes: int = 8 * 2**20) -> np.ndarray:
     """``G = V_flat V_flatᵀ``, the next layer's Gram over the units, ``V`` host ``(m, n, s)``
     (read-out, unit, position): ``G_jk = Σ_{i,t} V[i, j, t] V[i, k, t]``, in float64.
 

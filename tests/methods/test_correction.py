@@ -210,9 +210,8 @@ def test_certificate_bounds_the_refitted_layer(options, layer, k, seed):
         W, b, k, W_next=V, b_next=b_next, seed=0, moments=moments_of(rng, 8), refit="gaussian", **options
     )
     assert res.certificate is not None
-    if res.scale is not None:  # the single fold was exact (every unit kept): nothing to refit
-        assert res.info["correction"]["refit"] == "none: the single fold is exact"
-        assert float(np.max(res.certificate)) <= 1e-9 * scale_of(np.column_stack([W, b]), V)
+    if res.scale is not None:  # no general fold: the single fold was exact, or the pre-pass left nothing to merge
+        assert (res.info.get("correction") or {}).get("refit") in (None, "none: the single fold is exact")
     X = probe_inputs(rng, 3, 600)
     ratio = sampled_ratio(dense_forward(W, b, V, b_next, X), result_forward(res, X), X)
     assert np.all(ratio <= np.asarray(res.certificate) + 1e-9 * scale_of(np.column_stack([W, b]), V))

@@ -232,7 +232,8 @@ def gaussian_refit(
         raise ValueError(f"unknown `refit_correlation` {correlation!r}; choose one of {_CORRELATIONS}")
     mean, std = problem.moments
     labels = to_numpy(assignment).astype(np.int64)
-    A_host, kept = to_numpy(problem.inputs).astype(np.float64), to_numpy(inputs).astype(np.float64)
+    # the units' rows stay in their dtype: each consumer converts the rows it reads to float64
+    A_host, kept = to_numpy(problem.inputs), to_numpy(inputs).astype(np.float64)
     n, k = int(A_host.shape[0]), int(kept.shape[0])
     rho, correlation = refit_correlation_matrix(problem, A_host, correlation)
     mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)

@@ -261,11 +261,19 @@ def _batchnorm_moments(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
 
 def _moments_after_relu(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray] | None:
     """The pre-activation ``μ, σ`` implied by a BatchNorm's running statistics of a ReLU's
-    output; None when they cannot be a ReLU output's (a negative mean: not trained on it)."""
+    output; None when they cannot be a ReLU output's: a negative mean, or a zero mean with a
+    variance (a ReLU output of mean 0 is 0), as in a BatchNorm never trained on it or one
+    tropref wrote back with mean 0 and variance 1; or when no unit would fire."""
     mean, var = (to_numpy(a).astype(np.float64) for a in (bn.mean, bn.var))
-    if not (np.all(np.isfinite(mean)) and np.all(mean >= 0)):
+    var = np.maximum(var, 0.0)
+    if (
+        not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)))
+        or np.any(mean < 0)
+        or np.any((mean == 0) & (var > 0))
+    ):
         return None
-    return relu_input_moments(mean, np.maximum(var, 0.0))
+    mu, sigma = relu_input_moments(mean, var)
+    return (mu, sigma) if np.any(sigma > 0) else None
 
 
 def _scale_units(layer: Dense | Conv2d, scale: Array, shift: Array) -> Dense | Conv2d:
