@@ -96,16 +96,23 @@ def test_moments_implied_after_the_relu_go_to_tropnnc_only():
     )
 
 
+@pytest.mark.parametrize("after_relu", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_refitted_certificate_holds_across_a_max_pooling(seed):
-    """TropNNC refits the next layer (a general fold) where BatchNorm statistics exist; with a
-    max pooling between the layers its certificate is kept and still bounds the change of the
-    next layer's pre-activations, by the largest ``‖(patch, 1)‖`` of the input."""
+def test_the_refitted_certificate_holds_across_a_max_pooling(seed, after_relu):
+    """TropNNC refits the next layer (a general fold) where BatchNorm statistics exist, stored
+    before the ReLU or implied by a BatchNorm after it; with a max pooling between the layers
+    its certificate is kept and still bounds the change of the next layer's pre-activations,
+    by the largest ``‖(patch, 1)‖`` of the input."""
     rng = np.random.default_rng(50 + seed)
     C = 6
-    bn = BatchNorm(rng.normal(size=C), rng.uniform(0.5, 2.0, C), rng.uniform(0.5, 1.5, C), rng.normal(size=C))
     conv1 = Conv2d(rng.normal(size=(C, 2, 3, 3)), rng.normal(size=C), padding=1)
-    net = Network([conv1, bn, ReLU(), MaxPool2d(2), Conv2d(rng.normal(size=(3, C, 3, 3)), rng.normal(size=3))])
+    if after_relu:  # statistics a ReLU output can have; positive scales (none pinned)
+        mean, var = rng.uniform(0.2, 1.0, C), rng.uniform(0.1, 1.0, C)
+        middle = [ReLU(), BatchNorm(mean, var, rng.uniform(0.5, 1.5, C), rng.normal(size=C)), MaxPool2d(2)]
+    else:
+        bn = BatchNorm(rng.normal(size=C), rng.uniform(0.5, 2.0, C), rng.uniform(0.5, 1.5, C), rng.normal(size=C))
+        middle = [bn, ReLU(), MaxPool2d(2)]
+    net = Network([conv1, *middle, Conv2d(rng.normal(size=(3, C, 3, 3)), rng.normal(size=3))])
     part = analyse(net, (2, 8, 8)).parts[0]
     layers = list(part.chain.layers)
     read = read_hidden(part, 0, layers, 3, **OPTIONS)
