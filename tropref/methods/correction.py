@@ -111,17 +111,16 @@ def correct_merge(
     return inputs, ((mu, sigma) if correct in ("mean", "full") else None), info
 
 
-def refit_correlation_matrix(problem: LayerProblem, A_host: np.ndarray, correlation: str) -> tuple[np.ndarray, str]:
+def refit_correlation_matrix(problem: LayerProblem, correlation: str) -> tuple[np.ndarray, str]:
     """The correlation ``ρ`` the Gaussian refit (and its partition search) models the units with.
 
     Parameters
     ----------
     problem : LayerProblem
-    A_host : numpy.ndarray, shape (n, p)
-        The units' input vectors on the host.
     correlation : {"auto", "cosine", "centred"}
         ``"auto"``: ``problem.correlation`` where the caller has one (``"propagated"``), else
-        the weights' cosines; ``"cosine"`` / ``"centred"``: the (centred) cosines of ``A_host``.
+        the weights' cosines; ``"cosine"`` / ``"centred"``: the (centred) cosines of the
+        units' input vectors (``problem.inputs``, read on the host only then).
 
     Returns
     -------
@@ -136,7 +135,7 @@ def refit_correlation_matrix(problem: LayerProblem, A_host: np.ndarray, correlat
     >>> from tropref.methods.base import LayerProblem
     >>> A = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     >>> problem = LayerProblem(xp, A, np.ones((1, 2, 1)), moments=(np.zeros(2), np.ones(2)))
-    >>> rho, name = refit_correlation_matrix(problem, A, "auto")
+    >>> rho, name = refit_correlation_matrix(problem, "auto")
     >>> name, rho.round(4).tolist()
     ('cosine', [[1.0, 0.7071], [0.7071, 1.0]])
     """
@@ -144,7 +143,7 @@ def refit_correlation_matrix(problem: LayerProblem, A_host: np.ndarray, correlat
         correlation = "cosine" if problem.correlation is None else "propagated"
     if correlation == "propagated":
         return np.asarray(problem.correlation, dtype=np.float64), correlation
-    return weight_correlation(A_host, centre=correlation == "centred"), correlation
+    return weight_correlation(to_numpy(problem.inputs), centre=correlation == "centred"), correlation
 
 
 def gaussian_refit(
@@ -235,7 +234,7 @@ def gaussian_refit(
     # the units' rows stay in their dtype: each consumer converts the rows it reads to float64
     A_host, kept = to_numpy(problem.inputs), to_numpy(inputs).astype(np.float64)
     n, k = int(A_host.shape[0]), int(kept.shape[0])
-    rho, correlation = refit_correlation_matrix(problem, A_host, correlation)
+    rho, correlation = refit_correlation_matrix(problem, correlation)
     mu_k, cross, cov_k = merged_covariance(A_host, labels, kept, mean, std, rho)
     sd_k, C_ak, C_kk = kept_relu_covariances(mean, std, mu_k, cross, cov_k)
     F0 = np.zeros((n, k))

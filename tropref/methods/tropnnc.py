@@ -415,7 +415,7 @@ def _search(
     run: dict[str, Any],
 ) -> np.ndarray:
     """Step 4b: Ward's partition moved unit by unit to lower the refit's model residual."""
-    rho, _ = refit_correlation_matrix(problem, to_numpy(problem.inputs), correlation)
+    rho, _ = refit_correlation_matrix(problem, correlation)
     mean, std = (np.asarray(t, dtype=np.float64) for t in problem.moments)
     model = RefitModel(mean, std, rho, to_numpy(problem.outgoing))
     D, m, v, a = (to_numpy(t).astype(np.float64) for t in units[1:])
