@@ -10,7 +10,7 @@ from __future__ import annotations
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tropref
@@ -444,7 +444,7 @@ def test_refit_residual_is_the_sampled_least_squares_residual():
 def test_refit_search_never_raises_the_residual(seed, n, k):
     """Every accepted move lowers R; the partition keeps k non-empty clusters; the residual
     it reports is the full recomputation's for the partition it returns."""
-    from tropref.methods.refit_search import RefitModel, _column, search
+    from tropref.methods.refit_search import RefitModel, search
     from tropref.statistics import weight_correlation
 
     rng = np.random.default_rng(seed)
@@ -456,9 +456,53 @@ def test_refit_search_never_raises_the_residual(seed, n, k):
     new, info = search(model, D, m, vn, alpha, labels, k, passes=2)
     assert info["R_after"] <= info["R_before"] + 1e-12
     assert sorted(set(new.tolist())) == list(range(k))
-    Lam = np.stack([_column(D, m, vn, alpha, np.flatnonzero(new == c)) for c in range(k)], axis=1)
+    Lam = np.stack([_kept_column(D, m, vn, alpha, np.flatnonzero(new == c)) for c in range(k)], axis=1)
     assert model.residual(Lam) / model.total == pytest.approx(info["R_after"], rel=1e-9, abs=1e-12)
     np.testing.assert_array_equal(labels, np.arange(n) % k)  # the input is not modified
+
+
+def _kept_column(D, m, v, a, members):
+    """A cluster's kept unit as ``Λ[:, C]``, straight from its definition in ``search``'s
+    docstring (the directions themselves, no Gram): the independent computation."""
+    lam = np.zeros(D.shape[0])
+    root = np.sqrt(m[members])
+    X = D[members] * root[:, None]
+    y = np.linalg.svd(X, full_matrices=False)[0][:, 0]  # the top eigenvector of X Xᵀ
+    w = root * y * np.sign(np.sum(root * y))
+    u = w @ D[members]
+    w, u = w / np.linalg.norm(u), u / np.linalg.norm(u)
+    stretch = np.sum(v[members] * a[members] * np.maximum(D[members] @ u, 0.0)) / np.sum(v[members])
+    lam[members] = stretch * w / a[members]
+    return lam
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 9), k=st.integers(2, 4))
+def test_the_search_scores_each_move_as_the_full_recomputation(seed, n, k):
+    """The kept units from the directions' Gram, batched over padded clusters, are each
+    cluster's from its definition; the bordered update scores every move (staying too) as
+    the residual recomputed from scratch with one solve."""
+    from tropref.methods.refit_search import RefitModel, _KeptUnits, _State
+    from tropref.statistics import weight_correlation
+
+    assume(k < n)
+    rng = np.random.default_rng(seed)
+    A, V = rng.normal(size=(n, 5)), rng.normal(size=(2, n, 2))
+    model = RefitModel(rng.normal(size=n), rng.uniform(0.5, 2, n), weight_correlation(A), V)
+    alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=(0, 2))
+    D, m = A / alpha[:, None], alpha * vn
+    labels = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    clusters = [np.flatnonzero(labels == c) for c in range(k)]
+    kept = _KeptUnits(D, m, vn, alpha)(clusters)
+    reference = np.stack([_kept_column(D, m, vn, alpha, c) for c in clusters], axis=1)
+    np.testing.assert_allclose(kept, reference, rtol=1e-9, atol=1e-12)
+    j = int(np.flatnonzero(labels == labels[-1])[0])
+    sets = [c if t == labels[j] else np.append(c, j) for t, c in enumerate(clusters)]
+    cols = np.stack([_kept_column(D, m, vn, alpha, np.sort(c)) for c in sets], axis=1)
+    R = _State(model, reference).trials(list(range(k)), cols)
+    for t in range(k):
+        Lam = reference.copy()
+        Lam[:, t] = cols[:, t]
+        assert R[t] == pytest.approx(model.residual(Lam), rel=1e-9, abs=1e-12 * model.total)
 
 
 @given(layer=dense_layers(8, 3, 2), k=st.integers(2, 7), seed=st.integers(0, 2**32 - 1))
@@ -494,8 +538,6 @@ def test_search_models_the_kept_units_tropnnc_builds(seed):
     """The search's kept units ``Λᵀ [W | b]`` (principal representative, projection fold) are
     the ones TropNNC returns for the same partition (no statistics correction), to round-off:
     the model of ``R`` is the merge that is kept."""
-    from tropref.methods.refit_search import _column
-
     rng = np.random.default_rng(seed)
     n, k = 10, 4
     W, b, V = rng.normal(size=(n, 4)), rng.normal(size=n), rng.normal(size=(3, n))
@@ -507,7 +549,7 @@ def test_search_models_the_kept_units_tropnnc_builds(seed):
     alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=0)  # TropNNC's l1 outgoing norm
     labels = np.asarray(res.assignment)
     Lam = np.stack(
-        [_column(A / alpha[:, None], alpha * vn, vn, alpha, np.flatnonzero(labels == c)) for c in range(k)], 1
+        [_kept_column(A / alpha[:, None], alpha * vn, vn, alpha, np.flatnonzero(labels == c)) for c in range(k)], 1
     )
     np.testing.assert_allclose(Lam.T @ A, np.column_stack([res.W, res.b]), rtol=1e-10, atol=1e-12)
 
@@ -515,7 +557,7 @@ def test_search_models_the_kept_units_tropnnc_builds(seed):
 def test_every_trial_move_is_the_full_residual():
     """``_State.trials`` (every move of one unit at once) against ``RefitModel.residual`` of
     each moved partition, and a state with zero spreads stays finite."""
-    from tropref.methods.refit_search import RefitModel, _column, _State
+    from tropref.methods.refit_search import RefitModel, _State
     from tropref.statistics import weight_correlation
 
     rng = np.random.default_rng(13)
@@ -527,7 +569,7 @@ def test_every_trial_move_is_the_full_residual():
     alpha, vn = np.linalg.norm(A, axis=1), np.abs(V).sum(axis=(0, 2))
     D, m = A / alpha[:, None], alpha * vn
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    col = lambda members: _column(D, m, vn, alpha, np.asarray(members))
+    col = lambda members: _kept_column(D, m, vn, alpha, np.asarray(members))
     state = _State(model, np.stack([col(np.flatnonzero(labels == c)) for c in range(k)], axis=1))
     base = state.replaced([0], col([1, 2])[:, None])  # unit 0 out of cluster 0
     targets = [1, 2]

@@ -31,7 +31,8 @@ __all__ = ["RefitModel", "search", "SEARCH_LIMIT"]
 
 SEARCH_LIMIT = 4096
 """Largest ``n · k`` (units times kept units) a default search runs on: each pass evaluates
-``n (k − 1)`` moves at ``O(n² + n k² + k³)`` each. Every layer of the shipped ``resnet20`` fits."""
+``n k`` moves at ``O(n² + n k + k²)`` each, plus one ``k × k`` inverse per unit (the
+bordered update of :func:`_bordered`). Every layer of the shipped ``resnet20`` fits."""
 
 
 class RefitModel:
@@ -104,7 +105,10 @@ def search(
     eigenvector of ``Σ_C m_j ŵ_j ŵ_jᵀ`` (signed to agree with the members), read through
     ``s̃_C = Σ_C v_j α_j max(ŵ_j · u_C, 0) / Σ_C v_j``, so ``z̃_C = s̃_C u_C · (x, 1)`` and
     ``Λ[j, C] = s̃_C y_j √m_j / (α_j ‖u‖)`` for ``u = Σ_C √m_j y_j ŵ_j``. A pass that moves
-    nothing ends the search. Only the two clusters a move changes are recomputed.
+    nothing ends the search. Only the two clusters a move changes are recomputed, and every
+    place ``j`` can go (its own cluster too) is scored from the state without ``j`` by one
+    bordered update of ``C_kk``'s inverse (:func:`_bordered`), so that staying and moving are
+    compared at the same round-off.
 
     Parameters
     ----------
@@ -143,7 +147,9 @@ def search(
     labels = np.array(labels, dtype=np.int64)
     if k < 2 or passes < 1 or sorted(set(labels.tolist())) != list(range(k)):
         return labels, {"R_before": None, "R_after": None, "moves": 0, "passes": 0}  # nothing to move
-    state = _State(model, np.stack([_column(D, m, v, a, np.flatnonzero(labels == c)) for c in range(k)], axis=1))
+    kept = _KeptUnits(D, m, v, a)
+    clusters = [np.flatnonzero(labels == c) for c in range(k)]
+    state = _State(model, kept(clusters))
     R0 = state.R
     tol = 1e-12 * abs(model.total)
     moves, done = 0, 0
@@ -152,17 +158,21 @@ def search(
         moved = 0
         for j in range(labels.size):
             c = int(labels[j])
-            rest = np.flatnonzero(labels == c)
-            if rest.size == 1:
+            if clusters[c].size == 1:
                 continue  # never empty a cluster
-            col_c = _column(D, m, v, a, rest[rest != j])
-            targets = [t for t in range(k) if t != c]
-            cols = np.stack([_column(D, m, v, a, np.append(np.flatnonzero(labels == t), j)) for t in targets], axis=1)
-            base = state.replaced([c], col_c[:, None])  # j out of its cluster: shared by every move
-            R = base.trials(targets, cols)
+            # j's cluster without it, then j in every cluster (its own too: staying is a trial)
+            cols = kept(
+                [clusters[c][clusters[c] != j]]
+                + [clusters[t] if t == c else np.append(clusters[t], j) for t in range(k)]
+            )
+            base = state.replaced([c], cols[:, :1])  # j out of its cluster: shared by every move
+            R = base.trials(list(range(k)), cols[:, 1:])
+            stay, R[c] = R[c], np.inf
             best = int(np.argmin(R))
-            if R[best] < state.R - tol:
-                labels[j], state = targets[best], base.replaced([targets[best]], cols[:, best : best + 1])
+            if R[best] < stay - tol:
+                labels[j] = best
+                clusters[c], clusters[best] = clusters[c][clusters[c] != j], np.sort(np.append(clusters[best], j))
+                state = base.replaced([best], cols[:, 1 + best : 2 + best])
                 moved += 1
         moves += moved
         if moved == 0:
@@ -215,8 +225,10 @@ class _State:
 
     def trials(self, targets: list[int], cols: np.ndarray) -> np.ndarray:
         """``R`` with column ``targets[i]`` of ``Λ`` replaced by ``cols[:, i]``, for every
-        ``i`` at once (the same terms as :meth:`replaced`, batched over the moves)."""
-        md, n, k = self.model, int(self.model.mean.shape[0]), int(self.C_kk.shape[0])
+        ``i`` at once: the new kept unit's closed-form terms (as in :meth:`replaced`, batched
+        over the moves), then ``R`` by the bordered inverse of ``C_kk`` (:func:`_bordered`)
+        instead of one solve per move."""
+        md, n = self.model, int(self.model.mean.shape[0])
         T, at = len(targets), np.arange(len(targets))
         t = np.asarray(targets)
         cross = md.Sigma @ cols  # (n, T)
@@ -240,13 +252,7 @@ class _State:
             )
             - np.concatenate([np.repeat(md.Ea[:, None], T, 1), relu_mean(mu_rows, sd_rows)]) * E_new[None, :]
         )
-        C_kk = np.repeat(self.C_kk[None], T, 0)
-        C_kk[at, :, t], C_kk[at, t, :] = both[n:].T, both[n:].T
-        C_ak, GC = np.repeat(self.C_ak[None], T, 0), np.repeat(self.GC[None], T, 0)
-        C_ak[at, :, t], GC[at, :, t] = both[:n].T, (md.G @ both[:n]).T
-        jitter = np.array([_jitter(d) for d in np.diagonal(C_kk, axis1=1, axis2=2)])
-        X = np.linalg.solve(C_kk + jitter[:, None, None] * np.eye(k), np.swapaxes(C_ak, 1, 2))  # (T, k, n)
-        return md.total - np.einsum("tnk,tkn->t", GC, X)
+        return md.total - _bordered(self.C_kk, self.C_ak, self.GC, md.G, t, both[:n], both[n:])
 
     def _sd(self) -> np.ndarray:
         return np.sqrt(np.maximum(np.diag(self.cov_k), 0.0))
@@ -263,22 +269,91 @@ def _jitter(variances: np.ndarray) -> float:
     return 1e-9 * top if top > 0 else 1.0
 
 
-def _column(D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """``Λ[:, C]``: the kept unit of cluster ``C`` as a combination of its members' input vectors."""
-    lam = np.zeros(D.shape[0])
-    w = np.ones(1)  # u = Σ_C w_j ŵ_j; a single unit is its own direction
-    if members.size > 1:
-        root = np.sqrt(m[members])
-        X = D[members] * root[:, None]
-        y = np.linalg.eigh(X @ X.T)[1][:, -1]
-        agree = float(np.sum(root * y))
-        w = root * y * np.sign(agree) if agree != 0 else m[members] / np.sum(m[members])  # else the mean
-    u = w @ D[members]
-    norm = float(np.linalg.norm(u))
-    if norm == 0:  # the members cancel: a zero kept unit
+def _bordered(
+    C_kk: np.ndarray,
+    C_ak: np.ndarray,
+    GC: np.ndarray,
+    G: np.ndarray,
+    t: np.ndarray,
+    C_new: np.ndarray,
+    K_new: np.ndarray,
+) -> np.ndarray:
+    """``Q_i = tr(C_akᵀ G C_ak (C_kk + J_i I)⁻¹)`` with kept unit ``t[i]`` replaced: its
+    column of ``C_ak`` by ``C_new[:, i]`` and its row and column of ``C_kk`` by ``K_new[:, i]``.
+
+    The kept units but ``t`` are the same in every move, so ``Q`` is bordered: with ``K =
+    C_kk + J I``, ``A = K₋ₜ₋ₜ``, ``b`` the new unit's covariances with the others, ``d`` its
+    variance plus ``J``, ``M = C_akᵀ G C_ak``, ``q`` its row against the new column
+    ``G c`` and ``r = cᵀ G c``, the block inverse gives, for ``h = A⁻¹ b`` and the Schur
+    complement ``s = d − bᵀ h``,
+
+        Q = tr(M₋ₜ₋ₜ A⁻¹) + (hᵀ M h − 2 qᵀ h + r) / s,
+
+    and ``A⁻¹`` is ``K⁻¹ − K⁻¹eₜ eₜᵀK⁻¹ / (K⁻¹)ₜₜ`` (its row and column ``t`` zero). One
+    inverse per distinct regulariser ``J_i`` (:func:`_jitter` of the move's variances,
+    usually one value for every move), then ``O(k² + n k)`` per move, where a solve per move
+    cost ``O(k³ + n k²)``: the same ``R`` as the solve, to round-off.
+    """
+    k, T = int(C_kk.shape[0]), int(t.size)
+    at = np.arange(T)
+    diag = np.repeat(np.diag(C_kk)[:, None], T, 1)
+    diag[t, at] = K_new[t, at]
+    jitter = np.array([_jitter(d) for d in diag.T])
+    M = C_ak.T @ GC
+    M = 0.5 * (M + M.T)
+    GC_new = G @ C_new  # (n, T)
+    q, r = C_ak.T @ GC_new, np.einsum("nt,nt->t", C_new, GC_new)
+    b = K_new.copy()
+    b[t, at] = 0.0
+    Q = np.empty(T)
+    for J in np.unique(jitter):
+        i = np.flatnonzero(jitter == J)
+        Kinv = np.linalg.inv(C_kk + J * np.eye(k))
+        U, kappa = Kinv[:, t[i]], Kinv[t[i], t[i]]
+        h = Kinv @ b[:, i] - U * (np.einsum("kt,kt->t", U, b[:, i]) / kappa)[None, :]
+        h[t[i], np.arange(i.size)] = 0.0
+        trace = float(np.sum(M * Kinv)) - np.einsum("kt,kl,lt->t", U, M, U) / kappa
+        s = K_new[t[i], i] + J - np.einsum("kt,kt->t", b[:, i], h)
+        Q[i] = trace + (np.einsum("kt,kl,lt->t", h, M, h) - 2.0 * np.einsum("kt,kt->t", q[:, i], h) + r[i]) / s
+    return Q
+
+
+class _KeptUnits:
+    """``Λ[:, C]`` for clusters ``C``: each cluster's kept unit as a combination of its
+    members' input vectors, from the directions' Gram ``ŵ_i · ŵ_j`` (formed once), so that
+    a cluster of ``s`` members costs ``O(s²)`` and many clusters are one batched call."""
+
+    def __init__(self, D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray):
+        self.G, self.m, self.v, self.a, self.n = D @ D.T, m, v, a, int(D.shape[0])
+
+    def __call__(self, clusters: list[np.ndarray]) -> np.ndarray:
+        """One column per cluster (``(n, len(clusters))``), the principal representative
+        with the projection fold (see :func:`search`); a cluster whose members cancel gives
+        a zero column. Clusters are padded to the largest: a padded member has weight 0,
+        so its rows and columns of the Gram below are 0 and no eigenvector uses it."""
+        size = np.array([c.size for c in clusters])
+        T, width = size.size, int(size.max())
+        inside = np.arange(width)[None, :] < size[:, None]
+        idx = np.zeros((T, width), dtype=np.int64)
+        idx[inside] = np.concatenate(clusters)
+        root = np.where(inside, np.sqrt(self.m[idx]), 0.0)
+        cosines = self.G[idx[:, :, None], idx[:, None, :]]
+        y = np.linalg.eigh(cosines * root[:, :, None] * root[:, None, :])[1][..., -1]  # Σ_C m_j ŵ_j ŵ_jᵀ's top
+        agree = np.sum(root * y, axis=1)
+        mass = np.where(inside, self.m[idx], 0.0)
+        mean = mass / np.sum(mass, axis=1, keepdims=True)  # when the top direction is orthogonal to them all
+        w = np.where((agree != 0)[:, None], root * y * np.sign(agree)[:, None], mean)
+        w[size == 1] = inside[size == 1]  # a single unit is its own direction
+        Gw = np.einsum("tab,tb->ta", cosines, w)  # ŵ_j · u for u = Σ_C w_j ŵ_j
+        norm = np.sqrt(np.maximum(np.sum(w * Gw, axis=1), 0.0))  # ‖u‖
+        live = norm > 1e-12 * np.sum(np.abs(w), axis=1)  # else the members cancel: a zero kept unit
+        safe = np.where(live, norm, 1.0)
+        coef = np.where(inside, np.maximum(Gw / safe[:, None], 0.0), 0.0)  # the projection fold
+        vs, avs = np.where(inside, self.v[idx], 0.0), np.where(inside, self.a[idx], 1.0)
+        stretch = np.sum(vs * avs * coef, axis=1) / np.sum(vs, axis=1)
+        stretch = np.where(stretch > 0, stretch, 1.0)
+        lam = np.zeros((self.n, T))
+        cols = np.broadcast_to(np.arange(T)[:, None], idx.shape)
+        values = np.where(live[:, None], stretch[:, None] * w / safe[:, None] / avs, 0.0)
+        lam[idx[inside], cols[inside]] = values[inside]
         return lam
-    w, u = w / norm, u / norm
-    coef = np.maximum(D[members] @ u, 0.0)  # the projection fold on a unit representative
-    stretch = float(np.sum(v[members] * a[members] * coef) / np.sum(v[members]))
-    lam[members] = (stretch if stretch > 0 else 1.0) * w / a[members]
-    return lam
