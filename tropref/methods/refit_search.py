@@ -341,7 +341,8 @@ class _KeptUnits:
         y = np.linalg.eigh(cosines * root[:, :, None] * root[:, None, :])[1][..., -1]  # Σ_C m_j ŵ_j ŵ_jᵀ's top
         agree = np.sum(root * y, axis=1)
         mass = np.where(inside, self.m[idx], 0.0)
-        mean = mass / np.sum(mass, axis=1, keepdims=True)  # when the top direction is orthogonal to them all
+        total = np.sum(mass, axis=1, keepdims=True)
+        mean = np.divide(mass, total, out=np.zeros_like(mass), where=total > 0)  # if the top direction misses them all
         w = np.where((agree != 0)[:, None], root * y * np.sign(agree)[:, None], mean)
         w[size == 1] = inside[size == 1]  # a single unit is its own direction
         Gw = np.einsum("tab,tb->ta", cosines, w)  # ŵ_j · u for u = Σ_C w_j ŵ_j
