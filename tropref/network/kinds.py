@@ -491,12 +491,16 @@ class _ReLUKind(_Monotone):
         open_, up_slope, up_const = _relu_chord(lo, hi)
         low_slope = np.where(lo >= 0, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
         n, s = int(lam.shape[0]), int(lam.shape[1])
-        # one pass for the slopes and one for the constants' products (n batched products of
-        # the positive parts with the chord offsets): lam is the largest array of the bound
-        up = lam > 0
-        slope = np.where(up, up_slope[:, None], low_slope[:, None])
-        c = (np.maximum(lam, 0.0).reshape(n, s, -1) @ up_const.reshape(n, -1, 1))[..., 0]
-        return [np.multiply(lam, slope, out=slope)], c
+        # lam is the largest array of the bound: its positive part takes the chord's slope,
+        # its negative part the lower line's, by plain products (np.where with a mask costs
+        # 3.5 ns an entry, a product 0.3), and the sum is exactly lam · slope since one of its
+        # two terms is 0. The constants: n batched products of the positive parts with the
+        # chord offsets
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        c = (pos.reshape(n, s, -1) @ up_const.reshape(n, -1, 1))[..., 0]
+        np.multiply(pos, up_slope[:, None], out=pos)
+        np.multiply(neg, low_slope[:, None], out=neg)
+        return [np.add(pos, neg, out=pos)], c
 
 
 def _relu_chord(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
