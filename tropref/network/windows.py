@@ -325,9 +325,10 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
 
     A convolution of stride 1 (any dilation, padding at most the dilated kernel's reach)
     has for adjoint a convolution of the zero-padded ``lam`` with the kernel turned round,
-    computed as one product per few rows whose contraction runs over every tap and output
-    channel at once (``kh kw O``: 144 on 16 channels, 9 times the per-tap contraction of the
-    other path). Strided ones add each tap's product back onto the input positions it read.
+    computed per row of the input as one product whose contraction runs over every tap and
+    output channel at once (``kh kw O``: 144 on 16 channels, 9 times the per-tap contraction
+    of the other path). Strided ones add each tap's product back onto the input positions it
+    read.
 
     Examples
     --------
@@ -356,11 +357,15 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
     H, Wd = in_hw
     pt, _, pl, _ = pads
     # input position y reads the output y + t − i dh through tap i: the padded lam's row
-    # y + (kh − 1 − i) dh. Patches (m, kh, kw, O, H, W) against weights (C, (kh, kw, O))
+    # y + (kh − 1 − i) dh. Weights (C, (kh, kw, O)) against the patches of each input row,
+    # ((kh, kw, O), W): a few rows of lam at a time (_PATCHES, in cache), one product per
+    # input row (small enough for OpenBLAS to keep on one thread: with two threads on a busy
+    # machine, products of every row at once took 50 times as long)
     weights = np.ascontiguousarray(W.transpose(1, 2, 3, 0).reshape(C, kh * kw * O))
-    step = max(1, _PATCHES // (kh * kw * O * H * Wd))
-    padded = np.zeros((min(step, M), O, H + (kh - 1) * dh, Wd + (kw - 1) * dw))  # borders stay zero
-    patches = np.empty((min(step, M), kh, kw, O, H, Wd))
+    step = min(M, max(1, _PATCHES // (kh * kw * O * H * Wd)))
+    padded = np.zeros((step, O, H + (kh - 1) * dh, Wd + (kw - 1) * dw))  # its borders stay zero
+    patches = np.empty((step, H, kh, kw, O, Wd))
+    out = np.empty((step, H, C, Wd))
     result = np.empty((M, C, H, Wd))
     for lo in range(0, M, step):
         m = min(step, M - lo)
@@ -368,8 +373,9 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
         for i in range(kh):
             for j in range(kw):
                 a, c = (kh - 1 - i) * dh, (kw - 1 - j) * dw
-                patches[:m, i, j] = padded[:m, :, a : a + H, c : c + Wd]
-        np.matmul(weights, patches[:m].reshape(m, kh * kw * O, H * Wd), out=result[lo : lo + m].reshape(m, C, H * Wd))
+                patches[:m, :, i, j] = padded[:m, :, a : a + H, c : c + Wd].transpose(0, 2, 1, 3)
+        np.matmul(weights, patches[:m].reshape(m, H, kh * kw * O, Wd), out=out[:m])
+        result[lo : lo + m] = out[:m].transpose(0, 2, 1, 3)
     return result
 
 
