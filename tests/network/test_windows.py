@@ -145,3 +145,22 @@ def test_conv_transpose_at_stride_one_is_the_adjoint(kernel, padding, dilation):
     back = windows.conv_transpose(lam, layer, (8, 8))
     np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * back, axis=(1, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(back, windows._conv_transpose_taps(lam, layer, (8, 8)), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation"),
+    [(1, 1, 1), (2, 1, 1), (2, (0, 2, 1, 0), 1), (1, 2, 2), ((1, 2), (1, 0, 0, 1), 1)],
+)
+def test_conv_host_is_conv2d_in_blocks_of_samples(monkeypatch, stride, padding, dilation):
+    """The host convolution of the certificates' interval steps is :func:`conv2d` to
+    round-off, and the same with one sample per block."""
+    from tropref.network import windows
+
+    rng = np.random.default_rng(11)
+    layer = Conv2d(rng.normal(size=(4, 3, 3, 3)), stride=stride, padding=padding, dilation=dilation)
+    x = rng.normal(size=(5, 3, 9, 8))
+    want = conv2d(xp, x, layer.W, None, layer.stride, layer.padding, layer.dilation)
+    got = windows.conv_host(x, layer.W, layer)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(windows, "_PATCHES", 1)
+    assert np.array_equal(windows.conv_host(x, layer.W, layer), got)

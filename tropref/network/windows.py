@@ -7,8 +7,9 @@ it); :func:`conv2d` is one im2col matrix product (see :mod:`tropref.network.forw
 :func:`max_pool` and :func:`avg_pool` reduce the shifted windows; :func:`conv_patches`
 gathers a convolution's input patches. The local certificate's steps (NumPy ``float64`` host
 arrays) use :func:`conv_rows` and :func:`conv_transpose` (a convolution of many rows, and its
-adjoint), :func:`pool_stack` and :func:`pool_scatter` (a pooling's windows stacked, and
-parts added back onto its input).
+adjoint), :func:`conv_host` (a convolution of host images in cache-sized blocks, for the
+interval steps), :func:`pool_stack` and :func:`pool_scatter` (a pooling's windows stacked,
+and parts added back onto its input).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "channel_view",
     "conv_patches",
     "conv_rows",
+    "conv_host",
     "conv_transpose",
     "pool_stack",
     "pool_scatter",
@@ -317,6 +319,56 @@ def conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
     for i, j, rows, cols in _offsets(layer, Ho, Wo):
         out += padded[:, rows, cols] @ W[:, :, i, j].T
     return out.transpose(0, 3, 1, 2)
+
+
+def conv_host(x: np.ndarray, W: np.ndarray, layer: Conv2d) -> np.ndarray:
+    """The convolution (without bias) of NumPy host images ``(N, C, H, W)`` by kernels ``W``
+    of ``layer``'s shape, with its stride, padding and dilation: per output row, one product
+    of the weights ``(O, (C, kh, kw))`` with the row's patches ``((C, kh, kw), Wo)``, a few
+    samples at a time (``_PATCHES``, in cache). :func:`conv2d`'s sums in other blocks: the
+    same to round-off, and on 16 channels of 28 x 28 about 2.5 times as fast for 25 images
+    (its patch matrix of every image leaves the cache).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import array_api_compat.numpy as xp
+    >>> from tropref.network import Conv2d
+    >>> rng = np.random.default_rng(0)
+    >>> layer = Conv2d(rng.normal(size=(3, 2, 3, 3)), stride=2, padding=1)
+    >>> x = rng.normal(size=(4, 2, 5, 5))
+    >>> y = conv2d(xp, x, layer.W, None, layer.stride, layer.padding, layer.dilation)
+    >>> bool(np.allclose(conv_host(x, layer.W, layer), y))
+    True
+    """
+    O, C, kh, kw = (int(d) for d in W.shape)
+    t, b, l, r = layer.padding
+    N, _, H, Wd = x.shape
+    Ho, Wo = _out_hw(layer, H, Wd)
+    weights = np.reshape(W, (O, C * kh * kw))
+    step = min(N, max(1, _PATCHES // (C * kh * kw * Ho * Wo)))
+    padded = np.zeros((step, C, H + t + b, Wd + l + r))  # its borders stay zero
+    patches = np.empty((step, Ho, C, kh, kw, Wo))
+    out = np.empty((step, Ho, O, Wo))
+    result = np.empty((N, O, Ho, Wo))
+    for lo in range(0, N, step):
+        m = min(step, N - lo)
+        padded[:m, :, t : t + H, l : l + Wd] = x[lo : lo + m]
+        for i, j, rows, cols in _offsets(layer, Ho, Wo):
+            patches[:m, :, :, i, j] = padded[:m, :, rows, cols].transpose(0, 2, 1, 3)
+        np.matmul(weights, patches[:m].reshape(m, Ho, C * kh * kw, Wo), out=out[:m])
+        result[lo : lo + m] = out[:m].transpose(0, 2, 1, 3)
+    return result
+
+
+def _out_hw(layer: Conv2d, H: int, Wd: int) -> tuple[int, int]:
+    """A convolution's output height and width for an ``H x Wd`` input (:func:`out_size`)."""
+    t, b, l, r = layer.padding
+    kh, kw = int(layer.W.shape[2]), int(layer.W.shape[3])
+    return (
+        out_size(H, kh, layer.stride[0], t, b, layer.dilation[0]),
+        out_size(Wd, kw, layer.stride[1], l, r, layer.dilation[1]),
+    )
 
 
 def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np.ndarray:
