@@ -130,11 +130,13 @@ def test_conv_transpose_in_blocks_of_rows_is_the_adjoint(monkeypatch, stride):
 
 
 @pytest.mark.parametrize(
-    ("kernel", "padding", "dilation"), [(3, (0, 2, 1, 0), 1), (3, 2, 2), (2, (1, 0, 0, 1), 1), (3, (3, 0, 0, 0), 1)]
+    ("kernel", "padding", "dilation"),
+    [(3, (0, 2, 1, 0), 1), (3, 2, 2), (3, (1, 1, 2, 2), (1, 2)), (2, (1, 0, 0, 1), 1), (3, (3, 0, 0, 0), 1)],
 )
 def test_conv_transpose_at_stride_one_is_the_adjoint(kernel, padding, dilation):
-    """The product over every tap (stride 1) for uneven padding and dilation, and the
-    tap-by-tap path it leaves to when the padding reaches past the dilated kernel."""
+    """The product over every tap (stride 1) for uneven padding and a dilation along the
+    columns, and the tap-by-tap path it leaves to for a dilation along the rows or padding
+    past the kernel's reach."""
     from tropref.network import windows
 
     rng = np.random.default_rng(3)

@@ -375,12 +375,12 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
     """The adjoint of the convolution (without bias) for inputs of size ``in_hw``:
     ``(M, O, Ho, Wo)`` -> ``(M, C, H, W)``, with ``<conv(x), lam> = <x, conv_transpose(lam)>`` (NumPy).
 
-    A convolution of stride 1 (any dilation, padding at most the dilated kernel's reach)
-    has for adjoint a convolution of the zero-padded ``lam`` with the kernel turned round,
-    computed per row of the input as one product whose contraction runs over every tap and
-    output channel at once (``kh kw O``: 144 on 16 channels, 9 times the per-tap contraction
-    of the other path). Strided ones add each tap's product back onto the input positions it
-    read.
+    A convolution of stride 1 (no dilation along the rows, padding at most the kernel's
+    reach) has for adjoint a convolution of the zero-padded ``lam`` with the kernel turned
+    round, computed per row of the input as one product whose contraction runs over every
+    tap and output channel at once (``kh kw O``: 144 on 16 channels, 9 times the per-tap
+    contraction of the other path). Strided ones add each tap's product back onto the input
+    positions it read.
 
     Examples
     --------
@@ -399,34 +399,38 @@ def conv_transpose(lam: np.ndarray, layer: Conv2d, in_hw: tuple[int, int]) -> np
     W = np.asarray(layer.W)
     kh, kw = int(W.shape[2]), int(W.shape[3])
     t, b, l, r = layer.padding
-    (dh, dw) = layer.dilation
+    dw = layer.dilation[1]
     # the zero rows and columns around lam that the turned kernel reads past its edges
-    pads = ((kh - 1) * dh - t, (kh - 1) * dh - b, (kw - 1) * dw - l, (kw - 1) * dw - r)
-    if tuple(layer.stride) != (1, 1) or min(pads) < 0:
+    pads = (kh - 1 - t, kh - 1 - b, (kw - 1) * dw - l, (kw - 1) * dw - r)
+    if tuple(layer.stride) != (1, 1) or layer.dilation[0] != 1 or min(pads) < 0:
         return _conv_transpose_taps(lam, layer, in_hw)
     O, C = int(W.shape[0]), int(W.shape[1])
     M, _, Ho, Wo = lam.shape
     H, Wd = in_hw
     pt, _, pl, _ = pads
-    # input position y reads the output y + t − i dh through tap i: the padded lam's row
-    # y + (kh − 1 − i) dh. Weights (C, (kh, kw, O)) against the patches of each input row,
-    # ((kh, kw, O), W): a few rows of lam at a time (_PATCHES, in cache), one product per
-    # input row (small enough for OpenBLAS to keep on one thread: with two threads on a busy
-    # machine, products of every row at once took 50 times as long)
-    weights = np.ascontiguousarray(W.transpose(1, 2, 3, 0).reshape(C, kh * kw * O))
-    step = min(M, max(1, _PATCHES // (kh * kw * O * H * Wd)))
-    padded = np.zeros((step, O, H + (kh - 1) * dh, Wd + (kw - 1) * dw))  # its borders stay zero
-    patches = np.empty((step, H, kh, kw, O, Wd))
+    K = kh * kw * O
+    # input position (y, x) reads the output (y + t − i, x + l − j dw) through tap (i, j): the
+    # padded lam's (y + kh − 1 − i, x + (kw − 1 − j) dw). Laid out q[m, row, j, o, x] (the
+    # kw column shifts copied), the patches of input row y, ((kh − 1 − i, j, o), x), are the
+    # rows y .. y + kh − 1 of q read as one matrix: a view, no copy. The weights multiply
+    # each input row's (a product small enough for OpenBLAS to keep on one thread: with two
+    # threads on a busy machine, products of whole blocks took 30 to 130 times as long)
+    weights = np.ascontiguousarray(W[:, :, ::-1, :].transpose(1, 2, 3, 0).reshape(C, K))
+    step = min(M, max(1, _PATCHES // (K * H * Wd)))  # rows of lam at a time, in cache
+    padded = np.zeros((step, O, H + kh - 1, Wd + (kw - 1) * dw))  # its borders stay zero
+    q = np.empty((step, H + kh - 1, kw, O, Wd))
+    patches = np.lib.stride_tricks.as_strided(
+        q, shape=(step, H, K, Wd), strides=(q.strides[0], q.strides[1], q.strides[3], q.strides[4]), writeable=False
+    )
     out = np.empty((step, H, C, Wd))
     result = np.empty((M, C, H, Wd))
     for lo in range(0, M, step):
         m = min(step, M - lo)
         padded[:m, :, pt : pt + Ho, pl : pl + Wo] = lam[lo : lo + m]
-        for i in range(kh):
-            for j in range(kw):
-                a, c = (kh - 1 - i) * dh, (kw - 1 - j) * dw
-                patches[:m, :, i, j] = padded[:m, :, a : a + H, c : c + Wd].transpose(0, 2, 1, 3)
-        np.matmul(weights, patches[:m].reshape(m, H, kh * kw * O, Wd), out=out[:m])
+        for j in range(kw):
+            c = (kw - 1 - j) * dw
+            q[:m, :, j] = padded[:m, :, :, c : c + Wd].transpose(0, 2, 1, 3)
+        np.matmul(weights, patches[:m], out=out[:m])
         result[lo : lo + m] = out[:m].transpose(0, 2, 1, 3)
     return result
 
