@@ -111,7 +111,8 @@ def test_channel_view_broadcasts_over_the_channel_axis():
 def test_conv_transpose_in_blocks_of_rows_is_the_adjoint(monkeypatch, stride):
     """``conv_transpose`` runs a few rows at a time (issue 21's speed-up): with one or two
     rows per block it gives the whole product's result, and ``<conv(x), λ> = <x, convᵀ(λ)>``
-    row by row."""
+    row by row. At stride 1 (one product over every tap) it is the tap-by-tap sum to
+    round-off."""
     from tropref.network import windows
 
     rng = np.random.default_rng(7)
@@ -121,6 +122,47 @@ def test_conv_transpose_in_blocks_of_rows_is_the_adjoint(monkeypatch, stride):
     lam = rng.normal(size=y.shape)
     whole = windows.conv_transpose(lam, layer, (9, 9))
     np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * whole, axis=(1, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(whole, windows._conv_transpose_taps(lam, layer, (9, 9)), rtol=1e-13, atol=1e-13)
     for rows in (1, 2):
         monkeypatch.setattr(windows, "_CACHE", rows * 11 * 11 * 4)
+        monkeypatch.setattr(windows, "_PATCHES", rows * 9 * 4 * 9 * 9)
         assert np.array_equal(windows.conv_transpose(lam, layer, (9, 9)), whole)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "padding", "dilation"),
+    [(3, (0, 2, 1, 0), 1), (3, 2, 2), (3, (1, 1, 2, 2), (1, 2)), (2, (1, 0, 0, 1), 1), (3, (3, 0, 0, 0), 1)],
+)
+def test_conv_transpose_at_stride_one_is_the_adjoint(kernel, padding, dilation):
+    """The product over every tap (stride 1) for uneven padding and a dilation along the
+    columns, and the tap-by-tap path it leaves to for a dilation along the rows or padding
+    past the kernel's reach."""
+    from tropref.network import windows
+
+    rng = np.random.default_rng(3)
+    layer = Conv2d(rng.normal(size=(3, 2, kernel, kernel)), padding=padding, dilation=dilation)
+    x = rng.normal(size=(4, 2, 8, 8))
+    y = windows.conv_rows(x, layer)
+    lam = rng.normal(size=y.shape)
+    back = windows.conv_transpose(lam, layer, (8, 8))
+    np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * back, axis=(1, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(back, windows._conv_transpose_taps(lam, layer, (8, 8)), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation"),
+    [(1, 1, 1), (2, 1, 1), (2, (0, 2, 1, 0), 1), (1, 2, 2), ((1, 2), (1, 0, 0, 1), 1)],
+)
+def test_conv_host_is_conv2d_in_blocks_of_samples(monkeypatch, stride, padding, dilation):
+    """The host convolution of the certificates' interval steps is :func:`conv2d` to
+    round-off, and the same with one sample per block."""
+    from tropref.network import windows
+
+    rng = np.random.default_rng(11)
+    layer = Conv2d(rng.normal(size=(4, 3, 3, 3)), stride=stride, padding=padding, dilation=dilation)
+    x = rng.normal(size=(5, 3, 9, 8))
+    want = conv2d(xp, x, layer.W, None, layer.stride, layer.padding, layer.dilation)
+    got = windows.conv_host(x, layer.W, layer)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(windows, "_PATCHES", 1)
+    assert np.array_equal(windows.conv_host(x, layer.W, layer), got)

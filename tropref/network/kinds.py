@@ -64,6 +64,7 @@ from .windows import (
     avg_pool,
     channel_view,
     conv2d,
+    conv_host,
     conv_patches,
     conv_rows,
     conv_transpose,
@@ -368,6 +369,12 @@ class _Conv2dKind(_Linear):
     def interval(self, xp: Any, layer: Conv2d, ins: Sequence[Bounds]) -> Bounds:
         lo, hi = ins[0]
         c, r = (lo + hi) / 2, (hi - lo) / 2
+        if isinstance(c, np.ndarray) and c.ndim == 4:  # the certificates' host arithmetic, in cache
+            W = np.asarray(layer.W)
+            c, r = conv_host(c, W, layer), conv_host(r, np.abs(W), layer)
+            if layer.b is not None:
+                c = c + np.asarray(layer.b).reshape(1, -1, 1, 1)
+            return c - r, c + r
         c = self.forward(xp, layer, [c])
         r = conv2d(xp, r, xp.abs(layer.W), None, layer.stride, layer.padding, layer.dilation)
         return c - r, c + r
@@ -489,14 +496,18 @@ class _ReLUKind(_Monotone):
         # above by the chord, below by λ z (λ = 1 when u >= −l, else 0); exact where the sign is fixed
         lo, hi = bounds[0][0], bounds[0][1]
         open_, up_slope, up_const = _relu_chord(lo, hi)
-        low_slope = np.where(lo >= 0, 1.0, np.where(open_ & (hi >= -lo), 1.0, 0.0))
+        low_slope = ((lo >= 0) | (open_ & (hi >= -lo))).astype(np.float64)  # 1 or 0, without np.where
         n, s = int(lam.shape[0]), int(lam.shape[1])
-        # one pass for the slopes and one for the constants' products (n batched products of
-        # the positive parts with the chord offsets): lam is the largest array of the bound
-        up = lam > 0
-        slope = np.where(up, up_slope[:, None], low_slope[:, None])
-        c = (np.maximum(lam, 0.0).reshape(n, s, -1) @ up_const.reshape(n, -1, 1))[..., 0]
-        return [np.multiply(lam, slope, out=slope)], c
+        # lam is the largest array of the bound: its positive part takes the chord's slope,
+        # its negative part the lower line's, by plain products (np.where with a mask costs
+        # 3.5 ns an entry, a product 0.3), and the sum is exactly lam · slope since one of its
+        # two terms is 0. The constants: n batched products of the positive parts with the
+        # chord offsets
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        c = (pos.reshape(n, s, -1) @ up_const.reshape(n, -1, 1))[..., 0]
+        np.multiply(pos, up_slope[:, None], out=pos)
+        np.multiply(neg, low_slope[:, None], out=neg)
+        return [np.add(pos, neg, out=pos)], c
 
 
 def _relu_chord(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

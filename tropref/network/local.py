@@ -209,10 +209,11 @@ def _certify_chunk(
         lo_f, hi_f, lo_g, hi_g = (a.reshape(n, -1) for a in (lo_f, hi_f, lo_g, hi_g))
         k = int(lo_f.shape[1])
         spec = np.concatenate([np.eye(k), -np.eye(k)])  # upper bounds of Δ_i and of −Δ_i
-        start = np.broadcast_to(spec, (n, 2 * k, k))
-        lam_f, c_f = _backward(f, bf, _last(f), start, x, eps)
-        lam_g, c_g = _backward(g, bg, _last(g), -start, x, eps)
-        up = _concretize(lam_f + lam_g, c_f + c_g, x, eps)  # (n, 2k)
+        # the backward passes a few samples at a time, so that their coefficients (2k rows
+        # of the widest layer per sample) stay in cache through the elementwise steps
+        widest = max(int(np.prod(lo.shape[1:])) for b in (bf, bg) for lo, _ in b.values())
+        step = max(1, _BACKWARD // (2 * k * widest))
+        up = np.concatenate([_joint_upper(f, g, bf, bg, spec, x, eps, a, a + step) for a in range(0, n, step)])
         bound = np.maximum(up[:, :k], up[:, k:])
         span = np.maximum(hi_f - lo_g, hi_g - lo_f)
         bound = np.minimum(bound, span)
@@ -225,6 +226,23 @@ def _certify_chunk(
     if not np.all(np.isfinite(bound)):
         raise FloatingPointError("the local certificate overflowed float64 (the interval bounds are too wide)")
     return bound
+
+
+_BACKWARD = 2**19
+"""Entries of the widest layer's coefficients in one block of samples of the backward passes (4 MB)."""
+
+
+def _joint_upper(
+    f: Network, g: Network, bf: _Bounds, bg: _Bounds, spec: np.ndarray, x: np.ndarray, eps: float, a: int, b: int
+) -> np.ndarray:
+    """Samples ``a:b``: the upper bounds over their balls of ``spec · (f − g)``, one per row of
+    ``spec``, from the two networks' backward bounds added before the maximum is taken."""
+    xs = x[a:b]
+    start = np.broadcast_to(spec, (int(xs.shape[0]), *spec.shape))
+    cut = lambda bounds: {i: (lo[a:b], hi[a:b]) for i, (lo, hi) in bounds.items()}  # noqa: E731
+    lam_f, c_f = _backward(f, cut(bf), _last(f), start, xs, eps)
+    lam_g, c_g = _backward(g, cut(bg), _last(g), -start, xs, eps)
+    return _concretize(lam_f + lam_g, c_f + c_g, xs, eps)  # (b − a, rows)
 
 
 def _last(net: Network) -> int:
