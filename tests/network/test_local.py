@@ -247,9 +247,29 @@ def test_is_exported_and_checks_its_arguments():
     inner = Network([Dense(np.ones((2, 3))), Softmax(), Dense(np.ones((2, 2)))], input_shape=(3,))
     with pytest.raises(ValueError, match="softmax inside"):
         certify(inner, inner, x, 0.1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            certify(net, net, x, 0.1, workers=bad)
+        with pytest.raises(ValueError, match="chunk"):
+            certify(net, net, x, 0.1, chunk=bad)
     before = x.copy()
     certify(net, net, x, 0.1)
     assert np.array_equal(x, before)
+
+
+def test_the_bounds_do_not_depend_on_the_workers_or_the_chunks():
+    """Chunks bounded side by side in threads give every sample the same bound, to the bit,
+    as one chunk after another; other chunks, the same to round-off (a product's sums may
+    depend on its batch size)."""
+    rng = np.random.default_rng(3)
+    net = residual_graph(rng, 5)
+    small = compress_network(net, 0.5, seed=0, progress=False)[0]
+    x = rng.uniform(-1, 1, size=(7, 3))
+    for chunk in (1, 2, 25):
+        serial = certify(net, small, x, 0.05, workers=1, chunk=chunk)
+        for workers in (2, 3, 8):
+            assert np.array_equal(certify(net, small, x, 0.05, workers=workers, chunk=chunk), serial)
+        np.testing.assert_allclose(serial, certify(net, small, x, 0.05, workers=1), rtol=1e-12)
 
 
 def test_strides_dilation_padding_and_pools_are_passed_exactly():
