@@ -8,9 +8,10 @@ import pytest
 
 from tests.network.networks import convnet
 from tests.network.test_graph import residual_net
-from tropref.network import Concat, Conv2d, Dense, forward
+from tropref.network import Concat, Conv2d, Dense, Network, ReLU, forward
 from tropref.network.bounds import carry_bound, interval_bounds, max_patch_norm, node_bounds, node_step
 from tropref.network.forward import apply_layer, node_outputs
+from tropref.network.graph import map_arrays
 from tropref.network.shapes import output_shapes
 
 
@@ -26,6 +27,19 @@ def test_interval_bounds_contain_samples():
         y = apply_layer(layer, y)
     assert np.all(y >= boxes[-1][0] - 1e-9)
     assert np.all(y <= boxes[-1][1] + 1e-9)
+
+
+def test_interval_bounds_keep_the_dtype_of_a_convolution_in_float32():
+    """The host convolution of the certificates' float64 arithmetic is not applied to other
+    dtypes: a float32 network's boxes stay float32 through its convolutions, as through its
+    dense layers (found in review)."""
+    rng = np.random.default_rng(0)
+    net = Network([Conv2d(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), padding=1), ReLU()])
+    lo = rng.normal(size=(2, 5, 5)).astype(np.float32)
+    boxes = interval_bounds(net, lo, lo + np.float32(0.1))
+    assert [b.dtype for box in boxes for b in box] == [np.float32] * 6
+    wide = interval_bounds(map_arrays(net, lambda a: a.astype(np.float64)), lo.astype(np.float64), lo + 0.1)
+    np.testing.assert_allclose(boxes[1][1], wide[1][1], rtol=1e-5, atol=1e-5)
 
 
 def test_node_bounds_contain_every_output_of_a_graph_and_match_the_chain_bounds():

@@ -369,7 +369,7 @@ class _Conv2dKind(_Linear):
     def interval(self, xp: Any, layer: Conv2d, ins: Sequence[Bounds]) -> Bounds:
         lo, hi = ins[0]
         c, r = (lo + hi) / 2, (hi - lo) / 2
-        if isinstance(c, np.ndarray) and c.ndim == 4:  # the certificates' host arithmetic, in cache
+        if isinstance(c, np.ndarray) and c.ndim == 4 and c.dtype == np.float64:  # the certificates' host arithmetic
             W = np.asarray(layer.W)
             c, r = conv_host(c, W, layer), conv_host(r, np.abs(W), layer)
             if layer.b is not None:
