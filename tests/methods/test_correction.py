@@ -477,6 +477,19 @@ def _kept_column(D, m, v, a, members):
     return lam
 
 
+def test_members_that_cancel_give_a_zero_kept_unit():
+    """Two opposite directions of equal mass: no principal direction agrees with them, their
+    mean is exactly 0, and the kept unit is the zero column (decided from the directions, not
+    from the Gram's round-off), while a third unit alone is kept as itself."""
+    from tropref.methods.refit_search import _KeptUnits
+
+    D = np.array([[0.6, 0.8, 0.0], [-0.6, -0.8, 0.0], [0.0, 0.0, 1.0]])
+    ones = np.ones(3)
+    lam = _KeptUnits(D, ones, ones, 2 * ones)([np.array([0, 1]), np.array([2])])
+    np.testing.assert_array_equal(lam[:, 0], np.zeros(3))
+    np.testing.assert_allclose(lam[:, 1], [0.0, 0.0, 1.0])  # z̃ = Λᵀ z is the unit itself
+
+
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 9), k=st.integers(2, 4))
 def test_the_search_scores_each_move_as_the_full_recomputation(seed, n, k):
     """The kept units from the directions' Gram, batched over padded clusters, are each

@@ -324,7 +324,7 @@ class _KeptUnits:
     a cluster of ``s`` members costs ``O(s²)`` and many clusters are one batched call."""
 
     def __init__(self, D: np.ndarray, m: np.ndarray, v: np.ndarray, a: np.ndarray):
-        self.G, self.m, self.v, self.a, self.n = D @ D.T, m, v, a, int(D.shape[0])
+        self.D, self.G, self.m, self.v, self.a, self.n = D, D @ D.T, m, v, a, int(D.shape[0])
 
     def __call__(self, clusters: list[np.ndarray]) -> np.ndarray:
         """One column per cluster (``(n, len(clusters))``), the principal representative
@@ -347,7 +347,14 @@ class _KeptUnits:
         w[size == 1] = inside[size == 1]  # a single unit is its own direction
         Gw = np.einsum("tab,tb->ta", cosines, w)  # ŵ_j · u for u = Σ_C w_j ŵ_j
         norm = np.sqrt(np.maximum(np.sum(w * Gw, axis=1), 0.0))  # ‖u‖
-        live = norm > 1e-12 * np.sum(np.abs(w), axis=1)  # else the members cancel: a zero kept unit
+        # ‖u‖² from the Gram is off by ~ε (Σ|w_j|)²: where ‖u‖ is that small, u itself decides
+        # (from the directions, as TropNNC's merge does), and exactly 0 means the members cancel
+        for t in np.flatnonzero(norm <= 1e-6 * np.sum(np.abs(w), axis=1)):
+            members = idx[t, : size[t]]
+            u = w[t, : size[t]] @ self.D[members]
+            norm[t] = float(np.linalg.norm(u))
+            Gw[t, : size[t]] = self.D[members] @ u
+        live = norm > 0  # else the members cancel: a zero kept unit
         safe = np.where(live, norm, 1.0)
         coef = np.where(inside, np.maximum(Gw / safe[:, None], 0.0), 0.0)  # the projection fold
         vs, avs = np.where(inside, self.v[idx], 0.0), np.where(inside, self.a[idx], 1.0)
