@@ -117,12 +117,7 @@ def test_conv_transpose_in_blocks_of_rows_is_the_adjoint(monkeypatch, stride):
 
     rng = np.random.default_rng(7)
     layer = Conv2d(rng.normal(size=(4, 3, 3, 3)), stride=stride, padding=1)
-    x = rng.normal(size=(5, 3, 9, 9))
-    y = windows.conv_rows(x, layer)
-    lam = rng.normal(size=y.shape)
-    whole = windows.conv_transpose(lam, layer, (9, 9))
-    np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * whole, axis=(1, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(whole, windows._conv_transpose_taps(lam, layer, (9, 9)), rtol=1e-13, atol=1e-13)
+    lam, whole = _adjoint_checked(rng, layer, (5, 3, 9, 9))
     for rows in (1, 2):
         monkeypatch.setattr(windows, "_CACHE", rows * 11 * 11 * 4)
         monkeypatch.setattr(windows, "_PATCHES", rows * 9 * 4 * 9 * 9)
@@ -137,16 +132,24 @@ def test_conv_transpose_at_stride_one_is_the_adjoint(kernel, padding, dilation):
     """The product over every tap (stride 1) for uneven padding and a dilation along the
     columns, and the tap-by-tap path it leaves to for a dilation along the rows or padding
     past the kernel's reach."""
-    from tropref.network import windows
 
     rng = np.random.default_rng(3)
     layer = Conv2d(rng.normal(size=(3, 2, kernel, kernel)), padding=padding, dilation=dilation)
-    x = rng.normal(size=(4, 2, 8, 8))
+    _adjoint_checked(rng, layer, (4, 2, 8, 8))
+
+
+def _adjoint_checked(rng, layer, shape):
+    """``(λ, convᵀ(λ))`` for random ``x`` of ``shape`` and ``λ``, after checking
+    ``<conv(x), λ> = <x, convᵀ(λ)>`` per row and that it is the tap-by-tap sum to round-off."""
+    from tropref.network import windows
+
+    x = rng.normal(size=shape)
     y = windows.conv_rows(x, layer)
     lam = rng.normal(size=y.shape)
-    back = windows.conv_transpose(lam, layer, (8, 8))
+    back = windows.conv_transpose(lam, layer, shape[2:])
     np.testing.assert_allclose(np.sum(y * lam, axis=(1, 2, 3)), np.sum(x * back, axis=(1, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(back, windows._conv_transpose_taps(lam, layer, (8, 8)), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(back, windows._conv_transpose_taps(lam, layer, shape[2:]), rtol=1e-13, atol=1e-13)
+    return lam, back
 
 
 @pytest.mark.parametrize(
