@@ -160,18 +160,16 @@ def search(
             c = int(labels[j])
             if clusters[c].size == 1:
                 continue  # never empty a cluster
+            rest = clusters[c][clusters[c] != j]
             # j's cluster without it, then j in every cluster (its own too: staying is a trial)
-            cols = kept(
-                [clusters[c][clusters[c] != j]]
-                + [clusters[t] if t == c else np.append(clusters[t], j) for t in range(k)]
-            )
+            cols = kept([rest] + [clusters[t] if t == c else np.append(clusters[t], j) for t in range(k)])
             base = state.replaced([c], cols[:, :1])  # j out of its cluster: shared by every move
             R = base.trials(list(range(k)), cols[:, 1:])
             stay, R[c] = R[c], np.inf
             best = int(np.argmin(R))
             if R[best] < stay - tol:
                 labels[j] = best
-                clusters[c], clusters[best] = clusters[c][clusters[c] != j], np.sort(np.append(clusters[best], j))
+                clusters[c], clusters[best] = rest, np.sort(np.append(clusters[best], j))
                 state = base.replaced([best], cols[:, 1 + best : 2 + best])
                 moved += 1
         moves += moved

@@ -399,7 +399,7 @@ def _searchable(
     """Whether the refit's search runs: the refit on and the units' moments known, one sign
     group, the principal representative and projection fold (the kept units it models) with
     no Weiszfeld refinement (which would re-partition), no input metric, ``1 < k < n``, and
-    ``n k <= SEARCH_LIMIT`` (each of its ``O(n k)`` moves per pass costs ``O(n² + n k² + k³)``)."""
+    ``n k <= SEARCH_LIMIT`` (each of its ``O(n k)`` moves per pass costs ``O(n² + n k + k²)``)."""
     modelled = representative == "principal" and fold == "projection" and refine is None and input_ratio is None
     fits = n_groups == 1 and 1 < k < n and n * k <= SEARCH_LIMIT
     return refit == "gaussian" and problem.moments is not None and modelled and fits

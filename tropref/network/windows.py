@@ -308,11 +308,10 @@ def conv_rows(a: np.ndarray, layer: Conv2d) -> np.ndarray:
     True
     """
     W = np.asarray(layer.W)
-    O, C, kh, kw = W.shape
+    O, C = W.shape[:2]
     t, b, l, r = layer.padding
-    (sh, sw), (dh, dw) = layer.stride, layer.dilation
     M, _, H, Wd = a.shape
-    Ho, Wo = out_size(H, kh, sh, t, b, dh), out_size(Wd, kw, sw, l, r, dw)
+    Ho, Wo = _out_hw(layer, H, Wd)
     padded = np.zeros((M, H + t + b, Wd + l + r, C))
     padded[:, t : t + H, l : l + Wd] = a.transpose(0, 2, 3, 1)
     out = np.zeros((M, Ho, Wo, O))
