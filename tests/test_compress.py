@@ -339,3 +339,18 @@ def test_blockwise_rewrite_is_one_segment_sum(dtype):
     fold[np.flatnonzero(labels >= 0), labels[labels >= 0]] = scale[labels >= 0]
     product = np.einsum("mjs,jc->mcs", V.astype(np.float64), fold)
     np.testing.assert_allclose(got, product, rtol=1e-5, atol=1e-5)
+
+
+def test_principal_falls_back_to_the_mean_only_where_the_sign_is_undecided():
+    """Two equal-mass members that are opposite give no sign to the leading direction: that
+    cluster keeps its weighted mean (here 0), computed only then; the others their direction."""
+    from tropref.methods.tropnnc import _principal
+
+    u = np.array([0.6, 0.8, 0.0])
+    D = np.array([u, -u, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    m = np.array([2.0, 2.0, 1.0, 3.0])
+    rep = _principal(np, np.array([0, 0, 1, 1]), D, m, 2)
+    np.testing.assert_array_equal(rep[0], np.zeros(3))
+    np.testing.assert_allclose(rep[1], [0.0, 1.0, 0.0], atol=1e-12)  # the heavier member's axis
+    rep_no_fallback = _principal(np, np.array([0, 1, 1, 1]), D[[2, 0, 2, 3]], m, 2)
+    np.testing.assert_allclose(np.linalg.norm(rep_no_fallback, axis=1), 1.0)

@@ -56,6 +56,23 @@ def test_segment_sum_of_singletons_in_order_is_a_gather_without_arithmetic():
     np.testing.assert_array_equal(segment_sum(np, x, labels, 4, axis=1), x[:, [1, 3, 4, 6]])
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_segment_sum_adds_the_members_left_to_right_on_every_axis(axis):
+    # the documented order: ((x_a + x_b) + x_c) + ... in ascending member index, whatever the
+    # axis and the segment's size (NumPy's own sum over a contiguous axis is pairwise from 8)
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(12, 12)) * 10.0 ** rng.uniform(-4, 4, size=(12, 12))).astype(np.float32)
+    x = x if axis == 0 else x.T.copy()
+    labels = np.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])  # one segment of 10 members
+    members = np.flatnonzero(labels == 0)
+    w = rng.uniform(0.5, 2.0, size=12).astype(np.float32)
+    expected = np.take(x, [members[0]], axis=axis) * w[members[0]]
+    for j in members[1:]:
+        expected = expected + np.take(x, [j], axis=axis) * w[j]
+    out = segment_sum(np, x, labels, 3, axis=axis, weights=w)
+    np.testing.assert_array_equal(np.take(out, [0], axis=axis), expected)
+
+
 def test_segment_sum_rejects_labels_that_do_not_fit():
     with pytest.raises(ValueError, match="labels"):
         segment_sum(np, np.ones((3, 2)), np.array([0, 1]), 2)

@@ -104,17 +104,18 @@ def distances(
     n = int(cost.shape[0])
     norms = np.sqrt(sq) if close is not None else None
     found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for lo in range(0, n, 256):
-        rows = cost[lo : lo + 256]
+    step = max(1, 2**18 // max(n, 1))  # 2 MiB of rows: the block and its temporaries stay in cache
+    for lo in range(0, n, step):
+        rows = cost[lo : lo + step]
         rows *= -2.0
-        rows += sq[lo : lo + 256, None] + sq[None, :]
+        rows += sq[lo : lo + step, None] + sq[None, :]
         if close is not None:
-            i, j = np.nonzero(rows <= close * norms[lo : lo + 256, None] * norms[None, :])
+            i, j = np.nonzero(rows <= close * norms[lo : lo + step, None] * norms[None, :])
             upper = i + lo < j  # each pair once, the diagonal never
             found_i.append(i[upper] + lo)
             found_j.append(j[upper])
         np.maximum(rows, 0.0, out=rows)
-        rows *= w[lo : lo + 256, None] * w[None, :] / (w[lo : lo + 256, None] + w[None, :])
+        rows *= w[lo : lo + step, None] * w[None, :] / (w[lo : lo + step, None] + w[None, :])
     return np.concatenate(found_i), np.concatenate(found_j)
 
 

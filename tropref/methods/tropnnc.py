@@ -439,14 +439,16 @@ def _merge_group(
     its fold coefficients; ``run`` gets the certificate objective. Also returns the group's
     zonotope bound when the layer has one output (else None)."""
     _, D, m, v, a = units
-    rep = segment_sum(xp, D, labels, k, weights=m) / segment_sum(xp, m, labels, k)[:, None]
     if refine == "weiszfeld" and k < int(D.shape[0]):
+        rep = _weighted_mean(xp, D, m, labels, k)
         run["certificate_objective_before_refine"] = float(xp.sum(m * _fold(xp, D, rep, labels, projection=False)[1]))
         refined = weiszfeld(D, xp.asarray(labels, device=device(D)), k, weights=m)
         labels, rep = to_numpy(refined.labels).astype(np.int64), refined.centers
         run["refine_n_iter"] = refined.n_iter
     elif representative == "principal":
-        rep = _principal(xp, labels, D, m, rep)
+        rep = _principal(xp, labels, D, m, k)
+    else:
+        rep = _weighted_mean(xp, D, m, labels, k)
     # φ_j / α_j per unit (how much of the representative each member is read through)
     # and ‖ŵ_j − (φ_j / α_j) u_C‖, in one pass over the directions
     coef, residual = _fold(xp, D, rep, labels, projection=fold == "projection")
@@ -592,7 +594,12 @@ def _fold(xp: Any, D: Array, rep: Array, labels: np.ndarray, *, projection: bool
     return xp.concat(coefs), xp.concat(residuals)
 
 
-def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> Array:
+def _weighted_mean(xp: Any, D: Array, m: Array, labels: np.ndarray, k: int) -> Array:
+    """``Σ_C m_j ŵ_j / Σ_C m_j`` per cluster: the mean representative."""
+    return segment_sum(xp, D, labels, k, weights=m) / segment_sum(xp, m, labels, k)[:, None]
+
+
+def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, k: int) -> Array:
     """Leading eigenvector of ``S_C = Σ_C m_j ŵ_j ŵ_jᵀ`` per cluster, exactly.
 
     ``S_C = X_Cᵀ X_C`` with rows ``√m_j ŵ_j``, so its leading eigenvector is ``X_Cᵀ y``
@@ -605,9 +612,9 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
     work: small when most clusters are small); ``u = Σ_j
     √m_j y_j ŵ_j`` is then one segment sum on the device. The sign makes
     ``Σ_C m_j ŵ_j · u = λ Σ_C √m_j y_j`` positive; a cluster where that is zero keeps its
-    mean. A single unit is its own direction.
+    mean (computed only then: one more pass over ``D``). A single unit is its own direction.
     """
-    k, n = int(mean.shape[0]), int(D.shape[0])
+    n = int(D.shape[0])
     Dh, root = to_numpy(D), np.sqrt(to_numpy(m).astype(np.float64))  # D stays in its dtype
     coef, fallback = np.zeros(n), np.zeros(k, dtype=bool)
     for clusters, block in size_blocks(labels, k, 8 * int(Dh.shape[1]), whole_singletons=True):
@@ -627,6 +634,9 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, mean: Array) -> 
         fallback[clusters] = agree == 0
     u = segment_sum(xp, D, labels, k, weights=asarray_like(coef, xp, D))
     u = u / xp.linalg.vector_norm(u, axis=1)[:, None]
+    if not fallback.any():
+        return u
+    mean = _weighted_mean(xp, D, m, labels, k)
     return xp.where(asarray_like(fallback, xp, D, dtype=xp.bool)[:, None], mean, u)
 
 
