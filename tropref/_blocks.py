@@ -182,7 +182,8 @@ def segment_sum(
 
     The array API has no scatter-add, so the sum is made of gathers. The members are sorted
     on the host by segment; segments of equal size ``s`` are gathered together with one
-    ``xp.take`` into a ``(..., segments, s, ...)`` block and summed over ``s``. No padding is
+    ``xp.take`` into a member-major ``(..., s, segments, ...)`` block, whose ``s`` slabs are
+    added. No padding is
     needed (at most ``√(2n)`` distinct sizes, so as many gathers), each block is cut so that
     its temporaries stay below ``max_bytes``, and the blocks are put back in segment order by
     one last gather, skipped when they already are in order. Every output entry is the sum
@@ -303,7 +304,7 @@ def _gather_sum(xp: Any, x: Array, index: np.ndarray, size: int, axis: int, weig
     Member-major, so that the sum is one addition of whole slabs per member, in the members'
     order, left to right: the same order on every backend and axis. (``xp.sum`` over the
     member axis would leave the order to the library: NumPy sums a contiguous axis pairwise
-    from eight terms, and element by element, ten times slower, when it is the last.)
+    from eight terms, and element by element, slowly, when it is the last.)
     """
     idx = xp.asarray(index, device=_device(x))
     g = xp.take(x, idx, axis=axis)
