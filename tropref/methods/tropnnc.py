@@ -633,7 +633,8 @@ def _principal(xp: Any, labels: np.ndarray, D: Array, m: Array, k: int) -> Array
         coef[block] = root[block] * y * np.sign(agree)[:, None]
         fallback[clusters] = agree == 0
     u = segment_sum(xp, D, labels, k, weights=asarray_like(coef, xp, D))
-    u = u / xp.linalg.vector_norm(u, axis=1)[:, None]
+    norm = xp.linalg.vector_norm(u, axis=1)
+    u = u / xp.where(norm > 0, norm, xp.ones_like(norm))[:, None]  # u = 0 only where the mean replaces it
     if not fallback.any():
         return u
     mean = _weighted_mean(xp, D, m, labels, k)
