@@ -18,9 +18,10 @@ the test accuracy (%):
   the column ``two-stage``, the second call with the default, must equal ``default``);
 - ``every β``: ``outgoing=β`` on every layer.
 
-Then two data-free scores of the last layer's merge, with β = 0 and with β: the
-certificate's sum ``Σ_j ‖V_j‖ ‖a_j − φ_j ã_C‖`` (``a_j = (w_j, b_j)``, ``V_j`` the
-classifier's column ``j``) and the error while a cluster's members are active together,
+Then two data-free scores of the last layer's merge, with β = 0 and with β: the sum over
+the classifier's outputs of the layer's certificate (:func:`tropref.compress_layer`'s
+``certificate``, ``Σ_j |V_ij| ‖a_j − φ_j ã_C‖`` for output ``i``, ``a_j = (w_j, b_j)``,
+``V_j`` the classifier's column ``j``) and the error while a cluster's members are active together,
 which sees their cancellation in the classifier, ``Σ_C ‖Σ_{j∈C} V_j (a_j − φ_j ã_C)ᵀ‖_F``
 (:func:`tropref.compress_layer` on the layer as the walk sees it).
 
@@ -51,9 +52,8 @@ def _scores(net, last: str, k: int, beta: float) -> tuple[float, float]:
     W, b, V = (np.asarray(a, dtype=np.float64) for a in (net.layers[at].W, net.layers[at].b, reader.W))
     res = tropref.compress_layer(W, b, k, W_next=V, seed=0, outgoing=beta)
     R = np.column_stack([W, b]) - res.scale[:, None] * np.column_stack([res.W, res.b])[res.assignment]
-    certificate = float(np.sum(np.linalg.norm(V, axis=0) * np.linalg.norm(R, axis=1)))
     together = sum(np.linalg.norm(V[:, res.assignment == c] @ R[res.assignment == c]) for c in range(res.k))
-    return certificate, float(together)
+    return float(np.sum(res.certificate)), float(together)
 
 
 def main() -> None:
