@@ -1,6 +1,7 @@
 """ResNet-20 with its residual stream compressed, beside its inner channels alone (docs/results.md, section 11).
 
     python examples/coupled_groups.py [--images N] [--seeds 0 1 2] [--out FILE.md]
+    python examples/coupled_groups.py --budget [--images N] [--out FILE.md]
 
 Compresses the shipped ``resnet20`` two ways with every data-free method:
 
@@ -17,6 +18,12 @@ parameter count not above it is found (bisection on ``q``) and compressed too.
 
 Methods that draw random numbers are run with every seed of ``--seeds`` (mean ± std);
 TropNNC, CUP, Neuron Merging and L1 are deterministic (seed 0).
+
+``--budget`` asks the same question of a non-uniform :class:`tropref.Budget` of
+parameters: TropNNC (its default, and without its corrections) with ``Budget(params=q)``
+on the inner channels alone, and with ``coupled=True``, where the budget is allocated over
+the streams and the inner channels together; each row gives the widths the allocation
+chose for the three streams and for the nine inner layers (their ranges).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 import numpy as np
 
 from tropref.experiments import evaluation_data, load_model, predict
-from tropref.network import compress_network, count_macs, count_params
+from tropref.network import Budget, compress_network, count_macs, count_params
 
 METHODS = {  # label: (method, options, seeded)
     "tropnnc": ("tropnnc", {}, False),
@@ -62,12 +69,41 @@ def _matching_inner(net, params):
     return lo
 
 
+def _budget_table(net, x, y, f, shape) -> list[str]:
+    """TropNNC with ``Budget(params=q)``, inner only and with the streams, in one table."""
+    p0, m0 = count_params(net), count_macs(net, shape)
+    rows = [
+        "| budget | scope | `tropnnc` options | params | MACs | accuracy % / agreement % / rel. error "
+        "| stream widths | inner widths |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    inner = [name for layer in net.layers if (name := getattr(layer, "name", None) or "").endswith("conv1")]
+    for q in FRACTIONS:
+        for label, options in (("default", {}), ("no correction", METHODS["tropnnc, no correction"][1])):
+            for scope, coupled in (("inner", False), ("whole", True)):
+                small, report = compress_network(
+                    net, Budget(params=q), seed=0, certify=False, progress=False, coupled=coupled, **options
+                )
+                acc, agree, rel = _scores(net, small, x, y, f)
+                widths = {r.name: r.width_after for r in report.layers}
+                streams = [widths[n] for n in ("stem", "s2b1_down", "s3b1_down") if n in widths]
+                kept = [widths[n] for n in inner]
+                rows.append(
+                    f"| {q:.0%} | {scope} | {label} | {count_params(small) / p0:.1%} | "
+                    f"{count_macs(small, shape) / m0:.1%} | {acc:.2f} / {agree:.1f} / {rel:.3f} | "
+                    f"{streams} | {min(kept)}–{max(kept)} |"
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", help="also write the tables to this Markdown file")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="columns to run")
+    parser.add_argument("--budget", action="store_true", help="TropNNC with Budget(params=q), inner and whole")
     args = parser.parse_args()
     methods = {label: METHODS[label] for label in args.methods}
     t0 = time.perf_counter()
@@ -82,6 +118,9 @@ def main() -> None:
         "Cells: accuracy % / agreement % / relative logit error.",
         "",
     ]
+    if args.budget:
+        _finish([*lines, *_budget_table(net, x, y, f, shape)], t0, args.out)
+        return
     scopes = {"inner": {}, "whole": {"coupled": True}}
     header = "| scope | kept | params | MACs | " + " | ".join(f"`{m}`" for m in methods) + " |"
     rows = [header, "|---" * (4 + len(methods)) + "|"]
@@ -125,11 +164,15 @@ def main() -> None:
             f"{count_params(inner):,} | {si[0]:.2f} / {si[1]:.1f} / {si[2]:.3f} |"
         )
         print(lines[-1], flush=True)
-    lines += ["", f"({time.perf_counter() - t0:.0f} s)"]
-    text = "\n".join(lines)
+    _finish(lines, t0, args.out)
+
+
+def _finish(lines: list[str], t0: float, out: str | None) -> None:
+    """Print the tables with the time taken, and write them to ``out`` when given."""
+    text = "\n".join([*lines, "", f"({time.perf_counter() - t0:.0f} s)"])
     print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
 
 

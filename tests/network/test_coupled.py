@@ -23,6 +23,8 @@ from tropref.network import (
     ReLU,
     analyse,
     compress_network,
+    count_macs,
+    count_params,
     forward,
 )
 from tropref.network.coupled import (
@@ -34,6 +36,8 @@ from tropref.network.coupled import (
     group_widths,
     groups_certificate,
 )
+from tropref.network.shapes import output_shapes
+from tropref.network.widths import folded_batchnorms, graph_cost
 
 
 def _stream_net(rng, n=4, dup=True, d=3, hidden=5, scaled=True):
@@ -139,11 +143,9 @@ def test_inputs_unchanged_and_hidden_layers_compressed_too():
     assert plain.layers[0].W.shape == (6, 3)  # off by default
 
 
-def test_coupled_refuses_budgets_and_data_driven_methods():
+def test_coupled_refuses_data_driven_methods():
     rng = np.random.default_rng(2)
     net = _stream_net(rng, dup=False)
-    with pytest.raises(ValueError, match="Budget"):
-        compress_network(net, Budget(params=0.5), coupled=True)
     with pytest.raises(ValueError, match=r"coupled group stream of 'stem'.*data"):
         compress_network(net, 0.5, method="thinet", coupled=True, data=rng.normal(size=(20, 3)))
 
@@ -472,3 +474,110 @@ def test_groups_certificate_bounds_the_change_of_compressing_a_group(seed):
     assert len(shares) == 1
     assert groups_certificate([net, small], [group], [errors], [scale], [info["assignment"]], [info["gates"]],
                               inputs=None, input_radius=None) == (None, [])  # fmt: skip
+
+
+def _conv_stream_net(rng):
+    """A convolutional stream with a BatchNorm after a hidden layer's ReLU (folded into its
+    reader once that layer is compressed), pooled and flattened into the classifier."""
+    bn = BatchNorm(rng.normal(size=5), rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5), rng.normal(size=5))
+    layers = [
+        Conv2d(rng.normal(size=(6, 2, 3, 3)), padding=(1, 1, 1, 1), name="stem"),
+        ReLU(),
+        Conv2d(rng.normal(size=(5, 6, 3, 3)), rng.normal(size=5), padding=(1, 1, 1, 1), name="inner"),
+        ReLU(),
+        bn,
+        Conv2d(rng.normal(size=(6, 5, 3, 3)), padding=(1, 1, 1, 1), name="out"),
+        Add(),
+        ReLU(),
+        AvgPool2d((2, 2)),
+        Flatten(),
+        Dense(rng.normal(size=(3, 6 * 4))),
+    ]
+    inputs = [(-1,), (0,), (1,), (2,), (3,), (4,), (5, 1), (6,), (7,), (8,), (9,)]
+    return Network(layers, (2, 4, 4), inputs)
+
+
+@pytest.mark.parametrize("model", ["stream", "preact", "conv", "resnet20"])
+def test_graph_cost_is_what_compress_network_builds_with_its_groups(model):
+    rng = np.random.default_rng(4)
+    net = {
+        "stream": lambda: _stream_net(rng, dup=False, n=6),
+        "preact": lambda: _preact_net(rng, n=6, dup=False),
+        "conv": lambda: _conv_stream_net(rng),
+        "resnet20": lambda: load_model("resnet20")[0],
+    }[model]()
+    s = analyse(net)
+    groups = [g for g in coupled_groups(s.work) if g.why is None]
+    shapes = output_shapes(s.work)
+    for _ in range(3):
+        widths = {g: int(rng.integers(1, s.work.layers[g].units + 1)) for g in s.compressible}
+        keep = {s.origin(g): k for g, k in widths.items()}
+        for group in groups:
+            k = int(rng.integers(1, group.units + 1))
+            widths.update(dict.fromkeys(group.producers, k))
+            keep[s.origin(group.producers[0])] = k
+        small, _ = compress_network(net, keep, method="l1", seed=0, coupled=True, certify=False, progress=False)
+        kw = dict(vanishing_bn=folded_batchnorms(s, s.compressible), merged=frozenset(s.compressible))
+        assert graph_cost(s.work, widths, kind="params", shapes=None, **kw) == count_params(small)
+        assert graph_cost(s.work, widths, kind="macs", shapes=shapes, **kw) == count_macs(small, net.input_shape)
+
+
+@pytest.mark.parametrize("kind", ["units", "params", "macs"])
+@pytest.mark.parametrize("fraction", [0.8, 0.65])
+def test_budget_over_coupled_groups_is_met_and_cuts_the_duplicated_stream_first(kind, fraction):
+    # the stream's 2n channels are n duplicated pairs: probed at the uniform width (at least
+    # n at these fractions) its merges are exact, so the allocation cuts the stream first
+    rng = np.random.default_rng(5)
+    net = _stream_net(rng, n=6, dup=True, hidden=8)
+    x = rng.normal(size=(100, 3))
+    budget = Budget(**{kind: fraction})
+    small, report = compress_network(net, budget, seed=0, coupled=True, inputs=x)
+    widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
+    if kind == "units":
+        # the stream's channels count once (written by three producers), as its width
+        used, total = (sum(widths[n][t] for n in ("stem", "b0_in", "b1_in")) for t in (1, 0))
+    else:
+        count = count_params if kind == "params" else (lambda m: count_macs(m, (3,)))
+        used, total = count(small), count(net)
+    assert used <= fraction * total
+    stream, inner = widths["stem"], widths["b0_in"]
+    assert widths["b0_out"] == widths["b1_out"] == stream
+    assert stream[1] / stream[0] < inner[1] / inner[0]
+    assert report.measured_error <= report.certificate
+    plain, _ = compress_network(net, budget, seed=0, inputs=x)
+    assert plain.layers[0].W.shape[0] == 12  # without coupled=True the stream keeps every channel
+
+
+@settings(max_examples=15, deadline=None)
+@given(residual_graphs(), st.sampled_from([Budget(params=0.5), Budget(units=0.4), Budget(macs=0.6, floor=0)]))
+def test_certificate_holds_with_a_budget_over_coupled_groups_on_random_residual_graphs(case, budget):
+    net, x = case
+    try:
+        small, report = compress_network(net, budget, seed=0, inputs=x, coupled=True)
+    except ValueError as exc:  # a budget below one unit per layer is refused, with its reason
+        if "cannot be met" not in str(exc):
+            raise
+        return
+    err = np.abs(forward(small, x) - forward(net, x))
+    if report.certificate is not None:
+        assert np.all(err <= report.certificate_per_output.reshape(1, -1) * (1 + 1e-9) + 1e-9)
+
+
+def test_torch_resnet18_budget_over_its_streams_is_met_and_written_back():
+    torch = pytest.importorskip("torch")
+    from tests.torch_resnets import randomise_batchnorm, resnet18
+    from tropref.adapters.torch import compress
+
+    torch.manual_seed(1)
+    model = randomise_batchnorm(resnet18(width=8, num_classes=5)).double().eval()
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    small, report = compress(model, Budget(params=0.4), inputs=x, coupled=True, progress=False, in_place=True)
+    # the budget is of the network tropref reads (BatchNorms folded), which the report counts
+    assert report.params_after <= 0.4 * report.params_before
+    widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
+    assert widths["layer4.1.conv2"] == widths["layer4.0.downsample.0"]  # one width per stream
+    assert small.layer4[1].conv2.out_channels == widths["layer4.1.conv2"][1]
+    with torch.no_grad():
+        error = float(np.max(np.abs(small(x).numpy() - model(x).numpy())))
+    assert error == pytest.approx(report.measured_error, rel=1e-6)
+    assert report.certificate is None or report.certificate >= report.measured_error

@@ -130,11 +130,13 @@ def compress_network(
         channels that meet in an addition, as the residual stream of a ResNet, each group
         with one partition shared by all the layers that write it, and every reader
         rewritten. ``keep`` applies to each group as to a hidden layer (a mapping names a
-        group by any of its producers). The groups are compressed first, on the original
-        weights, then the hidden layers. Needs a data-free method; a :class:`Budget` does
-        not allocate over groups yet. Off by default: on the shipped ResNet-20 the inner
-        channels alone keep more of the function at the same parameter count
-        (``docs/results.md``, section 11).
+        group by any of its producers; a :class:`Budget` allocates over the groups and the
+        hidden layers together, each group as one more layer,
+        :func:`~tropref.network.widths.budget_widths`). The groups are compressed first, on
+        the original weights, then the hidden layers. Needs a data-free method. Off by
+        default: on the shipped ResNet-20 the inner channels alone keep more of the function
+        at the same parameter count, with a fraction and with a Budget
+        (``docs/results.md``, sections 11 and 15).
     round_to : int, optional
         Round every width to a multiple of ``round_to`` (8 or 16 for hardware that runs
         such channel counts fastest), never above the layer's own width
@@ -186,7 +188,7 @@ def compress_network(
     steps["fold_batchnorm"] = time.perf_counter() - t0
     skipped = resolve_layers(net, skip, "skip")
     targets = [g for g in original.compressible if original.origin(g) not in skipped]
-    groups = _groups(original, skipped, keep) if coupled else []
+    groups = _groups(original, skipped) if coupled else []
 
     # 2. widths: units kept per work layer, channels kept per group (by its position in `groups`)
     units_kept, group_units_kept = _widths(net, original, keep, targets, groups, round_to, run, data, shapes)
@@ -314,10 +316,13 @@ def _widths(
     """Step 2: the units each target work layer keeps, and the channels each group keeps,
     rounded after the allocation (a Budget holds to within the rounding)."""
     if isinstance(keep, Budget):
-        units_kept = budget_widths(structure, keep, targets, _prober(structure, run, data), shapes=shapes)
+        probe = _prober(structure, run, data, groups)
+        allocated = budget_widths(structure, keep, targets, probe, shapes=shapes, groups=groups)
+        units_kept = {g: k for g, k in allocated.items() if not isinstance(g, tuple)}
+        group_units_kept = {g[1]: k for g, k in allocated.items() if isinstance(g, tuple)}
     else:
         units_kept = keep_widths(_without(keep, group_keys(keep, groups, net, structure.origin)), structure, targets)
-    group_units_kept = group_widths(keep, groups, net, structure.origin)
+        group_units_kept = group_widths(keep, groups, net, structure.origin)
     if round_to is not None:
         work = structure.work
         units_kept = {g: rounded_width(k, work.layers[g].units, round_to) for g, k in units_kept.items()}
@@ -459,11 +464,9 @@ def _certificate_step(
     return None, {}, why
 
 
-def _groups(structure: Structure, skipped: set[int], keep: Any) -> list[Group]:
+def _groups(structure: Structure, skipped: set[int]) -> list[Group]:
     """The coupled groups of the work graph that ``coupled=True`` compresses: every group
-    but those with a skipped producer (a :class:`Budget` does not allocate over groups)."""
-    if isinstance(keep, Budget):
-        raise ValueError("`coupled=True` takes a fraction or a mapping for `keep`, not a Budget (not allocated yet)")
+    but those with a skipped producer."""
     groups = coupled_groups(structure.work)
     return [group for group in groups if not any(structure.origin(p) in skipped for p in group.producers)]
 
@@ -586,9 +589,14 @@ def _value_at(work: Network, layers: list, memo: dict[int, Array], node: int, xp
     return value
 
 
-def _prober(structure: Structure, run: _Run, data: Array | None) -> Callable[[int, int], np.ndarray | None]:
+def _prober(
+    structure: Structure, run: _Run, data: Array | None, groups: Sequence[Group] = ()
+) -> Callable[[Any, int], np.ndarray | None]:
     """``probe(g, units)`` for budgets: the certificate vector of hidden work layer ``g``
-    compressed alone to ``units`` in the original network, with the merge's single fold.
+    compressed alone to ``units`` in the original network, with the merge's single fold;
+    for ``g = ("group", t)``, the summed largest errors of the producers of ``groups[t]``
+    compressed together to ``units`` channels (:func:`compress_group`, on the original
+    weights, as the walk compresses the groups).
 
     The Gaussian refit is left out of the probe (``refit="none"``): a refitted layer's
     certificate adds to the single fold's the distance the refit moved from it, which
@@ -600,7 +608,11 @@ def _prober(structure: Structure, run: _Run, data: Array | None) -> Callable[[in
     if run.method == "tropnnc":
         run = replace(run, options={**run.options, "refit": "none"})
 
-    def probe(g: int, units: int) -> np.ndarray | None:
+    def probe(g: Any, units: int) -> np.ndarray | None:
+        if isinstance(g, tuple):
+            layers = list(structure.work.layers)
+            errors, _, _ = _compress_group(layers, structure.work, groups[g[1]], units, structure, run)
+            return np.array([sum(float(np.max(e)) for e in errors.values())])
         part, pos = structure.locate(g)
         chain_layers, x = list(part.chain.layers), None
         if data is not None:

@@ -37,6 +37,12 @@ Layers whose probe certificate is zero (exact merges) are given a small floor
    infeasible.
 The cost is predicted exactly from the widths; the compressed network can only be smaller
 (methods may remove exactly removable units beyond ``k``), so the budget is always met.
+
+With ``coupled=True`` the coupled groups (:mod:`~tropref.network.coupled`) share the
+budget: each is one more "layer" of the rule, of as many units as its channels, probed by
+compressing its producers together (their summed largest errors, carried to the outputs
+from the producers' outputs), and the cost is counted over the whole graph
+(:func:`graph_cost`), since a group's width changes layers in several segments.
 """
 
 from __future__ import annotations
@@ -57,7 +63,16 @@ from .kinds import kind_of
 from .shapes import count_macs, count_params, layer_shapes, output_shapes
 from .structure import Structure
 
-__all__ = ["Budget", "keep_widths", "budget_widths", "allocate_budget", "predict_cost", "rounded_width"]
+__all__ = [
+    "Budget",
+    "keep_widths",
+    "budget_widths",
+    "allocate_budget",
+    "predict_cost",
+    "graph_cost",
+    "folded_batchnorms",
+    "rounded_width",
+]
 
 
 @dataclass(frozen=True)
@@ -118,21 +133,22 @@ class Budget:
 
 def allocate_budget(
     budget: Budget,
-    widths: Mapping[int, int],
+    widths: Mapping[Any, int],
     *,
     total: int,
-    cost: Callable[[Mapping[int, int]], int],
-    probe: Callable[[int, int], np.ndarray | None],
-    amplification: Mapping[int, float] | None = None,
-    min_width: Mapping[int, int] | None = None,
-) -> dict[int, int]:
+    cost: Callable[[Mapping[Any, int]], int],
+    probe: Callable[[Any, int], np.ndarray | None],
+    amplification: Mapping[Any, float] | None = None,
+    min_width: Mapping[Any, int] | None = None,
+) -> dict[Any, int]:
     """Widths per hidden layer meeting ``budget`` (see the module notes for the rule).
 
     Parameters
     ----------
     budget : Budget
     widths : mapping
-        The compressible hidden layers and their widths ``n_l`` before compression.
+        The compressible hidden layers (any hashable keys: work indices, and
+        ``("group", t)`` for coupled groups) and their widths ``n_l`` before compression.
     total : int
         The units, parameters or MACs the budget is a fraction of (the user's network's).
     cost : callable
@@ -238,7 +254,8 @@ def predict_cost(
     chain: Network, widths: Mapping[int, int], *, kind: str, shapes: list | None, vanishing_bn: Mapping[int, int]
 ) -> int:
     """Parameters or MACs of the chain ``chain`` once layer ``i`` has ``widths[i]`` units
-    (layers not in ``widths`` keep theirs), as :func:`tropref.compress_network` builds it.
+    (layers not in ``widths`` keep theirs), as :func:`tropref.compress_network` builds it:
+    :func:`graph_cost` on a chain, every compressed layer writing constants into its reader.
 
     ``vanishing_bn[i]`` is the BatchNorm (after the ReLU of layer ``i``) folded into the
     next layer once layer ``i`` is compressed; ``shapes`` are :func:`layer_shapes` of
@@ -274,31 +291,86 @@ def predict_cost(
     >>> count_params(compress_network(chain, {0: 4, 2: 3}, seed=0)[0])
     39
     """
+    # a chain is a graph whose layers read the one before; layer_shapes lead with the input's
+    out_shapes = None if shapes is None else shapes[1:]
+    return graph_cost(chain, widths, kind=kind, shapes=out_shapes, vanishing_bn=vanishing_bn, merged=set(widths))
+
+
+def graph_cost(
+    work: Network,
+    widths: Mapping[int, int],
+    *,
+    kind: str,
+    shapes: Sequence[tuple[int, ...]] | None,
+    vanishing_bn: Mapping[int, int],
+    merged: set[int] | frozenset[int] = frozenset(),
+) -> int:
+    """Parameters or MACs of the graph ``work`` once its dense or convolutional layer ``i``
+    has ``widths[i]`` output channels (layers not in ``widths`` keep theirs): what
+    :func:`predict_cost` counts for a chain, over a graph whose additions and coupled
+    groups change the width of channels that several layers write and read.
+
+    Each node's output channels are followed through the graph, before and after: a
+    dense/conv layer sets them, an addition takes its first input's, a concatenation sums
+    its inputs', and every other node (ReLU, pooling, BatchNorm, flatten) passes its
+    input's on. A dense or convolutional layer then counts as in :func:`predict_cost`, its
+    fan-in scaled by the change of its input's channels, with a bias where it had one or
+    where its input carries the merged channels of a layer in ``merged`` (a hidden layer's
+    merge writes constants into its reader; a coupled group's does not). A BatchNorm has
+    two parameters per channel it keeps, none when it is ``vanishing_bn[i]`` for a
+    compressed ``i`` (folded into the next layer). ``shapes`` are
+    :func:`~tropref.network.shapes.output_shapes` of ``work`` (needed for MACs).
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is neither ``"params"`` nor ``"macs"``.
+
+    Examples
+    --------
+    A residual stream of 4 channels written by ``stem`` and ``conv`` and read by ``out``:
+    at 2 channels, ``stem`` keeps 2 × 3, ``conv`` 2 × 2 (+ 2 biases), ``out`` 2 × 2.
+
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, Add
+    >>> net = Network([Dense(np.ones((4, 3)), name="stem"), ReLU(), Dense(np.ones((4, 4)), np.zeros(4), name="conv"),
+    ...                Add(), ReLU(), Dense(np.ones((2, 4)), name="out")],
+    ...               inputs=[(-1,), (0,), (1,), (2, 1), (3,), (4,)])
+    >>> graph_cost(net, {}, kind="params", shapes=None, vanishing_bn={}), graph_cost(
+    ...     net, {0: 2, 2: 2}, kind="params", shapes=None, vanishing_bn={})
+    (40, 16)
+    """
     if kind not in ("params", "macs"):
         raise ValueError(f"`kind` must be 'params' or 'macs', got {kind!r}")
-    compressed = {i for i in widths if widths[i] < chain.layers[i].units}
+    compressed = {i for i in widths if widths[i] < work.layers[i].units}
     gone_bn = {vanishing_bn[i] for i in compressed if i in vanishing_bn}
+    channels: dict[int, tuple[int, int]] = {}  # node -> its output channels, before and after
+    constants: dict[int, bool] = {}  # node -> whether it carries a merged hidden layer's channels
     total = 0
-    prev_orig = prev_new = None
-    prev_changed = False
-    for p, layer in enumerate(chain.layers):
+    for p, layer in enumerate(work.layers):
+        srcs = [s for s in work.sources(p) if s >= 0]
+        before, after = channels.get(srcs[0], (0, 0)) if srcs else (0, 0)
         if kind_of(layer).linear:
             out = int(widths.get(p, layer.units))
             fan_in = int(layer.W.shape[1])
-            if prev_orig is not None and prev_new != prev_orig:
-                fan_in = fan_in // prev_orig * prev_new
+            if before and after != before:
+                fan_in = fan_in // before * after
             ksize = int(np.prod(layer.W.shape[2:])) if layer.W.ndim == 4 else 1
             if kind == "params":
-                has_bias = layer.b is not None or prev_changed
-                total += out * fan_in * ksize + (out if has_bias else 0)
+                biased = layer.b is not None or any(constants.get(s, False) for s in srcs)
+                total += out * fan_in * ksize + (out if biased else 0)
             else:
-                spatial = int(shapes[p + 1][1] * shapes[p + 1][2]) if kind_of(layer).images else 1
+                spatial = int(shapes[p][1] * shapes[p][2]) if kind_of(layer).images else 1
                 total += out * fan_in * ksize * spatial
-            prev_changed = p in compressed
-            prev_orig, prev_new = layer.units, out
-        elif kind_of(layer).role == "batchnorm" and kind == "params" and p not in gone_bn:
-            ratio = layer.channels // prev_orig if prev_orig else 1  # per-feature after a flatten
-            total += 2 * (prev_new * ratio if prev_orig else layer.channels)
+            channels[p], constants[p] = (layer.units, out), p in compressed and p in merged
+            continue
+        role = kind_of(layer).role
+        if role == "concat":
+            before, after = (sum(channels[s][t] for s in srcs) for t in (0, 1))
+        elif role == "batchnorm" and kind == "params" and p not in gone_bn:
+            ratio = layer.channels // before if before else 1  # per-feature after a flatten
+            total += 2 * (after * ratio if before else layer.channels)
+        channels[p], constants[p] = (before, after), any(constants.get(s, False) for s in srcs)
     return total
 
 
@@ -306,14 +378,24 @@ def budget_widths(
     structure: Structure,
     budget: Budget,
     targets: Sequence[int],
-    probe: Callable[[int, int], np.ndarray | None],
+    probe: Callable[[Any, int], np.ndarray | None],
     *,
     shapes: Sequence[tuple[int, ...]] | None = None,
-) -> dict[int, int]:
+    groups: Sequence[Any] = (),  # coupled.Group (its module sits above this one): producers, units, why
+) -> dict[Any, int]:
     """:func:`allocate_budget` over the hidden layers ``targets`` (work indices) of a
-    network: the cost summed over its segments (:func:`predict_cost`), the amplification of
-    each layer's error carried to the output along every path (:func:`carry_bound`), the
-    smallest widths that pinned channels allow.
+    network, and over its coupled ``groups``: the cost summed over its segments
+    (:func:`predict_cost`; over the whole graph, :func:`graph_cost`, once groups share the
+    budget), the amplification of each layer's error carried to the output along every
+    path (:func:`carry_bound`), the smallest widths that pinned channels allow.
+
+    A group ``t`` is allocated as one more layer, under the key ``("group", t)``: its
+    width is the channels all its producers keep, its probe ``probe(("group", t), k)`` the
+    summed largest errors of its producers compressed together to ``k`` channels
+    (:func:`~tropref.network.coupled.compress_group`), and its amplification the largest of
+    its producers' (from their outputs). A units budget counts a group's channels once,
+    however many producers write them. Groups that cannot be compressed (``why``) are
+    left out.
 
     Parameters
     ----------
@@ -325,15 +407,19 @@ def budget_widths(
         The hidden layers to compress (work indices, ``structure.compressible`` or part of it).
     probe : callable
         ``probe(g, k)``: the certificate vector of layer ``g`` compressed alone to ``k``
-        units (None when the method gives none: the uniform widths are then used).
+        units (None when the method gives none: the uniform widths are then used), and of
+        group ``("group", t)``.
     shapes : sequence of tuple of int, optional
         :func:`~tropref.network.shapes.output_shapes` of ``structure.work``, when the caller
         has them (the walk computes them once); computed here otherwise.
+    groups : sequence of Group, optional
+        :func:`~tropref.network.coupled.coupled_groups` of ``structure.work`` that share
+        the budget.
 
     Returns
     -------
     dict
-        Work index -> units kept.
+        Work index -> units kept, and ``("group", t)`` -> channels kept.
 
     Raises
     ------
@@ -360,31 +446,40 @@ def budget_widths(
     ValueError: a MACs budget needs the network's `input_shape`
     """
     work, kind = structure.work, budget.kind
-    n = {g: work.layers[g].units for g in targets}
+    shared = {("group", t): group for t, group in enumerate(groups) if group.why is None}
+    n: dict[Any, int] = {g: work.layers[g].units for g in targets}
+    n.update({key: group.units for key, group in shared.items()})
     if kind == "units":
         total: int | None = sum(n.values())
     else:
         total = count_params(structure.net) if kind == "params" else count_macs(structure.net, structure.input_shape)
     if total is None:
         raise ValueError("a MACs budget needs the network's `input_shape`")
+    if kind == "macs" and shared and shapes is None:
+        try:
+            shapes = output_shapes(work)
+        except ValueError:
+            raise ValueError("a MACs budget needs the network's `input_shape`") from None
+    folded = folded_batchnorms(structure, targets)
     per_part = []  # each part's targets (local -> work index), vanishing BatchNorms and shapes
     for part in structure.parts:
         local = {i: g for i, g in enumerate(part.at) if g in n}
-        hidden = {i: part.hidden[i] for i in local}
-        vanishing = {
-            i: h.bn
-            for i, h in hidden.items()
-            if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any()
-        }
+        vanishing = {i: part.hidden[i].bn for i, g in local.items() if g in folded}
         try:
             chain_shapes = _chain_shapes(structure, part, shapes) if kind == "macs" else None
         except ValueError:
             raise ValueError("a MACs budget needs the network's `input_shape`") from None
         per_part.append((part, local, vanishing, chain_shapes))
 
-    def cost(widths: Mapping[int, int]) -> int:
+    hidden = frozenset(targets)
+
+    def cost(widths: Mapping[Any, int]) -> int:
         if kind == "units":
             return sum(widths.values())
+        if shared:  # the groups' channels are read across segments: count over the graph
+            per_layer = {g: k for g, k in widths.items() if g not in shared}
+            per_layer.update({p: widths[key] for key, group in shared.items() for p in group.producers})
+            return graph_cost(work, per_layer, kind=kind, shapes=shapes, vanishing_bn=folded, merged=hidden)
         return sum(
             predict_cost(
                 part.chain,
@@ -402,9 +497,33 @@ def budget_widths(
         total=total,
         cost=cost,
         probe=probe,
-        amplification=_amplifications(structure, targets, shapes),
+        amplification=_amplifications(structure, targets, shapes, shared),
         min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
     )
+
+
+def folded_batchnorms(structure: Structure, targets: Sequence[int]) -> dict[int, int]:
+    """For each hidden work layer in ``targets`` whose ReLU a BatchNorm follows, that
+    BatchNorm's work index when it is folded into the next layer once the layer is
+    compressed (it neither stays, :func:`~tropref.network._after_relu.keeps_batchnorm`, nor
+    pins channels): the ``vanishing_bn`` of :func:`graph_cost`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, BatchNorm, analyse
+    >>> bn = BatchNorm(np.zeros(4), np.ones(4), np.ones(4), np.zeros(4))
+    >>> s = analyse(Network([Dense(np.ones((4, 3))), ReLU(), bn, Dense(np.ones((2, 4)))]))
+    >>> folded_batchnorms(s, s.compressible)
+    {0: 2}
+    """
+    out = {}
+    for g in targets:
+        part, i = structure.locate(g)
+        h = part.hidden[i]
+        if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any():
+            out[g] = part.at[h.bn]
+    return out
 
 
 def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, ...]] | None) -> list[tuple[int, ...]]:
@@ -419,21 +538,27 @@ def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, .
 
 
 def _amplifications(
-    structure: Structure, targets: Sequence[int], shapes: Sequence[tuple[int, ...]] | None = None
-) -> dict[int, float]:
-    """Largest output change per unit change of the next layer's pre-activations ({} when
-    the input shape is unknown: every layer then counts 1); ``shapes``: the work graph's
-    output shapes, computed here when not given."""
+    structure: Structure,
+    targets: Sequence[int],
+    shapes: Sequence[tuple[int, ...]] | None = None,
+    groups: Mapping[Any, Any] | None = None,
+) -> dict[Any, float]:
+    """Largest output change per unit change of the next layer's pre-activations, and for a
+    group the largest over its producers' outputs ({} when the input shape is unknown:
+    every layer then counts 1); ``shapes``: the work graph's output shapes, computed here
+    when not given."""
     try:
         host = map_arrays(structure.work, lambda a: to_numpy(a).astype(np.float64))
         shapes = output_shapes(host) if shapes is None else shapes
     except ValueError:
         return {}
-    out = {}
-    for g in targets:
-        j = structure.next_layer(g)
+
+    def carried(j: int) -> float:
         ones = np.ones(structure.work.layers[j].units)
-        out[g] = float(np.max(carry_bound(host, j, ones, shapes, host.input_shape)))
+        return float(np.max(carry_bound(host, j, ones, shapes, host.input_shape)))
+
+    out: dict[Any, float] = {g: carried(structure.next_layer(g)) for g in targets}
+    out.update({key: max(carried(p) for p in group.producers) for key, group in (groups or {}).items()})
     return out
 
 
