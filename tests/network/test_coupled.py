@@ -576,8 +576,35 @@ def test_torch_resnet18_budget_over_its_streams_is_met_and_written_back():
     assert report.params_after <= 0.4 * report.params_before
     widths = {r.name: (r.width_before, r.width_after) for r in report.layers}
     assert widths["layer4.1.conv2"] == widths["layer4.0.downsample.0"]  # one width per stream
+    assert widths["layer4.1.conv2"][1] < 64  # the budget cut that stream
     assert small.layer4[1].conv2.out_channels == widths["layer4.1.conv2"][1]
     with torch.no_grad():
         error = float(np.max(np.abs(small(x).numpy() - model(x).numpy())))
     assert error == pytest.approx(report.measured_error, rel=1e-6)
+    assert report.certificate is None or report.certificate >= report.measured_error
+
+
+def test_keras_residual_budget_over_its_stream_is_met_and_rebuilt():
+    keras = pytest.importorskip("keras")
+    from keras import layers as L
+
+    from tests.adapters.test_keras_graph import _np, _randomise_bn
+    from tropref.adapters.keras import compress
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((8, 8, 3))
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(12, 3, padding="same", use_bias=False, name="stem")(inp)))
+    for blk in range(2):
+        r = L.ReLU()(L.BatchNormalization()(L.Conv2D(10, 3, padding="same", name=f"b{blk}_c1")(h)))
+        r = L.BatchNormalization()(L.Conv2D(12, 3, padding="same", name=f"b{blk}_c2")(r))
+        h = L.ReLU()(L.Add()([r, h]))
+    model = keras.Model(inp, L.Dense(4, name="fc")(L.GlobalAveragePooling2D()(h)))
+    _randomise_bn(model.layers)
+    x = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype("float32")
+    small, report = compress(model, Budget(params=0.3), inputs=x, coupled=True, progress=False)
+    assert report.params_after <= 0.3 * report.params_before
+    widths = {r.name: r.width_after for r in report.layers}
+    assert widths["stem"] == widths["b0_c2"] == widths["b1_c2"] < 12  # the stream cut, one width
+    error = float(np.max(np.abs(_np(small(x)) - _np(model(x)))))
+    assert error == pytest.approx(report.measured_error, rel=1e-4, abs=1e-6)
     assert report.certificate is None or report.certificate >= report.measured_error
