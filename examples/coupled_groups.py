@@ -34,7 +34,9 @@ import time
 import numpy as np
 
 from tropref.experiments import evaluation_data, load_model, predict
-from tropref.network import Budget, compress_network, count_macs, count_params
+from tropref.network import Budget, analyse, compress_network, count_macs, count_params
+from tropref.network.coupled import coupled_groups
+from tropref.network.widths import amplifications
 
 METHODS = {  # label: (method, options, seeded)
     "tropnnc": ("tropnnc", {}, False),
@@ -67,6 +69,21 @@ def _matching_inner(net, params):
         small, _ = compress_network(net, mid, method="l1", seed=0, certify=False, progress=False)
         lo, hi = (mid, hi) if count_params(small) <= params else (lo, mid)
     return lo
+
+
+def _amplification_lines(net) -> list[str]:
+    """The amplification each inner layer and each stream gets in the budget's allocation."""
+    s = analyse(net)
+    groups = {("group", t): g for t, g in enumerate(coupled_groups(s.work)) if g.why is None}
+    amp = amplifications(s, s.compressible, None, groups)
+    names = {g: net.label(s.origin(g)) for g in s.compressible}
+    names.update({key: g.label(s.work) for key, g in groups.items()})
+    return [
+        "",
+        "The amplification of each layer and stream in the allocation (`widths.amplifications`):",
+        "",
+        *(f"- {names[key]}: {value:.3g}" for key, value in amp.items()),
+    ]
 
 
 def _budget_table(net, x, y, f, shape) -> list[str]:
@@ -119,7 +136,7 @@ def main() -> None:
         "",
     ]
     if args.budget:
-        _finish([*lines, *_budget_table(net, x, y, f, shape)], t0, args.out)
+        _finish([*lines, *_budget_table(net, x, y, f, shape), *_amplification_lines(net)], t0, args.out)
         return
     scopes = {"inner": {}, "whole": {"coupled": True}}
     header = "| scope | kept | params | MACs | " + " | ".join(f"`{m}`" for m in methods) + " |"

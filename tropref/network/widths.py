@@ -71,6 +71,7 @@ __all__ = [
     "predict_cost",
     "graph_cost",
     "folded_batchnorms",
+    "amplifications",
     "rounded_width",
 ]
 
@@ -497,7 +498,7 @@ def budget_widths(
         total=total,
         cost=cost,
         probe=probe,
-        amplification=_amplifications(structure, targets, shapes, shared),
+        amplification=amplifications(structure, targets, shapes, shared),
         min_width={g: min_width(structure.locate(g)[0].chain, structure.hidden(g)) for g in targets},
     )
 
@@ -537,16 +538,29 @@ def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, .
     return [tuple(first), *(shapes[g] for g in part.at)]
 
 
-def _amplifications(
+def amplifications(
     structure: Structure,
     targets: Sequence[int],
     shapes: Sequence[tuple[int, ...]] | None = None,
     groups: Mapping[Any, Any] | None = None,
 ) -> dict[Any, float]:
-    """Largest output change per unit change of the next layer's pre-activations, and for a
-    group the largest over its producers' outputs ({} when the input shape is unknown:
-    every layer then counts 1); ``shapes``: the work graph's output shapes, computed here
-    when not given."""
+    """The amplification ``A_l`` of :func:`budget_widths`: for each hidden work layer in
+    ``targets``, the largest change of an output per unit change of every pre-activation
+    of the next layer, carried through the later layers' ``|W|`` (:func:`carry_bound`, a
+    worst case over all inputs); for each group in ``groups`` (key -> coupled group), the
+    largest over its producers' outputs. ``{}`` when the input shape is unknown (every layer
+    then counts 1); ``shapes``: the work graph's output shapes, computed here when not given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropref.network import Network, Dense, ReLU, analyse
+    >>> net = Network([Dense(np.ones((4, 3))), ReLU(), Dense(np.ones((2, 4))), ReLU(), Dense(np.ones((1, 2)))],
+    ...               input_shape=(3,))
+    >>> s = analyse(net)
+    >>> amplifications(s, s.compressible)  # layer 0: the next layer's 2 units, each read with weight 1
+    {0: 2.0, 2: 1.0}
+    """
     try:
         host = map_arrays(structure.work, lambda a: to_numpy(a).astype(np.float64))
         shapes = output_shapes(host) if shapes is None else shapes
