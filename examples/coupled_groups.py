@@ -77,7 +77,7 @@ def _amplification_lines(net) -> list[str]:
     groups = {("group", t): g for t, g in enumerate(coupled_groups(s.work)) if g.why is None}
     amp = amplifications(s, s.compressible, None, groups)
     names = {g: net.label(s.origin(g)) for g in s.compressible}
-    names.update({key: g.label(s.work) for key, g in groups.items()})
+    names.update({key: g.label(net, s.origin) for key, g in groups.items()})
     return [
         "",
         "The amplification of each layer and stream in the allocation (`widths.amplifications`):",

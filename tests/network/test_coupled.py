@@ -608,3 +608,12 @@ def test_keras_residual_budget_over_its_stream_is_met_and_rebuilt():
     error = float(np.max(np.abs(_np(small(x)) - _np(model(x)))))
     assert error == pytest.approx(report.measured_error, rel=1e-4, abs=1e-6)
     assert report.certificate is None or report.certificate >= report.measured_error
+
+
+def test_progress_and_errors_name_a_stream_by_the_users_layer_index():
+    net, _ = load_model("resnet20")  # its BatchNorms are layers of its own: the work graph's indices differ
+    lines = []
+    compress_network(net, {"s3b1_conv2": 32}, seed=0, coupled=True, certify=False, progress=lines.append)
+    (line,) = [text for text in lines if "stream of" in text]
+    assert "'s3b1_conv2' (layer 50, Conv2d)" in line
+    assert net.label(50) == "'s3b1_conv2' (layer 50, Conv2d)"

@@ -354,7 +354,7 @@ def _compress_groups(
             group_info[producer] = dict(
                 certificate=float(np.max(errors[producer])), info=info, time=seconds / len(errors)
             )
-        label, width = group.label(work), layers[group.producers[0]].units
+        label, width = group.label(structure.net, structure.origin), layers[group.producers[0]].units
         say_layer(say, len(done_groups), len(group_units_kept), label, group.units, width, None, seconds, None)
     return states, done_groups, group_info
 
@@ -491,7 +491,7 @@ def _compress_group(
     try:
         return compress_group(layers, net, group, channels, method=run.method, seed=seed, options=run.options)
     except ValueError as exc:
-        raise ValueError(f"the coupled group {group.label(net)}: {exc}") from exc
+        raise ValueError(f"the coupled group {group.label(structure.net, structure.origin)}: {exc}") from exc
 
 
 def _final(net: Network, result: Network) -> tuple[Network, Any, Any]:

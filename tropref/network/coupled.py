@@ -125,10 +125,13 @@ class Group:
     why: str | None = None
     gates: tuple[Gate, ...] = ()
 
-    def label(self, net: Network) -> str:
-        """The group named by its first producer and how many more there are."""
-        more = len(self.producers) - 1
-        return f"stream of {net.label(self.producers[0])}" + (f" (+{more} producers)" if more else "")
+    def label(self, net: Network, origin: Callable[[int], int] | None = None) -> str:
+        """The group named by its first producer and how many more there are; ``origin``
+        maps the group's layer indices to ``net``'s (the identity by default: the walk
+        passes the user's network and the work graph's map to it)."""
+        more, first = len(self.producers) - 1, self.producers[0]
+        name = net.label(first if origin is None else origin(first))
+        return f"stream of {name}" + (f" (+{more} producers)" if more else "")
 
 
 def coupled_groups(net: Network) -> list[Group]:
