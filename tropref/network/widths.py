@@ -60,7 +60,7 @@ from ._keep import fraction, k_of, units_kept
 from .bounds import carry_bound
 from .graph import Network, map_arrays
 from .kinds import kind_of
-from .shapes import count_macs, count_params, layer_shapes, output_shapes
+from .shapes import count_macs, count_params, output_shapes
 from .structure import Structure
 
 __all__ = [
@@ -259,7 +259,8 @@ def predict_cost(
     :func:`graph_cost` on a chain, every compressed layer writing constants into its reader.
 
     ``vanishing_bn[i]`` is the BatchNorm (after the ReLU of layer ``i``) folded into the
-    next layer once layer ``i`` is compressed; ``shapes`` are :func:`layer_shapes` of
+    next layer once layer ``i`` is compressed; ``shapes`` are
+    :func:`~tropref.network.shapes.layer_shapes` of
     ``chain`` (needed for MACs).
 
     A dense or convolutional layer with ``k_out`` units reading ``k_in`` of its original
@@ -385,10 +386,9 @@ def budget_widths(
     groups: Sequence[Any] = (),  # coupled.Group (its module sits above this one): producers, units, why
 ) -> dict[Any, int]:
     """:func:`allocate_budget` over the hidden layers ``targets`` (work indices) of a
-    network, and over its coupled ``groups``: the cost summed over its segments
-    (:func:`predict_cost`; over the whole graph, :func:`graph_cost`, once groups share the
-    budget), the amplification of each layer's error carried to the output along every
-    path (:func:`carry_bound`), the smallest widths that pinned channels allow.
+    network, and over its coupled ``groups``: the cost counted over the whole graph
+    (:func:`graph_cost`), the amplification of each layer's error carried to the output
+    along every path (:func:`carry_bound`), the smallest widths that pinned channels allow.
 
     A group ``t`` is allocated as one more layer, under the key ``("group", t)``: its
     width is the channels all its producers keep, its probe ``probe(("group", t), k)`` the
@@ -456,41 +456,20 @@ def budget_widths(
         total = count_params(structure.net) if kind == "params" else count_macs(structure.net, structure.input_shape)
     if total is None:
         raise ValueError("a MACs budget needs the network's `input_shape`")
-    if kind == "macs" and shared and shapes is None:
+    if kind == "macs" and shapes is None:
         try:
             shapes = output_shapes(work)
         except ValueError:
             raise ValueError("a MACs budget needs the network's `input_shape`") from None
-    folded = folded_batchnorms(structure, targets)
-    per_part = []  # each part's targets (local -> work index), vanishing BatchNorms and shapes
-    for part in structure.parts:
-        local = {i: g for i, g in enumerate(part.at) if g in n}
-        vanishing = {i: part.hidden[i].bn for i, g in local.items() if g in folded}
-        try:
-            chain_shapes = _chain_shapes(structure, part, shapes) if kind == "macs" else None
-        except ValueError:
-            raise ValueError("a MACs budget needs the network's `input_shape`") from None
-        per_part.append((part, local, vanishing, chain_shapes))
-
-    hidden = frozenset(targets)
+    folded, hidden = folded_batchnorms(structure, targets), frozenset(targets)
 
     def cost(widths: Mapping[Any, int]) -> int:
         if kind == "units":
             return sum(widths.values())
-        if shared:  # the groups' channels are read across segments: count over the graph
-            per_layer = {g: k for g, k in widths.items() if g not in shared}
-            per_layer.update({p: widths[key] for key, group in shared.items() for p in group.producers})
-            return graph_cost(work, per_layer, kind=kind, shapes=shapes, vanishing_bn=folded, merged=hidden)
-        return sum(
-            predict_cost(
-                part.chain,
-                {i: widths[g] for i, g in local.items() if g in widths},
-                kind=kind,
-                shapes=chain_shapes,
-                vanishing_bn=vanishing,
-            )
-            for part, local, vanishing, chain_shapes in per_part
-        )
+        # over the whole graph: a group's channels are written and read in several segments
+        per_layer = {g: k for g, k in widths.items() if g not in shared}
+        per_layer.update({p: widths[key] for key, group in shared.items() for p in group.producers})
+        return graph_cost(work, per_layer, kind=kind, shapes=shapes, vanishing_bn=folded, merged=hidden)
 
     return allocate_budget(
         budget,
@@ -525,17 +504,6 @@ def folded_batchnorms(structure: Structure, targets: Sequence[int]) -> dict[int,
         if h.bn is not None and not keeps_batchnorm(part.chain, h) and not pinned(part.chain, h).any():
             out[g] = part.at[h.bn]
     return out
-
-
-def _chain_shapes(structure: Structure, part: Any, shapes: Sequence[tuple[int, ...]] | None) -> list[tuple[int, ...]]:
-    """:func:`~tropref.network.shapes.layer_shapes` of ``part.chain``: read off the work
-    graph's output ``shapes`` when given (the part's layers sit at ``part.at`` there, its
-    input is the segment's source), computed otherwise."""
-    if shapes is None:
-        return layer_shapes(part.chain)
-    src = part.segment.source
-    first = structure.input_shape if src < 0 else shapes[structure.moved[src]]
-    return [tuple(first), *(shapes[g] for g in part.at)]
 
 
 def amplifications(
